@@ -1,0 +1,3 @@
+from poolnet_desktop.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure core: models, protocol schemas, allocation and scheduling. No I/O, asyncio or Qt."""

@@ -1,0 +1,271 @@
+"""Every message of the pool's WebSocket protocol, defined once as a validated schema.
+
+Two dialects share one endpoint (``/ws``), one JSON object per text frame:
+
+* the seed system's (``register``, ``heartbeat``, ``resource_update``, ``resource_request``,
+  ``task_submit``), served unchanged so that its clients join as they are;
+* PoolNet's own, which opens with ``hello`` carrying ``protocol`` (the version) and a role, and
+  is answered by ``welcome``. Members then get work; observers get ``pool_state`` batches.
+
+``decode_client`` and ``decode_server`` turn bytes into typed messages or raise
+``ProtocolError`` with a stable ``code`` and a message a person can act on. ``encode`` is the
+only way out. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+from poolnet_desktop.core.devices import DeviceView, PoolTotals
+from poolnet_desktop.core.resources import Requirements, Resources, ShortText
+
+PROTOCOL_VERSION = 1
+# Control messages larger than this are refused (WebSocket close 1009); files travel in chunks.
+MAX_CONTROL_MESSAGE = 1024 * 1024
+
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Name = Annotated[str, msgspec.Meta(max_length=128)]
+Platform = Annotated[str, msgspec.Meta(max_length=32)]
+Role = Literal["member", "observer"]
+
+
+class ErrorCode:
+    """Stable codes carried by ``error`` messages; clients may branch on them."""
+
+    BAD_JSON = "bad_json"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    NOT_REGISTERED = "not_registered"
+    ALREADY_REGISTERED = "already_registered"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    INVALID_TASK = "invalid_task"
+    UNFIT = "unfit"
+
+
+class ProtocolError(Exception):
+    """A message that cannot be accepted; ``code`` is one of ``ErrorCode``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Msg(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
+    """Base of every message: the ``type`` tag is the struct's ``tag``."""
+
+
+# ---- seed dialect, client to server ---------------------------------------------------------
+
+
+class Register(_Msg, tag="register"):
+    device_id: DeviceId
+    device_name: Name = ""
+    platform: Platform = "unknown"
+
+
+class Heartbeat(_Msg, tag="heartbeat"):
+    device_id: DeviceId | None = None
+
+
+class ResourceUpdate(_Msg, tag="resource_update"):
+    """Both directions: a member's report, and the coordinator's (rate-limited) relay of it."""
+
+    device_id: DeviceId | None = None
+    resources: Resources = msgspec.field(default_factory=Resources)
+
+
+class ResourceRequest(_Msg, tag="resource_request"):
+    device_id: DeviceId | None = None
+    requirements: Requirements = msgspec.field(default_factory=Requirements)
+
+
+class SeedTaskData(msgspec.Struct, frozen=True):
+    command: Annotated[str, msgspec.Meta(max_length=65536)] | list[str] | None = None
+    input: Any = None
+
+
+class SeedTask(msgspec.Struct, rename="camel", frozen=True):
+    id: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    type: ShortText = "command"
+    submitter_id: DeviceId | None = None
+    requirements: Requirements = msgspec.field(default_factory=Requirements)
+    data: SeedTaskData = msgspec.field(default_factory=SeedTaskData)
+
+
+class TaskSubmit(_Msg, tag="task_submit"):
+    task: SeedTask
+
+
+# ---- PoolNet dialect, client to server ------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello"):
+    """Opens a PoolNet session. ``protocol`` is the client's version; ``software`` its build."""
+
+    protocol: Annotated[int, msgspec.Meta(ge=1, le=1000)]
+    role: Role
+    device_id: DeviceId
+    device_name: Name = ""
+    platform: Platform = "unknown"
+    software: ShortText = ""
+    accept_tasks: bool = True
+
+
+class SetAcceptTasks(_Msg, tag="set_accept_tasks"):
+    """A member turns task acceptance on or off (its owner's preference, or in use/battery)."""
+
+    accept: bool
+
+
+class Forget(_Msg, tag="forget_device"):
+    """An observer asks the coordinator to forget an offline device."""
+
+    device_id: DeviceId
+
+
+# ---- server to client -----------------------------------------------------------------------
+
+
+class Devices(_Msg, tag="devices"):
+    devices: list[DeviceView]
+
+
+class DeviceJoined(_Msg, tag="device_joined"):
+    device: DeviceView
+
+
+class DeviceLeft(_Msg, tag="device_left"):
+    device_id: DeviceId
+
+
+class AllocatedDevice(msgspec.Struct, rename="camel"):
+    device_id: str
+    device_name: str
+    allocated_cpu: float
+    allocated_memory: float
+    allocated_storage: float
+    allocated_gpu: bool
+
+
+class Allocation(msgspec.Struct, rename="camel"):
+    id: str
+    requesting_device: str
+    timestamp: str
+    requirements: Requirements
+    fulfilled: bool
+    allocated_devices: list[AllocatedDevice]
+
+
+class ResourceAllocation(_Msg, tag="resource_allocation"):
+    allocation: Allocation
+
+
+class SeedTaskOutcome(msgspec.Struct, omit_defaults=True):
+    success: bool
+    result: Any = None
+    error: str | None = None
+
+
+class TaskResult(_Msg, tag="task_result"):
+    task_id: str
+    result: SeedTaskOutcome
+
+
+class Error(_Msg, tag="error"):
+    code: str
+    message: str
+
+
+class Welcome(_Msg, tag="welcome"):
+    """The answer to ``hello``: the session is open. Intervals are in seconds."""
+
+    protocol: int
+    pool_id: str
+    pool_name: str
+    device_id: str
+    heartbeat_interval: float
+    resource_interval: float
+    heartbeat_timeout: float
+
+
+class PoolState(_Msg, tag="pool_state"):
+    """A coalesced batch for observers: devices changed or removed since the last batch.
+
+    ``full`` is true on the first batch of a session, which lists every known device.
+    """
+
+    seq: int
+    full: bool
+    devices: list[DeviceView]
+    removed: list[str]
+    pool: PoolTotals
+    tasks: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class ServerShutdown(_Msg, tag="server_shutdown"):
+    """The coordinator is stopping on purpose; members should reconnect after a pause."""
+
+    reason: str
+    reconnect_after: float = 2.0
+
+
+ClientMessage = Union[
+    Register, Heartbeat, ResourceUpdate, ResourceRequest, TaskSubmit, Hello, SetAcceptTasks, Forget
+]
+ServerMessage = Union[
+    Devices,
+    DeviceJoined,
+    DeviceLeft,
+    ResourceUpdate,
+    ResourceAllocation,
+    TaskResult,
+    Error,
+    Welcome,
+    PoolState,
+    ServerShutdown,
+]
+
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_server_decoder = msgspec.json.Decoder(ServerMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def _decode(decoder: msgspec.json.Decoder, data: bytes | str) -> Any:
+    if len(data) > MAX_CONTROL_MESSAGE:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message exceeds {MAX_CONTROL_MESSAGE} bytes")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if text.endswith("at `$.type`") and text.startswith("Invalid value"):
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type: {text}") from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, text) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}") from None
+
+
+def decode_client(data: bytes | str) -> ClientMessage:
+    """Parse and validate one message from a client, or raise ``ProtocolError``."""
+    return _decode(_client_decoder, data)  # type: ignore[no-any-return]
+
+
+def decode_server(data: bytes | str) -> ServerMessage:
+    """Parse and validate one message from the coordinator, or raise ``ProtocolError``."""
+    return _decode(_server_decoder, data)  # type: ignore[no-any-return]
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Serialise a message (or any schema object) to JSON bytes."""
+    return _encoder.encode(message)
+
+
+def encode_text(message: msgspec.Struct) -> str:
+    """Serialise to ``str``, for WebSocket text frames (what seed clients expect)."""
+    return _encoder.encode(message).decode()

@@ -1,0 +1,1 @@
+"""The Qt desktop app. Sees the runtime only through the bridge module."""

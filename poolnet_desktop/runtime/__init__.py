@@ -1,0 +1,1 @@
+"""asyncio services (coordinator, agent, discovery, storage). Never imports Qt."""

@@ -1,0 +1,40 @@
+"""The ``poolnet`` command line: the same pool, host and member code as the desktop app."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+
+from poolnet_desktop import __version__
+from poolnet_desktop.commands import host, join, status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poolnet", description="Pool the computers on your LAN and run work on them.")
+    parser.add_argument("--version", action="version", version=f"poolnet {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers.add_parser = functools.partial(subparsers.add_parser, parents=[common])  # type: ignore[method-assign]
+    for module in (host, join, status):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=os.environ.get("POOLNET_LOG", level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""The coordinator: the pool's registry, its message handling, and its periodic work.
+
+Transport-agnostic: ``server.py`` owns the sockets and hands each decoded message to
+``dispatch``. Fan-out is coalesced: observers receive at most one ``pool_state`` batch per
+``batch_interval``, and seed clients at most one relayed ``resource_update`` per device per
+interval (capped per client), so traffic does not grow with the square of the pool. Liveness is
+one sweep per second over all devices, not a timer per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import websockets
+
+from poolnet_desktop.core.allocation import allocate
+from poolnet_desktop.core.devices import DeviceRegistry, iso8601
+from poolnet_desktop.core.protocol import (
+    PROTOCOL_VERSION,
+    ClientMessage,
+    DeviceJoined,
+    DeviceLeft,
+    Devices,
+    ErrorCode,
+    Forget,
+    Heartbeat,
+    Hello,
+    PoolState,
+    ProtocolError,
+    Register,
+    ResourceAllocation,
+    ResourceRequest,
+    ResourceUpdate,
+    ServerShutdown,
+    SetAcceptTasks,
+    TaskResult,
+    TaskSubmit,
+    SeedTaskOutcome,
+    Welcome,
+    encode_text,
+)
+from poolnet_desktop.runtime.session import MAX_PENDING_OUTPUT, Session
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, Any], Awaitable[None]]
+
+# WebSocket close codes used by the coordinator (4000-4999 are for applications).
+CLOSE_HEARTBEAT_TIMEOUT = 4000
+CLOSE_REPLACED = 4001
+CLOSE_TOO_SLOW = 4002
+
+
+@dataclass
+class CoordinatorConfig:
+    """Timings in seconds; the seed's are a 5 s heartbeat, 2 s resources and a 30 s timeout."""
+
+    pool_id: str
+    pool_name: str
+    heartbeat_interval: float = 5.0
+    resource_interval: float = 2.0
+    heartbeat_timeout: float = 30.0
+    batch_interval: float = 1.0
+    sweep_interval: float = 1.0
+    seed_relay_cap: int = 200
+    max_errors_per_session: int = 20
+
+
+class Coordinator:
+    """Owns the device registry and every live session; safe to ``stop()`` twice."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry = DeviceRegistry()
+        self.started_at = wall_clock()
+        self._clock = clock
+        self._wall = wall_clock
+        self._sessions: set[Session] = set()
+        self._by_device: dict[str, Session] = {}
+        self._seq = 0
+        self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._handlers: dict[type, Handler] = {
+            Register: self._on_register,
+            Hello: self._on_hello,
+            Heartbeat: self._on_heartbeat,
+            ResourceUpdate: self._on_resource_update,
+            ResourceRequest: self._on_resource_request,
+            TaskSubmit: self._on_seed_task_submit,
+            SetAcceptTasks: self._on_set_accept_tasks,
+            Forget: self._on_forget,
+        }
+        self.task_counts: Callable[[], dict[str, int]] = dict
+        self.messages_in = 0
+        self.messages_out = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the periodic batch and liveness loops on the running event loop."""
+        self._loops = [
+            asyncio.create_task(self._every(self.config.batch_interval, self.flush_batch), name="batch"),
+            asyncio.create_task(self._every(self.config.sweep_interval, self.sweep), name="sweep"),
+        ]
+
+    async def stop(self) -> None:
+        """Tell every PoolNet peer the pool is stopping, close all sessions, end the loops."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        notice = encode_text(ServerShutdown(reason="the pool's host is shutting down"))
+        sessions = list(self._sessions)
+        websockets.broadcast([s.connection for s in sessions if s.dialect == "poolnet"], notice)
+        await asyncio.gather(*(s.close(1001, "server shutting down") for s in sessions), return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        """Run a fire-and-forget coroutine while keeping a reference until it ends."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def add_handler(self, message_type: type, handler: Handler) -> None:
+        """Let a service (tasks, security) handle a message type the coordinator does not."""
+        self._handlers[message_type] = handler
+
+    # ---- connections -------------------------------------------------------------------------
+
+    def connected(self, session: Session) -> None:
+        self._sessions.add(session)
+
+    def disconnected(self, session: Session) -> None:
+        """A connection ended: its device goes offline and seed clients hear ``device_left``."""
+        self._sessions.discard(session)
+        device_id = session.device_id
+        if device_id is None or self._by_device.get(device_id) is not session:
+            return
+        del self._by_device[device_id]
+        if self.registry.mark_offline(device_id):
+            self._tell_seed_clients(DeviceLeft(device_id=device_id))
+
+    def session_for(self, device_id: str) -> Session | None:
+        return self._by_device.get(device_id)
+
+    @property
+    def sessions(self) -> frozenset[Session]:
+        return frozenset(self._sessions)
+
+    async def dispatch(self, session: Session, message: ClientMessage) -> None:
+        """Handle one validated message; a ``ProtocolError`` becomes an ``error`` reply."""
+        self.messages_in += 1
+        if session.device_id is not None:
+            self.registry.touch(session.device_id, self._clock(), self._wall())
+        handler = self._handlers.get(type(message))
+        try:
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
+            if not session.introduced and not isinstance(message, (Register, Hello)):
+                raise ProtocolError(ErrorCode.NOT_REGISTERED, "send 'register' (or 'hello') first")
+            await handler(session, message)
+        except ProtocolError as exc:
+            await self.refuse(session, exc)
+
+    async def refuse(self, session: Session, error: ProtocolError) -> None:
+        """Answer a bad message; a peer that keeps sending them is closed (policy violation)."""
+        session.errors += 1
+        log.info("refused from %s: %s (%s)", session.address, error.message, error.code)
+        await session.send_error(error.code, error.message)
+        if session.errors >= self.config.max_errors_per_session:
+            await session.close(1008, "too many invalid messages")
+
+    # ---- seed dialect ------------------------------------------------------------------------
+
+    async def _on_register(self, session: Session, message: Register) -> None:
+        if session.introduced:
+            raise ProtocolError(ErrorCode.ALREADY_REGISTERED, "this connection is already registered")
+        session.dialect, session.role = "seed", "member"
+        device = self._admit(session, message.device_id, message.device_name, message.platform, "member")
+        # Seed clients never run PoolNet shards: they are shown, never given work.
+        self.registry.set_accept_tasks(device.id, False)
+        online = [d.view() for d in self.registry.online()]
+        await session.send(Devices(devices=online))
+        self._tell_seed_clients(DeviceJoined(device=device.view()), exclude=session)
+
+    async def _on_heartbeat(self, session: Session, message: Heartbeat) -> None:
+        self._check_own_id(session, message.device_id)
+
+    async def _on_resource_update(self, session: Session, message: ResourceUpdate) -> None:
+        if session.role != "member":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only members report resources")
+        self._check_own_id(session, message.device_id)
+        assert session.device_id is not None
+        self.registry.update_resources(session.device_id, message.resources)
+
+    async def _on_resource_request(self, session: Session, message: ResourceRequest) -> None:
+        requester = session.device_id or message.device_id or ""
+        allocation = allocate(
+            self.registry.online(),
+            requester,
+            message.requirements,
+            allocation_id=uuid.uuid4().hex,
+            timestamp=iso8601(self._wall()),
+        )
+        await session.send(ResourceAllocation(allocation=allocation))
+
+    async def _on_seed_task_submit(self, session: Session, message: TaskSubmit) -> None:
+        """Without a task service, say so plainly: the seed's fake success is not repeated."""
+        await session.send(
+            TaskResult(
+                task_id=message.task.id,
+                result=SeedTaskOutcome(success=False, error="this pool does not accept tasks from seed clients"),
+            )
+        )
+
+    # ---- PoolNet dialect ---------------------------------------------------------------------
+
+    async def _on_hello(self, session: Session, message: Hello) -> None:
+        if session.introduced:
+            raise ProtocolError(ErrorCode.ALREADY_REGISTERED, "this connection already said hello")
+        if message.protocol != PROTOCOL_VERSION:
+            await session.send_error(
+                ErrorCode.UNSUPPORTED_PROTOCOL,
+                f"this pool speaks protocol {PROTOCOL_VERSION}, the client {message.protocol}",
+            )
+            await session.close(1008, "unsupported protocol version")
+            return
+        await self.welcome(session, message)
+
+    async def welcome(self, session: Session, hello: Hello) -> None:
+        """Open a PoolNet session for an (authenticated) hello: members join, observers watch."""
+        session.dialect, session.role = "poolnet", hello.role
+        if hello.role == "member":
+            self._admit(session, hello.device_id, hello.device_name, hello.platform, "member")
+            self.registry.set_accept_tasks(hello.device_id, hello.accept_tasks)
+        else:
+            session.device_id = None
+        await session.send(
+            Welcome(
+                protocol=PROTOCOL_VERSION,
+                pool_id=self.config.pool_id,
+                pool_name=self.config.pool_name,
+                device_id=hello.device_id,
+                heartbeat_interval=self.config.heartbeat_interval,
+                resource_interval=self.config.resource_interval,
+                heartbeat_timeout=self.config.heartbeat_timeout,
+            )
+        )
+        if hello.role == "observer":
+            await session.send(self._pool_state(full=True, changed=None, removed=[]))
+
+    async def _on_set_accept_tasks(self, session: Session, message: SetAcceptTasks) -> None:
+        if session.role != "member" or session.dialect != "poolnet" or session.device_id is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only PoolNet members run tasks")
+        self.registry.set_accept_tasks(session.device_id, message.accept)
+
+    async def _on_forget(self, session: Session, message: Forget) -> None:
+        if session.role != "observer":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the pool's observers may forget devices")
+        device = self.registry.get(message.device_id)
+        if device is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no device {message.device_id!r}")
+        if device.online:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "an online device cannot be forgotten")
+        self.registry.forget(message.device_id)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _admit(self, session: Session, device_id: str, name: str, platform: str, role: str):  # noqa: ANN202
+        previous = self._by_device.get(device_id)
+        if previous is not None and previous is not session:
+            # The newest connection wins: the old one is usually a half-dead link.
+            previous.device_id = None
+            self._spawn(previous.close(CLOSE_REPLACED, "replaced by a newer connection"))
+        session.device_id = device_id
+        self._by_device[device_id] = session
+        return self.registry.register(
+            device_id, name or device_id, platform, session.address, role, self._clock(), self._wall()
+        )
+
+    @staticmethod
+    def _check_own_id(session: Session, claimed: str | None) -> None:
+        if claimed is not None and claimed != session.device_id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "a connection may only speak for its own device")
+
+    def _seed_sessions(self, exclude: Session | None = None) -> list[Session]:
+        return [s for s in self._sessions if s.dialect == "seed" and s is not exclude]
+
+    def _tell_seed_clients(self, message: Any, exclude: Session | None = None) -> None:
+        targets = self._seed_sessions(exclude)
+        if targets:
+            self._broadcast(targets, encode_text(message))
+
+    def _broadcast(self, sessions: list[Session], text: str) -> None:
+        """Queue one frame to many peers without waiting; peers too slow to drain are closed."""
+        live = []
+        for session in sessions:
+            if session.pending_output() > MAX_PENDING_OUTPUT:
+                self._spawn(session.close(CLOSE_TOO_SLOW, "too slow to keep up with the pool"))
+            else:
+                live.append(session.connection)
+        websockets.broadcast(live, text)
+        self.messages_out += len(live)
+
+    def _pool_state(self, full: bool, changed: list | None, removed: list[str]) -> PoolState:
+        self._seq += 1
+        devices = self.registry.all() if full else (changed or [])
+        return PoolState(
+            seq=self._seq,
+            full=full,
+            devices=[d.view() for d in devices],
+            removed=removed,
+            pool=self.registry.totals(),
+            tasks=self.task_counts(),
+        )
+
+    # ---- periodic work -----------------------------------------------------------------------
+
+    async def _every(self, interval: float, work: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                work()
+            except Exception:  # one bad tick must not end the loop for good
+                log.exception("periodic work %s failed", getattr(work, "__name__", work))
+
+    def flush_batch(self) -> None:
+        """Send observers what changed since the last batch; relay resources to seed clients."""
+        changed, removed = self.registry.take_changes()
+        if not changed and not removed:
+            return
+        observers = [s for s in self._sessions if s.dialect == "poolnet" and s.role == "observer"]
+        if observers:
+            self._broadcast(observers, encode_text(self._pool_state(False, changed, removed)))
+        seed_clients = self._seed_sessions()
+        if seed_clients:
+            relays = [
+                encode_text(ResourceUpdate(device_id=d.id, resources=d.resources))
+                for d in changed[: self.config.seed_relay_cap]
+                if d.online
+            ]
+            for text in relays:
+                self._broadcast(seed_clients, text)
+
+    def sweep(self) -> None:
+        """Take offline every device silent for longer than the heartbeat timeout."""
+        for device_id in self.registry.expired(self._clock(), self.config.heartbeat_timeout):
+            log.info("device %s missed its heartbeats: offline", device_id)
+            self.registry.mark_offline(device_id)
+            self._tell_seed_clients(DeviceLeft(device_id=device_id))
+            session = self._by_device.pop(device_id, None)
+            if session is not None:
+                session.device_id = None
+                self._spawn(session.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))

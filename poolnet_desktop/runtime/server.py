@@ -1,0 +1,135 @@
+"""The pool's one port: the WebSocket endpoint ``/ws`` and the REST paths beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from poolnet_desktop.core.protocol import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError, decode_client
+from poolnet_desktop.runtime.coordinator import Coordinator
+from poolnet_desktop.runtime.rest import RestApi, error_response
+from poolnet_desktop.runtime.session import Session
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/ws"
+# Room for a file chunk's header on top of the largest control message.
+MAX_FRAME = MAX_CONTROL_MESSAGE + 64 * 1024
+
+
+class PoolServer:
+    """Serves a ``Coordinator`` on ``host:port`` (port 0 picks a free one; see ``port``).
+
+    A connection must introduce itself (``hello`` or ``register``) within
+    ``handshake_timeout`` seconds or it is dropped; frames over ``MAX_FRAME`` close it with 1009.
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        host: str = "0.0.0.0",
+        port: int = 3000,
+        ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        max_connections: int = 20_000,
+    ) -> None:
+        self.coordinator = coordinator
+        self.host = host
+        self.port = port
+        self.rest = RestApi(coordinator, time.time)
+        self._ssl = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._max_connections = max_connections
+        self._server: Server | None = None
+        self.binary_handler = None
+
+    @property
+    def tls(self) -> bool:
+        return self._ssl is not None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{WS_PATH}"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._serve_connection,
+            self.host,
+            self.port,
+            ssl=self._ssl,
+            process_request=self._process_request,
+            max_size=MAX_FRAME,
+            max_queue=32,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            server_header=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.coordinator.start()
+        log.info("pool %r serving on %s", self.coordinator.config.pool_name, self.url)
+
+    async def stop(self) -> None:
+        """Ordered shutdown: stop accepting, let the coordinator say goodbye, then close."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close(close_connections=False)
+        await self.coordinator.stop()
+        server.close()
+        await server.wait_closed()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            if len(self.coordinator.sessions) >= self._max_connections:
+                return error_response(503, "the pool is full")
+            return None
+        if "upgrade" in request.headers.get("Connection", "").lower():
+            return error_response(404, f"the WebSocket endpoint is {WS_PATH}")
+        response = self.rest.answer(path)
+        return response if response is not None else error_response(404, f"no such path: {path}")
+
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        address = connection.remote_address[0] if connection.remote_address else "?"
+        session = Session(connection, address)
+        self.coordinator.connected(session)
+        deadline = asyncio.get_running_loop().time() + self._handshake_timeout
+        try:
+            while True:
+                if session.introduced:
+                    frame = await connection.recv()
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        frame = await connection.recv()
+                await self._handle_frame(session, frame)
+        except TimeoutError:
+            await session.close(1008, "no hello or register in time")
+        except ConnectionClosed:
+            pass
+        finally:
+            self.coordinator.disconnected(session)
+
+    async def _handle_frame(self, session: Session, frame: str | bytes) -> None:
+        if isinstance(frame, bytes) and not frame.lstrip().startswith(b"{"):
+            if self.binary_handler is None or not session.introduced:
+                await self.coordinator.refuse(
+                    session, ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames carry file transfers only")
+                )
+                return
+            await self.binary_handler(session, frame)
+            return
+        try:
+            message = decode_client(frame)
+        except ProtocolError as exc:
+            await self.coordinator.refuse(session, exc)
+            return
+        await self.coordinator.dispatch(session, message)

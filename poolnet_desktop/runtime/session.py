@@ -1,0 +1,64 @@
+"""One WebSocket connection to the coordinator and what is known about its peer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import msgspec
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from poolnet_desktop.core.protocol import Error, encode_text
+
+log = logging.getLogger(__name__)
+
+Dialect = Literal["seed", "poolnet"]
+# A peer whose unread output exceeds this is too slow to keep up with the pool: it is closed
+# rather than letting its buffer grow without bound.
+MAX_PENDING_OUTPUT = 8 * 1024 * 1024
+
+
+class Session:
+    """A connected peer: its dialect and role once it has introduced itself, and its errors."""
+
+    def __init__(self, connection: ServerConnection, address: str) -> None:
+        self.connection = connection
+        self.address = address
+        self.dialect: Dialect | None = None
+        self.role: str | None = None
+        self.device_id: str | None = None
+        self.errors = 0
+
+    @property
+    def introduced(self) -> bool:
+        return self.dialect is not None
+
+    @property
+    def is_observer(self) -> bool:
+        """Receives pool state: PoolNet observers, and every seed client (the seed relayed to all)."""
+        return self.role == "observer" or self.dialect == "seed"
+
+    def pending_output(self) -> int:
+        transport = self.connection.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    async def send(self, message: msgspec.Struct) -> None:
+        """Send one message; a peer that has gone is ignored here (its handler cleans up)."""
+        await self.send_text(encode_text(message))
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self.connection.send(text)
+        except ConnectionClosed:
+            pass
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send(Error(code=code, message=message))
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.connection.close(code, reason[:120])
+
+    def __repr__(self) -> str:
+        who = self.device_id or "anonymous"
+        return f"<Session {who} {self.dialect or '-'}/{self.role or '-'} from {self.address}>"

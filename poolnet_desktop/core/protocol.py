@@ -46,6 +46,11 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     INVALID_TASK = "invalid_task"
     UNFIT = "unfit"
+    AUTH_FAILED = "auth_failed"
+    REVOKED = "revoked"
+    APPROVAL_DENIED = "approval_denied"
+    AUTH_TIMEOUT = "auth_timeout"
+    HOST_MISMATCH = "host_mismatch"
 
 
 class ProtocolError(Exception):
@@ -116,6 +121,9 @@ class Hello(_Msg, tag="hello"):
     platform: Platform = "unknown"
     software: ShortText = ""
     accept_tasks: bool = True
+    # Authentication (runtime/auth.py): the raw Ed25519 key and a fresh 32-byte nonce, base64.
+    public_key: Base64Text | None = None
+    nonce: Base64Text | None = None
 
 
 class SetAcceptTasks(_Msg, tag="set_accept_tasks"):
@@ -216,8 +224,53 @@ class ServerShutdown(_Msg, tag="server_shutdown"):
     reconnect_after: float = 2.0
 
 
+# ---- authentication ------------------------------------------------------------------------
+# After ``hello`` (carrying ``publicKey`` and ``nonce``) the host sends ``challenge``; the member
+# answers ``auth``; the host replies ``auth_ok`` and then ``welcome``, or ``auth_pending`` while
+# a person decides, or ``error`` and a close. The exchange itself is in runtime/auth.py.
+
+Base64Text = Annotated[str, msgspec.Meta(max_length=128)]
+
+
+class Challenge(_Msg, tag="challenge"):
+    """The host's fresh nonce for this connection, and the pool it speaks for."""
+
+    nonce: Base64Text
+    pool_id: Annotated[str, msgspec.Meta(max_length=128)]
+
+
+class Auth(_Msg, tag="auth"):
+    """The member's signature over the transcript; ``proof`` when it pairs with a code."""
+
+    signature: Base64Text
+    proof: Base64Text | None = None
+
+
+class AuthPending(_Msg, tag="auth_pending"):
+    """The host is asking a person to approve this device; wait up to ``timeout`` seconds."""
+
+    message: ShortText
+    timeout: float
+
+
+class AuthOk(_Msg, tag="auth_ok"):
+    """Authenticated. ``hostProof`` answers a code proof, so the member knows the host."""
+
+    device_id: str
+    method: Literal["key", "code", "approval"]
+    host_proof: Base64Text | None = None
+
+
 ClientMessage = Union[
-    Register, Heartbeat, ResourceUpdate, ResourceRequest, TaskSubmit, Hello, SetAcceptTasks, Forget
+    Register,
+    Heartbeat,
+    ResourceUpdate,
+    ResourceRequest,
+    TaskSubmit,
+    Hello,
+    SetAcceptTasks,
+    Forget,
+    Auth,
 ]
 ServerMessage = Union[
     Devices,
@@ -230,6 +283,9 @@ ServerMessage = Union[
     Welcome,
     PoolState,
     ServerShutdown,
+    Challenge,
+    AuthPending,
+    AuthOk,
 ]
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)

@@ -1,0 +1,189 @@
+"""Pure primitives of device authentication: ids, the signed transcript, pairing codes, proofs.
+
+A member proves who it is by signing a *transcript* of the handshake with its Ed25519 key; a
+member that is new to the pool also proves, and receives proof, that both sides know the
+pairing code the host shows. The transcript binds everything an attacker could swap:
+
+* the server's fresh nonce (an old handshake replayed later signs the wrong nonce),
+* the member's nonce (the host's proof cannot be replayed to another member),
+* the fingerprint of the TLS certificate the member actually sees (a relay in the middle shows
+  its own certificate, so the real host computes a different transcript and refuses),
+* the pool id, the device id and its public key.
+
+The code itself never crosses the wire: both sides stretch it with scrypt (salted by the
+transcript, so nothing can be precomputed) into a key and exchange HMACs under that key. The
+member proves first, because the host is the one anybody can reach: a host that answered first
+would hand every stranger a value to guess the code against offline.
+
+Nothing here does I/O or reads a clock; randomness comes in as bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+NONCE_BYTES = 32
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+PROOF_BYTES = 32
+DEVICE_ID_PREFIX = "pn-"
+DEVICE_ID_CHARS = 26  # 130 bits of a SHA-256: far beyond any collision search
+
+# Crockford's base32: no I, L, O or U, so nothing is mistaken for 1, 0 or a rude word.
+PAIRING_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+PAIRING_CODE_LENGTH = 8  # 40 bits, typed once as "ABCD-EFGH"
+PAIRING_CODE_MIN = 6  # a code chosen by a script (``--pairing-code``) may be longer, not shorter
+PAIRING_CODE_MAX = 32
+_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+# scrypt cost: 16 MiB and about 50-80 ms on one core, once per pairing attempt on each side.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+_DOMAIN = b"poolnet/auth/v1"
+
+
+def _label(name: bytes, data: bytes) -> bytes:
+    """Domain separation: the same transcript never means two things under two uses."""
+    return _DOMAIN + b"\x00" + name + b"\x00" + data
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding, as carried in messages."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str, expected_len: int, what: str) -> bytes:
+    """Decode base64 of exactly ``expected_len`` bytes, or raise ``ValueError`` naming ``what``."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError(f"{what} is not valid base64") from None
+    if len(data) != expected_len:
+        raise ValueError(f"{what} must be {expected_len} bytes, got {len(data)}")
+    return data
+
+
+def device_id_for(public_key: bytes) -> str:
+    """The device id a public key owns: ``pn-`` and 26 base32 characters of its SHA-256.
+
+    Only the holder of the matching private key can sign for it, so an id cannot be claimed
+    by anyone else.
+    """
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, got {len(public_key)}")
+    digest = hashlib.sha256(_label(b"device-id", public_key)).digest()
+    return DEVICE_ID_PREFIX + base64.b32encode(digest).decode("ascii").lower()[:DEVICE_ID_CHARS]
+
+
+def _field(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def handshake_transcript(
+    *,
+    server_nonce: bytes,
+    client_nonce: bytes,
+    server_fingerprint: str,
+    pool_id: str,
+    device_id: str,
+    public_key: bytes,
+) -> bytes:
+    """The bytes both sides sign or MAC. Fields are length-prefixed, so none can bleed into
+    another. ``server_fingerprint`` is the SHA-256 hex of the certificate the member saw."""
+    if len(server_nonce) != NONCE_BYTES or len(client_nonce) != NONCE_BYTES:
+        raise ValueError(f"nonces must be {NONCE_BYTES} bytes")
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"public key must be {PUBLIC_KEY_BYTES} bytes")
+    parts = (
+        server_nonce,
+        client_nonce,
+        server_fingerprint.lower().encode("ascii"),
+        pool_id.encode("utf-8"),
+        device_id.encode("utf-8"),
+        public_key,
+    )
+    return _label(b"transcript", b"".join(_field(p) for p in parts))
+
+
+def sign_challenge(private_key: Ed25519PrivateKey, transcript: bytes) -> bytes:
+    """The member's signature over the transcript (64 bytes)."""
+    return private_key.sign(_label(b"member-signature", transcript))
+
+
+def verify_challenge(public_key: bytes, transcript: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is the holder of ``public_key`` signing this very transcript."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        key = Ed25519PublicKey.from_public_bytes(public_key)
+        key.verify(signature, _label(b"member-signature", transcript))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def make_pairing_code(random: bytes) -> str:
+    """A fresh 8-character code from (at least) 5 random bytes, unbiased: 5 bits a character."""
+    if len(random) < 5:
+        raise ValueError("a pairing code needs 5 random bytes")
+    value = int.from_bytes(random[:5], "big")
+    chars = [PAIRING_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(PAIRING_CODE_LENGTH))]
+    return "".join(chars)
+
+
+def normalize_pairing_code(text: str) -> str:
+    """The canonical form of a code as a person typed it: case, spaces and dashes ignored,
+    O read as 0 and I or L as 1. Raises ``ValueError`` with what is wrong."""
+    code = "".join(text.split()).replace("-", "").upper().translate(_CONFUSABLE)
+    if not PAIRING_CODE_MIN <= len(code) <= PAIRING_CODE_MAX:
+        raise ValueError(
+            f"a pairing code has {PAIRING_CODE_MIN} to {PAIRING_CODE_MAX} characters, got {len(code)}"
+        )
+    bad = sorted({c for c in code if c not in PAIRING_ALPHABET})
+    if bad:
+        raise ValueError(f"a pairing code uses only {PAIRING_ALPHABET}; not {''.join(bad)!r}")
+    return code
+
+
+def format_pairing_code(code: str) -> str:
+    """How the host shows a code: canonical, in groups of four (``ABCD-EFGH``)."""
+    canonical = normalize_pairing_code(code)
+    return "-".join(canonical[i : i + 4] for i in range(0, len(canonical), 4))
+
+
+@dataclass(frozen=True)
+class PairingProofs:
+    """Both HMACs a pairing code yields for one transcript. The member sends ``member``; the
+    host checks it, and answers with ``host``, which the member checks in turn."""
+
+    member: bytes
+    host: bytes
+
+    def member_matches(self, given: bytes) -> bool:
+        return hmac.compare_digest(self.member, given)
+
+    def host_matches(self, given: bytes) -> bool:
+        return hmac.compare_digest(self.host, given)
+
+
+def pairing_proofs(code: str, transcript: bytes) -> PairingProofs:
+    """Stretch ``code`` (any typed form) with scrypt, salted by the transcript, and MAC the
+    transcript in each direction. Costs tens of milliseconds: run it off an event loop."""
+    canonical = normalize_pairing_code(code)
+    salt = hashlib.sha256(_label(b"pairing-salt", transcript)).digest()
+    key = hashlib.scrypt(
+        canonical.encode("ascii"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    )
+    return PairingProofs(
+        member=hmac.new(key, _label(b"member-proof", transcript), hashlib.sha256).digest(),
+        host=hmac.new(key, _label(b"host-proof", transcript), hashlib.sha256).digest(),
+    )

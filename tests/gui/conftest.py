@@ -1,0 +1,111 @@
+"""GUI tests run offscreen with PySide6; the environment is set before anything imports Qt.
+
+The ``make_device`` and ``make_state`` fixtures build the coordinator's real message types
+(``DeviceView`` and ``PoolState``) with plausible values, so tests name only what they check.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QT_API", "pyside6")
+os.environ.setdefault("PYTEST_QT_API", "pyside6")
+
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from poolnet_desktop.core.devices import DeviceView, PoolTotals  # noqa: E402
+from poolnet_desktop.core.protocol import PoolState  # noqa: E402
+from poolnet_desktop.core.resources import Resources  # noqa: E402
+
+MakeDevice = Callable[..., DeviceView]
+MakeState = Callable[..., PoolState]
+
+
+def _device(
+    device_id: str,
+    name: str | None = None,
+    *,
+    online: bool = True,
+    cpu: float = 25.0,
+    cores: int = 8,
+    memory_used: float = 4096.0,
+    memory_total: float = 16384.0,
+    gpu: float | None = None,
+    gpu_name: str | None = None,
+    platform: str = "linux",
+    ip: str = "192.168.1.20",
+    shards: int = 0,
+    last_seen: str = "2026-01-01T12:00:00.000Z",
+    storage_used: float = 100_000.0,
+    storage_total: float = 500_000.0,
+    **resources: Any,
+) -> DeviceView:
+    return DeviceView(
+        id=device_id,
+        name=name if name is not None else device_id,
+        platform=platform,
+        ip_address=ip,
+        last_seen=last_seen,
+        is_online=online,
+        resources=Resources(
+            cpu_usage=cpu,
+            cpu_available=100.0 - cpu,
+            cpu_cores=cores,
+            memory_usage=memory_used,
+            memory_available=memory_total - memory_used,
+            memory_total=memory_total,
+            storage_usage=storage_used,
+            storage_total=storage_total,
+            storage_available=storage_total - storage_used,
+            has_gpu=gpu is not None,
+            gpu_name=gpu_name,
+            gpu_usage=gpu,
+            gpu_count=1 if gpu is not None else 0,
+            **resources,
+        ),
+        running_shards=shards,
+    )
+
+
+def _state(
+    seq: int,
+    devices: Sequence[DeviceView] = (),
+    *,
+    full: bool = False,
+    removed: Sequence[str] = (),
+    tasks: dict[str, int] | None = None,
+    pool: PoolTotals | None = None,
+) -> PoolState:
+    """A batch whose totals are computed from ``devices`` as the coordinator would."""
+    if pool is None:
+        pool = PoolTotals()
+        for d in devices:
+            if not d.is_online:
+                continue
+            r = d.resources
+            pool.devices += 1
+            pool.total_cpu_cores += r.cpu_cores
+            pool.cpu_cores_used += r.cpu_usage * r.cpu_cores / 100.0
+            pool.total_memory += r.memory_total
+            pool.memory_used += r.memory_usage
+            pool.total_storage += r.storage_total
+            pool.storage_used += r.storage_usage
+            pool.total_g_p_us += r.gpus
+    return PoolState(
+        seq=seq, full=full, devices=list(devices), removed=list(removed), pool=pool,
+        tasks=tasks or {},
+    )
+
+
+@pytest.fixture
+def make_device() -> MakeDevice:
+    return _device
+
+
+@pytest.fixture
+def make_state() -> MakeState:
+    return _state

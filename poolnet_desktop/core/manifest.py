@@ -1,0 +1,469 @@
+"""Task files: the ``NAME.pool.toml`` manifest, plain scripts, and the ``TaskSpec`` on the wire.
+
+Two shapes, two stages. ``parse_manifest`` and ``script_task`` read text only and return a
+``ManifestSpec``: the task plus the file and folder names it declares. The runtime
+(``runtime.task_files``) then walks those names on disk and fills ``TaskSpec.files`` with a
+``FileEntry`` (size, sha256) per file. The ``TaskSpec`` is what travels between submitter,
+coordinator and member; it re-checks its own invariants when decoded (``__post_init__`` runs
+under ``msgspec`` decoding), so a spec from the network is as safe as one read from disk.
+
+Pure: no file system, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+import msgspec
+
+from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
+from poolnet_desktop.core.resources import ResourceVector
+from poolnet_desktop.core.units import BYTES_PER_MB, parse_size
+
+MANIFEST_SUFFIX = ".pool.toml"
+MAX_SHARDS = 100_000
+MAX_RETRIES = 100
+MAX_PRIORITY = 1_000_000
+# A year: longer than any real job; a bigger figure is a typo (milliseconds, say).
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+MAX_CPU_CORES = 100_000.0
+MAX_GPUS = 64
+MAX_MEGABYTES = 1024.0**4
+MAX_ARGS = 4096
+MAX_ARG_LENGTH = 32_768
+MAX_ENV_VARS = 1024
+MAX_PATTERNS = 10_000
+
+# The member replaces this with the interpreter PoolNet itself runs on (``sys.executable``, or
+# the bundled one in a frozen build), so a ``.py`` task needs no Python on the member's PATH.
+PYTHON_PLACEHOLDER = "{python}"
+SHARD_PLACEHOLDER = "{shard}"
+SHARDS_PLACEHOLDER = "{shards}"
+
+# Set by PoolNet for every shard; a manifest may not override them.
+RESERVED_ENV = frozenset({"POOLNET_SHARD", "POOLNET_SHARDS", "CUDA_VISIBLE_DEVICES"})
+
+_NAME = re.compile(r"^\w[\w .+-]{0,99}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_UNIT = re.compile(r"[A-Za-z]")
+
+_SCRIPT_RUNNERS: dict[str, tuple[str, ...]] = {
+    ".py": (PYTHON_PLACEHOLDER,),
+    ".sh": ("sh",),
+    ".bat": ("cmd", "/c"),
+    ".ps1": ("powershell", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File"),
+}
+
+Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class ManifestError(ValueError):
+    """A task file that cannot run as written; ``str()`` names the file, the key and the fault.
+
+    ``key`` is the dotted TOML key (``"resources.memory"``), or ``None`` when the fault is the
+    file as a whole (bad TOML, not UTF-8).
+    """
+
+    def __init__(self, source: str, key: str | None, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        where = f"{source}: key '{key}'" if key else source
+        super().__init__(f"{where}: {message}")
+
+
+class ShardResources(msgspec.Struct, rename="camel", frozen=True):
+    """What one shard asks for: CPU cores, memory and storage in MB, whole GPUs.
+
+    CPU must be positive: every shard holds some CPU, which is what bounds how many run at once
+    on a member (2,000 one-core shards on a 2-core share run two at a time).
+    """
+
+    cpu: Annotated[float, msgspec.Meta(gt=0, le=MAX_CPU_CORES)] = 1.0
+    memory_mb: Annotated[float, msgspec.Meta(ge=0, le=MAX_MEGABYTES)] = 0.0
+    storage_mb: Annotated[float, msgspec.Meta(ge=0, le=MAX_MEGABYTES)] = 0.0
+    gpus: Annotated[int, msgspec.Meta(ge=0, le=MAX_GPUS)] = 0
+
+    def vector(self) -> ResourceVector:
+        """The scheduler's view of this demand."""
+        return ResourceVector(self.cpu, self.memory_mb, self.storage_mb, self.gpus)
+
+
+class FileEntry(msgspec.Struct, rename="camel", frozen=True):
+    """One file shipped to the member: its path inside the shard's working folder, its size
+    in bytes and its sha256 (lower-case hex), checked on arrival."""
+
+    path: str
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    sha256: Sha256Hex
+
+    def __post_init__(self) -> None:
+        if canonical_path(self.path) != self.path:
+            raise ValueError(f"file path {self.path!r} is not in canonical form")
+
+
+class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """A task as it travels on the wire: everything a member needs to run any of its shards.
+
+    ``command`` is a template: ``{shard}`` (0-based) and ``{shards}`` are replaced per shard by
+    ``expand_command``, ``{python}`` by the member's own interpreter. With ``shell`` the command
+    is a single string given to the platform's shell; otherwise it runs as an argument list.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    shards: Annotated[int, msgspec.Meta(ge=1, le=MAX_SHARDS)] = 1
+    resources: ShardResources = ShardResources()
+    files: tuple[FileEntry, ...] = ()
+    outputs: tuple[str, ...] = ()
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] | None = None
+    retries: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRIES)] = 2
+    priority: Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
+    shell: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_command(self.command, self.shell)
+        check_outputs(self.outputs)
+        check_env(self.env)
+        check_file_layout(entry.path for entry in self.files)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSpec:
+    """A parsed task file before its files are read: the spec (with ``files`` still empty) and
+    the declared file and folder names, canonical and relative to the manifest's folder (they
+    may overlap: a folder and a file inside it).
+
+    Next step: ``runtime.task_files.load_task`` walks ``declared_files`` and calls
+    ``with_files``.
+    """
+
+    source: str
+    spec: TaskSpec
+    declared_files: tuple[str, ...]
+
+    def with_files(self, entries: Iterable[FileEntry]) -> TaskSpec:
+        """The wire spec with its resolved files (sorted by path, duplicates refused)."""
+        return msgspec.structs.replace(
+            self.spec, files=tuple(sorted(entries, key=lambda entry: entry.path))
+        )
+
+
+# --- checks shared by the TOML reader and wire decoding ---------------------------------------
+
+
+def canonical_path(text: str) -> str:
+    """``text`` as a normalised relative POSIX path string; ValueError if it could escape."""
+    return str(safe_relative_path(text))
+
+
+def check_name(name: str) -> None:
+    """Names become folder names (``results/<task>/``): letters, digits, `` ._+-``, 1..100."""
+    if not _NAME.match(name) or name.endswith((" ", ".")):
+        raise ValueError(
+            f"task name {name!r} must be 1 to 100 letters, digits, spaces or '._+-', "
+            "starting with a letter or digit and not ending with a space or dot"
+        )
+
+
+def check_command(command: tuple[str, ...], shell: bool) -> None:
+    if not command:
+        raise ValueError("command is empty")
+    if shell and len(command) != 1:
+        raise ValueError("with shell = true, command must be one string")
+    if len(command) > MAX_ARGS:
+        raise ValueError(f"command has more than {MAX_ARGS} arguments")
+    for arg in command:
+        if "\x00" in arg:
+            raise ValueError("command contains a NUL character")
+        if len(arg) > MAX_ARG_LENGTH:
+            raise ValueError(f"a command argument is longer than {MAX_ARG_LENGTH} characters")
+    if not command[0].strip():
+        raise ValueError("command names no program")
+
+
+def check_outputs(outputs: tuple[str, ...]) -> None:
+    """Output globs must stay inside the shard's working folder and be canonical."""
+    if len(outputs) > MAX_PATTERNS:
+        raise ValueError(f"more than {MAX_PATTERNS} output patterns")
+    for pattern in outputs:
+        if canonical_path(pattern) != pattern:
+            raise ValueError(f"output pattern {pattern!r} is not in canonical form")
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    if len(env) > MAX_ENV_VARS:
+        raise ValueError(f"more than {MAX_ENV_VARS} environment variables")
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        if key in RESERVED_ENV or key.startswith("POOLNET_"):
+            raise ValueError(f"{key} is set by PoolNet for each shard and cannot be overridden")
+        if "\x00" in value:
+            raise ValueError(f"environment variable {key} contains a NUL character")
+
+
+def check_file_layout(paths: Iterable[str]) -> None:
+    """No path twice, and no file that is also another file's folder (``a`` and ``a/b``)."""
+    files: set[str] = set()
+    folders: set[str] = set()
+    for path in paths:
+        if path in files:
+            raise ValueError(f"file {path!r} is listed twice")
+        files.add(path)
+        folders.update(str(parent) for parent in PurePosixPath(path).parents)
+    clash = files & folders
+    if clash:
+        raise ValueError(f"{sorted(clash)[0]!r} is both a file and a folder")
+
+
+# --- reading task files ------------------------------------------------------------------------
+
+_TOP_KEYS = frozenset(
+    {"name", "command", "shards", "resources", "files", "outputs", "env", "timeout", "retries",
+     "priority", "shell"}
+)
+_RESOURCE_KEYS = frozenset({"cpu", "memory", "gpu", "storage"})
+
+
+def manifest_stem(source: str) -> str:
+    """``"dir/sweep.pool.toml"`` -> ``"sweep"``: the default task name."""
+    base = source.replace("\\", "/").rsplit("/", 1)[-1]
+    return base[: -len(MANIFEST_SUFFIX)] if base.endswith(MANIFEST_SUFFIX) else base
+
+
+def parse_manifest(text: bytes, source: str) -> ManifestSpec:
+    """Read a ``NAME.pool.toml`` manifest; ``source`` is its file name, quoted in errors.
+
+    Raises ``ManifestError`` for bad TOML, unknown keys, wrong types and out-of-range values;
+    nothing is queued for a file that fails here.
+    """
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(source, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(source, None, f"not valid TOML: {exc}") from None
+    reader = _Reader(source, data)
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        known = ", ".join(sorted(_TOP_KEYS))
+        raise ManifestError(source, unknown[0], f"unknown key (known: {known})")
+
+    shell = reader.boolean("shell", default=False)
+    command = reader.command(shell)
+    declared = reader.paths("files")
+    outputs = reader.paths("outputs")
+    fields: dict[str, Any] = {
+        "name": reader.text("name", default=manifest_stem(source)),
+        "command": command,
+        "shards": reader.integer("shards", default=1, low=1, high=MAX_SHARDS),
+        "resources": reader.resources(),
+        "outputs": outputs,
+        "env": reader.env(),
+        "timeout": reader.timeout(),
+        "retries": reader.integer("retries", default=2, low=0, high=MAX_RETRIES),
+        "priority": reader.integer("priority", default=0, low=-MAX_PRIORITY, high=MAX_PRIORITY),
+        "shell": shell,
+    }
+    reader.run_check("name", check_name, fields["name"])
+    return ManifestSpec(source, TaskSpec(**fields), declared)
+
+
+def script_task(filename: str) -> ManifestSpec:
+    """A plain script as a one-shard task that ships the script and runs it with the right
+    interpreter: ``.py`` with PoolNet's own Python, ``.sh`` with ``sh``, ``.bat`` with
+    ``cmd /c`` and ``.ps1`` with PowerShell. ``filename`` is the script's bare file name."""
+    suffix = PurePosixPath(filename).suffix.lower()
+    runner = _SCRIPT_RUNNERS.get(suffix)
+    if runner is None:
+        known = ", ".join(sorted(_SCRIPT_RUNNERS))
+        raise ManifestError(
+            filename, None, f"cannot run a '{suffix or filename}' file: use a script ({known}) "
+            f"or a *{MANIFEST_SUFFIX} manifest"
+        )
+    if "/" in filename or "\\" in filename:
+        raise ManifestError(filename, None, "give the script's file name, not a path")
+    stem = PurePosixPath(filename).stem
+    name = stem if _NAME.match(stem) and not stem.endswith((" ", ".")) else "script"
+    spec = TaskSpec(name=name, command=(*runner, filename))
+    return ManifestSpec(filename, spec, (filename,))
+
+
+def expand_command(
+    command: Iterable[str], shard: int, shards: int, *, python: str | None = None
+) -> list[str]:
+    """The argument list for one shard: ``{shard}`` and ``{shards}`` replaced in every
+    argument, and ``{python}`` too when the member passes its interpreter's path.
+
+    Plain text replacement, so other braces (JSON, shell) pass through untouched.
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
+    result = []
+    for arg in command:
+        arg = arg.replace(SHARD_PLACEHOLDER, str(shard)).replace(SHARDS_PLACEHOLDER, str(shards))
+        if python is not None:
+            arg = arg.replace(PYTHON_PLACEHOLDER, python)
+        result.append(arg)
+    return result
+
+
+def shard_environment(spec: TaskSpec, shard: int) -> dict[str, str]:
+    """The variables PoolNet adds for a shard, over the manifest's own ``env``."""
+    return {**spec.env, "POOLNET_SHARD": str(shard), "POOLNET_SHARDS": str(spec.shards)}
+
+
+class _Reader:
+    """Typed access to the parsed TOML, turning every fault into a ``ManifestError``."""
+
+    def __init__(self, source: str, data: dict[str, Any]) -> None:
+        self.source = source
+        self.data = data
+
+    def fail(self, key: str, message: str) -> ManifestError:
+        return ManifestError(self.source, key, message)
+
+    def run_check(self, key: str, check: Any, value: Any) -> None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {_show(value)}")
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(key, f"must be a string, not {_show(value)}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be a whole number, not {_show(value)}")
+        if not low <= value <= high:
+            raise self.fail(key, f"must be between {low} and {high}, not {value}")
+        return value
+
+    def command(self, shell: bool) -> tuple[str, ...]:
+        if "command" not in self.data:
+            raise self.fail("command", "missing: say what to run, e.g. command = ['sh', 'x.sh']")
+        value = self.data["command"]
+        if isinstance(value, str):
+            if not shell:
+                raise self.fail(
+                    "command",
+                    "a single string runs through a shell; write a list of arguments "
+                    "(['python', 'x.py']) or set shell = true",
+                )
+            command: tuple[str, ...] = (value,)
+        elif isinstance(value, list) and all(isinstance(arg, str) for arg in value):
+            if shell:
+                raise self.fail("command", "with shell = true, write the command as one string")
+            command = tuple(value)
+        else:
+            raise self.fail("command", f"must be a list of strings, not {_show(value)}")
+        self.run_check("command", lambda c: check_command(c, shell), command)
+        return command
+
+    def paths(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail(key, f"must be a list of relative paths, not {_show(value)}")
+        if len(value) > MAX_PATTERNS:
+            raise self.fail(key, f"more than {MAX_PATTERNS} entries")
+        result = []
+        for item in value:
+            try:
+                path = canonical_path(item)
+            except UnsafePathError as exc:
+                raise self.fail(key, str(exc)) from None
+            if path not in result:
+                result.append(path)
+        return tuple(result)
+
+    def env(self) -> dict[str, str]:
+        value = self.data.get("env", {})
+        if not isinstance(value, dict):
+            raise self.fail("env", f"must be a table of NAME = 'value', not {_show(value)}")
+        for name, item in value.items():
+            if not isinstance(item, str):
+                raise self.fail(f"env.{name}", f"must be a string, not {_show(item)}")
+        self.run_check("env", check_env, value)
+        return dict(value)
+
+    def timeout(self) -> float | None:
+        if "timeout" not in self.data:
+            return None
+        value = self.data["timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail("timeout", f"must be a number of seconds, not {_show(value)}")
+        if not 0 < value <= MAX_TIMEOUT_S:
+            raise self.fail(
+                "timeout", f"must be above 0 and at most {MAX_TIMEOUT_S:.0f} seconds, not {value}"
+            )
+        return float(value)
+
+    def resources(self) -> ShardResources:
+        table = self.data.get("resources", {})
+        if not isinstance(table, dict):
+            raise self.fail("resources", f"must be a table ([resources]), not {_show(table)}")
+        unknown = sorted(set(table) - _RESOURCE_KEYS)
+        if unknown:
+            known = ", ".join(sorted(_RESOURCE_KEYS))
+            raise self.fail(f"resources.{unknown[0]}", f"unknown key (known: {known})")
+        cpu = table.get("cpu", 1.0)
+        if isinstance(cpu, bool) or not isinstance(cpu, (int, float)):
+            raise self.fail("resources.cpu", f"must be a number of cores, not {_show(cpu)}")
+        if not 0 < cpu <= MAX_CPU_CORES:
+            raise self.fail(
+                "resources.cpu", f"must be above 0 and at most {MAX_CPU_CORES:.0f}, not {cpu}"
+            )
+        gpu = table.get("gpu", 0)
+        if isinstance(gpu, bool) or not isinstance(gpu, int):
+            raise self.fail("resources.gpu", f"must be a whole number of GPUs, not {_show(gpu)}")
+        if not 0 <= gpu <= MAX_GPUS:
+            raise self.fail("resources.gpu", f"must be between 0 and {MAX_GPUS}, not {gpu}")
+        return ShardResources(
+            cpu=float(cpu),
+            memory_mb=self.size("memory", table),
+            storage_mb=self.size("storage", table),
+            gpus=gpu,
+        )
+
+    def size(self, key: str, table: dict[str, Any]) -> float:
+        """A size with its unit ("2 GiB"), in MB; a bare number is refused as ambiguous."""
+        full_key = f"resources.{key}"
+        value = table.get(key, "0 B")
+        if not isinstance(value, str) or not _UNIT.search(value):
+            raise self.fail(
+                full_key, f"write a size with its unit, e.g. '2 GiB', not {_show(value)}"
+            )
+        try:
+            megabytes = parse_size(value) / BYTES_PER_MB
+        except ValueError as exc:
+            raise self.fail(full_key, str(exc)) from None
+        if megabytes > MAX_MEGABYTES:
+            raise self.fail(full_key, f"{value!r} is more than any machine has")
+        return megabytes
+
+
+def _show(value: Any) -> str:
+    """A value and its TOML type, for error messages."""
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+             dict: "table"}
+    kind = kinds.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"

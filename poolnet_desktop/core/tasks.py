@@ -1,0 +1,302 @@
+"""Tasks and their shards: states, the one table of legal moves, and results recorded once.
+
+A ``Task`` owns its ``Shard`` records and derives its own state from them. Every change goes
+through a method that takes the time (``now``) as an argument and returns a ``Change`` telling
+the caller what to do next with the scheduler and the members (release, requeue, withdraw,
+cancel an attempt elsewhere). Pure: no clock, no I/O; the coordinator persists the records.
+
+Attempts: each assignment of a shard to a member is a new attempt (1, 2, ...), and every message
+about a shard names its attempt. Each shard remembers which attempts' results it recorded
+(``Shard.reported``; persist it with the shard), so a result is recorded once per
+(task, shard, attempt) and any second one is ignored as a duplicate. Beyond that:
+
+* a result is accepted for the attempt now assigned or running;
+* a success from an older attempt (a member that finished while cut off and delivers its
+  spooled result later) is accepted as long as the shard has not succeeded or been cancelled;
+  any newer attempt still running becomes useless and the caller is told to cancel it;
+* a failure from an older attempt is ignored: the shard has already moved on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from poolnet_desktop.core.manifest import TaskSpec
+
+
+class ShardState(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class TaskState(StrEnum):
+    """Derived from the shards (``Task.state``), never stored on its own."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+S = ShardState
+# The one table of legal moves. A success may arrive late from an earlier attempt (see the
+# module docstring), hence SUCCEEDED is reachable from every state but itself and CANCELLED.
+TRANSITIONS: dict[ShardState, frozenset[ShardState]] = {
+    S.QUEUED: frozenset({S.ASSIGNED, S.CANCELLED, S.SUCCEEDED}),
+    # A quick shard may report its result without a separate "started" message.
+    S.ASSIGNED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST}),
+    S.FAILED: frozenset({S.QUEUED, S.SUCCEEDED}),
+    S.LOST: frozenset({S.QUEUED, S.SUCCEEDED}),
+    S.TIMED_OUT: frozenset({S.SUCCEEDED}),
+    S.SUCCEEDED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+ACTIVE = frozenset({S.ASSIGNED, S.RUNNING})
+# Where a shard rests when nothing more will happen to it (barring a late success).
+FINAL = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST})
+RESULT_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED})
+# Failures worth another attempt elsewhere; a timeout or a cancel would only repeat itself.
+RETRYABLE = frozenset({S.FAILED, S.LOST})
+
+
+class IllegalTransition(ValueError):
+    """A move the table does not allow: a bug in the caller, never a network event."""
+
+
+def transition(current: ShardState, new: ShardState) -> ShardState:
+    """Return ``new`` if ``current -> new`` is legal, else raise ``IllegalTransition``."""
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"a shard cannot go from {current} to {new}")
+    return new
+
+
+@dataclass(slots=True)
+class Shard:
+    """One shard's record. ``attempt`` counts assignments (0 = never assigned); ``device_id``
+    and ``gpu_indices`` belong to the current attempt; ``reason`` says why it waits or ended;
+    ``reported`` holds the attempts whose result has been recorded."""
+
+    index: int
+    state: ShardState = ShardState.QUEUED
+    attempt: int = 0
+    device_id: str | None = None
+    gpu_indices: tuple[int, ...] = ()
+    exit_code: int | None = None
+    reason: str = ""
+    queued_at: float | None = None
+    reported: set[int] = field(default_factory=set)
+    assigned_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a task method did, and what the caller must do about it.
+
+    ``accepted`` is False when the message was a duplicate or stale and changed nothing
+    (``note`` says which). ``release``: the shard no longer holds its member's resources, call
+    ``Scheduler.release``. ``requeue``: it is queued for another attempt, call
+    ``Scheduler.requeue``. ``withdraw``: a queued retry became unnecessary, call
+    ``Scheduler.withdraw``. ``cancel``: ``(device_id, attempt)`` still running a now useless
+    attempt; tell that member to stop it.
+    """
+
+    accepted: bool
+    note: str
+    state: ShardState
+    release: bool = False
+    requeue: bool = False
+    withdraw: bool = False
+    cancel: tuple[str, int] | None = None
+
+
+class Task:
+    """A submitted task and its shards.
+
+    Build it fresh with ``Task(task_id, spec, submitted_at=now)`` or from stored records by
+    passing ``shards`` and ``cancel_requested``. Shard indices run 0..shards-1.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        spec: TaskSpec,
+        *,
+        submitted_at: float,
+        submitter: str = "",
+        shards: Iterable[Shard] | None = None,
+        cancel_requested: bool = False,
+    ) -> None:
+        self.id = task_id
+        self.spec = spec
+        self.submitted_at = submitted_at
+        self.submitter = submitter
+        self.cancel_requested = cancel_requested
+        if shards is None:
+            self.shards = [Shard(i, queued_at=submitted_at) for i in range(spec.shards)]
+        else:
+            self.shards = sorted(shards, key=lambda shard: shard.index)
+            if [shard.index for shard in self.shards] != list(range(spec.shards)):
+                raise ValueError(f"task {task_id}: shard records do not match {spec.shards} shards")
+        self._counts: Counter[ShardState] = Counter(shard.state for shard in self.shards)
+
+    # --- derived views ---
+
+    @property
+    def state(self) -> TaskState:
+        total = len(self.shards)
+        counts = self._counts
+        if counts[S.SUCCEEDED] == total:
+            return TaskState.SUCCEEDED
+        if sum(counts[state] for state in FINAL) == total:
+            return TaskState.CANCELLED if self.cancel_requested else TaskState.FAILED
+        if counts[S.QUEUED] == total:
+            return TaskState.QUEUED
+        return TaskState.RUNNING
+
+    def count(self, state: ShardState) -> int:
+        return self._counts[state]
+
+    def progress(self) -> tuple[int, int]:
+        """(shards that will not run again, all shards): what a progress bar shows."""
+        return sum(self._counts[state] for state in FINAL), len(self.shards)
+
+    # --- changes ---
+
+    def assign(self, index: int, device_id: str, gpu_indices: tuple[int, ...], now: float) -> int:
+        """A queued shard placed on a member; returns the new attempt number to send along."""
+        shard = self._shard(index)
+        self._move(shard, S.ASSIGNED)
+        shard.attempt += 1
+        shard.device_id = device_id
+        shard.gpu_indices = gpu_indices
+        shard.exit_code = None
+        shard.reason = ""
+        shard.assigned_at = now
+        shard.started_at = shard.finished_at = None
+        return shard.attempt
+
+    def start(self, index: int, attempt: int, now: float) -> Change:
+        """The member says the attempt's process started."""
+        shard = self._shard(index)
+        if attempt != shard.attempt or shard.state is not S.ASSIGNED:
+            return Change(False, "stale", shard.state)
+        self._move(shard, S.RUNNING)
+        shard.started_at = now
+        return Change(True, "started", shard.state)
+
+    def record_result(
+        self,
+        index: int,
+        attempt: int,
+        outcome: ShardState,
+        now: float,
+        *,
+        exit_code: int | None = None,
+        reason: str = "",
+    ) -> Change:
+        """A member's result for one attempt: succeeded, failed, timed_out or cancelled.
+
+        Safe to call with duplicates and late deliveries: see the module docstring.
+        """
+        if outcome not in RESULT_STATES:
+            raise ValueError(f"{outcome} is not a shard result")
+        shard = self._shard(index)
+        if not 1 <= attempt <= shard.attempt:
+            return Change(False, f"unknown attempt {attempt}", shard.state)
+        if attempt in shard.reported:
+            return Change(False, "duplicate", shard.state)
+        if attempt == shard.attempt and shard.state in ACTIVE:
+            shard.reported.add(attempt)
+            return self._finish(shard, outcome, now, exit_code, reason)
+        if outcome is S.SUCCEEDED and shard.state not in (S.SUCCEEDED, S.CANCELLED):
+            shard.reported.add(attempt)
+            return self._late_success(shard, attempt, now, exit_code, reason)
+        return Change(False, "stale", shard.state)
+
+    def mark_lost(
+        self, index: int, now: float, reason: str, *, attempt: int | None = None
+    ) -> Change:
+        """The member running the shard vanished (or lost it); ``attempt`` defaults to the
+        current one. Requeued while retries remain and the task is not being cancelled."""
+        shard = self._shard(index)
+        if attempt not in (None, shard.attempt) or shard.state not in ACTIVE:
+            return Change(False, "stale", shard.state)
+        return self._finish(shard, S.LOST, now, None, reason)
+
+    def cancel(self, now: float, reason: str = "cancelled") -> list[tuple[int, str, int]]:
+        """Stop the task: queued shards are cancelled at once (call
+        ``Scheduler.remove_task``); returns ``(index, device_id, attempt)`` for each shard
+        still on a member, which the caller must ask to kill it and later reports with
+        ``record_result(..., CANCELLED)`` or ``mark_lost``."""
+        self.cancel_requested = True
+        to_kill = []
+        for shard in self.shards:
+            if shard.state is S.QUEUED:
+                self._move(shard, S.CANCELLED)
+                shard.reason = reason
+                shard.finished_at = now
+            elif shard.state in ACTIVE and shard.device_id is not None:
+                to_kill.append((shard.index, shard.device_id, shard.attempt))
+        return to_kill
+
+    # --- internals ---
+
+    def _shard(self, index: int) -> Shard:
+        if not 0 <= index < len(self.shards):
+            raise IndexError(f"task {self.id} has no shard {index}")
+        return self.shards[index]
+
+    def _move(self, shard: Shard, new: ShardState) -> None:
+        old = shard.state
+        shard.state = transition(old, new)
+        self._counts[old] -= 1
+        self._counts[new] += 1
+
+    def _finish(
+        self, shard: Shard, outcome: ShardState, now: float, exit_code: int | None, reason: str
+    ) -> Change:
+        self._move(shard, outcome)
+        shard.exit_code = exit_code
+        shard.reason = reason
+        shard.finished_at = now
+        retry = outcome in RETRYABLE and shard.attempt <= self.spec.retries
+        if retry and not self.cancel_requested:
+            self._move(shard, S.QUEUED)
+            detail = f": {reason}" if reason else ""
+            shard.reason = f"attempt {shard.attempt} {outcome}{detail}; retrying"
+            shard.queued_at = now
+            return Change(True, "retrying", shard.state, release=True, requeue=True)
+        return Change(True, "recorded", shard.state, release=True)
+
+    def _late_success(
+        self, shard: Shard, attempt: int, now: float, exit_code: int | None, reason: str
+    ) -> Change:
+        was = shard.state
+        superseded = None
+        if was in ACTIVE and shard.device_id is not None:
+            superseded = (shard.device_id, shard.attempt)
+        self._move(shard, S.SUCCEEDED)
+        shard.exit_code = exit_code
+        shard.reason = reason or f"result of attempt {attempt}, delivered late"
+        shard.finished_at = now
+        return Change(
+            True,
+            "late success",
+            shard.state,
+            release=was in ACTIVE,
+            withdraw=was is S.QUEUED,
+            cancel=superseded,
+        )

@@ -1,0 +1,242 @@
+"""Task and shard states: the transition table, retries, and results recorded exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.tasks import (
+    TRANSITIONS,
+    IllegalTransition,
+    Shard,
+    ShardState,
+    Task,
+    TaskState,
+    transition,
+)
+
+S = ShardState
+
+
+def make_task(shards: int = 3, retries: int = 2) -> Task:
+    spec = TaskSpec(name="t", command=("true",), shards=shards, retries=retries)
+    return Task("task-1", spec, submitted_at=100.0, submitter="alice")
+
+
+def test_every_state_has_a_row_and_final_states_stay() -> None:
+    assert set(TRANSITIONS) == set(ShardState)
+    assert TRANSITIONS[S.SUCCEEDED] == frozenset()
+    assert TRANSITIONS[S.CANCELLED] == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(S.QUEUED, S.RUNNING), (S.RUNNING, S.QUEUED), (S.SUCCEEDED, S.QUEUED),
+     (S.CANCELLED, S.QUEUED), (S.TIMED_OUT, S.QUEUED), (S.QUEUED, S.LOST),
+     (S.RUNNING, S.ASSIGNED)],
+)
+def test_illegal_moves_refused(old: ShardState, new: ShardState) -> None:
+    with pytest.raises(IllegalTransition, match=f"from {old} to {new}"):
+        transition(old, new)
+
+
+def test_happy_path() -> None:
+    task = make_task(shards=2)
+    assert task.state is TaskState.QUEUED
+    assert task.assign(0, "dev-a", (), now=101.0) == 1
+    assert task.state is TaskState.RUNNING
+    assert task.start(0, 1, now=102.0).accepted
+    change = task.record_result(0, 1, S.SUCCEEDED, now=103.0, exit_code=0)
+    assert (change.accepted, change.release, change.requeue) == (True, True, False)
+    shard = task.shards[0]
+    assert (shard.state, shard.exit_code, shard.device_id) == (S.SUCCEEDED, 0, "dev-a")
+    assert (shard.assigned_at, shard.started_at, shard.finished_at) == (101.0, 102.0, 103.0)
+    assert task.progress() == (1, 2)
+    # The second shard reports its result without a separate start message.
+    task.assign(1, "dev-b", (0,), now=104.0)
+    task.record_result(1, 1, S.SUCCEEDED, now=105.0, exit_code=0)
+    assert task.state is TaskState.SUCCEEDED
+    assert task.progress() == (2, 2)
+
+
+def test_failures_retry_within_retries_then_fail() -> None:
+    task = make_task(shards=1, retries=2)
+    for attempt in (1, 2):
+        assert task.assign(0, "dev-a", (), now=float(attempt)) == attempt
+        change = task.record_result(0, attempt, S.FAILED, now=float(attempt), exit_code=3,
+                                    reason="exit code 3")
+        assert (change.note, change.requeue, change.release) == ("retrying", True, True)
+        assert task.shards[0].state is S.QUEUED
+        assert task.shards[0].reason == f"attempt {attempt} failed: exit code 3; retrying"
+    task.assign(0, "dev-a", (), now=3.0)
+    change = task.record_result(0, 3, S.FAILED, now=3.0, exit_code=3)
+    assert (change.note, change.requeue) == ("recorded", False)
+    assert task.shards[0].state is S.FAILED
+    assert task.state is TaskState.FAILED
+
+
+def test_timeout_is_not_retried() -> None:
+    task = make_task(shards=1)
+    task.assign(0, "dev-a", (), now=1.0)
+    change = task.record_result(0, 1, S.TIMED_OUT, now=2.0, reason="timeout after 10 s")
+    assert not change.requeue
+    assert task.state is TaskState.FAILED
+
+
+def test_lost_shard_requeued_and_stale_loss_ignored() -> None:
+    task = make_task(shards=1, retries=1)
+    task.assign(0, "dev-a", (), now=1.0)
+    change = task.mark_lost(0, now=2.0, reason="dev-a vanished")
+    assert (change.accepted, change.requeue) == (True, True)
+    assert task.shards[0].reason == "attempt 1 lost: dev-a vanished; retrying"
+    assert not task.mark_lost(0, now=2.5, reason="again").accepted
+    task.assign(0, "dev-b", (), now=3.0)
+    assert not task.mark_lost(0, now=4.0, reason="old", attempt=1).accepted
+    change = task.mark_lost(0, now=4.0, reason="dev-b vanished")
+    assert (change.accepted, change.requeue, change.state) == (True, False, S.LOST)
+    assert task.state is TaskState.FAILED
+
+
+def test_duplicate_results_ignored() -> None:
+    task = make_task(shards=1)
+    task.assign(0, "dev-a", (), now=1.0)
+    assert task.record_result(0, 1, S.SUCCEEDED, now=2.0).accepted
+    change = task.record_result(0, 1, S.SUCCEEDED, now=3.0)
+    assert (change.accepted, change.note) == (False, "duplicate")
+    assert task.shards[0].finished_at == 2.0
+    # A repeated failure of an attempt already retried changes nothing either.
+    other = make_task(shards=1)
+    other.assign(0, "dev-a", (), now=1.0)
+    assert other.record_result(0, 1, S.FAILED, now=2.0).requeue
+    assert other.record_result(0, 1, S.FAILED, now=3.0).note == "duplicate"
+    # Nor does a contradicting success for that same attempt.
+    assert other.record_result(0, 1, S.SUCCEEDED, now=3.0).note == "duplicate"
+    other.assign(0, "dev-b", (), now=4.0)
+    assert not other.record_result(0, 1, S.FAILED, now=5.0).accepted
+    assert other.shards[0].state is S.ASSIGNED
+    assert not other.record_result(0, 7, S.SUCCEEDED, now=5.0).accepted
+
+
+def test_late_success_supersedes_running_retry() -> None:
+    task = make_task(shards=1)
+    task.assign(0, "dev-a", (), now=1.0)
+    task.mark_lost(0, now=2.0, reason="cut off")
+    task.assign(0, "dev-b", (1,), now=3.0)
+    change = task.record_result(0, 1, S.SUCCEEDED, now=4.0, exit_code=0)
+    assert (change.accepted, change.release, change.cancel) == (True, True, ("dev-b", 2))
+    assert task.state is TaskState.SUCCEEDED
+    assert task.shards[0].reason == "result of attempt 1, delivered late"
+    # dev-b then reports its cancelled attempt: stale, the success stands.
+    assert not task.record_result(0, 2, S.CANCELLED, now=5.0).accepted
+    assert task.shards[0].state is S.SUCCEEDED
+
+
+def test_late_success_while_queued_withdraws_retry() -> None:
+    task = make_task(shards=1)
+    task.assign(0, "dev-a", (), now=1.0)
+    task.mark_lost(0, now=2.0, reason="cut off")
+    change = task.record_result(0, 1, S.SUCCEEDED, now=3.0)
+    assert (change.withdraw, change.release, change.cancel) == (True, False, None)
+    assert task.state is TaskState.SUCCEEDED
+
+
+def test_cancel() -> None:
+    task = make_task(shards=3)
+    task.assign(0, "dev-a", (), now=1.0)
+    task.assign(1, "dev-b", (), now=1.0)
+    task.record_result(1, 1, S.SUCCEEDED, now=2.0)
+    assert task.cancel(now=3.0) == [(0, "dev-a", 1)]
+    assert task.shards[2].state is S.CANCELLED
+    assert task.state is TaskState.RUNNING
+    # A loss while cancelling is not retried.
+    assert not task.mark_lost(0, now=4.0, reason="gone").requeue
+    assert task.state is TaskState.CANCELLED
+    # Its result, delivered after all, is kept; the task stays cancelled.
+    assert task.record_result(0, 1, S.SUCCEEDED, now=5.0).accepted
+    assert task.shards[0].state is S.SUCCEEDED
+    assert task.state is TaskState.CANCELLED
+
+
+def test_late_success_after_cancel_is_ignored() -> None:
+    task = make_task(shards=1)
+    task.cancel(now=1.0)
+    assert task.shards[0].state is S.CANCELLED
+    assert not task.record_result(0, 0, S.SUCCEEDED, now=2.0).accepted
+    assert task.state is TaskState.CANCELLED
+
+
+def test_rebuild_from_records() -> None:
+    spec = TaskSpec(name="t", command=("true",), shards=2)
+    records = [
+        Shard(1, S.RUNNING, attempt=1, device_id="dev-a"),
+        Shard(0, S.SUCCEEDED, attempt=1, reported={1}),
+    ]
+    task = Task("t1", spec, submitted_at=0.0, shards=records)
+    assert [shard.index for shard in task.shards] == [0, 1]
+    assert task.state is TaskState.RUNNING
+    assert task.record_result(1, 1, S.SUCCEEDED, now=9.0).accepted
+    assert task.state is TaskState.SUCCEEDED
+    assert task.record_result(0, 1, S.SUCCEEDED, now=9.0).note == "duplicate"
+    with pytest.raises(ValueError, match="do not match"):
+        Task("t2", spec, submitted_at=0.0, shards=[Shard(0)])
+
+
+def test_bad_calls_are_errors() -> None:
+    task = make_task(shards=1)
+    with pytest.raises(ValueError, match="not a shard result"):
+        task.record_result(0, 1, S.LOST, now=1.0)
+    with pytest.raises(IndexError):
+        task.assign(5, "dev-a", (), now=1.0)
+    task.assign(0, "dev-a", (), now=1.0)
+    with pytest.raises(IllegalTransition):
+        task.assign(0, "dev-b", (), now=2.0)
+
+
+_EVENT = st.tuples(
+    st.sampled_from(["assign", "start", "result", "lost", "cancel"]),
+    st.integers(0, 2),  # shard
+    st.integers(0, 4),  # attempt as reported
+    st.sampled_from([S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED]),
+)
+
+
+@given(st.lists(_EVENT, max_size=60), st.integers(0, 3))
+def test_any_message_order_keeps_records_consistent(
+    events: list[tuple[str, int, int, ShardState]], retries: int
+) -> None:
+    """Whatever members send, in whatever order and repetition: counts match the shards, a
+    result is accepted at most once per (shard, attempt), and at most one success per shard."""
+    task = make_task(shards=3, retries=retries)
+    accepted: Counter[tuple[int, int]] = Counter()
+    successes: Counter[int] = Counter()
+    now = 0.0
+    for kind, index, attempt, outcome in events:
+        now += 1.0
+        shard = task.shards[index]
+        if kind == "assign":
+            if shard.state is S.QUEUED:
+                task.assign(index, "dev", (), now)
+            continue
+        if kind == "cancel":
+            task.cancel(now)
+            continue
+        if kind == "start":
+            task.start(index, attempt, now)
+            continue
+        change = (
+            task.record_result(index, attempt, outcome, now)
+            if kind == "result"
+            else task.mark_lost(index, now, "gone", attempt=attempt)
+        )
+        if change.accepted and kind == "result":
+            accepted[(index, attempt)] += 1
+            successes[index] += change.state is S.SUCCEEDED
+        assert shard.attempt <= retries + 1
+    assert all(n == 1 for n in accepted.values())
+    assert all(n <= 1 for n in successes.values())
+    for state in ShardState:
+        assert task.count(state) == sum(shard.state is state for shard in task.shards)

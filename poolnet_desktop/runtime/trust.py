@@ -22,7 +22,7 @@ from typing import Literal, TypeVar, get_args
 
 from poolnet_desktop.runtime.identity import write_private_file
 
-AuditEvent = Literal["join", "approve", "deny", "revoke", "refused", "submit"]
+AuditEvent = Literal["join", "approve", "revoke", "refused", "submit"]
 AUDIT_EVENTS: frozenset[str] = frozenset(get_args(AuditEvent))
 _T = TypeVar("_T")
 

@@ -1,0 +1,540 @@
+"""The authentication handshake on a pool link, host side (``Authenticator``) and member side
+(``authenticate_to_host``).
+
+    member                                   host
+    hello {deviceId, publicKey, nonce}  ->
+                                        <-   challenge {nonce, poolId}
+    auth {signature, proof?}            ->
+                                        <-   auth_pending {...}      (only while a person decides)
+                                        <-   auth_ok {method, hostProof?}   then the caller's welcome
+                                  or    <-   error {code, message}, close 1008
+
+The member always signs the transcript (``core.auth``) with its key. A device the host has
+approved needs nothing more. A new device either sends a proof of the pairing code, and gets
+the host's proof back, or waits while the host's owner approves it in a prompt. The member
+checks the host by its pinned certificate fingerprint, or, the first time, by the host's proof
+of the code; with neither (approval without a code) it trusts the first certificate it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import msgspec
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+
+from poolnet_desktop.core.auth import (
+    NONCE_BYTES,
+    PROOF_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    b64decode,
+    b64encode,
+    device_id_for,
+    format_pairing_code,
+    handshake_transcript,
+    make_pairing_code,
+    normalize_pairing_code,
+    pairing_proofs,
+    verify_challenge,
+)
+from poolnet_desktop.core.protocol import (
+    Auth,
+    AuthOk,
+    AuthPending,
+    Challenge,
+    Error,
+    ErrorCode,
+    Hello,
+    ProtocolError,
+    decode_client,
+    decode_server,
+    encode_text,
+)
+from poolnet_desktop.core.ratelimit import FailureLimiter
+from poolnet_desktop.runtime.identity import Identity
+from poolnet_desktop.runtime.tls import InsecureConnection, peer_fingerprint
+from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
+
+log = logging.getLogger(__name__)
+
+Method = Literal["key", "code", "approval"]
+_Decision = Literal["approve", "deny", "superseded", "revoked"]
+POLICY_VIOLATION = 1008
+_M = TypeVar("_M", bound=msgspec.Struct)
+
+
+class AuthRefused(Exception):
+    """The handshake failed. ``code`` is an ``ErrorCode``; ``message`` says what to do."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """Who the host just let in, and how."""
+
+    device_id: str
+    name: str
+    public_key: str  # base64
+    method: Method
+    address: str
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A device waiting for the host's owner to approve or deny it (shown as a prompt)."""
+
+    device_id: str
+    name: str
+    platform: str
+    role: str
+    address: str
+    since: float  # wall-clock seconds
+
+
+@dataclass
+class _Waiting:
+    info: PendingApproval
+    decision: asyncio.Future[_Decision]
+
+
+class Authenticator:
+    """The host's gatekeeper: one per coordinator, shared by every connection.
+
+    ``authenticate`` runs the handshake on a connection whose ``hello`` the caller has read.
+    Every refusal is counted against the address, written to the audit log, answered with an
+    ``error`` and a close 1008, and raised as ``AuthRefused``.
+
+    ``on_pending_changed`` is called (on the loop) with the full list of waiting devices each
+    time it changes; a window shows them as prompts and calls ``approve`` or ``deny``.
+    """
+
+    def __init__(
+        self,
+        store: TrustStore,
+        *,
+        pool_id: str,
+        server_fingerprint: str,
+        pairing_code: str | None = None,
+        limiter: FailureLimiter | None = None,
+        handshake_timeout: float = 10.0,
+        approval_timeout: float = 120.0,
+        max_pending: int = 16,
+        on_pending_changed: Callable[[list[PendingApproval]], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.store = store
+        self.pool_id = pool_id
+        self.server_fingerprint = server_fingerprint.lower()
+        self.limiter = limiter if limiter is not None else FailureLimiter()
+        self.handshake_timeout = handshake_timeout
+        self.approval_timeout = approval_timeout
+        self.max_pending = max_pending
+        self.on_pending_changed = on_pending_changed
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._random = random_bytes
+        self._code: str | None = None
+        self._waiting: dict[str, _Waiting] = {}
+        if pairing_code is None:
+            self.new_pairing_code()
+        else:
+            self.set_pairing_code(pairing_code)
+
+    # ---- pairing code
+
+    @property
+    def pairing_code(self) -> str | None:
+        """The code to show the host's owner (``ABCD-EFGH``), or None when codes are off."""
+        return format_pairing_code(self._code) if self._code else None
+
+    def set_pairing_code(self, code: str | None) -> str | None:
+        """Use ``code`` (as typed, e.g. from ``--pairing-code``), or None to turn codes off.
+        Raises ``ValueError`` for a code that is too short or has other characters."""
+        self._code = normalize_pairing_code(code) if code is not None else None
+        return self.pairing_code
+
+    def new_pairing_code(self) -> str:
+        """Replace the code with a fresh random one and return it, formatted."""
+        self._code = make_pairing_code(self._random(5))
+        return format_pairing_code(self._code)
+
+    # ---- the owner's decisions
+
+    def pending(self) -> list[PendingApproval]:
+        return [w.info for w in self._waiting.values()]
+
+    def approve(self, device_id: str) -> bool:
+        """Let a waiting device in (it is remembered). False if it is not waiting."""
+        return self._decide(device_id, "approve")
+
+    def deny(self, device_id: str) -> bool:
+        """Turn a waiting device away. False if it is not waiting."""
+        return self._decide(device_id, "deny")
+
+    async def revoke(self, device_id: str, *, reason: str = "", address: str = "") -> bool:
+        """Revoke ``device_id`` for good and audit it; returns whether it had been approved.
+        The caller must close that device's live connections right after."""
+        self._decide(device_id, "revoked")
+        was_approved = await self.store.revoke(device_id, at=self._wall_clock(), reason=reason)
+        await self.store.record("revoke", at=self._wall_clock(), device_id=device_id, address=address, detail=reason)
+        log.warning("device %s revoked%s", device_id, f": {reason}" if reason else "")
+        return was_approved
+
+    def _decide(self, device_id: str, decision: _Decision) -> bool:
+        waiting = self._waiting.get(device_id)
+        if waiting is None or waiting.decision.done():
+            return False
+        waiting.decision.set_result(decision)
+        return True
+
+    def _notify(self) -> None:
+        if self.on_pending_changed is not None:
+            self.on_pending_changed(self.pending())
+
+    # ---- the handshake
+
+    async def authenticate(self, conn: Connection, hello: Hello, address: str) -> AuthResult:
+        """Authenticate the device that sent ``hello`` from ``address`` (an IP, no port).
+
+        On success ``auth_ok`` has been sent; the caller sends ``welcome`` next. On refusal the
+        connection is closed and ``AuthRefused`` raised.
+        """
+        try:
+            return await self._authenticate(conn, hello, address)
+        except AuthRefused as refusal:
+            await self._refuse(conn, hello, address, refusal)
+            raise
+
+    async def _authenticate(self, conn: Connection, hello: Hello, address: str) -> AuthResult:
+        host_proof: bytes | None = None
+        try:
+            async with asyncio.timeout(self.handshake_timeout):
+                wait = self.limiter.retry_after(address, self._monotonic())
+                if wait > 0:
+                    raise AuthRefused(
+                        ErrorCode.RATE_LIMITED,
+                        f"too many failed attempts from {address}; retry in {math.ceil(wait)} s",
+                        retry_after=wait,
+                    )
+                public_key, client_nonce = _hello_credentials(hello)
+                if await self.store.is_revoked(hello.device_id):
+                    raise AuthRefused(ErrorCode.REVOKED, "this device has been revoked by the host")
+                known = await self.store.approved(hello.device_id)
+                if known is not None and known.public_key != hello.public_key:
+                    raise AuthRefused(ErrorCode.AUTH_FAILED, "this device id is registered with another key")
+                server_nonce = self._random(NONCE_BYTES)
+                transcript = handshake_transcript(
+                    server_nonce=server_nonce,
+                    client_nonce=client_nonce,
+                    server_fingerprint=self.server_fingerprint,
+                    pool_id=self.pool_id,
+                    device_id=hello.device_id,
+                    public_key=public_key,
+                )
+                await conn.send(encode_text(Challenge(nonce=b64encode(server_nonce), pool_id=self.pool_id)))
+                answer = await _receive_auth(conn)
+                signature = _decode_field(answer.signature, SIGNATURE_BYTES, "signature")
+                if not verify_challenge(public_key, transcript, signature):
+                    raise AuthRefused(
+                        ErrorCode.AUTH_FAILED,
+                        "the signature does not match this handshake (replayed, relayed or forged)",
+                    )
+                if answer.proof is not None:
+                    host_proof = await self._check_code(answer.proof, transcript)
+        except TimeoutError:
+            raise AuthRefused(
+                ErrorCode.AUTH_TIMEOUT, f"authentication not completed within {self.handshake_timeout:g} s"
+            ) from None
+        except ConnectionClosed:
+            raise AuthRefused(ErrorCode.AUTH_FAILED, "the connection closed during authentication") from None
+
+        method: Method
+        if known is not None:
+            method = "key"
+        elif host_proof is not None:
+            method = "code"
+        else:
+            method = "approval"
+            await self._await_approval(conn, hello, address)
+        if known is None:
+            await self._remember(hello, address, method)
+        await _send(conn, AuthOk(device_id=hello.device_id, method=method,
+                                 host_proof=b64encode(host_proof) if host_proof else None))
+        await self.store.record(
+            "join", at=self._wall_clock(), device_id=hello.device_id, address=address,
+            detail=f"{hello.role} {hello.device_name!r} by {method}",
+        )
+        return AuthResult(hello.device_id, hello.device_name, hello.public_key or "", method, address)
+
+    async def _check_code(self, proof_b64: str, transcript: bytes) -> bytes:
+        """Verify the member's code proof; return the host's proof to send back."""
+        code = self._code
+        if code is None:
+            raise AuthRefused(
+                ErrorCode.AUTH_FAILED, "this host does not accept pairing codes now; ask its owner to approve you"
+            )
+        proof = _decode_field(proof_b64, PROOF_BYTES, "proof")
+        proofs = await asyncio.to_thread(pairing_proofs, code, transcript)  # scrypt: off the loop
+        if not proofs.member_matches(proof):
+            raise AuthRefused(ErrorCode.AUTH_FAILED, "wrong pairing code")
+        return proofs.host
+
+    async def _await_approval(self, conn: Connection, hello: Hello, address: str) -> None:
+        previous = self._waiting.get(hello.device_id)
+        if previous is None and len(self._waiting) >= self.max_pending:
+            raise AuthRefused(ErrorCode.RATE_LIMITED, "too many devices are waiting for approval; try later")
+        if previous is not None and not previous.decision.done():
+            previous.decision.set_result("superseded")
+        info = PendingApproval(hello.device_id, hello.device_name, hello.platform, hello.role, address,
+                               self._wall_clock())
+        mine = _Waiting(info, asyncio.get_running_loop().create_future())
+        self._waiting[hello.device_id] = mine
+        self._notify()
+        closed = asyncio.ensure_future(conn.wait_closed())
+        try:
+            await _send(conn, AuthPending(message="waiting for the host's owner to approve this device",
+                                          timeout=self.approval_timeout))
+            await asyncio.wait({mine.decision, closed}, timeout=self.approval_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if self._waiting.get(hello.device_id) is mine:
+                del self._waiting[hello.device_id]
+                self._notify()
+        if not mine.decision.done():
+            mine.decision.cancel()
+            if closed.done():
+                raise AuthRefused(ErrorCode.AUTH_FAILED, "the connection closed while waiting for approval")
+            raise AuthRefused(ErrorCode.AUTH_TIMEOUT,
+                              f"nobody approved this device within {self.approval_timeout:g} s")
+        decision = mine.decision.result()
+        if decision == "approve":
+            return
+        messages = {
+            "deny": "the host's owner denied this device",
+            "superseded": "replaced by a newer connection from the same device",
+            "revoked": "this device has been revoked by the host",
+        }
+        code = ErrorCode.REVOKED if decision == "revoked" else ErrorCode.APPROVAL_DENIED
+        raise AuthRefused(code, messages[decision])
+
+    async def _remember(self, hello: Hello, address: str, method: Method) -> None:
+        device = ApprovedDevice(hello.device_id, hello.device_name, hello.public_key or "", self._wall_clock())
+        try:
+            await self.store.approve(device)
+        except ValueError:
+            raise AuthRefused(ErrorCode.REVOKED, "this device has been revoked by the host") from None
+        how = "by pairing code" if method == "code" else "by the host's owner"
+        await self.store.record("approve", at=device.approved_at, device_id=hello.device_id, address=address,
+                                detail=f"{hello.device_name!r} {how}")
+
+    async def _refuse(self, conn: Connection, hello: Hello, address: str, refusal: AuthRefused) -> None:
+        if refusal.code != ErrorCode.RATE_LIMITED:
+            self.limiter.record_failure(address, self._monotonic())
+        log.warning("refused %s from %s: %s", hello.device_id, address, refusal.message)
+        await self.store.record("refused", at=self._wall_clock(), device_id=hello.device_id, address=address,
+                                detail=f"{refusal.code}: {refusal.message}")
+        try:
+            await conn.send(encode_text(Error(code=refusal.code, message=refusal.message)))
+            await conn.close(POLICY_VIOLATION, refusal.code)
+        except ConnectionClosed:
+            pass
+
+
+def _decode_field(text: str, size: int, what: str) -> bytes:
+    try:
+        return b64decode(text, size, what)
+    except ValueError as exc:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, str(exc)) from None
+
+
+def _hello_credentials(hello: Hello) -> tuple[bytes, bytes]:
+    if hello.public_key is None or hello.nonce is None:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, "hello lacks publicKey and nonce; this host requires authentication")
+    public_key = _decode_field(hello.public_key, PUBLIC_KEY_BYTES, "publicKey")
+    nonce = _decode_field(hello.nonce, NONCE_BYTES, "nonce")
+    if device_id_for(public_key) != hello.device_id:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, "deviceId does not belong to publicKey")
+    return public_key, nonce
+
+
+async def _receive_auth(conn: Connection) -> Auth:
+    try:
+        message = decode_client(await conn.recv())
+    except ProtocolError as exc:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"invalid auth message: {exc.message}") from None
+    if not isinstance(message, Auth):
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"expected auth, got {type(message).__name__}")
+    return message
+
+
+async def _send(conn: Connection, message: msgspec.Struct) -> None:
+    try:
+        await conn.send(encode_text(message))
+    except ConnectionClosed:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, "the connection closed during authentication") from None
+
+
+# ---- member side ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostAuth:
+    """What the member learnt: the pool, the host's certificate (now pinned) and the method."""
+
+    pool_id: str
+    fingerprint: str
+    method: Method
+
+
+async def authenticate_to_host(
+    conn: Connection,
+    identity: Identity,
+    hello: Hello,
+    pinned: PinnedHosts,
+    pool_id: str | None,
+    code: str | None,
+    *,
+    timeout: float = 10.0,
+) -> HostAuth:
+    """Send ``hello`` (with this identity's id, key and a fresh nonce filled in) and
+    authenticate to the host. On return ``auth_ok`` has been read; ``welcome`` comes next.
+
+    ``pool_id`` is the pool this member belongs to, if any: a host speaking for another pool is
+    refused. The host must match its pin; with no pin, ``code`` pairs (and proves the host)
+    or, without a code, the host's owner approves and the first certificate is trusted.
+    Raises ``AuthRefused`` (and closes the connection) when either side says no.
+    """
+    try:
+        return await _authenticate_to_host(conn, identity, hello, pinned, pool_id, code, timeout)
+    except AuthRefused as refusal:
+        try:
+            await conn.close(POLICY_VIOLATION, refusal.code)
+        except ConnectionClosed:
+            pass
+        raise
+
+
+async def _authenticate_to_host(
+    conn: Connection,
+    identity: Identity,
+    hello: Hello,
+    pinned: PinnedHosts,
+    pool_id: str | None,
+    code: str | None,
+    timeout: float,
+) -> HostAuth:
+    try:
+        canonical_code = normalize_pairing_code(code) if code else None
+    except ValueError as exc:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"invalid pairing code: {exc}") from None
+    try:
+        seen = peer_fingerprint(conn)
+    except InsecureConnection as exc:
+        raise AuthRefused(ErrorCode.HOST_MISMATCH, f"{exc}: PoolNet joins only over wss://") from None
+    if pool_id is not None:
+        _check_pin(pinned, pool_id, seen)
+
+    client_nonce = os.urandom(NONCE_BYTES)
+    hello = msgspec.structs.replace(
+        hello, device_id=identity.device_id, public_key=identity.public_key_b64, nonce=b64encode(client_nonce)
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.send(encode_text(hello))
+            challenge = await _receive_from_host(conn, Challenge)
+        if pool_id is not None and challenge.pool_id != pool_id:
+            raise AuthRefused(ErrorCode.HOST_MISMATCH,
+                              f"this host serves pool {challenge.pool_id!r}, not {pool_id!r}")
+        pin = _check_pin(pinned, challenge.pool_id, seen)
+        try:
+            server_nonce = b64decode(challenge.nonce, NONCE_BYTES, "challenge nonce")
+        except ValueError as exc:
+            raise AuthRefused(ErrorCode.AUTH_FAILED, f"the host sent a malformed challenge: {exc}") from None
+        transcript = handshake_transcript(
+            server_nonce=server_nonce,
+            client_nonce=client_nonce,
+            server_fingerprint=seen,
+            pool_id=challenge.pool_id,
+            device_id=identity.device_id,
+            public_key=identity.public_key,
+        )
+        proofs = None
+        if pin is None and canonical_code is not None:
+            proofs = await asyncio.to_thread(pairing_proofs, canonical_code, transcript)
+        async with asyncio.timeout(timeout):
+            await conn.send(encode_text(Auth(
+                signature=b64encode(identity.sign(transcript)),
+                proof=b64encode(proofs.member) if proofs else None,
+            )))
+        ok = await _await_ok(conn, timeout)
+    except TimeoutError:
+        raise AuthRefused(ErrorCode.AUTH_TIMEOUT, f"the host did not answer within {timeout:g} s") from None
+    except ConnectionClosed:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, "the host closed the connection during authentication") from None
+
+    if ok.device_id != identity.device_id:
+        raise AuthRefused(ErrorCode.HOST_MISMATCH, "the host accepted another device id than ours")
+    if proofs is not None:
+        given = ok.host_proof
+        try:
+            valid = given is not None and proofs.host_matches(b64decode(given, PROOF_BYTES, "hostProof"))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise AuthRefused(ErrorCode.HOST_MISMATCH,
+                              "the host did not prove it knows the pairing code; it may be an impostor")
+    if pin is None:
+        await asyncio.to_thread(pinned.pin, challenge.pool_id, seen)
+    return HostAuth(challenge.pool_id, seen, ok.method)
+
+
+def _check_pin(pinned: PinnedHosts, pool_id: str, seen: str) -> str | None:
+    pin = pinned.get(pool_id)
+    if pin is not None and pin != seen:
+        raise AuthRefused(
+            ErrorCode.HOST_MISMATCH,
+            f"the host of pool {pool_id!r} shows certificate {seen[:16]}…, not the pinned {pin[:16]}…; "
+            "it may be an impostor (if the host was rebuilt, forget the pin and pair again)",
+        )
+    return pin
+
+
+async def _await_ok(conn: Connection, timeout: float) -> AuthOk:
+    deadline = timeout
+    while True:
+        async with asyncio.timeout(deadline):
+            message = await _receive_from_host(conn, AuthOk, AuthPending)
+        if isinstance(message, AuthOk):
+            return message
+        # The host's owner is being asked: wait as long as the host says it will, plus slack.
+        deadline = min(message.timeout, 3600.0) + timeout
+
+
+async def _receive_from_host(conn: Connection, *expected: type[_M]) -> _M:
+    """The host's next message if it is one of ``expected``; its ``error`` becomes a refusal."""
+    try:
+        message = decode_server(await conn.recv())
+    except ProtocolError as exc:
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"the host sent an invalid message: {exc.message}") from None
+    if isinstance(message, Error):
+        raise AuthRefused(message.code, message.message)
+    if not isinstance(message, expected):
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"the host sent {type(message).__name__} during authentication")
+    return message

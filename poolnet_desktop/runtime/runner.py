@@ -1,0 +1,590 @@
+"""Run one shard on this member: a subprocess in its own folder, watched, capped and killable.
+
+``ShardRunner(spec, on_output).run()`` starts the command, streams stdout and stderr to the
+callback as they come, enforces the timeout and the memory limit, and returns a
+``ShardOutcome`` that says how it ended and which output files it left. It never raises for
+anything the shard did: a program that does not exist ends as reason ``"error"``.
+
+Every shard runs in a new session (POSIX) or process group (Windows), so that killing it
+kills its whole tree; when the main process exits, whatever it left running in its group is
+killed too, so that no stray grandchild keeps the pipes (or the GPU) busy.
+
+Per-shard overhead is kept low because a pool may push thousands of tiny shards: the timeout
+is a loop timer, the memory watch runs only when a limit is set, and on Python 3.11 the
+pidfd child watcher replaces the default thread-per-child one (see ``install_child_watcher``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import psutil
+
+from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
+from poolnet_desktop.core.transfer import FileEntry
+
+Reason = Literal["succeeded", "failed", "timeout", "memory", "cancelled", "error"]
+Stream = Literal["stdout", "stderr"]
+OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
+
+PYTHON_PLACEHOLDER = "{python}"
+# A frozen (PyInstaller) build has no separate interpreter: its own executable runs Python
+# code when given this flag. The app's entry point must honour it before anything else.
+FROZEN_PYTHON_FLAG = "--poolnet-run-python"
+DEFAULT_OUTPUT_CAP = 1024 * 1024
+# After the main process exits, how long its pipes may stay open (held by an escaped
+# descendant) before the runner stops reading them.
+_PIPE_GRACE = 2.0
+
+
+class ShardOutcome(msgspec.Struct, kw_only=True):
+    """How a shard ended; JSON-serialisable, so it can be spooled and sent as is.
+
+    ``exit_code`` is None when the process never started, negative when a signal ended it
+    (POSIX). ``started``/``ended`` are wall-clock seconds. ``outputs`` are relative to the
+    working folder. ``refused`` lists outputs that matched a glob but were not taken (a symlink
+    out of the folder), and ``message`` says why a shard ended as it did when that is not
+    plain from the exit code.
+    """
+
+    reason: Reason
+    exit_code: int | None
+    started: float
+    ended: float
+    outputs: list[FileEntry] = msgspec.field(default_factory=list)
+    refused: list[str] = msgspec.field(default_factory=list)
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    truncated: bool = False
+    peak_memory: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSpec:
+    """What to run. The caller has already placed the shard's files in ``workdir``.
+
+    ``command`` is an argument list, or with ``shell=True`` one command line (a list is then
+    joined with shell quoting). An argument that is exactly ``{python}`` becomes
+    ``python_command()``; in a shell line ``{python}`` is replaced by its quoted form.
+    ``gpus`` are the GPU indices this shard may see (empty hides every GPU); ``cpu_cores``
+    the cores it is pinned to (None: no pinning); ``memory_limit`` bytes of resident memory
+    for the whole process tree; ``timeout`` seconds of wall time.
+    """
+
+    command: Sequence[str] | str
+    workdir: Path
+    shard: int = 0
+    shards: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    shell: bool = False
+    gpus: Sequence[int] = ()
+    cpu_cores: Sequence[int] | None = None
+    memory_limit: int | None = None
+    timeout: float | None = None
+    outputs: Sequence[str] = ()
+    output_cap: int = DEFAULT_OUTPUT_CAP
+    memory_poll_interval: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.command, str) and not self.shell:
+            raise ValueError("a command given as one string needs shell=True; else pass a list")
+        if not self.command:
+            raise ValueError("empty command")
+        if not isinstance(self.command, str):
+            for arg in self.command:
+                if PYTHON_PLACEHOLDER in arg and arg != PYTHON_PLACEHOLDER and not self.shell:
+                    raise ValueError(f"{PYTHON_PLACEHOLDER} must be a whole argument: {arg!r}")
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"shard {self.shard} outside 0..{self.shards - 1}")
+        for bad in ("timeout", "memory_limit"):
+            value = getattr(self, bad)
+            if value is not None and value <= 0:
+                raise ValueError(f"{bad} must be positive, got {value!r}")
+        if self.output_cap < 0 or self.memory_poll_interval <= 0:
+            raise ValueError("output_cap must be >= 0 and memory_poll_interval > 0")
+        if any(not isinstance(g, int) or g < 0 for g in self.gpus):
+            raise ValueError(f"GPU indices must be non-negative integers: {list(self.gpus)!r}")
+        for pattern in self.outputs:
+            safe_relative_path(pattern)
+
+
+def python_command() -> list[str]:
+    """The argv prefix that runs a Python script with the interpreter PoolNet itself runs on.
+
+    ``sys.executable`` is the real interpreter (a venv's python, never the pyenv shim that
+    costs 0.1 s per start). In a frozen build the app's own executable is started with
+    ``FROZEN_PYTHON_FLAG``, and its entry point must then act as ``python``.
+    """
+    if getattr(sys, "frozen", False):
+        return [sys.executable, FROZEN_PYTHON_FLAG]
+    return [sys.executable]
+
+
+def build_argv(spec: ShardSpec) -> list[str]:
+    """The argv to start: ``{python}`` expanded, a shell line wrapped in the platform shell."""
+    if spec.shell:
+        line = spec.command if isinstance(spec.command, str) else shlex.join(spec.command)
+        line = line.replace(PYTHON_PLACEHOLDER, shlex.join(python_command()))
+        if os.name == "nt":
+            return [os.environ.get("COMSPEC", "cmd.exe"), "/c", line]
+        return ["/bin/sh", "-c", line]
+    argv: list[str] = []
+    for arg in spec.command:
+        if arg == PYTHON_PLACEHOLDER:
+            argv.extend(python_command())
+        else:
+            argv.append(arg)
+    return argv
+
+
+@functools.cache
+def _base_environment() -> dict[str, str]:
+    """This process's environment, read once: copying ``os.environ`` decodes every variable,
+    which cost a quarter of the runner's own time per shard. Shards therefore see the
+    environment as it was at the first shard; per-task variables go in ``ShardSpec.env``."""
+    return dict(os.environ)
+
+
+def build_env(spec: ShardSpec, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The shard's environment: ``base`` (default: this process's), the task's, PoolNet's.
+
+    PoolNet's variables come last so that a task cannot fake its shard number or unhide a GPU.
+    ``PYTHONUNBUFFERED`` defaults to 1 so that a Python shard's prints stream live.
+    """
+    env = _base_environment().copy() if base is None else dict(base)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(spec.env)
+    env["POOLNET_SHARD"] = str(spec.shard)
+    env["POOLNET_SHARDS"] = str(spec.shards)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+    return env
+
+
+class _ShardProtocol(asyncio.SubprocessProtocol):
+    """Hands pipe data to the runner and signals exit and pipe closure separately.
+
+    ``asyncio.subprocess.Process.wait()`` on 3.11 also waits for the pipes to close, which a
+    background grandchild can hold open forever; the runner needs the exit on its own.
+    """
+
+    def __init__(self, runner: ShardRunner, loop: asyncio.AbstractEventLoop) -> None:
+        self._runner = runner
+        self.exited: asyncio.Future[None] = loop.create_future()
+        # True once every pipe reached EOF; False if the runner stopped waiting for that.
+        self.closed: asyncio.Future[bool] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        assert isinstance(data, bytes)
+        self._runner._received("stdout" if fd == 1 else "stderr", data)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.give_up_on_pipes(closed=True)
+
+    def give_up_on_pipes(self, closed: bool = False) -> None:
+        if not self.closed.done():
+            self.closed.set_result(closed)
+
+
+class ShardRunner:
+    """Runs one ``ShardSpec`` once. Call ``run()``; ``cancel()`` may come at any time.
+
+    Output reaches ``on_output`` in the order it arrived, stdout and stderr interleaved, from
+    one delivery task; ``run()`` returns only after the last chunk was delivered.
+    """
+
+    def __init__(
+        self,
+        spec: ShardSpec,
+        on_output: OutputCallback | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self._on_output = on_output
+        self._clock = clock
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._pid: int | None = None
+        self._kill_reason: Reason | None = None
+        self._message = ""
+        self._cancel_requested = False
+        self._ran = False
+        self._counts = {"stdout": 0, "stderr": 0}
+        self._truncated = False
+        self._peak_memory = 0
+        self._queue: asyncio.Queue[tuple[Stream, bytes] | None] | None = None
+        self._deliverer: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The main process's id once started (its process group id too, on POSIX)."""
+        return self._pid
+
+    def cancel(self) -> None:
+        """Kill the shard's whole tree now; ``run()`` then returns reason ``"cancelled"``.
+
+        Safe before the start (the shard then never starts) and after the end (no effect).
+        """
+        self._cancel_requested = True
+        self._kill("cancelled", "cancelled on request")
+
+    async def run(self) -> ShardOutcome:
+        """Start, watch and reap the shard; always returns an outcome (runs once only)."""
+        if self._ran:
+            raise RuntimeError("a ShardRunner runs once; make a new one")
+        self._ran = True
+        install_child_watcher()
+        started = self._clock()
+        if self._cancel_requested:
+            return self._outcome("cancelled", None, started, message="cancelled before start")
+        loop = asyncio.get_running_loop()
+        protocol = _ShardProtocol(self, loop)
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                *build_argv(self.spec),
+                cwd=self.spec.workdir,
+                env=build_env(self.spec),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                **_new_group(),
+            )
+        except (OSError, ValueError) as exc:
+            return self._outcome("error", None, started, message=_start_error(self.spec, exc))
+        self._transport = transport
+        self._pid = transport.get_pid()
+        try:
+            return await self._watch(protocol, transport, started)
+        finally:
+            if transport.get_returncode() is None:  # run() itself was cancelled
+                _kill_tree(self._pid)
+            transport.close()
+            if self._deliverer is not None and not self._deliverer.done():
+                self._deliverer.cancel()
+
+    async def _watch(
+        self, protocol: _ShardProtocol, transport: asyncio.SubprocessTransport, started: float
+    ) -> ShardOutcome:
+        pid = transport.get_pid()
+        if self._cancel_requested:  # cancel() arrived while the process was being created
+            self._kill("cancelled", "cancelled on request")
+        if self.spec.cpu_cores is not None:
+            self._pin(pid, self.spec.cpu_cores)
+        timer = None
+        if self.spec.timeout is not None:
+            timer = asyncio.get_running_loop().call_later(
+                self.spec.timeout, self._kill, "timeout", f"timed out after {self.spec.timeout} s"
+            )
+        watcher = None
+        if self.spec.memory_limit is not None:
+            watcher = asyncio.ensure_future(self._watch_memory(pid, self.spec.memory_limit))
+        try:
+            await protocol.exited
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        if os.name != "nt":
+            # Whatever the shard left running in its group dies with it (and frees the pipes).
+            _signal_group(pid)
+        if not protocol.closed.done():
+            # A timer, not wait_for: this runs for every shard and wait_for costs a task.
+            grace = asyncio.get_running_loop().call_later(_PIPE_GRACE, protocol.give_up_on_pipes)
+            if not await protocol.closed:
+                self._message = self._message or "a descendant kept the output pipes open"
+            grace.cancel()
+        if self._queue is not None:
+            self._queue.put_nowait(None)
+            assert self._deliverer is not None
+            await self._deliverer
+        exit_code = transport.get_returncode()
+        reason: Reason
+        if self._kill_reason is not None:
+            reason = self._kill_reason
+        else:
+            reason = "succeeded" if exit_code == 0 else "failed"
+        outputs: list[FileEntry] = []
+        refused: list[str] = []
+        if self.spec.outputs:
+            outputs, refused = await asyncio.to_thread(
+                collect_outputs, self.spec.workdir, self.spec.outputs
+            )
+        return self._outcome(
+            reason, exit_code, started, outputs=outputs, refused=refused, message=self._message
+        )
+
+    def _outcome(
+        self, reason: Reason, exit_code: int | None, started: float, **extra: Any
+    ) -> ShardOutcome:
+        return ShardOutcome(
+            reason=reason,
+            exit_code=exit_code,
+            started=started,
+            ended=self._clock(),
+            stdout_bytes=self._counts["stdout"],
+            stderr_bytes=self._counts["stderr"],
+            truncated=self._truncated,
+            peak_memory=self._peak_memory,
+            **extra,
+        )
+
+    def _kill(self, reason: Reason, message: str) -> None:
+        """Record why (the first reason wins) and kill the tree, if it is still running."""
+        transport = self._transport
+        if transport is None or transport.get_returncode() is not None:
+            return
+        if self._kill_reason is None:
+            self._kill_reason = reason
+            self._message = message
+        _kill_tree(transport.get_pid())
+
+    def _pin(self, pid: int, cores: Sequence[int]) -> None:
+        """Pin the main process to ``cores`` (its children inherit it), where the OS allows.
+
+        Set right after the start, while the child is still exec'ing: a descendant forked
+        before this point would escape, which a just-started command has had no time to do.
+        """
+        try:
+            if hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(pid, cores)
+            elif hasattr(psutil.Process, "cpu_affinity"):
+                psutil.Process(pid).cpu_affinity(list(cores))
+            else:
+                self._message = "CPU pinning is not supported on this OS; ran unpinned"
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass  # already finished: nothing left to pin
+        except (OSError, ValueError, psutil.Error) as exc:
+            self._kill("error", f"cannot pin to CPU cores {list(cores)}: {exc}")
+
+    def _received(self, name: Stream, chunk: bytes) -> None:
+        """Count a chunk from a pipe and queue what is under the cap (then one marker)."""
+        seen = self._counts[name]
+        self._counts[name] = seen + len(chunk)
+        cap = self.spec.output_cap
+        if seen >= cap or self._on_output is None:
+            return  # keep draining, so the shard never blocks on a full pipe
+        if seen + len(chunk) > cap:
+            self._truncated = True
+            chunk = chunk[: cap - seen] + (
+                f"\n[poolnet: output truncated after {cap} bytes]\n".encode()
+            )
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._deliverer = asyncio.ensure_future(self._deliver(self._queue, self._on_output))
+        self._queue.put_nowait((name, chunk))
+
+    @staticmethod
+    async def _deliver(
+        queue: asyncio.Queue[tuple[Stream, bytes] | None], callback: OutputCallback
+    ) -> None:
+        """Await the callback for each chunk in arrival order (memory bounded by the caps)."""
+        while (item := await queue.get()) is not None:
+            await callback(*item)
+
+    async def _watch_memory(self, pid: int, limit: int) -> None:
+        """Sum the tree's resident memory a few times a second; kill it past ``limit``."""
+        interval = self.spec.memory_poll_interval
+        while True:
+            used = await asyncio.to_thread(tree_memory, pid)
+            self._peak_memory = max(self._peak_memory, used)
+            if used > limit:
+                self._kill("memory", f"used {used} bytes of memory, over the limit of {limit}")
+                return
+            await asyncio.sleep(interval)
+
+
+def _new_group() -> dict[str, Any]:
+    """Start the shard as the head of its own process group, so its tree can be killed."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+    return {"start_new_session": True}
+
+
+def _start_error(spec: ShardSpec, exc: Exception) -> str:
+    if not spec.workdir.is_dir():
+        return f"working folder {spec.workdir} does not exist"
+    program = build_argv(spec)[0]
+    if isinstance(exc, FileNotFoundError):
+        return f"cannot start {program!r}: program not found"
+    if isinstance(exc, PermissionError):
+        return f"cannot start {program!r}: permission denied"
+    return f"cannot start {program!r}: {exc}"
+
+
+def _signal_group(pgid: int) -> None:
+    """SIGKILL a process group; a group that no longer exists is fine."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill the shard's process group, and every descendant still linked to it.
+
+    The group catches what the shard forked; the psutil walk (done first, before the kill
+    orphans them) catches descendants that moved to a session of their own.
+    """
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    if os.name == "nt":
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    else:
+        _signal_group(pid)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def tree_memory(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone).
+
+    RSS counts shared pages once per process, so this errs on the high side: safe for a limit.
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def collect_outputs(workdir: Path, patterns: Sequence[str]) -> tuple[list[FileEntry], list[str]]:
+    """Files under ``workdir`` matching ``patterns``, hashed; and why others were refused.
+
+    Only regular files count. A match that resolves outside the folder (a symlink, or a
+    symlinked folder on the way) is refused, never read. Blocking: call it off the loop.
+    """
+    root = workdir.resolve()
+    found: dict[str, FileEntry] = {}
+    refused: list[str] = []
+    for pattern in patterns:
+        for match in sorted(workdir.glob(str(safe_relative_path(pattern)))):
+            rel = match.relative_to(workdir).as_posix()
+            if rel in found:
+                continue
+            real = match.resolve()
+            if not real.is_relative_to(root):
+                refused.append(f"{rel}: points outside the working folder")
+                continue
+            if not real.is_file():
+                continue
+            try:
+                safe_relative_path(rel)
+            except UnsafePathError as exc:
+                refused.append(f"{rel}: {exc}")
+                continue
+            with open(real, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            found[rel] = FileEntry(path=rel, size=real.stat().st_size, sha256=digest)
+    return list(found.values()), refused
+
+
+_watcher_installed = False
+
+
+def install_child_watcher() -> None:
+    """On Python 3.11 (Linux), reap children through pidfds instead of a thread per child.
+
+    The default ``ThreadedChildWatcher`` costs about 0.26 ms more per child. 3.11's own
+    ``PidfdChildWatcher`` is bound to one loop; this one serves whichever loop is running
+    (as 3.12's does), so test loops and the qasync loop all work. Python 3.12+ uses pidfds
+    by itself, and its watcher API is deprecated, so nothing is done there. Idempotent.
+    """
+    global _watcher_installed
+    if _watcher_installed:
+        return
+    _watcher_installed = True
+    if sys.version_info >= (3, 12) or os.name == "nt" or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # kernel before 5.3 or a sandbox: keep the default watcher
+    asyncio.get_event_loop_policy().set_child_watcher(  # type: ignore[attr-defined]
+        _make_pidfd_watcher()
+    )
+
+
+def _make_pidfd_watcher() -> Any:
+    """Build the any-loop pidfd watcher; defined lazily so 3.12+ never subclasses the
+    deprecated ``AbstractChildWatcher``."""
+
+    class AnyLoopPidfdWatcher(asyncio.AbstractChildWatcher):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            self._callbacks: dict[int, tuple[Any, int, Callable[..., None], tuple[Any, ...]]] = {}
+
+        def __enter__(self) -> AnyLoopPidfdWatcher:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def is_active(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+        def attach_loop(self, loop: Any) -> None:
+            pass
+
+        def add_child_handler(self, pid: int, callback: Callable[..., None], *args: Any) -> None:
+            loop = asyncio.get_running_loop()
+            pidfd = os.pidfd_open(pid)
+            loop._add_reader(pidfd, self._do_wait, pid)  # type: ignore[attr-defined]
+            self._callbacks[pid] = (loop, pidfd, callback, args)
+
+        def _do_wait(self, pid: int) -> None:
+            loop, pidfd, callback, args = self._callbacks.pop(pid)
+            loop._remove_reader(pidfd)
+            try:
+                _, status = os.waitpid(pid, 0)
+                returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                returncode = 255  # reaped elsewhere; asyncio's own watchers report 255 too
+            os.close(pidfd)
+            callback(pid, returncode, *args)
+
+        def remove_child_handler(self, pid: int) -> bool:
+            entry = self._callbacks.pop(pid, None)
+            if entry is None:
+                return False
+            loop, pidfd, _, _ = entry
+            loop._remove_reader(pidfd)
+            os.close(pidfd)
+            return True
+
+    return AnyLoopPidfdWatcher()

@@ -113,15 +113,16 @@ class DiscoverySettings:
         interfaces changed. Raises ``DiscoveryError`` for an unknown name, a name without an
         IPv4 address, or an IPv6 address (mDNS over IPv6 needs a scope and is not offered yet).
         """
+        if not self.interfaces:
+            return []
+        nics = _ipv4_by_interface()
+        own = {address for found in nics.values() for address in found}
         addresses: list[str] = []
-        nics: dict[str, list[str]] | None = None
         for entry in self.interfaces:
             entry = entry.strip()
             try:
                 ip = ipaddress.ip_address(entry)
             except ValueError:
-                if nics is None:
-                    nics = _ipv4_by_interface()
                 if entry not in nics:
                     known = ", ".join(sorted(nics)) or "none"
                     raise DiscoveryError(
@@ -133,6 +134,11 @@ class DiscoverySettings:
             else:
                 if ip.version != 4:
                     raise DiscoveryError(f"discovery interface {entry!r}: only IPv4 is supported")
+                # Checked here because zeroconf, given a foreign address, fails leaking a socket.
+                if str(ip) not in own:
+                    raise DiscoveryError(
+                        f"{entry} is not an address of this host (it has: {', '.join(sorted(own))})"
+                    )
                 found = [str(ip)]
             addresses.extend(a for a in found if a not in addresses)
         return addresses
@@ -246,11 +252,20 @@ def _found_from_info(info: AsyncServiceInfo) -> FoundPool | None:
 # ---- announcing -------------------------------------------------------------------------------
 
 
-def _instance_label(pool_name: str) -> str:
-    """The pool name as a DNS-SD instance label: printable, no dots, at most 63 bytes."""
-    label = "".join(ch if ch.isprintable() and ch != "." else " " for ch in pool_name).strip()
-    encoded = label.encode()[:_MAX_INSTANCE_BYTES]
-    return encoded.decode(errors="ignore").strip() or "PoolNet"
+def _instance_label(pool_name: str, pool_id: str) -> str:
+    """A DNS-SD instance label (printable, no dots, at most 63 bytes) such as ``Lab [3f2a9c1b]``.
+
+    The pool id's head keeps two pools of the same name apart even where probing cannot see
+    the conflict; a restarted host of the same pool gets the same label, so browsers update it.
+    """
+    suffix = " [" + _clean_label(pool_id[:8]) + "]"
+    room = _MAX_INSTANCE_BYTES - len(suffix.encode())
+    name = _clean_label(pool_name).encode()[:room].decode(errors="ignore").strip()
+    return (name or "PoolNet") + suffix
+
+
+def _clean_label(text: str) -> str:
+    return "".join(ch if ch.isprintable() and ch != "." else " " for ch in text).strip()
 
 
 class PoolAnnouncer:
@@ -293,7 +308,7 @@ class PoolAnnouncer:
         }
         if fingerprint:
             self._properties["fp"] = fingerprint
-        self._instance = f"{_instance_label(pool_name)}.{SERVICE_TYPE}"
+        self._instance = f"{_instance_label(pool_name, pool_id)}.{SERVICE_TYPE}"
         # A fresh host name per announcer: a restarted coordinator never inherits address
         # records that browsers still cache for the old one.
         self._server = f"poolnet-{secrets.token_hex(4)}.local."

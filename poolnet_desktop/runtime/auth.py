@@ -403,6 +403,20 @@ class HostAuth:
     method: Method
 
 
+def member_hello(identity: Identity, hello: Hello) -> Hello:
+    """``hello`` carrying this identity's device id, its public key and a fresh nonce.
+
+    Build one for every connection, send it, then pass the same object to
+    ``authenticate_to_host``: the nonce in it is half of what makes the handshake unique.
+    """
+    return msgspec.structs.replace(
+        hello,
+        device_id=identity.device_id,
+        public_key=identity.public_key_b64,
+        nonce=b64encode(os.urandom(NONCE_BYTES)),
+    )
+
+
 async def authenticate_to_host(
     conn: Connection,
     identity: Identity,
@@ -413,16 +427,20 @@ async def authenticate_to_host(
     *,
     timeout: float = 10.0,
 ) -> HostAuth:
-    """Send ``hello`` (with this identity's id, key and a fresh nonce filled in) and
-    authenticate to the host. On return ``auth_ok`` has been read; ``welcome`` comes next.
+    """Authenticate to the host after the caller has sent ``hello`` (made by ``member_hello``).
+    On return ``auth_ok`` has been read; ``welcome`` comes next.
 
     ``pool_id`` is the pool this member belongs to, if any: a host speaking for another pool is
     refused. The host must match its pin; with no pin, ``code`` pairs (and proves the host)
     or, without a code, the host's owner approves and the first certificate is trusted.
-    Raises ``AuthRefused`` (and closes the connection) when either side says no.
+    Raises ``AuthRefused`` (and closes the connection) when either side says no, and
+    ``ValueError`` for a ``hello`` not made by ``member_hello(identity, ...)``.
     """
+    if hello.public_key != identity.public_key_b64 or hello.device_id != identity.device_id or not hello.nonce:
+        raise ValueError("send member_hello(identity, hello) before authenticate_to_host")
+    client_nonce = b64decode(hello.nonce, NONCE_BYTES, "hello nonce")
     try:
-        return await _authenticate_to_host(conn, identity, hello, pinned, pool_id, code, timeout)
+        return await _authenticate_to_host(conn, identity, client_nonce, pinned, pool_id, code, timeout)
     except AuthRefused as refusal:
         try:
             await conn.close(POLICY_VIOLATION, refusal.code)
@@ -434,7 +452,7 @@ async def authenticate_to_host(
 async def _authenticate_to_host(
     conn: Connection,
     identity: Identity,
-    hello: Hello,
+    client_nonce: bytes,
     pinned: PinnedHosts,
     pool_id: str | None,
     code: str | None,
@@ -450,14 +468,8 @@ async def _authenticate_to_host(
         raise AuthRefused(ErrorCode.HOST_MISMATCH, f"{exc}: PoolNet joins only over wss://") from None
     if pool_id is not None:
         _check_pin(pinned, pool_id, seen)
-
-    client_nonce = os.urandom(NONCE_BYTES)
-    hello = msgspec.structs.replace(
-        hello, device_id=identity.device_id, public_key=identity.public_key_b64, nonce=b64encode(client_nonce)
-    )
     try:
         async with asyncio.timeout(timeout):
-            await conn.send(encode_text(hello))
             challenge = await _receive_from_host(conn, Challenge)
         if pool_id is not None and challenge.pool_id != pool_id:
             raise AuthRefused(ErrorCode.HOST_MISMATCH,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -38,6 +38,7 @@ from poolnet_desktop.runtime.auth import (
     HostAuth,
     PendingApproval,
     authenticate_to_host,
+    member_hello,
 )
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.tls import (
@@ -113,7 +114,9 @@ class Member:
         """Authenticate, then read the welcome that proves the host let us in."""
         ssl = client_ssl_context() if url.startswith("wss") else None
         async with connect(url, ssl=ssl, proxy=None) as conn:
-            outcome = await authenticate_to_host(conn, self.identity, self.hello(), self.pinned, pool_id, code)
+            hello = member_hello(self.identity, self.hello())
+            await conn.send(encode_text(hello))
+            outcome = await authenticate_to_host(conn, self.identity, hello, self.pinned, pool_id, code)
             welcome = decode_server(await conn.recv())
             assert isinstance(welcome, Welcome) and welcome.device_id == self.identity.device_id
             return outcome
@@ -334,6 +337,19 @@ async def test_a_member_never_authenticates_over_plain_text(tmp_path: Path) -> N
     with pytest.raises(InsecureConnection, match="wss://"):
         client_ssl_for_url(host.url)
     assert client_ssl_for_url(host.url.replace("ws://", "wss://")) is not None
+
+
+@pytest.mark.asyncio
+async def test_a_hello_without_this_identitys_credentials_is_a_programming_error(tmp_path: Path) -> None:
+    member = Member.create(tmp_path / "member")
+    other = Member.create(tmp_path / "other")
+    async with running_host(tmp_path / "host") as host:
+        async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
+            for hello in (member.hello(), member_hello(other.identity, other.hello())):
+                with pytest.raises(ValueError, match="member_hello"):
+                    await authenticate_to_host(conn, member.identity, hello, member.pinned, None, CODE)
+    fresh = {member_hello(member.identity, member.hello()).nonce for _ in range(3)}
+    assert len(fresh) == 3
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,84 @@
+"""Fixtures for runtime tests: a real coordinator on 127.0.0.1 and raw WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.node import HostOptions, PoolHost
+
+
+@pytest.fixture
+async def pool(tmp_path: Path) -> AsyncIterator[PoolHost]:
+    """A started pool host on a free loopback port with short timings for tests."""
+    data_dir = resolve_data_dir(tmp_path / "host")
+    host = PoolHost(HostOptions(data_dir=data_dir, bind="127.0.0.1", port=0, heartbeat_timeout=1.5, batch_interval=0.1))
+    await host.start()
+    yield host
+    await host.stop()
+
+
+class RawClient:
+    """A WebSocket client speaking plain JSON, as a client written from the seed's docs would."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        await self.connection.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+
+    async def receive_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next message of type ``kind``, skipping others (relays, batches)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.receive(timeout)
+                if message.get("type") == kind:
+                    return message
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+@pytest.fixture
+async def raw_client(pool: PoolHost) -> AsyncIterator[Any]:
+    """A factory of raw clients connected to ``pool``; all are closed at the end."""
+    clients: list[RawClient] = []
+
+    async def open_client(path: str = "/ws") -> RawClient:
+        url = f"ws://127.0.0.1:{pool.server.port}{path}"
+        client = RawClient(await connect(url, proxy=None, open_timeout=5, max_queue=None, close_timeout=2))
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        await client.close()
+
+
+def seed_resources(**overrides: Any) -> dict[str, Any]:
+    """A resources object exactly as the seed's Flutter client sends it."""
+    resources = {
+        "cpuUsage": 25.0,
+        "cpuAvailable": 75.0,
+        "cpuCores": 8,
+        "memoryUsage": 4096,
+        "memoryAvailable": 12288,
+        "memoryTotal": 16384,
+        "storageUsage": 100000,
+        "storageAvailable": 400000,
+        "storageTotal": 500000,
+        "hasGPU": False,
+        "gpuName": None,
+    }
+    resources.update(overrides)
+    return resources

@@ -1,0 +1,86 @@
+"""The member agent against a real coordinator: real psutil readings, reconnection, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import psutil
+
+from poolnet_desktop.runtime.agent import AgentState
+from poolnet_desktop.runtime.backoff import Backoff
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, local_device_id
+
+
+async def wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_member_reports_this_machines_real_resources(pool, tmp_path: Path) -> None:
+    member = Member(MemberOptions(url=pool.local_url, data_dir=resolve_data_dir(tmp_path / "m"), name="worker-1"))
+    running = asyncio.create_task(member.run())
+    try:
+        device_id = member.agent.config.device_id
+        await wait_for(lambda: (d := pool.coordinator.registry.get(device_id)) is not None and d.resources.cpu_cores > 0)
+        device = pool.coordinator.registry.get(device_id)
+        assert device.name == "worker-1"
+        assert device.resources.cpu_cores == psutil.cpu_count(logical=True)
+        total_mb = psutil.virtual_memory().total / 2**20
+        assert abs(device.resources.memory_total - total_mb) < 1
+        disk = psutil.disk_usage(str(tmp_path))
+        assert abs(device.resources.storage_total - disk.total / 2**20) < 1
+        # No NVIDIA driver on this machine: the member says so plainly.
+        assert device.resources.has_gpu is False and device.resources.gpu_count == 0
+        assert device.limits.cpu_percent == 80 and device.limits.storage_percent == 50
+    finally:
+        await member.stop()
+        await running
+    assert member.agent.state == AgentState.STOPPED
+    await wait_for(lambda: not pool.coordinator.registry.get(device_id).online, what="offline after leaving")
+
+
+async def test_the_device_id_is_stable_across_restarts(tmp_path: Path) -> None:
+    data_dir = resolve_data_dir(tmp_path / "m")
+    assert local_device_id(data_dir) == local_device_id(data_dir)
+
+
+async def test_a_member_rejoins_after_the_coordinator_restarts(tmp_path: Path) -> None:
+    host_dir = resolve_data_dir(tmp_path / "host")
+    first = PoolHost(HostOptions(data_dir=host_dir, bind="127.0.0.1", port=0, batch_interval=0.1))
+    await first.start()
+    port = first.server.port
+    member = Member(MemberOptions(url=first.local_url, data_dir=resolve_data_dir(tmp_path / "m")))
+    member.agent._backoff = Backoff(base=0.05, cap=0.3)
+    running = asyncio.create_task(member.run())
+    second = None
+    try:
+        await wait_for(lambda: member.agent.state == AgentState.CONNECTED)
+        pool_id = member.agent.welcome.pool_id
+        await first.stop()
+        await wait_for(lambda: member.agent.state != AgentState.CONNECTED)
+        second = PoolHost(HostOptions(data_dir=host_dir, bind="127.0.0.1", port=port, batch_interval=0.1))
+        await second.start()
+        await wait_for(lambda: member.agent.state == AgentState.CONNECTED, timeout=15)
+        device = second.coordinator.registry.get(member.agent.config.device_id)
+        assert device is not None and device.online
+        assert member.agent.welcome.pool_id == pool_id  # the pool keeps its identity across restarts
+    finally:
+        await member.stop()
+        await running
+        if second is not None:
+            await second.stop()
+
+
+def test_backoff_grows_exponentially_with_jitter_and_resets() -> None:
+    backoff = Backoff(base=1.0, cap=10.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(8)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(10.0, 2**attempt)
+        assert ceiling * 0.5 <= delay <= ceiling
+    assert max(delays) <= 10.0
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0

@@ -1,0 +1,111 @@
+"""The ``poolnet`` command line, started as real subprocesses the way the README says."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+POOLNET = [sys.executable, "-m", "poolnet_desktop"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = dict(os.environ, POOLNET_HOME=str(home), POOLNET_DISCOVERY="off", PYTHONUNBUFFERED="1")
+    env.pop("http_proxy", None)
+    return env
+
+
+def poolnet(*args: str, home: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*POOLNET, *args], env=environment(home), capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_status(port: int, home: Path, devices: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = poolnet("status", f"http://127.0.0.1:{port}", "--json", home=home)
+        if result.returncode == 0:
+            status = json.loads(result.stdout)
+            online = [d for d in status["devices"] if d["isOnline"] and d["resources"]["cpuCores"] > 0]
+            if len(online) >= devices:
+                return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"pool never showed {devices} devices: {result.stdout} {result.stderr}")
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def hosted(tmp_path: Path):
+    """``poolnet host`` on a free loopback port; stopped with SIGTERM at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(tmp_path / "host")],
+        env=environment(tmp_path / "unused"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def test_host_shows_this_machine_and_stops_cleanly_on_sigterm(hosted, tmp_path: Path) -> None:
+    process, port = hosted
+    status = wait_for_status(port, tmp_path, devices=1)
+    (device,) = status["devices"]
+    assert device["resources"]["cpuCores"] == psutil.cpu_count(logical=True)
+    assert abs(device["resources"]["memoryTotal"] - psutil.virtual_memory().total / 2**20) < 1
+    assert status["pool"]["totalCpuCores"] == psutil.cpu_count(logical=True)
+
+    table = poolnet("status", f"127.0.0.1:{port}", home=tmp_path)
+    assert table.returncode == 0
+    assert "DEVICE" in table.stdout and "online" in table.stdout and "Pool: 1 online" in table.stdout
+
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert f"ws://127.0.0.1:{port}/ws" in stdout
+    assert "stopped" in stdout
+
+
+def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> None:
+    _, port = hosted
+    joiner = subprocess.Popen(
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "second-box", "--data-dir", str(tmp_path / "member")],
+        env=environment(tmp_path / "unused"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        status = wait_for_status(port, tmp_path, devices=2)
+        assert "second-box" in {d["name"] for d in status["devices"]}
+        joiner.send_signal(signal.SIGINT)
+        stdout, stderr = joiner.communicate(timeout=20)
+        assert joiner.returncode == 0, stderr
+        assert "Left the pool" in stdout
+    finally:
+        if joiner.poll() is None:
+            joiner.kill()
+            joiner.communicate()
+
+
+def test_status_says_clearly_when_no_pool_answers(tmp_path: Path) -> None:
+    result = poolnet("status", f"http://127.0.0.1:{free_port()}", home=tmp_path)
+    assert result.returncode == 1
+    assert "cannot reach a pool" in result.stderr

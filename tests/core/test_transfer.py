@@ -211,7 +211,9 @@ def test_checksum_mismatch_on_the_last_chunk() -> None:
     data = b"y" * 2000
     wrong = sha(b"other")
     first = ChunkHeader(transfer_id="t1", path="f", offset=0, size=2000, sha256=wrong, last=False)
-    second = ChunkHeader(transfer_id="t1", path="f", offset=1000, size=2000, sha256=wrong, last=True)
+    second = ChunkHeader(
+        transfer_id="t1", path="f", offset=1000, size=2000, sha256=wrong, last=True
+    )
     asm = assembler()
     asm.accept(first, data[:1000])
     with pytest.raises(TransferError, match="does not match") as info:

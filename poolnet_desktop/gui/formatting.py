@@ -44,7 +44,9 @@ def used_of_total(used_mb: float, total_mb: float) -> str:
         unit, scale = "GB", _MB_PER_GB
     else:
         return f"{used_mb:.0f} / {total_mb:.0f} MB"
-    return f"{used_mb / scale:.1f} / {total_mb / scale:.1f} {unit}"
+    # Three significant digits at most, so the label fits a card's value column.
+    digits = 0 if total_mb / scale >= 100 else 1
+    return f"{used_mb / scale:.{digits}f} / {total_mb / scale:.{digits}f} {unit}"
 
 
 def size(mb: float) -> str:

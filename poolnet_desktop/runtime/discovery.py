@@ -311,7 +311,7 @@ class PoolAnnouncer:
         self._instance = f"{_instance_label(pool_name, pool_id)}.{SERVICE_TYPE}"
         # A fresh host name per announcer: a restarted coordinator never inherits address
         # records that browsers still cache for the old one.
-        self._server = f"poolnet-{secrets.token_hex(4)}.local."
+        self._server = _new_server_name()
         self._port = _checked_port(port)
         self._addresses = _checked_addresses(addresses) if addresses is not None else None
         self._zc: AsyncZeroconf | None = None
@@ -351,6 +351,9 @@ class PoolAnnouncer:
             self._port = _checked_port(port)
         if addresses is not None:
             self._addresses = _checked_addresses(addresses)
+            # A new host name, not new address records for the old one: caches keep the old
+            # records beside the new ones for a while, but the SRV record names only this host.
+            self._server = _new_server_name()
         if self._zc is None or self._info is None:
             return
         self._info = self._build_info(self._info.name)
@@ -384,6 +387,10 @@ class PoolAnnouncer:
             server=self._server,
             parsed_addresses=self._advertised(),
         )
+
+
+def _new_server_name() -> str:
+    return f"poolnet-{secrets.token_hex(4)}.local."
 
 
 def _checked_port(port: int) -> int:

@@ -15,9 +15,12 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from zeroconf.asyncio import AsyncServiceInfo
 
 from poolnet_desktop import __version__
@@ -265,6 +268,18 @@ class Recorder:
                 await self._changed.wait()
 
 
+@pytest_asyncio.fixture
+async def closer(loopback_only: None) -> AsyncIterator[AsyncExitStack]:
+    """Closes what a loopback test opened even when it fails, so no socket outlives it."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+async def _started(stack: AsyncExitStack, thing: PoolAnnouncer | PoolBrowser) -> None:
+    stack.push_async_callback(thing.stop if isinstance(thing, PoolAnnouncer) else thing.close)
+    await thing.start()
+
+
 def _announcer(**changes: object) -> PoolAnnouncer:
     kwargs: dict[str, object] = dict(pool_name="Lab pool", pool_id="pool-1", port=3000, tls=True,
                                      fingerprint="a1b2c3d4")  # fmt: skip
@@ -277,27 +292,31 @@ def _other_tasks() -> set[asyncio.Task[object]]:
 
 
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("loopback_only")
-async def test_loopback_announce_update_and_withdraw() -> None:
+async def test_loopback_announce_update_and_withdraw(closer: AsyncExitStack) -> None:
     seen = Recorder()
     browser = PoolBrowser(LOOPBACK, **seen.callbacks())
-    await browser.start()
+    await _started(closer, browser)
     announcer = _announcer()
-    await announcer.start()
-    try:
-        added = await seen.wait_for("added")
-        assert added == FoundPool(
-            instance="Lab pool [pool-1]." + SERVICE_TYPE, name="Lab pool", pool_id="pool-1",
-            addresses=("127.0.0.1",), port=3000, tls=True, version=__version__,
-            platform=discovery.platform_name(), path="/ws", fingerprint="a1b2c3d4",
-        )  # fmt: skip
-        assert added.url == "wss://127.0.0.1:3000/ws"
-        await announcer.update(port=3001)
-        updated = await seen.wait_for("updated")
-        assert updated.url == "wss://127.0.0.1:3001/ws"
-        assert dict(browser.pools) == {added.instance: updated}
-    finally:
-        await announcer.stop()
+    await _started(closer, announcer)
+    added = await seen.wait_for("added")
+    assert added == FoundPool(
+        instance="Lab pool [pool-1]." + SERVICE_TYPE, name="Lab pool", pool_id="pool-1",
+        addresses=("127.0.0.1",), port=3000, tls=True, version=__version__,
+        platform=discovery.platform_name(), path="/ws", fingerprint="a1b2c3d4",
+    )  # fmt: skip
+    assert added.url == "wss://127.0.0.1:3000/ws"
+    await announcer.update(port=3001)
+    updated = await seen.wait_for("updated")
+    assert updated.url == "wss://127.0.0.1:3001/ws"
+    assert dict(browser.pools) == {added.instance: updated}
+    await announcer.update(addresses=["127.0.0.2"])
+    # The announcer moves to a new host name, so the old address drops out at once.
+    async with asyncio.timeout(10):
+        while browser.pools[added.instance].addresses != ("127.0.0.2",):
+            await asyncio.sleep(0.05)
+    assert browser.pools[added.instance].url == "wss://127.0.0.2:3001/ws"
+    assert seen.events[-1] == ("updated", browser.pools[added.instance])
+    await announcer.stop()
     removed = await seen.wait_for("removed")
     assert removed.pool_id == "pool-1" and dict(browser.pools) == {}
     await announcer.stop()  # twice is harmless
@@ -307,51 +326,44 @@ async def test_loopback_announce_update_and_withdraw() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("loopback_only")
-async def test_loopback_find_pool_waits_for_a_late_host_and_times_out() -> None:
+async def test_loopback_find_pool_waits_for_a_late_host_and_times_out(
+    closer: AsyncExitStack,
+) -> None:
     browser = PoolBrowser(LOOPBACK)
-    await browser.start()
-    announcer = _announcer(tls=False)
-    try:
-        waiting = asyncio.ensure_future(browser.find_pool("pool-1", 15.0))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()
-        await announcer.start()
-        found = await waiting
-        assert found is not None and found.url == "ws://127.0.0.1:3000/ws"
-        assert await browser.find_pool("pool-1", 1.0, exclude_url=found.url) is None
-        assert await browser.find_pool("no-such-pool", 0.3) is None
-    finally:
-        await announcer.stop()
-        await browser.close()
+    await _started(closer, browser)
+    waiting = asyncio.ensure_future(browser.find_pool("pool-1", 15.0))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await _started(closer, _announcer(tls=False))
+    found = await waiting
+    assert found is not None and found.url == "ws://127.0.0.1:3000/ws"
+    assert await browser.find_pool("pool-1", 1.0, exclude_url=found.url) is None
+    assert await browser.find_pool("no-such-pool", 0.3) is None
 
 
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("loopback_only")
 async def test_loopback_failing_callback_does_not_stop_discovery(
-    caplog: pytest.LogCaptureFixture,
+    closer: AsyncExitStack, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(pool: FoundPool) -> None:
         raise RuntimeError("view went away")
 
     seen = Recorder()
     browser = PoolBrowser(LOOPBACK, on_added=broken, on_removed=seen.callbacks()["on_removed"])
-    await browser.start()
+    await _started(closer, browser)
     announcer = _announcer()
     with caplog.at_level(logging.ERROR, logger="poolnet_desktop.runtime.discovery"):
-        await announcer.start()
+        await _started(closer, announcer)
         assert await browser.find_pool("pool-1", 10.0) is not None
         await announcer.stop()
         await seen.wait_for("removed")
     assert "view went away" in caplog.text
-    await browser.close()
 
 
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("loopback_only")
-async def test_loopback_close_wakes_a_waiting_find() -> None:
+async def test_loopback_close_wakes_a_waiting_find(closer: AsyncExitStack) -> None:
     browser = PoolBrowser(LOOPBACK)
-    await browser.start()
+    await _started(closer, browser)
     waiting = asyncio.ensure_future(browser.find_pool("pool-1", 60.0))
     await asyncio.sleep(0.1)
     await browser.close()

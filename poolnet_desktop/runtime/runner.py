@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -230,6 +230,7 @@ class ShardRunner:
         self._peak_memory = 0
         self._queue: asyncio.Queue[tuple[Stream, bytes] | None] | None = None
         self._deliverer: asyncio.Task[None] | None = None
+        self._output_error = ""
 
     @property
     def pid(self) -> int | None:
@@ -255,17 +256,24 @@ class ShardRunner:
             return self._outcome("cancelled", None, started, message="cancelled before start")
         loop = asyncio.get_running_loop()
         protocol = _ShardProtocol(self, loop)
+        spawn = loop.subprocess_exec(
+            lambda: protocol,
+            *build_argv(self.spec),
+            cwd=self.spec.workdir,
+            env=build_env(self.spec),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            **_new_group(),
+        )
+        cores = self.spec.cpu_cores
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: protocol,
-                *build_argv(self.spec),
-                cwd=self.spec.workdir,
-                env=build_env(self.spec),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                **_new_group(),
-            )
+            if cores is not None and hasattr(os, "sched_setaffinity"):
+                transport, _ = await _PinnedFirstStep(spawn, cores)
+            else:
+                transport, _ = await spawn
+        except _PinError as exc:
+            return self._outcome("error", None, started, message=str(exc))
         except (OSError, ValueError) as exc:
             return self._outcome("error", None, started, message=_start_error(self.spec, exc))
         self._transport = transport
@@ -285,8 +293,8 @@ class ShardRunner:
         pid = transport.get_pid()
         if self._cancel_requested:  # cancel() arrived while the process was being created
             self._kill("cancelled", "cancelled on request")
-        if self.spec.cpu_cores is not None:
-            self._pin(pid, self.spec.cpu_cores)
+        if self.spec.cpu_cores is not None and not hasattr(os, "sched_setaffinity"):
+            self._pin_after_start(pid, self.spec.cpu_cores)
         timer = None
         if self.spec.timeout is not None:
             timer = asyncio.get_running_loop().call_later(
@@ -328,8 +336,9 @@ class ShardRunner:
             outputs, refused = await asyncio.to_thread(
                 collect_outputs, self.spec.workdir, self.spec.outputs
             )
+        message = "; ".join(m for m in (self._message, self._output_error) if m)
         return self._outcome(
-            reason, exit_code, started, outputs=outputs, refused=refused, message=self._message
+            reason, exit_code, started, outputs=outputs, refused=refused, message=message
         )
 
     def _outcome(
@@ -357,20 +366,16 @@ class ShardRunner:
             self._message = message
         _kill_tree(transport.get_pid())
 
-    def _pin(self, pid: int, cores: Sequence[int]) -> None:
-        """Pin the main process to ``cores`` (its children inherit it), where the OS allows.
-
-        Set right after the start, while the child is still exec'ing: a descendant forked
-        before this point would escape, which a just-started command has had no time to do.
-        """
+    def _pin_after_start(self, pid: int, cores: Sequence[int]) -> None:
+        """Where affinity cannot be inherited from the spawning thread (Windows: psutil),
+        pin the main process right after its start; where the OS has no affinity (macOS),
+        run unpinned and say so."""
+        if not hasattr(psutil.Process, "cpu_affinity"):
+            self._message = "CPU pinning is not supported on this OS; ran unpinned"
+            return
         try:
-            if hasattr(os, "sched_setaffinity"):
-                os.sched_setaffinity(pid, cores)
-            elif hasattr(psutil.Process, "cpu_affinity"):
-                psutil.Process(pid).cpu_affinity(list(cores))
-            else:
-                self._message = "CPU pinning is not supported on this OS; ran unpinned"
-        except (ProcessLookupError, psutil.NoSuchProcess):
+            psutil.Process(pid).cpu_affinity(list(cores))
+        except psutil.NoSuchProcess:
             pass  # already finished: nothing left to pin
         except (OSError, ValueError, psutil.Error) as exc:
             self._kill("error", f"cannot pin to CPU cores {list(cores)}: {exc}")
@@ -392,13 +397,23 @@ class ShardRunner:
             self._deliverer = asyncio.ensure_future(self._deliver(self._queue, self._on_output))
         self._queue.put_nowait((name, chunk))
 
-    @staticmethod
     async def _deliver(
-        queue: asyncio.Queue[tuple[Stream, bytes] | None], callback: OutputCallback
+        self, queue: asyncio.Queue[tuple[Stream, bytes] | None], callback: OutputCallback
     ) -> None:
-        """Await the callback for each chunk in arrival order (memory bounded by the caps)."""
+        """Await the callback for each chunk in arrival order (memory bounded by the caps).
+
+        A failing callback (say, the coordinator link dropped) must not fail the shard: the
+        rest of the output is dropped and the outcome's message says why.
+        """
+        failed = False
         while (item := await queue.get()) is not None:
-            await callback(*item)
+            if failed:
+                continue
+            try:
+                await callback(*item)
+            except Exception as exc:  # noqa: BLE001 - any callback failure ends delivery only
+                failed = True
+                self._output_error = f"output delivery stopped: {exc!r}"
 
     async def _watch_memory(self, pid: int, limit: int) -> None:
         """Sum the tree's resident memory a few times a second; kill it past ``limit``."""
@@ -410,6 +425,58 @@ class ShardRunner:
                 self._kill("memory", f"used {used} bytes of memory, over the limit of {limit}")
                 return
             await asyncio.sleep(interval)
+
+
+class _PinError(Exception):
+    """The requested CPU cores cannot be used on this machine."""
+
+
+class _PinnedFirstStep:
+    """Await a ``loop.subprocess_exec`` coroutine with this thread pinned to ``cores`` during
+    its first step only.
+
+    That first step forks the child synchronously (the coroutine suspends only afterwards,
+    to wait for its pipes), and a child inherits the forking thread's affinity. So the shard
+    is pinned from its first instruction: nothing it forks can escape the pin, no extra
+    ``taskset`` exec is paid, and no unsafe ``preexec_fn`` is needed. The thread's own
+    affinity is restored before the loop runs anything else, so no other shard is affected.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], cores: Sequence[int]) -> None:
+        self._coro = coro
+        self._cores = cores
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        previous = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, self._cores)
+        except (OSError, ValueError) as exc:
+            coro.close()
+            raise _PinError(f"cannot pin to CPU cores {list(self._cores)}: {exc}") from None
+        try:
+            step = coro.send(None)
+        except StopIteration as done:
+            return done.value
+        finally:
+            os.sched_setaffinity(0, previous)
+        # From here on, behave exactly as ``yield from coro`` would.
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 def _new_group() -> dict[str, Any]:

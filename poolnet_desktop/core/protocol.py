@@ -20,73 +20,41 @@ import msgspec
 
 from poolnet_desktop.core.devices import DeviceView, PoolTotals
 from poolnet_desktop.core.resources import Requirements, Resources, ShortText
+from poolnet_desktop.core.wire import (
+    MAX_CONTROL_MESSAGE,
+    PROTOCOL_VERSION,
+    DeviceId,
+    ErrorCode,
+    Message,
+    Name,
+    Platform,
+    ProtocolError,
+    Role,
+)
 
-PROTOCOL_VERSION = 1
-# Control messages larger than this are refused (WebSocket close 1009); files travel in chunks.
-MAX_CONTROL_MESSAGE = 1024 * 1024
-
-DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Name = Annotated[str, msgspec.Meta(max_length=128)]
-Platform = Annotated[str, msgspec.Meta(max_length=32)]
-Role = Literal["member", "observer"]
-
-
-class ErrorCode:
-    """Stable codes carried by ``error`` messages; clients may branch on them."""
-
-    BAD_JSON = "bad_json"
-    BAD_MESSAGE = "bad_message"
-    UNKNOWN_TYPE = "unknown_type"
-    TOO_LARGE = "too_large"
-    NOT_REGISTERED = "not_registered"
-    ALREADY_REGISTERED = "already_registered"
-    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"
-    RATE_LIMITED = "rate_limited"
-    INVALID_TASK = "invalid_task"
-    UNFIT = "unfit"
-    AUTH_FAILED = "auth_failed"
-    REVOKED = "revoked"
-    APPROVAL_DENIED = "approval_denied"
-    AUTH_TIMEOUT = "auth_timeout"
-    HOST_MISMATCH = "host_mismatch"
-
-
-class ProtocolError(Exception):
-    """A message that cannot be accepted; ``code`` is one of ``ErrorCode``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Msg(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
-    """Base of every message: the ``type`` tag is the struct's ``tag``."""
-
+__all__ = ["MAX_CONTROL_MESSAGE", "PROTOCOL_VERSION", "ErrorCode", "ProtocolError", "Message"]
 
 # ---- seed dialect, client to server ---------------------------------------------------------
 
 
-class Register(_Msg, tag="register"):
+class Register(Message, tag="register"):
     device_id: DeviceId
     device_name: Name = ""
     platform: Platform = "unknown"
 
 
-class Heartbeat(_Msg, tag="heartbeat"):
+class Heartbeat(Message, tag="heartbeat"):
     device_id: DeviceId | None = None
 
 
-class ResourceUpdate(_Msg, tag="resource_update"):
+class ResourceUpdate(Message, tag="resource_update"):
     """Both directions: a member's report, and the coordinator's (rate-limited) relay of it."""
 
     device_id: DeviceId | None = None
     resources: Resources = msgspec.field(default_factory=Resources)
 
 
-class ResourceRequest(_Msg, tag="resource_request"):
+class ResourceRequest(Message, tag="resource_request"):
     device_id: DeviceId | None = None
     requirements: Requirements = msgspec.field(default_factory=Requirements)
 
@@ -104,14 +72,14 @@ class SeedTask(msgspec.Struct, rename="camel", frozen=True):
     data: SeedTaskData = msgspec.field(default_factory=SeedTaskData)
 
 
-class TaskSubmit(_Msg, tag="task_submit"):
+class TaskSubmit(Message, tag="task_submit"):
     task: SeedTask
 
 
 # ---- PoolNet dialect, client to server ------------------------------------------------------
 
 
-class Hello(_Msg, tag="hello"):
+class Hello(Message, tag="hello"):
     """Opens a PoolNet session. ``protocol`` is the client's version; ``software`` its build."""
 
     protocol: Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -126,13 +94,13 @@ class Hello(_Msg, tag="hello"):
     nonce: Base64Text | None = None
 
 
-class SetAcceptTasks(_Msg, tag="set_accept_tasks"):
+class SetAcceptTasks(Message, tag="set_accept_tasks"):
     """A member turns task acceptance on or off (its owner's preference, or in use/battery)."""
 
     accept: bool
 
 
-class Forget(_Msg, tag="forget_device"):
+class Forget(Message, tag="forget_device"):
     """An observer asks the coordinator to forget an offline device."""
 
     device_id: DeviceId
@@ -141,15 +109,15 @@ class Forget(_Msg, tag="forget_device"):
 # ---- server to client -----------------------------------------------------------------------
 
 
-class Devices(_Msg, tag="devices"):
+class Devices(Message, tag="devices"):
     devices: list[DeviceView]
 
 
-class DeviceJoined(_Msg, tag="device_joined"):
+class DeviceJoined(Message, tag="device_joined"):
     device: DeviceView
 
 
-class DeviceLeft(_Msg, tag="device_left"):
+class DeviceLeft(Message, tag="device_left"):
     device_id: DeviceId
 
 
@@ -171,7 +139,7 @@ class Allocation(msgspec.Struct, rename="camel"):
     allocated_devices: list[AllocatedDevice]
 
 
-class ResourceAllocation(_Msg, tag="resource_allocation"):
+class ResourceAllocation(Message, tag="resource_allocation"):
     allocation: Allocation
 
 
@@ -181,17 +149,17 @@ class SeedTaskOutcome(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
-class TaskResult(_Msg, tag="task_result"):
+class TaskResult(Message, tag="task_result"):
     task_id: str
     result: SeedTaskOutcome
 
 
-class Error(_Msg, tag="error"):
+class Error(Message, tag="error"):
     code: str
     message: str
 
 
-class Welcome(_Msg, tag="welcome"):
+class Welcome(Message, tag="welcome"):
     """The answer to ``hello``: the session is open. Intervals are in seconds."""
 
     protocol: int
@@ -203,7 +171,7 @@ class Welcome(_Msg, tag="welcome"):
     heartbeat_timeout: float
 
 
-class PoolState(_Msg, tag="pool_state"):
+class PoolState(Message, tag="pool_state"):
     """A coalesced batch for observers: devices changed or removed since the last batch.
 
     ``full`` is true on the first batch of a session, which lists every known device.
@@ -217,7 +185,7 @@ class PoolState(_Msg, tag="pool_state"):
     tasks: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class ServerShutdown(_Msg, tag="server_shutdown"):
+class ServerShutdown(Message, tag="server_shutdown"):
     """The coordinator is stopping on purpose; members should reconnect after a pause."""
 
     reason: str
@@ -232,28 +200,28 @@ class ServerShutdown(_Msg, tag="server_shutdown"):
 Base64Text = Annotated[str, msgspec.Meta(max_length=128)]
 
 
-class Challenge(_Msg, tag="challenge"):
+class Challenge(Message, tag="challenge"):
     """The host's fresh nonce for this connection, and the pool it speaks for."""
 
     nonce: Base64Text
     pool_id: Annotated[str, msgspec.Meta(max_length=128)]
 
 
-class Auth(_Msg, tag="auth"):
+class Auth(Message, tag="auth"):
     """The member's signature over the transcript; ``proof`` when it pairs with a code."""
 
     signature: Base64Text
     proof: Base64Text | None = None
 
 
-class AuthPending(_Msg, tag="auth_pending"):
+class AuthPending(Message, tag="auth_pending"):
     """The host is asking a person to approve this device; wait up to ``timeout`` seconds."""
 
     message: ShortText
     timeout: float
 
 
-class AuthOk(_Msg, tag="auth_ok"):
+class AuthOk(Message, tag="auth_ok"):
     """Authenticated. ``hostProof`` answers a code proof, so the member knows the host."""
 
     device_id: str

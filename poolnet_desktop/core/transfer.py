@@ -25,7 +25,7 @@ from typing import Annotated
 import msgspec
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
-from poolnet_desktop.core.protocol import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
+from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
 
 MAGIC = b"PNFC"
 VERSION = 1

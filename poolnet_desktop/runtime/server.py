@@ -11,7 +11,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from poolnet_desktop.core.protocol import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError, decode_client
+from poolnet_desktop.core.protocol import decode_client
+from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.rest import RestApi, error_response
 from poolnet_desktop.runtime.session import Session

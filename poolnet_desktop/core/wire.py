@@ -1,0 +1,55 @@
+"""What every message shares: the ``type`` tag, error codes and the error raised on bad input.
+
+Kept apart from ``protocol`` so that message families defined in other modules (tasks) can
+subclass ``Message`` while ``protocol`` assembles every family into one validated union.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+# Control messages larger than this are refused (WebSocket close 1009); files travel in chunks.
+MAX_CONTROL_MESSAGE = 1024 * 1024
+
+DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Name = Annotated[str, msgspec.Meta(max_length=128)]
+Platform = Annotated[str, msgspec.Meta(max_length=32)]
+Role = Literal["member", "observer"]
+
+
+class ErrorCode:
+    """Stable codes carried by ``error`` messages; clients may branch on them."""
+
+    BAD_JSON = "bad_json"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    NOT_REGISTERED = "not_registered"
+    ALREADY_REGISTERED = "already_registered"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    INVALID_TASK = "invalid_task"
+    UNFIT = "unfit"
+    AUTH_FAILED = "auth_failed"
+    REVOKED = "revoked"
+    APPROVAL_DENIED = "approval_denied"
+    AUTH_TIMEOUT = "auth_timeout"
+    HOST_MISMATCH = "host_mismatch"
+
+
+class ProtocolError(Exception):
+    """A message that cannot be accepted; ``code`` is one of ``ErrorCode``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Message(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
+    """Base of every message: the ``type`` tag is the struct's ``tag``."""

@@ -16,7 +16,6 @@ from PySide6.QtWidgets import QPushButton, QWidget
 
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.gui import formatting as fmt
-from poolnet_desktop.gui.qt_signals import emit
 from poolnet_desktop.gui.theme import Theme, theme_for
 
 CARD_WIDTH = 320
@@ -49,7 +48,7 @@ class DeviceCard(QWidget):
             CARD_WIDTH - _PAD - self.forget_button.width(),
             CARD_HEIGHT - 12 - self.forget_button.height(),
         )
-        self.forget_button.clicked.connect(lambda: emit(self.forget_requested, self._device.id))
+        self.forget_button.clicked.connect(lambda: self.forget_requested.emit(self._device.id))
         self.forget_button.setVisible(not device.is_online)
         self._describe()
 

@@ -23,7 +23,6 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from poolnet_desktop.gui.qt_signals import emit
 from poolnet_desktop.gui.theme import theme_for
 
 MANIFEST_SUFFIX = ".pool.toml"
@@ -184,7 +183,7 @@ class DropZone(QWidget):
         else:
             self.clear_message()
         if tasks:
-            emit(self.task_files_dropped, tasks)
+            self.task_files_dropped.emit(tasks)
 
     # ---- looks -----------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from PySide6.QtCore import QObject, Signal
 from poolnet_desktop.core.devices import DeviceView, PoolTotals
 from poolnet_desktop.core.history import History
 from poolnet_desktop.core.protocol import PoolState
-from poolnet_desktop.gui.qt_signals import emit
 
 
 class Resource(Enum):
@@ -160,7 +159,7 @@ class PoolModel(QObject):
         for device_id in gone:
             del self._devices[device_id]
             del self._device_history[device_id]
-            emit(self.device_removed, device_id)
+            self.device_removed.emit(device_id)
 
         for device in state.devices:
             old = self._devices.get(device.id)
@@ -169,17 +168,17 @@ class PoolModel(QObject):
                 self._device_history[device.id] = History(
                     DEVICE_CHANNELS, self._capacity, self._interval
                 )
-                emit(self.device_added, device.id)
+                self.device_added.emit(device.id)
             elif old != device:
-                emit(self.device_changed, device.id)
+                self.device_changed.emit(device.id)
 
         tasks = dict(state.tasks)
         if state.full or state.pool != self._totals or tasks != self._tasks:
             self._totals, self._tasks = state.pool, tasks
-            emit(self.totals_changed)
+            self.totals_changed.emit()
 
         self.history.record(now, pool_usage(self._totals))
         for device_id, device in self._devices.items():
             self._device_history[device_id].record(now, device_usage(device))
-        emit(self.history_changed)
+        self.history_changed.emit()
         return True

@@ -25,6 +25,43 @@ MakeDevice = Callable[..., DeviceView]
 MakeState = Callable[..., PoolState]
 
 
+def binding_drops_references() -> str | None:
+    """Why the installed Qt binding is unusable, or None when it is sound.
+
+    PySide6-Essentials 6.12.0 on Python 3.11 returns ``None`` from every void method (``move``,
+    ``show``, ``update``, ``setText``...) and ``True`` from ``Signal.emit`` without taking a
+    reference (harmless only where they are immortal, Python 3.12+). Each call then drops one
+    reference to the singleton, and after some thousands the interpreter aborts with
+    "Fatal Python error: none_dealloc". 6.11.3 on Python 3.11 is sound.
+    """
+    import sys
+
+    from PySide6 import __version__
+    from PySide6.QtCore import QObject, Signal
+
+    class Probe(QObject):
+        fired = Signal()
+
+    probe = Probe()
+    none_before, true_before = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(64):
+        probe.setObjectName("probe")  # a void method
+        probe.fired.emit()
+    lost_none = none_before - sys.getrefcount(None)
+    lost_true = true_before - sys.getrefcount(True)
+    if lost_none < 64 and lost_true < 64:
+        return None
+    return (
+        f"PySide6 {__version__} on Python {sys.version.split()[0]} drops a reference to None on "
+        f"every void call and to True on every emit ({lost_none} and {lost_true} lost in 64 "
+        "calls): a running window aborts within minutes. Install PySide6-Essentials<6.12 "
+        "(6.11.3 verified) or run on Python 3.12+."
+    )
+
+
+BINDING_DEFECT = binding_drops_references()
+
+
 def _device(
     device_id: str,
     name: str | None = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage
 from pytestqt.qtbot import QtBot
@@ -11,7 +13,7 @@ from pytestqt.qtbot import QtBot
 from poolnet_desktop.gui.device_card import DeviceCard
 from poolnet_desktop.gui.devices_view import DevicesView, SortKey
 from poolnet_desktop.gui.pool_model import PoolModel
-from tests.gui.conftest import MakeDevice, MakeState
+from tests.gui.conftest import BINDING_DEFECT, MakeDevice, MakeState
 
 NOW = datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc).timestamp()
 
@@ -176,6 +178,10 @@ def test_a_card_refuses_another_devices_view(qtbot: QtBot, make_device: MakeDevi
         raise AssertionError("a card accepted another device's view")
 
 
+@pytest.mark.skipif(
+    BINDING_DEFECT is not None,
+    reason="its ~10,000 Qt calls would abort the whole run; test_qt_binding.py says why",
+)
 def test_many_devices_keep_one_card_each(
     qtbot: QtBot, make_device: MakeDevice, make_state: MakeState
 ) -> None:

@@ -1,0 +1,358 @@
+"""Where each shard runs: a priority queue of shards and the free share of every member.
+
+Pure and fast: no I/O, no clock. The coordinator drives it:
+
+1. ``set_member`` when a member joins or its share changes (``core.resources.shared_capacity``),
+   ``remove_member`` when it leaves: the shards it held come back to be marked lost/requeued.
+2. ``check_fits_somewhere`` when a task is submitted (refuse it if it raises ``Unschedulable``),
+   then ``submit`` its shards.
+3. ``place`` after anything changes: it returns the placements to send to members. Each placed
+   shard holds its demand on the member until ``release``.
+4. ``requeue`` / ``withdraw`` / ``remove_task`` as ``core.tasks.Change`` says.
+5. ``waiting_reason`` to show why a task's shards are not running.
+
+Order: priority (higher first), then submission order; a retried shard goes to the front of
+its task. A task whose next shard fits no free share does not stop the tasks behind it
+(backfill), but it reserves the one member where it would fit soonest, so a large shard is not
+starved by a stream of small ones behind it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from poolnet_desktop.core.resources import ResourceVector
+
+_EPS = 1e-9
+_ZERO = ResourceVector()
+
+ShardKey = tuple[str, int]
+
+
+class Unschedulable(ValueError):
+    """A shard asks more than any member shares: refused at submission, never queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Run shard ``shard`` of ``task_id`` on ``device_id``, pinned to ``gpu_indices``."""
+
+    task_id: str
+    shard: int
+    device_id: str
+    gpu_indices: tuple[int, ...]
+
+    @property
+    def cuda_visible_devices(self) -> str:
+        """The value for ``CUDA_VISIBLE_DEVICES``; empty hides every GPU from a CPU shard."""
+        return ",".join(str(index) for index in self.gpu_indices)
+
+
+@dataclass(slots=True)
+class _Member:
+    id: str
+    order: int
+    capacity: ResourceVector
+    gpu_indices: tuple[int, ...]
+    used: ResourceVector = _ZERO
+    held_gpus: set[int] = field(default_factory=set)
+    shards: set[ShardKey] = field(default_factory=set)
+
+    def free_gpus(self) -> list[int]:
+        return [index for index in self.gpu_indices if index not in self.held_gpus]
+
+    def free(self) -> ResourceVector:
+        rest = self.capacity - self.used
+        return ResourceVector(rest.cpu, rest.memory_mb, rest.storage_mb, len(self.free_gpus()))
+
+    def fits(self, demand: ResourceVector) -> bool:
+        return demand.fits_in(self.free())
+
+    def load(self) -> float:
+        """The fullest dimension's share in use: what "least loaded" compares."""
+        pairs = (
+            (self.used.cpu, self.capacity.cpu),
+            (self.used.memory_mb, self.capacity.memory_mb),
+            (self.used.storage_mb, self.capacity.storage_mb),
+            (len(self.held_gpus), len(self.gpu_indices)),
+        )
+        return max((used / total for used, total in pairs if total > 0), default=1.0)
+
+
+@dataclass(slots=True)
+class _Queued:
+    task_id: str
+    demand: ResourceVector
+    key: tuple[int, int, str]
+    pending: deque[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    member_id: str
+    demand: ResourceVector
+    gpus: tuple[int, ...]
+
+
+class Scheduler:
+    """Shards waiting, shards holding members' resources, and the members' shares."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, _Member] = {}
+        self._tasks: dict[str, _Queued] = {}
+        self._order: list[tuple[int, int, str]] = []  # keys of tasks with pending shards
+        self._running: dict[ShardKey, _Hold] = {}
+        self._seq = 0
+        self._member_seq = 0
+
+    # --- members ---
+
+    def set_member(
+        self, member_id: str, capacity: ResourceVector, gpu_indices: Sequence[int] | None = None
+    ) -> None:
+        """Add a member or change its share. ``gpu_indices`` (default ``0..gpus-1``) are the
+        CUDA indices it lends, one per GPU in ``capacity``. Shards already running stay, even
+        if the new share is smaller; nothing new is placed there until it fits again."""
+        if min(capacity.cpu, capacity.memory_mb, capacity.storage_mb, capacity.gpus) < 0:
+            raise ValueError(f"member {member_id}: negative capacity {capacity}")
+        indices = tuple(range(capacity.gpus) if gpu_indices is None else gpu_indices)
+        if len(indices) != capacity.gpus or len(set(indices)) != len(indices):
+            raise ValueError(
+                f"member {member_id}: {capacity.gpus} GPU(s) need as many distinct indices, "
+                f"got {list(indices)}"
+            )
+        member = self._members.get(member_id)
+        if member is None:
+            self._member_seq += 1
+            self._members[member_id] = _Member(member_id, self._member_seq, capacity, indices)
+        else:
+            member.capacity = capacity
+            member.gpu_indices = indices
+
+    def remove_member(self, member_id: str) -> list[ShardKey]:
+        """Forget a member; returns the ``(task_id, shard)`` it was running, now released.
+        The caller marks each lost (``Task.mark_lost``) and requeues it if that says so."""
+        member = self._members.pop(member_id, None)
+        if member is None:
+            return []
+        for key in member.shards:
+            del self._running[key]
+        return sorted(member.shards)
+
+    def member_usage(self, member_id: str) -> tuple[ResourceVector, ResourceVector]:
+        """(capacity, in use by its running shards) of a known member."""
+        member = self._members[member_id]
+        return member.capacity, member.used
+
+    def running_on(self, member_id: str) -> list[ShardKey]:
+        member = self._members.get(member_id)
+        return sorted(member.shards) if member else []
+
+    # --- tasks ---
+
+    def check_fits_somewhere(self, demand: ResourceVector) -> None:
+        """Raise ``Unschedulable`` if no member's whole share could ever hold one shard."""
+        _check_demand(demand)
+        if not self._members:
+            raise Unschedulable(f"no member shares resources; each shard needs {describe(demand)}")
+        if any(demand.fits_in(member.capacity) for member in self._members.values()):
+            return
+        closest = min(
+            self._members.values(), key=lambda m: (len(demand.shortfall(m.capacity)), m.order)
+        )
+        raise Unschedulable(
+            f"each shard needs {describe(demand)}, more than any member shares; the closest, "
+            f"{closest.id}, lacks {', '.join(demand.shortfall(closest.capacity))}"
+        )
+
+    def submit(
+        self, task_id: str, demand: ResourceVector, shards: Iterable[int], priority: int = 0
+    ) -> None:
+        """Queue a task's shards (all of them, or after a restart those still queued). Does
+        not check the fit: call ``check_fits_somewhere`` first for a new task."""
+        _check_demand(demand)
+        if task_id in self._tasks:
+            raise ValueError(f"task {task_id} is already submitted")
+        self._seq += 1
+        task = _Queued(task_id, demand, (-priority, self._seq, task_id), deque(shards))
+        self._tasks[task_id] = task
+        if task.pending:
+            bisect.insort(self._order, task.key)
+
+    def requeue(self, task_id: str, shard: int) -> None:
+        """Put a shard back at the front of its task (a retry). It must not be running."""
+        task = self._task(task_id)
+        if (task_id, shard) in self._running:
+            raise ValueError(f"shard {shard} of task {task_id} is running: release it first")
+        if shard in task.pending:
+            raise ValueError(f"shard {shard} of task {task_id} is already queued")
+        if not task.pending:
+            bisect.insort(self._order, task.key)
+        task.pending.appendleft(shard)
+
+    def withdraw(self, task_id: str, shard: int) -> bool:
+        """Drop a queued shard that no longer needs to run; False if it was not queued."""
+        task = self._tasks.get(task_id)
+        if task is None or shard not in task.pending:
+            return False
+        task.pending.remove(shard)
+        if not task.pending:
+            self._unorder(task)
+        return True
+
+    def remove_task(self, task_id: str) -> list[int]:
+        """Forget a finished or cancelled task; returns its shards that were still queued.
+        Running shards keep their hold until ``release``."""
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return []
+        if task.pending:
+            self._unorder(task)
+        return list(task.pending)
+
+    def adopt(
+        self, task_id: str, shard: int, member_id: str, gpu_indices: Sequence[int] = ()
+    ) -> None:
+        """Record a shard found running on a member (after a coordinator restart), so its
+        resources count as held. May exceed the member's share: it is already running."""
+        task = self._task(task_id)
+        if member_id not in self._members:
+            raise ValueError(f"unknown member {member_id}")
+        if (task_id, shard) in self._running:
+            raise ValueError(f"shard {shard} of task {task_id} is already running")
+        self.withdraw(task_id, shard)
+        self._hold(self._members[member_id], task_id, shard, task.demand, tuple(gpu_indices))
+
+    def release(self, task_id: str, shard: int) -> bool:
+        """A shard ended (or was lost): its member's share is free again. False if the
+        scheduler held nothing for it, which makes repeated calls harmless."""
+        hold = self._running.pop((task_id, shard), None)
+        if hold is None:
+            return False
+        member = self._members[hold.member_id]
+        member.shards.discard((task_id, shard))
+        member.held_gpus.difference_update(hold.gpus)
+        # Reset to exact zero when idle so float sums cannot drift over millions of shards.
+        member.used = member.used - hold.demand if member.shards else _ZERO
+        return True
+
+    # --- placing ---
+
+    def place(self) -> list[Placement]:
+        """Place every queued shard that fits a member's free share, in queue order, each on
+        the least-loaded member that fits. Call again after any change."""
+        placements: list[Placement] = []
+        reserved: set[str] = set()
+        members = [m for m in self._members.values() if m.free().cpu > _EPS]
+        for key in list(self._order):
+            if not members:
+                break
+            task = self._tasks[key[2]]
+            demand = task.demand
+            heap = [
+                (m.load(), m.order, m.id)
+                for m in members
+                if m.id not in reserved and m.fits(demand)
+            ]
+            heapq.heapify(heap)
+            while task.pending and heap:
+                _, order, member_id = heapq.heappop(heap)
+                member = self._members[member_id]
+                shard = task.pending.popleft()
+                gpus = tuple(member.free_gpus()[: demand.gpus])
+                self._hold(member, task.task_id, shard, demand, gpus)
+                placements.append(Placement(task.task_id, shard, member_id, gpus))
+                if member.fits(demand):
+                    heapq.heappush(heap, (member.load(), order, member_id))
+            if task.pending:
+                self._reserve(demand, members, reserved)
+            else:
+                self._unorder(task)
+            members = [m for m in members if m.free().cpu > _EPS]
+        return placements
+
+    def pending(self, task_id: str) -> int:
+        """How many shards of the task are waiting to be placed."""
+        task = self._tasks.get(task_id)
+        return len(task.pending) if task else 0
+
+    def waiting_reason(self, task_id: str) -> str | None:
+        """Why the task's queued shards are not running, in words; None if none are queued."""
+        task = self._tasks.get(task_id)
+        if task is None or not task.pending:
+            return None
+        demand = task.demand
+        members = [m for m in self._members.values() if m.capacity.cpu > _EPS]
+        if not members:
+            return "waiting: no member is sharing resources"
+        if not any(demand.fits_in(m.capacity) for m in members):
+            return f"waiting: needs {describe(demand)}, more than any member shares now"
+        if demand.gpus and not any(len(m.free_gpus()) >= demand.gpus for m in members):
+            return f"waiting: needs {_count(demand.gpus, 'GPU')}, none free"
+        if any(m.fits(demand) for m in members):
+            return "waiting: behind higher-priority work"
+        return f"waiting: needs {describe(demand)}, every member's share is in use"
+
+    # --- internals ---
+
+    def _task(self, task_id: str) -> _Queued:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise ValueError(f"unknown task {task_id}")
+        return task
+
+    def _unorder(self, task: _Queued) -> None:
+        index = bisect.bisect_left(self._order, task.key)
+        if index < len(self._order) and self._order[index] == task.key:
+            del self._order[index]
+
+    def _hold(
+        self,
+        member: _Member,
+        task_id: str,
+        shard: int,
+        demand: ResourceVector,
+        gpus: tuple[int, ...],
+    ) -> None:
+        self._running[(task_id, shard)] = _Hold(member.id, demand, gpus)
+        member.shards.add((task_id, shard))
+        member.held_gpus.update(gpus)
+        member.used = member.used + demand
+
+    def _reserve(
+        self, demand: ResourceVector, members: list[_Member], reserved: set[str]
+    ) -> None:
+        """Keep later tasks off the member where this blocked demand will fit soonest."""
+        candidates = [
+            m for m in members if m.id not in reserved and demand.fits_in(m.capacity)
+        ]
+        if candidates:
+            soonest = min(candidates, key=lambda m: (m.load(), m.order))
+            reserved.add(soonest.id)
+
+
+def describe(demand: ResourceVector) -> str:
+    """A shard's demand in words: "1 CPU core, 512 MB memory, 1 GPU"."""
+    parts = [f"{demand.cpu:g} CPU core{'s' if demand.cpu != 1 else ''}"]
+    if demand.memory_mb > 0:
+        parts.append(f"{demand.memory_mb:.0f} MB memory")
+    if demand.storage_mb > 0:
+        parts.append(f"{demand.storage_mb:.0f} MB storage")
+    if demand.gpus:
+        parts.append(_count(demand.gpus, "GPU"))
+    return ", ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _check_demand(demand: ResourceVector) -> None:
+    if demand.cpu <= 0:
+        raise ValueError("a shard must ask for some CPU: it bounds how many run at once")
+    if min(demand.memory_mb, demand.storage_mb, demand.gpus) < 0:
+        raise ValueError(f"negative demand {demand}")

@@ -1,0 +1,332 @@
+"""The scheduler: fit, spreading, priorities, GPUs, members coming and going, and the
+never-over-commit invariant under random operations (hypothesis)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from poolnet_desktop.core.resources import (
+    Resources,
+    ResourceVector,
+    SharingLimits,
+    shared_capacity,
+)
+from poolnet_desktop.core.scheduler import Placement, Scheduler, Unschedulable, describe
+
+ONE_CORE = ResourceVector(cpu=1.0)
+
+
+def cores(n: float, memory_mb: float = 8192, gpus: int = 0) -> ResourceVector:
+    return ResourceVector(cpu=n, memory_mb=memory_mb, storage_mb=10_000, gpus=gpus)
+
+
+def per_member(placements: list[Placement]) -> Counter[str]:
+    return Counter(p.device_id for p in placements)
+
+
+def test_spreads_over_least_loaded_members() -> None:
+    sched = Scheduler()
+    sched.set_member("a", cores(4))
+    sched.set_member("b", cores(4))
+    sched.submit("t", ONE_CORE, range(6))
+    placements = sched.place()
+    assert per_member(placements) == {"a": 3, "b": 3}
+    assert sorted(p.shard for p in placements) == list(range(6))
+    assert sched.member_usage("a") == (cores(4), ResourceVector(cpu=3.0))
+    # One more member joins: the next shards go to it first.
+    sched.set_member("c", cores(4))
+    sched.submit("u", ONE_CORE, range(3))
+    assert per_member(sched.place()) == {"c": 3}
+
+
+def test_priority_then_submission_order() -> None:
+    sched = Scheduler()
+    sched.submit("low", ONE_CORE, [0], priority=0)
+    sched.submit("first", ONE_CORE, [0], priority=5)
+    sched.submit("second", ONE_CORE, [0], priority=5)
+    sched.set_member("a", cores(2))
+    assert [p.task_id for p in sched.place()] == ["first", "second"]
+    assert sched.waiting_reason("low") == "waiting: needs 1 CPU core, every member's share is in use"
+    sched.release("first", 0)
+    assert [p.task_id for p in sched.place()] == ["low"]
+    assert sched.waiting_reason("low") is None
+
+
+def test_retried_shard_goes_first_within_its_task() -> None:
+    sched = Scheduler()
+    sched.set_member("a", cores(1))
+    sched.submit("t", ONE_CORE, range(3))
+    assert [p.shard for p in sched.place()] == [0]
+    sched.release("t", 0)
+    sched.requeue("t", 0)
+    assert [p.shard for p in sched.place()] == [0]
+    with pytest.raises(ValueError, match="release it first"):
+        sched.requeue("t", 0)
+    with pytest.raises(ValueError, match="already queued"):
+        sched.requeue("t", 2)
+    with pytest.raises(ValueError, match="unknown task"):
+        sched.requeue("nope", 0)
+
+
+def test_gpu_shards_pinned_to_free_gpus() -> None:
+    sched = Scheduler()
+    sched.set_member("gpu-box", cores(8, gpus=2), gpu_indices=[2, 5])
+    sched.set_member("cpu-box", cores(8))
+    gpu_demand = ResourceVector(cpu=1.0, gpus=1)
+    sched.submit("train", gpu_demand, range(3))
+    placements = sched.place()
+    assert [(p.device_id, p.gpu_indices, p.cuda_visible_devices) for p in placements] == [
+        ("gpu-box", (2,), "2"),
+        ("gpu-box", (5,), "5"),
+    ]
+    assert sched.waiting_reason("train") == "waiting: needs 1 GPU, none free"
+    sched.submit("cpu", ONE_CORE, [0])
+    cpu_placement = sched.place()
+    assert cpu_placement[0].cuda_visible_devices == ""
+    sched.release("train", 0)
+    assert [(p.shard, p.gpu_indices) for p in sched.place()] == [(2, (2,))]
+
+
+def test_refused_at_submission_when_it_fits_nowhere() -> None:
+    sched = Scheduler()
+    with pytest.raises(Unschedulable, match="no member shares resources"):
+        sched.check_fits_somewhere(ONE_CORE)
+    sched.set_member("small", cores(2))
+    sched.set_member("mid", cores(6.4, memory_mb=4096))
+    sched.check_fits_somewhere(cores(6.4, memory_mb=4096))
+    with pytest.raises(Unschedulable) as caught:
+        sched.check_fits_somewhere(ResourceVector(cpu=64, memory_mb=1024, gpus=1))
+    message = str(caught.value)
+    assert "each shard needs 64 CPU cores, 1024 MB memory, 1 GPU" in message
+    assert "more than any member shares" in message
+    assert "lacks 64 CPU cores (has 2.0), 1 GPU (has 0)" in message
+    with pytest.raises(ValueError, match="some CPU"):
+        sched.check_fits_somewhere(ResourceVector(cpu=0.0))
+
+
+def test_member_leaving_returns_its_shards_for_requeue() -> None:
+    sched = Scheduler()
+    sched.set_member("a", cores(2))
+    sched.set_member("b", cores(2))
+    sched.submit("t", ONE_CORE, range(4))
+    on_a = [(p.task_id, p.shard) for p in sched.place() if p.device_id == "a"]
+    assert sched.running_on("a") == sorted(on_a)
+    lost = sched.remove_member("a")
+    assert lost == sorted(on_a)
+    assert sched.remove_member("a") == []
+    for task_id, shard in lost:
+        assert not sched.release(task_id, shard)  # already released by remove_member
+        sched.requeue(task_id, shard)
+    assert sched.place() == []
+    assert sched.pending("t") == 2
+    sched.release("t", sched.running_on("b")[0][1])
+    assert [p.device_id for p in sched.place()] == ["b"]
+
+
+def test_shrinking_share_keeps_running_shards_but_places_nothing_new() -> None:
+    sched = Scheduler()
+    sched.set_member("a", cores(4))
+    sched.submit("t", ONE_CORE, range(6))
+    assert len(sched.place()) == 4
+    sched.set_member("a", cores(1))
+    assert sched.running_on("a") == [("t", i) for i in range(4)]
+    for shard in range(3):
+        sched.release("t", shard)
+        assert sched.place() == []
+    sched.release("t", 3)
+    assert len(sched.place()) == 1
+    sched.set_member("a", ResourceVector())  # the owner stopped sharing
+    sched.release("t", 4)
+    assert sched.place() == []
+    assert sched.waiting_reason("t") == "waiting: no member is sharing resources"
+
+
+def test_big_blocked_shard_is_not_starved_by_small_ones() -> None:
+    sched = Scheduler()
+    sched.set_member("a", cores(4))
+    sched.submit("small", ONE_CORE, range(100))
+    assert len(sched.place()) == 4
+    sched.submit("big", cores(4, memory_mb=0), [0], priority=1)
+    for shard in range(4):
+        sched.release("small", shard)
+        placed = sched.place()
+        assert all(p.task_id == "big" for p in placed)
+    assert [p.task_id for p in placed] == ["big"]
+    assert sched.pending("small") == 96
+
+
+def test_waiting_reasons() -> None:
+    sched = Scheduler()
+    sched.submit("t", ONE_CORE, [0])
+    assert sched.waiting_reason("t") == "waiting: no member is sharing resources"
+    sched.set_member("tiny", cores(0.5))
+    assert sched.waiting_reason("t") == (
+        "waiting: needs 1 CPU core, more than any member shares now"
+    )
+    assert sched.waiting_reason("unknown") is None
+    assert describe(ResourceVector(2, 512, 100, 2)) == (
+        "2 CPU cores, 512 MB memory, 100 MB storage, 2 GPUs"
+    )
+
+
+def test_withdraw_remove_task_and_adopt() -> None:
+    sched = Scheduler()
+    sched.set_member("a", cores(2))
+    sched.submit("t", ONE_CORE, range(5))
+    assert sched.withdraw("t", 4)
+    assert not sched.withdraw("t", 4)
+    sched.adopt("t", 0, "a")  # found running on "a" after a restart
+    assert sched.member_usage("a")[1] == ONE_CORE
+    assert [p.shard for p in sched.place()] == [1]
+    assert sched.remove_task("t") == [2, 3]
+    assert sched.place() == []
+    assert sched.release("t", 0) and sched.release("t", 1)
+    assert not sched.release("t", 1)
+    assert sched.member_usage("a")[1] == ResourceVector()
+    with pytest.raises(ValueError, match="unknown task"):
+        sched.adopt("t", 2, "a")
+
+
+def test_bad_input_refused() -> None:
+    sched = Scheduler()
+    with pytest.raises(ValueError, match="distinct indices"):
+        sched.set_member("a", cores(2, gpus=2), gpu_indices=[0])
+    with pytest.raises(ValueError, match="distinct indices"):
+        sched.set_member("a", cores(2, gpus=2), gpu_indices=[1, 1])
+    with pytest.raises(ValueError, match="negative capacity"):
+        sched.set_member("a", ResourceVector(cpu=-1))
+    with pytest.raises(ValueError, match="some CPU"):
+        sched.submit("t", ResourceVector(memory_mb=10), [0])
+    sched.submit("t", ONE_CORE, [0])
+    with pytest.raises(ValueError, match="already submitted"):
+        sched.submit("t", ONE_CORE, [1])
+
+
+def test_two_thousand_true_shards_on_two_members_of_a_two_core_machine() -> None:
+    """The benchmark's shape: each member shares 80 % of 2 cores, so one shard at a time each."""
+    machine = Resources(cpu_cores=2, memory_total=4096, storage_available=10_000)
+    share = shared_capacity(machine, SharingLimits())
+    sched = Scheduler()
+    sched.set_member("m1", share)
+    sched.set_member("m2", share)
+    sched.check_fits_somewhere(ONE_CORE)
+    sched.submit("batch", ONE_CORE, range(2000))
+    running = sched.place()
+    done: Counter[int] = Counter()
+    most = 0
+    while running:
+        most = max(most, len(running))
+        finished = running.pop(0)
+        assert sched.release(finished.task_id, finished.shard)
+        done[finished.shard] += 1
+        running += sched.place()
+    assert most == 2
+    assert sorted(done) == list(range(2000))
+    assert set(done.values()) == {1}
+    assert sched.member_usage("m1")[1] == ResourceVector()
+
+
+_DEMANDS = st.builds(
+    ResourceVector,
+    cpu=st.sampled_from([0.25, 0.5, 1.0, 1.5, 3.0]),
+    memory_mb=st.sampled_from([0.0, 100.0, 700.0]),
+    storage_mb=st.sampled_from([0.0, 50.0]),
+    gpus=st.integers(0, 2),
+)
+_CAPACITIES = st.builds(
+    ResourceVector,
+    cpu=st.sampled_from([0.0, 1.0, 1.6, 4.0, 6.4]),
+    memory_mb=st.sampled_from([0.0, 1000.0, 4000.0]),
+    storage_mb=st.sampled_from([0.0, 100.0, 1000.0]),
+    gpus=st.integers(0, 3),
+)
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    """Random joins, leaves, share changes, submissions, placements and releases. After every
+    ``place()``, no member that received a shard holds more than its share in any dimension
+    those shards use, GPUs are never given twice, and every shard is in exactly one place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sched = Scheduler()
+        self.demands: dict[str, ResourceVector] = {}
+        self.queued: set[tuple[str, int]] = set()
+        self.running: dict[tuple[str, int], Placement] = {}
+        self.members: dict[str, ResourceVector] = {}
+
+    @rule(name=st.sampled_from(["m1", "m2", "m3"]), capacity=_CAPACITIES)
+    def set_member(self, name: str, capacity: ResourceVector) -> None:
+        self.sched.set_member(name, capacity)
+        self.members[name] = capacity
+
+    @precondition(lambda self: self.members)
+    @rule(data=st.data())
+    def remove_member(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(self.members)))
+        lost = self.sched.remove_member(name)
+        assert sorted(k for k, p in self.running.items() if p.device_id == name) == lost
+        del self.members[name]
+        for key in lost:
+            del self.running[key]
+            self.sched.requeue(*key)
+            self.queued.add(key)
+
+    @rule(demand=_DEMANDS, shards=st.integers(1, 6), priority=st.integers(-1, 1))
+    def submit(self, demand: ResourceVector, shards: int, priority: int) -> None:
+        task_id = f"t{len(self.demands)}"
+        self.demands[task_id] = demand
+        self.sched.submit(task_id, demand, range(shards), priority)
+        self.queued.update((task_id, i) for i in range(shards))
+
+    @rule()
+    def place(self) -> None:
+        placements = self.sched.place()
+        for p in placements:
+            key = (p.task_id, p.shard)
+            assert key in self.queued and key not in self.running
+            self.queued.remove(key)
+            self.running[key] = p
+            assert set(p.gpu_indices) <= set(range(self.members[p.device_id].gpus))
+            assert len(p.gpu_indices) == self.demands[p.task_id].gpus
+        for name in {p.device_id for p in placements}:
+            capacity, used = self.sched.member_usage(name)
+            asked = [self.demands[p.task_id] for p in placements if p.device_id == name]
+            # A share that shrank under running shards may stay over in some dimension, but
+            # no new shard may lean on a dimension that is over its share.
+            for dim in ("cpu", "memory_mb", "storage_mb", "gpus"):
+                if any(getattr(demand, dim) > 0 for demand in asked):
+                    assert getattr(used, dim) <= getattr(capacity, dim) + 1e-9, (
+                        f"{name} over-committed in {dim}: {used} > {capacity}"
+                    )
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), retry=st.booleans())
+    def release(self, data: st.DataObject, retry: bool) -> None:
+        key = data.draw(st.sampled_from(sorted(self.running)))
+        assert self.sched.release(*key)
+        del self.running[key]
+        if retry:
+            self.sched.requeue(*key)
+            self.queued.add(key)
+
+    @invariant()
+    def accounts_add_up(self) -> None:
+        for name in self.members:
+            held = [p for p in self.running.values() if p.device_id == name]
+            _, used = self.sched.member_usage(name)
+            assert used.cpu == pytest.approx(sum(self.demands[p.task_id].cpu for p in held))
+            assert used.gpus == sum(len(p.gpu_indices) for p in held)
+            gpus = [g for p in held for g in p.gpu_indices]
+            assert len(gpus) == len(set(gpus))
+        for task_id in self.demands:
+            assert self.sched.pending(task_id) == sum(1 for t, _ in self.queued if t == task_id)
+
+
+TestSchedulerMachine = SchedulerMachine.TestCase
+TestSchedulerMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)

@@ -51,7 +51,8 @@ def test_priority_then_submission_order() -> None:
     sched.submit("second", ONE_CORE, [0], priority=5)
     sched.set_member("a", cores(2))
     assert [p.task_id for p in sched.place()] == ["first", "second"]
-    assert sched.waiting_reason("low") == "waiting: needs 1 CPU core, every member's share is in use"
+    busy = "waiting: needs 1 CPU core, every member's share is in use"
+    assert sched.waiting_reason("low") == busy
     sched.release("first", 0)
     assert [p.task_id for p in sched.place()] == ["low"]
     assert sched.waiting_reason("low") is None

@@ -36,7 +36,7 @@ def poolnet(*args: str, home: Path, timeout: float = 20) -> subprocess.Completed
 def wait_for_status(port: int, home: Path, devices: int, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        result = poolnet("status", f"http://127.0.0.1:{port}", "--json", home=home)
+        result = poolnet("status", f"127.0.0.1:{port}", "--json", "--data-dir", str(home / "host"), home=home)
         if result.returncode == 0:
             status = json.loads(result.stdout)
             online = [d for d in status["devices"] if d["isOnline"] and d["resources"]["cpuCores"] > 0]
@@ -52,7 +52,8 @@ def hosted(tmp_path: Path):
     """``poolnet host`` on a free loopback port; stopped with SIGTERM at the end."""
     port = free_port()
     process = subprocess.Popen(
-        [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(tmp_path / "host")],
+        [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(tmp_path / "host"),
+         "--pairing-code", "TEST-CODE"],
         env=environment(tmp_path / "unused"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -72,21 +73,23 @@ def test_host_shows_this_machine_and_stops_cleanly_on_sigterm(hosted, tmp_path: 
     assert abs(device["resources"]["memoryTotal"] - psutil.virtual_memory().total / 2**20) < 1
     assert status["pool"]["totalCpuCores"] == psutil.cpu_count(logical=True)
 
-    table = poolnet("status", f"127.0.0.1:{port}", home=tmp_path)
+    table = poolnet("status", f"wss://127.0.0.1:{port}/ws", "--data-dir", str(tmp_path / "host"), home=tmp_path)
     assert table.returncode == 0
     assert "DEVICE" in table.stdout and "online" in table.stdout and "Pool: 1 online" in table.stdout
 
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=20)
     assert process.returncode == 0, stderr
-    assert f"ws://127.0.0.1:{port}/ws" in stdout
+    assert f"wss://127.0.0.1:{port}/ws" in stdout
+    assert "TEST-C0DE" in stdout  # the pairing code, as the host shows it
     assert "stopped" in stdout
 
 
 def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> None:
     _, port = hosted
     joiner = subprocess.Popen(
-        [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "second-box", "--data-dir", str(tmp_path / "member")],
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "second-box", "--data-dir", str(tmp_path / "member"),
+         "--code", "test-code", "--no-discovery"],
         env=environment(tmp_path / "unused"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -105,7 +108,16 @@ def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> 
             joiner.communicate()
 
 
-def test_status_says_clearly_when_no_pool_answers(tmp_path: Path) -> None:
-    result = poolnet("status", f"http://127.0.0.1:{free_port()}", home=tmp_path)
+def test_join_with_a_wrong_code_is_refused_and_exits_1(hosted, tmp_path: Path) -> None:
+    _, port = hosted
+    result = poolnet("join", f"127.0.0.1:{port}", "--code", "WRONG-CODE", "--data-dir", str(tmp_path / "intruder"),
+                     "--no-discovery", home=tmp_path, timeout=30)
     assert result.returncode == 1
-    assert "cannot reach a pool" in result.stderr
+    assert "refused" in result.stderr and "code" in result.stderr
+
+
+@pytest.mark.parametrize("scheme", ["http", "wss"])
+def test_status_says_clearly_when_no_pool_answers(tmp_path: Path, scheme: str) -> None:
+    result = poolnet("status", f"{scheme}://127.0.0.1:{free_port()}", home=tmp_path)
+    assert result.returncode == 1
+    assert "cannot read the pool" in result.stderr

@@ -4,42 +4,62 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 
+from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
 from poolnet_desktop.commands.running import lan_addresses, until_signalled
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 
-log = logging.getLogger(__name__)
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("host", help="host a pool here (and share this machine in it)")
-    parser.add_argument("--port", type=int, default=3000, help="port for WebSocket and REST (default 3000)")
+    parser.add_argument("--port", type=int, default=3000, help="port for members, wss:// (default 3000)")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")
     parser.add_argument("--name", help="the pool's name, shown to members")
-    parser.add_argument("--data-dir", help="where this instance keeps its data (or POOLNET_HOME)")
-    parser.add_argument("--no-discovery", action="store_true", help="do not announce the pool on the LAN")
+    parser.add_argument("--pairing-code", metavar="CODE", help="the code members join with (default: a random one)")
+    parser.add_argument(
+        "--allow-legacy",
+        action="store_true",
+        help="let seed-protocol clients observe the pool over plain ws:// on --legacy-port",
+    )
+    parser.add_argument("--legacy-port", type=int, default=3001, help="port for seed clients (default 3001)")
+    parser.add_argument("--legacy-tasks", action="store_true", help="let seed clients run commands (task_submit)")
     parser.add_argument("--no-member", action="store_true", help="coordinate only; do not share this machine")
+    add_data_dir(parser)
+    add_discovery(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
-    host = PoolHost(HostOptions(data_dir=data_dir, bind=args.bind, port=args.port, pool_name=args.name))
+    host = PoolHost(
+        HostOptions(
+            data_dir=data_dir,
+            bind=args.bind,
+            port=args.port,
+            pool_name=args.name,
+            pairing_code=args.pairing_code,
+            legacy_port=args.legacy_port if args.allow_legacy else None,
+            seed_may_submit=args.legacy_tasks,
+            discovery=discovery_settings(args),
+        )
+    )
     member: Member | None = None
     member_task: asyncio.Task[None] | None = None
 
     async def start() -> None:
         nonlocal member, member_task
         await host.start()
-        print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up.", flush=True)
+        print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up at {host.url}", flush=True)
+        print(f"  pairing code:  {host.pairing_code}", flush=True)
         for address in addresses_to_show(args.bind):
-            print(f"  members join:  poolnet join {host.url.replace('127.0.0.1', address)}", flush=True)
-        print(f"  status:        poolnet status http://127.0.0.1:{host.server.port}", flush=True)
-        print(f"  listening on   {host.url}", flush=True)
+            print(f"  members join:  poolnet join {address}:{host.server.port} --code {host.pairing_code}", flush=True)
+        if host.legacy_server is not None:
+            print(f"  seed clients:  {host.legacy_server.url} (observe only)", flush=True)
+        announced = host.announcer is not None and host.announcer.announced
+        print(f"  discovery:     {'announced on the LAN' if announced else 'off'}", flush=True)
         if not args.no_member:
-            member = Member(MemberOptions(url=host.local_url, data_dir=data_dir))
+            member = Member(MemberOptions(url=host.local_url, data_dir=data_dir, discovery=discovery_settings(args)))
             member_task = asyncio.create_task(member.run())
 
     async def stop() -> None:

@@ -1,49 +1,85 @@
-"""``poolnet join URL``: share this machine in a pool hosted elsewhere."""
+"""``poolnet join [URL]``: share this machine in a pool hosted elsewhere."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import socket
+import sys
 
+from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
 from poolnet_desktop.commands.running import until_signalled
+from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.node import Member, MemberOptions
+from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
+from poolnet_desktop.runtime.node import Member, MemberOptions, MembershipError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("join", help="share this machine in a pool")
-    parser.add_argument("url", help="the pool's address, e.g. ws://192.168.1.10:3000/ws")
+    parser.add_argument(
+        "url", nargs="?", help="the pool, e.g. 192.168.1.10:3000 (default: the last pool, or the one found on the LAN)"
+    )
+    parser.add_argument("--code", help="the pairing code the pool's host shows (needed once)")
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
-    parser.add_argument("--data-dir", help="where this instance keeps its data (or POOLNET_HOME)")
+    add_data_dir(parser)
+    add_discovery(parser)
     parser.set_defaults(run=run)
 
 
-def normalise_url(url: str) -> str:
-    """Accept ``host:port``, ``http://host:port`` or a full ``ws://host:port/ws``."""
-    if "://" not in url:
-        url = f"ws://{url}"
-    scheme, rest = url.split("://", 1)
-    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-    if "/" not in rest:
-        rest += "/ws"
-    return f"{scheme}://{rest}"
+async def single_pool_on_lan(settings: DiscoverySettings, wait: float = 3.0) -> str | None:
+    """The URL of the only pool announced on the LAN; None (after listing them) otherwise."""
+    browser = PoolBrowser(settings)
+    try:
+        await browser.start()
+        await asyncio.sleep(wait)
+        pools = list(browser.pools.values())
+    finally:
+        await browser.close()
+    if len(pools) == 1:
+        return pools[0].url
+    if not pools:
+        print("poolnet: no pool found on the LAN; give its address: poolnet join HOST:PORT", file=sys.stderr)
+    else:
+        print("poolnet: several pools found; choose one:", file=sys.stderr)
+        for pool in pools:
+            print(f"  poolnet join {pool.url}    ({pool.name})", file=sys.stderr)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
-    member = Member(MemberOptions(url=normalise_url(args.url), data_dir=resolve_data_dir(args.data_dir), name=args.name))
+    data_dir = resolve_data_dir(args.data_dir)
+    settings = discovery_settings(args)
+    url = args.url
+    if url is None and not (data_dir / "membership.json").exists():
+        try:
+            url = asyncio.run(single_pool_on_lan(settings))
+        except DiscoveryError as exc:
+            print(f"poolnet: cannot look for pools: {exc}", file=sys.stderr)
+        if url is None:
+            return 2
+    try:
+        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=args.code, discovery=settings))
+    except MembershipError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
     task: asyncio.Task[None] | None = None
 
-    async def start() -> None:
+    async def start() -> asyncio.Task[None]:
         nonlocal task
         task = asyncio.create_task(member.run())
-        print(f"Sharing this machine as {args.name!r} in the pool at {member.options.url} (Ctrl-C to leave).", flush=True)
+        print(f"Sharing this machine as {args.name!r} in the pool at {member.agent.config.url} (Ctrl-C to leave).", flush=True)
+        return task
 
     async def stop() -> None:
         await member.stop()
         if task is not None:
             await task
-        print("Left the pool.", flush=True)
 
     asyncio.run(until_signalled(start, stop))
+    if member.agent.state == AgentState.REFUSED:
+        print(f"poolnet: the pool refused this machine: {member.agent.last_error}", file=sys.stderr)
+        return 1
+    print("Left the pool.", flush=True)
     return 0
+

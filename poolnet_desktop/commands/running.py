@@ -10,16 +10,26 @@ from collections.abc import Awaitable, Callable
 import psutil
 
 
-async def until_signalled(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
-    """Start a service, wait for SIGINT or SIGTERM, then stop it in order."""
+async def until_signalled(
+    start: Callable[[], Awaitable[asyncio.Task[None] | None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Start a service, wait for SIGINT or SIGTERM, then stop it in order.
+
+    ``start`` may return a task that can end by itself (a member refused by its pool): its
+    end stops the wait too.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # Windows' loop has no signal handlers
             loop.add_signal_handler(sig, stopping.set)
     try:
-        await start()
-        await stopping.wait()
+        ends_by_itself = await start()
+        waiters = [asyncio.ensure_future(stopping.wait())]
+        if ends_by_itself is not None:
+            waiters.append(ends_by_itself)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        waiters[0].cancel()
     finally:
         await stop()
 

@@ -1,31 +1,35 @@
-"""``poolnet status [URL]``: the pool's devices and totals, as a table or JSON."""
+"""``poolnet status [URL]``: the pool's devices and totals, as a table or JSON.
+
+A PoolNet pool is asked over its authenticated WebSocket as an observer; an ``http://`` URL
+(a seed server, or a PoolNet host's legacy port) is asked through the seed's REST paths.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.units import format_mb
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.link import open_link
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("status", help="show the pool's devices and totals")
-    parser.add_argument("url", nargs="?", default="http://127.0.0.1:3000", help="the pool (default this machine)")
+    parser.add_argument("url", nargs="?", default=DEFAULT_POOL, help="the pool (default this machine's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_data_dir(parser)
     parser.set_defaults(run=run)
-
-
-def rest_base(url: str) -> str:
-    """``ws://h:p/ws`` or ``h:p`` -> ``http://h:p`` (REST lives on the same port)."""
-    if "://" not in url:
-        url = f"http://{url}"
-    scheme, rest = url.split("://", 1)
-    scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def fetch_json(url: str, timeout: float = 5.0) -> Any:
@@ -35,18 +39,33 @@ def fetch_json(url: str, timeout: float = 5.0) -> Any:
         return json.load(response)
 
 
+def rest_status(base: str) -> dict[str, Any]:
+    base = base.rstrip("/")
+    return {"devices": fetch_json(f"{base}/api/devices")["devices"], "pool": fetch_json(f"{base}/api/resources")["pool"]}
+
+
+async def observed_status(url: str, data_dir: Path) -> dict[str, Any]:
+    """The first (full) ``pool_state`` an observer receives, in the REST answers' shape."""
+    async with await open_link(url, data_dir) as link:
+        async with asyncio.timeout(10):
+            while not isinstance(message := await link.recv(), PoolState):
+                pass
+    return msgspec.to_builtins({"devices": message.devices, "pool": message.pool})
+
+
 def run(args: argparse.Namespace) -> int:
-    base = rest_base(args.url)
     try:
-        devices = fetch_json(f"{base}/api/devices")["devices"]
-        pool = fetch_json(f"{base}/api/resources")["pool"]
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        print(f"poolnet: cannot reach a pool at {base}: {exc}", file=sys.stderr)
+        if args.url.startswith("http://"):
+            status = rest_status(args.url)
+        else:
+            status = asyncio.run(observed_status(args.url, resolve_data_dir(args.data_dir)))
+    except Exception as exc:  # every way of not reaching a pool ends in the same advice
+        print(f"poolnet: cannot read the pool at {args.url}: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"devices": devices, "pool": pool}, indent=2))
-        return 0
-    print(render_table(devices, pool))
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_table(status["devices"], status["pool"]))
     return 0
 
 

@@ -20,6 +20,26 @@ import msgspec
 
 from poolnet_desktop.core.devices import DeviceView, PoolTotals
 from poolnet_desktop.core.resources import Requirements, Resources, ShortText
+from poolnet_desktop.core.task_protocol import (
+    CancelTask,
+    FetchBlobs,
+    FetchResults,
+    ListTasks,
+    ResultFiles,
+    ShardAck,
+    ShardAssign,
+    ShardCancel,
+    ShardFinished,
+    ShardOutput,
+    ShardsReport,
+    ShardStarted,
+    SubmitTask,
+    TaskAccepted,
+    TaskList,
+    TaskUpdate,
+    WatchReady,
+    WatchTask,
+)
 from poolnet_desktop.core.wire import (
     MAX_CONTROL_MESSAGE,
     PROTOCOL_VERSION,
@@ -229,6 +249,50 @@ class AuthOk(Message, tag="auth_ok"):
     host_proof: Base64Text | None = None
 
 
+# ---- pool administration (the host's own identity only) ----------------------------------------
+
+
+class ApproveDevice(Message, tag="approve_device"):
+    """Let a device waiting for approval in (``deny`` false) or turn it away (``deny`` true)."""
+
+    device_id: DeviceId
+    deny: bool = False
+
+
+class RevokeDevice(Message, tag="revoke_device"):
+    """Cut a device off at once and for good."""
+
+    device_id: DeviceId
+    reason: ShortText = ""
+
+
+class ListAccess(Message, tag="list_access"):
+    """Ask for approved, pending and revoked devices, the pairing code and the recent audit log."""
+
+
+class AccessEntry(msgspec.Struct, rename="camel"):
+    device_id: str
+    name: str = ""
+    address: str = ""
+    at: float = 0.0
+    detail: str = ""
+
+
+class AccessList(Message, tag="access_list"):
+    pairing_code: str | None
+    approved: list[AccessEntry]
+    pending: list[AccessEntry]
+    revoked: list[str]
+    audit: list[AccessEntry]
+
+
+class AccessChanged(Message, tag="access_changed"):
+    """The answer to an administration request: what was done, in words."""
+
+    device_id: str
+    outcome: ShortText
+
+
 ClientMessage = Union[
     Register,
     Heartbeat,
@@ -239,6 +303,20 @@ ClientMessage = Union[
     SetAcceptTasks,
     Forget,
     Auth,
+    ApproveDevice,
+    RevokeDevice,
+    ListAccess,
+    # tasks (core/task_protocol.py)
+    SubmitTask,
+    CancelTask,
+    ListTasks,
+    WatchTask,
+    FetchResults,
+    ShardsReport,
+    ShardStarted,
+    ShardOutput,
+    ShardFinished,
+    FetchBlobs,
 ]
 ServerMessage = Union[
     Devices,
@@ -254,6 +332,18 @@ ServerMessage = Union[
     Challenge,
     AuthPending,
     AuthOk,
+    AccessList,
+    AccessChanged,
+    # tasks (core/task_protocol.py)
+    ShardAssign,
+    ShardCancel,
+    ShardAck,
+    TaskAccepted,
+    TaskUpdate,
+    TaskList,
+    WatchReady,
+    ResultFiles,
+    ShardOutput,
 ]
 
 _client_decoder = msgspec.json.Decoder(ClientMessage)

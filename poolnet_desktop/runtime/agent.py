@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import platform
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,35 +33,53 @@ from poolnet_desktop.core.protocol import (
     encode_text,
 )
 from poolnet_desktop.core.resources import Resources, SharingLimits
+from poolnet_desktop.core.wire import ErrorCode
+from poolnet_desktop.runtime.auth import AuthRefused, HostAuth, authenticate_to_host, member_hello
 from poolnet_desktop.runtime.backoff import Backoff
+from poolnet_desktop.runtime.discovery import platform_name
+from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import MAX_FRAME
+from poolnet_desktop.runtime.tls import InsecureConnection, client_ssl_for_url
+from poolnet_desktop.runtime.trust import PinnedHosts
 
 log = logging.getLogger(__name__)
 
 
-def platform_name() -> str:
-    """The seed's platform names: ``linux``, ``windows``, ``macos``."""
-    system = platform.system().lower()
-    return {"darwin": "macos"}.get(system, system or "unknown")
+# Refusals that another attempt cannot fix: the member stops and says why.
+FATAL_REFUSALS = frozenset(
+    {ErrorCode.REVOKED, ErrorCode.AUTH_FAILED, ErrorCode.HOST_MISMATCH, ErrorCode.APPROVAL_DENIED, ErrorCode.FORBIDDEN}
+)
+# After this many failed attempts in a row, a member that knows its pool looks for it again.
+REDISCOVER_AFTER_FAILURES = 2
 
 
 @dataclass
 class AgentConfig:
+    """``pool_id`` is the pool this member belongs to (None before its first join); ``code``
+    pairs it with a new pool; ``pinned`` holds the host certificates it trusts."""
+
     url: str
-    device_id: str
+    identity: Identity
+    pinned: PinnedHosts
+    pool_id: str | None = None
+    code: str | None = None
     device_name: str = field(default_factory=socket.gethostname)
     limits: SharingLimits = field(default_factory=SharingLimits)
     accept_tasks: bool = True
     heartbeat_interval: float | None = None  # None: use the pool's
     resource_interval: float | None = None
-    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
 
 
 class AgentState:
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    REFUSED = "refused"
     STOPPED = "stopped"
 
 
@@ -82,7 +98,10 @@ class Agent:
         self._stopping = asyncio.Event()
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {}
         self.on_state_change: Callable[[str], None] | None = None
-        self.authenticate: Callable[[ClientConnection, Hello], Awaitable[None]] | None = None
+        # Called once per successful join with what the host proved (to remember the pool).
+        self.on_joined: Callable[[HostAuth, str], None] | None = None
+        # Finds the pool's current address after repeated failures (zeroconf); None if unknown.
+        self.rediscover: Callable[[str, str], Awaitable[str | None]] | None = None
 
     def add_handler(self, message_type: type, handler: Callable[[Any], Awaitable[None]]) -> None:
         """Route a server message type (shard assignments, cancels) to a service."""
@@ -119,13 +138,24 @@ class Agent:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect after every drop until ``stop()``."""
+        failures = 0
         while not self._stopping.is_set():
             self._set_state(AgentState.CONNECTING)
             pause: float | None = None
             try:
                 pause = await self._session()
+                failures = 0
+            except (AuthRefused, InsecureConnection) as exc:
+                code = exc.code if isinstance(exc, AuthRefused) else ErrorCode.HOST_MISMATCH
+                self.last_error = exc.message if isinstance(exc, AuthRefused) else str(exc)
+                log.warning("the pool at %s refused this member: %s", self.config.url, self.last_error)
+                if code in FATAL_REFUSALS:
+                    self._set_state(AgentState.REFUSED)
+                    return
+                pause = exc.retry_after if isinstance(exc, AuthRefused) else None
             except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError, ProtocolError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
+                failures += 1
                 log.info("pool link to %s down: %s", self.config.url, self.last_error)
             finally:
                 self._connection = None
@@ -133,10 +163,21 @@ class Agent:
             if self._stopping.is_set():
                 break
             self._set_state(AgentState.DISCONNECTED)
+            if failures >= REDISCOVER_AFTER_FAILURES:
+                await self._look_for_pool()
             delay = pause if pause is not None else self._backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
         self._set_state(AgentState.STOPPED)
+
+    async def _look_for_pool(self) -> None:
+        """Ask discovery where this member's pool is now (its host may have a new address)."""
+        if self.rediscover is None or self.config.pool_id is None:
+            return
+        new_url = await self.rediscover(self.config.pool_id, self.config.url)
+        if new_url and new_url != self.config.url:
+            log.info("pool %s found again at %s", self.config.pool_id, new_url)
+            self.config.url = new_url
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -165,7 +206,7 @@ class Agent:
         """One connection's life. Returns a pause the server asked for, or None for backoff."""
         async with connect(
             self.config.url,
-            ssl=self.config.ssl_context,
+            ssl=client_ssl_for_url(self.config.url),
             proxy=None,
             max_size=MAX_FRAME,
             open_timeout=10,
@@ -174,10 +215,14 @@ class Agent:
             close_timeout=5,
         ) as connection:
             self._connection = connection
-            hello = self._hello()
+            hello = member_hello(self.config.identity, self._hello())
             await connection.send(encode_text(hello))
-            if self.authenticate is not None:
-                await self.authenticate(connection, hello)
+            host = await authenticate_to_host(
+                connection, self.config.identity, hello, self.config.pinned, self.config.pool_id, self.config.code
+            )
+            self.config.pool_id = host.pool_id
+            if self.on_joined is not None:
+                self.on_joined(host, self.config.url)
             welcome = await self._await_welcome(connection)
             self.welcome = welcome
             self._backoff.reset()

@@ -70,6 +70,8 @@ class CoordinatorConfig:
     sweep_interval: float = 1.0
     seed_relay_cap: int = 200
     max_errors_per_session: int = 20
+    # The seed's task_submit runs shell commands: only when the host explicitly allows it.
+    seed_may_submit: bool = False
 
 
 class Coordinator:
@@ -103,6 +105,10 @@ class Coordinator:
             Forget: self._on_forget,
         }
         self.task_counts: Callable[[], dict[str, int]] = dict
+        # Set by the host: proves who sent a hello. Returns False when the peer was refused
+        # (the authenticator has already answered and closed the connection).
+        self.authenticate: Callable[[Session, Hello], Awaitable[bool]] | None = None
+        self.owner_id: str | None = None
         self.messages_in = 0
         self.messages_out = 0
 
@@ -154,6 +160,12 @@ class Coordinator:
         if self.registry.mark_offline(device_id):
             self._tell_seed_clients(DeviceLeft(device_id=device_id))
 
+    def cut_off(self, peer_id: str, code: int, reason: str) -> None:
+        """Close every connection of ``peer_id`` (its member link and any observers) now."""
+        for session in list(self._sessions):
+            if session.peer_id == peer_id:
+                self._spawn(session.close(code, reason))
+
     def session_for(self, device_id: str) -> Session | None:
         return self._by_device.get(device_id)
 
@@ -172,6 +184,9 @@ class Coordinator:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
             if not session.introduced and not isinstance(message, (Register, Hello)):
                 raise ProtocolError(ErrorCode.NOT_REGISTERED, "send 'register' (or 'hello') first")
+            if isinstance(message, TaskSubmit) and session.dialect == "seed" and not self.config.seed_may_submit:
+                await self.refuse_task_submit(session, message, "seed clients may only observe this pool")
+                return
             await handler(session, message)
         except ProtocolError as exc:
             await self.refuse(session, exc)
@@ -189,7 +204,11 @@ class Coordinator:
     async def _on_register(self, session: Session, message: Register) -> None:
         if session.introduced:
             raise ProtocolError(ErrorCode.ALREADY_REGISTERED, "this connection is already registered")
-        session.dialect, session.role = "seed", "member"
+        if "seed" not in session.accepts:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "seed-protocol clients connect on the pool's legacy port, if its host allows them"
+            )
+        session.dialect, session.role, session.peer_id = "seed", "member", message.device_id
         device = self._admit(session, message.device_id, message.device_name, message.platform, "member")
         # Seed clients never run PoolNet shards: they are shown, never given work.
         self.registry.set_accept_tasks(device.id, False)
@@ -220,10 +239,14 @@ class Coordinator:
 
     async def _on_seed_task_submit(self, session: Session, message: TaskSubmit) -> None:
         """Without a task service, say so plainly: the seed's fake success is not repeated."""
+        await self.refuse_task_submit(session, message, "this pool does not run tasks")
+
+    async def refuse_task_submit(self, session: Session, message: TaskSubmit, reason: str) -> None:
+        """Answer a seed ``task_submit`` with a failed ``task_result`` that says why."""
         await session.send(
             TaskResult(
                 task_id=message.task.id,
-                result=SeedTaskOutcome(success=False, error="this pool does not accept tasks from seed clients"),
+                result=SeedTaskOutcome(success=False, error=reason),
             )
         )
 
@@ -232,6 +255,8 @@ class Coordinator:
     async def _on_hello(self, session: Session, message: Hello) -> None:
         if session.introduced:
             raise ProtocolError(ErrorCode.ALREADY_REGISTERED, "this connection already said hello")
+        if "poolnet" not in session.accepts:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "PoolNet clients connect over wss:// on the pool's main port")
         if message.protocol != PROTOCOL_VERSION:
             await session.send_error(
                 ErrorCode.UNSUPPORTED_PROTOCOL,
@@ -239,11 +264,14 @@ class Coordinator:
             )
             await session.close(1008, "unsupported protocol version")
             return
+        if self.authenticate is not None and not await self.authenticate(session, message):
+            return
+        session.owner = message.device_id == self.owner_id
         await self.welcome(session, message)
 
     async def welcome(self, session: Session, hello: Hello) -> None:
         """Open a PoolNet session for an (authenticated) hello: members join, observers watch."""
-        session.dialect, session.role = "poolnet", hello.role
+        session.dialect, session.role, session.peer_id = "poolnet", hello.role, hello.device_id
         if hello.role == "member":
             self._admit(session, hello.device_id, hello.device_name, hello.platform, "member")
             self.registry.set_accept_tasks(hello.device_id, hello.accept_tasks)

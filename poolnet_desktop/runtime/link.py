@@ -26,9 +26,13 @@ from poolnet_desktop.core.protocol import (
     encode_text,
 )
 from poolnet_desktop.core.wire import Role
-from poolnet_desktop.runtime.agent import platform_name
-from poolnet_desktop.runtime.node import local_device_id
+from poolnet_desktop.runtime.auth import authenticate_to_host, member_hello
+from poolnet_desktop.runtime.discovery import platform_name
+from poolnet_desktop.runtime.identity import Identity
+from poolnet_desktop.runtime.node import normalise_pool_url
 from poolnet_desktop.runtime.server import MAX_FRAME
+from poolnet_desktop.runtime.tls import client_ssl_for_url
+from poolnet_desktop.runtime.trust import PinnedHosts
 
 
 class PoolLink:
@@ -58,22 +62,34 @@ class PoolLink:
         await self.close()
 
 
-async def open_link(url: str, data_dir: Path, role: Role = "observer", name: str | None = None) -> PoolLink:
+async def open_link(
+    url: str, data_dir: Path, role: Role = "observer", name: str | None = None, code: str | None = None
+) -> PoolLink:
     """Connect to the pool at ``url`` as this instance (its identity lives in ``data_dir``).
 
-    Raises ``ProtocolError`` when the pool refuses, ``OSError`` when it cannot be reached.
+    Raises ``AuthRefused`` when the pool will not let this instance in, ``ProtocolError`` when
+    it refuses otherwise, ``InsecureConnection`` for a plain URL, ``OSError`` when unreachable.
     """
-    connection = await connect(url, proxy=None, max_size=MAX_FRAME, open_timeout=10, close_timeout=5)
+    url = normalise_pool_url(url)
+    identity = Identity.load_or_create(data_dir)
+    connection = await connect(
+        url, ssl=client_ssl_for_url(url), proxy=None, max_size=MAX_FRAME, open_timeout=10, close_timeout=5
+    )
     try:
-        hello = Hello(
-            protocol=PROTOCOL_VERSION,
-            role=role,
-            device_id=local_device_id(data_dir),
-            device_name=name or socket.gethostname(),
-            platform=platform_name(),
-            software=f"poolnet {__version__}",
+        hello = member_hello(
+            identity,
+            Hello(
+                protocol=PROTOCOL_VERSION,
+                role=role,
+                device_id=identity.device_id,
+                device_name=name or socket.gethostname(),
+                platform=platform_name(),
+                software=f"poolnet {__version__}",
+            ),
         )
         await connection.send(encode_text(hello))
+        pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
+        await authenticate_to_host(connection, identity, hello, pinned, None, code)
         async with asyncio.timeout(15):
             while True:
                 message = decode_server(await connection.recv())

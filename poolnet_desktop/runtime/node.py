@@ -1,7 +1,11 @@
-"""The two things an instance can run: a pool host (coordinator + server) and a member.
+"""The two things an instance can run: a pool host (coordinator + servers) and a member.
 
 Both the command line and the desktop app build these, so a headless machine and a desktop run
 exactly the same code. Each has ``start()`` and an ordered, idempotent ``stop()``.
+
+A host serves PoolNet over TLS (``wss://``) on its main port, and the seed's plain protocol on
+a separate legacy port only when asked to. Every PoolNet peer authenticates with its key, a
+pairing code or the owner's approval; the host's own identity is trusted from the start.
 """
 
 from __future__ import annotations
@@ -15,12 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poolnet_desktop.core.resources import SharingLimits
+from poolnet_desktop.runtime.access import PoolAccess
 from poolnet_desktop.runtime.agent import Agent, AgentConfig
+from poolnet_desktop.runtime.auth import Authenticator, HostAuth
 from poolnet_desktop.runtime.coordinator import Coordinator, CoordinatorConfig
+from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolAnnouncer, PoolBrowser
+from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
+from poolnet_desktop.runtime.tls import server_ssl_context
+from poolnet_desktop.runtime.trust import PinnedHosts, TrustStore
 
 log = logging.getLogger(__name__)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
@@ -32,10 +50,7 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 def load_pool_identity(data_dir: Path, name: str | None) -> tuple[str, str]:
     """The pool's stable id and its name (kept in ``pool.json``; a new ``name`` replaces it)."""
     path = data_dir / "pool.json"
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        stored = {}
+    stored = _read_json(path)
     pool_id = stored.get("poolId") or uuid.uuid4().hex
     pool_name = name or stored.get("poolName") or f"{socket.gethostname()}'s pool"
     if stored != {"poolId": pool_id, "poolName": pool_name}:
@@ -43,44 +58,54 @@ def load_pool_identity(data_dir: Path, name: str | None) -> tuple[str, str]:
     return pool_id, pool_name
 
 
-def local_device_id(data_dir: Path) -> str:
-    """This instance's device id, stable across restarts."""
-    path = data_dir / "device-id"
-    try:
-        device_id = path.read_text().strip()
-    except OSError:
-        device_id = ""
-    if not device_id:
-        device_id = f"pn-{uuid.uuid4().hex[:26]}"
-        path.write_text(device_id)
-    return device_id
-
-
 @dataclass
 class HostOptions:
+    """``pairing_code`` None makes a random one; ``legacy_port`` None keeps seed clients out."""
+
     data_dir: Path
     bind: str = "0.0.0.0"
     port: int = 3000
     pool_name: str | None = None
     heartbeat_timeout: float = 30.0
     batch_interval: float = 1.0
+    pairing_code: str | None = None
+    legacy_port: int | None = None
+    seed_may_submit: bool = False
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
 
 
 class PoolHost:
-    """A coordinator serving on one port; ``url`` is where members connect once started."""
+    """A coordinator serving on its ports; ``url`` is where members connect once started."""
 
     def __init__(self, options: HostOptions) -> None:
         pool_id, pool_name = load_pool_identity(options.data_dir, options.pool_name)
         self.options = options
+        self.identity = Identity.load_or_create(options.data_dir)
         self.coordinator = Coordinator(
             CoordinatorConfig(
                 pool_id=pool_id,
                 pool_name=pool_name,
                 heartbeat_timeout=options.heartbeat_timeout,
                 batch_interval=options.batch_interval,
+                seed_may_submit=options.seed_may_submit,
             )
         )
-        self.server = PoolServer(self.coordinator, options.bind, options.port)
+        self.server = PoolServer(
+            self.coordinator,
+            options.bind,
+            options.port,
+            ssl_context=server_ssl_context(self.identity),
+            dialects=frozenset({"poolnet"}),
+            rest_for_loopback_only=True,
+        )
+        self.legacy_server = (
+            PoolServer(self.coordinator, options.bind, options.legacy_port, dialects=frozenset({"seed"}))
+            if options.legacy_port is not None
+            else None
+        )
+        self.access: PoolAccess | None = None
+        self.announcer: PoolAnnouncer | None = None
+        self._store: TrustStore | None = None
 
     @property
     def url(self) -> str:
@@ -88,42 +113,132 @@ class PoolHost:
 
     @property
     def local_url(self) -> str:
-        """The address this machine's own member uses: always loopback."""
-        scheme = "wss" if self.server.tls else "ws"
-        return f"{scheme}://127.0.0.1:{self.server.port}/ws"
+        """The address this machine's own member and CLI use: always loopback."""
+        return f"wss://127.0.0.1:{self.server.port}/ws"
+
+    @property
+    def pairing_code(self) -> str | None:
+        return self.access.authenticator.pairing_code if self.access else None
 
     async def start(self) -> None:
+        config = self.coordinator.config
+        self._store = await TrustStore.open(self.options.data_dir / "trust.sqlite3")
+        authenticator = Authenticator(
+            self._store,
+            pool_id=config.pool_id,
+            server_fingerprint=self.identity.cert_fingerprint,
+            pairing_code=self.options.pairing_code,
+        )
+        self.access = PoolAccess(self.coordinator, authenticator, self._store)
+        await self.access.trust_owner(self.identity.device_id, socket.gethostname(), self.identity.public_key_b64)
         await self.server.start()
+        if self.legacy_server is not None:
+            await self.legacy_server.start()
+        self.coordinator.start()
+        self.announcer = PoolAnnouncer(
+            self.options.discovery,
+            pool_name=config.pool_name,
+            pool_id=config.pool_id,
+            port=self.server.port,
+            tls=True,
+            fingerprint=self.identity.cert_fingerprint[:16],
+        )
+        try:
+            await self.announcer.start()
+        except DiscoveryError as exc:
+            log.warning("the pool is not announced on the LAN: %s", exc)
 
     async def stop(self) -> None:
+        """Withdraw the announcement, say goodbye to every peer, close the ports and the store."""
+        if self.announcer is not None:
+            await self.announcer.stop()
+        await self.coordinator.stop()
         await self.server.stop()
+        if self.legacy_server is not None:
+            await self.legacy_server.stop()
+        if self._store is not None:
+            store, self._store = self._store, None
+            await store.close()
+
+
+def normalise_pool_url(url: str) -> str:
+    """Accept ``host:port``, ``https://host:port`` or a full ``wss://host:port/ws``."""
+    if "://" not in url:
+        url = f"wss://{url}"
+    scheme, rest = url.split("://", 1)
+    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    if "/" not in rest:
+        rest += "/ws"
+    return f"{scheme}://{rest}"
 
 
 @dataclass
 class MemberOptions:
-    url: str
+    """``url`` None means: the pool this member joined last time (found again by discovery)."""
+
+    url: str | None
     data_dir: Path
     name: str = field(default_factory=socket.gethostname)
     limits: SharingLimits = field(default_factory=SharingLimits)
     accept_tasks: bool = True
+    code: str | None = None
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+
+
+class MembershipError(Exception):
+    """The member does not know which pool to join."""
 
 
 class Member:
-    """This machine as a pool member: the agent plus what it needs to sample and run work."""
+    """This machine as a pool member: the agent plus what it needs to sample and run work.
+
+    It remembers the pool it joined (``membership.json``: its id and last address), and when
+    the host's address changes it finds the pool again through zeroconf.
+    """
 
     def __init__(self, options: MemberOptions) -> None:
         self.options = options
+        self._membership_path = options.data_dir / "membership.json"
+        membership = _read_json(self._membership_path)
+        url = options.url or membership.get("url")
+        if not url:
+            raise MembershipError("no pool to join: give its address (or pick one found on the LAN)")
+        url = normalise_pool_url(url)
+        same_pool = options.url is None or normalise_pool_url(options.url) == membership.get("url")
+        self.identity = Identity.load_or_create(options.data_dir)
         self.sampler = ResourceSampler(options.data_dir)
         self.agent = Agent(
             AgentConfig(
-                url=options.url,
-                device_id=local_device_id(options.data_dir),
+                url=url,
+                identity=self.identity,
+                pinned=PinnedHosts.load(options.data_dir / "pinned-hosts.json"),
+                pool_id=membership.get("poolId") if same_pool else None,
+                code=options.code,
                 device_name=options.name,
                 limits=options.limits,
                 accept_tasks=options.accept_tasks,
             ),
             self.sampler,
         )
+        self.agent.on_joined = self._remember_pool
+        self.agent.rediscover = self._find_pool
+
+    def _remember_pool(self, host: HostAuth, url: str) -> None:
+        wanted = {"poolId": host.pool_id, "url": url}
+        if _read_json(self._membership_path) != wanted:
+            _write_json_atomically(self._membership_path, wanted)
+
+    async def _find_pool(self, pool_id: str, failed_url: str) -> str | None:
+        browser = PoolBrowser(self.options.discovery)
+        try:
+            await browser.start()
+            found = await browser.find_pool(pool_id, timeout=5.0, exclude_url=failed_url)
+        except DiscoveryError as exc:
+            log.debug("cannot look for pool %s: %s", pool_id, exc)
+            return None
+        finally:
+            await browser.close()
+        return found.url if found is not None else None
 
     async def run(self) -> None:
         try:

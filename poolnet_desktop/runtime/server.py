@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -15,7 +17,7 @@ from poolnet_desktop.core.protocol import decode_client
 from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.rest import RestApi, error_response
-from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.session import Dialect, Session
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +41,20 @@ class PoolServer:
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
         max_connections: int = 20_000,
+        dialects: frozenset[Dialect] = frozenset({"seed", "poolnet"}),
+        rest_for_loopback_only: bool = False,
     ) -> None:
         self.coordinator = coordinator
         self.host = host
         self.port = port
         self.rest = RestApi(coordinator, time.time)
         self._ssl = ssl_context
-        self._handshake_timeout = handshake_timeout
+        self.handshake_timeout = handshake_timeout
         self._max_connections = max_connections
         self._server: Server | None = None
-        self.binary_handler = None
+        self._dialects = dialects
+        self._rest_for_loopback_only = rest_for_loopback_only
+        self.binary_handler: Callable[[Session, bytes], Awaitable[None]] | None = None
 
     @property
     def tls(self) -> bool:
@@ -75,16 +81,13 @@ class PoolServer:
             server_header=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.coordinator.start()
         log.info("pool %r serving on %s", self.coordinator.config.pool_name, self.url)
 
     async def stop(self) -> None:
-        """Ordered shutdown: stop accepting, let the coordinator say goodbye, then close."""
+        """Stop accepting and close this listener's connections (the coordinator says goodbye first)."""
         if self._server is None:
             return
         server, self._server = self._server, None
-        server.close(close_connections=False)
-        await self.coordinator.stop()
         server.close()
         await server.wait_closed()
 
@@ -96,14 +99,16 @@ class PoolServer:
             return None
         if "upgrade" in request.headers.get("Connection", "").lower():
             return error_response(404, f"the WebSocket endpoint is {WS_PATH}")
+        if self._rest_for_loopback_only and not _is_loopback(connection):
+            return error_response(403, "this pool's REST API answers this machine only; members use the WebSocket")
         response = self.rest.answer(path)
         return response if response is not None else error_response(404, f"no such path: {path}")
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
         address = connection.remote_address[0] if connection.remote_address else "?"
-        session = Session(connection, address)
+        session = Session(connection, address, self._dialects)
         self.coordinator.connected(session)
-        deadline = asyncio.get_running_loop().time() + self._handshake_timeout
+        deadline = asyncio.get_running_loop().time() + self.handshake_timeout
         try:
             while True:
                 if session.introduced:
@@ -134,3 +139,11 @@ class PoolServer:
             await self.coordinator.refuse(session, exc)
             return
         await self.coordinator.dispatch(session, message)
+
+
+def _is_loopback(connection: ServerConnection) -> bool:
+    address = connection.remote_address[0] if connection.remote_address else ""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -22,12 +22,19 @@ MAX_PENDING_OUTPUT = 8 * 1024 * 1024
 class Session:
     """A connected peer: its dialect and role once it has introduced itself, and its errors."""
 
-    def __init__(self, connection: ServerConnection, address: str) -> None:
+    def __init__(
+        self, connection: ServerConnection, address: str, accepts: frozenset[Dialect] = frozenset({"seed", "poolnet"})
+    ) -> None:
         self.connection = connection
         self.address = address
+        self.accepts = accepts
+        # True for the host's own identity: it alone may approve and revoke devices.
+        self.owner = False
         self.dialect: Dialect | None = None
         self.role: str | None = None
         self.device_id: str | None = None
+        # Who is on the other end (members and observers alike), once introduced.
+        self.peer_id: str | None = None
         self.errors = 0
 
     @property

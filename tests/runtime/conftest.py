@@ -12,14 +12,28 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.node import HostOptions, PoolHost
+
+PAIRING_CODE = "TEST-CODE"
 
 
 @pytest.fixture
 async def pool(tmp_path: Path) -> AsyncIterator[PoolHost]:
     """A started pool host on a free loopback port with short timings for tests."""
     data_dir = resolve_data_dir(tmp_path / "host")
-    host = PoolHost(HostOptions(data_dir=data_dir, bind="127.0.0.1", port=0, heartbeat_timeout=1.5, batch_interval=0.1))
+    host = PoolHost(
+        HostOptions(
+            data_dir=data_dir,
+            bind="127.0.0.1",
+            port=0,
+            heartbeat_timeout=1.5,
+            batch_interval=0.1,
+            pairing_code=PAIRING_CODE,
+            legacy_port=0,
+            discovery=DiscoverySettings(enabled=False),
+        )
+    )
     await host.start()
     yield host
     await host.stop()
@@ -51,11 +65,12 @@ class RawClient:
 
 @pytest.fixture
 async def raw_client(pool: PoolHost) -> AsyncIterator[Any]:
-    """A factory of raw clients connected to ``pool``; all are closed at the end."""
+    """A factory of raw seed-protocol clients on ``pool``'s legacy port; closed at the end."""
     clients: list[RawClient] = []
 
     async def open_client(path: str = "/ws") -> RawClient:
-        url = f"ws://127.0.0.1:{pool.server.port}{path}"
+        assert pool.legacy_server is not None
+        url = f"ws://127.0.0.1:{pool.legacy_server.port}{path}"
         client = RawClient(await connect(url, proxy=None, open_timeout=5, max_queue=None, close_timeout=2))
         clients.append(client)
         return client

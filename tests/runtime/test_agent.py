@@ -11,7 +11,15 @@ import psutil
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, local_device_id
+from poolnet_desktop.runtime.discovery import DiscoverySettings
+from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
+from tests.runtime.conftest import PAIRING_CODE
+
+NO_DISCOVERY = DiscoverySettings(enabled=False)
+
+
+def member_of(url: str, data_dir: Path, name: str = "worker") -> Member:
+    return Member(MemberOptions(url=url, data_dir=resolve_data_dir(data_dir), name=name, code=PAIRING_CODE, discovery=NO_DISCOVERY))
 
 
 async def wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None:
@@ -21,7 +29,7 @@ async def wait_for(condition, timeout: float = 10.0, what: str = "condition") ->
 
 
 async def test_a_member_reports_this_machines_real_resources(pool, tmp_path: Path) -> None:
-    member = Member(MemberOptions(url=pool.local_url, data_dir=resolve_data_dir(tmp_path / "m"), name="worker-1"))
+    member = member_of(pool.local_url, tmp_path / "m", name="worker-1")
     running = asyncio.create_task(member.run())
     try:
         device_id = member.agent.config.device_id
@@ -43,17 +51,13 @@ async def test_a_member_reports_this_machines_real_resources(pool, tmp_path: Pat
     await wait_for(lambda: not pool.coordinator.registry.get(device_id).online, what="offline after leaving")
 
 
-async def test_the_device_id_is_stable_across_restarts(tmp_path: Path) -> None:
-    data_dir = resolve_data_dir(tmp_path / "m")
-    assert local_device_id(data_dir) == local_device_id(data_dir)
-
-
 async def test_a_member_rejoins_after_the_coordinator_restarts(tmp_path: Path) -> None:
     host_dir = resolve_data_dir(tmp_path / "host")
-    first = PoolHost(HostOptions(data_dir=host_dir, bind="127.0.0.1", port=0, batch_interval=0.1))
+    options = HostOptions(data_dir=host_dir, bind="127.0.0.1", port=0, batch_interval=0.1, pairing_code=PAIRING_CODE, discovery=NO_DISCOVERY)
+    first = PoolHost(options)
     await first.start()
     port = first.server.port
-    member = Member(MemberOptions(url=first.local_url, data_dir=resolve_data_dir(tmp_path / "m")))
+    member = member_of(first.local_url, tmp_path / "m")
     member.agent._backoff = Backoff(base=0.05, cap=0.3)
     running = asyncio.create_task(member.run())
     second = None
@@ -62,7 +66,8 @@ async def test_a_member_rejoins_after_the_coordinator_restarts(tmp_path: Path) -
         pool_id = member.agent.welcome.pool_id
         await first.stop()
         await wait_for(lambda: member.agent.state != AgentState.CONNECTED)
-        second = PoolHost(HostOptions(data_dir=host_dir, bind="127.0.0.1", port=port, batch_interval=0.1))
+        options.port = port
+        second = PoolHost(options)
         await second.start()
         await wait_for(lambda: member.agent.state == AgentState.CONNECTED, timeout=15)
         device = second.coordinator.registry.get(member.agent.config.device_id)

@@ -84,8 +84,8 @@ async def test_a_flood_of_errors_ends_in_a_policy_close(pool, raw_client) -> Non
 
 
 async def test_a_connection_that_never_introduces_itself_is_dropped(pool) -> None:
-    pool.server._handshake_timeout = 0.3
-    async with connect(f"ws://127.0.0.1:{pool.server.port}/ws", proxy=None) as silent:
+    pool.legacy_server.handshake_timeout = 0.3
+    async with connect(f"ws://127.0.0.1:{pool.legacy_server.port}/ws", proxy=None) as silent:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(silent.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
@@ -104,7 +104,7 @@ message_types = st.sampled_from(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=message_types, fields=st.dictionaries(st.sampled_from(["deviceId", "resources", "requirements", "task", "protocol", "role", "deviceName"]), json_values, max_size=4))
 async def test_fuzzed_messages_never_take_the_coordinator_down(pool, kind, fields) -> None:
-    url = f"ws://127.0.0.1:{pool.server.port}/ws"
+    url = f"ws://127.0.0.1:{pool.legacy_server.port}/ws"
     async with connect(url, proxy=None) as fuzzer:
         await fuzzer.send(json.dumps({"type": kind, **fields}, allow_nan=True))
         try:

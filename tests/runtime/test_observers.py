@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from poolnet_desktop.core.protocol import Error, Forget, PoolState
+from poolnet_desktop.runtime.link import PoolLink, open_link
 from tests.runtime.conftest import seed_resources
 
 
-async def test_observer_gets_full_state_then_coalesced_batches(pool, raw_client) -> None:
-    observer = await raw_client()
-    await observer.send({"type": "hello", "protocol": 1, "role": "observer", "deviceId": "window-1"})
-    welcome = await observer.receive_type("welcome")
-    assert welcome["poolId"] == pool.coordinator.config.pool_id
-    first = await observer.receive_type("pool_state")
-    assert first["full"] is True and first["devices"] == []
+async def next_of(link: PoolLink, kind: type, timeout: float = 5.0):
+    async with asyncio.timeout(timeout):
+        while not isinstance(message := await link.recv(), kind):
+            pass
+    return message
+
+
+@pytest.fixture
+async def observer(pool):
+    """The host's own window: an observer with the host's identity."""
+    link = await open_link(pool.local_url, pool.options.data_dir)
+    yield link
+    await link.close()
+
+
+async def test_observer_gets_full_state_then_coalesced_batches(pool, observer, raw_client) -> None:
+    assert observer.welcome.pool_id == pool.coordinator.config.pool_id
+    first = await next_of(observer, PoolState)
+    assert first.full is True and first.devices == []
 
     members = []
     for index in range(5):
@@ -31,42 +47,32 @@ async def test_observer_gets_full_state_then_coalesced_batches(pool, raw_client)
     batches = []
     while True:
         try:
-            batches.append(await observer.receive_type("pool_state", timeout=0.5))
+            batches.append(await next_of(observer, PoolState, timeout=0.5))
         except TimeoutError:
             break
     interval = pool.coordinator.config.batch_interval
     assert 1 <= len(batches) <= (20 * 0.05 + 0.6) / interval + 2
     latest = {}
     for batch in batches:
-        for device in batch["devices"]:
-            latest[device["id"]] = device
+        for device in batch.devices:
+            latest[device.id] = device
     assert sorted(latest) == [f"m{i}" for i in range(5)]
-    assert all(device["resources"]["cpuUsage"] == 19 for device in latest.values())
-    assert batches[-1]["pool"]["devices"] == 5
-    seqs = [b["seq"] for b in batches]
+    assert all(device.resources.cpu_usage == 19 for device in latest.values())
+    assert batches[-1].pool.devices == 5
+    seqs = [b.seq for b in batches]
     assert seqs == sorted(seqs)
 
 
-async def test_an_observer_may_forget_only_offline_devices(pool, raw_client) -> None:
-    observer = await raw_client()
-    await observer.send({"type": "hello", "protocol": 1, "role": "observer", "deviceId": "window-1"})
-    await observer.receive_type("welcome")
+async def test_an_observer_may_forget_only_offline_devices(pool, observer, raw_client) -> None:
     member = await raw_client()
     await member.send({"type": "register", "deviceId": "gone", "deviceName": "G", "platform": "linux"})
     await member.receive_type("devices")
-    await observer.send({"type": "forget_device", "deviceId": "gone"})
-    assert (await observer.receive_type("error"))["code"] == "forbidden"
+    await observer.send(Forget(device_id="gone"))
+    assert (await next_of(observer, Error)).code == "forbidden"
     await member.close()
     await asyncio.sleep(0.2)
-    await observer.send({"type": "forget_device", "deviceId": "gone"})
-    batch = await observer.receive_type("pool_state")
-    while "gone" not in batch["removed"]:
-        batch = await observer.receive_type("pool_state")
+    await observer.send(Forget(device_id="gone"))
+    batch = await next_of(observer, PoolState)
+    while "gone" not in batch.removed:
+        batch = await next_of(observer, PoolState)
     assert pool.coordinator.registry.get("gone") is None
-
-
-async def test_a_client_with_another_protocol_version_is_told_and_closed(raw_client) -> None:
-    client = await raw_client()
-    await client.send({"type": "hello", "protocol": 99, "role": "member", "deviceId": "future"})
-    error = await client.receive_type("error")
-    assert error["code"] == "unsupported_protocol"

@@ -33,7 +33,7 @@ async def test_rest_paths_use_the_seeds_fields_and_units(pool, raw_client) -> No
         {"type": "resource_update", "deviceId": "d1", "resources": seed_resources(hasGPU=True, gpuName="RTX 4090")}
     )
     await asyncio.sleep(0.2)
-    port = pool.server.port
+    port = pool.legacy_server.port
 
     status, root = await rest(port, "/")
     assert status == 200
@@ -65,6 +65,6 @@ async def test_rest_paths_use_the_seeds_fields_and_units(pool, raw_client) -> No
 
 @pytest.mark.parametrize("path", ["/api/nothing", "/ws/extra", "/%2e%2e/etc/passwd"])
 async def test_unknown_paths_get_the_seeds_error_shape(pool, path) -> None:
-    status, body = await rest(pool.server.port, path)
+    status, body = await rest(pool.legacy_server.port, path)
     assert status == 404
     assert body["code"] == 404 and body["error"]

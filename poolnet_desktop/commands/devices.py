@@ -1,0 +1,73 @@
+"""``poolnet devices``: who may use the pool; approve, deny or revoke (on the host)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.core.protocol import AccessChanged, AccessList, ApproveDevice, Error, ListAccess, RevokeDevice
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.link import open_link
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("devices", help="list, approve, deny or revoke devices (run on the host)")
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke"])
+    parser.add_argument("device_id", nargs="?", help="the device (for approve, deny, revoke)")
+    parser.add_argument("--reason", default="", help="why a device is revoked (kept in the audit log)")
+    parser.add_argument("--url", default=DEFAULT_POOL, help="the pool (default this machine's)")
+    add_data_dir(parser)
+    parser.set_defaults(run=run)
+
+
+async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | AccessChanged:
+    request = {
+        "list": lambda: ListAccess(),
+        "approve": lambda: ApproveDevice(device_id=args.device_id),
+        "deny": lambda: ApproveDevice(device_id=args.device_id, deny=True),
+        "revoke": lambda: RevokeDevice(device_id=args.device_id, reason=args.reason),
+    }[args.action]()
+    async with await open_link(args.url, data_dir) as link:
+        await link.send(request)
+        async with asyncio.timeout(10):
+            while True:
+                answer = await link.recv()
+                if isinstance(answer, (AccessList, AccessChanged)):
+                    return answer
+                if isinstance(answer, Error):
+                    raise RuntimeError(answer.message)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.device_id:
+        print(f"poolnet: devices {args.action} needs a device id (see 'poolnet devices')", file=sys.stderr)
+        return 2
+    try:
+        answer = asyncio.run(administer(args, resolve_data_dir(args.data_dir)))
+    except Exception as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(answer, AccessChanged):
+        print(f"{answer.device_id}: {answer.outcome}")
+        return 0
+    print(f"Pairing code: {answer.pairing_code or 'off'}")
+    print("\nApproved:")
+    for entry in answer.approved:
+        print(f"  {entry.device_id}  {entry.name}")
+    print("\nWaiting for approval:" if answer.pending else "\nNobody is waiting for approval.")
+    for entry in answer.pending:
+        print(f"  {entry.device_id}  {entry.name} from {entry.address}   (poolnet devices approve {entry.device_id})")
+    if answer.revoked:
+        print("\nRevoked:")
+        for device_id in answer.revoked:
+            print(f"  {device_id}")
+    if answer.audit:
+        print("\nRecent events:")
+        for entry in answer.audit[:15]:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.at))
+            print(f"  {stamp}  {entry.detail}  {entry.device_id} {entry.address}".rstrip())
+    return 0

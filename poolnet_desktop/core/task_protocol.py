@@ -1,0 +1,275 @@
+"""Every message about tasks: submitting, watching, running shards and bringing results back.
+
+Three conversations share the pool's WebSocket (all PoolNet dialect; file bytes travel beside
+them as binary chunk frames, ``core.transfer``):
+
+* submitter -> coordinator: ``submit_task`` -> ``task_accepted`` (or ``error``), then the input
+  files as chunks (transfer id = task id), then ``task_update`` once it is queued;
+  ``cancel_task`` -> ``task_update``; ``list_tasks`` -> ``task_list``;
+  ``watch_task`` -> the stored log as ``shard_output``, ``watch_ready``, then live
+  ``shard_output`` and ``task_update``; ``fetch_results`` -> ``result_files`` -> chunks.
+* coordinator -> member: ``shard_assign``, ``shard_cancel``, ``shard_ack`` (the result is
+  stored: drop it from the spool), and the blobs a member asked for with ``fetch_blobs``.
+* member -> coordinator: ``shards_report`` (right after ``welcome``: what it still runs or
+  holds), ``shard_started``, ``shard_output``, ``shard_finished`` followed by the output files
+  as chunks (transfer id = ``result_transfer_id``).
+
+Pure schemas; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
+from poolnet_desktop.core.resources import Resources
+from poolnet_desktop.core.tasks import ShardState, Task
+from poolnet_desktop.core.wire import Message
+
+TaskId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+ShardIndex = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+Attempt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+RequestId = Annotated[str, msgspec.Meta(max_length=128)]
+OutputText = Annotated[str, msgspec.Meta(max_length=512 * 1024)]
+Reason = Literal["succeeded", "failed", "timeout", "memory", "cancelled", "error"]
+MAX_LIST = 100_000
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def new_task_id(name: str, token: str) -> str:
+    """A readable, unique task id: the task's name made file-safe plus a random ``token``
+    (hex). It names folders (``results/<id>/``) and spool keys, hence the narrow alphabet."""
+    stem = _UNSAFE_ID.sub("-", name).strip("-")[:40] or "task"
+    return f"{stem}-{token}"
+
+
+def result_transfer_id(task_id: str, shard: int, attempt: int) -> str:
+    """The transfer id of one attempt's output files (also the member's spool key)."""
+    return f"{task_id}.{shard}.{attempt}"
+
+
+class ShardRef(msgspec.Struct, rename="camel", frozen=True, array_like=True):
+    """One attempt of one shard: ``[taskId, shard, attempt]`` on the wire (compact in lists)."""
+
+    task_id: TaskId
+    shard: ShardIndex
+    attempt: Attempt
+
+
+class ShardResult(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """How an attempt ended, as the member's runner reported it (``runtime.runner``'s
+    ``ShardOutcome`` with wire-checked output paths)."""
+
+    reason: Reason
+    exit_code: int | None
+    started: float
+    ended: float
+    outputs: list[FileEntry] = msgspec.field(default_factory=list)
+    refused: list[str] = msgspec.field(default_factory=list)
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    truncated: bool = False
+    peak_memory: int = 0
+    message: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class ShardSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One shard as people see it."""
+
+    index: int
+    state: str
+    attempt: int
+    device_id: str | None
+    exit_code: int | None
+    reason: str
+
+
+class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """One task as lists and progress bars show it; ``shards`` only when asked for detail."""
+
+    id: str
+    name: str
+    state: str
+    total: int
+    done: int
+    succeeded: int
+    running: int
+    queued: int
+    submitted_at: float
+    reason: str = ""
+    shards: list[ShardSummary] | None = None
+
+
+# ---- submitter -> coordinator ----------------------------------------------------------------
+
+
+class SubmitTask(Message, tag="submit_task"):
+    """Submit a task; its ``spec.files`` follow as chunks once ``task_accepted`` names its id."""
+
+    request_id: RequestId
+    spec: TaskSpec
+
+
+class CancelTask(Message, tag="cancel_task"):
+    task_id: TaskId
+
+
+class ListTasks(Message, tag="list_tasks"):
+    pass
+
+
+class WatchTask(Message, tag="watch_task"):
+    """Send the task's stored output (of one shard, or all), then follow it live."""
+
+    task_id: TaskId
+    shard: ShardIndex | None = None
+    history: bool = True
+
+
+class FetchResults(Message, tag="fetch_results"):
+    task_id: TaskId
+
+
+# ---- member -> coordinator -------------------------------------------------------------------
+
+
+class ShardsReport(Message, tag="shards_report"):
+    """Sent by a member right after ``welcome``: attempts it still runs, results it holds
+    undelivered, and its resources, so the coordinator can place work at once."""
+
+    running: Annotated[list[ShardRef], msgspec.Meta(max_length=MAX_LIST)]
+    spooled: Annotated[list[ShardRef], msgspec.Meta(max_length=MAX_LIST)]
+    resources: Resources
+
+
+class ShardStarted(Message, tag="shard_started"):
+    shard: ShardRef
+
+
+class ShardOutput(Message, tag="shard_output"):
+    """Both directions: a member's live output, and the coordinator's relay to watchers."""
+
+    shard: ShardRef
+    stream: Literal["stdout", "stderr"]
+    data: OutputText
+
+
+class ShardFinished(Message, tag="shard_finished"):
+    """An attempt ended; its ``result.outputs`` follow as chunks."""
+
+    shard: ShardRef
+    result: ShardResult
+
+
+class FetchBlobs(Message, tag="fetch_blobs"):
+    """A member asks for input files it lacks, by sha256; they come as chunks whose transfer
+    id and path are the sha256."""
+
+    sha256: Annotated[list[Sha256Hex], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+
+
+# ---- coordinator -> member -------------------------------------------------------------------
+
+
+class ShardAssign(Message, tag="shard_assign"):
+    """Run one attempt: the command already expanded for this shard (``{python}`` is the
+    member's to replace), the files to place in its working folder, and where to pin it."""
+
+    shard: ShardRef
+    shards: int
+    command: list[str]
+    env: dict[str, str]
+    shell: bool
+    timeout: float | None
+    resources: ShardResources
+    outputs: list[str]
+    files: list[FileEntry]
+    gpus: list[int]
+    cpu_cores: list[int] | None = None
+
+
+class ShardCancel(Message, tag="shard_cancel"):
+    shard: ShardRef
+
+
+class ShardAck(Message, tag="shard_ack"):
+    """These results are stored for good: the member may forget them."""
+
+    shards: list[ShardRef]
+
+
+# ---- coordinator -> submitter ----------------------------------------------------------------
+
+
+class TaskAccepted(Message, tag="task_accepted"):
+    """The task has an id; upload the ``missing`` files (paths from ``spec.files``; those the
+    coordinator already holds by sha256 are skipped). It is queued once they all arrived."""
+
+    request_id: RequestId
+    task_id: str
+    missing: list[str]
+
+
+class TaskUpdate(Message, tag="task_update"):
+    task: TaskSummary
+
+
+class TaskList(Message, tag="task_list"):
+    tasks: list[TaskSummary]
+
+
+class WatchReady(Message, tag="watch_ready"):
+    """The stored output has been sent; what follows is live."""
+
+    task_id: str
+
+
+class ResultFiles(Message, tag="result_files"):
+    """The answer to ``fetch_results``: every output file (path ``SHARD/...``), whose chunks
+    follow with the task id as transfer id."""
+
+    task_id: str
+    files: list[FileEntry]
+
+
+
+def task_summary(task: Task, reason: str = "", detail: bool = False) -> TaskSummary:
+    """What lists and progress bars show of ``task``; ``reason`` says why it waits, if it does.
+    ``detail`` adds one line per shard."""
+    done, total = task.progress()
+    shards = None
+    if detail:
+        shards = [
+            ShardSummary(index=s.index, state=s.state.value, attempt=s.attempt,
+                         device_id=s.device_id, exit_code=s.exit_code, reason=s.reason)
+            for s in task.shards
+        ]
+    return TaskSummary(
+        id=task.id,
+        name=task.spec.name,
+        state=task.state.value,
+        total=total,
+        done=done,
+        succeeded=task.count(ShardState.SUCCEEDED),
+        running=task.count(ShardState.RUNNING) + task.count(ShardState.ASSIGNED),
+        queued=task.count(ShardState.QUEUED),
+        submitted_at=task.submitted_at,
+        reason=reason,
+        shards=shards,
+    )
+
+
+# How a member's runner says an attempt ended, as the task's shard state.
+OUTCOME_STATES: dict[str, ShardState] = {
+    "succeeded": ShardState.SUCCEEDED,
+    "failed": ShardState.FAILED,
+    "error": ShardState.FAILED,
+    "memory": ShardState.FAILED,
+    "timeout": ShardState.TIMED_OUT,
+    "cancelled": ShardState.CANCELLED,
+}

@@ -1,0 +1,114 @@
+"""Who may use the pool: authentication of every PoolNet session, and the host's decisions.
+
+Installs itself on a ``Coordinator``: every ``hello`` is proven through the ``Authenticator``
+(key, pairing code or the owner's approval), and the host's own identity may approve, deny and
+revoke devices. A revoked device is cut off at once: its live connections are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from poolnet_desktop.core.protocol import (
+    AccessChanged,
+    AccessEntry,
+    AccessList,
+    ApproveDevice,
+    ErrorCode,
+    Hello,
+    ListAccess,
+    ProtocolError,
+    RevokeDevice,
+)
+from poolnet_desktop.runtime.auth import Authenticator, AuthRefused, PendingApproval
+from poolnet_desktop.runtime.coordinator import Coordinator
+from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.trust import ApprovedDevice, TrustStore
+
+log = logging.getLogger(__name__)
+
+CLOSE_REVOKED = 4003
+
+
+class PoolAccess:
+    """Authentication and administration for one coordinator."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        authenticator: Authenticator,
+        store: TrustStore,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.coordinator = coordinator
+        self.authenticator = authenticator
+        self.store = store
+        self._wall = wall_clock
+        coordinator.authenticate = self._authenticate
+        coordinator.add_handler(ApproveDevice, self._on_approve)
+        coordinator.add_handler(RevokeDevice, self._on_revoke)
+        coordinator.add_handler(ListAccess, self._on_list)
+
+    async def trust_owner(self, device_id: str, name: str, public_key: str) -> None:
+        """Approve the host's own identity, so its own member and CLI join without a prompt."""
+        if await self.store.approved(device_id) is None:
+            await self.store.approve(ApprovedDevice(device_id, name, public_key, self._wall()))
+        self.coordinator.owner_id = device_id
+
+    async def revoke(self, device_id: str, reason: str = "", address: str = "") -> bool:
+        """Revoke for good and close the device's connections now; True if it was approved."""
+        was_approved = await self.authenticator.revoke(device_id, reason=reason, address=address)
+        self.coordinator.cut_off(device_id, CLOSE_REVOKED, "revoked by the pool's host")
+        return was_approved
+
+    def pending(self) -> list[PendingApproval]:
+        return self.authenticator.pending()
+
+    async def _authenticate(self, session: Session, hello: Hello) -> bool:
+        try:
+            await self.authenticator.authenticate(session.connection, hello, session.address)
+        except AuthRefused:
+            return False
+        return True
+
+    def _require_owner(self, session: Session) -> None:
+        if not session.owner:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only the pool's host may change who is in the pool")
+
+    async def _on_approve(self, session: Session, message: ApproveDevice) -> None:
+        self._require_owner(session)
+        decide = self.authenticator.deny if message.deny else self.authenticator.approve
+        if not decide(message.device_id):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"{message.device_id} is not waiting for approval")
+        outcome = "denied" if message.deny else "approved"
+        await session.send(AccessChanged(device_id=message.device_id, outcome=outcome))
+
+    async def _on_revoke(self, session: Session, message: RevokeDevice) -> None:
+        self._require_owner(session)
+        if message.device_id == self.coordinator.owner_id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "the host cannot revoke itself")
+        was_approved = await self.revoke(message.device_id, message.reason, session.address)
+        outcome = "revoked" if was_approved else "revoked (it had never been approved)"
+        await session.send(AccessChanged(device_id=message.device_id, outcome=outcome))
+
+    async def _on_list(self, session: Session, message: ListAccess) -> None:
+        self._require_owner(session)
+        approved = await self.store.devices()
+        audit = await self.store.audit_log(limit=50)
+        await session.send(
+            AccessList(
+                pairing_code=self.authenticator.pairing_code,
+                approved=[AccessEntry(device_id=d.device_id, name=d.name, at=d.approved_at) for d in approved],
+                pending=[
+                    AccessEntry(device_id=p.device_id, name=p.name, address=p.address, at=p.since)
+                    for p in self.authenticator.pending()
+                ],
+                revoked=await self.store.revoked(),
+                audit=[
+                    AccessEntry(device_id=e.device_id, address=e.address, at=e.time, detail=f"{e.event}: {e.detail}")
+                    for e in audit
+                ],
+            )
+        )

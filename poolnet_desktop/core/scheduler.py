@@ -63,7 +63,10 @@ class _Member:
     shards: set[ShardKey] = field(default_factory=set)
 
     def free_gpus(self) -> list[int]:
-        return [index for index in self.gpu_indices if index not in self.held_gpus]
+        """Lent GPUs no shard holds, but never more than the share has room for: after the
+        share shrank under running shards, a GPU index may be idle yet not lendable."""
+        room = max(0, len(self.gpu_indices) - len(self.held_gpus))
+        return [index for index in self.gpu_indices if index not in self.held_gpus][:room]
 
     def free(self) -> ResourceVector:
         rest = self.capacity - self.used

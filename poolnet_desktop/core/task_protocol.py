@@ -120,7 +120,9 @@ class CancelTask(Message, tag="cancel_task"):
 
 
 class ListTasks(Message, tag="list_tasks"):
-    pass
+    """``detail`` adds each task's shards (state and device) to the list."""
+
+    detail: bool = False
 
 
 class WatchTask(Message, tag="watch_task"):

@@ -27,6 +27,8 @@ from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings,
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
+from poolnet_desktop.runtime.task_executor import TaskExecutor
+from poolnet_desktop.runtime.task_service import TaskService
 from poolnet_desktop.runtime.tls import server_ssl_context
 from poolnet_desktop.runtime.trust import PinnedHosts, TrustStore
 
@@ -104,6 +106,7 @@ class PoolHost:
             else None
         )
         self.access: PoolAccess | None = None
+        self.tasks = TaskService(self.coordinator, self.server, options.data_dir)
         self.announcer: PoolAnnouncer | None = None
         self._store: TrustStore | None = None
 
@@ -135,6 +138,7 @@ class PoolHost:
         if self.legacy_server is not None:
             await self.legacy_server.start()
         self.coordinator.start()
+        await self.tasks.start()
         self.announcer = PoolAnnouncer(
             self.options.discovery,
             pool_name=config.pool_name,
@@ -156,6 +160,7 @@ class PoolHost:
         await self.server.stop()
         if self.legacy_server is not None:
             await self.legacy_server.stop()
+        await self.tasks.stop()
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
@@ -220,6 +225,7 @@ class Member:
             ),
             self.sampler,
         )
+        self.executor = TaskExecutor(self.agent, options.data_dir, self.sampler)
         self.agent.on_joined = self._remember_pool
         self.agent.rediscover = self._find_pool
 
@@ -247,4 +253,5 @@ class Member:
             self.sampler.close()
 
     async def stop(self) -> None:
+        await self.executor.stop()
         await self.agent.stop()

@@ -1,0 +1,141 @@
+"""Talk to a pool about tasks: submit (with files), follow, cancel, list, read logs, fetch results.
+
+One ``TaskClient`` wraps one authenticated ``PoolLink`` (``runtime.link.open_link``); the
+command line and the window use it alike. Each method is one short conversation; messages the
+pool pushes meanwhile (``pool_state`` batches to observers) are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from poolnet_desktop.core.protocol import Error, ProtocolError
+from poolnet_desktop.core.task_protocol import (
+    CancelTask,
+    FetchResults,
+    ListTasks,
+    ResultFiles,
+    ShardOutput,
+    SubmitTask,
+    TaskAccepted,
+    TaskList,
+    TaskSummary,
+    TaskUpdate,
+    WatchReady,
+    WatchTask,
+)
+from poolnet_desktop.core.transfer import decode_chunk
+from poolnet_desktop.runtime.link import PoolLink
+from poolnet_desktop.runtime.task_files import LoadedTask
+from poolnet_desktop.runtime.task_transfer import FileReceiver, Outgoing, expected_files, send_files
+
+ENDED = frozenset({"succeeded", "failed", "cancelled"})
+MAX_RESULT_FILE = 64 * 1024**3
+
+
+class TaskClient:
+    """Task conversations over one open link; the caller closes the link."""
+
+    def __init__(self, link: PoolLink) -> None:
+        self.link = link
+
+    async def _next(self, *wanted: type) -> Any:
+        """The next message of one of the ``wanted`` types (or a binary frame if ``bytes``)."""
+        while True:
+            message = await self.link.recv()
+            if isinstance(message, Error):
+                raise ProtocolError(message.code, message.message)
+            if isinstance(message, tuple(wanted)):
+                return message
+
+    async def submit(self, task: LoadedTask) -> str:
+        """Submit a loaded task and upload the files the pool lacks; returns the task id.
+        Raises ``ProtocolError`` (``invalid_task``, ``unfit``, ...) when refused."""
+        request = uuid.uuid4().hex
+        await self.link.send(SubmitTask(request_id=request, spec=task.spec))
+        accepted: TaskAccepted = await self._next(TaskAccepted)
+        by_path = {entry.path: entry for entry in task.spec.files}
+        files = [
+            Outgoing(path, task.local_path(by_path[path]), by_path[path].size, by_path[path].sha256)
+            for path in accepted.missing
+        ]
+        await send_files(self.link.send_bytes, accepted.task_id, files)
+        return accepted.task_id
+
+    async def wait(
+        self, task_id: str, on_update: Callable[[TaskSummary], None] | None = None
+    ) -> TaskSummary:
+        """Follow a task until it ends; ``on_update`` sees every progress update."""
+        await self.link.send(WatchTask(task_id=task_id, history=False))
+        while True:
+            update: TaskUpdate = await self._next(TaskUpdate)
+            if on_update is not None:
+                on_update(update.task)
+            if update.task.state in ENDED and update.task.running == 0:
+                return update.task
+
+    async def logs(
+        self,
+        task_id: str,
+        on_output: Callable[[ShardOutput], None],
+        shard: int | None = None,
+        follow: bool = False,
+    ) -> TaskSummary:
+        """Pass the task's stored output to ``on_output``; with ``follow``, go on with live
+        output until the task ends. Returns the task's last known summary."""
+        await self.link.send(WatchTask(task_id=task_id, shard=shard, history=True))
+        summary: TaskSummary | None = None
+        live = False
+        while True:
+            message = await self._next(TaskUpdate, ShardOutput, WatchReady)
+            if isinstance(message, TaskUpdate):
+                summary = message.task
+            elif isinstance(message, ShardOutput):
+                on_output(message)
+            else:
+                live = True
+            if live and summary is not None and (not follow or _ended(summary)):
+                return summary
+
+    async def cancel(self, task_id: str) -> TaskSummary:
+        await self.link.send(CancelTask(task_id=task_id))
+        update: TaskUpdate = await self._next(TaskUpdate)
+        return update.task
+
+    async def list(self, detail: bool = False) -> list[TaskSummary]:
+        """Every task of the pool; ``detail`` adds their shards (where each one runs)."""
+        await self.link.send(ListTasks(detail=detail))
+        listing: TaskList = await self._next(TaskList)
+        return listing.tasks
+
+    async def fetch_results(self, task_id: str, results_root: Path) -> Path:
+        """Download every succeeded shard's outputs to ``results_root/TASK/SHARD/...``; paths
+        that would leave that folder are refused. Returns the task's folder."""
+        await self.link.send(FetchResults(task_id=task_id))
+        announced: ResultFiles = await self._next(ResultFiles)
+        target = results_root / task_id
+        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+        receiver = FileReceiver(
+            task_id,
+            target,
+            expected_files((f.path, f.size, f.sha256) for f in announced.files),
+            max_file_size=MAX_RESULT_FILE,
+            max_transfer_size=sum(f.size for f in announced.files),
+        )
+        while not receiver.complete:
+            frame = await self._next(bytes)
+            header, data = decode_chunk(frame)
+            try:
+                await receiver.accept(header, data)
+            except ProtocolError:
+                await receiver.discard()
+                raise
+        return target
+
+
+def _ended(summary: TaskSummary) -> bool:
+    return summary.state in ENDED and summary.running == 0

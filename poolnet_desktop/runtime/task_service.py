@@ -1,0 +1,747 @@
+"""The coordinator's task service: accepts tasks, places shards, gathers results, persists all.
+
+Everything happens on events, never on a schedule: a submission, a result, a member's report
+or a lost member changes the records (``core.tasks``) and asks for one placement pass
+(``core.scheduler``), coalesced to one per loop iteration. The only periodic work is a sweep
+once a second that notices members whose connection ended (the coordinator has no hook for
+that) and re-reads members' shares.
+
+Nothing is lost: every change is queued to ``TaskStore`` (SQLite, one writer thread), and a
+member is told to forget a result (``shard_ack``) only once it is committed. After a restart,
+queued shards are queued again and shards that were on members wait for those members to
+report (``shards_report``); whatever a member does not report, or a member that does not come
+back within ``grace`` seconds, is lost and retried within the task's ``retries``.
+
+Files: inputs land in a content-addressed blob folder (``tasks/blobs/SHA256``) that members
+fetch from; accepted outputs in ``tasks/results/TASK/SHARD/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from poolnet_desktop.core.manifest import TaskSpec, expand_command, shard_environment
+from poolnet_desktop.core.protocol import (
+    ErrorCode,
+    ProtocolError,
+    SeedTaskOutcome,
+    TaskResult,
+    TaskSubmit,
+    encode_text,
+)
+from poolnet_desktop.core.scheduler import Scheduler, ShardKey, Unschedulable
+from poolnet_desktop.core.task_protocol import (
+    OUTCOME_STATES,
+    CancelTask,
+    FetchBlobs,
+    FetchResults,
+    ListTasks,
+    ResultFiles,
+    ShardAck,
+    ShardAssign,
+    ShardCancel,
+    ShardFinished,
+    ShardOutput,
+    ShardRef,
+    ShardResult,
+    ShardsReport,
+    ShardStarted,
+    SubmitTask,
+    TaskAccepted,
+    TaskList,
+    TaskUpdate,
+    WatchReady,
+    WatchTask,
+    new_task_id,
+    result_transfer_id,
+    task_summary,
+)
+from poolnet_desktop.core.tasks import ACTIVE, Change, ShardState, Task, TaskState
+from poolnet_desktop.core.transfer import TransferError, decode_chunk
+from poolnet_desktop.runtime.coordinator import Coordinator
+from poolnet_desktop.runtime.rest import json_response
+from poolnet_desktop.runtime.server import PoolServer
+from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.task_store import TaskStore
+from poolnet_desktop.runtime.task_transfer import (
+    FileReceiver,
+    Outgoing,
+    expected_files,
+    replace_folder,
+    send_files,
+)
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+UPDATE_INTERVAL = 0.25
+SEED_OUTPUT_CAP = 64 * 1024
+_ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+@dataclass
+class TaskServiceConfig:
+    """Caps and timings. ``grace``: how long a vanished member's shards wait for it (None:
+    the coordinator's heartbeat timeout)."""
+
+    max_file_size: int = 8 * GIB
+    max_task_bytes: int = 32 * GIB
+    max_output_bytes: int = 8 * GIB
+    grace: float | None = None
+    sweep_interval: float = 1.0
+
+
+@dataclass(slots=True)
+class _Upload:
+    session: Session
+    receiver: FileReceiver
+    task: Task
+
+
+@dataclass(slots=True)
+class _IncomingResult:
+    device_id: str
+    ref: ShardRef
+    result: ShardResult
+    receiver: FileReceiver
+
+
+@dataclass(slots=True)
+class _Watcher:
+    session: Session
+    shard: int | None
+
+
+class TaskService:
+    """Call ``start()`` after the server started and ``stop()`` before it stops."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        server: PoolServer,
+        data_dir: Path,
+        config: TaskServiceConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.coordinator = coordinator
+        self.server = server
+        self.config = config or TaskServiceConfig()
+        self.grace = self.config.grace or coordinator.config.heartbeat_timeout
+        root = data_dir / "tasks"
+        self.blobs = root / "blobs"
+        self.results = root / "results"
+        self.incoming = root / "incoming"
+        self._db_path = root / "tasks.sqlite3"
+        self.store: TaskStore | None = None
+        self.scheduler = Scheduler()
+        self.tasks: dict[str, Task] = {}
+        self.recorded: dict[tuple[str, int], ShardResult] = {}
+        self._clock = clock
+        self._members: dict[str, Session] = {}
+        self._unconfirmed: dict[ShardKey, tuple[str, float]] = {}
+        self._uploads: dict[str, _Upload] = {}
+        self._incoming: dict[str, _IncomingResult] = {}
+        self._watchers: dict[str, list[_Watcher]] = {}
+        self._seed_waiters: dict[str, tuple[Session, str]] = {}
+        self._dirty: set[str] = set()
+        self._acks: dict[str, list[ShardRef]] = {}
+        self._pass_pending = False
+        self._update_timer: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, resume stored tasks, and take over the task messages."""
+        for folder in (self.blobs, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.rmtree, self.incoming, True)
+        self.store = await asyncio.to_thread(TaskStore, self._db_path)
+        for stored in await asyncio.to_thread(self.store.load):
+            self._resume(stored.task, stored.files_ready)
+            for index, result in stored.results.items():
+                self.recorded[(stored.task.id, index)] = result
+        handlers: dict[type, Callable[[Session, Any], Any]] = {
+            SubmitTask: self._on_submit,
+            CancelTask: self._on_cancel,
+            ListTasks: self._on_list,
+            WatchTask: self._on_watch,
+            FetchResults: self._on_fetch_results,
+            ShardsReport: self._on_report,
+            ShardStarted: self._on_started,
+            ShardOutput: self._on_output,
+            ShardFinished: self._on_finished,
+            FetchBlobs: self._on_fetch_blobs,
+            TaskSubmit: self._on_seed_submit,
+        }
+        for message_type, handler in handlers.items():
+            self.coordinator.add_handler(message_type, handler)
+        self.server.binary_handler = self._on_chunk
+        self.server.rest.extend("/api/tasks", self._rest_tasks)
+        self.coordinator.task_counts = self.counts
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="task-sweep")
+
+    async def stop(self) -> None:
+        """Stop sweeping and sending, then commit what is queued. Safe to call twice."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        if self._update_timer is not None:
+            self._update_timer.cancel()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
+
+    def _resume(self, task: Task, files_ready: bool) -> None:
+        """Take a stored task back: queued shards queue again, shards on members wait for
+        those members' reports (``grace`` seconds)."""
+        self.tasks[task.id] = task
+        if task.state in _ENDED:
+            return
+        if not files_ready:
+            task.cancel(self._clock(), "its files were still uploading when the pool stopped")
+            self._save_all(task, files_ready=False)
+        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
+        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        deadline = self._clock() + self.grace
+        for shard in task.shards:
+            if shard.state in ACTIVE and shard.device_id is not None:
+                self._unconfirmed[(task.id, shard.index)] = (shard.device_id, deadline)
+
+    # ---- submitting --------------------------------------------------------------------------
+
+    async def _on_submit(self, session: Session, message: SubmitTask) -> None:
+        if session.dialect != "poolnet":
+            raise ProtocolError(ErrorCode.FORBIDDEN, "submit tasks over a PoolNet connection")
+        task = self._admit(message.spec, submitter=session.device_id or session.address)
+        missing = await asyncio.to_thread(self._missing_blobs, task.spec)
+        ready = not missing
+        self._save_all(task, files_ready=ready)
+        await session.send(
+            TaskAccepted(request_id=message.request_id, task_id=task.id, missing=missing)
+        )
+        if ready:
+            self._queue(task)
+            return
+        wanted = [f for f in task.spec.files if f.path in set(missing)]
+        receiver = FileReceiver(
+            task.id,
+            self.incoming / task.id,
+            expected_files((f.path, f.size, f.sha256) for f in wanted),
+            max_file_size=self.config.max_file_size,
+            max_transfer_size=self.config.max_task_bytes,
+        )
+        self._uploads[task.id] = _Upload(session, receiver, task)
+
+    def _admit(self, spec: TaskSpec, submitter: str) -> Task:
+        """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""
+        self._refresh_members()
+        try:
+            self.scheduler.check_fits_somewhere(spec.resources.vector())
+        except Unschedulable as exc:
+            raise ProtocolError(ErrorCode.UNFIT, f"task {spec.name!r} refused: {exc}") from None
+        task_id = new_task_id(spec.name, uuid.uuid4().hex[:10])
+        task = Task(task_id, spec, submitted_at=self._clock(), submitter=submitter)
+        self.tasks[task_id] = task
+        return task
+
+    def _missing_blobs(self, spec: TaskSpec) -> list[str]:
+        return [f.path for f in spec.files if not (self.blobs / f.sha256).is_file()]
+
+    def _queue(self, task: Task) -> None:
+        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
+        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        self._changed(task)
+        self._schedule()
+
+    async def _on_chunk(self, session: Session, frame: bytes) -> None:
+        try:
+            header, data = decode_chunk(frame)
+        except ProtocolError as exc:
+            await self.coordinator.refuse(session, exc)
+            return
+        upload = self._uploads.get(header.transfer_id)
+        if upload is not None and upload.session is session:
+            await self._upload_chunk(upload, header, data)
+            return
+        incoming = self._incoming.get(header.transfer_id)
+        if incoming is not None and incoming.device_id == session.device_id:
+            await self._result_chunk(incoming, header, data)
+            return
+        await self.coordinator.refuse(
+            session, ProtocolError(ErrorCode.FORBIDDEN, f"no transfer {header.transfer_id!r} here")
+        )
+
+    async def _upload_chunk(self, upload: _Upload, header: Any, data: bytes) -> None:
+        task = upload.task
+        try:
+            done = await upload.receiver.accept(header, data)
+        except TransferError as exc:
+            del self._uploads[task.id]
+            await upload.receiver.discard()
+            self._abandon(task, f"upload refused: {exc.message}")
+            await self.coordinator.refuse(upload.session, exc)
+            return
+        if done is not None:
+            entry = next(f for f in task.spec.files if f.path == str(done))
+            await asyncio.to_thread(
+                os.replace, upload.receiver.target / done, self.blobs / entry.sha256
+            )
+        if upload.receiver.complete:
+            del self._uploads[task.id]
+            self.store_or_fail().save_task(task, files_ready=True)
+            self._queue(task)
+
+    def _abandon(self, task: Task, reason: str) -> None:
+        """End a task that can never run (its upload failed or stopped)."""
+        task.cancel(self._clock(), reason)
+        self.scheduler.remove_task(task.id)
+        self._save_all(task, files_ready=False)
+        self._changed(task)
+
+    # ---- placing -----------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Ask for one placement pass at the end of this loop iteration."""
+        if not self._pass_pending:
+            self._pass_pending = True
+            asyncio.get_running_loop().call_soon(self._place)
+
+    def _place(self) -> None:
+        self._pass_pending = False
+        now = self._clock()
+        touched: set[str] = set()
+        for placement in self.scheduler.place():
+            task = self.tasks[placement.task_id]
+            attempt = task.assign(placement.shard, placement.device_id, placement.gpu_indices, now)
+            shard = task.shards[placement.shard]
+            self.store_or_fail().save_shard(task.id, shard)
+            spec = task.spec
+            self._post(placement.device_id, ShardAssign(
+                shard=ShardRef(task.id, placement.shard, attempt),
+                shards=spec.shards,
+                command=expand_command(spec.command, placement.shard, spec.shards),
+                env=shard_environment(spec, placement.shard),
+                shell=spec.shell,
+                timeout=spec.timeout,
+                resources=spec.resources,
+                outputs=list(spec.outputs),
+                files=list(spec.files),
+                gpus=list(placement.gpu_indices),
+            ))
+            touched.add(placement.device_id)
+            self._changed(task)
+        for device_id in touched:
+            self._count_running(device_id)
+
+    def _post(self, device_id: str, message: Any) -> None:
+        """Queue a message to a member without waiting (a closed link is noticed by the sweep)."""
+        session = self._members.get(device_id)
+        if session is not None:
+            websockets.broadcast([session.connection], encode_text(message))
+
+    def _refresh_members(self) -> None:
+        """Re-read every ready member's share from the registry (its limits may have moved)."""
+        for device_id in self._members:
+            device = self.coordinator.registry.get(device_id)
+            if device is not None:
+                self.scheduler.set_member(device_id, device.capacity())
+
+    def _count_running(self, device_id: str) -> None:
+        count = len(self.scheduler.running_on(device_id))
+        self.coordinator.registry.set_running_shards(device_id, count)
+
+    # ---- members -----------------------------------------------------------------------------
+
+    async def _on_report(self, session: Session, message: ShardsReport) -> None:
+        """A member (re)joined: take its share, keep what it still runs or holds, and lose
+        whatever the records place on it but it does not mention."""
+        device_id = self._member_id(session)
+        self.coordinator.registry.update_resources(device_id, message.resources)
+        self._members[device_id] = session
+        self._refresh_members()
+        held = {
+            (ref.task_id, ref.shard): ref.attempt for ref in [*message.running, *message.spooled]
+        }
+        mine = set(self.scheduler.running_on(device_id))
+        mine.update(key for key, (owner, _) in self._unconfirmed.items() if owner == device_id)
+        now = self._clock()
+        for key in sorted(mine):
+            task = self.tasks[key[0]]
+            shard = task.shards[key[1]]
+            self._unconfirmed.pop(key, None)
+            if held.get(key) == shard.attempt and shard.state in ACTIVE:
+                if key not in self.scheduler.running_on(device_id):
+                    self.scheduler.adopt(key[0], key[1], device_id, shard.gpu_indices)
+            else:
+                self.scheduler.release(*key)
+                self._apply(task, key[1], task.mark_lost(key[1], now, "its member lost it"))
+        for ref in message.running:
+            task = self.tasks.get(ref.task_id)
+            current = task.shards[ref.shard] if task and ref.shard < len(task.shards) else None
+            if current is None or current.attempt != ref.attempt or current.state not in ACTIVE:
+                self._post(device_id, ShardCancel(shard=ref))
+        self._count_running(device_id)
+        self._schedule()
+
+    def _member_id(self, session: Session) -> str:
+        if session.dialect != "poolnet" or session.role != "member" or session.device_id is None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "only PoolNet members run shards")
+        return session.device_id
+
+    def _current(self, session: Session, ref: ShardRef) -> Task:
+        """The task a member's message is about; refuses shards it was never given."""
+        device_id = self._member_id(session)
+        task = self.tasks.get(ref.task_id)
+        if task is None or ref.shard >= len(task.shards):
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no shard {ref.shard} of {ref.task_id}")
+        if task.shards[ref.shard].device_id != device_id and ref.attempt == task.shards[ref.shard].attempt:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "that shard was placed on another member")
+        return task
+
+    async def _on_started(self, session: Session, message: ShardStarted) -> None:
+        ref = message.shard
+        task = self._current(session, ref)
+        if task.start(ref.shard, ref.attempt, self._clock()).accepted:
+            self.store_or_fail().save_shard(task.id, task.shards[ref.shard])
+            self._changed(task)
+
+    async def _on_output(self, session: Session, message: ShardOutput) -> None:
+        ref = message.shard
+        task = self._current(session, ref)
+        self.store_or_fail().append_log(task.id, ref.shard, ref.attempt, message.stream, message.data)
+        watchers = [
+            w.session.connection
+            for w in self._watchers.get(task.id, ())
+            if w.shard in (None, ref.shard)
+        ]
+        if watchers:
+            websockets.broadcast(watchers, encode_text(message))
+
+    async def _on_finished(self, session: Session, message: ShardFinished) -> None:
+        ref = message.shard
+        self._current(session, ref)
+        device_id = self._member_id(session)
+        outputs = message.result.outputs
+        if not outputs:
+            await self._record(device_id, ref, message.result, None)
+            return
+        transfer = result_transfer_id(ref.task_id, ref.shard, ref.attempt)
+        previous = self._incoming.pop(transfer, None)
+        if previous is not None:  # a resend after a reconnect replaces the half-received one
+            await previous.receiver.discard()
+        receiver = FileReceiver(
+            transfer,
+            self.incoming / transfer,
+            expected_files((f.path, f.size, f.sha256) for f in outputs),
+            max_file_size=self.config.max_file_size,
+            max_transfer_size=self.config.max_output_bytes,
+        )
+        self._incoming[transfer] = _IncomingResult(device_id, ref, message.result, receiver)
+
+    async def _result_chunk(self, incoming: _IncomingResult, header: Any, data: bytes) -> None:
+        transfer = header.transfer_id
+        try:
+            await incoming.receiver.accept(header, data)
+        except TransferError as exc:
+            del self._incoming[transfer]
+            await incoming.receiver.discard()
+            failed = ShardResult(
+                reason="error", exit_code=incoming.result.exit_code,
+                started=incoming.result.started, ended=incoming.result.ended,
+                message=f"its outputs were refused: {exc.message}",
+            )
+            await self._record(incoming.device_id, incoming.ref, failed, None)
+            return
+        if incoming.receiver.complete:
+            del self._incoming[transfer]
+            await self._record(
+                incoming.device_id, incoming.ref, incoming.result, incoming.receiver.target
+            )
+
+    async def _record(
+        self, device_id: str, ref: ShardRef, result: ShardResult, files: Path | None
+    ) -> None:
+        """Record one attempt's result (once), keep its files if accepted, and acknowledge it
+        to the member as soon as the record is committed."""
+        task = self.tasks[ref.task_id]
+        outcome = OUTCOME_STATES[result.reason]
+        reason = result.message or ("" if outcome is ShardState.SUCCEEDED else result.reason)
+        change = task.record_result(
+            ref.shard, ref.attempt, outcome, self._clock(), exit_code=result.exit_code,
+            reason=reason,
+        )
+        key = (task.id, ref.shard)
+        if change.accepted:
+            self.recorded[key] = result
+            if files is not None or task.spec.outputs:
+                await asyncio.to_thread(self._keep_outputs, task.id, ref.shard, files)
+            self._unconfirmed.pop(key, None)
+            self._apply(task, ref.shard, change, result)
+        elif files is not None:
+            await asyncio.to_thread(shutil.rmtree, files, True)
+        self._acknowledge(device_id, ref)
+
+    def _keep_outputs(self, task_id: str, shard: int, files: Path | None) -> None:
+        destination = self.results / task_id / str(shard)
+        if files is not None:
+            replace_folder(files, destination)
+        elif destination.exists():
+            shutil.rmtree(destination)
+
+    def _apply(self, task: Task, index: int, change: Change, result: ShardResult | None = None) -> None:
+        """Carry out what a record change asks of the scheduler and the members, and save."""
+        if not change.accepted:
+            return
+        if change.release:
+            self.scheduler.release(task.id, index)
+        if change.requeue:
+            self.scheduler.requeue(task.id, index)
+        if change.withdraw:
+            self.scheduler.withdraw(task.id, index)
+        if change.cancel is not None:
+            device_id, attempt = change.cancel
+            self._post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
+        shard = task.shards[index]
+        self.store_or_fail().save_shard(task.id, shard, result or self.recorded.get((task.id, index)))
+        if shard.device_id is not None:
+            self._count_running(shard.device_id)
+        if task.state in _ENDED:
+            self.scheduler.remove_task(task.id)
+        self._changed(task)
+        self._schedule()
+
+    def _acknowledge(self, device_id: str, ref: ShardRef) -> None:
+        """Batch acks per member; send them when everything recorded so far is committed."""
+        pending = self._acks.setdefault(device_id, [])
+        pending.append(ref)
+        if len(pending) == 1:
+            self.store_or_fail().committed().add_done_callback(
+                lambda future: self._send_acks(device_id, future)
+            )
+
+    def _send_acks(self, device_id: str, committed: asyncio.Future[None]) -> None:
+        refs = self._acks.pop(device_id, [])
+        if committed.cancelled() or committed.exception() is not None:
+            return  # not stored: the member keeps them and sends them again
+        self._post(device_id, ShardAck(shards=refs))
+
+    async def _on_fetch_blobs(self, session: Session, message: FetchBlobs) -> None:
+        self._member_id(session)
+        files = []
+        for sha in message.sha256:
+            path = self.blobs / sha
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no file with sha256 {sha}") from None
+            files.append(Outgoing(sha, path, size, sha))
+        for item in files:
+            self._spawn(send_files(session.connection.send, item.sha256, [item]))
+
+    # ---- members that vanish -----------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            try:
+                self.sweep()
+            except Exception:  # one bad sweep must not end sweeping for good
+                log.exception("task sweep failed")
+
+    def sweep(self) -> None:
+        """Members whose link ended give their shards ``grace`` seconds to be reported back;
+        past that they are lost (and retried). Interrupted uploads end their tasks."""
+        now = self._clock()
+        for device_id, session in list(self._members.items()):
+            if self.coordinator.session_for(device_id) is not session:
+                del self._members[device_id]
+                for key in self.scheduler.remove_member(device_id):
+                    self._unconfirmed[key] = (device_id, now + self.grace)
+        for key, (device_id, deadline) in list(self._unconfirmed.items()):
+            if now >= deadline:
+                del self._unconfirmed[key]
+                task = self.tasks[key[0]]
+                change = task.mark_lost(key[1], now, f"member {device_id} did not come back")
+                self._apply(task, key[1], change)
+        for task_id, upload in list(self._uploads.items()):
+            if upload.session not in self.coordinator.sessions:
+                del self._uploads[task_id]
+                self._spawn(upload.receiver.discard())
+                self._abandon(upload.task, "the submitter left before its files arrived")
+        self._refresh_members()
+        self._schedule()
+
+    # ---- people: list, cancel, watch, results ------------------------------------------------
+
+    async def _on_list(self, session: Session, message: ListTasks) -> None:
+        await session.send(TaskList(tasks=[self._summary(t, message.detail) for t in self.tasks.values()]))
+
+    def _task(self, task_id: str) -> Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
+        return task
+
+    async def _on_cancel(self, session: Session, message: CancelTask) -> None:
+        task = self._task(message.task_id)
+        now = self._clock()
+        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
+        for index, device_id, attempt in task.cancel(now):
+            self._post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
+        for index in queued:
+            self.scheduler.withdraw(task.id, index)
+        self._save_all(task, files_ready=task.id not in self._uploads)
+        self._changed(task)
+        await session.send(TaskUpdate(task=self._summary(task, detail=True)))
+
+    async def _on_watch(self, session: Session, message: WatchTask) -> None:
+        task = self._task(message.task_id)
+        await session.send(TaskUpdate(task=self._summary(task, detail=True)))
+        if message.history:
+            store = self.store_or_fail()
+            await store.committed()
+            for record in await asyncio.to_thread(store.logs, task.id, message.shard):
+                await session.send(ShardOutput(
+                    shard=ShardRef(task.id, record.shard, record.attempt),
+                    stream=record.stream,  # type: ignore[arg-type]
+                    data=record.data,
+                ))
+        self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
+        await session.send(WatchReady(task_id=task.id))
+
+    async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
+        task = self._task(message.task_id)
+        entries, outgoing = [], []
+        for shard in task.shards:
+            result = self.recorded.get((task.id, shard.index))
+            if result is None or shard.state is not ShardState.SUCCEEDED:
+                continue
+            for entry in result.outputs:
+                wire = f"{shard.index}/{entry.path}"
+                entries.append(type(entry)(path=wire, size=entry.size, sha256=entry.sha256))
+                local = self.results / task.id / str(shard.index) / entry.path
+                outgoing.append(Outgoing(wire, local, entry.size, entry.sha256))
+        await session.send(ResultFiles(task_id=task.id, files=entries))
+        await send_files(session.connection.send, task.id, outgoing)
+
+    def _summary(self, task: Task, detail: bool = False) -> Any:
+        reason = self.scheduler.waiting_reason(task.id) or ""
+        if task.id in self._uploads:
+            reason = "waiting for its files to arrive"
+        return task_summary(task, reason, detail)
+
+    def _changed(self, task: Task) -> None:
+        """Tell watchers (at most every ``UPDATE_INTERVAL``) and seed submitters at the end."""
+        self._dirty.add(task.id)
+        if self._update_timer is None:
+            loop = asyncio.get_running_loop()
+            self._update_timer = loop.call_later(UPDATE_INTERVAL, self._flush_updates)
+
+    def _flush_updates(self) -> None:
+        self._update_timer = None
+        dirty, self._dirty = self._dirty, set()
+        for task_id in dirty:
+            task = self.tasks[task_id]
+            watchers = [
+                w for w in self._watchers.get(task_id, ()) if w.session in self.coordinator.sessions
+            ]
+            if watchers:
+                self._watchers[task_id] = watchers
+                text = encode_text(TaskUpdate(task=self._summary(task)))
+                websockets.broadcast([w.session.connection for w in watchers], text)
+            else:
+                self._watchers.pop(task_id, None)
+            if task_id in self._seed_waiters and task.progress()[0] == len(task.shards):
+                self._spawn(self._answer_seed(task))
+
+    def counts(self) -> dict[str, int]:
+        """Tasks by state, for ``pool_state`` and ``/api/stats``."""
+        counts: dict[str, int] = {}
+        for task in self.tasks.values():
+            state = task.state.value
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def _rest_tasks(self) -> Any:
+        return json_response(200, {"tasks": [self._summary(t) for t in self.tasks.values()]})
+
+    # ---- the seed's task_submit --------------------------------------------------------------
+
+    async def _on_seed_submit(self, session: Session, message: TaskSubmit) -> None:
+        """Run the seed's ``data.command`` for real as a one-shard task and answer
+        ``task_result`` with its exit code and output once it ends."""
+        command = message.task.data.command
+        try:
+            if not command:
+                raise ValueError("task.data.command is empty")
+            shell = isinstance(command, str)
+            spec = TaskSpec(
+                name="seed-task",
+                command=(command,) if shell else tuple(command),
+                shell=shell,
+                retries=0,
+            )
+            task = self._admit(spec, submitter=session.device_id or session.address)
+        except (ValueError, ProtocolError) as exc:
+            error = exc.message if isinstance(exc, ProtocolError) else str(exc)
+            outcome = SeedTaskOutcome(success=False, error=error)
+            await session.send(TaskResult(task_id=message.task.id, result=outcome))
+            return
+        self._seed_waiters[task.id] = (session, message.task.id)
+        self._save_all(task, files_ready=True)
+        self._queue(task)
+
+    async def _answer_seed(self, task: Task) -> None:
+        session, seed_id = self._seed_waiters.pop(task.id)
+        store = self.store_or_fail()
+        await store.committed()
+        streams = {"stdout": "", "stderr": ""}
+        for record in await asyncio.to_thread(store.logs, task.id):
+            streams[record.stream] += record.data
+        shard = task.shards[0]
+        body = {
+            "exitCode": shard.exit_code,
+            "stdout": streams["stdout"][:SEED_OUTPUT_CAP],
+            "stderr": streams["stderr"][:SEED_OUTPUT_CAP],
+            "taskId": task.id,
+        }
+        success = shard.state is ShardState.SUCCEEDED
+        outcome = SeedTaskOutcome(
+            success=success, result=body, error=None if success else shard.reason or shard.state
+        )
+        await session.send(TaskResult(task_id=seed_id, result=outcome))
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def store_or_fail(self) -> TaskStore:
+        if self.store is None:
+            raise RuntimeError("the task service is not started")
+        return self.store
+
+    def _save_all(self, task: Task, files_ready: bool) -> None:
+        store = self.store_or_fail()
+        store.save_task(task, files_ready)
+        for shard in task.shards:
+            store.save_shard(task.id, shard, self.recorded.get((task.id, shard.index)))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+

@@ -1,0 +1,276 @@
+"""The coordinator's task records in SQLite (WAL): tasks, shards, results and logs.
+
+Writes never block the event loop and never cost a commit each: ``save_task``, ``save_shard``
+and ``append_log`` only queue a row (a later save of the same shard replaces the queued one),
+and one writer thread commits whatever has queued up in one transaction. ``committed()`` gives
+a future that resolves once everything queued so far is on disk, which is what a result's
+acknowledgement waits for: a member forgets a result only after it is stored.
+
+``synchronous=NORMAL`` under WAL survives the coordinator being killed (SIGKILL) at any
+moment; only a power cut may lose the last transactions, which members then run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.task_protocol import ShardResult
+from poolnet_desktop.core.tasks import Shard, ShardState, Task
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    spec BLOB NOT NULL,
+    submitter TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    cancel_requested INTEGER NOT NULL,
+    files_ready INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shards (
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    device_id TEXT,
+    gpus BLOB NOT NULL,
+    exit_code INTEGER,
+    reason TEXT NOT NULL,
+    queued_at REAL,
+    reported BLOB NOT NULL,
+    assigned_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    result BLOB,
+    PRIMARY KEY (task_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs (
+    task_id TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_task ON logs (task_id, shard);
+"""
+_TASK_SQL = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
+_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
+
+_json = msgspec.json.Encoder()
+_ints = msgspec.json.Decoder(list[int])
+_result = msgspec.json.Decoder(ShardResult)
+_spec = msgspec.json.Decoder(TaskSpec)
+
+
+@dataclass(slots=True)
+class StoredTask:
+    """A task as loaded at start-up: its records, whether its input files all arrived, and
+    the recorded result of each finished shard."""
+
+    task: Task
+    files_ready: bool
+    results: dict[int, ShardResult]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    shard: int
+    attempt: int
+    stream: str
+    data: str
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection
+
+
+class TaskStore:
+    """Open with ``TaskStore(path)`` (blocking: creates the schema), ``load()`` once at start,
+    then queue writes from the loop. ``close()`` commits what is queued and stops the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = _connect(path)
+        self._db.executescript(_SCHEMA)
+        self._db_lock = threading.Lock()  # the connection: the writer, and rare reads
+        self._lock = threading.Lock()  # the queues: held only for microseconds
+        self._wake = threading.Condition(self._lock)
+        self._tasks: dict[str, tuple[object, ...]] = {}
+        self._shards: dict[tuple[str, int], tuple[object, ...]] = {}
+        self._logs: list[tuple[object, ...]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._closing = False
+        self._writer = threading.Thread(target=self._run, name="task-store", daemon=True)
+        self._writer.start()
+
+    # ---- reading (blocking; call through asyncio.to_thread) ---------------------------------
+
+    def load(self) -> list[StoredTask]:
+        """Every stored task with its shards, oldest first."""
+        with self._db_lock:
+            rows = self._db.execute("SELECT * FROM tasks ORDER BY submitted_at").fetchall()
+            shard_rows = self._db.execute("SELECT * FROM shards ORDER BY task_id, idx").fetchall()
+        by_task: dict[str, list[tuple[object, ...]]] = {}
+        for row in shard_rows:
+            by_task.setdefault(str(row[0]), []).append(row)
+        loaded = []
+        for task_id, spec, submitter, submitted_at, cancel_requested, files_ready in rows:
+            shards, results = [], {}
+            for row in by_task.get(task_id, []):
+                shard, result = _shard_from_row(row)
+                shards.append(shard)
+                if result is not None:
+                    results[shard.index] = result
+            task = Task(
+                task_id,
+                _spec.decode(spec),
+                submitted_at=submitted_at,
+                submitter=submitter,
+                shards=shards,
+                cancel_requested=bool(cancel_requested),
+            )
+            loaded.append(StoredTask(task, bool(files_ready), results))
+        return loaded
+
+    def logs(self, task_id: str, shard: int | None = None) -> list[LogRecord]:
+        """A task's stored output (one shard's, or all), in arrival order."""
+        query = "SELECT shard, attempt, stream, data FROM logs WHERE task_id = ?"
+        args: tuple[object, ...] = (task_id,)
+        if shard is not None:
+            query += " AND shard = ?"
+            args += (shard,)
+        with self._db_lock:
+            rows = self._db.execute(query + " ORDER BY rowid", args).fetchall()
+        return [LogRecord(*row) for row in rows]
+
+    # ---- queued writes (from the event loop; never block) ------------------------------------
+
+    def save_task(self, task: Task, files_ready: bool) -> None:
+        row = (task.id, _json.encode(task.spec), task.submitter, task.submitted_at,
+               int(task.cancel_requested), int(files_ready))
+        with self._lock:
+            self._tasks[task.id] = row
+            self._wake.notify()
+
+    def save_shard(self, task_id: str, shard: Shard, result: ShardResult | None = None) -> None:
+        """Queue the shard's current record (a snapshot: later changes need another save)."""
+        row = (
+            task_id, shard.index, shard.state.value, shard.attempt, shard.device_id,
+            _json.encode(shard.gpu_indices), shard.exit_code, shard.reason, shard.queued_at,
+            _json.encode(sorted(shard.reported)), shard.assigned_at, shard.started_at,
+            shard.finished_at, None if result is None else _json.encode(result),
+        )
+        with self._lock:
+            self._shards[(task_id, shard.index)] = row
+            self._wake.notify()
+
+    def append_log(self, task_id: str, shard: int, attempt: int, stream: str, data: str) -> None:
+        with self._lock:
+            self._logs.append((task_id, shard, attempt, stream, data))
+            self._wake.notify()
+
+    def committed(self) -> asyncio.Future[None]:
+        """A future done once every write queued before this call is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._waiters.append((loop, future))
+            self._wake.notify()
+        return future
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close the database."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._wake.notify()
+        await asyncio.to_thread(self._writer.join)
+        self._db.close()
+
+    # ---- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._tasks or self._shards or self._logs or self._waiters
+                           or self._closing):
+                    self._wake.wait()
+                tasks, self._tasks = self._tasks, {}
+                shards, self._shards = self._shards, {}
+                logs, self._logs = self._logs, []
+                waiters, self._waiters = self._waiters, []
+                closing = self._closing
+            with self._db_lock:
+                error = self._commit(tasks, shards, logs)
+            for loop, future in waiters:
+                loop.call_soon_threadsafe(_settle, future, error)
+            if closing:
+                with self._lock:
+                    if not (self._tasks or self._shards or self._logs or self._waiters):
+                        return
+
+    def _commit(
+        self,
+        tasks: dict[str, tuple[object, ...]],
+        shards: dict[tuple[str, int], tuple[object, ...]],
+        logs: list[tuple[object, ...]],
+    ) -> Exception | None:
+        if not (tasks or shards or logs):
+            return None
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(_TASK_SQL, tasks.values())
+            self._db.executemany(_SHARD_SQL, shards.values())
+            self._db.executemany(_LOG_SQL, logs)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("cannot store task records in %s: %s", self.path, exc)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            return exc
+        return None
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]:
+    (_, idx, state, attempt, device_id, gpus, exit_code, reason, queued_at, reported,
+     assigned_at, started_at, finished_at, result) = row
+    shard = Shard(
+        index=int(idx),  # type: ignore[call-overload]
+        state=ShardState(state),
+        attempt=int(attempt),  # type: ignore[call-overload]
+        device_id=device_id,  # type: ignore[arg-type]
+        gpu_indices=tuple(_ints.decode(gpus)),  # type: ignore[arg-type]
+        exit_code=exit_code,  # type: ignore[arg-type]
+        reason=str(reason),
+        queued_at=queued_at,  # type: ignore[arg-type]
+        reported=set(_ints.decode(reported)),  # type: ignore[arg-type]
+        assigned_at=assigned_at,  # type: ignore[arg-type]
+        started_at=started_at,  # type: ignore[arg-type]
+        finished_at=finished_at,  # type: ignore[arg-type]
+    )
+    return shard, None if result is None else _result.decode(result)  # type: ignore[arg-type]

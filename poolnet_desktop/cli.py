@@ -9,7 +9,7 @@ import os
 import sys
 
 from poolnet_desktop import __version__
-from poolnet_desktop.commands import devices, host, join, status
+from poolnet_desktop.commands import devices, host, join, status, tasks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers.add_parser = functools.partial(subparsers.add_parser, parents=[common])  # type: ignore[method-assign]
-    for module in (host, join, status, devices):
+    for module in (host, join, status, devices, tasks):
         module.add_parser(subparsers)
     return parser
 

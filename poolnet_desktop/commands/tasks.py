@@ -1,0 +1,189 @@
+"""``poolnet submit``, ``poolnet tasks``, ``poolnet cancel`` and ``poolnet logs``.
+
+Each opens one authenticated link to the pool (``runtime.link``) and talks through
+``runtime.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
+stderr, brings every output back to ``--results`` and exits 0 only if every shard succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.link import open_link
+from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.task_files import TaskFileError, load_task
+
+BAR_WIDTH = 30
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    submit = subparsers.add_parser("submit", help="run a task file (NAME.pool.toml or a script)")
+    submit.add_argument("file", help="a *.pool.toml manifest, a script, or a folder with one manifest")
+    submit.add_argument("--wait", action="store_true", help="follow it to the end and fetch results")
+    submit.add_argument("--results", default="results", help="where results go (default ./results)")
+    _common(submit, run_submit)
+
+    listing = subparsers.add_parser("tasks", help="list the pool's tasks")
+    _common(listing, run_tasks)
+
+    cancel = subparsers.add_parser("cancel", help="cancel a task")
+    cancel.add_argument("task_id", metavar="ID")
+    _common(cancel, run_cancel)
+
+    logs = subparsers.add_parser("logs", help="print a task's output")
+    logs.add_argument("task_id", metavar="ID")
+    logs.add_argument("--shard", type=int, help="only this shard")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the task ends")
+    _common(logs, run_logs)
+
+
+def _common(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
+    parser.add_argument("--url", default=DEFAULT_POOL, help="the pool (default this machine's)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_data_dir(parser)
+    parser.set_defaults(run=run)
+
+
+def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitable[int]]) -> int:
+    """Open the link, run one conversation, and turn refusals into a message and exit 1."""
+
+    async def main() -> int:
+        async with await open_link(args.url, resolve_data_dir(args.data_dir)) as link:
+            return await conversation(TaskClient(link))
+
+    try:
+        return asyncio.run(main())
+    except TaskFileError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+    except ProtocolError as exc:
+        print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
+    except OSError as exc:
+        print(f"poolnet: cannot reach the pool at {args.url}: {exc}", file=sys.stderr)
+    return 1
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(value), indent=2))
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_task(Path(args.file))
+    except TaskFileError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 1
+
+    async def conversation(client: TaskClient) -> int:
+        task_id = await client.submit(loaded)
+        if not args.wait:
+            if args.json:
+                _print_json({"taskId": task_id})
+            else:
+                print(task_id)
+            return 0
+        bar = ProgressBar(time.monotonic)
+        summary = await client.wait(task_id, None if args.json else bar.draw)
+        bar.close()
+        folder = await client.fetch_results(task_id, Path(args.results))
+        if args.json:
+            _print_json({"task": summary, "results": str(folder)})
+        else:
+            print(f"{task_id}: {summary.state}, {summary.succeeded}/{summary.total} shards "
+                  f"succeeded; results in {folder}")
+        return 0 if summary.succeeded == summary.total else 1
+
+    return _talk(args, conversation)
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    async def conversation(client: TaskClient) -> int:
+        tasks = await client.list()
+        if args.json:
+            _print_json(tasks)
+        else:
+            print(render_tasks(tasks))
+        return 0
+
+    return _talk(args, conversation)
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    async def conversation(client: TaskClient) -> int:
+        summary = await client.cancel(args.task_id)
+        if args.json:
+            _print_json(summary)
+        else:
+            print(f"{summary.id}: {summary.state}")
+        return 0
+
+    return _talk(args, conversation)
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    def show(output: ShardOutput) -> None:
+        if args.json:
+            print(json.dumps(msgspec.to_builtins(output)), flush=True)
+        else:
+            stream = sys.stdout if output.stream == "stdout" else sys.stderr
+            stream.write(output.data)
+            stream.flush()
+
+    async def conversation(client: TaskClient) -> int:
+        await client.logs(args.task_id, show, shard=args.shard, follow=args.follow)
+        return 0
+
+    return _talk(args, conversation)
+
+
+def render_tasks(tasks: list[TaskSummary]) -> str:
+    header = ("ID", "NAME", "STATE", "DONE", "RUNNING", "NOTE")
+    rows = [header] + [
+        (t.id, t.name, t.state, f"{t.done}/{t.total}", str(t.running), t.reason) for t in tasks
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+class ProgressBar:
+    """``[#####.....] 12/20 shards  ETA 0:07`` redrawn in place on stderr."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._start = clock()
+        self._drawn = False
+
+    def draw(self, summary: TaskSummary) -> None:
+        done, total = summary.done, max(summary.total, 1)
+        filled = BAR_WIDTH * done // total
+        elapsed = self._clock() - self._start
+        eta = "--:--" if done == 0 else _clock_text(elapsed * (total - done) / done)
+        line = (f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{summary.total} shards"
+                f"  {summary.running} running  ETA {eta} ")
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")
+
+
+def _clock_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

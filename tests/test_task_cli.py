@@ -1,0 +1,196 @@
+"""``poolnet submit/tasks/cancel/logs`` against real ``poolnet host`` and ``poolnet join``
+subprocesses, including a host killed with SIGKILL halfway through a batch."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import POOLNET, environment, free_port
+
+CODE = "TEST-CODE"
+
+
+@dataclass
+class Pool:
+    port: int
+    host_dir: Path
+    home: Path
+    processes: list[subprocess.Popen[str]]
+
+    @property
+    def url(self) -> str:
+        return f"wss://127.0.0.1:{self.port}/ws"
+
+    def start_host(self) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [*POOLNET, "host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-discovery",
+             "--no-member", "--legacy-port", str(free_port()), "--data-dir", str(self.host_dir),
+             "--pairing-code", CODE],
+            env=environment(self.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def join(self, name: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [*POOLNET, "join", self.url, "--code", CODE, "--name", name, "--no-discovery",
+             "--data-dir", str(self.home / name)],
+            env=environment(self.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A ``poolnet`` command as the host's owner (same data folder: trusted)."""
+        return subprocess.run(
+            [*POOLNET, *args, "--url", self.url, "--data-dir", str(self.host_dir)],
+            env=environment(self.home), capture_output=True, text=True, timeout=timeout,
+            cwd=self.home,
+        )
+
+    def tasks(self) -> list[dict]:
+        result = self.run("tasks", "--json")
+        return json.loads(result.stdout) if result.returncode == 0 else []
+
+
+def wait_until(condition, what: str, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[Pool]:
+    """A host (coordinating only) and two members, all ``poolnet`` subprocesses."""
+    home = tmp_path
+    pool = Pool(free_port(), home / "host", home, [])
+    host = pool.start_host()
+    wait_until(lambda: pool.run("tasks", timeout=20).returncode == 0 or host.poll() is not None,
+               "the host")
+    assert host.poll() is None, host.communicate()
+    pool.join("alpha")
+    pool.join("beta")
+    probe = write_manifest(home / "probe", "probe", 'command = ["true"]\nshards = 4\n')
+    wait_until(lambda: pool.run("submit", str(probe)).returncode == 0, "members to take work")
+    yield pool
+    for process in pool.processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def write_manifest(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pool.toml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_submit_wait_brings_every_output_back_and_exits_zero(pool: Pool, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "echo", "echo", """
+        command = "mkdir -p out && echo shard-{shard}-of-{shards} > out/r.txt && cat in.txt"
+        shell = true
+        shards = 6
+        files = ["in.txt"]
+        outputs = ["out/*.txt"]
+    """)
+    (tmp_path / "echo" / "in.txt").write_text("input bytes\n")
+    result = pool.run("submit", str(manifest), "--wait", "--results", str(tmp_path / "res"))
+    assert result.returncode == 0, result.stderr
+    assert "6/6 shards" in result.stderr  # the progress bar's last state
+    task_id = result.stdout.split(":")[0]
+    assert f"results in {tmp_path / 'res' / task_id}" in result.stdout
+    for shard in range(6):
+        text = (tmp_path / "res" / task_id / str(shard) / "out" / "r.txt").read_text()
+        assert text == f"shard-{shard}-of-6\n"
+    logs = pool.run("logs", task_id, "--shard", "3")
+    assert logs.stdout == "input bytes\n"
+    listed = {t["id"]: t for t in pool.tasks()}
+    assert listed[task_id]["state"] == "succeeded"
+
+
+def test_failing_shards_make_submit_wait_exit_nonzero(pool: Pool, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "bad", "bad", """
+        command = "exit $((POOLNET_SHARD % 2))"
+        shell = true
+        shards = 4
+        retries = 0
+    """)
+    result = pool.run("submit", str(manifest), "--wait", "--json", "--results", str(tmp_path / "r"))
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)["task"]
+    assert (summary["state"], summary["succeeded"], summary["total"]) == ("failed", 2, 4)
+
+
+def test_a_broken_manifest_is_refused_clearly_and_nothing_is_queued(
+    pool: Pool, tmp_path: Path
+) -> None:
+    before = len(pool.tasks())
+    manifest = write_manifest(tmp_path / "broken", "broken", """
+        command = ["true"]
+        shards = "many"
+    """)
+    result = pool.run("submit", str(manifest))
+    assert result.returncode == 1
+    assert "broken.pool.toml: key 'shards': must be a whole number" in result.stderr
+    huge = write_manifest(tmp_path / "huge", "huge", """
+        command = ["true"]
+        [resources]
+        cpu = 4096
+    """)
+    result = pool.run("submit", str(huge))
+    assert result.returncode == 1
+    assert "refused" in result.stderr and "more than any member shares" in result.stderr
+    assert len(pool.tasks()) == before
+
+
+def test_the_host_killed_mid_batch_resumes_and_every_result_is_recorded_once(
+    pool: Pool, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "batch", "batch", """
+        command = "sleep 0.25 && mkdir -p out && echo {shard} > out/n.txt"
+        shell = true
+        shards = 24
+        outputs = ["out/n.txt"]
+        [resources]
+        cpu = 1
+    """)
+    submitted = pool.run("submit", str(manifest))
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.strip()
+
+    def done() -> int:
+        return next((t["done"] for t in pool.tasks() if t["id"] == task_id), 0)
+
+    wait_until(lambda: done() >= 4, "a few shards to finish")
+    host = pool.processes[0]
+    host.send_signal(signal.SIGKILL)
+    host.communicate()
+    pool.start_host()
+    wait_until(lambda: any(t["id"] == task_id and t["state"] == "succeeded" for t in pool.tasks()),
+               "the batch to complete after the restart", timeout=90)
+
+    fetched = pool.run("submit", str(write_manifest(tmp_path / "noop", "noop", 'command=["true"]')))
+    assert fetched.returncode == 0
+    with sqlite3.connect(pool.host_dir / "tasks" / "tasks.sqlite3") as db:
+        rows = db.execute(
+            "SELECT idx, state, reported FROM shards WHERE task_id = ? ORDER BY idx", (task_id,)
+        ).fetchall()
+    assert [r[0] for r in rows] == list(range(24))
+    assert {r[1] for r in rows} == {"succeeded"}
+    assert all(len(json.loads(r[2])) == 1 for r in rows), rows  # one recorded attempt each
+    results = pool.host_dir / "tasks" / "results" / task_id
+    for shard in range(24):
+        assert (results / str(shard) / "out" / "n.txt").read_text() == f"{shard}\n"

@@ -1,0 +1,130 @@
+"""``poolnet-desktop``: the desktop app, its window and tray, on one qasync event loop.
+
+Qt and asyncio share the main thread (qasync): the runtime's coordinator, member and links run
+as asyncio tasks between Qt events, with no thread for networking. ``main`` makes the
+QApplication and the loop; ``DesktopApp`` builds the settings, bridge, tray and window, starts
+the runtime and runs until Quit (window, tray, Ctrl+Q, SIGINT or SIGTERM), then stops it all in
+order. Closing the window alone keeps PoolNet sharing in the tray, hence
+``setQuitOnLastWindowClosed(False)`` and an asyncio.Event to end ``run`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_API", "pyside6")  # qasync would otherwise prefer PyQt when present
+
+from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from poolnet_desktop import __version__  # noqa: E402
+from poolnet_desktop.gui.bridge import DiscoverySettings, PoolBridge  # noqa: E402
+from poolnet_desktop.gui.main_window import MainWindow, open_folder  # noqa: E402
+from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
+from poolnet_desktop.gui.theme import install_theme  # noqa: E402
+from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+class DesktopApp:
+    """The app's objects and their lifetime; ``bind`` and ``discovery`` are for tests."""
+
+    def __init__(
+        self,
+        store: SettingsStore,
+        *,
+        bind: str = "0.0.0.0",
+        discovery: DiscoverySettings | None = None,
+        open_path: Callable[[Path], None] = open_folder,
+    ) -> None:
+        self.store = store
+        self.bridge = PoolBridge(store, bind=bind, discovery=discovery)
+        self.tray = PoolTray()
+        self.window = MainWindow(store, self.bridge, self.tray, open_path=open_path)
+        self._quit = asyncio.Event()
+        self.window.quit_requested.connect(self.quit)
+
+    def quit(self) -> None:
+        self._quit.set()
+
+    async def run(self, minimised: bool | None = None) -> None:
+        """Show the window (unless minimised to an existing tray), start the runtime, and
+        wait for Quit; then stop everything, whatever ended the wait."""
+        if minimised is None:
+            minimised = self.store.prefs.start_minimised
+        if not (minimised and self.tray.available):
+            self.window.show()
+        try:
+            await self.bridge.start()
+            await self._quit.wait()
+        finally:
+            self.window.hide()
+            await self.bridge.stop()
+            self.tray.hide()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poolnet-desktop", description="PoolNet's desktop app.")
+    parser.add_argument("--version", action="version", version=f"poolnet-desktop {__version__}")
+    parser.add_argument("--minimised", action="store_true", help="start in the tray (where there is one)")
+    parser.add_argument("--settings", type=Path, help="keep the settings in this INI file (default: the platform's)")
+    parser.add_argument("--data-dir", help="where this instance keeps its data and identity (saved in the settings)")
+    parser.add_argument("--no-discovery", action="store_true", help="no zeroconf on the LAN (or POOLNET_DISCOVERY=off)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    return parser
+
+
+def _stop_on_signals(app: DesktopApp) -> None:
+    """SIGINT and SIGTERM quit cleanly. Python runs signal handlers only between bytecodes,
+    so a slow idle timer gives it the chance while Qt waits for events."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(app.quit))
+    ticker = QTimer(app.window)
+    ticker.timeout.connect(lambda: None)
+    ticker.start(250)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    settings = QSettings(str(args.settings), QSettings.Format.IniFormat) if args.settings else None
+    store = SettingsStore(settings)
+    if args.data_dir:
+        store.update(data_dir=str(Path(args.data_dir).expanduser().resolve()))
+    if args.no_discovery:
+        store.update(discovery=False)
+    app = DesktopApp(store)
+    _stop_on_signals(app)
+    await app.run(minimised=True if args.minimised else None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=os.environ.get("POOLNET_LOG", level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    import qasync
+
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qt_app, QApplication)
+    qt_app.setApplicationName("PoolNet")
+    qt_app.setOrganizationName("PoolNet")
+    qt_app.setQuitOnLastWindowClosed(False)
+    install_theme(qt_app)
+    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(qt_app)) as runner:
+        return runner.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

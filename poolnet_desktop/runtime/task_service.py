@@ -647,10 +647,15 @@ class TaskService:
         return task_summary(task, reason, detail)
 
     def _changed(self, task: Task) -> None:
-        """Tell watchers (at most every ``UPDATE_INTERVAL``) and seed submitters at the end."""
+        """Tell watchers (at most every ``UPDATE_INTERVAL``, at once when the task ends) and
+        seed submitters at the end."""
         self._dirty.add(task.id)
-        if self._update_timer is None:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if task.state in _ENDED:  # the end is news at once: a waiting submitter is done
+            if self._update_timer is not None:
+                self._update_timer.cancel()
+            self._update_timer = loop.call_later(0, self._flush_updates)
+        elif self._update_timer is None:
             self._update_timer = loop.call_later(UPDATE_INTERVAL, self._flush_updates)
 
     def _flush_updates(self) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,10 @@ CREATE INDEX IF NOT EXISTS logs_by_task ON logs (task_id, shard);
 _TASK_SQL = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
 _SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
+# The writer gathers this long after the first queued write before it commits: a stream of
+# tiny shards then costs one commit per few milliseconds, not several per shard. Only
+# acknowledgements wait for commits, and nothing waits for an acknowledgement.
+BATCH_DELAY = 0.02
 
 _json = msgspec.json.Encoder()
 _ints = msgspec.json.Decoder(list[int])
@@ -211,6 +216,10 @@ class TaskStore:
                 while not (self._tasks or self._shards or self._logs or self._waiters
                            or self._closing):
                     self._wake.wait()
+                closing = self._closing
+            if not closing:
+                time.sleep(BATCH_DELAY)  # more writes join this transaction meanwhile
+            with self._lock:
                 tasks, self._tasks = self._tasks, {}
                 shards, self._shards = self._shards, {}
                 logs, self._logs = self._logs, []

@@ -7,18 +7,25 @@ bounded polls, never sleeps that assume a speed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
+import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
+from websockets.asyncio.client import connect
 
 from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.core.task_protocol import SubmitTask, TaskAccepted
+from poolnet_desktop.core.transfer import ChunkHeader, encode_chunk
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
+from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
 from poolnet_desktop.runtime.task_files import load_task
 from tests.runtime.conftest import PAIRING_CODE
@@ -54,6 +61,15 @@ async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
     link = await open_link(pool.local_url, pool.options.data_dir)
     yield TaskClient(link)
     await link.close()
+
+
+def join_subprocess(pool: PoolHost, data_dir: Path, name: str) -> subprocess.Popen[bytes]:
+    """A ``poolnet join`` member in its own process (so it can be killed for real)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "poolnet_desktop", "join", pool.local_url, "--code", PAIRING_CODE,
+         "--no-discovery", "--name", name, "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -105,3 +121,158 @@ async def test_twenty_shards_run_on_both_members_and_every_output_comes_back(
     lines: list[str] = []
     await client.logs(task_id, lambda out: lines.append(out.data), shard=7)
     assert "".join(lines) == "shard 7 done\n"
+
+
+async def submit_manifest(client: TaskClient, folder: Path, body: str) -> str:
+    write(folder, "job.pool.toml", body)
+    return await client.submit(await asyncio.to_thread(load_task, folder))
+
+
+async def test_a_shard_past_its_timeout_is_killed_and_reported(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    task_id = await submit_manifest(client, tmp_path / "slow", """
+        command = ["sleep", "30"]
+        timeout = 0.5
+        retries = 0
+    """)
+    summary = await client.wait(task_id)
+    assert summary.state == "failed"
+    shard = pool.tasks.tasks[task_id].shards[0]
+    assert shard.state == "timed_out" and "timed out after 0.5" in shard.reason
+
+
+async def test_cancel_kills_the_whole_process_tree(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    marker = tmp_path / "grandchild.pid"
+    task_id = await submit_manifest(client, tmp_path / "tree", f"""
+        command = "sleep 60 & echo $! > {marker}; wait"
+        shell = true
+    """)
+    await wait_for(lambda: marker.exists() and marker.read_text().strip() != "")
+    grandchild = psutil.Process(int(marker.read_text()))
+    summary = await client.cancel(task_id)
+    assert summary.state in ("running", "cancelled")
+    summary = await client.wait(task_id)
+    assert summary.state == "cancelled"
+    await wait_for(lambda: not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE)
+
+
+async def test_an_output_symlink_out_of_the_folder_is_not_brought_back(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    task_id = await submit_manifest(client, tmp_path / "leak", f"""
+        command = "mkdir out && ln -s {secret} out/leak.txt && echo ok > out/fine.txt"
+        shell = true
+        outputs = ["out/*"]
+    """)
+    assert (await client.wait(task_id)).state == "succeeded"
+    results = await client.fetch_results(task_id, tmp_path / "results")
+    assert sorted(p.name for p in (results / "0" / "out").iterdir()) == ["fine.txt"]
+    assert "out/leak.txt: points outside" in pool.tasks.recorded[(task_id, 0)].refused[0]
+
+
+async def test_uploads_outside_the_announced_files_are_refused(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    write(tmp_path / "up", "data.txt", "payload")
+    write(tmp_path / "up", "job.pool.toml", 'command = ["cat", "data.txt"]\nfiles = ["data.txt"]\n')
+    loaded = await asyncio.to_thread(load_task, tmp_path / "up")
+    await client.link.send(SubmitTask(request_id="r1", spec=loaded.spec))
+    accepted = await client._next(TaskAccepted)
+    assert accepted.missing == ["data.txt"]
+    entry = loaded.spec.files[0]
+    for path in ("../../escape.txt", "other.txt"):
+        header = ChunkHeader(transfer_id=accepted.task_id, path=path, offset=0, size=entry.size,
+                             sha256=entry.sha256, last=True)
+        await client.link.send_bytes(encode_chunk(header, b"payload"))
+        with pytest.raises(ProtocolError) as refused:
+            await client._next(TaskAccepted)
+        assert refused.value.code == "forbidden"
+    assert not (pool.options.data_dir / "escape.txt").exists()
+    assert not list(pool.options.data_dir.rglob("escape.txt"))
+    assert pool.tasks.tasks[accepted.task_id].state == "cancelled"
+
+
+async def test_a_shard_bigger_than_any_member_is_refused_and_nothing_is_queued(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        await submit_manifest(client, tmp_path / "big", 'command = ["true"]\n[resources]\ncpu = 512\n')
+    assert refused.value.code == "unfit"
+    assert "more than any member shares" in refused.value.message
+    assert pool.tasks.tasks == {}
+
+
+async def test_a_member_killed_mid_shard_loses_it_to_the_other_member(
+    pool: PoolHost, tmp_path: Path, client: TaskClient
+) -> None:
+    joiners = [join_subprocess(pool, tmp_path / name, name) for name in ("doomed", "steady")]
+    try:
+        await wait_for(lambda: len(pool.tasks._members) == 2)
+        task_id = await submit_manifest(client, tmp_path / "pair", """
+            command = "sleep 1 && mkdir -p out && echo $POOLNET_SHARD > out/n.txt"
+            shell = true
+            shards = 2
+            outputs = ["out/n.txt"]
+            [resources]
+            cpu = 1
+        """)
+        task = pool.tasks.tasks[task_id]
+        await wait_for(lambda: all(s.state == "running" for s in task.shards))
+        joiners[0].send_signal(signal.SIGKILL)
+        joiners[0].wait()
+        summary = await client.wait(task_id)
+        assert (summary.state, summary.succeeded) == ("succeeded", 2)
+        # The killed member's shard ran again on the other one; the other kept its first run.
+        assert sorted(s.attempt for s in task.shards) == [1, 2]
+        assert len({s.device_id for s in task.shards}) == 1
+        results = await client.fetch_results(task_id, tmp_path / "results")
+        for shard in range(2):
+            assert (results / str(shard) / "out" / "n.txt").read_text() == f"{shard}\n"
+    finally:
+        for process in joiners:
+            if process.poll() is None:
+                process.terminate()
+            process.communicate()
+
+
+async def test_the_seeds_task_submit_really_runs_its_command(tmp_path: Path) -> None:
+    host = PoolHost(HostOptions(
+        data_dir=resolve_data_dir(tmp_path / "host"), bind="127.0.0.1", port=0, legacy_port=0,
+        seed_may_submit=True, heartbeat_timeout=1.5, pairing_code=PAIRING_CODE,
+        discovery=DiscoverySettings(enabled=False),
+    ))
+    await host.start()
+    member = Member(MemberOptions(
+        url=host.local_url, data_dir=resolve_data_dir(tmp_path / "m"), code=PAIRING_CODE,
+        discovery=DiscoverySettings(enabled=False),
+    ))
+    running = asyncio.create_task(member.run())
+    try:
+        await wait_for(lambda: len(host.tasks._members) == 1)
+        assert host.legacy_server is not None
+        async with connect(f"ws://127.0.0.1:{host.legacy_server.port}/ws", proxy=None) as seed:
+            await seed.send(json.dumps({"type": "register", "deviceId": "seed-1", "platform": "linux"}))
+            answers = {}
+            for seed_id, command in (("ok", "echo hello"), ("bad", "echo oops >&2; exit 3")):
+                await seed.send(json.dumps({"type": "task_submit", "task": {
+                    "id": seed_id, "type": "command", "data": {"command": command}}}))
+            async with asyncio.timeout(20):
+                while len(answers) < 2:
+                    message = json.loads(await seed.recv())
+                    if message["type"] == "task_result":
+                        answers[message["taskId"]] = message["result"]
+        assert answers["ok"]["success"] is True
+        assert answers["ok"]["result"]["exitCode"] == 0
+        assert answers["ok"]["result"]["stdout"] == "hello\n"
+        assert answers["bad"]["success"] is False
+        assert answers["bad"]["result"]["exitCode"] == 3
+        assert answers["bad"]["result"]["stderr"] == "oops\n"
+    finally:
+        await member.stop()
+        await running
+        await host.stop()

@@ -6,8 +6,10 @@ clock only for the ISO ``lastSeen`` field that the seed protocol shows).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 
 import msgspec
 
@@ -72,8 +74,18 @@ class Device:
 
 def iso8601(wall_seconds: float) -> str:
     """A UTC ISO-8601 timestamp with milliseconds and ``Z``, as JavaScript's toISOString()."""
-    moment = datetime.fromtimestamp(wall_seconds, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    whole = math.floor(wall_seconds)
+    micros = round((wall_seconds - whole) * 1_000_000)  # as datetime rounds, half to even
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    return f"{_iso_seconds(whole)}.{micros // 1000:03d}Z"
+
+
+@lru_cache(maxsize=256)
+def _iso_seconds(whole: int) -> str:
+    # Every device view formats its lastSeen, thousands per batch, nearly all within the same
+    # few seconds: formatting each second once keeps datetime out of the batch's cost.
+    return datetime.fromtimestamp(whole, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class PoolTotals(msgspec.Struct, rename="camel"):

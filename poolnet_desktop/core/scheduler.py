@@ -248,6 +248,8 @@ class Scheduler:
     def place(self) -> list[Placement]:
         """Place every queued shard that fits a member's free share, in queue order, each on
         the least-loaded member that fits. Call again after any change."""
+        if not self._order:
+            return []  # called after every member report: no O(members) pass when idle
         placements: list[Placement] = []
         reserved: set[str] = set()
         members = [m for m in self._members.values() if m.free().cpu > _EPS]

@@ -55,6 +55,9 @@ Handler = Callable[[Session, Any], Awaitable[None]]
 CLOSE_HEARTBEAT_TIMEOUT = 4000
 CLOSE_REPLACED = 4001
 CLOSE_TOO_SLOW = 4002
+# Devices per pool_state frame: about 0.3 MB typical and well under MAX_CONTROL_MESSAGE at the
+# longest names, so a 5,000-device pool never sends a frame its observers must refuse (1009).
+POOL_STATE_PART = 500
 
 
 @dataclass
@@ -105,6 +108,10 @@ class Coordinator:
             Forget: self._on_forget,
         }
         self.task_counts: Callable[[], dict[str, int]] = dict
+        # Set by the task service: shards by state, for ``/metrics``.
+        self.shard_counts: Callable[[], dict[str, int]] = dict
+        # Set by ``runtime.metrics``: (message type, seconds spent handling it).
+        self.observe_dispatch: Callable[[str, float], None] | None = None
         # Set by the host: proves who sent a hello. Returns False when the peer was refused
         # (the authenticator has already answered and closed the connection).
         self.authenticate: Callable[[Session, Hello], Awaitable[bool]] | None = None
@@ -179,6 +186,7 @@ class Coordinator:
         if session.device_id is not None:
             self.registry.touch(session.device_id, self._clock(), self._wall())
         handler = self._handlers.get(type(message))
+        started = time.perf_counter()
         try:
             if handler is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
@@ -190,6 +198,9 @@ class Coordinator:
             await handler(session, message)
         except ProtocolError as exc:
             await self.refuse(session, exc)
+        finally:
+            if self.observe_dispatch is not None:
+                self.observe_dispatch(message.__struct_config__.tag, time.perf_counter() - started)
 
     async def refuse(self, session: Session, error: ProtocolError) -> None:
         """Answer a bad message; a peer that keeps sending them is closed (policy violation)."""
@@ -289,7 +300,8 @@ class Coordinator:
             )
         )
         if hello.role == "observer":
-            await session.send(self._pool_state(full=True, changed=None, removed=[]))
+            for part in self._pool_states(full=True, changed=self.registry.all(), removed=[]):
+                await session.send(part)
 
     async def _on_set_accept_tasks(self, session: Session, message: SetAcceptTasks) -> None:
         if session.role != "member" or session.dialect != "poolnet" or session.device_id is None:
@@ -344,17 +356,23 @@ class Coordinator:
         websockets.broadcast(live, text)
         self.messages_out += len(live)
 
-    def _pool_state(self, full: bool, changed: list | None, removed: list[str]) -> PoolState:
-        self._seq += 1
-        devices = self.registry.all() if full else (changed or [])
-        return PoolState(
-            seq=self._seq,
-            full=full,
-            devices=[d.view() for d in devices],
-            removed=removed,
-            pool=self.registry.totals(),
-            tasks=self.task_counts(),
-        )
+    def _pool_states(self, full: bool, changed: list, removed: list[str]) -> list[PoolState]:
+        """One batch as frames of at most ``POOL_STATE_PART`` devices, each with its own
+        ``seq``. Only the first is ``full`` (observers apply the rest as partial batches) and
+        only the first carries ``removed``; the totals are computed once for all of them."""
+        pool, tasks = self.registry.totals(), self.task_counts()
+        parts = []
+        for start in range(0, max(len(changed), 1), POOL_STATE_PART):
+            self._seq += 1
+            parts.append(PoolState(
+                seq=self._seq,
+                full=full and start == 0,
+                devices=[d.view() for d in changed[start : start + POOL_STATE_PART]],
+                removed=removed if start == 0 else [],
+                pool=pool,
+                tasks=tasks,
+            ))
+        return parts
 
     # ---- periodic work -----------------------------------------------------------------------
 
@@ -373,7 +391,8 @@ class Coordinator:
             return
         observers = [s for s in self._sessions if s.dialect == "poolnet" and s.role == "observer"]
         if observers:
-            self._broadcast(observers, encode_text(self._pool_state(False, changed, removed)))
+            for part in self._pool_states(False, changed, removed):
+                self._broadcast(observers, encode_text(part))
         seed_clients = self._seed_sessions()
         if seed_clients:
             relays = [

@@ -25,6 +25,7 @@ from poolnet_desktop.runtime.auth import Authenticator, HostAuth
 from poolnet_desktop.runtime.coordinator import Coordinator, CoordinatorConfig
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolAnnouncer, PoolBrowser
 from poolnet_desktop.runtime.identity import Identity
+from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
@@ -100,6 +101,8 @@ class PoolHost:
             dialects=frozenset({"poolnet"}),
             rest_for_loopback_only=True,
         )
+        self.metrics = PoolMetrics(self.coordinator)
+        self.server.rest.extend("/metrics", self.metrics.response)
         self.legacy_server = (
             PoolServer(self.coordinator, options.bind, options.legacy_port, dialects=frozenset({"seed"}))
             if options.legacy_port is not None
@@ -116,8 +119,12 @@ class PoolHost:
 
     @property
     def local_url(self) -> str:
-        """The address this machine's own member and CLI use: always loopback."""
-        return f"wss://127.0.0.1:{self.server.port}/ws"
+        """The address this machine's own member and CLI use: loopback, unless the host
+        listens on one address only (``--bind 10.0.0.5``), where loopback would find no one."""
+        bind = self.options.bind
+        if bind in ("", "0.0.0.0", "::") or bind.startswith("127."):
+            return f"wss://127.0.0.1:{self.server.port}/ws"
+        return f"wss://{f'[{bind}]' if ':' in bind else bind}:{self.server.port}/ws"
 
     @property
     def pairing_code(self) -> str | None:
@@ -138,6 +145,7 @@ class PoolHost:
         if self.legacy_server is not None:
             await self.legacy_server.start()
         self.coordinator.start()
+        self.metrics.start()
         await self.tasks.start()
         self.announcer = PoolAnnouncer(
             self.options.discovery,
@@ -157,6 +165,7 @@ class PoolHost:
         if self.announcer is not None:
             await self.announcer.stop()
         await self.coordinator.stop()
+        await self.metrics.stop()
         await self.server.stop()
         if self.legacy_server is not None:
             await self.legacy_server.stop()

@@ -358,9 +358,12 @@ class TaskService:
     def _refresh_members(self) -> None:
         """Re-read every ready member's share from the registry (its limits may have moved)."""
         for device_id in self._members:
-            device = self.coordinator.registry.get(device_id)
-            if device is not None:
-                self.scheduler.set_member(device_id, device.capacity())
+            self._refresh_member(device_id)
+
+    def _refresh_member(self, device_id: str) -> None:
+        device = self.coordinator.registry.get(device_id)
+        if device is not None:
+            self.scheduler.set_member(device_id, device.capacity())
 
     def _count_running(self, device_id: str) -> None:
         count = len(self.scheduler.running_on(device_id))
@@ -374,7 +377,9 @@ class TaskService:
         device_id = self._member_id(session)
         self.coordinator.registry.update_resources(device_id, message.resources)
         self._members[device_id] = session
-        self._refresh_members()
+        # This member's share only: refreshing every member here made a join storm of N
+        # members cost O(N^2) (the once-a-second sweep refreshes the others).
+        self._refresh_member(device_id)
         held = {
             (ref.task_id, ref.shard): ref.attempt for ref in [*message.running, *message.spooled]
         }

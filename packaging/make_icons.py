@@ -1,6 +1,7 @@
 """Render resources/icons/poolnet.svg to the PNG sizes, a Windows .ico and a macOS .icns.
 
 Run after changing the SVG: ``.venv/bin/python packaging/make_icons.py``; commit the results.
+``--out DIR`` writes them elsewhere (the tests compare a fresh set with the committed one).
 Qt's own SVG renderer (PySide6 QtSvg, already a dependency) draws the PNGs; the .ico and
 .icns are containers of PNG images, written here with ``struct`` so no imaging library is
 needed. The output is byte-for-byte reproducible, so rerunning makes no spurious diff.
@@ -8,6 +9,7 @@ needed. The output is byte-for-byte reproducible, so rerunning makes no spurious
 
 from __future__ import annotations
 
+import argparse
 import struct
 import sys
 from pathlib import Path
@@ -57,18 +59,22 @@ def icns(pngs: dict[int, bytes]) -> bytes:
     return b"icns" + struct.pack(">I", 8 + len(body)) + body
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render poolnet.svg to PNGs, .ico and .icns.")
+    parser.add_argument("--out", type=Path, default=ICONS, help=f"output folder (default {ICONS})")
+    out = parser.parse_args(argv).out
     app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])  # QImage text/fonts need one
     renderer = QSvgRenderer(str(ICONS / "poolnet.svg"))
     if not renderer.isValid():
         print(f"cannot read {ICONS / 'poolnet.svg'}", file=sys.stderr)
         return 1
     pngs = {size: render_png(renderer, size) for size in sorted({*PNG_SIZES, *ICO_SIZES, *ICNS_TYPES})}
+    out.mkdir(parents=True, exist_ok=True)
     for size in PNG_SIZES:
-        (ICONS / f"poolnet-{size}.png").write_bytes(pngs[size])
-    (ICONS / "poolnet.ico").write_bytes(ico({size: pngs[size] for size in ICO_SIZES}))
-    (ICONS / "poolnet.icns").write_bytes(icns({size: pngs[size] for size in ICNS_TYPES}))
-    print(f"wrote {len(PNG_SIZES)} PNGs, poolnet.ico and poolnet.icns in {ICONS}")
+        (out / f"poolnet-{size}.png").write_bytes(pngs[size])
+    (out / "poolnet.ico").write_bytes(ico({size: pngs[size] for size in ICO_SIZES}))
+    (out / "poolnet.icns").write_bytes(icns({size: pngs[size] for size in ICNS_TYPES}))
+    print(f"wrote {len(PNG_SIZES)} PNGs, poolnet.ico and poolnet.icns in {out}")
     del app
     return 0
 

@@ -98,7 +98,7 @@ class TaskExecutor:
         self.work.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(data_dir / "spool")
-        self._running: dict[tuple[str, int], _Running] = {}
+        self._running: dict[ShardRef, _Running] = {}
         self._delivered: dict[str, _Delivered] = {}
         self._blobs: dict[str, _BlobFetch] = {}
         self._own_cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
@@ -167,22 +167,21 @@ class TaskExecutor:
 
     async def _on_assign(self, message: ShardAssign) -> None:
         ref = message.shard
-        key = (ref.task_id, ref.shard)
-        if key in self._running:
+        if ref in self._running:
             return
-        self._running[key] = _Running(ref)
+        self._running[ref] = _Running(ref)
         self._spawn(self._run(message))
 
     async def _on_cancel(self, message: ShardCancel) -> None:
-        running = self._running.get((message.shard.task_id, message.shard.shard))
-        if running is not None and running.ref == message.shard:
+        running = self._running.get(message.shard)
+        if running is not None:
             running.cancelled = True
             if running.runner is not None:
                 running.runner.cancel()
 
     async def _run(self, message: ShardAssign) -> None:
         ref = message.shard
-        running = self._running[(ref.task_id, ref.shard)]
+        running = self._running[ref]
         workdir = self._take_folder()
         cores: list[int] = []
         try:
@@ -217,7 +216,7 @@ class TaskExecutor:
             outcome = _failure(f"could not prepare the shard: {exc}")
         finally:
             self._free_cores.update(cores)
-            del self._running[(ref.task_id, ref.shard)]
+            del self._running[ref]
         await self._finish(ref, outcome, workdir)
 
     def _take_folder(self) -> Path:

@@ -396,13 +396,30 @@ class TaskService:
             else:
                 self.scheduler.release(*key)
                 self._apply(task, key[1], task.mark_lost(key[1], now, "its member lost it"))
-        for ref in message.running:
-            task = self.tasks.get(ref.task_id)
-            current = task.shards[ref.shard] if task and ref.shard < len(task.shards) else None
-            if current is None or current.attempt != ref.attempt or current.state not in ACTIVE:
-                self._post(device_id, ShardCancel(shard=ref))
+        for ref in [*message.running, *message.spooled]:
+            self._take_back(device_id, ref, running=ref in message.running)
         self._count_running(device_id)
         self._schedule()
+
+    def _take_back(self, device_id: str, ref: ShardRef, running: bool) -> None:
+        """An attempt a member runs or holds that the records do not place on it. Assignments
+        are stored in batches, so after a SIGKILL the records may still show the shard queued
+        one attempt earlier: that attempt is the member's, and it is adopted rather than run
+        twice. Anything else it still runs is useless and is cancelled."""
+        task = self.tasks.get(ref.task_id)
+        shard = task.shards[ref.shard] if task and ref.shard < len(task.shards) else None
+        if shard is None or (shard.attempt == ref.attempt and shard.state in ACTIVE):
+            if shard is None and running:
+                self._post(device_id, ShardCancel(shard=ref))
+            return
+        if (shard.state is ShardState.QUEUED and ref.attempt == shard.attempt + 1
+                and task is not None and not task.cancel_requested):
+            task.assign(ref.shard, device_id, (), self._clock())
+            self.scheduler.adopt(task.id, ref.shard, device_id)
+            self.store_or_fail().save_shard(task.id, shard)
+            self._changed(task)
+        elif running:
+            self._post(device_id, ShardCancel(shard=ref))
 
     def _member_id(self, session: Session) -> str:
         if session.dialect != "poolnet" or session.role != "member" or session.device_id is None:

@@ -97,7 +97,8 @@ class Agent:
         self._connection: ClientConnection | None = None
         self._stopping = asyncio.Event()
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {}
-        self.on_state_change: Callable[[str], None] | None = None
+        # Everyone who follows the link (the task executor, the window) adds a listener.
+        self.state_listeners: list[Callable[[str], None]] = []
         # Called once per successful join with what the host proved (to remember the pool).
         self.on_joined: Callable[[HostAuth, str], None] | None = None
         # Finds the pool's current address after repeated failures (zeroconf); None if unknown.
@@ -188,8 +189,8 @@ class Agent:
     def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            if self.on_state_change is not None:
-                self.on_state_change(state)
+            for listener in self.state_listeners:
+                listener(state)
 
     def _hello(self) -> Hello:
         return Hello(

@@ -110,14 +110,7 @@ class TaskExecutor:
         agent.add_handler(ShardCancel, self._on_cancel)
         agent.add_handler(ShardAck, self._on_ack)
         agent.add_handler(bytes, self._on_chunk)
-        previous = agent.on_state_change
-
-        def on_state_change(state: str) -> None:
-            if previous is not None:
-                previous(state)
-            self._on_state(state)
-
-        agent.on_state_change = on_state_change
+        agent.state_listeners.append(self._on_state)
 
     @property
     def running(self) -> list[ShardRef]:

@@ -276,10 +276,12 @@ class Authenticator:
             await self._remember(hello, address, method)
         await _send(conn, AuthOk(device_id=hello.device_id, method=method,
                                  host_proof=b64encode(host_proof) if host_proof else None))
-        await self.store.record(
-            "join", at=self._wall_clock(), device_id=hello.device_id, address=address,
-            detail=f"{hello.role} {hello.device_name!r} by {method}",
-        )
+        # A known window or CLI looking in by key is routine; every other join is kept.
+        if not (method == "key" and hello.role == "observer"):
+            await self.store.record(
+                "join", at=self._wall_clock(), device_id=hello.device_id, address=address,
+                detail=f"{hello.role} {hello.device_name!r} by {method}",
+            )
         return AuthResult(hello.device_id, hello.device_name, hello.public_key or "", method, address)
 
     async def _check_code(self, proof_b64: str, transcript: bytes) -> bytes:

@@ -8,11 +8,14 @@ mode 0600, and is reused on every start so ids and pins stay valid.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,13 +113,16 @@ class Identity:
         """
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        signing_key = _load_or_create_signing_key(data_dir / SIGNING_KEY_FILE)
-        public_key = signing_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        device_id = device_id_for(public_key)
-        cert_path, key_path = data_dir / TLS_CERT_FILE, data_dir / TLS_KEY_FILE
-        cert = _load_or_create_tls(cert_path, key_path, device_id)
+        # Two processes sharing a data folder (the host and a `poolnet status` started beside
+        # it) must not each create half an identity: creation happens under a file lock.
+        with _exclusive(data_dir / ".identity.lock"):
+            signing_key = _load_or_create_signing_key(data_dir / SIGNING_KEY_FILE)
+            public_key = signing_key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            device_id = device_id_for(public_key)
+            cert_path, key_path = data_dir / TLS_CERT_FILE, data_dir / TLS_KEY_FILE
+            cert = _load_or_create_tls(cert_path, key_path, device_id)
         der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
             signing_key=signing_key,
@@ -127,6 +133,22 @@ class Identity:
             cert_path=cert_path,
             tls_key_path=key_path,
         )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (flock on POSIX, msvcrt on Windows)."""
+    with open(lock_path, "a+b") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:

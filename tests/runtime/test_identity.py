@@ -105,3 +105,22 @@ def test_write_private_file_replaces_atomically(tmp_path: Path) -> None:
     assert target.read_bytes() == b"two"
     assert mode(target) == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["secret"]
+
+
+def test_processes_creating_one_identity_at_once_agree(tmp_path: Path) -> None:
+    """A host and a CLI started together on one data folder end with one whole identity."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys; from pathlib import Path; from poolnet_desktop.runtime.identity import Identity; "
+        "print(Identity.load_or_create(Path(sys.argv[1])).device_id)"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", program, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    ids = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert all(process.returncode == 0 for process in processes)
+    assert len(ids) == 1
+    assert Identity.load_or_create(tmp_path).device_id in ids

@@ -2,12 +2,16 @@
 # Builds PoolNet's one-folder bundle (PyInstaller, packaging/poolnet.spec) and wraps it in a .deb:
 #   packaging/build_deb.sh            -> dist/poolnet/ and dist/poolnet_VERSION_ARCH.deb
 # Needs: .venv with `pip install -e '.[packaging]'` (or PYTHON=/path/to/python), dpkg-deb.
+# DIST_DIR and WORK_DIR (default dist, build) move the outputs: the tests build elsewhere so
+# they never clobber a developer's dist/.
 # The package installs the bundle in /opt/poolnet, the commands in /usr/bin, the menu entry and
 # hicolor icons. No maintainer scripts: dpkg's file triggers (desktop-file-utils,
 # gtk-update-icon-cache) refresh the menu and icon caches on install and on removal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
+DIST_DIR=${DIST_DIR:-dist}
+WORK_DIR=${WORK_DIR:-build}
 SECONDS=0
 
 # Qt's run-time libraries on Debian 12: offscreen needs the first six, an X display the rest.
@@ -27,12 +31,12 @@ arch=$(dpkg --print-architecture)
 libc=$(dpkg-query -W -f='${Version}' libc6 | cut -d- -f1)
 
 "$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN \
-  --distpath dist --workpath build/pyinstaller packaging/poolnet.spec
+  --distpath "$DIST_DIR" --workpath "$WORK_DIR/pyinstaller" packaging/poolnet.spec
 
-stage=build/deb/poolnet_${version}_${arch}
+stage=$WORK_DIR/deb/poolnet_${version}_${arch}
 rm -rf "$stage"
 mkdir -p "$stage/DEBIAN" "$stage/opt" "$stage/usr/bin" "$stage/usr/share/applications"
-cp -a dist/poolnet "$stage/opt/poolnet"
+cp -a "$DIST_DIR/poolnet" "$stage/opt/poolnet"
 ln -s /opt/poolnet/poolnet "$stage/usr/bin/poolnet"
 ln -s /opt/poolnet/poolnet-desktop "$stage/usr/bin/poolnet-desktop"
 install -m 644 packaging/linux/poolnet.desktop "$stage/usr/share/applications/poolnet.desktop"
@@ -59,9 +63,9 @@ Description: pool the computers on your LAN and run work on them
  task scripts run on the bundled interpreter: no separate Python is needed.
 CONTROL
 
-deb=dist/poolnet_${version}_${arch}.deb
+deb=$DIST_DIR/poolnet_${version}_${arch}.deb
 # zstd: 5 s where xz takes 90 s, for a package about a third larger.
 dpkg-deb --root-owner-group -Zzstd --build "$stage" "$deb" >/dev/null
-printf 'bundle  %s  %s\n' "$(du -sh dist/poolnet | cut -f1)" dist/poolnet
+printf 'bundle  %s  %s\n' "$(du -sh "$DIST_DIR/poolnet" | cut -f1)" "$DIST_DIR/poolnet"
 printf 'deb     %s  %s\n' "$(du -sh "$deb" | cut -f1)" "$deb"
 printf 'built in %d s\n' "$SECONDS"

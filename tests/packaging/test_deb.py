@@ -53,15 +53,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
     """Build and install the .deb; yields the paths ``dpkg -L`` lists, and removes it after."""
     if reason := _skip_reason():
         pytest.skip(reason)
-    log = tmp_path_factory.mktemp("build") / "build.log"
-    with log.open("w") as out:
+    work = tmp_path_factory.mktemp("build")
+    env = dict(os.environ, PYTHON=sys.executable, DIST_DIR=str(work / "dist"), WORK_DIR=str(work / "build"))
+    with (work / "build.log").open("w") as out:
         built = subprocess.run(
-            [str(ROOT / "packaging" / "build_deb.sh")], env=dict(os.environ, PYTHON=sys.executable),
-            stdout=out, stderr=subprocess.STDOUT, timeout=600,
+            [str(ROOT / "packaging" / "build_deb.sh")], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600
         )
-    assert built.returncode == 0, log.read_text()[-4000:]
-    debs = sorted((ROOT / "dist").glob("poolnet_*.deb"), key=lambda p: p.stat().st_mtime)
-    install = subprocess.run(["dpkg", "-i", str(debs[-1])], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, (work / "build.log").read_text()[-4000:]
+    [deb] = (work / "dist").glob("poolnet_*.deb")
+    install = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True, timeout=120)
     try:
         assert install.returncode == 0, install.stderr
         listed = subprocess.run(["dpkg", "-L", "poolnet"], capture_output=True, text=True, check=True)

@@ -180,6 +180,11 @@ class Coordinator:
     def sessions(self) -> frozenset[Session]:
         return frozenset(self._sessions)
 
+    @property
+    def session_count(self) -> int:
+        """Open connections, without copying them (asked on every new connection)."""
+        return len(self._sessions)
+
     async def dispatch(self, session: Session, message: ClientMessage) -> None:
         """Handle one validated message; a ``ProtocolError`` becomes an ``error`` reply."""
         self.messages_in += 1

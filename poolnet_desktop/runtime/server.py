@@ -86,6 +86,9 @@ class PoolServer:
             # broadcast compresses the same frame again for every peer; members' messages are
             # small and pool links are LAN.
             compression=None,
+            # A restarted host sees its whole pool reconnect at once; asyncio's default of 100
+            # pending connections made the kernel drop SYNs and members time out retrying.
+            backlog=1024,
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
@@ -105,7 +108,7 @@ class PoolServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
-            if len(self.coordinator.sessions) >= self._max_connections:
+            if self.coordinator.session_count >= self._max_connections:
                 return error_response(503, "the pool is full")
             return None
         if "upgrade" in request.headers.get("Connection", "").lower():

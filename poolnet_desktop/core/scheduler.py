@@ -11,6 +11,15 @@ Pure and fast: no I/O, no clock. The coordinator drives it:
 4. ``requeue`` / ``withdraw`` / ``remove_task`` as ``core.tasks.Change`` says.
 5. ``waiting_reason`` to show why a task's shards are not running.
 
+Shards held ahead (``Scheduler(ahead=N)``): a member that must wait for a round trip to the
+coordinator after each shard idles for that long, which for a stream of tiny shards costs more
+than the shards themselves. Once no free share fits, ``place`` may therefore queue up to
+``ahead`` shards behind each running shard of a member (``Placement.after``). The member runs
+such a shard only when the one it follows ends, and it inherits that shard's hold: it never
+asks more than that shard (every dimension, GPUs a subset of its GPUs), so what a member runs
+never exceeds its share. ``release`` of a running shard hands its hold to its successor;
+``release`` of a waiting one closes the gap in its chain.
+
 Order: priority (higher first), then submission order; a retried shard goes to the front of
 its task. A task whose next shard fits no free share does not stop the tasks behind it
 (backfill), but it reserves the one member where it would fit soonest, so a large shard is not
@@ -39,12 +48,14 @@ class Unschedulable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Run shard ``shard`` of ``task_id`` on ``device_id``, pinned to ``gpu_indices``."""
+    """Run shard ``shard`` of ``task_id`` on ``device_id``, pinned to ``gpu_indices``; with
+    ``after``, only once that shard (on the same member) has ended."""
 
     task_id: str
     shard: int
     device_id: str
     gpu_indices: tuple[int, ...]
+    after: ShardKey | None = None
 
     @property
     def cuda_visible_devices(self) -> str:
@@ -61,6 +72,7 @@ class _Member:
     used: ResourceVector = _ZERO
     held_gpus: set[int] = field(default_factory=set)
     shards: set[ShardKey] = field(default_factory=set)
+    waiting: set[ShardKey] = field(default_factory=set)
 
     def free_gpus(self) -> list[int]:
         """Lent GPUs no shard holds, but never more than the share has room for: after the
@@ -102,13 +114,22 @@ class _Hold:
 
 
 class Scheduler:
-    """Shards waiting, shards holding members' resources, and the members' shares."""
+    """Shards waiting, shards holding members' resources, and the members' shares.
 
-    def __init__(self) -> None:
+    ``ahead``: how many shards may wait on a member behind each of its running shards
+    (0: none; see the module docstring)."""
+
+    def __init__(self, ahead: int = 0) -> None:
+        if ahead < 0:
+            raise ValueError(f"ahead must be >= 0, got {ahead}")
+        self.ahead = ahead
         self._members: dict[str, _Member] = {}
         self._tasks: dict[str, _Queued] = {}
         self._order: list[tuple[int, int, str]] = []  # keys of tasks with pending shards
         self._running: dict[ShardKey, _Hold] = {}
+        self._waiting: dict[ShardKey, _Hold] = {}  # held ahead on a member, holding nothing
+        self._after: dict[ShardKey, ShardKey] = {}  # waiting shard -> the shard it follows
+        self._next: dict[ShardKey, ShardKey] = {}  # shard -> the waiting shard behind it
         self._seq = 0
         self._member_seq = 0
 
@@ -137,14 +158,20 @@ class Scheduler:
             member.gpu_indices = indices
 
     def remove_member(self, member_id: str) -> list[ShardKey]:
-        """Forget a member; returns the ``(task_id, shard)`` it was running, now released.
-        The caller marks each lost (``Task.mark_lost``) and requeues it if that says so."""
+        """Forget a member; returns the ``(task_id, shard)`` it was running or holding ahead,
+        now released. The caller marks each lost (``Task.mark_lost``) and requeues it if that
+        says so."""
         member = self._members.pop(member_id, None)
         if member is None:
             return []
         for key in member.shards:
             del self._running[key]
-        return sorted(member.shards)
+        for key in member.waiting:
+            del self._waiting[key]
+        for key in member.shards | member.waiting:
+            self._after.pop(key, None)
+            self._next.pop(key, None)
+        return sorted(member.shards | member.waiting)
 
     def member_usage(self, member_id: str) -> tuple[ResourceVector, ResourceVector]:
         """(capacity, in use by its running shards) of a known member."""
@@ -152,8 +179,14 @@ class Scheduler:
         return member.capacity, member.used
 
     def running_on(self, member_id: str) -> list[ShardKey]:
+        """The shards holding the member's share (not those waiting behind them)."""
         member = self._members.get(member_id)
         return sorted(member.shards) if member else []
+
+    def placed_on(self, member_id: str) -> set[ShardKey]:
+        """Every shard placed on the member: running, or waiting there behind another."""
+        member = self._members.get(member_id)
+        return member.shards | member.waiting if member else set()
 
     # --- tasks ---
 
@@ -189,7 +222,7 @@ class Scheduler:
     def requeue(self, task_id: str, shard: int) -> None:
         """Put a shard back at the front of its task (a retry). It must not be running."""
         task = self._task(task_id)
-        if (task_id, shard) in self._running:
+        if (task_id, shard) in self._running or (task_id, shard) in self._waiting:
             raise ValueError(f"shard {shard} of task {task_id} is running: release it first")
         if shard in task.pending:
             raise ValueError(f"shard {shard} of task {task_id} is already queued")
@@ -225,22 +258,33 @@ class Scheduler:
         task = self._task(task_id)
         if member_id not in self._members:
             raise ValueError(f"unknown member {member_id}")
-        if (task_id, shard) in self._running:
+        if (task_id, shard) in self._running or (task_id, shard) in self._waiting:
             raise ValueError(f"shard {shard} of task {task_id} is already running")
         self.withdraw(task_id, shard)
         self._hold(self._members[member_id], task_id, shard, task.demand, tuple(gpu_indices))
 
     def release(self, task_id: str, shard: int) -> bool:
-        """A shard ended (or was lost): its member's share is free again. False if the
-        scheduler held nothing for it, which makes repeated calls harmless."""
-        hold = self._running.pop((task_id, shard), None)
+        """A shard ended (or was lost): its member's share is free again, or handed to the
+        shard waiting behind it, which the member starts on its own. False if the scheduler
+        held nothing for it, which makes repeated calls harmless."""
+        key = (task_id, shard)
+        if key in self._waiting:
+            self._unchain(key)
+            return True
+        hold = self._running.pop(key, None)
         if hold is None:
             return False
         member = self._members[hold.member_id]
-        member.shards.discard((task_id, shard))
+        member.shards.discard(key)
         member.held_gpus.difference_update(hold.gpus)
         # Reset to exact zero when idle so float sums cannot drift over millions of shards.
         member.used = member.used - hold.demand if member.shards else _ZERO
+        successor = self._next.pop(key, None)
+        if successor is not None:
+            del self._after[successor]
+            follower = self._waiting.pop(successor)
+            member.waiting.discard(successor)
+            self._hold(member, *successor, follower.demand, follower.gpus)
         return True
 
     # --- placing ---
@@ -253,8 +297,9 @@ class Scheduler:
         placements: list[Placement] = []
         reserved: set[str] = set()
         members = [m for m in self._members.values() if m.free().cpu > _EPS]
+        ahead = [m for m in self._members.values() if self._has_room_ahead(m)]
         for key in list(self._order):
-            if not members:
+            if not members and not ahead:
                 break
             task = self._tasks[key[2]]
             demand = task.demand
@@ -273,12 +318,64 @@ class Scheduler:
                 placements.append(Placement(task.task_id, shard, member_id, gpus))
                 if member.fits(demand):
                     heapq.heappush(heap, (member.load(), order, member_id))
+            if task.pending and ahead:
+                placements += self._place_ahead(task, ahead, reserved)
+                ahead = [m for m in ahead if self._has_room_ahead(m)]
             if task.pending:
                 self._reserve(demand, members, reserved)
             else:
                 self._unorder(task)
             members = [m for m in members if m.free().cpu > _EPS]
         return placements
+
+    def _has_room_ahead(self, member: _Member) -> bool:
+        return len(member.waiting) < self.ahead * len(member.shards)
+
+    def _place_ahead(
+        self, task: _Queued, members: list[_Member], reserved: set[str]
+    ) -> list[Placement]:
+        """Queue the task's shards behind running shards that ask at least as much, the
+        shortest chain first, up to ``ahead`` deep (see the module docstring)."""
+        heap: list[tuple[int, int, ShardKey, str]] = []
+        for member in members:
+            if member.id in reserved:
+                continue
+            for head in member.shards:
+                tail, depth = head, 0
+                while tail in self._next:
+                    tail, depth = self._next[tail], depth + 1
+                if depth < self.ahead and task.demand.fits_in(self._hold_of(tail).demand):
+                    heap.append((depth, member.order, tail, member.id))
+        heapq.heapify(heap)
+        placements = []
+        while task.pending and heap:
+            depth, order, tail, member_id = heapq.heappop(heap)
+            shard = task.pending.popleft()
+            key = (task.task_id, shard)
+            gpus = self._hold_of(tail).gpus[: task.demand.gpus]
+            self._waiting[key] = _Hold(member_id, task.demand, gpus)
+            self._members[member_id].waiting.add(key)
+            self._after[key] = tail
+            self._next[tail] = key
+            placements.append(Placement(task.task_id, shard, member_id, gpus, after=tail))
+            if depth + 1 < self.ahead:
+                heapq.heappush(heap, (depth + 1, order, key, member_id))
+        return placements
+
+    def _hold_of(self, key: ShardKey) -> _Hold:
+        return self._running.get(key) or self._waiting[key]
+
+    def _unchain(self, key: ShardKey) -> None:
+        """Drop a waiting shard; the one behind it follows the one before it instead."""
+        hold = self._waiting.pop(key)
+        self._members[hold.member_id].waiting.discard(key)
+        before = self._after.pop(key)
+        behind = self._next.pop(key, None)
+        if behind is None:
+            del self._next[before]
+        else:
+            self._next[before] = behind
+            self._after[behind] = before
 
     def pending(self, task_id: str) -> int:
         """How many shards of the task are waiting to be placed."""

@@ -251,14 +251,23 @@ _CAPACITIES = st.builds(
 class SchedulerMachine(RuleBasedStateMachine):
     """Random joins, leaves, share changes, submissions, placements and releases. After every
     ``place()``, no member that received a shard holds more than its share in any dimension
-    those shards use, GPUs are never given twice, and every shard is in exactly one place."""
+    those shards use, GPUs are never given twice, and every shard is in exactly one place.
+
+    With ``AHEAD`` > 0 shards may also wait behind running ones; the model follows the chains
+    the way a member does (a waiting shard starts when the one it follows ends) and checks
+    that a waiting shard never asks more than the one it follows, so that what runs stays
+    within the share."""
+
+    AHEAD = 0
 
     def __init__(self) -> None:
         super().__init__()
-        self.sched = Scheduler()
+        self.sched = Scheduler(ahead=self.AHEAD)
         self.demands: dict[str, ResourceVector] = {}
         self.queued: set[tuple[str, int]] = set()
         self.running: dict[tuple[str, int], Placement] = {}
+        self.waiting: dict[tuple[str, int], Placement] = {}
+        self.behind: dict[tuple[str, int], tuple[str, int]] = {}  # shard -> its successor
         self.members: dict[str, ResourceVector] = {}
 
     @rule(name=st.sampled_from(["m1", "m2", "m3"]), capacity=_CAPACITIES)
@@ -271,10 +280,13 @@ class SchedulerMachine(RuleBasedStateMachine):
     def remove_member(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.members)))
         lost = self.sched.remove_member(name)
-        assert sorted(k for k, p in self.running.items() if p.device_id == name) == lost
+        placed = {**self.running, **self.waiting}
+        assert sorted(k for k, p in placed.items() if p.device_id == name) == lost
         del self.members[name]
         for key in lost:
-            del self.running[key]
+            self.running.pop(key, None)
+            self.waiting.pop(key, None)
+            self.behind.pop(key, None)
             self.sched.requeue(*key)
             self.queued.add(key)
 
@@ -290,12 +302,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         placements = self.sched.place()
         for p in placements:
             key = (p.task_id, p.shard)
-            assert key in self.queued and key not in self.running
+            assert key in self.queued and key not in self.running and key not in self.waiting
             self.queued.remove(key)
-            self.running[key] = p
-            assert set(p.gpu_indices) <= set(range(self.members[p.device_id].gpus))
             assert len(p.gpu_indices) == self.demands[p.task_id].gpus
-        for name in {p.device_id for p in placements}:
+            if p.after is None:
+                self.running[key] = p
+                assert set(p.gpu_indices) <= set(range(self.members[p.device_id].gpus))
+                continue
+            before = self.running.get(p.after) or self.waiting[p.after]
+            assert before.device_id == p.device_id and p.after not in self.behind
+            assert self.demands[p.task_id].fits_in(self.demands[before.task_id])
+            assert set(p.gpu_indices) <= set(before.gpu_indices)
+            assert self._depth(p.after) < self.AHEAD
+            self.waiting[key] = p
+            self.behind[p.after] = key
+        for name in {p.device_id for p in placements if p.after is None}:
             capacity, used = self.sched.member_usage(name)
             asked = [self.demands[p.task_id] for p in placements if p.device_id == name]
             # A share that shrank under running shards may stay over in some dimension, but
@@ -306,12 +327,31 @@ class SchedulerMachine(RuleBasedStateMachine):
                         f"{name} over-committed in {dim}: {used} > {capacity}"
                     )
 
-    @precondition(lambda self: self.running)
+    def _depth(self, key: tuple[str, int]) -> int:
+        """How many shards wait in front of ``key``'s successor slot (0 for a running one)."""
+        before = {successor: shard for shard, successor in self.behind.items()}
+        depth = 0
+        while key in before:
+            key, depth = before[key], depth + 1
+        return depth
+
+    @precondition(lambda self: self.running or self.waiting)
     @rule(data=st.data(), retry=st.booleans())
     def release(self, data: st.DataObject, retry: bool) -> None:
-        key = data.draw(st.sampled_from(sorted(self.running)))
+        key = data.draw(st.sampled_from(sorted({*self.running, *self.waiting})))
         assert self.sched.release(*key)
-        del self.running[key]
+        before = {successor: shard for shard, successor in self.behind.items()}
+        successor = self.behind.pop(key, None)
+        if key in self.running:
+            del self.running[key]
+            if successor is not None:  # the member starts it in the ended shard's place
+                self.running[successor] = self.waiting.pop(successor)
+        else:
+            del self.waiting[key]
+            if successor is not None:
+                self.behind[before[key]] = successor
+            else:
+                del self.behind[before[key]]
         if retry:
             self.sched.requeue(*key)
             self.queued.add(key)
@@ -325,9 +365,41 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert used.gpus == sum(len(p.gpu_indices) for p in held)
             gpus = [g for p in held for g in p.gpu_indices]
             assert len(gpus) == len(set(gpus))
+            placed = {k for k, p in {**self.running, **self.waiting}.items() if p.device_id == name}
+            assert self.sched.placed_on(name) == placed
         for task_id in self.demands:
             assert self.sched.pending(task_id) == sum(1 for t, _ in self.queued if t == task_id)
 
 
+class SchedulerAheadMachine(SchedulerMachine):
+    AHEAD = 2
+
+
 TestSchedulerMachine = SchedulerMachine.TestCase
 TestSchedulerMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestSchedulerAheadMachine = SchedulerAheadMachine.TestCase
+TestSchedulerAheadMachine.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+
+
+def test_shards_wait_ahead_behind_running_ones_and_take_over_their_hold() -> None:
+    sched = Scheduler(ahead=2)
+    sched.set_member("a", cores(1, memory_mb=0, gpus=1), gpu_indices=[3])
+    gpu_shard = ResourceVector(cpu=1.0, gpus=1)
+    sched.submit("t", gpu_shard, range(5))
+    placed = sched.place()
+    assert [(p.shard, p.after, p.gpu_indices) for p in placed] == [
+        (0, None, (3,)), (1, ("t", 0), (3,)), (2, ("t", 1), (3,)),
+    ]
+    assert sched.place() == [] and sched.pending("t") == 2
+    sched.release("t", 1)  # a waiting shard ended (say, cancelled): 2 now follows 0
+    assert [(p.shard, p.after) for p in sched.place()] == [(3, ("t", 2))]
+    sched.release("t", 0)  # 2 takes over 0's hold; nothing more than the share runs
+    assert sched.running_on("a") == [("t", 2)]
+    assert sched.placed_on("a") == {("t", 2), ("t", 3)}
+    assert sched.member_usage("a")[1] == gpu_shard
+    assert [(p.shard, p.after) for p in sched.place()] == [(4, ("t", 3))]
+    sched.submit("bigger", cores(1, memory_mb=1, gpus=1), [0], priority=1)
+    assert sched.place() == []  # never behind a shard that asks less
+    assert sched.remove_member("a") == [("t", 2), ("t", 3), ("t", 4)]

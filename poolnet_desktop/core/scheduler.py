@@ -297,7 +297,9 @@ class Scheduler:
         placements: list[Placement] = []
         reserved: set[str] = set()
         members = [m for m in self._members.values() if m.free().cpu > _EPS]
-        ahead = [m for m in self._members.values() if self._has_room_ahead(m)]
+        # Members that may hold shards ahead; one gains room only when a shard is placed on
+        # its free share, so a pass over ``members`` keeps this up to date.
+        ahead = {m.id: m for m in self._members.values() if self._has_room_ahead(m)}
         for key in list(self._order):
             if not members and not ahead:
                 break
@@ -318,9 +320,10 @@ class Scheduler:
                 placements.append(Placement(task.task_id, shard, member_id, gpus))
                 if member.fits(demand):
                     heapq.heappush(heap, (member.load(), order, member_id))
-            if task.pending and ahead:
-                placements += self._place_ahead(task, ahead, reserved)
-                ahead = [m for m in ahead if self._has_room_ahead(m)]
+            if task.pending and self.ahead:
+                ahead.update((m.id, m) for m in members if self._has_room_ahead(m))
+                placements += self._place_ahead(task, ahead.values(), reserved)
+                ahead = {i: m for i, m in ahead.items() if self._has_room_ahead(m)}
             if task.pending:
                 self._reserve(demand, members, reserved)
             else:
@@ -332,7 +335,7 @@ class Scheduler:
         return len(member.waiting) < self.ahead * len(member.shards)
 
     def _place_ahead(
-        self, task: _Queued, members: list[_Member], reserved: set[str]
+        self, task: _Queued, members: Iterable[_Member], reserved: set[str]
     ) -> list[Placement]:
         """Queue the task's shards behind running shards that ask at least as much, the
         shortest chain first, up to ``ahead`` deep (see the module docstring)."""

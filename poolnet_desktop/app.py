@@ -46,6 +46,8 @@ class DesktopApp:
         discovery: DiscoverySettings | None = None,
         open_path: Callable[[Path], None] = open_folder,
     ) -> None:
+        # Closing the window must not end Qt's loop under asyncio: Quit ends ``run`` instead.
+        QApplication.setQuitOnLastWindowClosed(False)
         self.store = store
         self.bridge = PoolBridge(store, bind=bind, discovery=discovery)
         self.tray = PoolTray()

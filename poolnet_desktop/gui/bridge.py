@@ -49,6 +49,10 @@ LINK_ERRORS = (
 )
 
 
+SUBMIT_WAIT = 15.0  # seconds a submission waits for the pool link before giving up
+MEMBER_STOP_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class HostInfo:
     """The pool this app hosts, as the host panel shows it."""
@@ -139,6 +143,7 @@ class PoolBridge(QObject):
         self._code: str | None = None
         self._observer: asyncio.Task[None] | None = None
         self._link: PoolLink | None = None
+        self._connected = asyncio.Event()  # set while the observer link is open
         self._task_link: PoolLink | None = None
         self._task_lock = asyncio.Lock()
         self._config_lock = asyncio.Lock()
@@ -334,7 +339,7 @@ class PoolBridge(QObject):
                 discovery=self._discovery(),
             )
         )
-        member.agent.on_state_change = lambda state: self.member_changed.emit(state, member.agent.last_error or "")
+        member.agent.state_listeners.append(lambda state: self.member_changed.emit(state, member.agent.last_error or ""))
         self._member = member
         self._member_task = self._spawn(member.run())
         self._observer = self._spawn(self._observe())
@@ -351,6 +356,11 @@ class PoolBridge(QObject):
         if member is not None:
             await member.stop()
         if running is not None:
+            # An agent stopped while its connection is still being opened only notices once
+            # it is up; past a bound, it is cancelled rather than waited for.
+            done, _ = await asyncio.wait({running}, timeout=MEMBER_STOP_TIMEOUT)
+            if not done:
+                running.cancel()
             await asyncio.gather(running, return_exceptions=True)
 
     def _pool_url(self) -> str | None:
@@ -375,6 +385,7 @@ class PoolBridge(QObject):
                 continue
             backoff.reset()
             self._link = link
+            self._connected.set()
             self.link_changed.emit("connected", link.welcome.pool_name)
             try:
                 while True:
@@ -387,6 +398,7 @@ class PoolBridge(QObject):
                 self.link_changed.emit("offline", _describe(exc))
             finally:
                 self._link = None
+                self._connected.clear()
                 await link.close()
             await asyncio.sleep(backoff.next_delay())
 
@@ -486,7 +498,10 @@ class PoolBridge(QObject):
         except OSError as exc:
             self.task_problem.emit(f"cannot read {path.name}: {exc.strerror or exc}")
             return
-        if self._link is None:
+        try:  # just after start or a switch of pool, the link may be moments away
+            async with asyncio.timeout(SUBMIT_WAIT):
+                await self._connected.wait()
+        except TimeoutError:
             self.task_problem.emit(f"{path.name} was not sent: not connected to a pool")
             return
         task_id = await self._task_call(lambda client: client.submit(loaded))

@@ -7,6 +7,7 @@ pages react to one signal instead of one per key. Tests pass an INI file under `
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -56,6 +57,7 @@ class Preferences:
         return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
 
 
+log = logging.getLogger(__name__)
 _DEFAULTS = Preferences()
 _TYPES: dict[str, type] = {f.name: type(getattr(_DEFAULTS, f.name)) for f in fields(Preferences)}
 
@@ -90,11 +92,24 @@ class SettingsStore(QObject):
     def _load(self) -> Preferences:
         values: dict[str, Any] = {}
         for name, kind in _TYPES.items():
-            default = getattr(_DEFAULTS, name)
-            if not self._settings.contains(name):
-                continue
-            try:
-                values[name] = self._settings.value(name, default, type=kind)
-            except (TypeError, ValueError):  # a hand-edited file: keep the default
-                values[name] = default
+            if self._settings.contains(name):
+                try:
+                    values[name] = _convert(self._settings.value(name), kind)
+                except ValueError:  # a hand-edited file: keep the default
+                    log.warning("ignoring the setting %s=%r: not a %s", name, self._settings.value(name), kind.__name__)
         return replace(_DEFAULTS, **values)
+
+
+def _convert(raw: object, kind: type) -> Any:
+    """A stored value as ``kind``. INI files give strings back, and QSettings' own conversion
+    turns a bad number into 0 silently, so the conversion is done here, strictly."""
+    if type(raw) is kind:
+        return raw
+    text = str(raw).strip()
+    if kind is bool:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(text)
+    return kind(text)

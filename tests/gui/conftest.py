@@ -146,3 +146,13 @@ def make_device() -> MakeDevice:
 @pytest.fixture
 def make_state() -> MakeState:
     return _state
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Async GUI tests run on a qasync loop, as the app does: Qt events and asyncio tasks share
+    the thread. Such tests wait by polling with ``await asyncio.sleep``, never with qtbot's
+    waits, which would re-enter the loop."""
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    return {"qasync": lambda: qasync.QEventLoop(QApplication.instance() or QApplication([]))}

@@ -1,0 +1,233 @@
+"""The real desktop app on the qasync loop: hosting, a member in another process, tasks by drop.
+
+Everything is real: the window (offscreen), the pool host on 127.0.0.1 with discovery off,
+members as subprocesses of ``python -m poolnet_desktop join``, TLS WebSockets, task shards as
+subprocesses. Waits poll with ``await asyncio.sleep`` under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from poolnet_desktop.app import DesktopApp
+from poolnet_desktop.gui.bridge import DiscoverySettings
+from poolnet_desktop.gui.pool_model import Resource
+from poolnet_desktop.gui.settings_model import SettingsStore
+
+OFF = DiscoverySettings(enabled=False)
+
+
+async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+class Desktop:
+    """A running ``DesktopApp`` and what the test needs around it."""
+
+    def __init__(self, app: DesktopApp, opened: list[Path], settings: Path) -> None:
+        self.app, self.opened, self.settings = app, opened, settings
+        self.window, self.bridge = app.window, app.bridge
+
+    async def host(self) -> tuple[int, str]:
+        """Switch Host pool on through its checkbox; the pool's port and pairing code."""
+        self.window.settings.host_toggle.setChecked(True)
+        await wait_for(lambda: self.bridge.host is not None and self.window.settings.pairing_code.text() != "–")
+        assert self.bridge.host is not None
+        return self.bridge.host.server.port, self.window.settings.pairing_code.text()
+
+
+@contextlib.asynccontextmanager
+async def running_desktop(tmp_path: Path) -> AsyncIterator[Desktop]:
+    """The app, started and stopped inside the test itself: an async fixture would leave its
+    tasks alive between pytest's phases, when pytest-qt processes Qt events with no asyncio
+    loop running."""
+    settings = tmp_path / "settings.ini"
+    store = SettingsStore(QSettings(str(settings), QSettings.Format.IniFormat))
+    store.update(host_port=0, discovery=False, data_dir=str(tmp_path / "data"), device_name="this-box",
+                 pause_on_battery=False)
+    opened: list[Path] = []
+    app = DesktopApp(store, bind="127.0.0.1", discovery=OFF, open_path=opened.append)
+    running = asyncio.ensure_future(app.run(minimised=False))
+    try:
+        yield Desktop(app, opened, settings)
+    finally:
+        app.quit()
+        async with asyncio.timeout(30):
+            await running
+        app.window.deleteLater()
+
+
+async def join_in_another_process(port: int, code: str, data_dir: Path, name: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "POOLNET_DISCOVERY": "off"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "poolnet_desktop", "join", f"127.0.0.1:{port}", "--code", code,
+        "--no-discovery", "--data-dir", str(data_dir), "--name", name,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
+    )
+
+
+def device_named(desktop: Desktop, name: str):  # noqa: ANN201 (a DeviceView or None)
+    return next((d for d in desktop.window.model.devices() if d.name == name), None)
+
+
+async def test_host_pool_toggle_opens_and_closes_the_port(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        assert desktop.bridge.host is None
+        port, code = await desktop.host()
+        assert len(code.replace("-", "")) >= 8
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+        # This machine's own member joins its own pool and shows as a card, online.
+        await wait_for(lambda: (d := device_named(desktop, "this-box")) is not None and d.is_online)
+        desktop.window.devices.flush()
+        assert desktop.window.devices.card(device_named(desktop, "this-box").id) is not None
+
+        desktop.window.settings.host_toggle.setChecked(False)
+        # The panel clears once the host has stopped and its port is closed.
+        await wait_for(lambda: desktop.window.settings.pairing_code.text() == "–")
+        assert desktop.bridge.host is None
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_member_in_another_process_appears_then_greys_when_killed_and_can_be_forgotten(
+    tmp_path: Path
+) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        port, code = await desktop.host()
+        process = await join_in_another_process(port, code, tmp_path / "other", "other-box")
+        try:
+            await wait_for(lambda: (d := device_named(desktop, "other-box")) is not None and d.is_online, 30)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        device_id = device_named(desktop, "other-box").id
+        await wait_for(lambda: not desktop.window.model.device(device_id).is_online)
+        desktop.window.devices.flush()
+        card = desktop.window.devices.card(device_id)
+        assert card is not None and not card.device.is_online
+        assert not card.forget_button.isHidden()  # an offline card offers Forget
+
+        card.forget_button.click()
+        await wait_for(lambda: desktop.window.model.device(device_id) is None)
+
+
+async def test_the_charts_receive_points_from_the_live_pool(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        await desktop.host()
+        await wait_for(lambda: desktop.window.model.totals.devices >= 1)
+        charts = desktop.window.ensure_charts()
+        await wait_for(lambda: len(desktop.window.model.history) >= 3)
+        charts.refresh()
+        used, total = charts.pool_curves(Resource.CPU)
+        x, y = total.getData()
+        assert x is not None and len(x) >= 3
+        assert y[-1] == desktop.window.model.totals.total_cpu_cores > 0
+
+
+def drop_files(widget, paths: list[Path]) -> None:  # noqa: ANN001 (a QWidget)
+    """A drag-enter then a drop carrying file URLs, as a file manager sends them."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(QPoint(10, 10), *args)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    QApplication.sendEvent(widget, QDropEvent(QPointF(10, 10), *args))
+
+
+async def test_a_dropped_manifest_runs_to_the_end_shows_its_log_and_opens_its_results(
+    tmp_path: Path
+) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        await desktop.host()
+        await wait_for(lambda: (d := device_named(desktop, "this-box")) is not None and d.is_online)
+        job = tmp_path / "job"
+        job.mkdir()
+        (job / "work.py").write_text(textwrap.dedent("""
+            import pathlib, sys
+            shard = sys.argv[1]
+            pathlib.Path("out").mkdir()
+            pathlib.Path(f"out/{shard}.txt").write_text(f"shard {shard} squared is {int(shard) ** 2}")
+            print(f"hello from shard {shard}")
+        """))
+        (job / "squares.pool.toml").write_text(textwrap.dedent("""
+            name = "squares"
+            command = ["{python}", "work.py", "{shard}"]
+            shards = 3
+            files = ["work.py"]
+            outputs = ["out/*.txt"]
+            [resources]
+            cpu = 0.1
+        """))
+        (job / "notes.txt").write_text("not a task")
+        tasks = desktop.window.tasks
+        desktop.window.show_page(2)
+
+        drop_files(tasks.drop_zone, [job / "notes.txt"])
+        assert "notes.txt is not a task" in tasks.drop_zone.message_label.text()
+
+        drop_files(tasks.drop_zone, [job])  # a folder holding one manifest
+        await wait_for(lambda: any(t.name == "squares" and t.state == "succeeded" for t in tasks.model.tasks), 60)
+        task = next(t for t in tasks.model.tasks if t.name == "squares")
+        assert (task.done, task.total, task.succeeded) == (3, 3, 3)
+        row = tasks.model.row_of(task.id)
+        assert tasks.model.index(row, 2).data() == "3 / 3"
+        assert tasks.model.index(row, 3).data() == "this-box"
+
+        tasks.select_task(task.id)
+        await wait_for(lambda: tasks.log_view.toPlainText().count("hello from shard") == 3)
+        assert "[1] hello from shard 1" in tasks.log_view.toPlainText()
+        assert tasks.results_button.isEnabled() and not tasks.cancel_button.isEnabled()
+        tasks.results_button.click()
+        await wait_for(lambda: desktop.opened)
+        folder = desktop.opened[0]
+        assert (folder / "2" / "out" / "2.txt").read_text() == "shard 2 squared is 4"
+
+
+async def test_settings_made_in_the_window_survive_a_restart_of_the_window(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        page = desktop.window.settings
+        page.sliders["cpu_percent"].slider.setValue(35)  # as the keyboard or a click would
+        page.gpu_check.setChecked(False)
+        page.in_use_check.setChecked(True)
+        page.name_edit.setText("renamed-box")
+        page.name_edit.editingFinished.emit()
+        await wait_for(lambda: desktop.app.store.prefs.device_name == "renamed-box")
+        desktop.app.quit()
+        await asyncio.sleep(0.5)
+
+        reopened = SettingsStore(QSettings(str(desktop.settings), QSettings.Format.IniFormat))
+        app = DesktopApp(reopened, bind="127.0.0.1", discovery=OFF, open_path=lambda _p: None)
+        page = app.window.settings
+        assert page.sliders["cpu_percent"].slider.value() == 35
+        assert not page.gpu_check.isChecked()
+        assert page.in_use_check.isChecked()
+        assert page.name_edit.text() == "renamed-box"
+        assert reopened.prefs.limits.cpu_percent == 35.0
+        app.window.deleteLater()
+
+
+async def test_closing_the_window_without_a_tray_quits_and_everything_stops(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        port, _ = await desktop.host()
+        assert not desktop.app.tray.available  # offscreen has no tray: nothing could reopen it
+        desktop.window.close()
+        await wait_for(lambda: desktop.bridge.host is None and desktop.bridge.member is None)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)

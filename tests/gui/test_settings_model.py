@@ -1,0 +1,50 @@
+"""Preferences are kept in a real INI file through QSettings and read back by a new store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+from poolnet_desktop.core.resources import SharingLimits
+from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
+
+
+def store_at(path: Path) -> SettingsStore:
+    return SettingsStore(QSettings(str(path), QSettings.Format.IniFormat))
+
+
+def test_a_first_start_has_the_defaults(tmp_path: Path) -> None:
+    prefs = store_at(tmp_path / "s.ini").prefs
+    assert prefs == Preferences()
+    assert prefs.limits == SharingLimits()  # the seed's 80/80/50/GPU on
+
+
+def test_changes_survive_a_new_store_and_keep_their_types(tmp_path: Path) -> None:
+    first = store_at(tmp_path / "s.ini")
+    seen: list[Preferences] = []
+    first.changed.connect(seen.append)
+    first.update(host_pool=True, host_port=4100, cpu_percent=35.0, share_gpu=False, device_name="lab",
+                 pause_when_in_use=True, in_use_threshold=25.0, data_dir="/tmp/x")
+    assert len(seen) == 1 and seen[0].host_pool
+
+    again = store_at(tmp_path / "s.ini").prefs
+    assert again == seen[0]
+    assert isinstance(again.host_port, int) and isinstance(again.cpu_percent, float)
+    assert again.limits == SharingLimits(cpu_percent=35.0, memory_percent=80.0, storage_percent=50.0, gpu=False)
+
+
+def test_an_update_that_changes_nothing_is_not_signalled(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "s.ini")
+    seen: list[Preferences] = []
+    store.changed.connect(seen.append)
+    store.update(accept_tasks=True)
+    assert seen == []
+
+
+def test_a_hand_edited_value_of_the_wrong_kind_falls_back_to_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "s.ini"
+    path.write_text("[General]\nhost_port=not-a-number\ncpu_percent=55\n")
+    prefs = store_at(path).prefs
+    assert prefs.host_port == Preferences().host_port
+    assert prefs.cpu_percent == 55.0

@@ -56,9 +56,10 @@ from poolnet_desktop.core.protocol import (
 )
 from poolnet_desktop.core.resources import Resources, SharingLimits
 from poolnet_desktop.core.task_protocol import (
-    ShardAssign,
-    ShardFinished,
+    AssignShards,
+    FinishedShard,
     ShardResult,
+    ShardsFinished,
     ShardsReport,
     ShardStarted,
     SubmitTask,
@@ -315,16 +316,18 @@ class Worker:
                     await self._send(connection, Heartbeat(device_id=device_id))
 
     async def _on_member_message(self, connection: ClientConnection, message: Any) -> None:
-        if not isinstance(message, ShardAssign):
+        if not isinstance(message, AssignShards):
             if isinstance(message, Error):
                 self.figures.error(f"member got error {message.code}")
             return
         received = time.time()
         if len(message.command) == 3 and message.command[1] == PROBE_MARK:
             self.figures.shard_start.add(received - float(message.command[2]))
-        await self._send(connection, ShardStarted(shard=message.shard))
+        for ref in message.refs():
+            await self._send(connection, ShardStarted(shard=ref))
         result = ShardResult(reason="succeeded", exit_code=0, started=received, ended=time.time())
-        await self._send(connection, ShardFinished(shard=message.shard, result=result))
+        finished = [FinishedShard(ref, result) for ref in message.refs()]
+        await self._send(connection, ShardsFinished(results=finished))
 
     async def _observer(self, identity: Identity, probes: bool) -> None:
         """Watch ``pool_state``; the first observer also submits the probe tasks."""

@@ -21,16 +21,16 @@ import msgspec
 from poolnet_desktop.core.devices import DeviceView, PoolTotals
 from poolnet_desktop.core.resources import Requirements, Resources, ShortText
 from poolnet_desktop.core.task_protocol import (
+    AssignShards,
     CancelTask,
     FetchBlobs,
     FetchResults,
     ListTasks,
     ResultFiles,
     ShardAck,
-    ShardAssign,
     ShardCancel,
-    ShardFinished,
     ShardOutput,
+    ShardsFinished,
     ShardsReport,
     ShardStarted,
     SubmitTask,
@@ -315,7 +315,7 @@ ClientMessage = Union[
     ShardsReport,
     ShardStarted,
     ShardOutput,
-    ShardFinished,
+    ShardsFinished,
     FetchBlobs,
 ]
 ServerMessage = Union[
@@ -335,7 +335,7 @@ ServerMessage = Union[
     AccessList,
     AccessChanged,
     # tasks (core/task_protocol.py)
-    ShardAssign,
+    AssignShards,
     ShardCancel,
     ShardAck,
     TaskAccepted,

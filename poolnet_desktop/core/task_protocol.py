@@ -8,11 +8,15 @@ them as binary chunk frames, ``core.transfer``):
   ``cancel_task`` -> ``task_update``; ``list_tasks`` -> ``task_list``;
   ``watch_task`` -> the stored log as ``shard_output``, ``watch_ready``, then live
   ``shard_output`` and ``task_update``; ``fetch_results`` -> ``result_files`` -> chunks.
-* coordinator -> member: ``shard_assign``, ``shard_cancel``, ``shard_ack`` (the result is
-  stored: drop it from the spool), and the blobs a member asked for with ``fetch_blobs``.
+* coordinator -> member: ``assign_shards`` (attempts of one task, each to run at once or
+  after another shard on that member ends), ``shard_cancel``, ``shard_ack`` (the results are
+  stored: drop them from the spool), and the blobs a member asked for with ``fetch_blobs``.
 * member -> coordinator: ``shards_report`` (right after ``welcome``: what it still runs or
-  holds), ``shard_started``, ``shard_output``, ``shard_finished`` followed by the output files
-  as chunks (transfer id = ``result_transfer_id``).
+  holds), ``shard_started``, ``shard_output``, ``shards_finished`` followed by each result's
+  output files as chunks (transfer id = ``result_transfer_id``).
+
+Assignments and results travel in batches because a stream of tiny shards is bound by the
+cost of each message (a TLS record and a wake-up of the other process), not by the shards.
 
 Pure schemas; nothing here does I/O.
 """
@@ -141,8 +145,9 @@ class FetchResults(Message, tag="fetch_results"):
 
 
 class ShardsReport(Message, tag="shards_report"):
-    """Sent by a member right after ``welcome``: attempts it still runs, results it holds
-    undelivered, and its resources, so the coordinator can place work at once."""
+    """Sent by a member right after ``welcome``: attempts it still runs or holds waiting to
+    run (``running``), results it holds undelivered, and its resources, so the coordinator
+    can place work at once."""
 
     running: Annotated[list[ShardRef], msgspec.Meta(max_length=MAX_LIST)]
     spooled: Annotated[list[ShardRef], msgspec.Meta(max_length=MAX_LIST)]
@@ -161,11 +166,17 @@ class ShardOutput(Message, tag="shard_output"):
     data: OutputText
 
 
-class ShardFinished(Message, tag="shard_finished"):
-    """An attempt ended; its ``result.outputs`` follow as chunks."""
+class FinishedShard(msgspec.Struct, frozen=True, array_like=True):
+    """How one attempt ended: ``[shardRef, result]`` on the wire."""
 
     shard: ShardRef
     result: ShardResult
+
+
+class ShardsFinished(Message, tag="shards_finished"):
+    """Attempts that ended; the ``result.outputs`` of each follow as chunks, in this order."""
+
+    results: Annotated[list[FinishedShard], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
 
 
 class FetchBlobs(Message, tag="fetch_blobs"):
@@ -178,11 +189,23 @@ class FetchBlobs(Message, tag="fetch_blobs"):
 # ---- coordinator -> member -------------------------------------------------------------------
 
 
-class ShardAssign(Message, tag="shard_assign"):
-    """Run one attempt: the command already expanded for this shard (``{python}`` is the
-    member's to replace), the files to place in its working folder, and where to pin it."""
+class Assignment(msgspec.Struct, frozen=True, array_like=True):
+    """One attempt to run: ``[shard, attempt, gpus, after]`` on the wire. With ``after`` the
+    member starts it only once that attempt of its own has ended (it waits ahead, see
+    ``core.scheduler``); if the member no longer holds ``after``, it starts at once."""
 
-    shard: ShardRef
+    shard: ShardIndex
+    attempt: Attempt
+    gpus: list[int]
+    after: ShardRef | None = None
+
+
+class AssignShards(Message, tag="assign_shards"):
+    """Run these attempts of one task. ``command`` is the manifest's: the member expands
+    ``{shard}``/``{shards}`` per attempt (``core.manifest.expand_command``) and ``{python}``
+    for itself; ``files`` go in each attempt's working folder."""
+
+    task_id: TaskId
     shards: int
     command: list[str]
     env: dict[str, str]
@@ -191,8 +214,10 @@ class ShardAssign(Message, tag="shard_assign"):
     resources: ShardResources
     outputs: list[str]
     files: list[FileEntry]
-    gpus: list[int]
-    cpu_cores: list[int] | None = None
+    items: Annotated[list[Assignment], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+
+    def refs(self) -> list[ShardRef]:
+        return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]
 
 
 class ShardCancel(Message, tag="shard_cancel"):

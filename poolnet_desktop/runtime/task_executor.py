@@ -6,11 +6,18 @@ Each shard runs with ``runtime.runner.ShardRunner`` in its own working folder un
 shards use it. Copies rather than hard links, so a shard that rewrites an input in place
 cannot corrupt the cache for the next one.
 
-A finished shard's result and outputs are sent at once; its folder is kept until the
-coordinator acknowledges them (``shard_ack``). When the link is down, or drops before the ack,
-the result goes to the durable ``Spool`` and is sent again after the next ``welcome``, right
-after a ``shards_report`` telling the coordinator what this member still runs or holds.
-Delivery is at least once; the coordinator records each attempt once.
+Shards may be assigned ahead: one that names another (``Assignment.after``) waits until that
+one ends and then runs in its place (``core.scheduler`` keeps it within what that one held),
+so the next shard starts without waiting for the coordinator.
+
+Results go out in batches (``shards_finished``): at once when no shard waits here any more
+(the coordinator must refill this member, or a submitter is waiting for the last result),
+otherwise once as many results are unsent as shards still wait, or after ``RESULT_DELAY``.
+A result's folder is kept until the coordinator acknowledges it (``shard_ack``). When the link
+is down, or drops before the ack, the result goes to the durable ``Spool`` and is sent again
+after the next ``welcome``, right after a ``shards_report`` telling the coordinator what this
+member still runs or holds. Delivery is at least once; the coordinator records each attempt
+once.
 
 ``shard_started`` is sent only for shards still running after ``STARTED_DELAY``: a quick shard
 reports its result alone, which halves the messages for a stream of tiny shards.
@@ -26,16 +33,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from poolnet_desktop.core.manifest import FileEntry
+from poolnet_desktop.core.manifest import FileEntry, expand_command
 from poolnet_desktop.core.task_protocol import (
+    AssignShards,
     FetchBlobs,
+    FinishedShard,
     ShardAck,
-    ShardAssign,
     ShardCancel,
-    ShardFinished,
     ShardOutput,
     ShardRef,
     ShardResult,
+    ShardsFinished,
     ShardsReport,
     ShardStarted,
     result_transfer_id,
@@ -44,7 +52,7 @@ from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.agent import Agent, AgentState
-from poolnet_desktop.runtime.runner import ShardOutcome, ShardRunner, ShardSpec, Stream
+from poolnet_desktop.runtime.runner import Reason, ShardOutcome, ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.spool import Spool, SpoolEntry
 from poolnet_desktop.runtime.task_transfer import (
@@ -57,12 +65,20 @@ from poolnet_desktop.runtime.task_transfer import (
 log = logging.getLogger(__name__)
 
 STARTED_DELAY = 0.2
+RESULT_DELAY = 0.05
 MAX_BLOB = 64 * 1024**3
+# Results per ``shards_finished``, well under the coordinator's 1 MiB message cap.
+RESULT_BATCH_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
-class _Running:
+class _Job:
+    """An attempt this member holds: waiting behind ``after``, or running."""
+
     ref: ShardRef
+    assign: AssignShards
+    gpus: list[int]
+    after: ShardRef | None = None
     runner: ShardRunner | None = None
     cancelled: bool = False
 
@@ -98,15 +114,20 @@ class TaskExecutor:
         self.work.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(data_dir / "spool")
-        self._running: dict[ShardRef, _Running] = {}
+        self._jobs: dict[ShardRef, _Job] = {}
+        self._next: dict[ShardRef, ShardRef] = {}  # a job -> the waiting job behind it
+        self._stopping = False
         self._delivered: dict[str, _Delivered] = {}
+        self._outbox: list[_Delivered] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_soon = False
         self._blobs: dict[str, _BlobFetch] = {}
         self._own_cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         self._free_cores = set(self._own_cores)
         self._free_folders: list[Path] = []
         self._folder_seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        agent.add_handler(ShardAssign, self._on_assign)
+        agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)
         agent.add_handler(ShardAck, self._on_ack)
         agent.add_handler(bytes, self._on_chunk)
@@ -114,14 +135,19 @@ class TaskExecutor:
 
     @property
     def running(self) -> list[ShardRef]:
-        return [r.ref for r in self._running.values()]
+        """Every attempt held here: running, or waiting to run behind another."""
+        return list(self._jobs)
 
     async def stop(self) -> None:
-        """Cancel every running shard and wait for them to end (their results are spooled)."""
-        for running in self._running.values():
-            running.cancelled = True
-            if running.runner is not None:
-                running.runner.cancel()
+        """Cancel every running shard and wait for them to end (their results are spooled).
+        Shards waiting to run are dropped unreported: the coordinator retries them."""
+        self._stopping = True
+        for ref in list(self._next.values()):
+            self._drop(ref)
+        for job in self._jobs.values():
+            job.cancelled = True
+            if job.runner is not None:
+                job.runner.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # ---- the link ----------------------------------------------------------------------------
@@ -130,6 +156,7 @@ class TaskExecutor:
         if state == AgentState.CONNECTED:
             self._spawn(self._report())
         elif state == AgentState.DISCONNECTED:
+            self._outbox.clear()  # what they hold is in _delivered, spooled right below
             for fetch in self._blobs.values():
                 if not fetch.done.done():
                     fetch.done.set_exception(ConnectionError("the pool link dropped"))
@@ -145,10 +172,8 @@ class TaskExecutor:
         report = ShardsReport(running=self.running, spooled=refs, resources=resources)
         if not await self.agent.send(report):
             return
-        for entry in spooled:
-            await self._send_result(_ref(entry), entry.outcome, entry.files_dir)
-        for delivered in list(self._delivered.values()):
-            await self._send_result(delivered.ref, delivered.outcome, delivered.workdir)
+        again = [_Delivered(_ref(entry), entry.outcome, entry.files_dir) for entry in spooled]
+        await self._send_results([*again, *self._delivered.values()])
 
     async def _spool_delivered(self) -> None:
         """The link dropped: unacknowledged results go to the durable spool."""
@@ -158,23 +183,55 @@ class TaskExecutor:
 
     # ---- running shards ----------------------------------------------------------------------
 
-    async def _on_assign(self, message: ShardAssign) -> None:
-        ref = message.shard
-        if ref in self._running:
-            return
-        self._running[ref] = _Running(ref)
-        self._spawn(self._run(message))
+    async def _on_assign(self, message: AssignShards) -> None:
+        for ref, item in zip(message.refs(), message.items):
+            if ref in self._jobs:
+                continue
+            job = _Job(ref, message, item.gpus)
+            self._jobs[ref] = job
+            if item.after in self._jobs and not self._stopping:
+                tail = item.after
+                while tail in self._next:  # never two behind one: they would run together
+                    tail = self._next[tail]
+                job.after = tail
+                self._next[tail] = ref
+            else:  # it follows nothing, or a shard that already ended here
+                self._spawn(self._run(job))
 
     async def _on_cancel(self, message: ShardCancel) -> None:
-        running = self._running.get(message.shard)
-        if running is not None:
-            running.cancelled = True
-            if running.runner is not None:
-                running.runner.cancel()
+        job = self._jobs.get(message.shard)
+        if job is None:
+            return
+        job.cancelled = True
+        if job.after is not None:  # never started: it ends here, cancelled
+            self._drop(job.ref)
+            outcome = _failure("cancelled before it started", reason="cancelled")
+            await self._finish(job.ref, outcome, self._take_folder())
+        elif job.runner is not None:
+            job.runner.cancel()
 
-    async def _run(self, message: ShardAssign) -> None:
-        ref = message.shard
-        running = self._running[ref]
+    def _drop(self, ref: ShardRef) -> None:
+        """Forget a waiting job; the one behind it follows the one before it instead."""
+        job = self._jobs.pop(ref)
+        assert job.after is not None
+        behind = self._next.pop(ref, None)
+        if behind is None:
+            del self._next[job.after]
+        else:
+            self._next[job.after] = behind
+            self._jobs[behind].after = job.after
+
+    def _ended(self, ref: ShardRef) -> None:
+        """A job ran and ended: the one waiting behind it starts in its place."""
+        del self._jobs[ref]
+        behind = self._next.pop(ref, None)
+        if behind is not None:
+            follower = self._jobs[behind]
+            follower.after = None
+            self._spawn(self._run(follower))
+
+    async def _run(self, job: _Job) -> None:
+        ref, message = job.ref, job.assign
         workdir = self._take_folder()
         cores: list[int] = []
         try:
@@ -182,14 +239,15 @@ class TaskExecutor:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
             memory = message.resources.memory_mb
+            command = expand_command(message.command, ref.shard, message.shards)
             spec = ShardSpec(
-                command=message.command[0] if message.shell else message.command,
+                command=command[0] if message.shell else command,
                 workdir=workdir,
                 shard=ref.shard,
                 shards=message.shards,
                 env=message.env,
                 shell=message.shell,
-                gpus=message.gpus,
+                gpus=job.gpus,
                 # A shard inherits this process's affinity: pin only to a smaller set.
                 cpu_cores=cores if cores and set(cores) != self._own_cores else None,
                 memory_limit=int(memory * BYTES_PER_MB) if memory > 0 else None,
@@ -197,8 +255,8 @@ class TaskExecutor:
                 outputs=message.outputs,
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
-            running.runner = runner
-            if running.cancelled:
+            job.runner = runner
+            if job.cancelled:
                 runner.cancel()
             timer = asyncio.get_running_loop().call_later(STARTED_DELAY, self._started, ref)
             try:
@@ -209,7 +267,8 @@ class TaskExecutor:
             outcome = _failure(f"could not prepare the shard: {exc}")
         finally:
             self._free_cores.update(cores)
-            del self._running[ref]
+            if not self._stopping:
+                self._ended(ref)
         await self._finish(ref, outcome, workdir)
 
     def _take_folder(self) -> Path:
@@ -248,21 +307,47 @@ class TaskExecutor:
         await self.agent.send(ShardOutput(shard=ref, stream=stream, data=text))
 
     async def _finish(self, ref: ShardRef, outcome: ShardOutcome, workdir: Path) -> None:
-        if self.agent.state == AgentState.CONNECTED:
-            self._delivered[_key(ref)] = _Delivered(ref, outcome, workdir)
-            await self._send_result(ref, outcome, workdir)
-        else:
+        if self.agent.state != AgentState.CONNECTED:
             await self._park(ref, outcome, workdir)
-
-    async def _send_result(self, ref: ShardRef, outcome: ShardOutcome, folder: Path) -> None:
-        result = _wire_result(outcome)
-        if not await self.agent.send(ShardFinished(shard=ref, result=result)):
             return
-        files = [Outgoing(e.path, folder / e.path, e.size, e.sha256) for e in outcome.outputs]
+        delivered = _Delivered(ref, outcome, workdir)
+        self._delivered[_key(ref)] = delivered
+        self._outbox.append(delivered)
+        loop = asyncio.get_running_loop()
+        if len(self._outbox) >= len(self._next):
+            if not self._flush_soon:  # once per loop turn: results ending together go together
+                self._flush_soon = True
+                loop.call_soon(self._flush)
+        elif self._flush_timer is None:
+            self._flush_timer = loop.call_later(RESULT_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self._flush_soon = False
+        outbox, self._outbox = self._outbox, []
+        if outbox:
+            self._spawn(self._send_results(outbox))
+
+    async def _send_results(self, results: list[_Delivered]) -> None:
+        """Send results in batches, each followed by its results' output files."""
+        for batch in _batches(results):
+            finished = [FinishedShard(d.ref, _wire_result(d.outcome)) for d in batch]
+            if not await self.agent.send(ShardsFinished(results=finished)):
+                return
+            for delivered in batch:
+                await self._send_outputs(delivered)
+
+    async def _send_outputs(self, delivered: _Delivered) -> None:
+        folder, key = delivered.workdir, _key(delivered.ref)
+        files = [
+            Outgoing(e.path, folder / e.path, e.size, e.sha256) for e in delivered.outcome.outputs
+        ]
         try:
-            await send_files(self._send_bytes, _key(ref), files)
+            await send_files(self._send_bytes, key, files)
         except (ConnectionError, OSError) as exc:
-            log.info("sending the outputs of %s stopped: %s", _key(ref), exc)
+            log.info("sending the outputs of %s stopped: %s", key, exc)
 
     async def _send_bytes(self, frame: bytes) -> None:
         if not await self.agent.send_bytes(frame):
@@ -341,8 +426,24 @@ def _wire_result(outcome: ShardOutcome) -> ShardResult:
     return ShardResult(**fields)
 
 
-def _failure(message: str) -> ShardOutcome:
-    return ShardOutcome(reason="error", exit_code=None, started=0.0, ended=0.0, message=message)
+def _failure(message: str, reason: Reason = "error") -> ShardOutcome:
+    return ShardOutcome(reason=reason, exit_code=None, started=0.0, ended=0.0, message=message)
+
+
+def _batches(results: list[_Delivered]) -> list[list[_Delivered]]:
+    """Split results so that no ``shards_finished`` nears the message cap (a result's size
+    is bounded by its message and its list of output files)."""
+    batches: list[list[_Delivered]] = [[]]
+    size = 0
+    for delivered in results:
+        outcome = delivered.outcome
+        weight = 512 + len(outcome.message) + sum(len(e.path) + 96 for e in outcome.outputs)
+        if batches[-1] and size + weight > RESULT_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(delivered)
+        size += weight
+    return [batch for batch in batches if batch]
 
 
 def _copy_inputs(cache: Path, files: list[FileEntry], workdir: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import websockets
 
-from poolnet_desktop.core.manifest import TaskSpec, expand_command, shard_environment
+from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -40,21 +40,22 @@ from poolnet_desktop.core.protocol import (
     TaskSubmit,
     encode_text,
 )
-from poolnet_desktop.core.scheduler import Scheduler, ShardKey, Unschedulable
+from poolnet_desktop.core.scheduler import Placement, Scheduler, ShardKey, Unschedulable
 from poolnet_desktop.core.task_protocol import (
     OUTCOME_STATES,
+    Assignment,
+    AssignShards,
     CancelTask,
     FetchBlobs,
     FetchResults,
     ListTasks,
     ResultFiles,
     ShardAck,
-    ShardAssign,
     ShardCancel,
-    ShardFinished,
     ShardOutput,
     ShardRef,
     ShardResult,
+    ShardsFinished,
     ShardsReport,
     ShardStarted,
     SubmitTask,
@@ -93,12 +94,15 @@ _ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 @dataclass
 class TaskServiceConfig:
     """Caps and timings. ``grace``: how long a vanished member's shards wait for it (None:
-    the coordinator's heartbeat timeout)."""
+    the coordinator's heartbeat timeout). ``ahead``: how many shards may wait on a member
+    behind each running one, so that it never idles for a round trip between tiny shards
+    (``core.scheduler``); a priority task may wait behind that many."""
 
     max_file_size: int = 8 * GIB
     max_task_bytes: int = 32 * GIB
     max_output_bytes: int = 8 * GIB
     grace: float | None = None
+    ahead: int = 4
     sweep_interval: float = 1.0
 
 
@@ -144,7 +148,7 @@ class TaskService:
         self.incoming = root / "incoming"
         self._db_path = root / "tasks.sqlite3"
         self.store: TaskStore | None = None
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(ahead=self.config.ahead)
         self.tasks: dict[str, Task] = {}
         self.recorded: dict[tuple[str, int], ShardResult] = {}
         self._clock = clock
@@ -182,7 +186,7 @@ class TaskService:
             ShardsReport: self._on_report,
             ShardStarted: self._on_started,
             ShardOutput: self._on_output,
-            ShardFinished: self._on_finished,
+            ShardsFinished: self._on_finished,
             FetchBlobs: self._on_fetch_blobs,
             TaskSubmit: self._on_seed_submit,
         }
@@ -323,31 +327,43 @@ class TaskService:
             asyncio.get_running_loop().call_soon(self._place)
 
     def _place(self) -> None:
+        """One placement pass; each member gets one message per task it was given."""
         self._pass_pending = False
         now = self._clock()
-        touched: set[str] = set()
+        store = self.store_or_fail()
+        batches: dict[tuple[str, str], list[Assignment]] = {}
         for placement in self.scheduler.place():
             task = self.tasks[placement.task_id]
             attempt = task.assign(placement.shard, placement.device_id, placement.gpu_indices, now)
-            shard = task.shards[placement.shard]
-            self.store_or_fail().save_shard(task.id, shard)
+            store.save_shard(task.id, task.shards[placement.shard])
+            batch = batches.setdefault((placement.device_id, task.id), [])
+            batch.append(Assignment(placement.shard, attempt, list(placement.gpu_indices),
+                                    self._after(placement)))
+        for (device_id, task_id), items in batches.items():
+            task = self.tasks[task_id]
             spec = task.spec
-            self._post(placement.device_id, ShardAssign(
-                shard=ShardRef(task.id, placement.shard, attempt),
+            self._post(device_id, AssignShards(
+                task_id=task_id,
                 shards=spec.shards,
-                command=expand_command(spec.command, placement.shard, spec.shards),
-                env=shard_environment(spec, placement.shard),
+                command=list(spec.command),
+                env=dict(spec.env),
                 shell=spec.shell,
                 timeout=spec.timeout,
                 resources=spec.resources,
                 outputs=list(spec.outputs),
                 files=list(spec.files),
-                gpus=list(placement.gpu_indices),
+                items=items,
             ))
-            touched.add(placement.device_id)
             self._changed(task)
-        for device_id in touched:
+        for device_id in {device_id for device_id, _ in batches}:
             self._count_running(device_id)
+
+    def _after(self, placement: Placement) -> ShardRef | None:
+        """The attempt a shard placed ahead waits for, as the member knows it."""
+        if placement.after is None:
+            return None
+        task_id, index = placement.after
+        return ShardRef(task_id, index, self.tasks[task_id].shards[index].attempt)
 
     def _post(self, device_id: str, message: Any) -> None:
         """Queue a message to a member without waiting (a closed link is noticed by the sweep)."""
@@ -383,15 +399,15 @@ class TaskService:
         held = {
             (ref.task_id, ref.shard): ref.attempt for ref in [*message.running, *message.spooled]
         }
-        mine = set(self.scheduler.running_on(device_id))
-        mine.update(key for key, (owner, _) in self._unconfirmed.items() if owner == device_id)
+        placed = self.scheduler.placed_on(device_id)
+        mine = placed | {key for key, (owner, _) in self._unconfirmed.items() if owner == device_id}
         now = self._clock()
         for key in sorted(mine):
             task = self.tasks[key[0]]
             shard = task.shards[key[1]]
             self._unconfirmed.pop(key, None)
             if held.get(key) == shard.attempt and shard.state in ACTIVE:
-                if key not in self.scheduler.running_on(device_id):
+                if key not in placed:
                     self.scheduler.adopt(key[0], key[1], device_id, shard.gpu_indices)
             else:
                 self.scheduler.release(*key)
@@ -455,13 +471,18 @@ class TaskService:
         if watchers:
             websockets.broadcast(watchers, encode_text(message))
 
-    async def _on_finished(self, session: Session, message: ShardFinished) -> None:
-        ref = message.shard
-        self._current(session, ref)
+    async def _on_finished(self, session: Session, message: ShardsFinished) -> None:
         device_id = self._member_id(session)
-        outputs = message.result.outputs
+        for finished in message.results:
+            self._current(session, finished.shard)
+        for finished in message.results:
+            await self._finished(device_id, finished.shard, finished.result)
+
+    async def _finished(self, device_id: str, ref: ShardRef, result: ShardResult) -> None:
+        """Record a result at once, or once its output files have arrived."""
+        outputs = result.outputs
         if not outputs:
-            await self._record(device_id, ref, message.result, None)
+            await self._record(device_id, ref, result, None)
             return
         transfer = result_transfer_id(ref.task_id, ref.shard, ref.attempt)
         previous = self._incoming.pop(transfer, None)
@@ -474,7 +495,7 @@ class TaskService:
             max_file_size=self.config.max_file_size,
             max_transfer_size=self.config.max_output_bytes,
         )
-        self._incoming[transfer] = _IncomingResult(device_id, ref, message.result, receiver)
+        self._incoming[transfer] = _IncomingResult(device_id, ref, result, receiver)
 
     async def _result_chunk(self, incoming: _IncomingResult, header: Any, data: bytes) -> None:
         transfer = header.transfer_id

@@ -276,3 +276,36 @@ async def test_the_seeds_task_submit_really_runs_its_command(tmp_path: Path) -> 
         await member.stop()
         await running
         await host.stop()
+
+
+async def test_shards_held_ahead_never_run_beside_the_one_they_follow(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    """Each member shares 1.6 cores, so one ``cpu = 1`` shard at a time, with more waiting
+    behind it. A shard takes a lock folder in its member's data folder and fails if another
+    shard of that member holds it, so a waiting shard that started early fails the task."""
+    task_dir = tmp_path / "ahead"
+    write(task_dir, "hold.py", """
+        import os, pathlib, sys, time
+        lock = pathlib.Path.cwd().parent.parent / "one-at-a-time"
+        try:
+            os.mkdir(lock)
+        except FileExistsError:
+            sys.exit("another shard of this member is running")
+        time.sleep(0.05)
+        os.rmdir(lock)
+    """)
+    write(task_dir, "ahead.pool.toml", """
+        command = ["{python}", "hold.py"]
+        shards = 16
+        files = ["hold.py"]
+        retries = 0
+        [resources]
+        cpu = 1
+    """)
+    task_id = await client.submit(await asyncio.to_thread(load_task, task_dir))
+    await wait_for(lambda: any(
+        len(pool.tasks.scheduler.placed_on(m.agent.config.device_id)) > 1 for m in members
+    ))
+    summary = await client.wait(task_id)
+    assert (summary.state, summary.succeeded) == ("succeeded", 16)

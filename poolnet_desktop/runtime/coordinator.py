@@ -108,6 +108,12 @@ class Coordinator:
             Forget: self._on_forget,
         }
         self.task_counts: Callable[[], dict[str, int]] = dict
+        # Services that follow sessions and members (the task service) listen here instead
+        # of polling. ``left_listeners``: a session ended, or stopped speaking for its member
+        # (replaced by a newer connection, heartbeat timeout), with that member's id, else
+        # None. ``share_listeners``: a member's resources or accept-tasks changed.
+        self.left_listeners: list[Callable[[Session, str | None], None]] = []
+        self.share_listeners: list[Callable[[str], None]] = []
         # Set by the task service: shards by state, for ``/metrics``.
         self.shard_counts: Callable[[], dict[str, int]] = dict
         # Set by ``runtime.metrics``: (message type, seconds spent handling it).
@@ -162,10 +168,20 @@ class Coordinator:
         self._sessions.discard(session)
         device_id = session.device_id
         if device_id is None or self._by_device.get(device_id) is not session:
+            self._tell_left(session, None)
             return
         del self._by_device[device_id]
         if self.registry.mark_offline(device_id):
             self._tell_seed_clients(DeviceLeft(device_id=device_id))
+        self._tell_left(session, device_id)
+
+    def _tell_left(self, session: Session, device_id: str | None) -> None:
+        for listener in self.left_listeners:
+            listener(session, device_id)
+
+    def _tell_share(self, device_id: str) -> None:
+        for listener in self.share_listeners:
+            listener(device_id)
 
     def cut_off(self, peer_id: str, code: int, reason: str) -> None:
         """Close every connection of ``peer_id`` (its member link and any observers) now."""
@@ -241,6 +257,7 @@ class Coordinator:
         self._check_own_id(session, message.device_id)
         assert session.device_id is not None
         self.registry.update_resources(session.device_id, message.resources)
+        self._tell_share(session.device_id)
 
     async def _on_resource_request(self, session: Session, message: ResourceRequest) -> None:
         requester = session.device_id or message.device_id or ""
@@ -312,6 +329,7 @@ class Coordinator:
         if session.role != "member" or session.dialect != "poolnet" or session.device_id is None:
             raise ProtocolError(ErrorCode.FORBIDDEN, "only PoolNet members run tasks")
         self.registry.set_accept_tasks(session.device_id, message.accept)
+        self._tell_share(session.device_id)
 
     async def _on_forget(self, session: Session, message: Forget) -> None:
         if session.role != "observer":
@@ -331,6 +349,7 @@ class Coordinator:
             # The newest connection wins: the old one is usually a half-dead link.
             previous.device_id = None
             self._spawn(previous.close(CLOSE_REPLACED, "replaced by a newer connection"))
+            self._tell_left(previous, device_id)
         session.device_id = device_id
         self._by_device[device_id] = session
         return self.registry.register(
@@ -418,3 +437,4 @@ class Coordinator:
             if session is not None:
                 session.device_id = None
                 self._spawn(session.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                self._tell_left(session, device_id)

@@ -1,10 +1,10 @@
 """The coordinator's task service: accepts tasks, places shards, gathers results, persists all.
 
-Everything happens on events, never on a schedule: a submission, a result, a member's report
-or a lost member changes the records (``core.tasks``) and asks for one placement pass
-(``core.scheduler``), coalesced to one per loop iteration. The only periodic work is a sweep
-once a second that notices members whose connection ended (the coordinator has no hook for
-that) and re-reads members' shares.
+Everything happens on events, never on a schedule: a submission, a result, a member's report,
+a member leaving or its share changing (the coordinator's ``left_listeners`` and
+``share_listeners``) changes the records (``core.tasks``) and asks for one placement pass
+(``core.scheduler``), coalesced to one per loop iteration. The only timers are the grace
+deadlines of shards whose member left.
 
 Nothing is lost: every change is queued to ``TaskStore`` (SQLite, one writer thread), and a
 member is told to forget a result (``shard_ack``) only once it is committed. After a restart,
@@ -103,7 +103,6 @@ class TaskServiceConfig:
     max_output_bytes: int = 8 * GIB
     grace: float | None = None
     ahead: int = 4
-    sweep_interval: float = 1.0
 
 
 @dataclass(slots=True)
@@ -162,7 +161,7 @@ class TaskService:
         self._acks: dict[str, list[ShardRef]] = {}
         self._pass_pending = False
         self._update_timer: asyncio.TimerHandle | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -195,14 +194,18 @@ class TaskService:
         self.server.binary_handler = self._on_chunk
         self.server.rest.extend("/api/tasks", self._rest_tasks)
         self.coordinator.task_counts = self.counts
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="task-sweep")
+        self.coordinator.left_listeners.append(self._on_left)
+        self.coordinator.share_listeners.append(self._on_share)
+        self._arm_grace()
 
     async def stop(self) -> None:
-        """Stop sweeping and sending, then commit what is queued. Safe to call twice."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
+        """Stop listening and sending, then commit what is queued. Safe to call twice."""
+        for listeners, listener in ((self.coordinator.left_listeners, self._on_left),
+                                    (self.coordinator.share_listeners, self._on_share)):
+            if listener in listeners:
+                listeners.remove(listener)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         if self._update_timer is not None:
             self._update_timer.cancel()
         for task in list(self._background):
@@ -254,7 +257,6 @@ class TaskService:
 
     def _admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""
-        self._refresh_members()
         try:
             self.scheduler.check_fits_somewhere(spec.resources.vector())
         except Unschedulable as exc:
@@ -366,15 +368,11 @@ class TaskService:
         return ShardRef(task_id, index, self.tasks[task_id].shards[index].attempt)
 
     def _post(self, device_id: str, message: Any) -> None:
-        """Queue a message to a member without waiting (a closed link is noticed by the sweep)."""
+        """Queue a message to a member without waiting (a closed link is reported by
+        ``_on_left``)."""
         session = self._members.get(device_id)
         if session is not None:
             websockets.broadcast([session.connection], encode_text(message))
-
-    def _refresh_members(self) -> None:
-        """Re-read every ready member's share from the registry (its limits may have moved)."""
-        for device_id in self._members:
-            self._refresh_member(device_id)
 
     def _refresh_member(self, device_id: str) -> None:
         device = self.coordinator.registry.get(device_id)
@@ -393,8 +391,6 @@ class TaskService:
         device_id = self._member_id(session)
         self.coordinator.registry.update_resources(device_id, message.resources)
         self._members[device_id] = session
-        # This member's share only: refreshing every member here made a join storm of N
-        # members cost O(N^2) (the once-a-second sweep refreshes the others).
         self._refresh_member(device_id)
         held = {
             (ref.task_id, ref.shard): ref.attempt for ref in [*message.running, *message.spooled]
@@ -599,36 +595,50 @@ class TaskService:
 
     # ---- members that vanish -----------------------------------------------------------------
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.sweep_interval)
-            try:
-                self.sweep()
-            except Exception:  # one bad sweep must not end sweeping for good
-                log.exception("task sweep failed")
+    def _on_left(self, session: Session, device_id: str | None) -> None:
+        """A session ended. A member's shards get ``grace`` seconds to be reported back by
+        it; an upload it was sending ends its task."""
+        if device_id is not None and self._members.get(device_id) is session:
+            del self._members[device_id]
+            deadline = self._clock() + self.grace
+            for key in self.scheduler.remove_member(device_id):
+                self._unconfirmed[key] = (device_id, deadline)
+            self._arm_grace()
+            self._schedule()
+        for task_id, upload in list(self._uploads.items()):
+            if upload.session is session:
+                del self._uploads[task_id]
+                self._spawn(upload.receiver.discard())
+                self._abandon(upload.task, "the submitter left before its files arrived")
 
-    def sweep(self) -> None:
-        """Members whose link ended give their shards ``grace`` seconds to be reported back;
-        past that they are lost (and retried). Interrupted uploads end their tasks."""
+    def _on_share(self, device_id: str) -> None:
+        """A member's resources or accept-tasks changed: re-read its share, place again."""
+        if device_id in self._members:
+            self._refresh_member(device_id)
+            self._schedule()
+
+    def _arm_grace(self) -> None:
+        """One timer, at the earliest deadline of the shards waiting for their member."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if self._unconfirmed:
+            earliest = min(deadline for _, deadline in self._unconfirmed.values())
+            delay = max(0.0, earliest - self._clock()) + 0.01
+            self._grace_timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        """Shards whose member did not report them back by their deadline are lost (and
+        retried within their task's ``retries``)."""
+        self._grace_timer = None
         now = self._clock()
-        for device_id, session in list(self._members.items()):
-            if self.coordinator.session_for(device_id) is not session:
-                del self._members[device_id]
-                for key in self.scheduler.remove_member(device_id):
-                    self._unconfirmed[key] = (device_id, now + self.grace)
         for key, (device_id, deadline) in list(self._unconfirmed.items()):
             if now >= deadline:
                 del self._unconfirmed[key]
                 task = self.tasks[key[0]]
                 change = task.mark_lost(key[1], now, f"member {device_id} did not come back")
                 self._apply(task, key[1], change)
-        for task_id, upload in list(self._uploads.items()):
-            if upload.session not in self.coordinator.sessions:
-                del self._uploads[task_id]
-                self._spawn(upload.receiver.discard())
-                self._abandon(upload.task, "the submitter left before its files arrived")
-        self._refresh_members()
-        self._schedule()
+        self._arm_grace()
 
     # ---- people: list, cancel, watch, results ------------------------------------------------
 

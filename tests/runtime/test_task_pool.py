@@ -309,3 +309,21 @@ async def test_shards_held_ahead_never_run_beside_the_one_they_follow(
     ))
     summary = await client.wait(task_id)
     assert (summary.state, summary.succeeded) == ("succeeded", 16)
+
+
+async def test_a_member_that_stops_accepting_tasks_gets_no_more_shards(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    """The coordinator tells the task service at once (``share_listeners``): no polling."""
+    resting, working = members
+    await resting.agent.set_accept_tasks(False)
+    resting_id = resting.agent.config.device_id
+    await wait_for(lambda: pool.tasks.scheduler.member_usage(resting_id)[0].cpu == 0)
+    write(tmp_path / "job", "job.pool.toml", """
+        command = ["true"]
+        shards = 6
+    """)
+    task_id = await client.submit(await asyncio.to_thread(load_task, tmp_path / "job"))
+    assert (await client.wait(task_id)).succeeded == 6
+    devices = {shard.device_id for shard in pool.tasks.tasks[task_id].shards}
+    assert devices == {working.agent.config.device_id}

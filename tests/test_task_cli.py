@@ -1,4 +1,4 @@
-"""``poolnet submit/tasks/cancel/logs`` against real ``poolnet host`` and ``poolnet join``
+"""``poolnet submit/tasks/cancel/retry/logs`` against real ``poolnet host`` and ``poolnet join``
 subprocesses, including a host killed with SIGKILL halfway through a batch."""
 
 from __future__ import annotations
@@ -121,9 +121,12 @@ def test_submit_wait_brings_every_output_back_and_exits_zero(pool: Pool, tmp_pat
     assert listed[task_id]["state"] == "succeeded"
 
 
-def test_failing_shards_make_submit_wait_exit_nonzero(pool: Pool, tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path / "bad", "bad", """
-        command = "exit $((POOLNET_SHARD % 2))"
+def test_failing_shards_make_submit_wait_exit_nonzero_and_retry_runs_them_again(
+    pool: Pool, tmp_path: Path
+) -> None:
+    fixed = tmp_path / "fixed"
+    manifest = write_manifest(tmp_path / "bad", "bad", f"""
+        command = "test $((POOLNET_SHARD % 2)) = 0 || test -e {fixed}"
         shell = true
         shards = 4
         retries = 0
@@ -132,6 +135,21 @@ def test_failing_shards_make_submit_wait_exit_nonzero(pool: Pool, tmp_path: Path
     assert result.returncode == 1
     summary = json.loads(result.stdout)["task"]
     assert (summary["state"], summary["succeeded"], summary["total"]) == ("failed", 2, 4)
+
+    fixed.touch()  # what made shards 1 and 3 fail is fixed: run them again
+    retried = pool.run("retry", summary["id"])
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"{summary['id']}: ")
+    wait_until(lambda: any(t["id"] == summary["id"] and t["state"] == "succeeded"
+                           for t in pool.tasks()), "the retried shards")
+    with sqlite3.connect(pool.host_dir / "tasks" / "tasks.sqlite3") as db:
+        rows = db.execute("SELECT idx, attempt, reported FROM shards WHERE task_id = ? ORDER BY idx",
+                          (summary["id"],)).fetchall()
+    assert [(idx, attempt, json.loads(reported)) for idx, attempt, reported in rows] == [
+        (0, 1, [1]), (1, 2, [1, 2]), (2, 1, [1]), (3, 2, [1, 2]),
+    ]
+    unknown = pool.run("retry", "no-such-task")
+    assert unknown.returncode == 1 and "no task 'no-such-task'" in unknown.stderr
 
 
 def test_a_broken_manifest_is_refused_clearly_and_nothing_is_queued(

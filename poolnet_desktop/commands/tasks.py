@@ -1,4 +1,5 @@
-"""``poolnet submit``, ``poolnet tasks``, ``poolnet cancel`` and ``poolnet logs``.
+"""``poolnet submit``, ``poolnet tasks``, ``poolnet cancel``, ``poolnet retry`` and
+``poolnet logs``.
 
 Each opens one authenticated link to the pool (``runtime.link``) and talks through
 ``runtime.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
@@ -42,6 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cancel = subparsers.add_parser("cancel", help="cancel a task")
     cancel.add_argument("task_id", metavar="ID")
     _common(cancel, run_cancel)
+
+    retry = subparsers.add_parser(
+        "retry", help="run a task's failed, timed-out, cancelled and lost shards again"
+    )
+    retry.add_argument("task_id", metavar="ID")
+    _common(retry, run_retry)
 
     logs = subparsers.add_parser("logs", help="print a task's output")
     logs.add_argument("task_id", metavar="ID")
@@ -121,12 +128,25 @@ def run_tasks(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
+    return _change(args, TaskClient.cancel)
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    return _change(args, TaskClient.retry)
+
+
+def _change(
+    args: argparse.Namespace, change: Callable[[TaskClient, str], Awaitable[TaskSummary]]
+) -> int:
+    """Cancel or retry: one request, then the task's state (``--json``: its summary)."""
+
     async def conversation(client: TaskClient) -> int:
-        summary = await client.cancel(args.task_id)
+        summary = await change(client, args.task_id)
         if args.json:
             _print_json(summary)
         else:
-            print(f"{summary.id}: {summary.state}")
+            print(f"{summary.id}: {summary.state}, {summary.queued} shards queued, "
+                  f"{summary.succeeded}/{summary.total} succeeded")
         return 0
 
     return _talk(args, conversation)

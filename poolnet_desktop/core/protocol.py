@@ -27,6 +27,7 @@ from poolnet_desktop.core.task_protocol import (
     FetchResults,
     ListTasks,
     ResultFiles,
+    RetryTask,
     ShardAck,
     ShardCancel,
     ShardOutput,
@@ -309,6 +310,7 @@ ClientMessage = Union[
     # tasks (core/task_protocol.py)
     SubmitTask,
     CancelTask,
+    RetryTask,
     ListTasks,
     WatchTask,
     FetchResults,

@@ -219,6 +219,10 @@ class Scheduler:
         if task.pending:
             bisect.insort(self._order, task.key)
 
+    def submitted(self, task_id: str) -> bool:
+        """Whether the task is queued here (submitted and not removed)."""
+        return task_id in self._tasks
+
     def requeue(self, task_id: str, shard: int) -> None:
         """Put a shard back at the front of its task (a retry). It must not be running."""
         task = self._task(task_id)

@@ -5,7 +5,8 @@ them as binary chunk frames, ``core.transfer``):
 
 * submitter -> coordinator: ``submit_task`` -> ``task_accepted`` (or ``error``), then the input
   files as chunks (transfer id = task id), then ``task_update`` once it is queued;
-  ``cancel_task`` -> ``task_update``; ``list_tasks`` -> ``task_list``;
+  ``cancel_task`` -> ``task_update``; ``retry_task`` -> ``task_update``;
+  ``list_tasks`` -> ``task_list``;
   ``watch_task`` -> the stored log as ``shard_output``, ``watch_ready``, then live
   ``shard_output`` and ``task_update``; ``fetch_results`` -> ``result_files`` -> chunks.
 * coordinator -> member: ``assign_shards`` (attempts of one task, each to run at once or
@@ -120,6 +121,12 @@ class SubmitTask(Message, tag="submit_task"):
 
 
 class CancelTask(Message, tag="cancel_task"):
+    task_id: TaskId
+
+
+class RetryTask(Message, tag="retry_task"):
+    """Run the task's failed, timed-out, cancelled and lost shards again."""
+
     task_id: TaskId
 
 

@@ -15,6 +15,11 @@ about a shard names its attempt. Each shard remembers which attempts' results it
   spooled result later) is accepted as long as the shard has not succeeded or been cancelled;
   any newer attempt still running becomes useless and the caller is told to cancel it;
 * a failure from an older attempt is ignored: the shard has already moved on.
+
+A person may ask for a task's unsuccessful shards to run again (``Task.retry``): failed,
+timed-out, cancelled and lost shards go back to the queue with a fresh ``retries`` budget.
+That is the only way out of ``CANCELLED`` and the only way from ``TIMED_OUT`` back to
+``QUEUED``; no member's message takes a shard there.
 """
 
 from __future__ import annotations
@@ -58,9 +63,9 @@ TRANSITIONS: dict[ShardState, frozenset[ShardState]] = {
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST}),
     S.FAILED: frozenset({S.QUEUED, S.SUCCEEDED}),
     S.LOST: frozenset({S.QUEUED, S.SUCCEEDED}),
-    S.TIMED_OUT: frozenset({S.SUCCEEDED}),
+    S.TIMED_OUT: frozenset({S.SUCCEEDED, S.QUEUED}),
     S.SUCCEEDED: frozenset(),
-    S.CANCELLED: frozenset(),
+    S.CANCELLED: frozenset({S.QUEUED}),  # a person's retry only
 }
 ACTIVE = frozenset({S.ASSIGNED, S.RUNNING})
 # Where a shard rests when nothing more will happen to it (barring a late success).
@@ -68,6 +73,8 @@ FINAL = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST})
 RESULT_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED})
 # Failures worth another attempt elsewhere; a timeout or a cancel would only repeat itself.
 RETRYABLE = frozenset({S.FAILED, S.LOST})
+# What a person's retry runs again: every way a shard can end without success.
+UNSUCCESSFUL = frozenset({S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST})
 
 
 class IllegalTransition(ValueError):
@@ -85,7 +92,8 @@ def transition(current: ShardState, new: ShardState) -> ShardState:
 class Shard:
     """One shard's record. ``attempt`` counts assignments (0 = never assigned); ``device_id``
     and ``gpu_indices`` belong to the current attempt; ``reason`` says why it waits or ended;
-    ``reported`` holds the attempts whose result has been recorded."""
+    ``reported`` holds the attempts whose result has been recorded; ``retry_base`` is the
+    attempt a person's retry started from (the automatic ``retries`` count from there)."""
 
     index: int
     state: ShardState = ShardState.QUEUED
@@ -99,6 +107,7 @@ class Shard:
     assigned_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    retry_base: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +261,24 @@ class Task:
                 to_kill.append((shard.index, shard.device_id, shard.attempt))
         return to_kill
 
+    def retry(self, now: float) -> list[int]:
+        """Queue every failed, timed-out, cancelled or lost shard again, with new attempt
+        numbers and a fresh ``retries`` budget, and lift a cancel. Returns their indices: the
+        caller queues them in the scheduler (``Scheduler.submit``, or ``requeue`` while it
+        still holds the task). Late results of their old attempts count as always."""
+        self.cancel_requested = False
+        again = []
+        for shard in self.shards:
+            if shard.state in UNSUCCESSFUL:
+                self._move(shard, S.QUEUED)
+                shard.retry_base = shard.attempt
+                shard.exit_code = None
+                shard.reason = "run again on request"
+                shard.queued_at = now
+                shard.finished_at = None
+                again.append(shard.index)
+        return again
+
     # --- internals ---
 
     def _shard(self, index: int) -> Shard:
@@ -272,7 +299,7 @@ class Task:
         shard.exit_code = exit_code
         shard.reason = reason
         shard.finished_at = now
-        retry = outcome in RETRYABLE and shard.attempt <= self.spec.retries
+        retry = outcome in RETRYABLE and shard.attempt - shard.retry_base <= self.spec.retries
         if retry and not self.cancel_requested:
             self._move(shard, S.QUEUED)
             detail = f": {reason}" if reason else ""

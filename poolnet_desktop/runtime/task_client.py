@@ -19,6 +19,7 @@ from poolnet_desktop.core.task_protocol import (
     FetchResults,
     ListTasks,
     ResultFiles,
+    RetryTask,
     ShardOutput,
     SubmitTask,
     TaskAccepted,
@@ -103,6 +104,12 @@ class TaskClient:
 
     async def cancel(self, task_id: str) -> TaskSummary:
         await self.link.send(CancelTask(task_id=task_id))
+        update: TaskUpdate = await self._next(TaskUpdate)
+        return update.task
+
+    async def retry(self, task_id: str) -> TaskSummary:
+        """Run the task's failed, timed-out, cancelled and lost shards again."""
+        await self.link.send(RetryTask(task_id=task_id))
         update: TaskUpdate = await self._next(TaskUpdate)
         return update.task
 

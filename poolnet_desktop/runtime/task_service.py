@@ -50,6 +50,7 @@ from poolnet_desktop.core.task_protocol import (
     FetchResults,
     ListTasks,
     ResultFiles,
+    RetryTask,
     ShardAck,
     ShardCancel,
     ShardOutput,
@@ -179,6 +180,7 @@ class TaskService:
         handlers: dict[type, Callable[[Session, Any], Any]] = {
             SubmitTask: self._on_submit,
             CancelTask: self._on_cancel,
+            RetryTask: self._on_retry,
             ListTasks: self._on_list,
             WatchTask: self._on_watch,
             FetchResults: self._on_fetch_results,
@@ -661,6 +663,31 @@ class TaskService:
             self.scheduler.withdraw(task.id, index)
         self._save_all(task, files_ready=task.id not in self._uploads)
         self._changed(task)
+        await session.send(TaskUpdate(task=self._summary(task, detail=True)))
+
+    async def _on_retry(self, session: Session, message: RetryTask) -> None:
+        """Run the task's unsuccessful shards again (``Task.retry``), if its inputs are
+        still here."""
+        task = self._task(message.task_id)
+        if task.id in self._uploads:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"task {task.id}: its files are still uploading")
+        missing = await asyncio.to_thread(self._missing_blobs, task.spec)
+        if missing:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"task {task.id} cannot run again: its input {missing[0]!r} is gone; submit it again",
+            )
+        again = task.retry(self._clock())
+        if again:
+            if self.scheduler.submitted(task.id):
+                for index in again:
+                    self.scheduler.requeue(task.id, index)
+            else:
+                demand = task.spec.resources.vector()
+                self.scheduler.submit(task.id, demand, again, task.spec.priority)
+            self._save_all(task, files_ready=True)
+            self._changed(task)
+            self._schedule()
         await session.send(TaskUpdate(task=self._summary(task, detail=True)))
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS shards (
     started_at REAL,
     finished_at REAL,
     result BLOB,
+    retry_base INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (task_id, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_task ON logs (task_id, shard);
 """
 _TASK_SQL = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
-_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
 # The writer gathers this long after the first queued write before it commits: a stream of
 # tiny shards then costs one commit per few milliseconds, not several per shard. Only
@@ -112,6 +113,11 @@ class TaskStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = _connect(path)
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(shards)")}
+        if "retry_base" not in columns:  # a store from before retries on request
+            self._db.execute(
+                "ALTER TABLE shards ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0"
+            )
         self._db_lock = threading.Lock()  # the connection: the writer, and rare reads
         self._lock = threading.Lock()  # the queues: held only for microseconds
         self._wake = threading.Condition(self._lock)
@@ -179,6 +185,7 @@ class TaskStore:
             _json.encode(shard.gpu_indices), shard.exit_code, shard.reason, shard.queued_at,
             _json.encode(sorted(shard.reported)), shard.assigned_at, shard.started_at,
             shard.finished_at, None if result is None else _json.encode(result),
+            shard.retry_base,
         )
         with self._lock:
             self._shards[(task_id, shard.index)] = row
@@ -267,7 +274,7 @@ def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
 
 def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]:
     (_, idx, state, attempt, device_id, gpus, exit_code, reason, queued_at, reported,
-     assigned_at, started_at, finished_at, result) = row
+     assigned_at, started_at, finished_at, result, retry_base) = row
     shard = Shard(
         index=int(idx),  # type: ignore[call-overload]
         state=ShardState(state),
@@ -281,5 +288,6 @@ def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]
         assigned_at=assigned_at,  # type: ignore[arg-type]
         started_at=started_at,  # type: ignore[arg-type]
         finished_at=finished_at,  # type: ignore[arg-type]
+        retry_base=int(retry_base),  # type: ignore[call-overload]
     )
     return shard, None if result is None else _result.decode(result)  # type: ignore[arg-type]

@@ -30,13 +30,13 @@ def make_task(shards: int = 3, retries: int = 2) -> Task:
 def test_every_state_has_a_row_and_final_states_stay() -> None:
     assert set(TRANSITIONS) == set(ShardState)
     assert TRANSITIONS[S.SUCCEEDED] == frozenset()
-    assert TRANSITIONS[S.CANCELLED] == frozenset()
+    assert TRANSITIONS[S.CANCELLED] == frozenset({S.QUEUED})  # a person's retry only
 
 
 @pytest.mark.parametrize(
     ("old", "new"),
     [(S.QUEUED, S.RUNNING), (S.RUNNING, S.QUEUED), (S.SUCCEEDED, S.QUEUED),
-     (S.CANCELLED, S.QUEUED), (S.TIMED_OUT, S.QUEUED), (S.QUEUED, S.LOST),
+     (S.CANCELLED, S.RUNNING), (S.TIMED_OUT, S.FAILED), (S.QUEUED, S.LOST),
      (S.RUNNING, S.ASSIGNED)],
 )
 def test_illegal_moves_refused(old: ShardState, new: ShardState) -> None:
@@ -197,7 +197,7 @@ def test_bad_calls_are_errors() -> None:
 
 
 _EVENT = st.tuples(
-    st.sampled_from(["assign", "start", "result", "lost", "cancel"]),
+    st.sampled_from(["assign", "start", "result", "lost", "cancel", "retry"]),
     st.integers(0, 2),  # shard
     st.integers(0, 4),  # attempt as reported
     st.sampled_from([S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED]),
@@ -224,6 +224,9 @@ def test_any_message_order_keeps_records_consistent(
         if kind == "cancel":
             task.cancel(now)
             continue
+        if kind == "retry":
+            task.retry(now)
+            continue
         if kind == "start":
             task.start(index, attempt, now)
             continue
@@ -235,8 +238,37 @@ def test_any_message_order_keeps_records_consistent(
         if change.accepted and kind == "result":
             accepted[(index, attempt)] += 1
             successes[index] += change.state is S.SUCCEEDED
-        assert shard.attempt <= retries + 1
+        assert shard.attempt - shard.retry_base <= retries + 1
     assert all(n == 1 for n in accepted.values())
     assert all(n <= 1 for n in successes.values())
     for state in ShardState:
         assert task.count(state) == sum(shard.state is state for shard in task.shards)
+
+
+def test_retry_queues_every_unsuccessful_shard_with_a_fresh_budget() -> None:
+    task = make_task(shards=5, retries=1)
+    for index in range(5):
+        task.assign(index, "dev", (), now=1.0)
+    task.record_result(0, 1, S.SUCCEEDED, now=2.0)
+    task.record_result(1, 1, S.TIMED_OUT, now=2.0)
+    task.mark_lost(2, now=2.0, reason="gone")  # retried automatically: attempt 2 next
+    task.assign(2, "dev", (), now=3.0)
+    task.record_result(2, 2, S.FAILED, now=4.0)  # budget spent: failed for good
+    assert task.cancel(now=5.0) == [(3, "dev", 1), (4, "dev", 1)]
+    task.record_result(3, 1, S.CANCELLED, now=6.0)
+    task.record_result(4, 1, S.FAILED, now=6.0)  # still on its member when cancelled
+    assert task.state is TaskState.CANCELLED
+
+    assert task.retry(now=7.0) == [1, 2, 3, 4]
+    assert not task.cancel_requested and task.state is TaskState.RUNNING
+    assert [s.state for s in task.shards] == [S.SUCCEEDED] + [S.QUEUED] * 4
+    assert task.retry(now=7.5) == []  # nothing left to run again
+    assert task.assign(2, "dev", (), now=8.0) == 3  # a new attempt number, never reused
+    change = task.record_result(2, 3, S.FAILED, now=9.0)
+    assert change.requeue and task.shards[2].state is S.QUEUED  # one automatic retry again
+    task.assign(2, "dev", (), now=10.0)
+    assert not task.record_result(2, 4, S.FAILED, now=11.0).requeue
+    # A late result of an attempt from before the retry still counts once.
+    assert task.record_result(1, 1, S.SUCCEEDED, now=12.0).accepted is False  # already reported
+    assert task.assign(1, "dev", (), now=12.0) == 2
+    assert task.record_result(1, 2, S.SUCCEEDED, now=13.0).accepted

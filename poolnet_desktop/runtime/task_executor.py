@@ -52,6 +52,7 @@ from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.agent import Agent, AgentState
+from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.runner import Reason, ShardOutcome, ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.spool import Spool, SpoolEntry
@@ -110,7 +111,9 @@ class TaskExecutor:
         self.sampler = sampler
         self.work = data_dir / "work"
         self.cache = data_dir / "cache"
-        shutil.rmtree(self.work, ignore_errors=True)  # folders of shards a restart ended
+        # Shards an earlier run left running (it was killed) die first, then their folders.
+        self._env = {RUN_VARIABLE: reap_and_stamp(data_dir)}
+        shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True, exist_ok=True)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(data_dir / "spool")
@@ -245,7 +248,7 @@ class TaskExecutor:
                 workdir=workdir,
                 shard=ref.shard,
                 shards=message.shards,
-                env=message.env,
+                env={**message.env, **self._env},
                 shell=message.shell,
                 gpus=job.gpus,
                 # A shard inherits this process's affinity: pin only to a smaller set.

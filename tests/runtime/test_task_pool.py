@@ -327,3 +327,39 @@ async def test_a_member_that_stops_accepting_tasks_gets_no_more_shards(
     assert (await client.wait(task_id)).succeeded == 6
     devices = {shard.device_id for shard in pool.tasks.tasks[task_id].shards}
     assert devices == {working.agent.config.device_id}
+
+
+def gone(pid: int) -> bool:
+    """Ended (a zombie waits only for a parent other than us to reap it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_a_member_restarted_after_a_sigkill_kills_the_shards_it_left(
+    pool: PoolHost, tmp_path: Path, client: TaskClient
+) -> None:
+    pids = tmp_path / "pids"
+    member = join_subprocess(pool, tmp_path / "member", "restarted")
+    orphans: list[int] = []
+    try:
+        await wait_for(lambda: len(pool.tasks._members) == 1)
+        await submit_manifest(client, tmp_path / "long", f"""
+            command = "sleep 300 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids} && wait"
+            shell = true
+        """)
+        await wait_for(pids.exists)
+        orphans = [int(pid) for pid in pids.read_text().split()]  # the shell and its child
+        member.send_signal(signal.SIGKILL)
+        member.wait()
+        assert not any(gone(pid) for pid in orphans)  # the shard outlived its member
+        member = join_subprocess(pool, tmp_path / "member", "restarted")
+        await wait_for(lambda: all(gone(pid) for pid in orphans))
+    finally:
+        if member.poll() is None:
+            member.terminate()
+        member.communicate()
+        for pid in orphans:
+            if not gone(pid):
+                psutil.Process(pid).kill()

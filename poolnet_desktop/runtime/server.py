@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -60,6 +61,10 @@ class PoolServer:
         self._max_connections = max_connections
         self._server: Server | None = None
         self._dialects = dialects
+        # Connections per address that have not introduced themselves yet: a stranger opening
+        # sockets and never speaking is capped here, the handshake timeout ends each one.
+        self._waiting: Counter[str] = Counter()
+        self.max_waiting_per_address = 64
         self._rest_for_loopback_only = rest_for_loopback_only
         self.binary_handler: Callable[[Session, bytes], Awaitable[None]] | None = None
 
@@ -110,6 +115,10 @@ class PoolServer:
         if path == WS_PATH:
             if self.coordinator.session_count >= self._max_connections:
                 return error_response(503, "the pool is full")
+            address = _address(connection)
+            if self._waiting[address] >= self.max_waiting_per_address:
+                log.warning("refused a connection from %s: too many waiting to authenticate", address)
+                return error_response(429, f"too many connections from {address} waiting to authenticate")
             return None
         if "upgrade" in request.headers.get("Connection", "").lower():
             return error_response(404, f"the WebSocket endpoint is {WS_PATH}")
@@ -119,13 +128,18 @@ class PoolServer:
         return response if response is not None else error_response(404, f"no such path: {path}")
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
-        address = connection.remote_address[0] if connection.remote_address else "?"
+        address = _address(connection)
         session = Session(connection, address, self._dialects)
         self.coordinator.connected(session)
         deadline = asyncio.get_running_loop().time() + self.handshake_timeout
+        self._waiting[address] += 1
+        waiting = True
         try:
             while True:
                 if session.introduced:
+                    if waiting:
+                        self._stop_waiting(address)
+                        waiting = False
                     frame = await connection.recv()
                 else:
                     async with asyncio.timeout_at(deadline):
@@ -136,7 +150,15 @@ class PoolServer:
         except ConnectionClosed:
             pass
         finally:
+            if waiting:
+                self._stop_waiting(address)
             self.coordinator.disconnected(session)
+
+    def _stop_waiting(self, address: str) -> None:
+        """One connection from ``address`` is no longer waiting to introduce itself."""
+        self._waiting[address] -= 1
+        if not self._waiting[address]:
+            del self._waiting[address]
 
     async def _handle_frame(self, session: Session, frame: str | bytes) -> None:
         if isinstance(frame, bytes) and not frame.lstrip().startswith(b"{"):
@@ -155,8 +177,12 @@ class PoolServer:
         await self.coordinator.dispatch(session, message)
 
 
+def _address(connection: ServerConnection) -> str:
+    return connection.remote_address[0] if connection.remote_address else "?"
+
+
 def _is_loopback(connection: ServerConnection) -> bool:
-    address = connection.remote_address[0] if connection.remote_address else ""
+    address = _address(connection)
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:

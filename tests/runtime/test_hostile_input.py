@@ -116,3 +116,23 @@ async def test_fuzzed_messages_never_take_the_coordinator_down(pool, kind, field
         await probe.send(json.dumps({"type": "register", "deviceId": "probe", "deviceName": "p", "platform": "linux"}))
         reply = json.loads(await asyncio.wait_for(probe.recv(), 5))
         assert reply["type"] == "devices"
+
+
+async def test_too_many_silent_connections_from_one_address_are_refused(pool) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    pool.legacy_server.max_waiting_per_address = 3
+    url = f"ws://127.0.0.1:{pool.legacy_server.port}/ws"
+    silent = [await connect(url, proxy=None) for _ in range(3)]
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url, proxy=None)
+        assert refused.value.response.status_code == 429
+        # Once one of them introduces itself, a new connection is accepted again.
+        await silent[0].send(json.dumps({"type": "register", "deviceId": "ok", "deviceName": "ok", "platform": "linux"}))
+        json.loads(await asyncio.wait_for(silent[0].recv(), 5))
+        async with connect(url, proxy=None):
+            pass
+    finally:
+        for connection in silent:
+            await connection.close()

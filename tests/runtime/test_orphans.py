@@ -51,10 +51,12 @@ def test_kill_run_kills_the_run_and_its_group_but_no_one_else(
         assert time.monotonic() < deadline, "the shell never started its child"
     grandchild = children[0].pid
 
-    killed = kill_run("old-run")
-    assert set(killed) == {ours.pid, grandchild}
+    # The group kill may end the child before the scan reaches it: it is then not listed.
+    assert ours.pid in kill_run("old-run")
     ours.wait()
-    assert gone(grandchild)
+    deadline = time.monotonic() + 20  # SIGKILL is delivered asynchronously
+    while not gone(grandchild):
+        assert time.monotonic() < deadline, "the shard's child survived"
     assert other_run.poll() is None and plain.poll() is None
 
 

@@ -50,7 +50,6 @@ LINK_ERRORS = (
 
 
 SUBMIT_WAIT = 15.0  # seconds a submission waits for the pool link before giving up
-MEMBER_STOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -356,11 +355,6 @@ class PoolBridge(QObject):
         if member is not None:
             await member.stop()
         if running is not None:
-            # An agent stopped while its connection is still being opened only notices once
-            # it is up; past a bound, it is cancelled rather than waited for.
-            done, _ = await asyncio.wait({running}, timeout=MEMBER_STOP_TIMEOUT)
-            if not done:
-                running.cancel()
             await asyncio.gather(running, return_exceptions=True)
 
     def _pool_url(self) -> str | None:

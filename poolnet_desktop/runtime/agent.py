@@ -95,6 +95,7 @@ class Agent:
         self.last_resources: Resources | None = None
         self._backoff = backoff or Backoff()
         self._connection: ClientConnection | None = None
+        self._attempt: asyncio.Future[float | None] | None = None
         self._stopping = asyncio.Event()
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {}
         # Everyone who follows the link (the task executor, the window) adds a listener.
@@ -143,9 +144,13 @@ class Agent:
         while not self._stopping.is_set():
             self._set_state(AgentState.CONNECTING)
             pause: float | None = None
+            self._attempt = asyncio.ensure_future(self._session())
             try:
-                pause = await self._session()
+                pause = await self._attempt
                 failures = 0
+            except asyncio.CancelledError:
+                if not self._stopping.is_set():
+                    raise
             except (AuthRefused, InsecureConnection) as exc:
                 code = exc.code if isinstance(exc, AuthRefused) else ErrorCode.HOST_MISMATCH
                 self.last_error = exc.message if isinstance(exc, AuthRefused) else str(exc)
@@ -159,6 +164,7 @@ class Agent:
                 failures += 1
                 log.info("pool link to %s down: %s", self.config.url, self.last_error)
             finally:
+                self._attempt = None
                 self._connection = None
                 self.welcome = None
             if self._stopping.is_set():
@@ -181,10 +187,13 @@ class Agent:
             self.config.url = new_url
 
     async def stop(self) -> None:
+        """Leave the pool: close the link politely, or abandon a connection still being made."""
         self._stopping.set()
         connection = self._connection
         if connection is not None:
             await connection.close(1001, "member leaving")
+        elif self._attempt is not None:
+            self._attempt.cancel()
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

@@ -89,3 +89,32 @@ def test_backoff_grows_exponentially_with_jitter_and_resets() -> None:
     assert max(delays) <= 10.0
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+async def test_stop_ends_a_member_still_trying_to_connect(tmp_path: Path) -> None:
+    """A host that accepts TCP but never answers: stop() must not wait for the open timeout."""
+    import time
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read()  # never answer the TLS handshake
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    member = member_of(f"wss://127.0.0.1:{port}/ws", tmp_path / "m")
+    running = asyncio.create_task(member.run())
+    try:
+        await wait_for(lambda: member.agent.state == AgentState.CONNECTING)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await member.stop()
+        await asyncio.wait_for(running, 3)
+        assert time.monotonic() - started < 3
+        assert member.agent.state == AgentState.STOPPED
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()

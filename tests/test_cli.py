@@ -83,6 +83,7 @@ def test_host_shows_this_machine_and_stops_cleanly_on_sigterm(hosted, tmp_path: 
     assert f"wss://127.0.0.1:{port}/ws" in stdout
     assert "TEST-C0DE" in stdout  # the pairing code, as the host shows it
     assert "stopped" in stdout
+    assert f"joined with {psutil.cpu_count(logical=True)} cores" in stdout
 
 
 def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> None:

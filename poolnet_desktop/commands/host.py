@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
 from poolnet_desktop.commands.running import lan_addresses, until_signalled
+from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_member:
             member = Member(MemberOptions(url=host.local_url, data_dir=data_dir, discovery=discovery_settings(args)))
             member_task = asyncio.create_task(member.run())
+            announce = asyncio.create_task(announce_own_member(host, member.identity.device_id))
+            member_task.add_done_callback(lambda _: announce.cancel())
 
     async def stop() -> None:
         if member is not None:
@@ -72,6 +76,20 @@ def run(args: argparse.Namespace) -> int:
 
     asyncio.run(until_signalled(start, stop))
     return 0
+
+
+async def announce_own_member(host: PoolHost, device_id: str, timeout: float = 15.0) -> None:
+    """Print this machine once its member has joined and reported what it shares."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while (device := host.coordinator.registry.get(device_id)) is None or not device.resources.cpu_cores:
+                await asyncio.sleep(0.1)
+            r = device.resources
+            print(
+                f"  this machine:  {device.name} joined with {r.cpu_cores} cores, {format_mb(r.memory_total)} memory,"
+                f" {format_mb(r.storage_available)} storage free, {r.gpus} GPU (poolnet status shows the pool)",
+                flush=True,
+            )
 
 
 def addresses_to_show(bind: str) -> list[str]:

@@ -31,6 +31,7 @@ from poolnet_desktop.gui.main_window import MainWindow, open_folder  # noqa: E40
 from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import install_theme  # noqa: E402
 from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
+from poolnet_desktop.logs import configure_logging  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +113,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=os.environ.get("POOLNET_LOG", level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose < 2:
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     import qasync
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
-import os
 import sys
 
 from poolnet_desktop import __version__
 from poolnet_desktop.commands import devices, host, join, status, tasks
+from poolnet_desktop.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,10 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=os.environ.get("POOLNET_LOG", level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose < 2:
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:

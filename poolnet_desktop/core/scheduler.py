@@ -20,6 +20,10 @@ asks more than that shard (every dimension, GPUs a subset of its GPUs), so what 
 never exceeds its share. ``release`` of a running shard hands its hold to its successor;
 ``release`` of a waiting one closes the gap in its chain.
 
+How deep depends on the task (``set_ahead``, ``ahead_for``): deep enough to cover a round
+trip for tiny shards, none for long ones, which would only sit on one member while another
+frees up or joins.
+
 Order: priority (higher first), then submission order; a retried shard goes to the front of
 its task. A task whose next shard fits no free share does not stop the tasks behind it
 (backfill), but it reserves the one member where it would fit soonest, so a large shard is not
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +109,7 @@ class _Queued:
     demand: ResourceVector
     key: tuple[int, int, str]
     pending: deque[int]
+    ahead: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +122,8 @@ class _Hold:
 class Scheduler:
     """Shards waiting, shards holding members' resources, and the members' shares.
 
-    ``ahead``: how many shards may wait on a member behind each of its running shards
-    (0: none; see the module docstring)."""
+    ``ahead``: how many shards may wait on a member behind each of its running shards, at
+    most (0: none; see the module docstring). A task starts at one (``set_ahead``)."""
 
     def __init__(self, ahead: int = 0) -> None:
         if ahead < 0:
@@ -214,10 +220,18 @@ class Scheduler:
         if task_id in self._tasks:
             raise ValueError(f"task {task_id} is already submitted")
         self._seq += 1
-        task = _Queued(task_id, demand, (-priority, self._seq, task_id), deque(shards))
+        key = (-priority, self._seq, task_id)
+        task = _Queued(task_id, demand, key, deque(shards), min(1, self.ahead))
         self._tasks[task_id] = task
         if task.pending:
             bisect.insort(self._order, task.key)
+
+    def set_ahead(self, task_id: str, depth: int) -> None:
+        """How many of the task's shards may wait behind each running shard (at most the
+        scheduler's ``ahead``); shards already waiting stay."""
+        task = self._tasks.get(task_id)
+        if task is not None:
+            task.ahead = max(0, min(depth, self.ahead))
 
     def submitted(self, task_id: str) -> bool:
         """Whether the task is queued here (submitted and not removed)."""
@@ -324,7 +338,7 @@ class Scheduler:
                 placements.append(Placement(task.task_id, shard, member_id, gpus))
                 if member.fits(demand):
                     heapq.heappush(heap, (member.load(), order, member_id))
-            if task.pending and self.ahead:
+            if task.pending and task.ahead:
                 ahead.update((m.id, m) for m in members if self._has_room_ahead(m))
                 placements += self._place_ahead(task, ahead.values(), reserved)
                 ahead = {i: m for i, m in ahead.items() if self._has_room_ahead(m)}
@@ -342,7 +356,7 @@ class Scheduler:
         self, task: _Queued, members: Iterable[_Member], reserved: set[str]
     ) -> list[Placement]:
         """Queue the task's shards behind running shards that ask at least as much, the
-        shortest chain first, up to ``ahead`` deep (see the module docstring)."""
+        shortest chain first, up to the task's ``ahead`` deep (see the module docstring)."""
         heap: list[tuple[int, int, ShardKey, str]] = []
         for member in members:
             if member.id in reserved:
@@ -351,7 +365,7 @@ class Scheduler:
                 tail, depth = head, 0
                 while tail in self._next:
                     tail, depth = self._next[tail], depth + 1
-                if depth < self.ahead and task.demand.fits_in(self._hold_of(tail).demand):
+                if depth < task.ahead and task.demand.fits_in(self._hold_of(tail).demand):
                     heap.append((depth, member.order, tail, member.id))
         heapq.heapify(heap)
         placements = []
@@ -365,7 +379,7 @@ class Scheduler:
             self._after[key] = tail
             self._next[tail] = key
             placements.append(Placement(task.task_id, shard, member_id, gpus, after=tail))
-            if depth + 1 < self.ahead:
+            if depth + 1 < task.ahead:
                 heapq.heappush(heap, (depth + 1, order, key, member_id))
         return placements
 
@@ -442,6 +456,24 @@ class Scheduler:
         if candidates:
             soonest = min(candidates, key=lambda m: (m.load(), m.order))
             reserved.add(soonest.id)
+
+
+# Shards held ahead should cover this much of a member's work per slot: a round trip to the
+# coordinator and the batching of results, with room for a loaded machine's wake-up delays.
+AHEAD_WINDOW = 0.05
+# Shards that run at least this long gain nothing from waiting on a member (a round trip is
+# a rounding error), and waiting there would keep them from a member that frees up sooner.
+LONG_SHARD = 1.0
+
+
+def ahead_for(mean_seconds: float | None) -> int:
+    """How many shards should wait behind each running one, given how long the task's
+    shards take (None: not known yet); ``Scheduler.set_ahead`` caps it."""
+    if mean_seconds is None:
+        return 1
+    if mean_seconds >= LONG_SHARD:
+        return 0
+    return max(1, math.ceil(AHEAD_WINDOW / max(mean_seconds, 1e-6)))
 
 
 def describe(demand: ResourceVector) -> str:

@@ -40,7 +40,13 @@ from poolnet_desktop.core.protocol import (
     TaskSubmit,
     encode_text,
 )
-from poolnet_desktop.core.scheduler import Placement, Scheduler, ShardKey, Unschedulable
+from poolnet_desktop.core.scheduler import (
+    Placement,
+    Scheduler,
+    ShardKey,
+    Unschedulable,
+    ahead_for,
+)
 from poolnet_desktop.core.task_protocol import (
     OUTCOME_STATES,
     Assignment,
@@ -96,14 +102,15 @@ _ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 class TaskServiceConfig:
     """Caps and timings. ``grace``: how long a vanished member's shards wait for it (None:
     the coordinator's heartbeat timeout). ``ahead``: how many shards may wait on a member
-    behind each running one, so that it never idles for a round trip between tiny shards
-    (``core.scheduler``); a priority task may wait behind that many."""
+    behind each running one, at most, so that it never idles for a round trip between tiny
+    shards; each task's depth follows how long its shards take (``core.scheduler.ahead_for``:
+    none for shards of a second or more). A priority task may wait behind that many."""
 
     max_file_size: int = 8 * GIB
     max_task_bytes: int = 32 * GIB
     max_output_bytes: int = 8 * GIB
     grace: float | None = None
-    ahead: int = 4
+    ahead: int = 16
 
 
 @dataclass(slots=True)
@@ -151,6 +158,7 @@ class TaskService:
         self.scheduler = Scheduler(ahead=self.config.ahead)
         self.tasks: dict[str, Task] = {}
         self.recorded: dict[tuple[str, int], ShardResult] = {}
+        self._durations: dict[str, float] = {}  # per task: its shards' mean run time (EWMA)
         self._clock = clock
         self._members: dict[str, Session] = {}
         self._unconfirmed: dict[ShardKey, tuple[str, float]] = {}
@@ -529,6 +537,7 @@ class TaskService:
         )
         key = (task.id, ref.shard)
         if change.accepted:
+            self._observe_duration(task.id, result)
             self.recorded[key] = result
             if files is not None or task.spec.outputs:
                 await asyncio.to_thread(self._keep_outputs, task.id, ref.shard, files)
@@ -537,6 +546,14 @@ class TaskService:
         elif files is not None:
             await asyncio.to_thread(shutil.rmtree, files, True)
         self._acknowledge(device_id, ref)
+
+    def _observe_duration(self, task_id: str, result: ShardResult) -> None:
+        """Follow how long the task's shards run, and hold as many ahead as that calls for."""
+        seconds = max(0.0, result.ended - result.started)
+        mean = self._durations.get(task_id)
+        mean = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+        self._durations[task_id] = mean
+        self.scheduler.set_ahead(task_id, ahead_for(mean))
 
     def _keep_outputs(self, task_id: str, shard: int, files: Path | None) -> None:
         destination = self.results / task_id / str(shard)
@@ -564,6 +581,7 @@ class TaskService:
             self._count_running(shard.device_id)
         if task.state in _ENDED:
             self.scheduler.remove_task(task.id)
+            self._durations.pop(task.id, None)
         self._changed(task)
         self._schedule()
 

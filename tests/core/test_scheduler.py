@@ -16,7 +16,14 @@ from poolnet_desktop.core.resources import (
     SharingLimits,
     shared_capacity,
 )
-from poolnet_desktop.core.scheduler import Placement, Scheduler, Unschedulable, describe
+from poolnet_desktop.core.scheduler import (
+    LONG_SHARD,
+    Placement,
+    Scheduler,
+    Unschedulable,
+    ahead_for,
+    describe,
+)
 
 ONE_CORE = ResourceVector(cpu=1.0)
 
@@ -268,6 +275,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.running: dict[tuple[str, int], Placement] = {}
         self.waiting: dict[tuple[str, int], Placement] = {}
         self.behind: dict[tuple[str, int], tuple[str, int]] = {}  # shard -> its successor
+        self.aheads: dict[str, int] = {}
         self.members: dict[str, ResourceVector] = {}
 
     @rule(name=st.sampled_from(["m1", "m2", "m3"]), capacity=_CAPACITIES)
@@ -296,6 +304,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.demands[task_id] = demand
         self.sched.submit(task_id, demand, range(shards), priority)
         self.queued.update((task_id, i) for i in range(shards))
+        self.aheads[task_id] = min(1, self.AHEAD)
+
+    @precondition(lambda self: self.demands and self.AHEAD)
+    @rule(data=st.data(), depth=st.integers(0, 4))
+    def set_ahead(self, data: st.DataObject, depth: int) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.demands)))
+        self.sched.set_ahead(task_id, depth)
+        self.aheads[task_id] = min(depth, self.AHEAD)
 
     @rule()
     def place(self) -> None:
@@ -313,7 +329,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert before.device_id == p.device_id and p.after not in self.behind
             assert self.demands[p.task_id].fits_in(self.demands[before.task_id])
             assert set(p.gpu_indices) <= set(before.gpu_indices)
-            assert self._depth(p.after) < self.AHEAD
+            assert self._depth(p.after) < self.aheads[p.task_id]
             self.waiting[key] = p
             self.behind[p.after] = key
         for name in {p.device_id for p in placements if p.after is None}:
@@ -388,6 +404,7 @@ def test_shards_wait_ahead_behind_running_ones_and_take_over_their_hold() -> Non
     sched.set_member("a", cores(1, memory_mb=0, gpus=1), gpu_indices=[3])
     gpu_shard = ResourceVector(cpu=1.0, gpus=1)
     sched.submit("t", gpu_shard, range(5))
+    sched.set_ahead("t", 5)  # capped at the scheduler's 2
     placed = sched.place()
     assert [(p.shard, p.after, p.gpu_indices) for p in placed] == [
         (0, None, (3,)), (1, ("t", 0), (3,)), (2, ("t", 1), (3,)),
@@ -401,5 +418,19 @@ def test_shards_wait_ahead_behind_running_ones_and_take_over_their_hold() -> Non
     assert sched.member_usage("a")[1] == gpu_shard
     assert [(p.shard, p.after) for p in sched.place()] == [(4, ("t", 3))]
     sched.submit("bigger", cores(1, memory_mb=1, gpus=1), [0], priority=1)
+    sched.set_ahead("bigger", 2)
     assert sched.place() == []  # never behind a shard that asks less
     assert sched.remove_member("a") == [("t", 2), ("t", 3), ("t", 4)]
+
+
+def test_how_deep_shards_wait_ahead_follows_how_long_they_take() -> None:
+    assert ahead_for(None) == 1  # not known yet: one, so the first round trips overlap
+    assert ahead_for(0.002) == 25 and ahead_for(0.05) == 1
+    assert ahead_for(LONG_SHARD) == 0  # long shards stay free for whichever member frees up
+    sched = Scheduler(ahead=3)
+    sched.set_member("a", cores(1))
+    sched.submit("long", ONE_CORE, range(4))
+    sched.set_ahead("long", 0)
+    assert [p.after for p in sched.place()] == [None]
+    sched.set_ahead("long", ahead_for(0.001))
+    assert [p.after for p in sched.place()] == [("long", 0), ("long", 1), ("long", 2)]

@@ -1,0 +1,93 @@
+"""The task store on a real SQLite file: what goes in comes back, acknowledgements wait for
+the commit, older stores are brought up to date, and closing commits what is queued."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.task_protocol import ShardResult
+from poolnet_desktop.core.tasks import ShardState, Task
+from poolnet_desktop.runtime.task_store import TaskStore
+
+SPEC = TaskSpec(name="sweep", command=("echo", "{shard}"), shards=3, env={"MODE": "fast"})
+
+
+def result(reason: str = "succeeded", exit_code: int = 0) -> ShardResult:
+    return ShardResult(reason=reason, exit_code=exit_code, started=1.0, ended=2.5)  # type: ignore[arg-type]
+
+
+def finished_task() -> Task:
+    """Shard 0 succeeded, 1 failed and was retried on request, 2 still queued."""
+    task = Task("sweep-1", SPEC, submitted_at=10.0, submitter="alice")
+    for index in (0, 1):
+        task.assign(index, "dev-a", (1,), now=11.0)
+    task.record_result(0, 1, ShardState.SUCCEEDED, now=12.0, exit_code=0)
+    task.record_result(1, 1, ShardState.TIMED_OUT, now=12.0, reason="timeout")
+    task.retry(now=13.0)
+    return task
+
+
+async def test_tasks_shards_results_and_logs_come_back_as_saved(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "tasks.sqlite3")
+    task = finished_task()
+    store.save_task(task, files_ready=True)
+    for shard in task.shards:
+        store.save_shard(task.id, shard, result() if shard.index == 0 else None)
+    store.append_log(task.id, 0, 1, "stdout", "first\n")
+    store.append_log(task.id, 1, 1, "stderr", "oops\n")
+    store.append_log(task.id, 0, 1, "stdout", "second\n")
+    await store.close()
+
+    reopened = TaskStore(tmp_path / "tasks.sqlite3")
+    [stored] = reopened.load()
+    assert stored.files_ready and stored.results == {0: result()}
+    loaded = stored.task
+    assert (loaded.id, loaded.spec, loaded.submitter, loaded.submitted_at) == (
+        task.id, SPEC, "alice", 10.0
+    )
+    assert loaded.shards == task.shards  # every field, retry_base and reported included
+    assert loaded.shards[1].retry_base == 1 and loaded.shards[1].state is ShardState.QUEUED
+    assert [(r.shard, r.data) for r in reopened.logs(task.id)] == [
+        (0, "first\n"), (1, "oops\n"), (0, "second\n"),
+    ]
+    assert [r.data for r in reopened.logs(task.id, shard=0)] == ["first\n", "second\n"]
+    await reopened.close()
+
+
+async def test_committed_resolves_once_the_rows_are_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.sqlite3"
+    store = TaskStore(path)
+    task = Task("t-1", SPEC, submitted_at=1.0)
+    store.save_task(task, files_ready=True)
+    task.assign(0, "dev-a", (), now=2.0)
+    store.save_shard(task.id, task.shards[0])
+    task.record_result(0, 1, ShardState.SUCCEEDED, now=3.0)
+    store.save_shard(task.id, task.shards[0], result())  # replaces the queued row
+    await store.committed()
+    with sqlite3.connect(path) as other:  # another connection sees the commit
+        rows = other.execute("SELECT idx, state, attempt FROM shards").fetchall()
+    assert rows == [(0, "succeeded", 1)]
+    await store.close()
+    await store.close()  # twice is harmless
+
+
+async def test_a_store_from_before_retries_on_request_is_brought_up_to_date(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.sqlite3"
+    with sqlite3.connect(path) as old:  # the shards table as it was, one row in it
+        old.execute(
+            "CREATE TABLE shards (task_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT "
+            "NULL, attempt INTEGER NOT NULL, device_id TEXT, gpus BLOB NOT NULL, exit_code "
+            "INTEGER, reason TEXT NOT NULL, queued_at REAL, reported BLOB NOT NULL, assigned_at "
+            "REAL, started_at REAL, finished_at REAL, result BLOB, PRIMARY KEY (task_id, idx)) "
+            "WITHOUT ROWID"
+        )
+        old.execute("INSERT INTO shards VALUES ('t-1', 0, 'failed', 3, 'dev', '[]', 1, '', 1.0, "
+                    "'[1,2,3]', 2.0, 2.0, 3.0, NULL)")
+    store = TaskStore(path)
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT retry_base FROM shards").fetchall() == [(0,)]
+    await store.close()

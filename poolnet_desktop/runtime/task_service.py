@@ -478,11 +478,19 @@ class TaskService:
             websockets.broadcast(watchers, encode_text(message))
 
     async def _on_finished(self, session: Session, message: ShardsFinished) -> None:
+        """Take every result of the batch that is this member's; refuse the first one that
+        is not (after the others, so one bad entry loses no good result)."""
         device_id = self._member_id(session)
+        refused: ProtocolError | None = None
         for finished in message.results:
-            self._current(session, finished.shard)
-        for finished in message.results:
+            try:
+                self._current(session, finished.shard)
+            except ProtocolError as exc:
+                refused = refused or exc
+                continue
             await self._finished(device_id, finished.shard, finished.result)
+        if refused is not None:
+            raise refused
 
     async def _finished(self, device_id: str, ref: ShardRef, result: ShardResult) -> None:
         """Record a result at once, or once its output files have arrived."""

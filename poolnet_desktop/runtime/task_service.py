@@ -14,6 +14,10 @@ back within ``grace`` seconds, is lost and retried within the task's ``retries``
 
 Files: inputs land in a content-addressed blob folder (``tasks/blobs/SHA256``) that members
 fetch from; accepted outputs in ``tasks/results/TASK/SHARD/``.
+
+This module holds the records, the uploads, placement and the members' side; what people ask
+(list, cancel, retry, watch, results, the seed's ``task_submit``) and the updates watchers get
+are in ``runtime.task_requests``, which calls back through the public methods here.
 """
 
 from __future__ import annotations
@@ -35,9 +39,6 @@ from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
-    SeedTaskOutcome,
-    TaskResult,
-    TaskSubmit,
     encode_text,
 )
 from poolnet_desktop.core.scheduler import (
@@ -51,12 +52,7 @@ from poolnet_desktop.core.task_protocol import (
     OUTCOME_STATES,
     Assignment,
     AssignShards,
-    CancelTask,
     FetchBlobs,
-    FetchResults,
-    ListTasks,
-    ResultFiles,
-    RetryTask,
     ShardAck,
     ShardCancel,
     ShardOutput,
@@ -67,20 +63,15 @@ from poolnet_desktop.core.task_protocol import (
     ShardStarted,
     SubmitTask,
     TaskAccepted,
-    TaskList,
-    TaskUpdate,
-    WatchReady,
-    WatchTask,
     new_task_id,
     result_transfer_id,
-    task_summary,
 )
-from poolnet_desktop.core.tasks import ACTIVE, Change, ShardState, Task, TaskState
+from poolnet_desktop.core.tasks import ACTIVE, Change, ShardState, Task
 from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.runtime.coordinator import Coordinator
-from poolnet_desktop.runtime.rest import json_response
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.task_requests import ENDED, TaskRequests
 from poolnet_desktop.runtime.task_store import TaskStore
 from poolnet_desktop.runtime.task_transfer import (
     FileReceiver,
@@ -93,9 +84,6 @@ from poolnet_desktop.runtime.task_transfer import (
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-UPDATE_INTERVAL = 0.25
-SEED_OUTPUT_CAP = 64 * 1024
-_ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 
 @dataclass
@@ -128,12 +116,6 @@ class _IncomingResult:
     receiver: FileReceiver
 
 
-@dataclass(slots=True)
-class _Watcher:
-    session: Session
-    shard: int | None
-
-
 class TaskService:
     """Call ``start()`` after the server started and ``stop()`` before it stops."""
 
@@ -159,19 +141,16 @@ class TaskService:
         self.tasks: dict[str, Task] = {}
         self.recorded: dict[tuple[str, int], ShardResult] = {}
         self._durations: dict[str, float] = {}  # per task: its shards' mean run time (EWMA)
-        self._clock = clock
+        self.clock = clock
         self._members: dict[str, Session] = {}
         self._unconfirmed: dict[ShardKey, tuple[str, float]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._incoming: dict[str, _IncomingResult] = {}
-        self._watchers: dict[str, list[_Watcher]] = {}
-        self._seed_waiters: dict[str, tuple[Session, str]] = {}
-        self._dirty: set[str] = set()
         self._acks: dict[str, list[ShardRef]] = {}
         self._pass_pending = False
-        self._update_timer: asyncio.TimerHandle | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.requests = TaskRequests(self)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -187,22 +166,17 @@ class TaskService:
                 self.recorded[(stored.task.id, index)] = result
         handlers: dict[type, Callable[[Session, Any], Any]] = {
             SubmitTask: self._on_submit,
-            CancelTask: self._on_cancel,
-            RetryTask: self._on_retry,
-            ListTasks: self._on_list,
-            WatchTask: self._on_watch,
-            FetchResults: self._on_fetch_results,
             ShardsReport: self._on_report,
             ShardStarted: self._on_started,
             ShardOutput: self._on_output,
             ShardsFinished: self._on_finished,
             FetchBlobs: self._on_fetch_blobs,
-            TaskSubmit: self._on_seed_submit,
+            **self.requests.handlers(),
         }
         for message_type, handler in handlers.items():
             self.coordinator.add_handler(message_type, handler)
         self.server.binary_handler = self._on_chunk
-        self.server.rest.extend("/api/tasks", self._rest_tasks)
+        self.server.rest.extend("/api/tasks", self.requests.rest_tasks)
         self.coordinator.task_counts = self.counts
         self.coordinator.left_listeners.append(self._on_left)
         self.coordinator.share_listeners.append(self._on_share)
@@ -216,8 +190,7 @@ class TaskService:
                 listeners.remove(listener)
         if self._grace_timer is not None:
             self._grace_timer.cancel()
-        if self._update_timer is not None:
-            self._update_timer.cancel()
+        self.requests.stop()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -228,14 +201,14 @@ class TaskService:
         """Take a stored task back: queued shards queue again, shards on members wait for
         those members' reports (``grace`` seconds)."""
         self.tasks[task.id] = task
-        if task.state in _ENDED:
+        if task.state in ENDED:
             return
         if not files_ready:
-            task.cancel(self._clock(), "its files were still uploading when the pool stopped")
-            self._save_all(task, files_ready=False)
+            task.cancel(self.clock(), "its files were still uploading when the pool stopped")
+            self.save_all(task, files_ready=False)
         queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
         self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
-        deadline = self._clock() + self.grace
+        deadline = self.clock() + self.grace
         for shard in task.shards:
             if shard.state in ACTIVE and shard.device_id is not None:
                 self._unconfirmed[(task.id, shard.index)] = (shard.device_id, deadline)
@@ -245,15 +218,15 @@ class TaskService:
     async def _on_submit(self, session: Session, message: SubmitTask) -> None:
         if session.dialect != "poolnet":
             raise ProtocolError(ErrorCode.FORBIDDEN, "submit tasks over a PoolNet connection")
-        task = self._admit(message.spec, submitter=session.device_id or session.address)
-        missing = await asyncio.to_thread(self._missing_blobs, task.spec)
+        task = self.admit(message.spec, submitter=session.device_id or session.address)
+        missing = await asyncio.to_thread(self.missing_blobs, task.spec)
         ready = not missing
-        self._save_all(task, files_ready=ready)
+        self.save_all(task, files_ready=ready)
         await session.send(
             TaskAccepted(request_id=message.request_id, task_id=task.id, missing=missing)
         )
         if ready:
-            self._queue(task)
+            self.queue(task)
             return
         wanted = [f for f in task.spec.files if f.path in set(missing)]
         receiver = FileReceiver(
@@ -265,25 +238,29 @@ class TaskService:
         )
         self._uploads[task.id] = _Upload(session, receiver, task)
 
-    def _admit(self, spec: TaskSpec, submitter: str) -> Task:
+    def admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""
         try:
             self.scheduler.check_fits_somewhere(spec.resources.vector())
         except Unschedulable as exc:
             raise ProtocolError(ErrorCode.UNFIT, f"task {spec.name!r} refused: {exc}") from None
         task_id = new_task_id(spec.name, uuid.uuid4().hex[:10])
-        task = Task(task_id, spec, submitted_at=self._clock(), submitter=submitter)
+        task = Task(task_id, spec, submitted_at=self.clock(), submitter=submitter)
         self.tasks[task_id] = task
         return task
 
-    def _missing_blobs(self, spec: TaskSpec) -> list[str]:
+    def uploading(self, task_id: str) -> bool:
+        """Whether the task's input files are still arriving (it cannot run yet)."""
+        return task_id in self._uploads
+
+    def missing_blobs(self, spec: TaskSpec) -> list[str]:
         return [f.path for f in spec.files if not (self.blobs / f.sha256).is_file()]
 
-    def _queue(self, task: Task) -> None:
+    def queue(self, task: Task) -> None:
         queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
         self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
-        self._changed(task)
-        self._schedule()
+        self.requests.changed(task)
+        self.schedule()
 
     async def _on_chunk(self, session: Session, frame: bytes) -> None:
         try:
@@ -321,18 +298,18 @@ class TaskService:
         if upload.receiver.complete:
             del self._uploads[task.id]
             self.store_or_fail().save_task(task, files_ready=True)
-            self._queue(task)
+            self.queue(task)
 
     def _abandon(self, task: Task, reason: str) -> None:
         """End a task that can never run (its upload failed or stopped)."""
-        task.cancel(self._clock(), reason)
+        task.cancel(self.clock(), reason)
         self.scheduler.remove_task(task.id)
-        self._save_all(task, files_ready=False)
-        self._changed(task)
+        self.save_all(task, files_ready=False)
+        self.requests.changed(task)
 
     # ---- placing -----------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
+    def schedule(self) -> None:
         """Ask for one placement pass at the end of this loop iteration."""
         if not self._pass_pending:
             self._pass_pending = True
@@ -341,7 +318,7 @@ class TaskService:
     def _place(self) -> None:
         """One placement pass; each member gets one message per task it was given."""
         self._pass_pending = False
-        now = self._clock()
+        now = self.clock()
         store = self.store_or_fail()
         batches: dict[tuple[str, str], list[Assignment]] = {}
         for placement in self.scheduler.place():
@@ -354,7 +331,7 @@ class TaskService:
         for (device_id, task_id), items in batches.items():
             task = self.tasks[task_id]
             spec = task.spec
-            self._post(device_id, AssignShards(
+            self.post(device_id, AssignShards(
                 task_id=task_id,
                 shards=spec.shards,
                 command=list(spec.command),
@@ -366,7 +343,7 @@ class TaskService:
                 files=list(spec.files),
                 items=items,
             ))
-            self._changed(task)
+            self.requests.changed(task)
         for device_id in {device_id for device_id, _ in batches}:
             self._count_running(device_id)
 
@@ -377,7 +354,7 @@ class TaskService:
         task_id, index = placement.after
         return ShardRef(task_id, index, self.tasks[task_id].shards[index].attempt)
 
-    def _post(self, device_id: str, message: Any) -> None:
+    def post(self, device_id: str, message: Any) -> None:
         """Queue a message to a member without waiting (a closed link is reported by
         ``_on_left``)."""
         session = self._members.get(device_id)
@@ -407,7 +384,7 @@ class TaskService:
         }
         placed = self.scheduler.placed_on(device_id)
         mine = placed | {key for key, (owner, _) in self._unconfirmed.items() if owner == device_id}
-        now = self._clock()
+        now = self.clock()
         for key in sorted(mine):
             task = self.tasks[key[0]]
             shard = task.shards[key[1]]
@@ -421,7 +398,7 @@ class TaskService:
         for ref in [*message.running, *message.spooled]:
             self._take_back(device_id, ref, running=ref in message.running)
         self._count_running(device_id)
-        self._schedule()
+        self.schedule()
 
     def _take_back(self, device_id: str, ref: ShardRef, running: bool) -> None:
         """An attempt a member runs or holds that the records do not place on it. Assignments
@@ -432,16 +409,16 @@ class TaskService:
         shard = task.shards[ref.shard] if task and ref.shard < len(task.shards) else None
         if shard is None or (shard.attempt == ref.attempt and shard.state in ACTIVE):
             if shard is None and running:
-                self._post(device_id, ShardCancel(shard=ref))
+                self.post(device_id, ShardCancel(shard=ref))
             return
         if (shard.state is ShardState.QUEUED and ref.attempt == shard.attempt + 1
                 and task is not None and not task.cancel_requested):
-            task.assign(ref.shard, device_id, (), self._clock())
+            task.assign(ref.shard, device_id, (), self.clock())
             self.scheduler.adopt(task.id, ref.shard, device_id)
             self.store_or_fail().save_shard(task.id, shard)
-            self._changed(task)
+            self.requests.changed(task)
         elif running:
-            self._post(device_id, ShardCancel(shard=ref))
+            self.post(device_id, ShardCancel(shard=ref))
 
     def _member_id(self, session: Session) -> str:
         if session.dialect != "poolnet" or session.role != "member" or session.device_id is None:
@@ -461,21 +438,15 @@ class TaskService:
     async def _on_started(self, session: Session, message: ShardStarted) -> None:
         ref = message.shard
         task = self._current(session, ref)
-        if task.start(ref.shard, ref.attempt, self._clock()).accepted:
+        if task.start(ref.shard, ref.attempt, self.clock()).accepted:
             self.store_or_fail().save_shard(task.id, task.shards[ref.shard])
-            self._changed(task)
+            self.requests.changed(task)
 
     async def _on_output(self, session: Session, message: ShardOutput) -> None:
         ref = message.shard
         task = self._current(session, ref)
         self.store_or_fail().append_log(task.id, ref.shard, ref.attempt, message.stream, message.data)
-        watchers = [
-            w.session.connection
-            for w in self._watchers.get(task.id, ())
-            if w.shard in (None, ref.shard)
-        ]
-        if watchers:
-            websockets.broadcast(watchers, encode_text(message))
+        self.requests.relay(message)
 
     async def _on_finished(self, session: Session, message: ShardsFinished) -> None:
         """Take every result of the batch that is this member's; refuse the first one that
@@ -540,7 +511,7 @@ class TaskService:
         outcome = OUTCOME_STATES[result.reason]
         reason = result.message or ("" if outcome is ShardState.SUCCEEDED else result.reason)
         change = task.record_result(
-            ref.shard, ref.attempt, outcome, self._clock(), exit_code=result.exit_code,
+            ref.shard, ref.attempt, outcome, self.clock(), exit_code=result.exit_code,
             reason=reason,
         )
         key = (task.id, ref.shard)
@@ -582,16 +553,16 @@ class TaskService:
             self.scheduler.withdraw(task.id, index)
         if change.cancel is not None:
             device_id, attempt = change.cancel
-            self._post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
+            self.post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
         shard = task.shards[index]
         self.store_or_fail().save_shard(task.id, shard, result or self.recorded.get((task.id, index)))
         if shard.device_id is not None:
             self._count_running(shard.device_id)
-        if task.state in _ENDED:
+        if task.state in ENDED:
             self.scheduler.remove_task(task.id)
             self._durations.pop(task.id, None)
-        self._changed(task)
-        self._schedule()
+        self.requests.changed(task)
+        self.schedule()
 
     def _acknowledge(self, device_id: str, ref: ShardRef) -> None:
         """Batch acks per member; send them when everything recorded so far is committed."""
@@ -606,7 +577,7 @@ class TaskService:
         refs = self._acks.pop(device_id, [])
         if committed.cancelled() or committed.exception() is not None:
             return  # not stored: the member keeps them and sends them again
-        self._post(device_id, ShardAck(shards=refs))
+        self.post(device_id, ShardAck(shards=refs))
 
     async def _on_fetch_blobs(self, session: Session, message: FetchBlobs) -> None:
         self._member_id(session)
@@ -619,7 +590,7 @@ class TaskService:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no file with sha256 {sha}") from None
             files.append(Outgoing(sha, path, size, sha))
         for item in files:
-            self._spawn(send_files(session.connection.send, item.sha256, [item]))
+            self.spawn(send_files(session.connection.send, item.sha256, [item]))
 
     # ---- members that vanish -----------------------------------------------------------------
 
@@ -628,22 +599,22 @@ class TaskService:
         it; an upload it was sending ends its task."""
         if device_id is not None and self._members.get(device_id) is session:
             del self._members[device_id]
-            deadline = self._clock() + self.grace
+            deadline = self.clock() + self.grace
             for key in self.scheduler.remove_member(device_id):
                 self._unconfirmed[key] = (device_id, deadline)
             self._arm_grace()
-            self._schedule()
+            self.schedule()
         for task_id, upload in list(self._uploads.items()):
             if upload.session is session:
                 del self._uploads[task_id]
-                self._spawn(upload.receiver.discard())
+                self.spawn(upload.receiver.discard())
                 self._abandon(upload.task, "the submitter left before its files arrived")
 
     def _on_share(self, device_id: str) -> None:
         """A member's resources or accept-tasks changed: re-read its share, place again."""
         if device_id in self._members:
             self._refresh_member(device_id)
-            self._schedule()
+            self.schedule()
 
     def _arm_grace(self) -> None:
         """One timer, at the earliest deadline of the shards waiting for their member."""
@@ -652,14 +623,14 @@ class TaskService:
             self._grace_timer = None
         if self._unconfirmed:
             earliest = min(deadline for _, deadline in self._unconfirmed.values())
-            delay = max(0.0, earliest - self._clock()) + 0.01
+            delay = max(0.0, earliest - self.clock()) + 0.01
             self._grace_timer = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _expire(self) -> None:
         """Shards whose member did not report them back by their deadline are lost (and
         retried within their task's ``retries``)."""
         self._grace_timer = None
-        now = self._clock()
+        now = self.clock()
         for key, (device_id, deadline) in list(self._unconfirmed.items()):
             if now >= deadline:
                 del self._unconfirmed[key]
@@ -667,119 +638,6 @@ class TaskService:
                 change = task.mark_lost(key[1], now, f"member {device_id} did not come back")
                 self._apply(task, key[1], change)
         self._arm_grace()
-
-    # ---- people: list, cancel, watch, results ------------------------------------------------
-
-    async def _on_list(self, session: Session, message: ListTasks) -> None:
-        await session.send(TaskList(tasks=[self._summary(t, message.detail) for t in self.tasks.values()]))
-
-    def _task(self, task_id: str) -> Task:
-        task = self.tasks.get(task_id)
-        if task is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
-        return task
-
-    async def _on_cancel(self, session: Session, message: CancelTask) -> None:
-        task = self._task(message.task_id)
-        now = self._clock()
-        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
-        for index, device_id, attempt in task.cancel(now):
-            self._post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
-        for index in queued:
-            self.scheduler.withdraw(task.id, index)
-        self._save_all(task, files_ready=task.id not in self._uploads)
-        self._changed(task)
-        await session.send(TaskUpdate(task=self._summary(task, detail=True)))
-
-    async def _on_retry(self, session: Session, message: RetryTask) -> None:
-        """Run the task's unsuccessful shards again (``Task.retry``), if its inputs are
-        still here."""
-        task = self._task(message.task_id)
-        if task.id in self._uploads:
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"task {task.id}: its files are still uploading")
-        missing = await asyncio.to_thread(self._missing_blobs, task.spec)
-        if missing:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND,
-                f"task {task.id} cannot run again: its input {missing[0]!r} is gone; submit it again",
-            )
-        again = task.retry(self._clock())
-        if again:
-            if self.scheduler.submitted(task.id):
-                for index in again:
-                    self.scheduler.requeue(task.id, index)
-            else:
-                demand = task.spec.resources.vector()
-                self.scheduler.submit(task.id, demand, again, task.spec.priority)
-            self._save_all(task, files_ready=True)
-            self._changed(task)
-            self._schedule()
-        await session.send(TaskUpdate(task=self._summary(task, detail=True)))
-
-    async def _on_watch(self, session: Session, message: WatchTask) -> None:
-        task = self._task(message.task_id)
-        await session.send(TaskUpdate(task=self._summary(task, detail=True)))
-        if message.history:
-            store = self.store_or_fail()
-            await store.committed()
-            for record in await asyncio.to_thread(store.logs, task.id, message.shard):
-                await session.send(ShardOutput(
-                    shard=ShardRef(task.id, record.shard, record.attempt),
-                    stream=record.stream,  # type: ignore[arg-type]
-                    data=record.data,
-                ))
-        self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
-        await session.send(WatchReady(task_id=task.id))
-
-    async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
-        task = self._task(message.task_id)
-        entries, outgoing = [], []
-        for shard in task.shards:
-            result = self.recorded.get((task.id, shard.index))
-            if result is None or shard.state is not ShardState.SUCCEEDED:
-                continue
-            for entry in result.outputs:
-                wire = f"{shard.index}/{entry.path}"
-                entries.append(type(entry)(path=wire, size=entry.size, sha256=entry.sha256))
-                local = self.results / task.id / str(shard.index) / entry.path
-                outgoing.append(Outgoing(wire, local, entry.size, entry.sha256))
-        await session.send(ResultFiles(task_id=task.id, files=entries))
-        await send_files(session.connection.send, task.id, outgoing)
-
-    def _summary(self, task: Task, detail: bool = False) -> Any:
-        reason = self.scheduler.waiting_reason(task.id) or ""
-        if task.id in self._uploads:
-            reason = "waiting for its files to arrive"
-        return task_summary(task, reason, detail)
-
-    def _changed(self, task: Task) -> None:
-        """Tell watchers (at most every ``UPDATE_INTERVAL``, at once when the task ends) and
-        seed submitters at the end."""
-        self._dirty.add(task.id)
-        loop = asyncio.get_running_loop()
-        if task.state in _ENDED:  # the end is news at once: a waiting submitter is done
-            if self._update_timer is not None:
-                self._update_timer.cancel()
-            self._update_timer = loop.call_later(0, self._flush_updates)
-        elif self._update_timer is None:
-            self._update_timer = loop.call_later(UPDATE_INTERVAL, self._flush_updates)
-
-    def _flush_updates(self) -> None:
-        self._update_timer = None
-        dirty, self._dirty = self._dirty, set()
-        for task_id in dirty:
-            task = self.tasks[task_id]
-            watchers = [
-                w for w in self._watchers.get(task_id, ()) if w.session in self.coordinator.sessions
-            ]
-            if watchers:
-                self._watchers[task_id] = watchers
-                text = encode_text(TaskUpdate(task=self._summary(task)))
-                websockets.broadcast([w.session.connection for w in watchers], text)
-            else:
-                self._watchers.pop(task_id, None)
-            if task_id in self._seed_waiters and task.progress()[0] == len(task.shards):
-                self._spawn(self._answer_seed(task))
 
     def counts(self) -> dict[str, int]:
         """Tasks by state, for ``pool_state`` and ``/api/stats``."""
@@ -789,55 +647,6 @@ class TaskService:
             counts[state] = counts.get(state, 0) + 1
         return counts
 
-    def _rest_tasks(self) -> Any:
-        return json_response(200, {"tasks": [self._summary(t) for t in self.tasks.values()]})
-
-    # ---- the seed's task_submit --------------------------------------------------------------
-
-    async def _on_seed_submit(self, session: Session, message: TaskSubmit) -> None:
-        """Run the seed's ``data.command`` for real as a one-shard task and answer
-        ``task_result`` with its exit code and output once it ends."""
-        command = message.task.data.command
-        try:
-            if not command:
-                raise ValueError("task.data.command is empty")
-            shell = isinstance(command, str)
-            spec = TaskSpec(
-                name="seed-task",
-                command=(command,) if shell else tuple(command),
-                shell=shell,
-                retries=0,
-            )
-            task = self._admit(spec, submitter=session.device_id or session.address)
-        except (ValueError, ProtocolError) as exc:
-            error = exc.message if isinstance(exc, ProtocolError) else str(exc)
-            outcome = SeedTaskOutcome(success=False, error=error)
-            await session.send(TaskResult(task_id=message.task.id, result=outcome))
-            return
-        self._seed_waiters[task.id] = (session, message.task.id)
-        self._save_all(task, files_ready=True)
-        self._queue(task)
-
-    async def _answer_seed(self, task: Task) -> None:
-        session, seed_id = self._seed_waiters.pop(task.id)
-        store = self.store_or_fail()
-        await store.committed()
-        streams = {"stdout": "", "stderr": ""}
-        for record in await asyncio.to_thread(store.logs, task.id):
-            streams[record.stream] += record.data
-        shard = task.shards[0]
-        body = {
-            "exitCode": shard.exit_code,
-            "stdout": streams["stdout"][:SEED_OUTPUT_CAP],
-            "stderr": streams["stderr"][:SEED_OUTPUT_CAP],
-            "taskId": task.id,
-        }
-        success = shard.state is ShardState.SUCCEEDED
-        outcome = SeedTaskOutcome(
-            success=success, result=body, error=None if success else shard.reason or shard.state
-        )
-        await session.send(TaskResult(task_id=seed_id, result=outcome))
-
     # ---- helpers -----------------------------------------------------------------------------
 
     def store_or_fail(self) -> TaskStore:
@@ -845,13 +654,13 @@ class TaskService:
             raise RuntimeError("the task service is not started")
         return self.store
 
-    def _save_all(self, task: Task, files_ready: bool) -> None:
+    def save_all(self, task: Task, files_ready: bool) -> None:
         store = self.store_or_fail()
         store.save_task(task, files_ready)
         for shard in task.shards:
             store.save_shard(task.id, shard, self.recorded.get((task.id, shard.index)))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -1,0 +1,257 @@
+"""What people ask of the task service, and the updates they follow.
+
+``TaskRequests`` answers ``list_tasks``, ``cancel_task``, ``retry_task``, ``watch_task``,
+``fetch_results``, ``GET /api/tasks`` and the seed protocol's ``task_submit``, and keeps the
+watchers: ``TaskService`` calls ``changed(task)`` after every change to a task, and
+``relay(...)`` with each line of a shard's live output. The records, the scheduler and the
+members stay with ``TaskService``; this module only reads them and asks it for changes
+(``post``, ``save_all``, ``schedule``, ``admit``, ``queue``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import websockets
+
+from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.protocol import (
+    ErrorCode,
+    ProtocolError,
+    SeedTaskOutcome,
+    TaskResult,
+    TaskSubmit,
+    encode_text,
+)
+from poolnet_desktop.core.task_protocol import (
+    CancelTask,
+    FetchResults,
+    ListTasks,
+    ResultFiles,
+    RetryTask,
+    ShardCancel,
+    ShardOutput,
+    ShardRef,
+    TaskList,
+    TaskSummary,
+    TaskUpdate,
+    WatchReady,
+    WatchTask,
+    task_summary,
+)
+from poolnet_desktop.core.tasks import ShardState, Task, TaskState
+from poolnet_desktop.runtime.rest import json_response
+from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.task_transfer import Outgoing, send_files
+
+if TYPE_CHECKING:
+    from poolnet_desktop.runtime.task_service import TaskService
+
+UPDATE_INTERVAL = 0.25
+SEED_OUTPUT_CAP = 64 * 1024
+ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+@dataclass(slots=True)
+class _Watcher:
+    session: Session
+    shard: int | None
+
+
+class TaskRequests:
+    """Made by ``TaskService``, which registers ``handlers()`` and calls ``stop()``."""
+
+    def __init__(self, service: TaskService) -> None:
+        self.service = service
+        self._watchers: dict[str, list[_Watcher]] = {}
+        self._seed_waiters: dict[str, tuple[Session, str]] = {}
+        self._dirty: set[str] = set()
+        self._update_timer: asyncio.TimerHandle | None = None
+
+    def handlers(self) -> dict[type, Callable[[Session, Any], Any]]:
+        return {
+            ListTasks: self._on_list,
+            CancelTask: self._on_cancel,
+            RetryTask: self._on_retry,
+            WatchTask: self._on_watch,
+            FetchResults: self._on_fetch_results,
+            TaskSubmit: self._on_seed_submit,
+        }
+
+    def stop(self) -> None:
+        if self._update_timer is not None:
+            self._update_timer.cancel()
+
+    def relay(self, message: ShardOutput) -> None:
+        """Pass a shard's live output on to whoever watches its task (or that shard)."""
+        ref = message.shard
+        watchers = [
+            w.session.connection
+            for w in self._watchers.get(ref.task_id, ())
+            if w.shard in (None, ref.shard)
+        ]
+        if watchers:
+            websockets.broadcast(watchers, encode_text(message))
+
+    async def _on_list(self, session: Session, message: ListTasks) -> None:
+        await session.send(TaskList(tasks=[self.summary(t, message.detail) for t in self.service.tasks.values()]))
+
+    def _task(self, task_id: str) -> Task:
+        task = self.service.tasks.get(task_id)
+        if task is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
+        return task
+
+    async def _on_cancel(self, session: Session, message: CancelTask) -> None:
+        task = self._task(message.task_id)
+        now = self.service.clock()
+        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
+        for index, device_id, attempt in task.cancel(now):
+            self.service.post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
+        for index in queued:
+            self.service.scheduler.withdraw(task.id, index)
+        self.service.save_all(task, files_ready=not self.service.uploading(task.id))
+        self.changed(task)
+        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+
+    async def _on_retry(self, session: Session, message: RetryTask) -> None:
+        """Run the task's unsuccessful shards again (``Task.retry``), if its inputs are
+        still here."""
+        task = self._task(message.task_id)
+        if self.service.uploading(task.id):
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"task {task.id}: its files are still uploading")
+        missing = await asyncio.to_thread(self.service.missing_blobs, task.spec)
+        if missing:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND,
+                f"task {task.id} cannot run again: its input {missing[0]!r} is gone; submit it again",
+            )
+        again = task.retry(self.service.clock())
+        if again:
+            if self.service.scheduler.submitted(task.id):
+                for index in again:
+                    self.service.scheduler.requeue(task.id, index)
+            else:
+                demand = task.spec.resources.vector()
+                self.service.scheduler.submit(task.id, demand, again, task.spec.priority)
+            self.service.save_all(task, files_ready=True)
+            self.changed(task)
+            self.service.schedule()
+        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+
+    async def _on_watch(self, session: Session, message: WatchTask) -> None:
+        task = self._task(message.task_id)
+        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+        if message.history:
+            store = self.service.store_or_fail()
+            await store.committed()
+            for record in await asyncio.to_thread(store.logs, task.id, message.shard):
+                await session.send(ShardOutput(
+                    shard=ShardRef(task.id, record.shard, record.attempt),
+                    stream=record.stream,  # type: ignore[arg-type]
+                    data=record.data,
+                ))
+        self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
+        await session.send(WatchReady(task_id=task.id))
+
+    async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
+        task = self._task(message.task_id)
+        entries, outgoing = [], []
+        for shard in task.shards:
+            result = self.service.recorded.get((task.id, shard.index))
+            if result is None or shard.state is not ShardState.SUCCEEDED:
+                continue
+            for entry in result.outputs:
+                wire = f"{shard.index}/{entry.path}"
+                entries.append(type(entry)(path=wire, size=entry.size, sha256=entry.sha256))
+                local = self.service.results / task.id / str(shard.index) / entry.path
+                outgoing.append(Outgoing(wire, local, entry.size, entry.sha256))
+        await session.send(ResultFiles(task_id=task.id, files=entries))
+        await send_files(session.connection.send, task.id, outgoing)
+
+    def summary(self, task: Task, detail: bool = False) -> TaskSummary:
+        reason = self.service.scheduler.waiting_reason(task.id) or ""
+        if self.service.uploading(task.id):
+            reason = "waiting for its files to arrive"
+        return task_summary(task, reason, detail)
+
+    def changed(self, task: Task) -> None:
+        """Tell watchers (at most every ``UPDATE_INTERVAL``, at once when the task ends) and
+        seed submitters at the end."""
+        self._dirty.add(task.id)
+        loop = asyncio.get_running_loop()
+        if task.state in ENDED:  # the end is news at once: a waiting submitter is done
+            if self._update_timer is not None:
+                self._update_timer.cancel()
+            self._update_timer = loop.call_later(0, self._flush_updates)
+        elif self._update_timer is None:
+            self._update_timer = loop.call_later(UPDATE_INTERVAL, self._flush_updates)
+
+    def _flush_updates(self) -> None:
+        self._update_timer = None
+        dirty, self._dirty = self._dirty, set()
+        for task_id in dirty:
+            task = self.service.tasks[task_id]
+            watchers = [
+                w for w in self._watchers.get(task_id, ()) if w.session in self.service.coordinator.sessions
+            ]
+            if watchers:
+                self._watchers[task_id] = watchers
+                text = encode_text(TaskUpdate(task=self.summary(task)))
+                websockets.broadcast([w.session.connection for w in watchers], text)
+            else:
+                self._watchers.pop(task_id, None)
+            if task_id in self._seed_waiters and task.progress()[0] == len(task.shards):
+                self.service.spawn(self._answer_seed(task))
+
+    def rest_tasks(self) -> Any:
+        return json_response(200, {"tasks": [self.summary(t) for t in self.service.tasks.values()]})
+
+    # ---- the seed's task_submit --------------------------------------------------------------
+
+    async def _on_seed_submit(self, session: Session, message: TaskSubmit) -> None:
+        """Run the seed's ``data.command`` for real as a one-shard task and answer
+        ``task_result`` with its exit code and output once it ends."""
+        command = message.task.data.command
+        try:
+            if not command:
+                raise ValueError("task.data.command is empty")
+            shell = isinstance(command, str)
+            spec = TaskSpec(
+                name="seed-task",
+                command=(command,) if shell else tuple(command),
+                shell=shell,
+                retries=0,
+            )
+            task = self.service.admit(spec, submitter=session.device_id or session.address)
+        except (ValueError, ProtocolError) as exc:
+            error = exc.message if isinstance(exc, ProtocolError) else str(exc)
+            outcome = SeedTaskOutcome(success=False, error=error)
+            await session.send(TaskResult(task_id=message.task.id, result=outcome))
+            return
+        self._seed_waiters[task.id] = (session, message.task.id)
+        self.service.save_all(task, files_ready=True)
+        self.service.queue(task)
+
+    async def _answer_seed(self, task: Task) -> None:
+        session, seed_id = self._seed_waiters.pop(task.id)
+        store = self.service.store_or_fail()
+        await store.committed()
+        streams = {"stdout": "", "stderr": ""}
+        for record in await asyncio.to_thread(store.logs, task.id):
+            streams[record.stream] += record.data
+        shard = task.shards[0]
+        body = {
+            "exitCode": shard.exit_code,
+            "stdout": streams["stdout"][:SEED_OUTPUT_CAP],
+            "stderr": streams["stderr"][:SEED_OUTPUT_CAP],
+            "taskId": task.id,
+        }
+        success = shard.state is ShardState.SUCCEEDED
+        outcome = SeedTaskOutcome(
+            success=success, result=body, error=None if success else shard.reason or shard.state
+        )
+        await session.send(TaskResult(task_id=seed_id, result=outcome))

@@ -91,6 +91,9 @@ class DevicesView(QWidget):
     forget_requested = Signal(str)
     RESORT_INTERVAL_MS = 2000
     SEEN_REFRESH_MS = 10_000
+    # Cards made per event-loop turn: a pool of 500 appearing at once must not freeze the
+    # window for half a second; the rest are made on the following turns.
+    CARDS_PER_TURN = 40
 
     def __init__(
         self,
@@ -103,6 +106,7 @@ class DevicesView(QWidget):
         self._model = model
         self._clock = clock
         self._cards: dict[str, DeviceCard] = {}
+        self._to_create: dict[str, None] = {}  # ordered set of ids awaiting a card
         self._order: list[str] = []
         self._sort = SortKey.NAME
         self._words: list[str] = []
@@ -145,6 +149,9 @@ class DevicesView(QWidget):
         self._layout_timer = QTimer(self)
         self._layout_timer.setSingleShot(True)
         self._layout_timer.timeout.connect(self._place_cards)
+        self._create_timer = QTimer(self)
+        self._create_timer.setSingleShot(True)
+        self._create_timer.timeout.connect(self._create_some_cards)
         # Offline cards get no updates, yet their "last seen 5 min ago" must keep ageing.
         self._seen_timer = QTimer(self)
         self._seen_timer.setInterval(self.SEEN_REFRESH_MS)
@@ -156,7 +163,7 @@ class DevicesView(QWidget):
         model.device_removed.connect(self._on_removed)
         for device in model.devices():
             self._on_added(device.id)
-        self._place_cards()
+        self.flush()
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -190,7 +197,10 @@ class DevicesView(QWidget):
         self._schedule(0)
 
     def flush(self) -> None:
-        """Run a pending placement pass now (the timer would run it shortly anyway)."""
+        """Make every pending card and run a pending placement pass now (the timers would run
+        them shortly anyway)."""
+        while self._to_create:
+            self._create_some_cards()
         if self._layout_timer.isActive():
             self._layout_timer.stop()
             self._place_cards()
@@ -198,13 +208,26 @@ class DevicesView(QWidget):
     # ---- model signals ---------------------------------------------------------------------
 
     def _on_added(self, device_id: str) -> None:
-        device = self._model.device(device_id)
-        if device is None or device_id in self._cards:
-            return
-        card = DeviceCard(device, self._clock, self._canvas)
-        card.hide()
-        card.forget_requested.connect(self.forget_requested)
-        self._cards[device_id] = card
+        if device_id not in self._cards:
+            self._to_create[device_id] = None
+            if not self._create_timer.isActive():
+                self._create_timer.start(0)
+
+    def _create_some_cards(self) -> None:
+        """Make up to ``CARDS_PER_TURN`` pending cards from the model's latest data."""
+        self._create_timer.stop()
+        for _ in range(min(self.CARDS_PER_TURN, len(self._to_create))):
+            device_id = next(iter(self._to_create))
+            del self._to_create[device_id]
+            device = self._model.device(device_id)
+            if device is None or device_id in self._cards:
+                continue
+            card = DeviceCard(device, self._clock, self._canvas)
+            card.hide()
+            card.forget_requested.connect(self.forget_requested)
+            self._cards[device_id] = card
+        if self._to_create:
+            self._create_timer.start(0)
         self._schedule(0)
 
     def _on_changed(self, device_id: str) -> None:
@@ -228,6 +251,7 @@ class DevicesView(QWidget):
             self._schedule(self.RESORT_INTERVAL_MS)
 
     def _on_removed(self, device_id: str) -> None:
+        self._to_create.pop(device_id, None)
         card = self._cards.pop(device_id, None)
         if card is None:
             return

@@ -29,7 +29,7 @@ from poolnet_desktop.gui.settings_model import SettingsStore
 OFF = DiscoverySettings(enabled=False)
 
 
-async def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
+async def wait_for(condition: Callable[[], object], timeout: float = 45.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.05)

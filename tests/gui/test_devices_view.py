@@ -197,3 +197,19 @@ def test_many_devices_keep_one_card_each(
     assert len(view.findChildren(DeviceCard)) == 500
     assert all(view.card(i) is first[i] for i in ids)
     assert view.shown_ids() == ids
+
+
+def test_a_large_pool_appearing_at_once_is_carded_a_slice_per_turn(
+    qtbot: QtBot, make_device: MakeDevice, make_state: MakeState
+) -> None:
+    """500 devices in one batch: the window stays responsive, cards come in slices."""
+    model = PoolModel()
+    view = make_view(qtbot, model)
+    ids = [f"dev-{i:03d}" for i in range(500)]
+    model.apply(make_state(1, [make_device(i) for i in ids], full=True), 0.0)
+    assert len(view.findChildren(DeviceCard)) == 0  # nothing built inside the signal storm
+    qtbot.wait(1)
+    assert 0 < len(view.findChildren(DeviceCard)) <= 2 * DevicesView.CARDS_PER_TURN
+    qtbot.waitUntil(lambda: len(view.findChildren(DeviceCard)) == 500, timeout=10_000)
+    view.flush()
+    assert view.shown_ids() == ids

@@ -57,7 +57,6 @@ def simulated_fleet(count: int, seed: int = 7) -> list[tuple[str, str, str, int,
         name, platform, cores, mem_gb, disk_gb, gpu, gpus = _MACHINES[i % len(_MACHINES)]
         if i >= len(_MACHINES):
             name = f"{name}-{i // len(_MACHINES) + 1}"
-        ip = f"192.168.1.{20 + i % 230}"
         fleet.append((f"dev-{i:04d}", name, platform, cores, mem_gb * 1024.0, disk_gb * 1024.0, gpu,
                       gpus if rng.random() > 0.1 else 0))
     return fleet

@@ -67,8 +67,11 @@ class ShardRef(msgspec.Struct, rename="camel", frozen=True, array_like=True):
 
 
 class ShardResult(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    """How an attempt ended, as the member's runner reported it (``runtime.runner``'s
-    ``ShardOutcome`` with wire-checked output paths)."""
+    """How an attempt ended: what the member's runner (``runtime.runner``) returns, spools and
+    sends as is. ``exit_code`` is None when the process never started, negative when a signal
+    ended it (POSIX); ``started``/``ended`` are wall-clock seconds; ``outputs`` are relative to
+    the working folder; ``refused`` lists outputs that matched a glob but were not taken (a
+    symlink out of the folder); ``message`` says why it ended so when the exit code does not."""
 
     reason: Reason
     exit_code: int | None

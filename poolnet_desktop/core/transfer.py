@@ -69,14 +69,6 @@ class ChunkHeader(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     last: bool
 
 
-class FileEntry(msgspec.Struct, frozen=True):
-    """A file inside a working folder: where, how big, and its sha256 (for outputs and lists)."""
-
-    path: str
-    size: ByteCount
-    sha256: Sha256Hex
-
-
 _header_encoder = msgspec.json.Encoder()
 _header_decoder = msgspec.json.Decoder(ChunkHeader)
 

@@ -2,7 +2,7 @@
 
 ``ShardRunner(spec, on_output).run()`` starts the command, streams stdout and stderr to the
 callback as they come, enforces the timeout and the memory limit, and returns a
-``ShardOutcome`` that says how it ended and which output files it left. It never raises for
+``ShardResult`` that says how it ended and which output files it left. It never raises for
 anything the shard did: a program that does not exist ends as reason ``"error"``.
 
 Every shard runs in a new session (POSIX) or process group (Windows), so that killing it
@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import msgspec
 import psutil
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
-from poolnet_desktop.core.transfer import FileEntry
+from poolnet_desktop.core.manifest import FileEntry
+from poolnet_desktop.core.task_protocol import Reason, ShardResult
 
-Reason = Literal["succeeded", "failed", "timeout", "memory", "cancelled", "error"]
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
 
@@ -45,32 +44,11 @@ PYTHON_PLACEHOLDER = "{python}"
 # code when given this flag. The app's entry point must honour it before anything else.
 FROZEN_PYTHON_FLAG = "--poolnet-run-python"
 DEFAULT_OUTPUT_CAP = 1024 * 1024
+# The wire caps a result's message; longer ones are cut here rather than refused there.
+MAX_MESSAGE = 4000
 # After the main process exits, how long its pipes may stay open (held by an escaped
 # descendant) before the runner stops reading them.
 _PIPE_GRACE = 2.0
-
-
-class ShardOutcome(msgspec.Struct, kw_only=True):
-    """How a shard ended; JSON-serialisable, so it can be spooled and sent as is.
-
-    ``exit_code`` is None when the process never started, negative when a signal ended it
-    (POSIX). ``started``/``ended`` are wall-clock seconds. ``outputs`` are relative to the
-    working folder. ``refused`` lists outputs that matched a glob but were not taken (a symlink
-    out of the folder), and ``message`` says why a shard ended as it did when that is not
-    plain from the exit code.
-    """
-
-    reason: Reason
-    exit_code: int | None
-    started: float
-    ended: float
-    outputs: list[FileEntry] = msgspec.field(default_factory=list)
-    refused: list[str] = msgspec.field(default_factory=list)
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
-    truncated: bool = False
-    peak_memory: int = 0
-    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +223,7 @@ class ShardRunner:
         self._cancel_requested = True
         self._kill("cancelled", "cancelled on request")
 
-    async def run(self) -> ShardOutcome:
+    async def run(self) -> ShardResult:
         """Start, watch and reap the shard; always returns an outcome (runs once only)."""
         if self._ran:
             raise RuntimeError("a ShardRunner runs once; make a new one")
@@ -289,7 +267,7 @@ class ShardRunner:
 
     async def _watch(
         self, protocol: _ShardProtocol, transport: asyncio.SubprocessTransport, started: float
-    ) -> ShardOutcome:
+    ) -> ShardResult:
         pid = transport.get_pid()
         if self._cancel_requested:  # cancel() arrived while the process was being created
             self._kill("cancelled", "cancelled on request")
@@ -343,8 +321,10 @@ class ShardRunner:
 
     def _outcome(
         self, reason: Reason, exit_code: int | None, started: float, **extra: Any
-    ) -> ShardOutcome:
-        return ShardOutcome(
+    ) -> ShardResult:
+        if len(extra.get("message", "")) > MAX_MESSAGE:
+            extra["message"] = extra["message"][: MAX_MESSAGE - 1] + "…"
+        return ShardResult(
             reason=reason,
             exit_code=exit_code,
             started=started,

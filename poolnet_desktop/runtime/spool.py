@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 
 from poolnet_desktop.core.paths import safe_relative_path
-from poolnet_desktop.runtime.runner import ShardOutcome
+from poolnet_desktop.core.task_protocol import ShardResult
 
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _RECORD = "entry.json"
@@ -47,7 +47,7 @@ class _Record(msgspec.Struct, kw_only=True):
     key: str
     created: float
     meta: dict[str, str]
-    outcome: ShardOutcome
+    outcome: ShardResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class SpoolEntry:
     key: str
     created: float
     meta: dict[str, str]
-    outcome: ShardOutcome
+    outcome: ShardResult
     files_dir: Path
 
     def file(self, relative: str) -> Path:
@@ -83,7 +83,7 @@ class Spool:
     def put(
         self,
         key: str,
-        outcome: ShardOutcome,
+        outcome: ShardResult,
         workdir: Path,
         meta: dict[str, str] | None = None,
         now: float | None = None,

@@ -41,6 +41,7 @@ from poolnet_desktop.core.task_protocol import (
     ShardAck,
     ShardCancel,
     ShardOutput,
+    Reason,
     ShardRef,
     ShardResult,
     ShardsFinished,
@@ -53,7 +54,7 @@ from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.agent import Agent, AgentState
 from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
-from poolnet_desktop.runtime.runner import Reason, ShardOutcome, ShardRunner, ShardSpec, Stream
+from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.spool import Spool, SpoolEntry
 from poolnet_desktop.runtime.task_transfer import (
@@ -89,7 +90,7 @@ class _Delivered:
     """A result sent but not yet acknowledged: its folder stays until then."""
 
     ref: ShardRef
-    outcome: ShardOutcome
+    outcome: ShardResult
     workdir: Path
 
 
@@ -309,7 +310,7 @@ class TaskExecutor:
         text = data.decode("utf-8", errors="replace")
         await self.agent.send(ShardOutput(shard=ref, stream=stream, data=text))
 
-    async def _finish(self, ref: ShardRef, outcome: ShardOutcome, workdir: Path) -> None:
+    async def _finish(self, ref: ShardRef, outcome: ShardResult, workdir: Path) -> None:
         if self.agent.state != AgentState.CONNECTED:
             await self._park(ref, outcome, workdir)
             return
@@ -336,7 +337,7 @@ class TaskExecutor:
     async def _send_results(self, results: list[_Delivered]) -> None:
         """Send results in batches, each followed by its results' output files."""
         for batch in _batches(results):
-            finished = [FinishedShard(d.ref, _wire_result(d.outcome)) for d in batch]
+            finished = [FinishedShard(d.ref, d.outcome) for d in batch]
             if not await self.agent.send(ShardsFinished(results=finished)):
                 return
             for delivered in batch:
@@ -356,7 +357,7 @@ class TaskExecutor:
         if not await self.agent.send_bytes(frame):
             raise ConnectionError("the pool link dropped")
 
-    async def _park(self, ref: ShardRef, outcome: ShardOutcome, workdir: Path) -> None:
+    async def _park(self, ref: ShardRef, outcome: ShardResult, workdir: Path) -> None:
         key = _key(ref)
         meta = {"task": ref.task_id, "shard": str(ref.shard), "attempt": str(ref.attempt)}
         await asyncio.to_thread(self.spool.put, key, outcome, workdir, meta)
@@ -421,16 +422,8 @@ def _ref(entry: SpoolEntry) -> ShardRef:
     return ShardRef(meta["task"], int(meta["shard"]), int(meta["attempt"]))
 
 
-def _wire_result(outcome: ShardOutcome) -> ShardResult:
-    """The runner's outcome as the wire's ``ShardResult`` (output paths re-checked)."""
-    fields = {name: getattr(outcome, name) for name in outcome.__struct_fields__}
-    fields["outputs"] = [FileEntry(path=e.path, size=e.size, sha256=e.sha256) for e in outcome.outputs]
-    fields["message"] = outcome.message[:4000]
-    return ShardResult(**fields)
-
-
-def _failure(message: str, reason: Reason = "error") -> ShardOutcome:
-    return ShardOutcome(reason=reason, exit_code=None, started=0.0, ended=0.0, message=message)
+def _failure(message: str, reason: Reason = "error") -> ShardResult:
+    return ShardResult(reason=reason, exit_code=None, started=0.0, ended=0.0, message=message)
 
 
 def _batches(results: list[_Delivered]) -> list[list[_Delivered]]:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from poolnet_desktop.runtime.runner import (
-    ShardOutcome,
+    ShardResult,
     ShardRunner,
     ShardSpec,
     build_argv,
@@ -382,7 +382,7 @@ async def test_outcome_round_trips_as_json(tmp_path: Path) -> None:
     (tmp_path / "o.txt").write_text("z")
     spec = ShardSpec(command=["true"], workdir=tmp_path, outputs=["*.txt"])
     outcome = await ShardRunner(spec).run()
-    again = msgspec.json.decode(msgspec.json.encode(outcome), type=ShardOutcome)
+    again = msgspec.json.decode(msgspec.json.encode(outcome), type=ShardResult)
     assert again == outcome and again.outputs[0].path == "o.txt"
 
 

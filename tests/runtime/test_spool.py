@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from poolnet_desktop.core.transfer import FileEntry
-from poolnet_desktop.runtime.runner import ShardOutcome
+from poolnet_desktop.core.manifest import FileEntry
+from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.runtime.spool import Spool, SpoolError
 
 
-def make_outputs(workdir: Path, files: dict[str, bytes]) -> ShardOutcome:
+def make_outputs(workdir: Path, files: dict[str, bytes]) -> ShardResult:
     entries = []
     for rel, data in files.items():
         path = workdir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         entries.append(FileEntry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    return ShardOutcome(
+    return ShardResult(
         reason="succeeded", exit_code=0, started=10.0, ended=11.5, outputs=entries
     )
 
@@ -126,15 +126,15 @@ def test_unwritable_root_is_a_clear_error(tmp_path: Path) -> None:
 FULL_DISK = """
 import hashlib, json, os, sys
 from pathlib import Path
-from poolnet_desktop.core.transfer import FileEntry
-from poolnet_desktop.runtime.runner import ShardOutcome
+from poolnet_desktop.core.manifest import FileEntry
+from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.runtime.spool import Spool, SpoolError
 
 work, root = Path(sys.argv[1]), Path(sys.argv[2])
 big = os.urandom(256 * 1024)
 (work / "big.bin").write_bytes(big)
 entry = FileEntry(path="big.bin", size=len(big), sha256=hashlib.sha256(big).hexdigest())
-outcome = ShardOutcome(reason="succeeded", exit_code=0, started=0.0, ended=1.0, outputs=[entry])
+outcome = ShardResult(reason="succeeded", exit_code=0, started=0.0, ended=1.0, outputs=[entry])
 spool = Spool(root)
 result = {}
 try:
@@ -144,7 +144,7 @@ except SpoolError as exc:
     result["error"] = str(exc)
 result["left"] = sorted(p.name for p in root.iterdir())
 result["pending"] = [e.key for e in Spool(root).pending()]
-small = ShardOutcome(reason="failed", exit_code=1, started=0.0, ended=1.0)
+small = ShardResult(reason="failed", exit_code=1, started=0.0, ended=1.0)
 result["small"] = spool.put("small", small, work).key
 print(json.dumps(result))
 """

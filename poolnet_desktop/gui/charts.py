@@ -17,7 +17,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QElapsedTimer, QEvent, QRectF, Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen, QShowEvent
+from PySide6.QtGui import QColor, QFont, QPaintEvent, QShowEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from poolnet_desktop.core.history import History
 from poolnet_desktop.gui import formatting as fmt
 from poolnet_desktop.gui.pool_model import PoolModel, Resource
-from poolnet_desktop.gui.theme import Theme, theme_for
+from poolnet_desktop.gui.theme import Theme, paint_surface, theme_for
 
 if TYPE_CHECKING:
     import pyqtgraph
@@ -90,12 +90,7 @@ class StatTile(QWidget):
             self.update()
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt's name)
-        theme = theme_for(self.palette())
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.setPen(QPen(QColor(theme.border), 1))
-        p.setBrush(QColor(theme.surface))
-        p.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), 12, 12)
+        p, theme = paint_surface(self)
         base = self.font()
         small, big = QFont(base), QFont(base)
         small.setPointSizeF(base.pointSizeF() * 0.9)
@@ -137,12 +132,7 @@ class _Panel(QFrame):
         self.body.addLayout(self.header)
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt's name)
-        theme = theme_for(self.palette())
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.setPen(QPen(QColor(theme.border), 1))
-        p.setBrush(QColor(theme.surface))
-        p.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), 12, 12)
+        p, theme = paint_surface(self)
         p.end()
 
 

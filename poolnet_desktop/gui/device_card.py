@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import QPushButton, QWidget
 
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.gui import formatting as fmt
-from poolnet_desktop.gui.theme import Theme, theme_for
+from poolnet_desktop.gui.theme import Theme, paint_surface
 
 CARD_WIDTH = 320
 CARD_HEIGHT = 190
@@ -75,16 +75,9 @@ class DeviceCard(QWidget):
     # ---- painting --------------------------------------------------------------------------
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt's name)
-        theme = theme_for(self.palette())
         d, r = self._device, self._device.resources
         online = d.is_online
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-
-        card = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
-        p.setPen(QPen(QColor(theme.border), 1))
-        p.setBrush(QColor(theme.surface))
-        p.drawRoundedRect(card, 12, 12)
+        p, theme = paint_surface(self)
         if not online:
             p.setOpacity(0.6)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPalette, QPen
+from PySide6.QtWidgets import QApplication, QWidget
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,21 @@ DARK = Theme(
 def theme_for(palette: QPalette) -> Theme:
     """The theme matching a palette: dark when its window colour is dark."""
     return DARK if palette.color(QPalette.ColorRole.Window).lightness() < 128 else LIGHT
+
+
+SURFACE_RADIUS = 12
+
+
+def paint_surface(widget: QWidget) -> tuple[QPainter, Theme]:
+    """Start painting ``widget`` as a rounded, bordered surface (cards, tiles, chart panels);
+    returns the antialiased painter, for the widget to draw its content, and the theme."""
+    theme = theme_for(widget.palette())
+    painter = QPainter(widget)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(QPen(QColor(theme.border), 1))
+    painter.setBrush(QColor(theme.surface))
+    painter.drawRoundedRect(QRectF(widget.rect()).adjusted(0.5, 0.5, -0.5, -0.5), SURFACE_RADIUS, SURFACE_RADIUS)
+    return painter, theme
 
 
 def system_prefers_dark(app: QGuiApplication) -> bool:

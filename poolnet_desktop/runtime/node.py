@@ -257,6 +257,7 @@ class Member:
 
     async def run(self) -> None:
         try:
+            await self.executor.prepare()
             await self.agent.run()
         finally:
             self.sampler.close()

@@ -105,18 +105,16 @@ def _key(ref: ShardRef) -> str:
 
 
 class TaskExecutor:
-    """Attach to an ``Agent`` before it runs; ``stop()`` cancels running shards."""
+    """Attach to an ``Agent`` before it runs, ``await prepare()`` before the agent connects;
+    ``stop()`` cancels running shards."""
 
     def __init__(self, agent: Agent, data_dir: Path, sampler: ResourceSampler) -> None:
         self.agent = agent
         self.sampler = sampler
+        self.data_dir = data_dir
         self.work = data_dir / "work"
         self.cache = data_dir / "cache"
-        # Shards an earlier run left running (it was killed) die first, then their folders.
-        self._env = {RUN_VARIABLE: reap_and_stamp(data_dir)}
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.cache.mkdir(parents=True, exist_ok=True)
+        self._env: dict[str, str] = {}
         self.spool = Spool(data_dir / "spool")
         self._jobs: dict[ShardRef, _Job] = {}
         self._next: dict[ShardRef, ShardRef] = {}  # a job -> the waiting job behind it
@@ -136,6 +134,19 @@ class TaskExecutor:
         agent.add_handler(ShardAck, self._on_ack)
         agent.add_handler(bytes, self._on_chunk)
         agent.state_listeners.append(self._on_state)
+
+    async def prepare(self) -> None:
+        """Kill the shards an earlier run left behind (it was killed), clear their folders and
+        stamp this run. It scans every process, so it runs off the event loop (in the app,
+        the Qt thread)."""
+        self._env = {RUN_VARIABLE: await asyncio.to_thread(self._clean_up_last_run)}
+
+    def _clean_up_last_run(self) -> str:
+        run_id = reap_and_stamp(self.data_dir)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        return run_id
 
     @property
     def running(self) -> list[ShardRef]:

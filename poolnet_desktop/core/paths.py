@@ -63,4 +63,6 @@ def safe_relative_path(text: str) -> PurePosixPath:
         parts.append(part)
     if not parts:
         raise UnsafePathError(f"path names no file: {text!r}")
+    if _DRIVE.match(parts[0]):  # ``./C:x`` folds to ``C:x``
+        raise UnsafePathError(f"drive letter not allowed: {text!r}")
     return PurePosixPath(*parts)

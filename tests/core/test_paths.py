@@ -45,6 +45,8 @@ def test_accepts_and_normalises(text: str, expected: str) -> None:
         ("C:\\Windows\\x", "drive letter"),
         ("c:x", "drive letter"),
         ("z:/x", "drive letter"),
+        ("./C:x", "drive letter"),
+        ("a/../C:\\x", "drive letter"),
         ("a\x00b", "NUL"),
         ("x" * (MAX_PATH_LENGTH + 1), "longer than"),
         ("a/" + "y" * 256, "component longer"),

@@ -26,6 +26,7 @@ from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from poolnet_desktop import __version__  # noqa: E402
+from poolnet_desktop.gc_tuning import tune_for_serving  # noqa: E402
 from poolnet_desktop.gui.bridge import DiscoverySettings, PoolBridge  # noqa: E402
 from poolnet_desktop.gui.main_window import MainWindow, open_folder  # noqa: E402
 from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     qt_app.setOrganizationName("PoolNet")
     qt_app.setQuitOnLastWindowClosed(False)
     install_theme(qt_app)
+    tune_for_serving()  # "Host pool" may be switched on for a large pool
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(qt_app)) as runner:
         return runner.run(_run(args))
 

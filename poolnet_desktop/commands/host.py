@@ -9,6 +9,7 @@ import contextlib
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
 from poolnet_desktop.commands.running import lan_addresses, until_signalled
 from poolnet_desktop.core.units import format_mb
+from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         await host.stop()
         print("PoolNet pool stopped.", flush=True)
 
+    tune_for_serving()
     asyncio.run(until_signalled(start, stop))
     return 0
 

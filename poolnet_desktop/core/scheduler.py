@@ -70,6 +70,10 @@ class Placement:
 
 @dataclass(slots=True)
 class _Member:
+    """A member's share and what holds it. ``spare`` and ``load`` are kept up to date by
+    ``reshare``/``take``/``give_back``: a placement pass reads them for every member, thousands
+    per pass, so they are worked out once per change rather than once per look."""
+
     id: str
     order: int
     capacity: ResourceVector
@@ -78,6 +82,29 @@ class _Member:
     held_gpus: set[int] = field(default_factory=set)
     shards: set[ShardKey] = field(default_factory=set)
     waiting: set[ShardKey] = field(default_factory=set)
+    spare: ResourceVector = _ZERO
+    load: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._recount()
+
+    def reshare(self, capacity: ResourceVector, gpu_indices: tuple[int, ...]) -> None:
+        if capacity != self.capacity or gpu_indices != self.gpu_indices:
+            self.capacity, self.gpu_indices = capacity, gpu_indices
+            self._recount()
+
+    def take(self, key: ShardKey, demand: ResourceVector, gpus: tuple[int, ...]) -> None:
+        self.shards.add(key)
+        self.held_gpus.update(gpus)
+        self.used = self.used + demand
+        self._recount()
+
+    def give_back(self, key: ShardKey, demand: ResourceVector, gpus: tuple[int, ...]) -> None:
+        self.shards.discard(key)
+        self.held_gpus.difference_update(gpus)
+        # Reset to exact zero when idle so float sums cannot drift over millions of shards.
+        self.used = self.used - demand if self.shards else _ZERO
+        self._recount()
 
     def free_gpus(self) -> list[int]:
         """Lent GPUs no shard holds, but never more than the share has room for: after the
@@ -85,22 +112,20 @@ class _Member:
         room = max(0, len(self.gpu_indices) - len(self.held_gpus))
         return [index for index in self.gpu_indices if index not in self.held_gpus][:room]
 
-    def free(self) -> ResourceVector:
-        rest = self.capacity - self.used
-        return ResourceVector(rest.cpu, rest.memory_mb, rest.storage_mb, len(self.free_gpus()))
-
     def fits(self, demand: ResourceVector) -> bool:
-        return demand.fits_in(self.free())
+        return demand.fits_in(self.spare)
 
-    def load(self) -> float:
-        """The fullest dimension's share in use: what "least loaded" compares."""
+    def _recount(self) -> None:
+        rest = self.capacity - self.used
+        self.spare = ResourceVector(rest.cpu, rest.memory_mb, rest.storage_mb, len(self.free_gpus()))
+        # The fullest dimension's share in use: what "least loaded" compares.
         pairs = (
             (self.used.cpu, self.capacity.cpu),
             (self.used.memory_mb, self.capacity.memory_mb),
             (self.used.storage_mb, self.capacity.storage_mb),
             (len(self.held_gpus), len(self.gpu_indices)),
         )
-        return max((used / total for used, total in pairs if total > 0), default=1.0)
+        self.load = max((used / total for used, total in pairs if total > 0), default=1.0)
 
 
 @dataclass(slots=True)
@@ -160,8 +185,7 @@ class Scheduler:
             self._member_seq += 1
             self._members[member_id] = _Member(member_id, self._member_seq, capacity, indices)
         else:
-            member.capacity = capacity
-            member.gpu_indices = indices
+            member.reshare(capacity, indices)
 
     def remove_member(self, member_id: str) -> list[ShardKey]:
         """Forget a member; returns the ``(task_id, shard)`` it was running or holding ahead,
@@ -293,10 +317,7 @@ class Scheduler:
         if hold is None:
             return False
         member = self._members[hold.member_id]
-        member.shards.discard(key)
-        member.held_gpus.difference_update(hold.gpus)
-        # Reset to exact zero when idle so float sums cannot drift over millions of shards.
-        member.used = member.used - hold.demand if member.shards else _ZERO
+        member.give_back(key, hold.demand, hold.gpus)
         successor = self._next.pop(key, None)
         if successor is not None:
             del self._after[successor]
@@ -307,14 +328,19 @@ class Scheduler:
 
     # --- placing ---
 
+    @property
+    def has_queued(self) -> bool:
+        """Whether any shard waits to be placed: ``place`` has nothing to do otherwise."""
+        return bool(self._order)
+
     def place(self) -> list[Placement]:
         """Place every queued shard that fits a member's free share, in queue order, each on
         the least-loaded member that fits. Call again after any change."""
         if not self._order:
-            return []  # called after every member report: no O(members) pass when idle
+            return []
         placements: list[Placement] = []
         reserved: set[str] = set()
-        members = [m for m in self._members.values() if m.free().cpu > _EPS]
+        members = [m for m in self._members.values() if m.spare.cpu > _EPS]
         # Members that may hold shards ahead; one gains room only when a shard is placed on
         # its free share, so a pass over ``members`` keeps this up to date.
         ahead = {m.id: m for m in self._members.values() if self._has_room_ahead(m)}
@@ -324,7 +350,7 @@ class Scheduler:
             task = self._tasks[key[2]]
             demand = task.demand
             heap = [
-                (m.load(), m.order, m.id)
+                (m.load, m.order, m.id)
                 for m in members
                 if m.id not in reserved and m.fits(demand)
             ]
@@ -337,7 +363,7 @@ class Scheduler:
                 self._hold(member, task.task_id, shard, demand, gpus)
                 placements.append(Placement(task.task_id, shard, member_id, gpus))
                 if member.fits(demand):
-                    heapq.heappush(heap, (member.load(), order, member_id))
+                    heapq.heappush(heap, (member.load, order, member_id))
             if task.pending and task.ahead:
                 ahead.update((m.id, m) for m in members if self._has_room_ahead(m))
                 placements += self._place_ahead(task, ahead.values(), reserved)
@@ -346,7 +372,7 @@ class Scheduler:
                 self._reserve(demand, members, reserved)
             else:
                 self._unorder(task)
-            members = [m for m in members if m.free().cpu > _EPS]
+            members = [m for m in members if m.spare.cpu > _EPS]
         return placements
 
     def _has_room_ahead(self, member: _Member) -> bool:
@@ -442,9 +468,7 @@ class Scheduler:
         gpus: tuple[int, ...],
     ) -> None:
         self._running[(task_id, shard)] = _Hold(member.id, demand, gpus)
-        member.shards.add((task_id, shard))
-        member.held_gpus.update(gpus)
-        member.used = member.used + demand
+        member.take((task_id, shard), demand, gpus)
 
     def _reserve(
         self, demand: ResourceVector, members: list[_Member], reserved: set[str]
@@ -454,7 +478,7 @@ class Scheduler:
             m for m in members if m.id not in reserved and demand.fits_in(m.capacity)
         ]
         if candidates:
-            soonest = min(candidates, key=lambda m: (m.load(), m.order))
+            soonest = min(candidates, key=lambda m: (m.load, m.order))
             reserved.add(soonest.id)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterable
 
@@ -152,6 +153,9 @@ class PoolMetrics:
                self.lag.histogram.lines("poolnet_event_loop_lag_seconds"))
         metric("poolnet_event_loop_lag_max_seconds", "gauge", "Largest event-loop lag seen since start.",
                [f"poolnet_event_loop_lag_max_seconds {self.lag.maximum:.6f}"])
+        metric("python_gc_collections_total", "counter", "Garbage collections by generation (see gc_tuning).",
+               [f'python_gc_collections_total{{generation="{g}"}} {stats["collections"]}'
+                for g, stats in enumerate(gc.get_stats())])
         metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
                [f"process_resident_memory_bytes {memory.rss}"])
         metric("process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.",

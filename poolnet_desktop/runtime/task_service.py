@@ -310,8 +310,9 @@ class TaskService:
     # ---- placing -----------------------------------------------------------------------------
 
     def schedule(self) -> None:
-        """Ask for one placement pass at the end of this loop iteration."""
-        if not self._pass_pending:
+        """Ask for one placement pass at the end of this loop iteration, if any shard waits:
+        every member report asks, thousands a second in a large pool."""
+        if not self._pass_pending and self.scheduler.has_queued:
             self._pass_pending = True
             asyncio.get_running_loop().call_soon(self._place)
 

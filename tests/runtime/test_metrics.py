@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import time
 import urllib.request
@@ -62,6 +63,7 @@ async def test_metrics_report_devices_sessions_messages_and_dispatch(pool, raw_c
     await member.send({"type": "resource_update", "deviceId": "m1", "resources": seed_resources(cpuUsage=5)})
     await member.send({"type": "heartbeat", "deviceId": "m1"})
     await asyncio.sleep(0.3)
+    gc.collect()
 
     content_type, text = await asyncio.to_thread(scrape, pool.server.port)
     assert content_type.startswith("text/plain; version=0.0.4")
@@ -74,5 +76,6 @@ async def test_metrics_report_devices_sessions_messages_and_dispatch(pool, raw_c
     assert found['poolnet_dispatch_seconds_count{type="register"}'] == 1
     assert found["poolnet_event_loop_lag_seconds_count"] >= 1
     assert found["process_resident_memory_bytes"] > 0
+    assert found['python_gc_collections_total{generation="2"}'] >= 1
     assert "# TYPE poolnet_shards gauge" in text and "# TYPE poolnet_tasks gauge" in text
     assert text.endswith("\n")

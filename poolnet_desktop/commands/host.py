@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
-from poolnet_desktop.commands.running import lan_addresses, until_signalled
+from poolnet_desktop.commands.running import lan_addresses, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print("PoolNet pool stopped.", flush=True)
 
     tune_for_serving()
-    asyncio.run(until_signalled(start, stop))
+    run_service(until_signalled(start, stop))
     return 0
 
 

@@ -8,7 +8,7 @@ import socket
 import sys
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
-from poolnet_desktop.commands.running import until_signalled
+from poolnet_desktop.commands.running import run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if task is not None:
             await task
 
-    asyncio.run(until_signalled(start, stop))
+    run_service(until_signalled(start, stop))
     if member.agent.state == AgentState.REFUSED:
         print(f"poolnet: the pool refused this machine: {member.agent.last_error}", file=sys.stderr)
         return 1

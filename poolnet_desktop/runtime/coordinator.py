@@ -71,6 +71,9 @@ class CoordinatorConfig:
     heartbeat_timeout: float = 30.0
     batch_interval: float = 1.0
     sweep_interval: float = 1.0
+    # Observers send nothing on their own: each is pinged this often and closed when the last
+    # ping got no pong by the next (members show they are alive by their heartbeats).
+    observer_ping_interval: float = 20.0
     seed_relay_cap: int = 200
     max_errors_per_session: int = 20
     # The seed's task_submit runs shell commands: only when the host explicitly allows it.
@@ -428,8 +431,14 @@ class Coordinator:
                 self._broadcast(seed_clients, text)
 
     def sweep(self) -> None:
-        """Take offline every device silent for longer than the heartbeat timeout."""
-        for device_id in self.registry.expired(self._clock(), self.config.heartbeat_timeout):
+        """Take offline every device silent for longer than the heartbeat timeout; ping the
+        observers due for it."""
+        now = self._clock()
+        for session in self._sessions:
+            if session.role == "observer" and now - session.pinged_at >= self.config.observer_ping_interval:
+                session.pinged_at = now
+                self._spawn(session.check_alive(self.config.observer_ping_interval))
+        for device_id in self.registry.expired(now, self.config.heartbeat_timeout):
             log.info("device %s missed its heartbeats: offline", device_id)
             self.registry.mark_offline(device_id)
             self._tell_seed_clients(DeviceLeft(device_id=device_id))

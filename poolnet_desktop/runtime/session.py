@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Literal
 
@@ -36,6 +37,7 @@ class Session:
         # Who is on the other end (members and observers alike), once introduced.
         self.peer_id: str | None = None
         self.errors = 0
+        self.pinged_at = 0.0  # on the coordinator's clock (observers only)
 
     @property
     def introduced(self) -> bool:
@@ -62,6 +64,20 @@ class Session:
 
     async def send_error(self, code: str, message: str) -> None:
         await self.send(Error(code=code, message=message))
+
+    async def check_alive(self, timeout: float) -> None:
+        """Ping the peer and close the connection if no pong comes within ``timeout`` s: a
+        peer whose machine slept or lost power would otherwise hold its socket for as long as
+        TCP takes to give up (many minutes)."""
+        try:
+            pong = await self.connection.ping()
+            async with asyncio.timeout(timeout):
+                await pong
+        except TimeoutError:
+            log.info("%r answered no ping in %.0f s: closing it", self, timeout)
+            await self.close(1011, "keepalive ping timeout")
+        except ConnectionClosed:
+            pass
 
     async def close(self, code: int, reason: str) -> None:
         await self.connection.close(code, reason[:120])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from websockets.protocol import State
 
 from poolnet_desktop.core.protocol import Error, Forget, PoolState
 from poolnet_desktop.runtime.link import PoolLink, open_link
@@ -76,3 +77,27 @@ async def test_an_observer_may_forget_only_offline_devices(pool, observer, raw_c
     while "gone" not in batch.removed:
         batch = await next_of(observer, PoolState)
     assert pool.coordinator.registry.get("gone") is None
+
+
+async def test_an_observer_that_answers_no_ping_is_closed_and_a_live_one_stays(pool, observer) -> None:
+    pool.coordinator.config.observer_ping_interval = 0.3
+    await next_of(observer, PoolState)
+    asleep = await open_link(pool.local_url, pool.options.data_dir)
+    try:
+        await next_of(asleep, PoolState)
+        # A laptop that went to sleep: its socket stays open, nothing is read or answered.
+        asleep.connection.transport.pause_reading()
+
+        def observers() -> int:
+            return sum(1 for s in pool.coordinator.sessions if s.role == "observer")
+
+        assert observers() == 2
+        async with asyncio.timeout(10):
+            while observers() > 1:
+                await asyncio.sleep(0.05)
+        # The one that answers its pings is still served, many intervals later.
+        await asyncio.sleep(1.0)
+        assert observers() == 1
+        assert observer.connection.state is State.OPEN
+    finally:
+        asleep.connection.transport.abort()

@@ -172,15 +172,17 @@ class Scheduler:
         """Add a member or change its share. ``gpu_indices`` (default ``0..gpus-1``) are the
         CUDA indices it lends, one per GPU in ``capacity``. Shards already running stay, even
         if the new share is smaller; nothing new is placed there until it fits again."""
+        indices = tuple(range(capacity.gpus) if gpu_indices is None else gpu_indices)
+        member = self._members.get(member_id)
+        if member is not None and capacity == member.capacity and indices == member.gpu_indices:
+            return  # every member report asks: nearly always unchanged
         if min(capacity.cpu, capacity.memory_mb, capacity.storage_mb, capacity.gpus) < 0:
             raise ValueError(f"member {member_id}: negative capacity {capacity}")
-        indices = tuple(range(capacity.gpus) if gpu_indices is None else gpu_indices)
         if len(indices) != capacity.gpus or len(set(indices)) != len(indices):
             raise ValueError(
                 f"member {member_id}: {capacity.gpus} GPU(s) need as many distinct indices, "
                 f"got {list(indices)}"
             )
-        member = self._members.get(member_id)
         if member is None:
             self._member_seq += 1
             self._members[member_id] = _Member(member_id, self._member_seq, capacity, indices)

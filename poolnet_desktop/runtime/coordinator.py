@@ -43,6 +43,7 @@ from poolnet_desktop.core.protocol import (
     TaskSubmit,
     SeedTaskOutcome,
     Welcome,
+    encode,
     encode_text,
 )
 from poolnet_desktop.runtime.session import MAX_PENDING_OUTPUT, Session
@@ -370,17 +371,19 @@ class Coordinator:
     def _tell_seed_clients(self, message: Any, exclude: Session | None = None) -> None:
         targets = self._seed_sessions(exclude)
         if targets:
-            self._broadcast(targets, encode_text(message))
+            self._broadcast(targets, encode(message))
 
-    def _broadcast(self, sessions: list[Session], text: str) -> None:
-        """Queue one frame to many peers without waiting; peers too slow to drain are closed."""
+    def _broadcast(self, sessions: list[Session], json: bytes) -> None:
+        """Queue one text frame to many peers without waiting; peers too slow to drain are
+        closed. The JSON goes out as the encoder's UTF-8 bytes: no ``str`` made to be encoded
+        back (batches are hundreds of KB every second)."""
         live = []
         for session in sessions:
             if session.pending_output() > MAX_PENDING_OUTPUT:
                 self._spawn(session.close(CLOSE_TOO_SLOW, "too slow to keep up with the pool"))
             else:
                 live.append(session.connection)
-        websockets.broadcast(live, text)
+        websockets.broadcast(live, json, text=True)
         self.messages_out += len(live)
 
     def _pool_states(self, full: bool, changed: list, removed: list[str]) -> list[PoolState]:
@@ -419,16 +422,16 @@ class Coordinator:
         observers = [s for s in self._sessions if s.dialect == "poolnet" and s.role == "observer"]
         if observers:
             for part in self._pool_states(False, changed, removed):
-                self._broadcast(observers, encode_text(part))
+                self._broadcast(observers, encode(part))
         seed_clients = self._seed_sessions()
         if seed_clients:
             relays = [
-                encode_text(ResourceUpdate(device_id=d.id, resources=d.resources))
+                encode(ResourceUpdate(device_id=d.id, resources=d.resources))
                 for d in changed[: self.config.seed_relay_cap]
                 if d.online
             ]
-            for text in relays:
-                self._broadcast(seed_clients, text)
+            for relay in relays:
+                self._broadcast(seed_clients, relay)
 
     def sweep(self) -> None:
         """Take offline every device silent for longer than the heartbeat timeout; ping the

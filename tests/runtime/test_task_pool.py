@@ -20,6 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.core.task_protocol import SubmitTask, TaskAccepted
 from poolnet_desktop.core.transfer import ChunkHeader, encode_chunk
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -327,6 +328,19 @@ async def test_a_member_that_stops_accepting_tasks_gets_no_more_shards(
     assert (await client.wait(task_id)).succeeded == 6
     devices = {shard.device_id for shard in pool.tasks.tasks[task_id].shards}
     assert devices == {working.agent.config.device_id}
+
+
+async def test_new_sharing_limits_reach_the_scheduler_with_the_next_report(
+    pool: PoolHost, members: list[Member]
+) -> None:
+    """Reports whose share is unchanged skip the scheduler; one that changes it does not."""
+    pool.coordinator.config.heartbeat_timeout = 30.0  # the fixture's 1.5 s is shorter than a report
+    member = members[0]
+    member_id = member.agent.config.device_id
+    cores = pool.coordinator.registry.get(member_id).resources.cpu_cores
+    assert pool.tasks.scheduler.member_usage(member_id)[0].cpu == pytest.approx(cores * 0.8)
+    member.agent.set_limits(SharingLimits(cpu_percent=25.0))
+    await wait_for(lambda: pool.tasks.scheduler.member_usage(member_id)[0].cpu == pytest.approx(cores * 0.25))
 
 
 def gone(pid: int) -> bool:

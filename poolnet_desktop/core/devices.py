@@ -72,6 +72,11 @@ class Device:
         return shared_capacity(self.resources, self.limits)
 
 
+def _lendable_size(r: Resources) -> tuple[float, float, float, int]:
+    """The figures of a report that ``shared_capacity`` reads."""
+    return r.cpu_cores, r.memory_total, r.storage_available, r.gpus
+
+
 def iso8601(wall_seconds: float) -> str:
     """A UTC ISO-8601 timestamp with milliseconds and ``Z``, as JavaScript's toISOString()."""
     whole = math.floor(wall_seconds)
@@ -164,14 +169,18 @@ class DeviceRegistry:
         if device is not None:
             device.last_seen_monotonic, device.last_seen_wall = now, wall
 
-    def update_resources(self, device_id: str, resources: Resources) -> None:
+    def update_resources(self, device_id: str, resources: Resources) -> bool:
+        """Take a device's new report; True when what it lends may have changed (its size or
+        its limits), not only its usage figures, which change in every report."""
         device = self._devices.get(device_id)
         if device is None:
-            return
+            return False
+        before, limits_before = device.resources, device.limits
         device.resources = resources
         if resources.limits is not None:
             device.limits = resources.limits
         self._changed.add(device_id)
+        return device.limits != limits_before or _lendable_size(resources) != _lendable_size(before)
 
     def set_accept_tasks(self, device_id: str, accept: bool) -> None:
         device = self._devices.get(device_id)

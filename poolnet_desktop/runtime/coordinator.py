@@ -259,13 +259,9 @@ class Coordinator:
         if session.role != "member":
             raise ProtocolError(ErrorCode.FORBIDDEN, "only members report resources")
         self._check_own_id(session, message.device_id)
-        device = self.registry.get(session.device_id) if session.device_id is not None else None
-        if device is None:
-            return
-        share = device.capacity()
-        self.registry.update_resources(device.id, message.resources)
-        if device.capacity() != share:  # usage figures change every report, shares seldom
-            self._tell_share(device.id)
+        assert session.device_id is not None
+        if self.registry.update_resources(session.device_id, message.resources):
+            self._tell_share(session.device_id)
 
     async def _on_resource_request(self, session: Session, message: ResourceRequest) -> None:
         requester = session.device_id or message.device_id or ""

@@ -47,3 +47,17 @@ def test_reported_limits_are_adopted_and_totals_count_online_devices_only() -> N
 def test_iso8601_matches_javascripts_format() -> None:
     assert iso8601(0) == "1970-01-01T00:00:00.000Z"
     assert iso8601(1.2345) == "1970-01-01T00:00:01.234Z"
+
+
+def test_a_report_says_whether_the_share_may_have_changed() -> None:
+    registry = DeviceRegistry()
+    registry.register("a", "A", "linux", "10.0.0.2", "member", 0.0, 0.0)
+    size = {"cpu_cores": 8, "memory_total": 16_000.0, "storage_available": 90_000.0}
+    assert registry.update_resources("a", Resources(cpu_usage=10.0, **size)) is True  # from nothing
+    assert registry.update_resources("a", Resources(cpu_usage=70.0, memory_usage=5_000.0, **size)) is False
+    assert registry.update_resources("a", Resources(**{**size, "storage_available": 80_000.0})) is True
+    assert registry.update_resources("a", Resources(gpu_count=1, **{**size, "storage_available": 80_000.0})) is True
+    limited = Resources(gpu_count=1, limits=SharingLimits(cpu_percent=20.0), **{**size, "storage_available": 80_000.0})
+    assert registry.update_resources("a", limited) is True
+    assert registry.update_resources("a", limited) is False
+    assert registry.update_resources("unknown", limited) is False

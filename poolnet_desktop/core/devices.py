@@ -137,6 +137,9 @@ class DeviceRegistry:
     def all(self) -> list[Device]:
         return list(self._devices.values())
 
+    def online_count(self) -> int:
+        return sum(d.online for d in self._devices.values())
+
     def online(self) -> list[Device]:
         return [d for d in self._devices.values() if d.online]
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -199,6 +200,10 @@ class Coordinator:
     @property
     def sessions(self) -> frozenset[Session]:
         return frozenset(self._sessions)
+
+    def session_kinds(self) -> Counter[tuple[str, str]]:
+        """Open connections by (dialect, role), "none" where not introduced yet."""
+        return Counter((s.dialect or "none", s.role or "none") for s in self._sessions)
 
     @property
     def session_count(self) -> int:

@@ -119,11 +119,8 @@ class PoolMetrics:
     def render(self) -> str:
         """The whole exposition, one sample per line, ending with a newline."""
         c = self.coordinator
-        online = sum(1 for d in c.registry.all() if d.online)
-        sessions: dict[tuple[str, str], int] = {}
-        for session in c.sessions:
-            key = (session.dialect or "none", session.role or "none")
-            sessions[key] = sessions.get(key, 0) + 1
+        online = c.registry.online_count()
+        sessions = c.session_kinds()
         memory = self._process.memory_info()
         cpu = self._process.cpu_times()
         out: list[str] = []

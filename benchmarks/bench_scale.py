@@ -233,6 +233,10 @@ def report(members: int, duration: float, samples: list[Sample], idle_rss: int,
         "shard_start_max_s": summary["shard_start"]["max"],
         "probes": f'{summary["shard_start"]["count"]}/{summary["probes_submitted"]}',
         "seed_relays": summary["seed_relays"],
+        "gc_collections": [
+            round(last.metrics.get(key, 0) - first.metrics.get(key, 0))
+            for key in (f'python_gc_collections_total{{generation="{g}"}}' for g in range(3))
+        ],
         "generator_cpu_pct": round(gen_cpu, 1),
         # Other engineers share this machine: what else ran beside host and generator.
         "others_cpu_pct": round(100 * (last.machine_busy - first.machine_busy) / span - host_cpu - gen_cpu, 1),

@@ -443,7 +443,8 @@ class Coordinator:
         observers due for it."""
         now = self._clock()
         for session in self._sessions:
-            if session.role == "observer" and now - session.pinged_at >= self.config.observer_ping_interval:
+            if (session.role == "observer" and not session.checking_alive
+                    and now - session.pinged_at >= self.config.observer_ping_interval):
                 session.pinged_at = now
                 self._spawn(session.check_alive(self.config.observer_ping_interval))
         for device_id in self.registry.expired(now, self.config.heartbeat_timeout):

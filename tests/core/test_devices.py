@@ -61,3 +61,9 @@ def test_a_report_says_whether_the_share_may_have_changed() -> None:
     assert registry.update_resources("a", limited) is True
     assert registry.update_resources("a", limited) is False
     assert registry.update_resources("unknown", limited) is False
+
+
+def test_totals_of_an_empty_pool_keep_their_float_figures() -> None:
+    totals = DeviceRegistry().totals()
+    assert totals.devices == 0 and totals.total_g_p_us == 0 and totals.gpu_usage == 0.0
+    assert all(isinstance(v, float) for v in (totals.total_memory, totals.storage_used, totals.total_cpu_available))

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
-from poolnet_desktop.core.devices import DeviceView, PoolTotals, iso8601  # noqa: E402
+from poolnet_desktop.core.devices import DeviceView, iso8601, pool_totals  # noqa: E402
 from poolnet_desktop.core.protocol import PoolState  # noqa: E402
 from poolnet_desktop.core.resources import Resources  # noqa: E402
 from poolnet_desktop.gui.charts import ResourceCharts  # noqa: E402
@@ -88,34 +88,15 @@ def device_at(machine: tuple, second: int, online: bool) -> DeviceView:
     )
 
 
-def totals_of(devices: list[DeviceView]) -> PoolTotals:
-    totals = PoolTotals()
-    gpu_busy = 0.0
-    for d in devices:
-        if not d.is_online:
-            continue
-        r = d.resources
-        totals.devices += 1
-        totals.total_cpu_cores += r.cpu_cores
-        totals.cpu_cores_used += r.cpu_usage * r.cpu_cores / 100.0
-        totals.total_memory += r.memory_total
-        totals.memory_used += r.memory_usage
-        totals.total_storage += r.storage_total
-        totals.storage_used += r.storage_usage
-        totals.total_g_p_us += r.gpus
-        gpu_busy += (r.gpu_usage or 0.0) * r.gpus
-    totals.gpu_usage = gpu_busy / totals.total_g_p_us if totals.total_g_p_us else 0.0
-    return totals
-
-
 def feed(model: PoolModel, count: int) -> None:
     """Ten minutes of one-second batches; the fourth machine drops offline at minute eight."""
     fleet = simulated_fleet(count)
     for second in range(SECONDS + 1):
         devices = [device_at(m, second, online=not (i == 3 and second > 480)) for i, m in enumerate(fleet)]
+        online = [d.resources for d in devices if d.is_online]
         model.apply(
             PoolState(
-                seq=second + 1, full=second == 0, devices=devices, removed=[], pool=totals_of(devices),
+                seq=second + 1, full=second == 0, devices=devices, removed=[], pool=pool_totals(online),
                 tasks={"queued": 4, "running": 7, "succeeded": 42, "failed": 1},
             ),
             now=float(second),

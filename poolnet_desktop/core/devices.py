@@ -72,6 +72,30 @@ class Device:
         return shared_capacity(self.resources, self.limits)
 
 
+def pool_totals(online: list[Resources]) -> PoolTotals:
+    """The totals of the online devices' reports.
+
+    Summed column by column (every batch asks, over thousands of devices; adding into the
+    struct's fields one device at a time took twice as long). Float columns start from 0.0 so
+    the JSON stays ``0.0``, never ``0``."""
+    gpu_counts = [r.gpus for r in online]
+    gpus = sum(gpu_counts)
+    return PoolTotals(
+        devices=len(online),
+        total_cpu_cores=sum(r.cpu_cores for r in online),
+        total_cpu_available=sum((r.cpu_available for r in online), 0.0),
+        cpu_cores_used=sum((r.cpu_usage * r.cpu_cores for r in online), 0.0) / 100.0,
+        total_memory_available=sum((r.memory_available for r in online), 0.0),
+        total_memory=sum((r.memory_total for r in online), 0.0),
+        memory_used=sum((r.memory_usage for r in online), 0.0),
+        total_storage_available=sum((r.storage_available for r in online), 0.0),
+        total_storage=sum((r.storage_total for r in online), 0.0),
+        storage_used=sum((r.storage_usage for r in online), 0.0),
+        total_g_p_us=gpus,
+        gpu_usage=sum((r.gpu_usage or 0.0) * n for r, n in zip(online, gpu_counts)) / gpus if gpus else 0.0,
+    )
+
+
 def _lendable_size(r: Resources) -> tuple[float, float, float, int]:
     """The figures of a report that ``shared_capacity`` reads."""
     return r.cpu_cores, r.memory_total, r.storage_available, r.gpus
@@ -229,25 +253,5 @@ class DeviceRegistry:
         return changed, removed
 
     def totals(self) -> PoolTotals:
-        """Pool totals over online devices, in the seed's units (percent, MB).
-
-        Summed column by column over the online devices' reports (every batch asks, over
-        thousands of devices; adding into the struct's fields one device at a time took twice as
-        long). Float columns start from 0.0 so the JSON stays ``0.0``, never ``0``."""
-        online = [d.resources for d in self._devices.values() if d.online]
-        gpu_counts = [r.gpus for r in online]
-        gpus = sum(gpu_counts)
-        return PoolTotals(
-            devices=len(online),
-            total_cpu_cores=sum(r.cpu_cores for r in online),
-            total_cpu_available=sum((r.cpu_available for r in online), 0.0),
-            cpu_cores_used=sum((r.cpu_usage * r.cpu_cores for r in online), 0.0) / 100.0,
-            total_memory_available=sum((r.memory_available for r in online), 0.0),
-            total_memory=sum((r.memory_total for r in online), 0.0),
-            memory_used=sum((r.memory_usage for r in online), 0.0),
-            total_storage_available=sum((r.storage_available for r in online), 0.0),
-            total_storage=sum((r.storage_total for r in online), 0.0),
-            storage_used=sum((r.storage_usage for r in online), 0.0),
-            total_g_p_us=gpus,
-            gpu_usage=sum((r.gpu_usage or 0.0) * n for r, n in zip(online, gpu_counts)) / gpus if gpus else 0.0,
-        )
+        """Pool totals over online devices, in the seed's units (percent, MB)."""
+        return pool_totals([d.resources for d in self._devices.values() if d.online])

@@ -17,7 +17,7 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from poolnet_desktop.core.devices import DeviceView, PoolTotals  # noqa: E402
+from poolnet_desktop.core.devices import DeviceView, PoolTotals, pool_totals  # noqa: E402
 from poolnet_desktop.core.protocol import PoolState  # noqa: E402
 from poolnet_desktop.core.resources import Resources  # noqa: E402
 
@@ -119,19 +119,7 @@ def _state(
 ) -> PoolState:
     """A batch whose totals are computed from ``devices`` as the coordinator would."""
     if pool is None:
-        pool = PoolTotals()
-        for d in devices:
-            if not d.is_online:
-                continue
-            r = d.resources
-            pool.devices += 1
-            pool.total_cpu_cores += r.cpu_cores
-            pool.cpu_cores_used += r.cpu_usage * r.cpu_cores / 100.0
-            pool.total_memory += r.memory_total
-            pool.memory_used += r.memory_usage
-            pool.total_storage += r.storage_total
-            pool.storage_used += r.storage_usage
-            pool.total_g_p_us += r.gpus
+        pool = pool_totals([d.resources for d in devices if d.is_online])
     return PoolState(
         seq=seq, full=full, devices=list(devices), removed=list(removed), pool=pool,
         tasks=tasks or {},

@@ -195,7 +195,10 @@ class Welcome(Message, tag="welcome"):
 class PoolState(Message, tag="pool_state"):
     """A coalesced batch for observers: devices changed or removed since the last batch.
 
-    ``full`` is true on the first batch of a session, which lists every known device.
+    ``full`` is true on the first batch of a session, which lists every known device. A batch
+    too big for one frame is sent as parts, each with its own ``seq``: ``full`` is on the first
+    part only, and ``more`` on every part but the last, so that a reader knows when a full
+    snapshot is complete and only then drops the devices it did not list.
     """
 
     seq: int
@@ -204,6 +207,7 @@ class PoolState(Message, tag="pool_state"):
     removed: list[str]
     pool: PoolTotals
     tasks: dict[str, int] = msgspec.field(default_factory=dict)
+    more: bool = False  # another part of this same batch follows
 
 
 class ServerShutdown(Message, tag="server_shutdown"):

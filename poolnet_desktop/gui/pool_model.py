@@ -107,6 +107,8 @@ class PoolModel(QObject):
         self._totals = PoolTotals()
         self._tasks: dict[str, int] = {}
         self._seq: int | None = None
+        # Ids listed so far by a full snapshot still arriving in parts; None when none is open.
+        self._snapshot: set[str] | None = None
         self.history = History(POOL_CHANNELS, self._capacity, sample_interval)
 
     @property
@@ -144,18 +146,30 @@ class PoolModel(QObject):
     def apply(self, state: PoolState, now: float) -> bool:
         """Take one batch in, at monotonic time ``now`` (seconds), and signal what changed.
 
-        A ``full`` batch replaces everything: devices absent from it are removed. A partial
-        batch whose ``seq`` is not newer than the last one applied is a duplicate or arrived
-        out of order; it is ignored and False is returned. The caller must resubscribe (and so
-        get a full batch) after a gap, since lost changes cannot be rebuilt here.
+        A ``full`` batch replaces everything: devices absent from it are removed. It may come
+        in parts (``full`` on the first, ``more`` on all but the last); the ids of every part
+        are gathered and the removal waits for the last part, so that a device listed in a
+        later part is never removed and re-added (losing its history). A partial batch whose
+        ``seq`` is not newer than the last one applied is a duplicate or arrived out of order;
+        it is ignored and False is returned. The caller must resubscribe (and so get a full
+        batch) after a gap, since lost changes cannot be rebuilt here.
         """
         if not state.full and self._seq is not None and state.seq <= self._seq:
             return False
         self._seq = state.seq
 
         listed = {d.id for d in state.devices}
-        gone = [i for i in self._devices if i not in listed] if state.full else []
-        gone.extend(i for i in state.removed if i in self._devices and i not in listed)
+        if state.full:
+            self._snapshot = set()
+        gone: list[str] = []
+        if self._snapshot is not None:
+            self._snapshot |= listed
+            if not state.more:
+                gone = [i for i in self._devices if i not in self._snapshot]
+                self._snapshot = None
+        gone.extend(
+            i for i in state.removed if i in self._devices and i not in listed and i not in gone
+        )
         for device_id in gone:
             del self._devices[device_id]
             del self._device_history[device_id]

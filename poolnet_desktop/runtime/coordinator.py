@@ -393,15 +393,18 @@ class Coordinator:
 
     def _pool_states(self, full: bool, changed: list, removed: list[str]) -> list[PoolState]:
         """One batch as frames of at most ``POOL_STATE_PART`` devices, each with its own
-        ``seq``. Only the first is ``full`` (observers apply the rest as partial batches) and
-        only the first carries ``removed``; the totals are computed once for all of them."""
+        ``seq``. Only the first is ``full`` and only the first carries ``removed``; every part
+        but the last has ``more``, so an observer removes the devices a full snapshot did not
+        list only once it has every part. The totals are computed once for all of them."""
         pool, tasks = self.registry.totals(), self.task_counts()
         parts = []
-        for start in range(0, max(len(changed), 1), POOL_STATE_PART):
+        count = max(len(changed), 1)
+        for start in range(0, count, POOL_STATE_PART):
             self._seq += 1
             parts.append(PoolState(
                 seq=self._seq,
                 full=full and start == 0,
+                more=start + POOL_STATE_PART < count,
                 devices=[d.view() for d in changed[start : start + POOL_STATE_PART]],
                 removed=removed if start == 0 else [],
                 pool=pool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from pytestqt.qtbot import QtBot
 
@@ -70,6 +71,32 @@ def test_a_full_batch_replaces_everything(make_device: MakeDevice, make_state: M
     model.apply(make_state(1, [make_device("b"), make_device("c")], full=True), now=1.0)
     assert seen.take() == [("removed", "a"), ("added", "c"), ("totals", None), ("history", None)]
     assert [d.id for d in model.devices()] == ["b", "c"]
+
+
+def test_a_full_snapshot_in_parts_removes_only_what_no_part_listed(
+    make_device: MakeDevice, make_state: MakeState
+) -> None:
+    """A snapshot of more than 500 devices comes as parts (as the coordinator splits it): a
+    device in a later part keeps its card and history; one absent from every part goes at
+    the end."""
+    model = PoolModel()
+    devices = [make_device(f"d{i:04}") for i in range(1_200)]
+    model.apply(make_state(1, [*devices, make_device("gone")], full=True), now=0.0)
+    histories = {d.id: model.device_history(d.id) for d in devices}
+    seen = Recorder(model)
+
+    # A reconnect: the new session's snapshot no longer lists "gone".
+    chunks = [devices[:500], devices[500:1_000], devices[1_000:]]
+    for seq, chunk in enumerate(chunks, start=1):
+        part = msgspec.structs.replace(
+            make_state(seq, chunk, full=seq == 1), more=seq < len(chunks)
+        )
+        assert model.apply(part, now=float(seq))
+        cards = [event for event in seen.take() if event[0] in ("added", "removed")]
+        assert cards == ([("removed", "gone")] if seq == len(chunks) else [])
+
+    assert len(model) == 1_200 and model.device("gone") is None
+    assert all(model.device_history(i) is h for i, h in histories.items())
 
 
 def test_stale_partial_batches_are_ignored(make_device: MakeDevice, make_state: MakeState) -> None:

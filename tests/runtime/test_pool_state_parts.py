@@ -22,6 +22,7 @@ async def test_full_state_is_split_into_parts_with_rising_seq(pool, raw_client, 
         await link.close()
     assert all(isinstance(p, PoolState) for p in parts)
     assert [p.full for p in parts] == [True, False, False]
+    assert [p.more for p in parts] == [True, True, False]
     assert [len(p.devices) for p in parts] == [2, 2, 1]
     assert sorted(d.id for p in parts for d in p.devices) == [f"m{i}" for i in range(5)]
     assert [p.seq for p in parts] == sorted({p.seq for p in parts})

@@ -191,8 +191,11 @@ class PoolModel(QObject):
             self._totals, self._tasks = state.pool, tasks
             self.totals_changed.emit()
 
-        self.history.record(now, pool_usage(self._totals))
-        for device_id, device in self._devices.items():
-            self._device_history[device_id].record(now, device_usage(device))
+        # Only a new sample needs every device (a device unchanged since the last one still
+        # takes a slot); within a sample, devices outside this part are unchanged, so only the
+        # part's own are rewritten: at 5,000 devices that is 500 records a part, not 5,000.
+        new_sample = self.history.record(now, pool_usage(self._totals))
+        for device in self._devices.values() if new_sample else state.devices:
+            self._device_history[device.id].record(now, device_usage(device))
         self.history_changed.emit()
         return True

@@ -168,6 +168,24 @@ def test_batches_faster_than_the_interval_share_one_sample(
     assert model.history.series(Resource.CPU.used) == [2.4, 3.2]
 
 
+def test_within_a_sample_only_the_batch_devices_are_rewritten(
+    make_device: MakeDevice, make_state: MakeState
+) -> None:
+    """Every device takes a slot when a sample starts; between, only the batch's devices
+    (the others have not changed), so a 5,000-device pool costs one part's records."""
+    model = PoolModel(sample_interval=1.0)
+    model.apply(make_state(1, [make_device("a"), make_device("b")], full=True), now=0.0)
+    model.apply(make_state(2, [make_device("a", cpu=50.0)]), now=0.5)
+    a, b = model.device_history("a"), model.device_history("b")
+    assert a is not None and b is not None
+    assert a.times() == [0.5] and a.series(Resource.CPU.used) == [4.0]
+    assert b.times() == [0.0]
+
+    model.apply(make_state(3, [make_device("a", cpu=75.0)]), now=1.0)
+    assert a.times() == [0.5, 1.0] and a.series(Resource.CPU.used) == [4.0, 6.0]
+    assert b.times() == [0.0, 1.0] and b.series(Resource.CPU.used) == [2.0, 2.0]
+
+
 def test_signals_carry_ids_to_qt_slots(
     qtbot: QtBot, make_device: MakeDevice, make_state: MakeState
 ) -> None:

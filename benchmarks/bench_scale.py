@@ -18,15 +18,11 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +30,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_support import free_port, raise_fd_limit, scrape  # noqa: E402
 from loadgen import member_keys, light_identity  # noqa: E402
 
 from poolnet_desktop.runtime.identity import Identity  # noqa: E402
@@ -42,12 +39,6 @@ from poolnet_desktop.runtime.trust import ApprovedDevice, TrustStore  # noqa: E4
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def approve(data_dir: Path, members: int, observers: int, key_seed: str) -> None:
@@ -62,21 +53,6 @@ async def approve(data_dir: Path, members: int, observers: int, key_seed: str) -
             await store.approve(ApprovedDevice(identity.device_id, f"sim-{kind}", identity.public_key_b64, now))
     finally:
         await store.close()
-
-
-def scrape(port: int) -> dict[str, float]:
-    """``/metrics`` as ``name{labels}`` -> value."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=context, timeout=5) as response:
-        text = response.read().decode()
-    found = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            found[name] = float(value)
-    return found
 
 
 def histogram_quantile(first: dict[str, float], last: dict[str, float], name: str, q: float) -> float | None:
@@ -121,12 +97,6 @@ class Sample:
     gen_cpu: float
     machine_busy: float  # CPU seconds every process on the machine used so far
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def raise_fd_limit() -> None:
-    """As many descriptors as allowed: every member is one socket on each side."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run_size(args: argparse.Namespace, members: int, ramp_s: float, work: Path) -> dict[str, Any]:

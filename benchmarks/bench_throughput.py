@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,14 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_support import free_port  # noqa: E402
+
 from poolnet_desktop.runtime.link import open_link  # noqa: E402
 from poolnet_desktop.runtime.task_client import TaskClient  # noqa: E402
 from poolnet_desktop.runtime.task_files import load_task  # noqa: E402
 
 POOLNET = [sys.executable, "-m", "poolnet_desktop"]
 CODE = "BENCH-CODE"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def xargs_rate(shards: int) -> float:

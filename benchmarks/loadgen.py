@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from bench_support import raise_fd_limit
+
 from poolnet_desktop.core.auth import device_id_for
 from poolnet_desktop.core.manifest import ShardResources, TaskSpec
 from poolnet_desktop.core.protocol import (
@@ -411,8 +413,7 @@ class Worker:
 
 def _run_worker(plan: Plan, index: int, members: range, observers: int, seeds: int, out: str) -> None:
     """One process: its slice of members (by index range), and optionally observers and seeds."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     worker = Worker(plan, index)
     keys = member_keys(members.stop, plan.key_seed)[members.start:]
     asyncio.run(worker.run(keys, member_keys(observers, plan.key_seed, "observer"), seeds))

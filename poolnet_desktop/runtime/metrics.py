@@ -26,6 +26,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def parse_samples(text: str) -> dict[str, float]:
+    """The exposition read back: ``name{labels}`` -> value for every sample line (what the
+    benchmarks and tests read from ``/metrics``)."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
+
+
 class Histogram:
     """A cumulative Prometheus histogram over fixed ``BUCKETS``."""
 

@@ -8,18 +8,8 @@ import ssl
 import time
 import urllib.request
 
-from poolnet_desktop.runtime.metrics import BUCKETS, Histogram, LoopLagSampler
+from poolnet_desktop.runtime.metrics import BUCKETS, Histogram, LoopLagSampler, parse_samples
 from tests.runtime.conftest import seed_resources
-
-
-def samples(text: str) -> dict[str, float]:
-    """``name{labels}`` -> value for every sample line (comments skipped)."""
-    found = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            found[name] = float(value)
-    return found
 
 
 def scrape(port: int) -> tuple[str, str]:
@@ -34,7 +24,7 @@ def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
     histogram = Histogram()
     for seconds in (0.00005, 0.003, 0.003, 10.0):
         histogram.observe(seconds)
-    found = samples("\n".join(histogram.lines("x", 'type="t"')))
+    found = parse_samples("\n".join(histogram.lines("x", 'type="t"')))
     assert found['x_bucket{type="t",le="0.0001"}'] == 1
     assert found['x_bucket{type="t",le="0.005"}'] == 3
     assert found['x_bucket{type="t",le="5.0"}'] == 3
@@ -67,7 +57,7 @@ async def test_metrics_report_devices_sessions_messages_and_dispatch(pool, raw_c
 
     content_type, text = await asyncio.to_thread(scrape, pool.server.port)
     assert content_type.startswith("text/plain; version=0.0.4")
-    found = samples(text)
+    found = parse_samples(text)
     assert found["poolnet_devices_online"] == 1
     assert found["poolnet_devices_known"] == 1
     assert found['poolnet_sessions{dialect="seed",role="member"}'] == 1

@@ -1,0 +1,32 @@
+"""What the benchmark scripts share: loopback ports, descriptor limits, the host's /metrics."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import ssl
+import urllib.request
+
+from poolnet_desktop.runtime.metrics import parse_samples
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def raise_fd_limit() -> None:
+    """As many descriptors as allowed: every simulated member is one socket on each side."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The host's ``/metrics`` as ``name{labels}`` -> value (its certificate is self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=context, timeout=5) as response:
+        return parse_samples(response.read().decode())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from poolnet_desktop.runtime.agent import Agent, AgentConfig
 from poolnet_desktop.runtime.auth import Authenticator, HostAuth
 from poolnet_desktop.runtime.coordinator import Coordinator, CoordinatorConfig
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolAnnouncer, PoolBrowser
-from poolnet_desktop.runtime.identity import Identity
+from poolnet_desktop.runtime.identity import Identity, write_private_file
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
@@ -44,10 +43,8 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+def _write_json(path: Path, data: dict) -> None:
+    write_private_file(path, json.dumps(data, indent=2).encode())
 
 
 def load_pool_identity(data_dir: Path, name: str | None) -> tuple[str, str]:
@@ -57,7 +54,7 @@ def load_pool_identity(data_dir: Path, name: str | None) -> tuple[str, str]:
     pool_id = stored.get("poolId") or uuid.uuid4().hex
     pool_name = name or stored.get("poolName") or f"{socket.gethostname()}'s pool"
     if stored != {"poolId": pool_id, "poolName": pool_name}:
-        _write_json_atomically(path, {"poolId": pool_id, "poolName": pool_name})
+        _write_json(path, {"poolId": pool_id, "poolName": pool_name})
     return pool_id, pool_name
 
 
@@ -213,7 +210,7 @@ class Member:
     def __init__(self, options: MemberOptions) -> None:
         self.options = options
         self._membership_path = options.data_dir / "membership.json"
-        membership = _read_json(self._membership_path)
+        membership = self._membership = _read_json(self._membership_path)
         url = options.url or membership.get("url")
         if not url:
             raise MembershipError("no pool to join: give its address (or pick one found on the LAN)")
@@ -240,8 +237,9 @@ class Member:
 
     def _remember_pool(self, host: HostAuth, url: str) -> None:
         wanted = {"poolId": host.pool_id, "url": url}
-        if _read_json(self._membership_path) != wanted:
-            _write_json_atomically(self._membership_path, wanted)
+        if self._membership != wanted:  # every reconnect asks: write only what changed
+            _write_json(self._membership_path, wanted)
+            self._membership = wanted
 
     async def _find_pool(self, pool_id: str, failed_url: str) -> str | None:
         browser = PoolBrowser(self.options.discovery)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from poolnet_desktop.core.units import bytes_to_mb
+
 log = logging.getLogger(__name__)
 
 
@@ -38,10 +40,6 @@ class GpuProbe:
         except Exception as exc:  # NVMLError_LibraryNotFound, driver mismatch, no device...
             log.debug("no NVIDIA GPU usable here: %s", exc)
 
-    @property
-    def available(self) -> bool:
-        return self._nvml is not None and bool(self._handles)
-
     def sample(self) -> list[GpuSample]:
         """One reading per GPU; a GPU that fails to answer is left out of this reading."""
         if self._nvml is None:
@@ -61,8 +59,8 @@ class GpuProbe:
                     index=index,
                     name=name.decode() if isinstance(name, bytes) else str(name),
                     utilisation=float(util.gpu),
-                    memory_total_mb=memory.total / 2**20,
-                    memory_used_mb=memory.used / 2**20,
+                    memory_total_mb=bytes_to_mb(memory.total),
+                    memory_used_mb=bytes_to_mb(memory.used),
                 )
             )
         return samples

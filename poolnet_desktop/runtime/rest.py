@@ -62,7 +62,7 @@ class RestApi:
             {
                 "service": "PoolNet",
                 "version": __version__,
-                "devices": len(registry.online()),
+                "devices": registry.online_count(),
                 "status": "running",
                 "pool": self._coordinator.config.pool_name,
                 "poolId": self._coordinator.config.pool_id,
@@ -80,7 +80,7 @@ class RestApi:
         return json_response(
             200,
             {
-                "devices": len(coordinator.registry.online()),
+                "devices": coordinator.registry.online_count(),
                 "resources": coordinator.registry.totals(),
                 "uptime": round(self._wall() - coordinator.started_at, 3),
                 "tasks": coordinator.task_counts(),

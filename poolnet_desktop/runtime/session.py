@@ -44,11 +44,6 @@ class Session:
     def introduced(self) -> bool:
         return self.dialect is not None
 
-    @property
-    def is_observer(self) -> bool:
-        """Receives pool state: PoolNet observers, and every seed client (the seed relayed to all)."""
-        return self.role == "observer" or self.dialect == "seed"
-
     def pending_output(self) -> int:
         transport = self.connection.transport
         return transport.get_write_buffer_size() if transport is not None else 0

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
-from poolnet_desktop.commands.running import lan_addresses, run_service, until_signalled
+from poolnet_desktop.commands.running import addresses_to_show, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -92,9 +92,3 @@ async def announce_own_member(host: PoolHost, device_id: str, timeout: float = 1
                 f" {format_mb(r.storage_available)} storage free, {r.gpus} GPU (poolnet status shows the pool)",
                 flush=True,
             )
-
-
-def addresses_to_show(bind: str) -> list[str]:
-    if bind in ("0.0.0.0", "", "::"):
-        return lan_addresses() or ["127.0.0.1"]
-    return [bind]

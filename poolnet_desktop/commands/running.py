@@ -59,3 +59,11 @@ def lan_addresses() -> list[str]:
             if address.family.name == "AF_INET" and not address.address.startswith("127."):
                 found.append(address.address)
     return found
+
+
+def addresses_to_show(bind: str) -> list[str]:
+    """Where people on the LAN can reach a server bound to ``bind``: a wildcard bind (IPv4 or
+    IPv6) is shown as this machine's LAN addresses, since nobody can dial 0.0.0.0 or ::."""
+    if bind in ("0.0.0.0", "", "::"):
+        return lan_addresses() or ["127.0.0.1"]
+    return [bind]

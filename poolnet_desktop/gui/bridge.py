@@ -24,7 +24,7 @@ import psutil
 from PySide6.QtCore import QObject, Signal
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from poolnet_desktop.commands.running import lan_addresses
+from poolnet_desktop.commands.running import addresses_to_show
 from poolnet_desktop.core.manifest import ManifestError
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
@@ -314,7 +314,7 @@ class PoolBridge(QObject):
         assert host.access is not None
         host.access.authenticator.on_pending_changed = self.approvals_changed.emit
         self._host = host
-        addresses = tuple(lan_addresses() or ["127.0.0.1"]) if self._bind in ("0.0.0.0", "") else (self._bind,)
+        addresses = tuple(addresses_to_show(self._bind))
         self.host_changed.emit(
             HostInfo(host.coordinator.config.pool_name, host.server.port, addresses, host.pairing_code)
         )

@@ -5,7 +5,7 @@
 watchers: ``TaskService`` calls ``changed(task)`` after every change to a task, and
 ``relay(...)`` with each line of a shard's live output. The records, the scheduler and the
 members stay with ``TaskService``; this module only reads them and asks it for changes
-(``post``, ``save_all``, ``schedule``, ``admit``, ``queue``).
+(``save_all``, ``admit``, ``queue``, ``cancel``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from poolnet_desktop.core.task_protocol import (
     ListTasks,
     ResultFiles,
     RetryTask,
-    ShardCancel,
     ShardOutput,
     ShardRef,
     TaskList,
@@ -107,14 +106,7 @@ class TaskRequests:
 
     async def _on_cancel(self, session: Session, message: CancelTask) -> None:
         task = self._task(message.task_id)
-        now = self.service.clock()
-        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
-        for index, device_id, attempt in task.cancel(now):
-            self.service.post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
-        for index in queued:
-            self.service.scheduler.withdraw(task.id, index)
-        self.service.save_all(task, files_ready=not self.service.uploading(task.id))
-        self.changed(task)
+        self.service.cancel(task)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_retry(self, session: Session, message: RetryTask) -> None:
@@ -129,17 +121,9 @@ class TaskRequests:
                 ErrorCode.NOT_FOUND,
                 f"task {task.id} cannot run again: its input {missing[0]!r} is gone; submit it again",
             )
-        again = task.retry(self.service.clock())
-        if again:
-            if self.service.scheduler.submitted(task.id):
-                for index in again:
-                    self.service.scheduler.requeue(task.id, index)
-            else:
-                demand = task.spec.resources.vector()
-                self.service.scheduler.submit(task.id, demand, again, task.spec.priority)
+        if task.retry(self.service.clock()):
             self.service.save_all(task, files_ready=True)
-            self.changed(task)
-            self.service.schedule()
+            self.service.queue(task)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:

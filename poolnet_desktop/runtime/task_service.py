@@ -206,8 +206,7 @@ class TaskService:
         if not files_ready:
             task.cancel(self.clock(), "its files were still uploading when the pool stopped")
             self.save_all(task, files_ready=False)
-        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
-        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        self._hand_over(task)
         deadline = self.clock() + self.grace
         for shard in task.shards:
             if shard.state in ACTIVE and shard.device_id is not None:
@@ -257,10 +256,25 @@ class TaskService:
         return [f.path for f in spec.files if not (self.blobs / f.sha256).is_file()]
 
     def queue(self, task: Task) -> None:
-        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
-        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        """Hand a task whose files are here (new, or run again) to the scheduler and place it."""
+        self._hand_over(task)
         self.requests.changed(task)
         self.schedule()
+
+    def _hand_over(self, task: Task) -> None:
+        """Make the scheduler hold exactly the task's queued shards. A task with shards still
+        on members stays held even with none queued, so that a member coming back can have
+        them adopted; an ended one is forgotten. Shards on members keep their holds either
+        way, so this is also how a retry queues shards while others of the task still run."""
+        self.scheduler.remove_task(task.id)
+        if task.state in ENDED:
+            self._durations.pop(task.id, None)
+            return
+        queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
+        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        mean = self._durations.get(task.id)
+        if mean is not None:
+            self.scheduler.set_ahead(task.id, ahead_for(mean))
 
     async def _on_chunk(self, session: Session, frame: bytes) -> None:
         try:
@@ -285,9 +299,9 @@ class TaskService:
         try:
             done = await upload.receiver.accept(header, data)
         except TransferError as exc:
+            self.cancel(task, f"upload refused: {exc.message}")
             del self._uploads[task.id]
             await upload.receiver.discard()
-            self._abandon(task, f"upload refused: {exc.message}")
             await self.coordinator.refuse(upload.session, exc)
             return
         if done is not None:
@@ -300,11 +314,15 @@ class TaskService:
             self.store_or_fail().save_task(task, files_ready=True)
             self.queue(task)
 
-    def _abandon(self, task: Task, reason: str) -> None:
-        """End a task that can never run (its upload failed or stopped)."""
-        task.cancel(self.clock(), reason)
-        self.scheduler.remove_task(task.id)
-        self.save_all(task, files_ready=False)
+    def cancel(self, task: Task, reason: str = "cancelled") -> None:
+        """Stop a task (a person asked, or its upload failed or stopped): its queued shards
+        end at once and the members running the others are told to kill them; those report
+        back as usual. Saved with its files not ready while its upload is still registered,
+        so drop an abandoned upload after this."""
+        for index, device_id, attempt in task.cancel(self.clock(), reason):
+            self.post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
+        self._hand_over(task)
+        self.save_all(task, files_ready=not self.uploading(task.id))
         self.requests.changed(task)
 
     # ---- placing -----------------------------------------------------------------------------
@@ -560,8 +578,7 @@ class TaskService:
         if shard.device_id is not None:
             self._count_running(shard.device_id)
         if task.state in ENDED:
-            self.scheduler.remove_task(task.id)
-            self._durations.pop(task.id, None)
+            self._hand_over(task)
         self.requests.changed(task)
         self.schedule()
 
@@ -607,9 +624,9 @@ class TaskService:
             self.schedule()
         for task_id, upload in list(self._uploads.items()):
             if upload.session is session:
+                self.cancel(upload.task, "the submitter left before its files arrived")
                 del self._uploads[task_id]
                 self.spawn(upload.receiver.discard())
-                self._abandon(upload.task, "the submitter left before its files arrived")
 
     def _on_share(self, device_id: str) -> None:
         """A member's resources or accept-tasks changed: re-read its share, place again."""

@@ -377,3 +377,40 @@ async def test_a_member_restarted_after_a_sigkill_kills_the_shards_it_left(
         for pid in orphans:
             if not gone(pid):
                 psutil.Process(pid).kill()
+
+
+async def test_a_task_cancelled_while_all_queued_leaves_the_scheduler_and_runs_again_on_retry(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing of it is on a member, so no report would ever end it in the scheduler."""
+    monkeypatch.setattr(pool.tasks, "schedule", lambda: None)  # keep every shard queued
+    task_id = await submit_manifest(client, tmp_path / "queued", 'command = ["true"]\nshards = 3\n')
+    assert pool.tasks.scheduler.submitted(task_id)
+    assert (await client.cancel(task_id)).state == "cancelled"
+    assert not pool.tasks.scheduler.submitted(task_id)
+    monkeypatch.undo()
+    await client.retry(task_id)
+    summary = await client.wait(task_id)
+    assert (summary.state, summary.succeeded) == ("succeeded", 3)
+
+
+async def test_a_retry_while_other_shards_of_the_task_run_queues_the_failed_ones(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    """The scheduler still holds the task (shard 1 runs): the retry must not submit it twice."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    task_id = await submit_manifest(client, tmp_path / "half", f"""
+        command = "if [ $POOLNET_SHARD = 0 ]; then test -e {ready}; else while [ ! -e {go} ]; do sleep 0.05; done; fi"
+        shell = true
+        shards = 2
+        retries = 0
+    """)
+    task = pool.tasks.tasks[task_id]
+    await wait_for(lambda: task.shards[0].state == "failed" and task.shards[1].state == "running")
+    ready.touch()
+    await client.retry(task_id)
+    go.touch()
+    summary = await client.wait(task_id)
+    assert (summary.state, summary.succeeded) == ("succeeded", 2)
+    assert not pool.tasks.scheduler.submitted(task_id)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
-from poolnet_desktop.core.protocol import AccessChanged, AccessList, ApproveDevice, Error, ListAccess, RevokeDevice
+from poolnet_desktop.core.protocol import AccessChanged, AccessList, ApproveDevice, ListAccess, RevokeDevice
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
 
@@ -34,12 +34,7 @@ async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | A
     async with await open_link(args.url, data_dir) as link:
         await link.send(request)
         async with asyncio.timeout(10):
-            while True:
-                answer = await link.recv()
-                if isinstance(answer, (AccessList, AccessChanged)):
-                    return answer
-                if isinstance(answer, Error):
-                    raise RuntimeError(answer.message)
+            return await link.expect(AccessList, AccessChanged)  # type: ignore[no-any-return]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -48,8 +48,7 @@ async def observed_status(url: str, data_dir: Path) -> dict[str, Any]:
     """The first (full) ``pool_state`` an observer receives, in the REST answers' shape."""
     async with await open_link(url, data_dir) as link:
         async with asyncio.timeout(10):
-            while not isinstance(message := await link.recv(), PoolState):
-                pass
+            message = await link.expect(PoolState)
     return msgspec.to_builtins({"devices": message.devices, "pool": message.pool})
 
 

@@ -52,6 +52,16 @@ class PoolLink:
         frame = await self.connection.recv()
         return frame if isinstance(frame, bytes) else decode_server(frame)
 
+    async def expect(self, *wanted: type) -> Any:
+        """The next message of one of the ``wanted`` types (a binary frame if ``bytes``),
+        skipping others; an ``error`` from the pool raises ``ProtocolError``."""
+        while True:
+            message = await self.recv()
+            if isinstance(message, Error):
+                raise ProtocolError(message.code, message.message)
+            if isinstance(message, wanted):
+                return message
+
     async def close(self) -> None:
         await self.connection.close()
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from websockets.protocol import State
 
-from poolnet_desktop.core.protocol import Error, Forget, PoolState
+from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError, Welcome
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from tests.runtime.conftest import seed_resources
 
@@ -77,6 +77,18 @@ async def test_an_observer_may_forget_only_offline_devices(pool, observer, raw_c
     while "gone" not in batch.removed:
         batch = await next_of(observer, PoolState)
     assert pool.coordinator.registry.get("gone") is None
+
+
+async def test_expect_skips_other_messages_and_raises_the_pools_error(pool, observer, raw_client) -> None:
+    assert isinstance(await observer.expect(PoolState), PoolState)
+    member = await raw_client()
+    await member.send({"type": "register", "deviceId": "busy", "deviceName": "B", "platform": "linux"})
+    await member.receive_type("devices")
+    await observer.send(Forget(device_id="busy"))  # online: refused
+    with pytest.raises(ProtocolError) as refused:
+        async with asyncio.timeout(5):
+            await observer.expect(Welcome)  # never comes: the error ends the wait
+    assert refused.value.code == "forbidden"
 
 
 async def test_an_observer_that_answers_no_ping_is_closed_and_a_live_one_stays(pool, observer) -> None:

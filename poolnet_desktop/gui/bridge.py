@@ -154,6 +154,7 @@ class PoolBridge(QObject):
         self._manual_pause = False
         self._pause_reason = ""
         self._cpu = OtherProgramsCpu()
+        self._other_cpu = 0.0  # the activity timer's last reading of ``_cpu``
         self._stopped = False
         store.changed.connect(self._on_prefs_changed)
 
@@ -268,7 +269,9 @@ class PoolBridge(QObject):
             self._spawn(self._apply_membership())
         if old.limits != prefs.limits and self._member is not None:
             self._member.agent.set_limits(prefs.limits)
-        self._spawn(self._apply_pause())
+        pausing = ("accept_tasks", "pause_when_in_use", "in_use_threshold", "pause_on_battery")
+        if any(getattr(old, name) != getattr(prefs, name) for name in pausing):
+            self._spawn(self._apply_pause())
         if old.discovery != prefs.discovery:
             self._spawn(self._restart_browser())
 
@@ -423,7 +426,11 @@ class PoolBridge(QObject):
         return self._prefs.accept_tasks and not self._pause_reason
 
     async def _watch_activity(self) -> None:
+        """Only this timer samples the other programs' CPU (it walks every process of ours,
+        on the Qt thread); a settings change or the pause button reuses its last reading."""
         while True:
+            if self._prefs.pause_when_in_use:
+                self._other_cpu = self._cpu.sample()
             await self._apply_pause()
             await asyncio.sleep(self._activity_interval)
 
@@ -433,7 +440,7 @@ class PoolBridge(QObject):
             return "paused by you"
         if prefs.pause_on_battery and on_battery():
             return "on battery"
-        if prefs.pause_when_in_use and self._cpu.sample() > prefs.in_use_threshold:
+        if prefs.pause_when_in_use and self._other_cpu > prefs.in_use_threshold:
             return "the computer is in use"
         return ""
 

@@ -68,6 +68,9 @@ TRANSITIONS: dict[ShardState, frozenset[ShardState]] = {
     S.CANCELLED: frozenset({S.QUEUED}),  # a person's retry only
 }
 ACTIVE = frozenset({S.ASSIGNED, S.RUNNING})
+# Task states nothing more happens in (barring a person's retry). A ``TaskSummary.state`` is
+# the same string, so its membership can be tested here as well.
+ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 # Where a shard rests when nothing more will happen to it (barring a late success).
 FINAL = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.LOST})
 RESULT_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELLED})

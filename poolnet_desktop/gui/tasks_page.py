@@ -31,10 +31,10 @@ from PySide6.QtWidgets import (
 )
 
 from poolnet_desktop.core.task_protocol import TaskSummary
+from poolnet_desktop.core.tasks import ENDED
 from poolnet_desktop.gui.drop_zone import DropZone
 from poolnet_desktop.gui.theme import Theme, theme_for
 
-ENDED = frozenset({"succeeded", "failed", "cancelled"})
 COLUMNS = ("Task", "State", "Progress", "Devices", "Duration")
 PROGRESS_COLUMN = 2
 MAX_LOG_LINES = 5000

@@ -29,12 +29,12 @@ from poolnet_desktop.core.task_protocol import (
     WatchReady,
     WatchTask,
 )
+from poolnet_desktop.core.tasks import ENDED
 from poolnet_desktop.core.transfer import decode_chunk
 from poolnet_desktop.runtime.link import PoolLink
 from poolnet_desktop.runtime.task_files import LoadedTask
 from poolnet_desktop.runtime.task_transfer import FileReceiver, Outgoing, expected_files, send_files
 
-ENDED = frozenset({"succeeded", "failed", "cancelled"})
 MAX_RESULT_FILE = 64 * 1024**3
 
 
@@ -76,7 +76,7 @@ class TaskClient:
             update: TaskUpdate = await self._next(TaskUpdate)
             if on_update is not None:
                 on_update(update.task)
-            if update.task.state in ENDED and update.task.running == 0:
+            if _ended(update.task):
                 return update.task
 
     async def logs(
@@ -145,4 +145,5 @@ class TaskClient:
 
 
 def _ended(summary: TaskSummary) -> bool:
+    """Ended and nothing of it still running: a cancelled task's shards report later."""
     return summary.state in ENDED and summary.running == 0

@@ -41,7 +41,7 @@ from poolnet_desktop.core.task_protocol import (
     WatchTask,
     task_summary,
 )
-from poolnet_desktop.core.tasks import ShardState, Task, TaskState
+from poolnet_desktop.core.tasks import ENDED, ShardState, Task
 from poolnet_desktop.runtime.rest import json_response
 from poolnet_desktop.runtime.session import Session
 from poolnet_desktop.runtime.task_transfer import Outgoing, send_files
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 UPDATE_INTERVAL = 0.25
 SEED_OUTPUT_CAP = 64 * 1024
-ENDED = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
 
 @dataclass(slots=True)
@@ -188,7 +187,7 @@ class TaskRequests:
                 websockets.broadcast([w.session.connection for w in watchers], text)
             else:
                 self._watchers.pop(task_id, None)
-            if task_id in self._seed_waiters and task.progress()[0] == len(task.shards):
+            if task_id in self._seed_waiters and task.state in ENDED:
                 self.service.spawn(self._answer_seed(task))
 
     def rest_tasks(self) -> Any:

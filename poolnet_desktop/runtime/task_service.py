@@ -66,12 +66,12 @@ from poolnet_desktop.core.task_protocol import (
     new_task_id,
     result_transfer_id,
 )
-from poolnet_desktop.core.tasks import ACTIVE, Change, ShardState, Task
+from poolnet_desktop.core.tasks import ACTIVE, ENDED, Change, ShardState, Task
 from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.session import Session
-from poolnet_desktop.runtime.task_requests import ENDED, TaskRequests
+from poolnet_desktop.runtime.task_requests import TaskRequests
 from poolnet_desktop.runtime.task_store import TaskStore
 from poolnet_desktop.runtime.task_transfer import (
     FileReceiver,

@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(qt_app, QApplication)
     qt_app.setApplicationName("PoolNet")
     qt_app.setOrganizationName("PoolNet")
-    qt_app.setQuitOnLastWindowClosed(False)
     install_theme(qt_app)
     tune_for_serving()  # "Host pool" may be switched on for a large pool
     with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(qt_app)) as runner:

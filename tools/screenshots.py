@@ -110,7 +110,6 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     qt = QApplication.instance() or QApplication([])
     assert isinstance(qt, QApplication)
-    qt.setQuitOnLastWindowClosed(False)
     with tempfile.TemporaryDirectory(prefix="poolnet-shots-") as scratch, \
             asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(qt)) as runner:
         runner.run(capture(qt, args.out, args.seconds, Path(scratch)))

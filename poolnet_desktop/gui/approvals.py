@@ -108,7 +108,3 @@ class ApprovalPrompt(QObject):
         box.finished.connect(answered)
         self._boxes[device.device_id] = box
         box.open()
-
-    def open_prompts(self) -> list[str]:
-        """The device ids whose prompt is open (for tests)."""
-        return list(self._boxes)

@@ -161,10 +161,6 @@ class PoolBridge(QObject):
     # ---- what the window reads ---------------------------------------------------------------
 
     @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
-    @property
     def results_dir(self) -> Path:
         return self._data_dir / "results"
 
@@ -176,14 +172,6 @@ class PoolBridge(QObject):
     @property
     def member(self) -> Member | None:
         return self._member
-
-    @property
-    def pause_reason(self) -> str:
-        return self._pause_reason
-
-    def source_of(self, task_id: str) -> Path | None:
-        """The file a task submitted from this window came from (to retry it)."""
-        return self._sources.get(task_id)
 
     # ---- life ---------------------------------------------------------------------------------
 

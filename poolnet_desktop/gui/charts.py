@@ -260,10 +260,8 @@ class ResourceCharts(QWidget):
         self._since_redraw = QElapsedTimer()
 
         self._apply_colours()
+        # Every batch ends with history_changed, after any totals or device signals.
         model.history_changed.connect(self._on_model_changed)
-        model.totals_changed.connect(self._on_model_changed)
-        model.device_added.connect(self._on_model_changed)
-        model.device_removed.connect(self._on_model_changed)
         self.refresh()
 
     # ---- public ----------------------------------------------------------------------------
@@ -430,7 +428,7 @@ class ResourceCharts(QWidget):
 
     # ---- scheduling and colours -------------------------------------------------------------
 
-    def _on_model_changed(self, *_: object) -> None:
+    def _on_model_changed(self) -> None:
         self._dirty = True
         if self._redraw_timer.isActive():
             return

@@ -227,7 +227,8 @@ class TaskService:
         if ready:
             self.queue(task)
             return
-        wanted = [f for f in task.spec.files if f.path in set(missing)]
+        absent = set(missing)
+        wanted = [f for f in task.spec.files if f.path in absent]
         receiver = FileReceiver(
             task.id,
             self.incoming / task.id,
@@ -305,10 +306,8 @@ class TaskService:
             await self.coordinator.refuse(upload.session, exc)
             return
         if done is not None:
-            entry = next(f for f in task.spec.files if f.path == str(done))
-            await asyncio.to_thread(
-                os.replace, upload.receiver.target / done, self.blobs / entry.sha256
-            )
+            sha256 = upload.receiver.expected[str(done)].sha256
+            await asyncio.to_thread(os.replace, upload.receiver.target / done, self.blobs / sha256)
         if upload.receiver.complete:
             del self._uploads[task.id]
             self.store_or_fail().save_task(task, files_ready=True)
@@ -414,8 +413,9 @@ class TaskService:
             else:
                 self.scheduler.release(*key)
                 self._apply(task, key[1], task.mark_lost(key[1], now, "its member lost it"))
+        running = set(message.running)
         for ref in [*message.running, *message.spooled]:
-            self._take_back(device_id, ref, running=ref in message.running)
+            self._take_back(device_id, ref, running=ref in running)
         self._count_running(device_id)
         self.schedule()
 

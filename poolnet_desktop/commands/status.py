@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -45,11 +46,17 @@ def rest_status(base: str) -> dict[str, Any]:
 
 
 async def observed_status(url: str, data_dir: Path) -> dict[str, Any]:
-    """The first (full) ``pool_state`` an observer receives, in the REST answers' shape."""
+    """The first (full) ``pool_state`` an observer receives, in the REST answers' shape: all
+    its parts, since a pool of more than 500 devices is sent in several."""
+    devices: list[DeviceView] = []
     async with await open_link(url, data_dir) as link:
         async with asyncio.timeout(10):
-            message = await link.expect(PoolState)
-    return msgspec.to_builtins({"devices": message.devices, "pool": message.pool})
+            while True:
+                message = await link.expect(PoolState)
+                devices.extend(message.devices)
+                if not message.more:
+                    break
+    return msgspec.to_builtins({"devices": devices, "pool": message.pool})
 
 
 def run(args: argparse.Namespace) -> int:

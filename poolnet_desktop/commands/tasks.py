@@ -73,8 +73,6 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
 
     try:
         return asyncio.run(main())
-    except TaskFileError as exc:
-        print(f"poolnet: {exc}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
     except OSError as exc:

@@ -297,28 +297,19 @@ def script_task(filename: str) -> ManifestSpec:
     return ManifestSpec(filename, spec, (filename,))
 
 
-def expand_command(
-    command: Iterable[str], shard: int, shards: int, *, python: str | None = None
-) -> list[str]:
+def expand_command(command: Iterable[str], shard: int, shards: int) -> list[str]:
     """The argument list for one shard: ``{shard}`` and ``{shards}`` replaced in every
-    argument, and ``{python}`` too when the member passes its interpreter's path.
+    argument. ``{python}`` is left for the member's runner (``runner.build_argv``), which
+    knows its interpreter (a frozen build's differs).
 
     Plain text replacement, so other braces (JSON, shell) pass through untouched.
     """
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
-    result = []
-    for arg in command:
-        arg = arg.replace(SHARD_PLACEHOLDER, str(shard)).replace(SHARDS_PLACEHOLDER, str(shards))
-        if python is not None:
-            arg = arg.replace(PYTHON_PLACEHOLDER, python)
-        result.append(arg)
-    return result
-
-
-def shard_environment(spec: TaskSpec, shard: int) -> dict[str, str]:
-    """The variables PoolNet adds for a shard, over the manifest's own ``env``."""
-    return {**spec.env, "POOLNET_SHARD": str(shard), "POOLNET_SHARDS": str(spec.shards)}
+    return [
+        arg.replace(SHARD_PLACEHOLDER, str(shard)).replace(SHARDS_PLACEHOLDER, str(shards))
+        for arg in command
+    ]
 
 
 class _Reader:

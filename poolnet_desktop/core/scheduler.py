@@ -62,11 +62,6 @@ class Placement:
     gpu_indices: tuple[int, ...]
     after: ShardKey | None = None
 
-    @property
-    def cuda_visible_devices(self) -> str:
-        """The value for ``CUDA_VISIBLE_DEVICES``; empty hides every GPU from a CPU shard."""
-        return ",".join(str(index) for index in self.gpu_indices)
-
 
 @dataclass(slots=True)
 class _Member:

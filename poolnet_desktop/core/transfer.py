@@ -47,7 +47,6 @@ class TransferErrorCode:
 
     CHECKSUM_MISMATCH = "checksum_mismatch"
     OUT_OF_ORDER = "out_of_order"
-    INCOMPLETE = "incomplete"
 
 
 class TransferError(ProtocolError):
@@ -221,11 +220,6 @@ class FileAssembler:
         self._open: dict[PurePosixPath, _OpenFile] = {}
         self._seen: set[PurePosixPath] = set()
 
-    @property
-    def open_files(self) -> list[PurePosixPath]:
-        """Files started but not yet complete."""
-        return list(self._open)
-
     def accept(self, header: ChunkHeader, data: bytes) -> WriteOp:
         """Check one decoded chunk and say what to write, or raise ``TransferError``."""
         path = safe_relative_path(header.path)
@@ -293,12 +287,3 @@ class FileAssembler:
         self.declared_bytes += header.size
         self._open[path] = entry
         return entry
-
-    def finish(self) -> list[PurePosixPath]:
-        """Close the transfer: the completed files, or ``TransferError`` if any is unfinished."""
-        if self._open:
-            names = ", ".join(str(p) for p in list(self._open)[:5])
-            raise TransferError(
-                TransferErrorCode.INCOMPLETE, f"transfer ended with unfinished files: {names}"
-            )
-        return list(self.completed)

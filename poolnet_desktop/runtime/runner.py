@@ -33,13 +33,12 @@ from typing import Any, Literal
 import psutil
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
-from poolnet_desktop.core.manifest import FileEntry
+from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
 
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
 
-PYTHON_PLACEHOLDER = "{python}"
 # A frozen (PyInstaller) build has no separate interpreter: its own executable runs Python
 # code when given this flag. The app's entry point must honour it before anything else.
 FROZEN_PYTHON_FLAG = "--poolnet-run-python"

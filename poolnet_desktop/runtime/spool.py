@@ -61,10 +61,6 @@ class SpoolEntry:
     outcome: ShardResult
     files_dir: Path
 
-    def file(self, relative: str) -> Path:
-        """Where a spooled output file lies; refuses a path that would leave the entry."""
-        return self.files_dir / safe_relative_path(relative)
-
 
 class Spool:
     """The spool folder at ``root`` (created if missing). Safe to reopen after a crash."""

@@ -15,7 +15,6 @@ from poolnet_desktop.core.manifest import (
     expand_command,
     parse_manifest,
     script_task,
-    shard_environment,
 )
 from poolnet_desktop.core.resources import ResourceVector
 
@@ -182,7 +181,6 @@ def test_expand_command() -> None:
     assert expand_command(command, 2, 8) == [
         "{python}", "run.py", "--part=2/8", '{"k": 1}', "{other}"
     ]
-    assert expand_command(command, 0, 1, python="/opt/py/bin/python3")[0] == "/opt/py/bin/python3"
     for shard in (-1, 8):
         with pytest.raises(ValueError, match="out of range"):
             expand_command(command, shard, 8)
@@ -190,14 +188,7 @@ def test_expand_command() -> None:
 
 @given(st.lists(st.text().filter(lambda s: "{" not in s), max_size=5), st.integers(1, 50))
 def test_expand_leaves_plain_arguments_alone(args: list[str], shards: int) -> None:
-    assert expand_command(args, shards - 1, shards, python="/py") == args
-
-
-def test_shard_environment() -> None:
-    spec = TaskSpec(name="t", command=("x",), shards=4, env={"MODE": "a"})
-    assert shard_environment(spec, 3) == {
-        "MODE": "a", "POOLNET_SHARD": "3", "POOLNET_SHARDS": "4"
-    }
+    assert expand_command(args, shards - 1, shards) == args
 
 
 def test_wire_round_trip() -> None:

@@ -8,12 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from poolnet_desktop.core.manifest import expand_command, shard_environment
+from poolnet_desktop.core.manifest import expand_command
+from poolnet_desktop.runtime.runner import ShardSpec, build_argv, build_env
 from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "resources" / "examples"
@@ -133,9 +133,12 @@ def run_shards(loaded: LoadedTask, shards: list[int], work: Path) -> list[Path]:
         for entry in loaded.spec.files:
             (folder / entry.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(loaded.local_path(entry), folder / entry.path)
-        argv = expand_command(loaded.spec.command, shard, loaded.spec.shards, python=sys.executable)
-        env = {**os.environ, **shard_environment(loaded.spec, shard)}
-        subprocess.run(argv, cwd=folder, env=env, check=True, capture_output=True, timeout=60)
+        spec = ShardSpec(
+            expand_command(loaded.spec.command, shard, loaded.spec.shards), folder, shard,
+            loaded.spec.shards, loaded.spec.env, loaded.spec.shell,
+        )
+        subprocess.run(build_argv(spec), cwd=folder, env=build_env(spec, os.environ), check=True,
+                       capture_output=True, timeout=60)
         folders.append(folder)
     return folders
 

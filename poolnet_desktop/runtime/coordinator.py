@@ -331,8 +331,11 @@ class Coordinator:
             )
         )
         if hello.role == "observer":
+            # The parts are queued in one step, not sent with an await each: a batch broadcast
+            # while one waited for the socket to drain would land inside the snapshot, and its
+            # last part (``more`` false) would end the snapshot early for the observer.
             for part in self._pool_states(full=True, changed=self.registry.all(), removed=[]):
-                await session.send(part)
+                websockets.broadcast([session.connection], encode(part), text=True)
 
     async def _on_set_accept_tasks(self, session: Session, message: SetAcceptTasks) -> None:
         if session.role != "member" or session.dialect != "poolnet" or session.device_id is None:

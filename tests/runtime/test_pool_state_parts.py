@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
 import pytest
 
 from poolnet_desktop.commands.status import observed_status
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.runtime import coordinator as coordinator_module
 from poolnet_desktop.runtime.link import open_link
+from poolnet_desktop.runtime.session import Session
+from tests.runtime.conftest import seed_resources
 
 
 async def test_full_state_is_split_into_parts_with_rising_seq(pool, raw_client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +44,41 @@ async def test_status_lists_the_devices_of_every_part(pool, raw_client, monkeypa
     status = await observed_status(pool.local_url, pool.options.data_dir)
     assert sorted(d["id"] for d in status["devices"]) == [f"m{i}" for i in range(5)]
     assert status["pool"]["devices"] == 5
+
+
+async def test_no_batch_lands_inside_the_snapshot(pool, raw_client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches go out every 0.1 s here while every awaited send stalls 0.15 s (a slow socket
+    draining): the snapshot's parts still arrive one after another, nothing between them."""
+    monkeypatch.setattr(coordinator_module, "POOL_STATE_PART", 1)
+    members = []
+    for index in range(5):
+        member = await raw_client()
+        await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
+        await member.receive_type("devices")
+        members.append(member)
+    send_text = Session.send_text
+
+    async def slow_send_text(self: Session, text: str) -> None:
+        await send_text(self, text)
+        await asyncio.sleep(0.15)
+
+    async def keep_changing() -> None:
+        for cpu in itertools.cycle((10, 20)):
+            for index, member in enumerate(members):
+                await member.send({"type": "resource_update", "deviceId": f"m{index}", "resources": seed_resources(cpuUsage=cpu)})
+            await asyncio.sleep(0.02)
+
+    monkeypatch.setattr(Session, "send_text", slow_send_text)
+    changing = asyncio.create_task(keep_changing())
+    link = await open_link(pool.local_url, pool.options.data_dir)
+    try:
+        while not (first := await link.expect(PoolState)).full:
+            pass
+        rest = [await link.expect(PoolState) for _ in range(4)]
+    finally:
+        changing.cancel()
+        await link.close()
+    snapshot = [first, *rest]
+    assert [p.more for p in snapshot] == [True, True, True, True, False]
+    assert [p.seq for p in snapshot] == list(range(first.seq, first.seq + 5))
+    assert sorted(d.id for p in snapshot for d in p.devices) == [f"m{i}" for i in range(5)]

@@ -24,6 +24,7 @@ import msgspec
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.resources import ResourceVector
 from poolnet_desktop.core.units import BYTES_PER_MB, parse_size
+from poolnet_desktop.core.wire import Sha256Hex
 
 MANIFEST_SUFFIX = ".pool.toml"
 MAX_SHARDS = 100_000
@@ -58,8 +59,6 @@ _SCRIPT_RUNNERS: dict[str, tuple[str, ...]] = {
     ".bat": ("cmd", "/c"),
     ".ps1": ("powershell", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File"),
 }
-
-Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 
 
 class ManifestError(ValueError):

@@ -32,12 +32,11 @@ import msgspec
 from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
 from poolnet_desktop.core.resources import Resources
 from poolnet_desktop.core.tasks import ShardState, Task
-from poolnet_desktop.core.wire import Message
+from poolnet_desktop.core.wire import Message, Sha256Hex
 
 TaskId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
 ShardIndex = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 Attempt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
-Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 RequestId = Annotated[str, msgspec.Meta(max_length=128)]
 OutputText = Annotated[str, msgspec.Meta(max_length=512 * 1024)]
 Reason = Literal["succeeded", "failed", "timeout", "memory", "cancelled", "error"]

@@ -25,7 +25,12 @@ from typing import Annotated
 import msgspec
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
-from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
+from poolnet_desktop.core.wire import (
+    MAX_CONTROL_MESSAGE,
+    ErrorCode,
+    ProtocolError,
+    Sha256Hex,
+)
 
 MAGIC = b"PNFC"
 VERSION = 1
@@ -37,7 +42,6 @@ _PREFIX = struct.Struct(">4sBI")
 # JSON numbers above 2**53 lose precision in JavaScript peers; no real file is that big.
 _MAX_OFFSET = 2**53
 
-Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 TransferId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 ByteCount = Annotated[int, msgspec.Meta(ge=0, le=_MAX_OFFSET)]
 

@@ -18,6 +18,8 @@ DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Name = Annotated[str, msgspec.Meta(max_length=128)]
 Platform = Annotated[str, msgspec.Meta(max_length=32)]
 Role = Literal["member", "observer"]
+# How every file is named on the wire (task inputs, outputs, chunk headers).
+Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 
 
 class ErrorCode:

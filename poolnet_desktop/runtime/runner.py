@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 import shlex
 import signal
@@ -35,6 +34,7 @@ import psutil
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
+from poolnet_desktop.runtime.task_files import file_sha256
 
 Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
@@ -552,9 +552,8 @@ def collect_outputs(workdir: Path, patterns: Sequence[str]) -> tuple[list[FileEn
             except UnsafePathError as exc:
                 refused.append(f"{rel}: {exc}")
                 continue
-            with open(real, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            found[rel] = FileEntry(path=rel, size=real.stat().st_size, sha256=digest)
+            size, digest = file_sha256(real)
+            found[rel] = FileEntry(path=rel, size=size, sha256=digest)
     return list(found.values()), refused
 
 

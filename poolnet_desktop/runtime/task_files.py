@@ -32,7 +32,6 @@ from poolnet_desktop.core.manifest import (
 
 # A task folder with more files than this is almost surely a mistake (a home folder listed).
 MAX_FILES = 100_000
-_CHUNK = 1024 * 1024
 
 
 class TaskFileError(ManifestError):
@@ -170,16 +169,17 @@ def _symlinked_folder(source: str, rel: str) -> TaskFileError:
     )
 
 
+def file_sha256(path: Path) -> tuple[int, str]:
+    """A file's size and sha256 from one read, so the two agree even if it changes meanwhile
+    (a size from ``stat`` could describe other bytes than the ones hashed). Blocking."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return handle.tell(), digest
+
+
 def _entry(rel: str, local: Path, source: str) -> FileEntry:
-    digest = hashlib.sha256()
-    size = 0
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
     try:
-        with open(local, "rb") as handle:
-            while n := handle.readinto(buffer):
-                digest.update(view[:n])
-                size += n
+        size, digest = file_sha256(local)
     except OSError as exc:
         raise TaskFileError(source, "files", f"{rel!r} cannot be read: {exc.strerror}") from None
-    return FileEntry(path=rel, size=size, sha256=digest.hexdigest())
+    return FileEntry(path=rel, size=size, sha256=digest)

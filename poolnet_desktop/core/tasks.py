@@ -249,10 +249,10 @@ class Task:
         return self._finish(shard, S.LOST, now, None, reason)
 
     def cancel(self, now: float, reason: str = "cancelled") -> list[tuple[int, str, int]]:
-        """Stop the task: queued shards are cancelled at once (call
-        ``Scheduler.remove_task``); returns ``(index, device_id, attempt)`` for each shard
-        still on a member, which the caller must ask to kill it and later reports with
-        ``record_result(..., CANCELLED)`` or ``mark_lost``."""
+        """Stop the task: queued shards are cancelled at once (take them out of the
+        scheduler, and the task too once it has ended); returns ``(index, device_id,
+        attempt)`` for each shard still on a member, which the caller must ask to kill it and
+        later reports with ``record_result(..., CANCELLED)`` or ``mark_lost``."""
         self.cancel_requested = True
         to_kill = []
         for shard in self.shards:
@@ -267,8 +267,8 @@ class Task:
     def retry(self, now: float) -> list[int]:
         """Queue every failed, timed-out, cancelled or lost shard again, with new attempt
         numbers and a fresh ``retries`` budget, and lift a cancel. Returns their indices: the
-        caller queues them in the scheduler (``Scheduler.submit``, or ``requeue`` while it
-        still holds the task). Late results of their old attempts count as always."""
+        caller queues them in the scheduler, which may still hold the task (other shards
+        of it run). Late results of their old attempts count as always."""
         self.cancel_requested = False
         again = []
         for shard in self.shards:

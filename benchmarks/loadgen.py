@@ -54,7 +54,7 @@ from poolnet_desktop.core.protocol import (
     ResourceUpdate,
     Welcome,
     decode_server,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.resources import Resources, SharingLimits
 from poolnet_desktop.core.task_protocol import (
@@ -240,7 +240,7 @@ class Worker:
                 protocol=PROTOCOL_VERSION, role=role, device_id=identity.device_id,  # type: ignore[arg-type]
                 device_name=f"sim-{identity.device_id[3:11]}", platform="linux", software="poolnet loadgen",
             ))
-            await connection.send(encode_text(hello))
+            await connection.send(encode(hello), text=True)
             await authenticate_to_host(connection, identity, hello, self.pinned, self.plan.pool_id, None, timeout=30)
             async with asyncio.timeout(30):
                 while not isinstance(message := decode_server(await connection.recv()), Welcome):
@@ -262,7 +262,7 @@ class Worker:
         )
 
     async def _send(self, connection: ClientConnection, message: msgspec.Struct) -> None:
-        await connection.send(encode_text(message))
+        await connection.send(encode(message), text=True)
         self.figures.messages_sent += 1
 
     async def _join(self, identity: Identity, role: str, source: str) -> ClientConnection | None:

@@ -382,10 +382,6 @@ def decode_server(data: bytes | str) -> ServerMessage:
 
 
 def encode(message: msgspec.Struct) -> bytes:
-    """Serialise a message (or any schema object) to JSON bytes."""
+    """Serialise a message (or any schema object) to JSON bytes; WebSocket text frames carry
+    them as they are (``send(..., text=True)``), with no ``str`` made to be encoded back."""
     return _encoder.encode(message)
-
-
-def encode_text(message: msgspec.Struct) -> str:
-    """Serialise to ``str``, for WebSocket text frames (what seed clients expect)."""
-    return _encoder.encode(message).decode()

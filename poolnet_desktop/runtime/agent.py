@@ -30,7 +30,7 @@ from poolnet_desktop.core.protocol import (
     SetAcceptTasks,
     Welcome,
     decode_server,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.resources import Resources, SharingLimits
 from poolnet_desktop.core.wire import ErrorCode
@@ -115,7 +115,7 @@ class Agent:
         if connection is None or self.state != AgentState.CONNECTED:
             return False
         try:
-            await connection.send(encode_text(message))
+            await connection.send(encode(message), text=True)
         except ConnectionClosed:
             return False
         return True
@@ -226,7 +226,7 @@ class Agent:
         ) as connection:
             self._connection = connection
             hello = member_hello(self.config.identity, self._hello())
-            await connection.send(encode_text(hello))
+            await connection.send(encode(hello), text=True)
             host = await authenticate_to_host(
                 connection, self.config.identity, hello, self.config.pinned, self.config.pool_id, self.config.code
             )

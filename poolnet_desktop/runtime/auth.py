@@ -57,7 +57,7 @@ from poolnet_desktop.core.protocol import (
     ProtocolError,
     decode_client,
     decode_server,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.ratelimit import FailureLimiter
 from poolnet_desktop.runtime.identity import Identity
@@ -247,7 +247,7 @@ class Authenticator:
                     device_id=hello.device_id,
                     public_key=public_key,
                 )
-                await conn.send(encode_text(Challenge(nonce=b64encode(server_nonce), pool_id=self.pool_id)))
+                await conn.send(encode(Challenge(nonce=b64encode(server_nonce), pool_id=self.pool_id)), text=True)
                 answer = await _receive_auth(conn)
                 signature = _decode_field(answer.signature, SIGNATURE_BYTES, "signature")
                 if not verify_challenge(public_key, transcript, signature):
@@ -353,7 +353,7 @@ class Authenticator:
         await self.store.record("refused", at=self._wall_clock(), device_id=hello.device_id, address=address,
                                 detail=f"{refusal.code}: {refusal.message}")
         try:
-            await conn.send(encode_text(Error(code=refusal.code, message=refusal.message)))
+            await conn.send(encode(Error(code=refusal.code, message=refusal.message)), text=True)
             await conn.close(POLICY_VIOLATION, refusal.code)
         except ConnectionClosed:
             pass
@@ -388,7 +388,7 @@ async def _receive_auth(conn: Connection) -> Auth:
 
 async def _send(conn: Connection, message: msgspec.Struct) -> None:
     try:
-        await conn.send(encode_text(message))
+        await conn.send(encode(message), text=True)
     except ConnectionClosed:
         raise AuthRefused(ErrorCode.AUTH_FAILED, "the connection closed during authentication") from None
 
@@ -493,10 +493,10 @@ async def _authenticate_to_host(
         if pin is None and canonical_code is not None:
             proofs = await asyncio.to_thread(pairing_proofs, canonical_code, transcript)
         async with asyncio.timeout(timeout):
-            await conn.send(encode_text(Auth(
+            await conn.send(encode(Auth(
                 signature=b64encode(identity.sign(transcript)),
                 proof=b64encode(proofs.member) if proofs else None,
-            )))
+            )), text=True)
         ok = await _await_ok(conn, timeout)
     except TimeoutError:
         raise AuthRefused(ErrorCode.AUTH_TIMEOUT, f"the host did not answer within {timeout:g} s") from None

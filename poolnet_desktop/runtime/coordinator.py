@@ -45,7 +45,6 @@ from poolnet_desktop.core.protocol import (
     SeedTaskOutcome,
     Welcome,
     encode,
-    encode_text,
 )
 from poolnet_desktop.runtime.session import MAX_PENDING_OUTPUT, Session
 
@@ -147,9 +146,9 @@ class Coordinator:
         for loop_task in self._loops:
             loop_task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        notice = encode_text(ServerShutdown(reason="the pool's host is shutting down"))
+        notice = encode(ServerShutdown(reason="the pool's host is shutting down"))
         sessions = list(self._sessions)
-        websockets.broadcast([s.connection for s in sessions if s.dialect == "poolnet"], notice)
+        websockets.broadcast([s.connection for s in sessions if s.dialect == "poolnet"], notice, text=True)
         await asyncio.gather(*(s.close(1001, "server shutting down") for s in sessions), return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -200,6 +199,9 @@ class Coordinator:
     @property
     def sessions(self) -> frozenset[Session]:
         return frozenset(self._sessions)
+
+    def is_connected(self, session: Session) -> bool:
+        return session in self._sessions
 
     def session_kinds(self) -> Counter[tuple[str, str]]:
         """Open connections by (dialect, role), "none" where not introduced yet."""

@@ -23,7 +23,7 @@ from poolnet_desktop.core.protocol import (
     ServerMessage,
     Welcome,
     decode_server,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.wire import Role
 from poolnet_desktop.runtime.auth import authenticate_to_host, member_hello
@@ -43,7 +43,7 @@ class PoolLink:
         self.welcome = welcome
 
     async def send(self, message: Any) -> None:
-        await self.connection.send(encode_text(message))
+        await self.connection.send(encode(message), text=True)
 
     async def send_bytes(self, data: bytes) -> None:
         await self.connection.send(data)
@@ -97,7 +97,7 @@ async def open_link(
                 software=f"poolnet {__version__}",
             ),
         )
-        await connection.send(encode_text(hello))
+        await connection.send(encode(hello), text=True)
         pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
         await authenticate_to_host(connection, identity, hello, pinned, None, code)
         async with asyncio.timeout(15):

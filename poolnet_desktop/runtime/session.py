@@ -10,7 +10,7 @@ import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from poolnet_desktop.core.protocol import Error, encode_text
+from poolnet_desktop.core.protocol import Error, encode
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,8 @@ class Session:
 
     async def send(self, message: msgspec.Struct) -> None:
         """Send one message; a peer that has gone is ignored here (its handler cleans up)."""
-        await self.send_text(encode_text(message))
-
-    async def send_text(self, text: str) -> None:
         try:
-            await self.connection.send(text)
+            await self.connection.send(encode(message), text=True)
         except ConnectionClosed:
             pass
 

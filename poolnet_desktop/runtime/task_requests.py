@@ -24,7 +24,7 @@ from poolnet_desktop.core.protocol import (
     SeedTaskOutcome,
     TaskResult,
     TaskSubmit,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.task_protocol import (
     CancelTask,
@@ -92,7 +92,7 @@ class TaskRequests:
             if w.shard in (None, ref.shard)
         ]
         if watchers:
-            websockets.broadcast(watchers, encode_text(message))
+            websockets.broadcast(watchers, encode(message), text=True)
 
     async def _on_list(self, session: Session, message: ListTasks) -> None:
         await session.send(TaskList(tasks=[self.summary(t, message.detail) for t in self.service.tasks.values()]))
@@ -178,13 +178,11 @@ class TaskRequests:
         dirty, self._dirty = self._dirty, set()
         for task_id in dirty:
             task = self.service.tasks[task_id]
-            watchers = [
-                w for w in self._watchers.get(task_id, ()) if w.session in self.service.coordinator.sessions
-            ]
+            watchers = [w for w in self._watchers.get(task_id, ()) if self.service.coordinator.is_connected(w.session)]
             if watchers:
                 self._watchers[task_id] = watchers
-                text = encode_text(TaskUpdate(task=self.summary(task)))
-                websockets.broadcast([w.session.connection for w in watchers], text)
+                update = encode(TaskUpdate(task=self.summary(task)))
+                websockets.broadcast([w.session.connection for w in watchers], update, text=True)
             else:
                 self._watchers.pop(task_id, None)
             if task_id in self._seed_waiters and task.state in ENDED:

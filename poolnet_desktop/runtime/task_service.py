@@ -39,7 +39,7 @@ from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.scheduler import (
     Placement,
@@ -377,7 +377,7 @@ class TaskService:
         ``_on_left``)."""
         session = self._members.get(device_id)
         if session is not None:
-            websockets.broadcast([session.connection], encode_text(message))
+            websockets.broadcast([session.connection], encode(message), text=True)
 
     def _refresh_member(self, device_id: str) -> None:
         device = self.coordinator.registry.get(device_id)

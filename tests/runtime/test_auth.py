@@ -28,7 +28,7 @@ from poolnet_desktop.core.protocol import (
     Welcome,
     decode_client,
     decode_server,
-    encode_text,
+    encode,
 )
 from poolnet_desktop.core.ratelimit import FailureLimiter
 from poolnet_desktop.runtime.auth import (
@@ -82,10 +82,10 @@ async def running_host(data_dir: Path, *, tls: bool = True, **kwargs: Any) -> As
             host.refusals.append(refusal)
             return
         host.results.append(result)
-        await conn.send(encode_text(Welcome(
+        await conn.send(encode(Welcome(
             protocol=PROTOCOL_VERSION, pool_id=POOL, pool_name="test", device_id=result.device_id,
             heartbeat_interval=5, resource_interval=2, heartbeat_timeout=30,
-        )))
+        )), text=True)
 
     ssl = server_ssl_context(identity) if tls else None
     try:
@@ -115,7 +115,7 @@ class Member:
         ssl = client_ssl_context() if url.startswith("wss") else None
         async with connect(url, ssl=ssl, proxy=None) as conn:
             hello = member_hello(self.identity, self.hello())
-            await conn.send(encode_text(hello))
+            await conn.send(encode(hello), text=True)
             outcome = await authenticate_to_host(conn, self.identity, hello, self.pinned, pool_id, code)
             welcome = decode_server(await conn.recv())
             assert isinstance(welcome, Welcome) and welcome.device_id == self.identity.device_id
@@ -200,7 +200,7 @@ async def test_a_replayed_handshake_is_refused(tmp_path: Path) -> None:
         hello = Hello(protocol=PROTOCOL_VERSION, role="member", device_id=member.identity.device_id,
                       public_key=member.identity.public_key_b64, nonce=b64encode(client_nonce))
         async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
-            await conn.send(encode_text(hello))
+            await conn.send(encode(hello), text=True)
             challenge = decode_server(await conn.recv())
             assert isinstance(challenge, Challenge)
             transcript = handshake_transcript(
@@ -208,16 +208,16 @@ async def test_a_replayed_handshake_is_refused(tmp_path: Path) -> None:
                 server_fingerprint=peer_fingerprint(conn), pool_id=challenge.pool_id,
                 device_id=member.identity.device_id, public_key=member.identity.public_key,
             )
-            recorded_auth = encode_text(Auth(signature=b64encode(member.identity.sign(transcript)),
+            recorded_auth = encode(Auth(signature=b64encode(member.identity.sign(transcript)),
                                              proof=b64encode(pairing_proofs(CODE, transcript).member)))
-            await conn.send(recorded_auth)
+            await conn.send(recorded_auth, text=True)
             assert isinstance(decode_server(await conn.recv()), AuthOk)
 
         async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
-            await conn.send(encode_text(hello))
+            await conn.send(encode(hello), text=True)
             fresh = decode_server(await conn.recv())
             assert isinstance(fresh, Challenge) and fresh.nonce != challenge.nonce
-            await conn.send(recorded_auth)
+            await conn.send(recorded_auth, text=True)
             error = decode_server(await conn.recv())
             assert isinstance(error, Error) and error.code == ErrorCode.AUTH_FAILED
             assert "replayed" in error.message
@@ -235,14 +235,14 @@ async def test_a_hello_that_claims_another_devices_id_is_refused(tmp_path: Path)
     async with running_host(tmp_path / "host") as host:
         await victim.join(host.url, code=CODE)
         async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
-            await conn.send(encode_text(Hello(
+            await conn.send(encode(Hello(
                 protocol=PROTOCOL_VERSION, role="member", device_id=victim.identity.device_id,
                 public_key=attacker.identity.public_key_b64, nonce=b64encode(os.urandom(32)),
-            )))
+            )), text=True)
             error = decode_server(await conn.recv())
             assert isinstance(error, Error) and "does not belong to publicKey" in error.message
         async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
-            await conn.send(encode_text(attacker.hello()))  # no key, no nonce: an old client
+            await conn.send(encode(attacker.hello()), text=True)  # no key, no nonce: an old client
             error = decode_server(await conn.recv())
             assert isinstance(error, Error) and "requires authentication" in error.message
 
@@ -252,10 +252,10 @@ async def test_a_stalled_handshake_is_dropped(tmp_path: Path) -> None:
     member = Member.create(tmp_path / "member")
     async with running_host(tmp_path / "host", handshake_timeout=0.3) as host:
         async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
-            await conn.send(encode_text(Hello(
+            await conn.send(encode(Hello(
                 protocol=PROTOCOL_VERSION, role="member", device_id=member.identity.device_id,
                 public_key=member.identity.public_key_b64, nonce=b64encode(os.urandom(32)),
-            )))
+            )), text=True)
             assert isinstance(decode_server(await conn.recv()), Challenge)
             error = decode_server(await conn.recv())  # we never answer
             assert isinstance(error, Error) and error.code == ErrorCode.AUTH_TIMEOUT
@@ -305,10 +305,10 @@ async def test_a_host_that_cannot_prove_the_code_is_refused(tmp_path: Path) -> N
     async def handler(conn: ServerConnection) -> None:
         hello = decode_client(await conn.recv())
         assert isinstance(hello, Hello)
-        await conn.send(encode_text(Challenge(nonce=b64encode(os.urandom(32)), pool_id=POOL)))
+        await conn.send(encode(Challenge(nonce=b64encode(os.urandom(32)), pool_id=POOL)), text=True)
         await conn.recv()
-        await conn.send(encode_text(AuthOk(device_id=hello.device_id, method="code",
-                                           host_proof=b64encode(os.urandom(32)))))
+        await conn.send(encode(AuthOk(device_id=hello.device_id, method="code",
+                                           host_proof=b64encode(os.urandom(32)))), text=True)
         await conn.wait_closed()
 
     member = Member.create(tmp_path / "member")

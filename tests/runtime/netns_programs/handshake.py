@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from poolnet_desktop import __version__
-from poolnet_desktop.core.protocol import PROTOCOL_VERSION, Hello, Welcome, decode_server, encode_text
+from poolnet_desktop.core.protocol import PROTOCOL_VERSION, Hello, Welcome, decode_server, encode
 from poolnet_desktop.runtime.auth import authenticate_to_host, member_hello
 from poolnet_desktop.runtime.discovery import platform_name
 from poolnet_desktop.runtime.identity import Identity
@@ -65,7 +65,7 @@ async def record(url: str, data_dir: Path, out: Path) -> None:
             protocol=PROTOCOL_VERSION, role="observer", device_id=identity.device_id,
             device_name=socket.gethostname(), platform=platform_name(), software=f"poolnet {__version__}",
         ))  # fmt: skip
-        await connection.send(encode_text(hello))
+        await connection.send(encode(hello), text=True)
         pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
         host = await authenticate_to_host(connection, identity, hello, pinned, None, None, timeout=TIMEOUT)
         async with asyncio.timeout(TIMEOUT):

@@ -11,9 +11,8 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from poolnet_desktop.core.protocol import Error, ProtocolError
+from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import (
     CancelTask,
     FetchResults,
@@ -44,21 +43,12 @@ class TaskClient:
     def __init__(self, link: PoolLink) -> None:
         self.link = link
 
-    async def _next(self, *wanted: type) -> Any:
-        """The next message of one of the ``wanted`` types (or a binary frame if ``bytes``)."""
-        while True:
-            message = await self.link.recv()
-            if isinstance(message, Error):
-                raise ProtocolError(message.code, message.message)
-            if isinstance(message, tuple(wanted)):
-                return message
-
     async def submit(self, task: LoadedTask) -> str:
         """Submit a loaded task and upload the files the pool lacks; returns the task id.
         Raises ``ProtocolError`` (``invalid_task``, ``unfit``, ...) when refused."""
         request = uuid.uuid4().hex
         await self.link.send(SubmitTask(request_id=request, spec=task.spec))
-        accepted: TaskAccepted = await self._next(TaskAccepted)
+        accepted: TaskAccepted = await self.link.expect(TaskAccepted)
         by_path = {entry.path: entry for entry in task.spec.files}
         files = [
             Outgoing(path, task.local_path(by_path[path]), by_path[path].size, by_path[path].sha256)
@@ -73,7 +63,7 @@ class TaskClient:
         """Follow a task until it ends; ``on_update`` sees every progress update."""
         await self.link.send(WatchTask(task_id=task_id, history=False))
         while True:
-            update: TaskUpdate = await self._next(TaskUpdate)
+            update: TaskUpdate = await self.link.expect(TaskUpdate)
             if on_update is not None:
                 on_update(update.task)
             if _ended(update.task):
@@ -92,7 +82,7 @@ class TaskClient:
         summary: TaskSummary | None = None
         live = False
         while True:
-            message = await self._next(TaskUpdate, ShardOutput, WatchReady)
+            message = await self.link.expect(TaskUpdate, ShardOutput, WatchReady)
             if isinstance(message, TaskUpdate):
                 summary = message.task
             elif isinstance(message, ShardOutput):
@@ -104,26 +94,26 @@ class TaskClient:
 
     async def cancel(self, task_id: str) -> TaskSummary:
         await self.link.send(CancelTask(task_id=task_id))
-        update: TaskUpdate = await self._next(TaskUpdate)
+        update: TaskUpdate = await self.link.expect(TaskUpdate)
         return update.task
 
     async def retry(self, task_id: str) -> TaskSummary:
         """Run the task's failed, timed-out, cancelled and lost shards again."""
         await self.link.send(RetryTask(task_id=task_id))
-        update: TaskUpdate = await self._next(TaskUpdate)
+        update: TaskUpdate = await self.link.expect(TaskUpdate)
         return update.task
 
     async def list(self, detail: bool = False) -> list[TaskSummary]:
         """Every task of the pool; ``detail`` adds their shards (where each one runs)."""
         await self.link.send(ListTasks(detail=detail))
-        listing: TaskList = await self._next(TaskList)
+        listing: TaskList = await self.link.expect(TaskList)
         return listing.tasks
 
     async def fetch_results(self, task_id: str, results_root: Path) -> Path:
         """Download every succeeded shard's outputs to ``results_root/TASK/SHARD/...``; paths
         that would leave that folder are refused. Returns the task's folder."""
         await self.link.send(FetchResults(task_id=task_id))
-        announced: ResultFiles = await self._next(ResultFiles)
+        announced: ResultFiles = await self.link.expect(ResultFiles)
         target = results_root / task_id
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         receiver = FileReceiver(
@@ -134,7 +124,7 @@ class TaskClient:
             max_transfer_size=sum(f.size for f in announced.files),
         )
         while not receiver.complete:
-            frame = await self._next(bytes)
+            frame = await self.link.expect(bytes)
             header, data = decode_chunk(frame)
             try:
                 await receiver.accept(header, data)

@@ -183,7 +183,7 @@ async def test_uploads_outside_the_announced_files_are_refused(
     write(tmp_path / "up", "job.pool.toml", 'command = ["cat", "data.txt"]\nfiles = ["data.txt"]\n')
     loaded = await asyncio.to_thread(load_task, tmp_path / "up")
     await client.link.send(SubmitTask(request_id="r1", spec=loaded.spec))
-    accepted = await client._next(TaskAccepted)
+    accepted = await client.link.expect(TaskAccepted)
     assert accepted.missing == ["data.txt"]
     entry = loaded.spec.files[0]
     for path in ("../../escape.txt", "other.txt"):
@@ -191,7 +191,7 @@ async def test_uploads_outside_the_announced_files_are_refused(
                              sha256=entry.sha256, last=True)
         await client.link.send_bytes(encode_chunk(header, b"payload"))
         with pytest.raises(ProtocolError) as refused:
-            await client._next(TaskAccepted)
+            await client.link.expect(TaskAccepted)
         assert refused.value.code == "forbidden"
     assert not (pool.options.data_dir / "escape.txt").exists()
     assert not list(pool.options.data_dir.rglob("escape.txt"))

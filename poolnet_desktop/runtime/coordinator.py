@@ -224,9 +224,6 @@ class Coordinator:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
             if not session.introduced and not isinstance(message, (Register, Hello)):
                 raise ProtocolError(ErrorCode.NOT_REGISTERED, "send 'register' (or 'hello') first")
-            if isinstance(message, TaskSubmit) and session.dialect == "seed" and not self.config.seed_may_submit:
-                await self.refuse_task_submit(session, message, "seed clients may only observe this pool")
-                return
             await handler(session, message)
         except ProtocolError as exc:
             await self.refuse(session, exc)

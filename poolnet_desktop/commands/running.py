@@ -8,7 +8,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import psutil
+from poolnet_desktop.runtime.discovery import lan_ipv4_addresses
 
 try:
     import uvloop
@@ -51,19 +51,9 @@ async def until_signalled(
         await stop()
 
 
-def lan_addresses() -> list[str]:
-    """This machine's IPv4 addresses other than loopback, read locally (no traffic sent)."""
-    found = []
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family.name == "AF_INET" and not address.address.startswith("127."):
-                found.append(address.address)
-    return found
-
-
 def addresses_to_show(bind: str) -> list[str]:
     """Where people on the LAN can reach a server bound to ``bind``: a wildcard bind (IPv4 or
     IPv6) is shown as this machine's LAN addresses, since nobody can dial 0.0.0.0 or ::."""
     if bind in ("0.0.0.0", "", "::"):
-        return lan_addresses() or ["127.0.0.1"]
+        return lan_ipv4_addresses() or ["127.0.0.1"]
     return [bind]

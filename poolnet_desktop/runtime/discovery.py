@@ -151,17 +151,17 @@ def _ipv4_by_interface() -> dict[str, list[str]]:
     }
 
 
-def _host_ipv4_addresses() -> list[str]:
-    """Every non-loopback IPv4 address of this host, or loopback when there is none."""
+def lan_ipv4_addresses() -> list[str]:
+    """This host's IPv4 addresses on interfaces that are up, loopback left out (read
+    locally: no traffic sent)."""
     stats = psutil.net_if_stats()
-    found = [
+    return [
         address
         for name, addresses in _ipv4_by_interface().items()
         if name in stats and stats[name].isup
         for address in addresses
         if not ipaddress.ip_address(address).is_loopback
     ]
-    return found or ["127.0.0.1"]
 
 
 def platform_name() -> str:
@@ -376,7 +376,7 @@ class PoolAnnouncer:
     def _advertised(self) -> list[str]:
         if self._addresses is not None:
             return self._addresses
-        return self._settings.resolve_addresses() or _host_ipv4_addresses()
+        return self._settings.resolve_addresses() or lan_ipv4_addresses() or ["127.0.0.1"]
 
     def _build_info(self, name: str) -> AsyncServiceInfo:
         return AsyncServiceInfo(

@@ -352,10 +352,11 @@ class PoolBridge(QObject):
         return self._member.agent.config.url if self._member is not None else None
 
     async def _open(self) -> PoolLink:
-        url = self._pool_url()
-        if url is None:
+        if self._member is None:
             raise OSError("not in a pool")
-        return await open_link(url, self._data_dir, "observer", self._prefs.device_name, self._code)
+        config = self._member.agent.config
+        return await open_link(config.url, self._data_dir, "observer", self._prefs.device_name, self._code,
+                               identity=config.identity, pinned=config.pinned)
 
     async def _observe(self) -> None:
         """Keep the observer link open and pass every ``pool_state`` batch to the window."""

@@ -73,15 +73,27 @@ class PoolLink:
 
 
 async def open_link(
-    url: str, data_dir: Path, role: Role = "observer", name: str | None = None, code: str | None = None
+    url: str,
+    data_dir: Path,
+    role: Role = "observer",
+    name: str | None = None,
+    code: str | None = None,
+    *,
+    identity: Identity | None = None,
+    pinned: PinnedHosts | None = None,
 ) -> PoolLink:
     """Connect to the pool at ``url`` as this instance (its identity lives in ``data_dir``).
+
+    A caller that already holds this instance's ``identity`` and ``pinned`` hosts (the
+    window's member) passes them: nothing is read from disk on the loop at each reconnect, and
+    a host pinned here is pinned in the member's copy too, not in a second one.
 
     Raises ``AuthRefused`` when the pool will not let this instance in, ``ProtocolError`` when
     it refuses otherwise, ``InsecureConnection`` for a plain URL, ``OSError`` when unreachable.
     """
     url = normalise_pool_url(url)
-    identity = Identity.load_or_create(data_dir)
+    if identity is None:
+        identity = Identity.load_or_create(data_dir)
     connection = await connect(
         url, ssl=client_ssl_for_url(url), proxy=None, max_size=MAX_FRAME, open_timeout=10, close_timeout=5
     )
@@ -98,7 +110,8 @@ async def open_link(
             ),
         )
         await connection.send(encode(hello), text=True)
-        pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
+        if pinned is None:
+            pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
         await authenticate_to_host(connection, identity, hello, pinned, None, code)
         async with asyncio.timeout(15):
             while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 
@@ -56,10 +57,10 @@ async def test_no_batch_lands_inside_the_snapshot(pool, raw_client, monkeypatch:
         await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
         await member.receive_type("devices")
         members.append(member)
-    send_text = Session.send_text
+    send = Session.send
 
-    async def slow_send_text(self: Session, text: str) -> None:
-        await send_text(self, text)
+    async def slow_send(self: Session, message: Any) -> None:
+        await send(self, message)
         await asyncio.sleep(0.15)
 
     async def keep_changing() -> None:
@@ -68,7 +69,7 @@ async def test_no_batch_lands_inside_the_snapshot(pool, raw_client, monkeypatch:
                 await member.send({"type": "resource_update", "deviceId": f"m{index}", "resources": seed_resources(cpuUsage=cpu)})
             await asyncio.sleep(0.02)
 
-    monkeypatch.setattr(Session, "send_text", slow_send_text)
+    monkeypatch.setattr(Session, "send", slow_send)
     changing = asyncio.create_task(keep_changing())
     link = await open_link(pool.local_url, pool.options.data_dir)
     try:

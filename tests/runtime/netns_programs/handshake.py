@@ -49,9 +49,9 @@ async def record(url: str, data_dir: Path, out: Path) -> None:
     received: list[str] = []
     send, recv = connection.send, connection.recv
 
-    async def recording_send(frame: Any) -> None:
+    async def recording_send(frame: Any, **kwargs: Any) -> None:
         sent.append(_text(frame))
-        await send(frame)
+        await send(frame, **kwargs)
 
     async def recording_recv(*args: Any, **kwargs: Any) -> Any:
         frame = await recv(*args, **kwargs)

@@ -3,9 +3,9 @@
 For each size: a fresh data folder whose trust store already approves the load generator's
 keys (as pairing would have), a real host process (``poolnet host --no-member
 --no-discovery --bind 127.0.0.1``, seed clients allowed on a legacy port), and
-``loadgen.py`` against it for ``--ramp-s`` + ``--hold-s`` seconds. Once a second the host's
-CPU and RSS are read from /proc (psutil) and ``/metrics`` is scraped; the load generator's
-own CPU is read the same way. Figures cover the hold only (every member joined).
+``loadgen.py`` against it for ``--ramp-s`` + ``--hold-s`` seconds. Every ``--sample-s``
+seconds (5: a brisk Prometheus) the host's CPU and RSS are read from /proc (psutil) and
+``/metrics`` is scraped; the load generator's own CPU is read the same way. Figures cover the hold only (every member joined).
 
     .venv/bin/python benchmarks/bench_scale.py --members 100 1000 5000 --hold-s 300
 
@@ -142,7 +142,7 @@ def run_size(args: argparse.Namespace, members: int, ramp_s: float, work: Path) 
         host_seen: dict[int, float] = {}
         gen_seen: dict[int, float] = {}
         while gen.poll() is None and time.monotonic() - started < duration + 150:
-            time.sleep(1.0)
+            time.sleep(args.sample_s)
             try:
                 metrics = scrape(port)
             except OSError:
@@ -223,6 +223,8 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=100.0, help="joins per second, all workers together")
     parser.add_argument("--ramp-s", type=float, default=None, help="seconds for joining (default: from --ramp)")
     parser.add_argument("--hold-s", type=float, default=60.0, help="seconds held once everyone joined")
+    parser.add_argument("--sample-s", type=float, default=5.0,
+                        help="seconds between samples of the host (/proc and a /metrics scrape)")
     parser.add_argument("--probe-interval", type=float, default=2.0, help="seconds between probe tasks")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--keep", type=Path, default=None, help="keep host data, logs and figures in this folder")

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 from websockets.asyncio.connection import Connection
@@ -70,6 +70,19 @@ Method = Literal["key", "code", "approval"]
 _Decision = Literal["approve", "deny", "superseded", "revoked"]
 POLICY_VIOLATION = 1008
 _M = TypeVar("_M", bound=msgspec.Struct)
+
+
+class HostSide(Protocol):
+    """A connection as the host's half of the handshake uses it: the pool server's
+    ``PoolConnection`` (or a websockets server connection, in tests)."""
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str | bytes, text: bool | None = None) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class AuthRefused(Exception):
@@ -209,7 +222,7 @@ class Authenticator:
 
     # ---- the handshake
 
-    async def authenticate(self, conn: Connection, hello: Hello, address: str) -> AuthResult:
+    async def authenticate(self, conn: HostSide, hello: Hello, address: str) -> AuthResult:
         """Authenticate the device that sent ``hello`` from ``address`` (an IP, no port).
 
         On success ``auth_ok`` has been sent; the caller sends ``welcome`` next. On refusal the
@@ -221,7 +234,7 @@ class Authenticator:
             await self._refuse(conn, hello, address, refusal)
             raise
 
-    async def _authenticate(self, conn: Connection, hello: Hello, address: str) -> AuthResult:
+    async def _authenticate(self, conn: HostSide, hello: Hello, address: str) -> AuthResult:
         host_proof: bytes | None = None
         try:
             async with asyncio.timeout(self.handshake_timeout):
@@ -297,7 +310,7 @@ class Authenticator:
             raise AuthRefused(ErrorCode.AUTH_FAILED, "wrong pairing code")
         return proofs.host
 
-    async def _await_approval(self, conn: Connection, hello: Hello, address: str) -> None:
+    async def _await_approval(self, conn: HostSide, hello: Hello, address: str) -> None:
         previous = self._waiting.get(hello.device_id)
         if previous is None and len(self._waiting) >= self.max_pending:
             raise AuthRefused(ErrorCode.RATE_LIMITED, "too many devices are waiting for approval; try later")
@@ -346,7 +359,7 @@ class Authenticator:
         await self.store.record("approve", at=device.approved_at, device_id=hello.device_id, address=address,
                                 detail=f"{hello.device_name!r} {how}")
 
-    async def _refuse(self, conn: Connection, hello: Hello, address: str, refusal: AuthRefused) -> None:
+    async def _refuse(self, conn: HostSide, hello: Hello, address: str, refusal: AuthRefused) -> None:
         if refusal.code != ErrorCode.RATE_LIMITED:
             self.limiter.record_failure(address, self._monotonic())
         log.warning("refused %s from %s: %s", hello.device_id, address, refusal.message)
@@ -376,7 +389,7 @@ def _hello_credentials(hello: Hello) -> tuple[bytes, bytes]:
     return public_key, nonce
 
 
-async def _receive_auth(conn: Connection) -> Auth:
+async def _receive_auth(conn: HostSide) -> Auth:
     try:
         message = decode_client(await conn.recv())
     except ProtocolError as exc:
@@ -386,7 +399,7 @@ async def _receive_auth(conn: Connection) -> Auth:
     return message
 
 
-async def _send(conn: Connection, message: msgspec.Struct) -> None:
+async def _send(conn: HostSide, message: msgspec.Struct) -> None:
     try:
         await conn.send(encode(message), text=True)
     except ConnectionClosed:

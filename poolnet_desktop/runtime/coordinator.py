@@ -1,7 +1,8 @@
 """The coordinator: the pool's registry, its message handling, and its periodic work.
 
 Transport-agnostic: ``server.py`` owns the sockets and hands each decoded message to
-``dispatch``. Fan-out is coalesced: observers receive at most one ``pool_state`` batch per
+``handle_now`` (members' reports, handled as they arrive) or ``dispatch`` (the rest, in the
+peer's turn). Fan-out is coalesced: observers receive at most one ``pool_state`` batch per
 ``batch_interval``, and seed clients at most one relayed ``resource_update`` per device per
 interval (capped per client), so traffic does not grow with the square of the pool. Liveness is
 one sweep per second over all devices, not a timer per device.
@@ -17,8 +18,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-import websockets
 
 from poolnet_desktop.core.allocation import allocate
 from poolnet_desktop.core.devices import DeviceRegistry, iso8601
@@ -51,6 +50,7 @@ from poolnet_desktop.runtime.session import MAX_PENDING_OUTPUT, Session
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, Any], Awaitable[None]]
+ImmediateHandler = Callable[[Session, Any], None]
 
 # WebSocket close codes used by the coordinator (4000-4999 are for applications).
 CLOSE_HEARTBEAT_TIMEOUT = 4000
@@ -104,12 +104,15 @@ class Coordinator:
         self._handlers: dict[type, Handler] = {
             Register: self._on_register,
             Hello: self._on_hello,
-            Heartbeat: self._on_heartbeat,
-            ResourceUpdate: self._on_resource_update,
             ResourceRequest: self._on_resource_request,
             TaskSubmit: self._on_seed_task_submit,
             SetAcceptTasks: self._on_set_accept_tasks,
             Forget: self._on_forget,
+        }
+        # Members' reports, nearly all of a pool's traffic: handled as they arrive, never waiting.
+        self._immediate: dict[type, ImmediateHandler] = {
+            Heartbeat: self._on_heartbeat,
+            ResourceUpdate: self._on_resource_update,
         }
         self.task_counts: Callable[[], dict[str, int]] = dict
         # Services that follow sessions and members (the task service) listen here instead
@@ -148,7 +151,9 @@ class Coordinator:
         await asyncio.gather(*self._loops, return_exceptions=True)
         notice = encode(ServerShutdown(reason="the pool's host is shutting down"))
         sessions = list(self._sessions)
-        websockets.broadcast([s.connection for s in sessions if s.dialect == "poolnet"], notice, text=True)
+        for session in sessions:
+            if session.dialect == "poolnet":
+                session.post(notice)
         await asyncio.gather(*(s.close(1001, "server shutting down") for s in sessions), return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -212,24 +217,49 @@ class Coordinator:
         """Open connections, without copying them (asked on every new connection)."""
         return len(self._sessions)
 
+    def handle_now(self, session: Session, message: ClientMessage) -> bool:
+        """Handle a heartbeat or a resource report from an introduced peer here and now; False
+        for any other message (``dispatch`` it). A ``ProtocolError`` is answered in the background."""
+        handler = self._immediate.get(type(message))
+        if handler is None or not session.introduced:
+            return False
+        started = self._arrived(session)
+        try:
+            handler(session, message)
+        except ProtocolError as exc:
+            self._spawn(self.refuse(session, exc))
+        finally:
+            self._handled(message, started)
+        return True
+
     async def dispatch(self, session: Session, message: ClientMessage) -> None:
         """Handle one validated message; a ``ProtocolError`` becomes an ``error`` reply."""
-        self.messages_in += 1
-        if session.device_id is not None:
-            self.registry.touch(session.device_id, self._clock(), self._wall())
+        if self.handle_now(session, message):
+            return
         handler = self._handlers.get(type(message))
-        started = time.perf_counter()
+        started = self._arrived(session)
         try:
-            if handler is None:
+            if handler is None and type(message) not in self._immediate:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
             if not session.introduced and not isinstance(message, (Register, Hello)):
                 raise ProtocolError(ErrorCode.NOT_REGISTERED, "send 'register' (or 'hello') first")
+            assert handler is not None  # reports from introduced peers were handled above
             await handler(session, message)
         except ProtocolError as exc:
             await self.refuse(session, exc)
         finally:
-            if self.observe_dispatch is not None:
-                self.observe_dispatch(message.__struct_config__.tag, time.perf_counter() - started)
+            self._handled(message, started)
+
+    def _arrived(self, session: Session) -> float:
+        """Count a message and note its device's sign of life; the time handling starts."""
+        self.messages_in += 1
+        if session.device_id is not None:
+            self.registry.touch(session.device_id, self._clock(), self._wall())
+        return time.perf_counter()
+
+    def _handled(self, message: ClientMessage, started: float) -> None:
+        if self.observe_dispatch is not None:
+            self.observe_dispatch(message.__struct_config__.tag, time.perf_counter() - started)
 
     async def refuse(self, session: Session, error: ProtocolError) -> None:
         """Answer a bad message; a peer that keeps sending them is closed (policy violation)."""
@@ -256,10 +286,10 @@ class Coordinator:
         await session.send(Devices(devices=online))
         self._tell_seed_clients(DeviceJoined(device=device.view()), exclude=session)
 
-    async def _on_heartbeat(self, session: Session, message: Heartbeat) -> None:
+    def _on_heartbeat(self, session: Session, message: Heartbeat) -> None:
         self._check_own_id(session, message.device_id)
 
-    async def _on_resource_update(self, session: Session, message: ResourceUpdate) -> None:
+    def _on_resource_update(self, session: Session, message: ResourceUpdate) -> None:
         if session.role != "member":
             raise ProtocolError(ErrorCode.FORBIDDEN, "only members report resources")
         self._check_own_id(session, message.device_id)
@@ -333,8 +363,7 @@ class Coordinator:
             # The parts are queued in one step, not sent with an await each: a batch broadcast
             # while one waited for the socket to drain would land inside the snapshot, and its
             # last part (``more`` false) would end the snapshot early for the observer.
-            for part in self._pool_states(full=True, changed=self.registry.all(), removed=[]):
-                websockets.broadcast([session.connection], encode(part), text=True)
+            session.post_many([encode(part) for part in self._pool_states(True, self.registry.all(), [])])
 
     async def _on_set_accept_tasks(self, session: Session, message: SetAcceptTasks) -> None:
         if session.role != "member" or session.dialect != "poolnet" or session.device_id is None:
@@ -378,20 +407,18 @@ class Coordinator:
     def _tell_seed_clients(self, message: Any, exclude: Session | None = None) -> None:
         targets = self._seed_sessions(exclude)
         if targets:
-            self._broadcast(targets, encode(message))
+            self._broadcast(targets, [encode(message)])
 
-    def _broadcast(self, sessions: list[Session], json: bytes) -> None:
-        """Queue one text frame to many peers without waiting; peers too slow to drain are
-        closed. The JSON goes out as the encoder's UTF-8 bytes: no ``str`` made to be encoded
-        back (batches are hundreds of KB every second)."""
-        live = []
+    def _broadcast(self, sessions: list[Session], messages: list[bytes]) -> None:
+        """Queue text frames to many peers without waiting, in one write to each; peers too
+        slow to drain are closed. The JSON goes out as the encoder's UTF-8 bytes: no ``str``
+        made to be encoded back (batches are hundreds of KB every second)."""
         for session in sessions:
             if session.pending_output() > MAX_PENDING_OUTPUT:
                 self._spawn(session.close(CLOSE_TOO_SLOW, "too slow to keep up with the pool"))
             else:
-                live.append(session.connection)
-        websockets.broadcast(live, json, text=True)
-        self.messages_out += len(live)
+                session.post_many(messages)
+                self.messages_out += len(messages)
 
     def _pool_states(self, full: bool, changed: list, removed: list[str]) -> list[PoolState]:
         """One batch as frames of at most ``POOL_STATE_PART`` devices, each with its own
@@ -431,8 +458,7 @@ class Coordinator:
             return
         observers = [s for s in self._sessions if s.dialect == "poolnet" and s.role == "observer"]
         if observers:
-            for part in self._pool_states(False, changed, removed):
-                self._broadcast(observers, encode(part))
+            self._broadcast(observers, [encode(part) for part in self._pool_states(False, changed, removed)])
         seed_clients = self._seed_sessions()
         if seed_clients:
             relays = [
@@ -440,8 +466,8 @@ class Coordinator:
                 for d in changed[: self.config.seed_relay_cap]
                 if d.online
             ]
-            for relay in relays:
-                self._broadcast(seed_clients, relay)
+            if relays:
+                self._broadcast(seed_clients, relays)
 
     def sweep(self) -> None:
         """Take offline every device silent for longer than the heartbeat timeout; ping the

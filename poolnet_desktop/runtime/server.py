@@ -11,12 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from poolnet_desktop.core.protocol import decode_client
+from poolnet_desktop.core.protocol import ClientMessage, decode_client
 from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
+from poolnet_desktop.runtime.connection import Message, PoolConnection
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.rest import RestApi, error_response
 from poolnet_desktop.runtime.session import Dialect, Session
@@ -39,6 +38,7 @@ class PoolServer:
 
     A connection must introduce itself (``hello`` or ``register``) within
     ``handshake_timeout`` seconds or it is dropped; frames over ``MAX_FRAME`` close it with 1009.
+    The server is the ``ConnectionOwner`` of every ``PoolConnection`` it accepts.
     """
 
     def __init__(
@@ -59,7 +59,13 @@ class PoolServer:
         self._ssl = ssl_context
         self.handshake_timeout = handshake_timeout
         self._max_connections = max_connections
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[PoolConnection] = set()
+        self._sessions: dict[PoolConnection, Session] = {}
+        # Sessions that have not said hello or registered yet, with the timer that ends them.
+        self._introductions: dict[Session, asyncio.TimerHandle] = {}
+        # Sessions' turns (and closings started here), kept until they end.
+        self._turns: set[asyncio.Future[None]] = set()
         self._dialects = dialects
         # Connections per address that have not introduced themselves yet: a stranger opening
         # sockets and never speaking is capped here, the handshake timeout ends each one.
@@ -79,30 +85,28 @@ class PoolServer:
         return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{WS_PATH}"
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._serve_connection,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection,
             self.host,
             self.port,
             ssl=self._ssl,
-            process_request=self._process_request,
-            max_size=MAX_FRAME,
-            max_queue=32,
-            # No permessage-deflate: its zlib state costs tens of KiB per connection and a
-            # broadcast compresses the same frame again for every peer; members' messages are
-            # small and pool links are LAN.
-            compression=None,
             # A restarted host sees its whole pool reconnect at once; asyncio's default of 100
             # pending connections made the kernel drop SYNs and members time out retrying.
             backlog=1024,
-            # No keepalive task per connection: members heartbeat every 5 s and the coordinator's
-            # sweep drops the silent ones; it pings observers itself (``Session.check_alive``).
-            # At 5,000 members the pings were 500 more frames a second each way.
-            ping_interval=None,
-            close_timeout=5,
-            server_header=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("pool %r serving on %s", self.coordinator.config.pool_name, self.url)
+
+    def _new_connection(self) -> PoolConnection:
+        # No permessage-deflate: its zlib state costs tens of KiB per connection and a
+        # broadcast compresses the same frame again for every peer; members' messages are
+        # small and pool links are LAN. No keepalive pings either: members heartbeat every
+        # 5 s and the coordinator's sweep drops the silent ones; it pings observers itself
+        # (``Session.check_alive``).
+        return PoolConnection(
+            self, max_size=MAX_FRAME, max_queue=32, open_timeout=self.handshake_timeout, close_timeout=5.0
+        )
 
     async def stop(self) -> None:
         """Stop accepting and close this listener's connections (the coordinator says goodbye first)."""
@@ -110,11 +114,21 @@ class PoolServer:
             return
         server, self._server = self._server, None
         server.close()
+        await asyncio.gather(*(c.close(1001, "server shutting down") for c in list(self._connections)))
+        await asyncio.gather(*self._turns, return_exceptions=True)
         await server.wait_closed()
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    # ---- a connection's life (``ConnectionOwner``) --------------------------------------------
+
+    def accepted(self, connection: PoolConnection) -> None:
+        self._connections.add(connection)
+
+    def answer(self, connection: PoolConnection, request: Request) -> Response | None:
+        """None accepts a WebSocket on ``/ws``; any other path is the REST API's."""
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
+            if self._server is None:
+                return error_response(503, "the pool is stopping")
             if self.coordinator.session_count >= self._max_connections:
                 return error_response(503, "the pool is full")
             address = _address(connection)
@@ -129,40 +143,68 @@ class PoolServer:
         response = self.rest.answer(path)
         return response if response is not None else error_response(404, f"no such path: {path}")
 
-    async def _serve_connection(self, connection: ServerConnection) -> None:
+    def opened(self, connection: PoolConnection) -> None:
         address = _address(connection)
         session = Session(connection, address, self._dialects)
+        self._sessions[connection] = session
         self.coordinator.connected(session)
-        deadline = asyncio.get_running_loop().time() + self.handshake_timeout
         self._waiting[address] += 1
-        waiting = True
+        self._introductions[session] = asyncio.get_running_loop().call_later(
+            self.handshake_timeout, self._introduction_due, session
+        )
+
+    def message_ready(self, connection: PoolConnection) -> None:
+        """Handle what the connection has received. Members' reports are handled right here;
+        anything that may wait (a hello, a file chunk, a task) starts the session's turn, a
+        task that handles its messages in order until none is left."""
+        session = self._sessions.get(connection)
+        if session is None or session.busy:
+            return  # the running turn takes it
+        while (frame := connection.recv_nowait()) is not None:
+            message = _decode_report(session, frame)
+            if message is not None and self._handle_now(session, message):
+                continue
+            session.busy = True
+            turn = asyncio.ensure_future(self._take_turn(session, frame, message))
+            self._turns.add(turn)
+            turn.add_done_callback(self._turns.discard)
+            return
+
+    def closed(self, connection: PoolConnection) -> None:
+        self._connections.discard(connection)
+        session = self._sessions.get(connection)
+        if session is not None and not session.busy:
+            self._end(session)  # else the turn ends it when it finishes
+
+    # ---- handling messages ---------------------------------------------------------------------
+
+    def _handle_now(self, session: Session, message: ClientMessage) -> bool:
         try:
-            while True:
-                if session.introduced:
-                    if waiting:
-                        self._stop_waiting(address)
-                        waiting = False
-                    frame = await connection.recv()
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        frame = await connection.recv()
+            return self.coordinator.handle_now(session, message)
+        except Exception:
+            log.exception("handling %s from %r failed", type(message).__name__, session)
+            self._spawn_close(session, 1011, "internal error")
+            return True
+
+    async def _take_turn(self, session: Session, frame: Message, message: ClientMessage | None) -> None:
+        try:
+            await self._handle_frame(session, frame, message)
+            self._check_introduced(session)
+            while (frame := session.connection.recv_nowait()) is not None:
                 await self._handle_frame(session, frame)
-        except TimeoutError:
-            await session.close(1008, "no hello or register in time")
-        except ConnectionClosed:
-            pass
+                self._check_introduced(session)
+        except Exception:
+            log.exception("handling a message from %r failed", session)
+            await session.close(1011, "internal error")
         finally:
-            if waiting:
-                self._stop_waiting(address)
-            self.coordinator.disconnected(session)
+            session.busy = False
+            if session.connection.closed:
+                self._end(session)
 
-    def _stop_waiting(self, address: str) -> None:
-        """One connection from ``address`` is no longer waiting to introduce itself."""
-        self._waiting[address] -= 1
-        if not self._waiting[address]:
-            del self._waiting[address]
-
-    async def _handle_frame(self, session: Session, frame: str | bytes) -> None:
+    async def _handle_frame(self, session: Session, frame: Message, message: ClientMessage | None = None) -> None:
+        if message is not None:
+            await self.coordinator.dispatch(session, message)
+            return
         if isinstance(frame, bytes) and not frame.lstrip().startswith(b"{"):
             if self.binary_handler is None or not session.introduced:
                 await self.coordinator.refuse(
@@ -178,12 +220,59 @@ class PoolServer:
             return
         await self.coordinator.dispatch(session, message)
 
+    # ---- introductions -------------------------------------------------------------------------
 
-def _address(connection: ServerConnection) -> str:
+    def _check_introduced(self, session: Session) -> None:
+        if session.introduced and session in self._introductions:
+            self._introductions.pop(session).cancel()
+            self._stop_waiting(session.address)
+
+    def _introduction_due(self, session: Session) -> None:
+        """A connection must say hello or register in time; one still being answered (its hello
+        waits for a person's approval, say) is looked at again a second later."""
+        if session.introduced or session.connection.closed:
+            return
+        if session.busy:
+            self._introductions[session] = asyncio.get_running_loop().call_later(1.0, self._introduction_due, session)
+            return
+        self._spawn_close(session, 1008, "no hello or register in time")
+
+    def _spawn_close(self, session: Session, code: int, reason: str) -> None:
+        closing = asyncio.ensure_future(session.close(code, reason))
+        self._turns.add(closing)
+        closing.add_done_callback(self._turns.discard)
+
+    def _end(self, session: Session) -> None:
+        del self._sessions[session.connection]
+        timer = self._introductions.pop(session, None)
+        if timer is not None:
+            timer.cancel()
+            self._stop_waiting(session.address)
+        self.coordinator.disconnected(session)
+
+    def _stop_waiting(self, address: str) -> None:
+        """One connection from ``address`` is no longer waiting to introduce itself."""
+        self._waiting[address] -= 1
+        if not self._waiting[address]:
+            del self._waiting[address]
+
+
+def _decode_report(session: Session, frame: Message) -> ClientMessage | None:
+    """An introduced peer's text frame decoded, or None where the turn must look at it (binary
+    frames, bad JSON: the refusal is sent from there)."""
+    if not session.introduced or not isinstance(frame, str):
+        return None
+    try:
+        return decode_client(frame)
+    except ProtocolError:
+        return None
+
+
+def _address(connection: PoolConnection) -> str:
     return connection.remote_address[0] if connection.remote_address else "?"
 
 
-def _is_loopback(connection: ServerConnection) -> bool:
+def _is_loopback(connection: PoolConnection) -> bool:
     address = _address(connection)
     try:
         return ipaddress.ip_address(address).is_loopback

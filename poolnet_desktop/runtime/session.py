@@ -7,10 +7,10 @@ import logging
 from typing import Literal
 
 import msgspec
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from poolnet_desktop.core.protocol import Error, encode
+from poolnet_desktop.runtime.connection import PoolConnection
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Session:
     """A connected peer: its dialect and role once it has introduced itself, and its errors."""
 
     def __init__(
-        self, connection: ServerConnection, address: str, accepts: frozenset[Dialect] = frozenset({"seed", "poolnet"})
+        self, connection: PoolConnection, address: str, accepts: frozenset[Dialect] = frozenset({"seed", "poolnet"})
     ) -> None:
         self.connection = connection
         self.address = address
@@ -37,6 +37,8 @@ class Session:
         # Who is on the other end (members and observers alike), once introduced.
         self.peer_id: str | None = None
         self.errors = 0
+        # True while a task handles this peer's messages (in order); see ``PoolServer``.
+        self.busy = False
         self.pinged_at = 0.0  # on the coordinator's clock (observers only)
         self.checking_alive = False
 
@@ -45,8 +47,15 @@ class Session:
         return self.dialect is not None
 
     def pending_output(self) -> int:
-        transport = self.connection.transport
-        return transport.get_write_buffer_size() if transport is not None else 0
+        return self.connection.pending_output()
+
+    def post(self, json: bytes) -> None:
+        """Queue an encoded message without waiting (a closed connection drops it)."""
+        self.connection.post(json, text=True)
+
+    def post_many(self, messages: list[bytes]) -> None:
+        """Queue encoded messages in one write, in order."""
+        self.connection.post_many(messages, text=True)
 
     async def send(self, message: msgspec.Struct) -> None:
         """Send one message; a peer that has gone is ignored here (its handler cleans up)."""
@@ -65,15 +74,11 @@ class Session:
         self.checking_alive = True
         try:
             async with asyncio.timeout(timeout):
-                # Inside the timeout: ping() waits for the write buffer to drain, and a dead
-                # peer's never does.
-                pong = await self.connection.ping()
-                await pong
+                await self.connection.ping()
         except TimeoutError:
             log.info("%r answered no ping in %.0f s: dropping it", self, timeout)
-            # No closing handshake with a peer judged gone: it would wait on the same buffer.
-            if self.connection.transport is not None:
-                self.connection.transport.abort()
+            # No closing handshake with a peer judged gone: it would wait behind unread output.
+            self.connection.abort()
         except ConnectionClosed:
             pass
         finally:

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import websockets
-
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.protocol import (
     ErrorCode,
@@ -86,13 +84,11 @@ class TaskRequests:
     def relay(self, message: ShardOutput) -> None:
         """Pass a shard's live output on to whoever watches its task (or that shard)."""
         ref = message.shard
-        watchers = [
-            w.session.connection
-            for w in self._watchers.get(ref.task_id, ())
-            if w.shard in (None, ref.shard)
-        ]
+        watchers = [w.session for w in self._watchers.get(ref.task_id, ()) if w.shard in (None, ref.shard)]
         if watchers:
-            websockets.broadcast(watchers, encode(message), text=True)
+            json = encode(message)
+            for session in watchers:
+                session.post(json)
 
     async def _on_list(self, session: Session, message: ListTasks) -> None:
         await session.send(TaskList(tasks=[self.summary(t, message.detail) for t in self.service.tasks.values()]))
@@ -182,7 +178,8 @@ class TaskRequests:
             if watchers:
                 self._watchers[task_id] = watchers
                 update = encode(TaskUpdate(task=self.summary(task)))
-                websockets.broadcast([w.session.connection for w in watchers], update, text=True)
+                for watcher in watchers:
+                    watcher.session.post(update)
             else:
                 self._watchers.pop(task_id, None)
             if task_id in self._seed_waiters and task.state in ENDED:

@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import websockets
-
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.protocol import (
     ErrorCode,
@@ -377,7 +375,7 @@ class TaskService:
         ``_on_left``)."""
         session = self._members.get(device_id)
         if session is not None:
-            websockets.broadcast([session.connection], encode(message), text=True)
+            session.post(encode(message))
 
     def _refresh_member(self, device_id: str) -> None:
         device = self.coordinator.registry.get(device_id)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from poolnet_desktop.core.protocol import MAX_CONTROL_MESSAGE
+from poolnet_desktop.core.protocol import MAX_CONTROL_MESSAGE, Register
+from tests.runtime.conftest import seed_resources
 
 
 async def registered(raw_client, device_id: str):
@@ -136,3 +137,47 @@ async def test_too_many_silent_connections_from_one_address_are_refused(pool) ->
     finally:
         for connection in silent:
             await connection.close()
+
+
+async def test_reports_sent_right_behind_register_are_handled_after_it(pool, raw_client) -> None:
+    """Reports are handled the moment they arrive, but never ahead of the register still
+    being answered: they wait their turn and are not refused as unregistered."""
+    register = pool.coordinator._handlers[Register]
+
+    async def slow_register(session, message) -> None:
+        await asyncio.sleep(0.2)  # as a PoolNet hello waits while it is authenticated
+        await register(session, message)
+
+    pool.coordinator.add_handler(Register, slow_register)
+    client = await raw_client()
+    frames = [json.dumps({"type": "register", "deviceId": "eager", "deviceName": "E", "platform": "linux"})]
+    frames += [json.dumps({"type": "resource_update", "deviceId": "eager", "resources": seed_resources(cpuCores=n)})
+               for n in range(1, 21)]
+    for frame in frames:  # back to back: nothing waits for the host's answer
+        await client.connection.send(frame)
+    await client.receive_type("devices")
+    async with asyncio.timeout(5):
+        while (device := pool.coordinator.registry.get("eager")).resources.cpu_cores != 20:
+            await asyncio.sleep(0.02)
+    assert device.online
+    with pytest.raises(TimeoutError):
+        await client.receive_type("error", timeout=0.3)
+
+
+async def test_an_introduction_still_being_answered_is_not_cut_off_by_the_deadline(pool, raw_client) -> None:
+    """The deadline is for peers that say nothing; a hello waiting for its answer (a person's
+    approval, say) is given the time it takes."""
+    register = pool.coordinator._handlers[Register]
+
+    async def slow_register(session, message) -> None:
+        await asyncio.sleep(0.8)
+        await register(session, message)
+
+    pool.coordinator.add_handler(Register, slow_register)
+    pool.legacy_server.handshake_timeout = 0.3
+    client = await raw_client()
+    await client.send({"type": "register", "deviceId": "patient", "deviceName": "P", "platform": "linux"})
+    await client.receive_type("devices")
+    await client.send({"type": "heartbeat", "deviceId": "patient"})
+    await asyncio.sleep(0.5)
+    assert pool.coordinator.registry.get("patient").online

@@ -1,0 +1,150 @@
+"""The pool server's own WebSocket connection (``runtime.connection``): real sockets on loopback,
+real websockets clients on the other end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from poolnet_desktop.runtime.connection import PoolConnection
+
+
+class Recorder:
+    """A ``ConnectionOwner`` that accepts every WebSocket and takes messages only when asked."""
+
+    def __init__(self) -> None:
+        self.connections: list[PoolConnection] = []
+        self.ready = 0
+        self.gone: list[PoolConnection] = []
+
+    def accepted(self, connection: PoolConnection) -> None:
+        self.connections.append(connection)
+
+    def answer(self, connection: PoolConnection, request: Request) -> Response | None:
+        return None
+
+    def opened(self, connection: PoolConnection) -> None:
+        pass
+
+    def message_ready(self, connection: PoolConnection) -> None:
+        self.ready += 1
+
+    def closed(self, connection: PoolConnection) -> None:
+        self.gone.append(connection)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Recorder, int]]:
+    owner = Recorder()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: PoolConnection(owner, max_size=64 * 1024, max_queue=8, open_timeout=0.5, close_timeout=1), "127.0.0.1", 0
+    )
+    yield owner, server.sockets[0].getsockname()[1]
+    server.close()
+    await asyncio.gather(*(c.close() for c in owner.connections))
+
+
+async def open_client(port: int) -> ClientConnection:
+    return await connect(f"ws://127.0.0.1:{port}/", proxy=None, open_timeout=5, close_timeout=1)
+
+
+async def test_messages_arrive_whole_and_in_order_even_in_fragments(served) -> None:
+    owner, port = served
+    async with await open_client(port) as client:
+        await client.send("first")
+        await client.send(["sec", "ond"])  # one message in three frames
+        await client.send(b"\x00third")
+        server_side = owner.connections[0]
+        got = [await server_side.recv() for _ in range(3)]
+    assert got == ["first", "second", b"\x00third"]
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(served) -> None:
+    owner, port = served
+    async with await open_client(port) as client:
+        await client.send(b"\xff\xfe", text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    assert owner.ready == 0
+
+
+async def test_a_peer_that_never_sends_its_request_is_cut_off(served) -> None:
+    owner, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the server hung up
+    finally:
+        writer.close()
+    assert owner.gone == owner.connections
+
+
+async def test_reading_pauses_while_messages_wait_and_resumes_when_taken(served) -> None:
+    owner, port = served
+    async with await open_client(port) as client:
+        for n in range(20):
+            await client.send(json.dumps({"n": n}))
+        server_side = owner.connections[0]
+        async with asyncio.timeout(5):
+            while owner.ready < 9:  # past max_queue (8)
+                await asyncio.sleep(0.01)
+        assert server_side.transport is not None and not server_side.transport.is_reading()
+        taken = []
+        while len(taken) < 20:
+            message = server_side.recv_nowait()
+            if message is None:
+                await asyncio.sleep(0.01)  # reading resumed: the rest is on its way
+            else:
+                taken.append(json.loads(message)["n"])
+        assert taken == list(range(20))
+        assert server_side.transport.is_reading()
+
+
+async def test_send_waits_while_the_peer_does_not_read(served) -> None:
+    owner, port = served
+    async with await open_client(port) as client:
+        await client.send("hi")
+        server_side = owner.connections[0]
+        await server_side.recv()
+        assert client.transport is not None
+        client.transport.pause_reading()
+        chunk = b"x" * 60_000
+
+        async def send_many() -> None:
+            for _ in range(200):  # 12 MB: far more than both sockets' buffers hold
+                await server_side.send(chunk)
+
+        sending = asyncio.ensure_future(send_many())
+        await asyncio.sleep(0.5)
+        assert not sending.done()
+        assert server_side.pending_output() < 2_000_000  # waiting, not buffering it all
+        client.transport.resume_reading()
+        received = 0
+        async with asyncio.timeout(10):
+            while received < 200:
+                assert await client.recv() == chunk
+                received += 1
+        await sending
+
+
+async def test_ping_returns_with_the_pong_and_close_ends_both_sides(served) -> None:
+    owner, port = served
+    client = await open_client(port)
+    await client.send("hi")
+    server_side = owner.connections[0]
+    await server_side.recv()
+    await asyncio.wait_for(server_side.ping(), 5)
+    await server_side.close(4000, "bye")
+    assert server_side.closed and owner.gone == [server_side]
+    with pytest.raises(ConnectionClosed) as closed:
+        await client.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+    with pytest.raises(ConnectionClosed):
+        await server_side.recv()

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 Message = str | bytes
 
-# Unsent output above this makes ``send`` wait for the peer to read (file chunks); queued
-# messages (``post``) never wait, the owner closes peers that let their backlog grow.
+# Unsent output above this makes ``send`` wait for the peer to read (file chunks). Queued
+# messages (``post``) never wait; the coordinator closes observers and seed clients whose
+# backlog outgrows ``MAX_PENDING_OUTPUT``.
 WRITE_HIGH_WATER = 64 * 1024
 
 
@@ -78,9 +79,10 @@ class PoolConnection(asyncio.Protocol):
         self._close_timeout = close_timeout
         self._messages: deque[Message] = deque()
         self._reading_paused = False
+        self._failed = False
         self._fragments: list[bytes] = []
         self._fragmented_text = False
-        self._recv_waiter: asyncio.Future[Message] | None = None
+        self._recv_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._writing_paused = False
         self._pings: dict[bytes, asyncio.Future[None]] = {}
@@ -100,19 +102,21 @@ class PoolConnection(asyncio.Protocol):
         return message
 
     async def recv(self) -> Message:
-        """The next message; ``ConnectionClosed`` once none will come."""
+        """The next message; ``ConnectionClosed`` once none will come. A message stays queued
+        until taken, so one that arrives as a waiting ``recv`` is cancelled is not lost."""
+        while not self._messages:
+            if self._lost.done():
+                raise self._closed_error()
+            if self._recv_waiter is not None:
+                raise ConcurrencyError("two coroutines called recv on one connection")
+            self._recv_waiter = self._loop.create_future()
+            try:
+                await self._recv_waiter
+            finally:
+                self._recv_waiter = None
         message = self.recv_nowait()
-        if message is not None:
-            return message
-        if self._lost.done():
-            raise self._closed_error()
-        if self._recv_waiter is not None:
-            raise ConcurrencyError("two coroutines called recv on one connection")
-        self._recv_waiter = self._loop.create_future()
-        try:
-            return await self._recv_waiter
-        finally:
-            self._recv_waiter = None
+        assert message is not None
+        return message
 
     def _on_frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -138,26 +142,24 @@ class PoolConnection(asyncio.Protocol):
             try:
                 message = bytes(data).decode()
             except UnicodeDecodeError:
+                self._failed = True  # nothing after this frame is taken
                 self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text frame")
                 self._flush()
                 return
         else:
             message = bytes(data)
-        waiter = self._recv_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(message)
-            return
         self._messages.append(message)
         if len(self._messages) > self._max_queue and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._owner.message_ready(self)
+        waiter = self._recv_waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)  # the turn waiting in recv takes it, and those behind it
+        else:
+            self._owner.message_ready(self)
 
     # ---- writing -------------------------------------------------------------------------------
-
-    @property
-    def open(self) -> bool:
-        return self.protocol.state is State.OPEN
 
     def post(self, data: Message, text: bool | None = None) -> None:
         """Queue one message without waiting; nothing happens on a connection that is not open.
@@ -215,6 +217,7 @@ class PoolConnection(asyncio.Protocol):
             self._flush()
         elif self.transport is not None and self.protocol.state is State.CONNECTING:
             self.transport.close()
+        self._expect_close()
         await self.wait_closed()
 
     async def wait_closed(self) -> None:
@@ -246,8 +249,14 @@ class PoolConnection(asyncio.Protocol):
             else:  # TLS has no half-close: close once the output is out
                 transport.close()
         # A close frame sent or received, or a failure: the peer gets the close timeout to go.
-        if self._close_timer is None and self.protocol.close_expected():
-            self._close_timer = self._loop.call_later(self._close_timeout, transport.abort)
+        if self.protocol.close_expected():
+            self._expect_close()
+
+    def _expect_close(self) -> None:
+        """Cut the connection off if it is not gone within the close timeout: a peer that stops
+        reading would otherwise keep it open for as long as its unread output waits."""
+        if self._close_timer is None and self.transport is not None and not self._lost.done():
+            self._close_timer = self._loop.call_later(self._close_timeout, self.transport.abort)
 
     def _closed_error(self) -> ConnectionClosed:
         protocol = self.protocol
@@ -269,6 +278,8 @@ class PoolConnection(asyncio.Protocol):
         events = self.protocol.events_received()
         self._flush()  # the protocol's own answers first: pongs, close frames
         for event in events:
+            if self._failed:
+                break
             if isinstance(event, Request):
                 self._answer(event)
             else:
@@ -290,6 +301,7 @@ class PoolConnection(asyncio.Protocol):
     def eof_received(self) -> None:
         self.protocol.receive_eof()
         self._flush()
+        self._expect_close()  # asyncio closes the transport, once the output has gone
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.protocol.receive_eof()  # idempotent; the protocol is CLOSED from here on

@@ -27,6 +27,7 @@ from poolnet_desktop.core.protocol import (
     DeviceJoined,
     DeviceLeft,
     Devices,
+    Error,
     ErrorCode,
     Forget,
     Heartbeat,
@@ -227,7 +228,7 @@ class Coordinator:
         try:
             handler(session, message)
         except ProtocolError as exc:
-            self._spawn(self.refuse(session, exc))
+            self.refuse(session, exc)
         finally:
             self._handled(message, started)
         return True
@@ -246,7 +247,7 @@ class Coordinator:
             assert handler is not None  # reports from introduced peers were handled above
             await handler(session, message)
         except ProtocolError as exc:
-            await self.refuse(session, exc)
+            self.refuse(session, exc)
         finally:
             self._handled(message, started)
 
@@ -261,13 +262,15 @@ class Coordinator:
         if self.observe_dispatch is not None:
             self.observe_dispatch(message.__struct_config__.tag, time.perf_counter() - started)
 
-    async def refuse(self, session: Session, error: ProtocolError) -> None:
-        """Answer a bad message; a peer that keeps sending them is closed (policy violation)."""
+    def refuse(self, session: Session, error: ProtocolError) -> None:
+        """Answer a bad message without waiting; a peer that keeps sending them is closed
+        (policy violation), once. Nothing waits here: a flood of bad reports handled as they
+        arrive must not become a flood of tasks."""
         session.errors += 1
         log.info("refused from %s: %s (%s)", session.address, error.message, error.code)
-        await session.send_error(error.code, error.message)
-        if session.errors >= self.config.max_errors_per_session:
-            await session.close(1008, "too many invalid messages")
+        session.post(encode(Error(code=error.code, message=error.message)))
+        if session.errors == self.config.max_errors_per_session:
+            self._spawn(session.close(1008, "too many invalid messages"))
 
     # ---- seed dialect ------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from poolnet_desktop.core.protocol import ClientMessage, decode_client
@@ -64,8 +65,8 @@ class PoolServer:
         self._sessions: dict[PoolConnection, Session] = {}
         # Sessions that have not said hello or registered yet, with the timer that ends them.
         self._introductions: dict[Session, asyncio.TimerHandle] = {}
-        # Sessions' turns (and closings started here), kept until they end.
-        self._turns: set[asyncio.Future[None]] = set()
+        # Sessions' turns and the closings started here, kept until they end.
+        self._tasks: set[asyncio.Future[None]] = set()
         self._dialects = dialects
         # Connections per address that have not introduced themselves yet: a stranger opening
         # sockets and never speaking is capped here, the handshake timeout ends each one.
@@ -115,7 +116,7 @@ class PoolServer:
         server, self._server = self._server, None
         server.close()
         await asyncio.gather(*(c.close(1001, "server shutting down") for c in list(self._connections)))
-        await asyncio.gather(*self._turns, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await server.wait_closed()
 
     # ---- a connection's life (``ConnectionOwner``) --------------------------------------------
@@ -125,10 +126,10 @@ class PoolServer:
 
     def answer(self, connection: PoolConnection, request: Request) -> Response | None:
         """None accepts a WebSocket on ``/ws``; any other path is the REST API's."""
+        if self._server is None:
+            return error_response(503, "the pool is stopping")
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
-            if self._server is None:
-                return error_response(503, "the pool is stopping")
             if self.coordinator.session_count >= self._max_connections:
                 return error_response(503, "the pool is full")
             address = _address(connection)
@@ -161,13 +162,13 @@ class PoolServer:
         if session is None or session.busy:
             return  # the running turn takes it
         while (frame := connection.recv_nowait()) is not None:
-            message = _decode_report(session, frame)
+            message = _decode_introduced(session, frame)
             if message is not None and self._handle_now(session, message):
                 continue
             session.busy = True
             turn = asyncio.ensure_future(self._take_turn(session, frame, message))
-            self._turns.add(turn)
-            turn.add_done_callback(self._turns.discard)
+            self._tasks.add(turn)
+            turn.add_done_callback(self._tasks.discard)
             return
 
     def closed(self, connection: PoolConnection) -> None:
@@ -193,6 +194,8 @@ class PoolServer:
             while (frame := session.connection.recv_nowait()) is not None:
                 await self._handle_frame(session, frame)
                 self._check_introduced(session)
+        except ConnectionClosed:
+            pass  # the peer left mid-answer (a file transfer, say): its end is handled below
         except Exception:
             log.exception("handling a message from %r failed", session)
             await session.close(1011, "internal error")
@@ -207,7 +210,7 @@ class PoolServer:
             return
         if isinstance(frame, bytes) and not frame.lstrip().startswith(b"{"):
             if self.binary_handler is None or not session.introduced:
-                await self.coordinator.refuse(
+                self.coordinator.refuse(
                     session, ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames carry file transfers only")
                 )
                 return
@@ -216,7 +219,7 @@ class PoolServer:
         try:
             message = decode_client(frame)
         except ProtocolError as exc:
-            await self.coordinator.refuse(session, exc)
+            self.coordinator.refuse(session, exc)
             return
         await self.coordinator.dispatch(session, message)
 
@@ -239,8 +242,8 @@ class PoolServer:
 
     def _spawn_close(self, session: Session, code: int, reason: str) -> None:
         closing = asyncio.ensure_future(session.close(code, reason))
-        self._turns.add(closing)
-        closing.add_done_callback(self._turns.discard)
+        self._tasks.add(closing)
+        closing.add_done_callback(self._tasks.discard)
 
     def _end(self, session: Session) -> None:
         del self._sessions[session.connection]
@@ -257,9 +260,10 @@ class PoolServer:
             del self._waiting[address]
 
 
-def _decode_report(session: Session, frame: Message) -> ClientMessage | None:
-    """An introduced peer's text frame decoded, or None where the turn must look at it (binary
-    frames, bad JSON: the refusal is sent from there)."""
+def _decode_introduced(session: Session, frame: Message) -> ClientMessage | None:
+    """An introduced peer's text frame, decoded (a report is handled at once, anything else
+    goes to the turn as it is); None where the turn must look at the frame itself: a binary
+    frame, a peer not yet introduced, bad JSON (the refusal is sent from there)."""
     if not session.introduced or not isinstance(frame, str):
         return None
     try:

@@ -279,7 +279,7 @@ class TaskService:
         try:
             header, data = decode_chunk(frame)
         except ProtocolError as exc:
-            await self.coordinator.refuse(session, exc)
+            self.coordinator.refuse(session, exc)
             return
         upload = self._uploads.get(header.transfer_id)
         if upload is not None and upload.session is session:
@@ -289,7 +289,7 @@ class TaskService:
         if incoming is not None and incoming.device_id == session.device_id:
             await self._result_chunk(incoming, header, data)
             return
-        await self.coordinator.refuse(
+        self.coordinator.refuse(
             session, ProtocolError(ErrorCode.FORBIDDEN, f"no transfer {header.transfer_id!r} here")
         )
 
@@ -301,7 +301,7 @@ class TaskService:
             self.cancel(task, f"upload refused: {exc.message}")
             del self._uploads[task.id]
             await upload.receiver.discard()
-            await self.coordinator.refuse(upload.session, exc)
+            self.coordinator.refuse(upload.session, exc)
             return
         if done is not None:
             sha256 = upload.receiver.expected[str(done)].sha256

@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from poolnet_desktop.runtime.connection import PoolConnection
 
@@ -66,14 +68,16 @@ async def test_messages_arrive_whole_and_in_order_even_in_fragments(served) -> N
     assert got == ["first", "second", b"\x00third"]
 
 
-async def test_invalid_utf8_in_a_text_frame_closes_with_1007(served) -> None:
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007_and_nothing_after_it_is_taken(served) -> None:
     owner, port = served
     async with await open_client(port) as client:
-        await client.send(b"\xff\xfe", text=True)
+        assert client.transport is not None
+        frames = [Frame(Opcode.TEXT, b"\xff\xfe"), Frame(Opcode.TEXT, b'"after"')]
+        client.transport.write(b"".join(f.serialize(mask=True) for f in frames))  # one read
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(client.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
-    assert owner.ready == 0
+    assert owner.ready == 0 and owner.connections[0].recv_nowait() is None
 
 
 async def test_a_peer_that_never_sends_its_request_is_cut_off(served) -> None:
@@ -132,6 +136,27 @@ async def test_send_waits_while_the_peer_does_not_read(served) -> None:
                 assert await client.recv() == chunk
                 received += 1
         await sending
+
+
+async def test_close_ends_a_peer_that_hung_up_without_reading_its_output(served) -> None:
+    """A peer that sends EOF and reads nothing more: its unread output would hold the socket
+    open for good, so the close timeout (1 s here) cuts it off."""
+    owner, port = served
+    client = await open_client(port)
+    await client.send("hi")
+    server_side = owner.connections[0]
+    await server_side.recv()
+    assert client.transport is not None
+    client.transport.pause_reading()
+    for _ in range(400):  # 24 MB: more than both sockets' buffers hold
+        server_side.post(b"x" * 60_000)
+    client.transport.write_eof()
+    async with asyncio.timeout(5):
+        while server_side.protocol.state is not State.CLOSED:
+            await asyncio.sleep(0.01)
+        await server_side.close()
+    assert server_side.closed and owner.gone == [server_side]
+    client.transport.abort()
 
 
 async def test_ping_returns_with_the_pong_and_close_ends_both_sides(served) -> None:

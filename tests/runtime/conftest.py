@@ -97,3 +97,14 @@ def seed_resources(**overrides: Any) -> dict[str, Any]:
     }
     resources.update(overrides)
     return resources
+
+
+async def register_members(raw_client: Any, count: int) -> list[RawClient]:
+    """``count`` seed clients registered as ``m0``, ``m1``, ...; each has had its ``devices``."""
+    members = []
+    for index in range(count):
+        member = await raw_client()
+        await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
+        await member.receive_type("devices")
+        members.append(member)
+    return members

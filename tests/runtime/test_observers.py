@@ -9,7 +9,7 @@ from websockets.protocol import State
 
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError, Welcome
 from poolnet_desktop.runtime.link import PoolLink, open_link
-from tests.runtime.conftest import seed_resources
+from tests.runtime.conftest import register_members, seed_resources
 
 
 async def next_of(link: PoolLink, kind: type, timeout: float = 5.0):
@@ -32,12 +32,7 @@ async def test_observer_gets_full_state_then_coalesced_batches(pool, observer, r
     first = await next_of(observer, PoolState)
     assert first.full is True and first.devices == []
 
-    members = []
-    for index in range(5):
-        member = await raw_client()
-        await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
-        await member.receive_type("devices")
-        members.append(member)
+    members = await register_members(raw_client, 5)
     # 5 members x 20 updates in about a second: observers must see a handful of batches, not 100.
     for round_ in range(20):
         for index, member in enumerate(members):

@@ -13,15 +13,12 @@ from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.runtime import coordinator as coordinator_module
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.session import Session
-from tests.runtime.conftest import seed_resources
+from tests.runtime.conftest import register_members, seed_resources
 
 
 async def test_full_state_is_split_into_parts_with_rising_seq(pool, raw_client, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(coordinator_module, "POOL_STATE_PART", 2)
-    for index in range(5):
-        member = await raw_client()
-        await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
-        await member.receive_type("devices")
+    await register_members(raw_client, 5)
     link = await open_link(pool.local_url, pool.options.data_dir)
     try:
         parts = [await link.recv() for _ in range(3)]
@@ -38,10 +35,7 @@ async def test_full_state_is_split_into_parts_with_rising_seq(pool, raw_client, 
 
 async def test_status_lists_the_devices_of_every_part(pool, raw_client, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(coordinator_module, "POOL_STATE_PART", 2)
-    for index in range(5):
-        member = await raw_client()
-        await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
-        await member.receive_type("devices")
+    await register_members(raw_client, 5)
     status = await observed_status(pool.local_url, pool.options.data_dir)
     assert sorted(d["id"] for d in status["devices"]) == [f"m{i}" for i in range(5)]
     assert status["pool"]["devices"] == 5
@@ -51,12 +45,7 @@ async def test_no_batch_lands_inside_the_snapshot(pool, raw_client, monkeypatch:
     """Batches go out every 0.1 s here while every awaited send stalls 0.15 s (a slow socket
     draining): the snapshot's parts still arrive one after another, nothing between them."""
     monkeypatch.setattr(coordinator_module, "POOL_STATE_PART", 1)
-    members = []
-    for index in range(5):
-        member = await raw_client()
-        await member.send({"type": "register", "deviceId": f"m{index}", "deviceName": f"M{index}", "platform": "linux"})
-        await member.receive_type("devices")
-        members.append(member)
+    members = await register_members(raw_client, 5)
     send = Session.send
 
     async def slow_send(self: Session, message: Any) -> None:

@@ -97,6 +97,10 @@ class Coordinator:
         self._clock = clock
         self._wall = wall_clock
         self._sessions: set[Session] = set()
+        # The introduced sessions each batch goes to, kept as they come and go: a batch or a
+        # sweep never walks every member's session to find them.
+        self._observers: set[Session] = set()
+        self._seed_clients: set[Session] = set()
         self._by_device: dict[str, Session] = {}
         self._seq = 0
         self._loops: list[asyncio.Task[None]] = []
@@ -176,6 +180,8 @@ class Coordinator:
     def disconnected(self, session: Session) -> None:
         """A connection ended: its device goes offline and seed clients hear ``device_left``."""
         self._sessions.discard(session)
+        self._observers.discard(session)
+        self._seed_clients.discard(session)
         device_id = session.device_id
         if device_id is None or self._by_device.get(device_id) is not session:
             self._tell_left(session, None)
@@ -282,6 +288,7 @@ class Coordinator:
                 ErrorCode.FORBIDDEN, "seed-protocol clients connect on the pool's legacy port, if its host allows them"
             )
         session.dialect, session.role, session.peer_id = "seed", "member", message.device_id
+        self._seed_clients.add(session)
         device = self._admit(session, message.device_id, message.device_name, message.platform, "member")
         # Seed clients never run PoolNet shards: they are shown, never given work.
         self.registry.set_accept_tasks(device.id, False)
@@ -363,6 +370,7 @@ class Coordinator:
             )
         )
         if hello.role == "observer":
+            self._observers.add(session)
             # The parts are queued in one step, not sent with an await each: a batch broadcast
             # while one waited for the socket to drain would land inside the snapshot, and its
             # last part (``more`` false) would end the snapshot early for the observer.
@@ -405,7 +413,7 @@ class Coordinator:
             raise ProtocolError(ErrorCode.FORBIDDEN, "a connection may only speak for its own device")
 
     def _seed_sessions(self, exclude: Session | None = None) -> list[Session]:
-        return [s for s in self._sessions if s.dialect == "seed" and s is not exclude]
+        return [s for s in self._seed_clients if s is not exclude]
 
     def _tell_seed_clients(self, message: Any, exclude: Session | None = None) -> None:
         targets = self._seed_sessions(exclude)
@@ -459,7 +467,7 @@ class Coordinator:
         changed, removed = self.registry.take_changes()
         if not changed and not removed:
             return
-        observers = [s for s in self._sessions if s.dialect == "poolnet" and s.role == "observer"]
+        observers = list(self._observers)
         if observers:
             self._broadcast(observers, [encode(part) for part in self._pool_states(False, changed, removed)])
         seed_clients = self._seed_sessions()
@@ -476,9 +484,8 @@ class Coordinator:
         """Take offline every device silent for longer than the heartbeat timeout; ping the
         observers due for it."""
         now = self._clock()
-        for session in self._sessions:
-            if (session.role == "observer" and not session.checking_alive
-                    and now - session.pinged_at >= self.config.observer_ping_interval):
+        for session in self._observers:
+            if not session.checking_alive and now - session.pinged_at >= self.config.observer_ping_interval:
                 session.pinged_at = now
                 self._spawn(session.check_alive(self.config.observer_ping_interval))
         for device_id in self.registry.expired(now, self.config.heartbeat_timeout):

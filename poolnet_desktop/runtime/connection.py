@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 Message = str | bytes
 
 # Unsent output above this makes ``send`` wait for the peer to read (file chunks). Queued
-# messages (``post``) never wait; the coordinator closes observers and seed clients whose
-# backlog outgrows ``MAX_PENDING_OUTPUT``.
+# messages (``post``) never wait; the session closes a peer whose backlog outgrows
+# ``MAX_PENDING_OUTPUT`` (``fail``).
 WRITE_HIGH_WATER = 64 * 1024
 
 
@@ -219,6 +219,14 @@ class PoolConnection(asyncio.Protocol):
             self.transport.close()
         self._expect_close()
         await self.wait_closed()
+
+    def fail(self, code: int, reason: str) -> None:
+        """End the connection from this side without waiting: a close frame behind what is
+        already queued, and the close timeout for the peer to go."""
+        if self.protocol.state is State.OPEN:
+            log.info("closing %r: %s", self, reason)
+            self.protocol.fail(code, reason)
+            self._flush()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._lost)

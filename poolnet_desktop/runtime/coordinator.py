@@ -46,7 +46,7 @@ from poolnet_desktop.core.protocol import (
     Welcome,
     encode,
 )
-from poolnet_desktop.runtime.session import MAX_PENDING_OUTPUT, Session
+from poolnet_desktop.runtime.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ ImmediateHandler = Callable[[Session, Any], None]
 
 # WebSocket close codes used by the coordinator (4000-4999 are for applications).
 CLOSE_HEARTBEAT_TIMEOUT = 4000
-CLOSE_REPLACED = 4001
-CLOSE_TOO_SLOW = 4002
+CLOSE_REPLACED = 4001  # and session.CLOSE_TOO_SLOW, 4002
 # Devices per pool_state frame: about 0.3 MB typical and well under MAX_CONTROL_MESSAGE at the
 # longest names, so a 5,000-device pool never sends a frame its observers must refuse (1009).
 POOL_STATE_PART = 500
@@ -421,15 +420,12 @@ class Coordinator:
             self._broadcast(targets, [encode(message)])
 
     def _broadcast(self, sessions: list[Session], messages: list[bytes]) -> None:
-        """Queue text frames to many peers without waiting, in one write to each; peers too
-        slow to drain are closed. The JSON goes out as the encoder's UTF-8 bytes: no ``str``
-        made to be encoded back (batches are hundreds of KB every second)."""
+        """Queue text frames to many peers without waiting, in one write to each (peers too
+        slow to drain are closed: ``Session.post_many``). The JSON goes out as the encoder's
+        UTF-8 bytes: no ``str`` made to be encoded back (batches are hundreds of KB a second)."""
         for session in sessions:
-            if session.pending_output() > MAX_PENDING_OUTPUT:
-                self._spawn(session.close(CLOSE_TOO_SLOW, "too slow to keep up with the pool"))
-            else:
-                session.post_many(messages)
-                self.messages_out += len(messages)
+            session.post_many(messages)
+        self.messages_out += len(sessions) * len(messages)
 
     def _pool_states(self, full: bool, changed: list, removed: list[str]) -> list[PoolState]:
         """One batch as frames of at most ``POOL_STATE_PART`` devices, each with its own

@@ -9,7 +9,8 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -166,9 +167,7 @@ class PoolServer:
             if message is not None and self._handle_now(session, message):
                 continue
             session.busy = True
-            turn = asyncio.ensure_future(self._take_turn(session, frame, message))
-            self._tasks.add(turn)
-            turn.add_done_callback(self._tasks.discard)
+            self._spawn(self._take_turn(session, frame, message))
             return
 
     def closed(self, connection: PoolConnection) -> None:
@@ -184,7 +183,7 @@ class PoolServer:
             return self.coordinator.handle_now(session, message)
         except Exception:
             log.exception("handling %s from %r failed", type(message).__name__, session)
-            self._spawn_close(session, 1011, "internal error")
+            self._spawn(session.close(1011, "internal error"))
             return True
 
     async def _take_turn(self, session: Session, frame: Message, message: ClientMessage | None) -> None:
@@ -238,12 +237,13 @@ class PoolServer:
         if session.busy:
             self._introductions[session] = asyncio.get_running_loop().call_later(1.0, self._introduction_due, session)
             return
-        self._spawn_close(session, 1008, "no hello or register in time")
+        self._spawn(session.close(1008, "no hello or register in time"))
 
-    def _spawn_close(self, session: Session, code: int, reason: str) -> None:
-        closing = asyncio.ensure_future(session.close(code, reason))
-        self._tasks.add(closing)
-        closing.add_done_callback(self._tasks.discard)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task kept until it ends (``stop`` waits for them)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _end(self, session: Session) -> None:
         del self._sessions[session.connection]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 
 Dialect = Literal["seed", "poolnet"]
 # A peer whose unread output exceeds this is too slow to keep up with the pool: it is closed
-# rather than letting its buffer grow without bound.
+# (with this application close code) rather than letting its buffer grow without bound.
 MAX_PENDING_OUTPUT = 8 * 1024 * 1024
+CLOSE_TOO_SLOW = 4002
 
 
 class Session:
@@ -51,11 +53,16 @@ class Session:
 
     def post(self, json: bytes) -> None:
         """Queue an encoded message without waiting (a closed connection drops it)."""
-        self.connection.post(json, text=True)
+        self.post_many((json,))
 
-    def post_many(self, messages: list[bytes]) -> None:
-        """Queue encoded messages in one write, in order."""
-        self.connection.post_many(messages, text=True)
+    def post_many(self, messages: Sequence[bytes]) -> None:
+        """Queue encoded messages in one write, in order; a peer that has left more than
+        ``MAX_PENDING_OUTPUT`` unread is closed instead, whoever posts to it (batches, task
+        updates, live shard output)."""
+        if self.connection.pending_output() > MAX_PENDING_OUTPUT:
+            self.connection.fail(CLOSE_TOO_SLOW, "too slow to keep up with the pool")
+        else:
+            self.connection.post_many(messages, text=True)
 
     async def send(self, message: msgspec.Struct) -> None:
         """Send one message; a peer that has gone is ignored here (its handler cleans up)."""

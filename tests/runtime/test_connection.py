@@ -14,7 +14,9 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from poolnet_desktop.runtime import session as session_module
 from poolnet_desktop.runtime.connection import PoolConnection
+from poolnet_desktop.runtime.session import Session
 
 
 class Recorder:
@@ -55,6 +57,17 @@ async def served() -> AsyncIterator[tuple[Recorder, int]]:
 
 async def open_client(port: int) -> ClientConnection:
     return await connect(f"ws://127.0.0.1:{port}/", proxy=None, open_timeout=5, close_timeout=1)
+
+
+async def peer_that_stopped_reading(owner: Recorder, port: int) -> tuple[ClientConnection, PoolConnection]:
+    """A client whose first message the server has taken, and which now reads nothing."""
+    client = await open_client(port)
+    await client.send("hi")
+    server_side = owner.connections[0]
+    await server_side.recv()
+    assert client.transport is not None
+    client.transport.pause_reading()
+    return client, server_side
 
 
 async def test_messages_arrive_whole_and_in_order_even_in_fragments(served) -> None:
@@ -113,12 +126,9 @@ async def test_reading_pauses_while_messages_wait_and_resumes_when_taken(served)
 
 async def test_send_waits_while_the_peer_does_not_read(served) -> None:
     owner, port = served
-    async with await open_client(port) as client:
-        await client.send("hi")
-        server_side = owner.connections[0]
-        await server_side.recv()
+    client, server_side = await peer_that_stopped_reading(owner, port)
+    async with client:
         assert client.transport is not None
-        client.transport.pause_reading()
         chunk = b"x" * 60_000
 
         async def send_many() -> None:
@@ -142,12 +152,8 @@ async def test_close_ends_a_peer_that_hung_up_without_reading_its_output(served)
     """A peer that sends EOF and reads nothing more: its unread output would hold the socket
     open for good, so the close timeout (1 s here) cuts it off."""
     owner, port = served
-    client = await open_client(port)
-    await client.send("hi")
-    server_side = owner.connections[0]
-    await server_side.recv()
+    client, server_side = await peer_that_stopped_reading(owner, port)
     assert client.transport is not None
-    client.transport.pause_reading()
     for _ in range(400):  # 24 MB: more than both sockets' buffers hold
         server_side.post(b"x" * 60_000)
     client.transport.write_eof()
@@ -156,6 +162,25 @@ async def test_close_ends_a_peer_that_hung_up_without_reading_its_output(served)
             await asyncio.sleep(0.01)
         await server_side.close()
     assert server_side.closed and owner.gone == [server_side]
+    client.transport.abort()
+
+
+async def test_a_session_that_leaves_too_much_unread_is_closed_not_buffered(served, monkeypatch) -> None:
+    """Whoever posts (batches, task updates, live output), a peer that stops reading is closed
+    once its backlog passes the limit, instead of growing the host's memory without bound."""
+    monkeypatch.setattr(session_module, "MAX_PENDING_OUTPUT", 1_000_000)
+    owner, port = served
+    client, server_side = await peer_that_stopped_reading(owner, port)
+    assert client.transport is not None
+    session = Session(server_side, "127.0.0.1")
+    update = b'"' + b"x" * 60_000 + b'"'
+    for _ in range(400):  # 24 MB offered; the sockets' buffers hold a few
+        session.post(update)
+        await asyncio.sleep(0)
+    assert server_side.pending_output() < 1_000_000 + 2 * len(update)
+    async with asyncio.timeout(5):  # the close frame waits behind the backlog: cut off at 1 s
+        await server_side.wait_closed()
+    assert owner.gone == [server_side]
     client.transport.abort()
 
 

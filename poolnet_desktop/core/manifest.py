@@ -23,7 +23,7 @@ import msgspec
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.resources import ResourceVector
-from poolnet_desktop.core.units import BYTES_PER_MB, parse_size
+from poolnet_desktop.core.units import BYTES_PER_MB, parse_duration, parse_size
 from poolnet_desktop.core.wire import Sha256Hex
 
 MANIFEST_SUFFIX = ".pool.toml"
@@ -398,13 +398,17 @@ class _Reader:
         if "timeout" not in self.data:
             return None
         value = self.data["timeout"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail("timeout", f"must be a number of seconds, not {_show(value)}")
-        if not 0 < value <= MAX_TIMEOUT_S:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise self.fail("timeout", f"must be seconds or a duration such as '90s' or '2m', not {_show(value)}")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail("timeout", str(exc)) from None
+        if not 0 < seconds <= MAX_TIMEOUT_S:
             raise self.fail(
                 "timeout", f"must be above 0 and at most {MAX_TIMEOUT_S:.0f} seconds, not {value}"
             )
-        return float(value)
+        return seconds
 
     def resources(self) -> ShardResources:
         table = self.data.get("resources", {})

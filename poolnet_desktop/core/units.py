@@ -1,4 +1,5 @@
-"""Sizes as people write them ("2 GiB", "512MB") and the seed protocol's megabytes."""
+"""Sizes and durations as people write them ("2 GiB", "512MB", "1h30m") and the seed
+protocol's megabytes."""
 
 from __future__ import annotations
 
@@ -40,6 +41,41 @@ def parse_size(text: str | int | float) -> int:
     if not match or match.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r} (write e.g. '512 MiB', '2 GB' or a byte count)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+_DURATION_UNITS = {
+    "ms": 0.001,
+    "s": 1,
+    "sec": 1,
+    "m": 60,
+    "min": 60,
+    "h": 3600,
+    "hr": 3600,
+    "d": 86400,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+_DURATION = re.compile(rf"\s*(?:{_DURATION_PART.pattern})+")
+_DURATION_HINT = "write seconds, or e.g. '90s', '2m', '1h30m'"
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Return seconds from ``90``, ``"90"``, ``"90s"``, ``"2m"``, ``"1h30m"`` or ``"1.5 h"``.
+
+    A bare number is seconds, as everywhere a time is asked for; units may be chained
+    (``"1h30m"``), and then each part needs its unit. Raises ValueError saying the accepted
+    forms when the text cannot be read.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise ValueError(f"a duration cannot be negative: {text!r}")
+        return float(text)
+    parts = _DURATION_PART.findall(text) if _DURATION.fullmatch(text) else []
+    units = [unit.lower() for _, unit in parts]
+    if not parts or any(unit and unit not in _DURATION_UNITS for unit in units) or (len(parts) > 1 and "" in units):
+        raise ValueError(f"not a duration: {text!r} ({_DURATION_HINT})")
+    return sum(float(number) * _DURATION_UNITS[unit or "s"] for (number, _), unit in zip(parts, units))
 
 
 def bytes_to_mb(n: int | float) -> float:

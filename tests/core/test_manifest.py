@@ -106,7 +106,9 @@ def test_with_files_sorts_entries() -> None:
         (b'command = ["x"]\npriority = "high"', "priority", "whole number"),
         (b'command = ["x"]\ntimeout = 0', "timeout", "above 0"),
         (b'command = ["x"]\ntimeout = 1e12', "timeout", "at most"),
-        (b'command = ["x"]\ntimeout = "10s"', "timeout", "number of seconds"),
+        (b'command = ["x"]\ntimeout = "10 parsecs"', "timeout", "not a duration"),
+        (b'command = ["x"]\ntimeout = "0s"', "timeout", "above 0"),
+        (b'command = ["x"]\ntimeout = [10]', "timeout", "seconds or a duration"),
         (b'command = ["x"]\nresources = 4', "resources", "must be a table"),
         (b'command = ["x"]\n[resources]\ncpu = 0', "resources.cpu", "above 0"),
         (b'command = ["x"]\n[resources]\ncpu = -2', "resources.cpu", "above 0"),
@@ -227,3 +229,9 @@ def test_hostile_wire_specs_refused(changes: dict[str, object], fragment: str) -
     with pytest.raises(msgspec.ValidationError, match=fragment):
         msgspec.json.decode(data, type=TaskSpec)
     assert msgspec.json.decode(msgspec.json.encode(GOOD_WIRE), type=TaskSpec).name == "t"
+
+
+@pytest.mark.parametrize(("written", "seconds"), [("120s", 120.0), ("2m", 120.0), ("1h30m", 5400.0), ("45", 45.0)])
+def test_timeout_takes_units_as_memory_does(written: str, seconds: float) -> None:
+    spec = parse_manifest(f'command = ["x"]\ntimeout = "{written}"'.encode(), "t.pool.toml").spec
+    assert spec.timeout == seconds

@@ -122,3 +122,18 @@ def test_status_says_clearly_when_no_pool_answers(tmp_path: Path, scheme: str) -
     result = poolnet("status", f"{scheme}://127.0.0.1:{free_port()}", home=tmp_path)
     assert result.returncode == 1
     assert "cannot read the pool" in result.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(hosted, tmp_path: Path) -> None:
+    """``poolnet status | head -1``: the pipe closes before everything is written."""
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the command prints anything
+    result = subprocess.run(
+        [*POOLNET, "status", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "host")],
+        env=environment(tmp_path), stdout=writer, stderr=subprocess.PIPE, text=True, timeout=20,
+    )
+    os.close(writer)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 1

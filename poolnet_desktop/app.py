@@ -23,7 +23,7 @@ from pathlib import Path
 os.environ.setdefault("QT_API", "pyside6")  # qasync would otherwise prefer PyQt when present
 
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from poolnet_desktop import __version__  # noqa: E402
 from poolnet_desktop.gc_tuning import tune_for_serving  # noqa: E402
@@ -33,6 +33,10 @@ from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import install_theme  # noqa: E402
 from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
 from poolnet_desktop.logs import configure_logging  # noqa: E402
+from poolnet_desktop.runtime.datadir import resolve_data_dir  # noqa: E402
+from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock, ask_to_show, listen_for_show  # noqa: E402
+
+WINDOW = "the PoolNet window"
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +71,35 @@ class DesktopApp:
             minimised = self.store.prefs.start_minimised
         if not (minimised and self.tray.available):
             self.window.show()
+        second_windows = await listen_for_show(self.bridge.data_dir, self.window.bring_to_front)
         try:
             await self.bridge.start()
             await self._quit.wait()
         finally:
+            if second_windows is not None:
+                second_windows.close()
             self.window.hide()
             await self.bridge.stop()
             self.tray.hide()
+
+
+async def claim_data_dir(data_dir: Path, tell: Callable[[str], None]) -> InstanceLock | int:
+    """The window's hold on its data folder, or the exit code when another PoolNet has it:
+    0 when that is a window, brought to the front instead of opening a second one; 1 after
+    telling the user, when it is ``poolnet join`` or ``host`` (or a window that did not answer)."""
+    try:
+        return InstanceLock(data_dir, WINDOW).acquire()
+    except AlreadyRunning as exc:
+        if exc.holder is not None and exc.holder.program == WINDOW and await ask_to_show(data_dir):
+            print("PoolNet is already open: its window was brought to the front.", flush=True)
+            return 0
+        tell(f"{exc}. Stop it first, or start the window with another data folder (--data-dir).")
+        return 1
+
+
+def _tell_user(text: str) -> None:
+    print(f"poolnet-desktop: {text}", file=sys.stderr, flush=True)
+    QMessageBox.warning(None, "PoolNet is already running", text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +132,15 @@ async def _run(args: argparse.Namespace) -> int:
         store.update(data_dir=str(Path(args.data_dir).expanduser().resolve()))
     if args.no_discovery:
         store.update(discovery=False)
-    app = DesktopApp(store)
-    _stop_on_signals(app)
-    await app.run(minimised=True if args.minimised else None)
+    lock = await claim_data_dir(resolve_data_dir(store.prefs.data_path), _tell_user)
+    if isinstance(lock, int):
+        return lock
+    try:
+        app = DesktopApp(store)
+        _stop_on_signals(app)
+        await app.run(minimised=True if args.minimised else None)
+    finally:
+        lock.release()
     return 0
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.test_cli import POOLNET, environment, free_port
@@ -212,3 +213,28 @@ def test_the_host_killed_mid_batch_resumes_and_every_result_is_recorded_once(
     results = pool.host_dir / "tasks" / "results" / task_id
     for shard in range(24):
         assert (results / str(shard) / "out" / "n.txt").read_text() == f"{shard}\n"
+
+
+def test_a_second_poolnet_on_a_members_data_folder_is_refused_and_leaves_the_first_running(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """Two instances on one data folder used to displace each other, and the second wiped the
+    first's work folder under its running shards."""
+    manifest = write_manifest(tmp_path / "long", "long", 'command = ["sleep", "60"]\nshards = 2\n')
+    task_id = pool.run("submit", str(manifest)).stdout.strip()
+    wait_until(lambda: any(t["id"] == task_id and t["running"] == 2 for t in pool.tasks()), "both shards running")
+    members = {name: next(p for p in pool.processes if name in p.args) for name in ("alpha", "beta")}
+    name, first = next((n, p) for n, p in members.items() if psutil.Process(p.pid).children(recursive=True))
+    sleepers = [c for c in psutil.Process(first.pid).children(recursive=True) if c.name() == "sleep"]
+    assert sleepers
+
+    second = subprocess.run(
+        [*POOLNET, "join", pool.url, "--no-discovery", "--data-dir", str(pool.home / name)],
+        env=environment(pool.home), capture_output=True, text=True, timeout=30,
+    )
+    assert second.returncode == 1
+    assert f"poolnet join (process {first.pid}) is already sharing this computer" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.poll() is None and all(s.is_running() for s in sleepers)
+    assert [t["running"] for t in pool.tasks() if t["id"] == task_id] == [2]
+    pool.run("cancel", task_id)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from pathlib import Path
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
-from poolnet_desktop.commands.running import addresses_to_show, run_service, until_signalled
+from poolnet_desktop.commands.running import addresses_to_show, hold_data_dir, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -35,6 +36,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
+    lock = hold_data_dir(data_dir, "poolnet host")
+    if lock is None:
+        return 1
+    try:
+        return _serve(args, data_dir)
+    finally:
+        lock.release()
+
+
+def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     host = PoolHost(
         HostOptions(
             data_dir=data_dir,

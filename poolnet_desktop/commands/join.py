@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import socket
 import sys
+from pathlib import Path
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
-from poolnet_desktop.commands.running import run_service, until_signalled
+from poolnet_desktop.commands.running import hold_data_dir, run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
@@ -49,6 +50,16 @@ async def single_pool_on_lan(settings: DiscoverySettings, wait: float = 3.0) -> 
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
+    lock = hold_data_dir(data_dir, "poolnet join")
+    if lock is None:
+        return 1
+    try:
+        return _share(args, data_dir)
+    finally:
+        lock.release()
+
+
+def _share(args: argparse.Namespace, data_dir: Path) -> int:
     settings = discovery_settings(args)
     url = args.url
     if url is None and not (data_dir / "membership.json").exists():

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from poolnet_desktop.runtime.discovery import lan_ipv4_addresses
+from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock
 
 try:
     import uvloop
@@ -25,6 +28,16 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
     """
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop is not None else None) as runner:
         runner.run(main)
+
+
+def hold_data_dir(data_dir: Path, program: str) -> InstanceLock | None:
+    """This process's claim on ``data_dir`` (see ``instance_lock``); None, after saying who
+    holds it, when another PoolNet already shares this computer from there."""
+    try:
+        return InstanceLock(data_dir, program).acquire()
+    except AlreadyRunning as exc:
+        print(f"poolnet: {exc}; stop it first, or give another --data-dir", file=sys.stderr)
+        return None
 
 
 async def until_signalled(

@@ -161,6 +161,11 @@ class PoolBridge(QObject):
     # ---- what the window reads ---------------------------------------------------------------
 
     @property
+    def data_dir(self) -> Path:
+        """This instance's data folder (its identity, stores and results)."""
+        return self._data_dir
+
+    @property
     def results_dir(self) -> Path:
         return self._data_dir / "results"
 

@@ -21,10 +21,11 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from poolnet_desktop.app import DesktopApp
+from poolnet_desktop.app import WINDOW, DesktopApp, claim_data_dir
 from poolnet_desktop.gui.bridge import DiscoverySettings
 from poolnet_desktop.gui.pool_model import Resource
 from poolnet_desktop.gui.settings_model import SettingsStore
+from poolnet_desktop.runtime.instance_lock import InstanceLock
 
 OFF = DiscoverySettings(enabled=False)
 
@@ -231,3 +232,42 @@ async def test_closing_the_window_without_a_tray_quits_and_everything_stops(tmp_
         await wait_for(lambda: desktop.bridge.host is None and desktop.bridge.member is None)
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_second_window_on_the_same_data_folder_brings_the_first_to_the_front(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        held = InstanceLock(desktop.bridge.data_dir, WINDOW).acquire()  # as the first window's main() holds it
+        try:
+            desktop.window.hide()
+            second = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "poolnet_desktop.app", "--settings", str(tmp_path / "second.ini"),
+                "--data-dir", str(desktop.bridge.data_dir), "--no-discovery",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+            )
+            try:
+                async with asyncio.timeout(60):
+                    out, err = await second.communicate()
+            finally:
+                if second.returncode is None:  # it would have opened a second window
+                    second.kill()
+                    await second.wait()
+            assert second.returncode == 0, err.decode()
+            assert "brought to the front" in out.decode()
+            await wait_for(desktop.window.isVisible, timeout=5)
+        finally:
+            held.release()
+
+
+async def test_a_window_started_beside_poolnet_join_says_who_shares_this_computer(tmp_path: Path) -> None:
+    held = InstanceLock(tmp_path, "poolnet join").acquire()
+    told: list[str] = []
+    try:
+        assert await claim_data_dir(tmp_path, told.append) == 1
+    finally:
+        held.release()
+    assert told == [f"poolnet join (process {os.getpid()}) is already sharing this computer from {tmp_path}."
+                    " Stop it first, or start the window with another data folder (--data-dir)."]
+    claimed = await claim_data_dir(tmp_path, told.append)
+    assert isinstance(claimed, InstanceLock)
+    claimed.release()

@@ -238,3 +238,19 @@ def test_a_second_poolnet_on_a_members_data_folder_is_refused_and_leaves_the_fir
     assert first.poll() is None and all(s.is_running() for s in sleepers)
     assert [t["running"] for t in pool.tasks() if t["id"] == task_id] == [2]
     pool.run("cancel", task_id)
+
+
+def test_logs_of_several_shards_come_as_whole_lines_labelled_by_shard(pool: Pool, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "halves", "halves", """
+        command = "printf 'start-{shard} '; sleep 0.3; printf 'end-{shard}\\\\nno newline'"
+        shell = true
+        shards = 3
+    """)
+    result = pool.run("submit", str(manifest), "--wait")
+    assert result.returncode == 0, result.stderr
+    task_id = result.stdout.split(":")[0]
+    logs = pool.run("logs", task_id)
+    assert sorted(logs.stdout.splitlines()) == sorted(
+        [f"[{n}] start-{n} end-{n}" for n in range(3)] + [f"[{n}] no newline" for n in range(3)]
+    )
+    assert pool.run("logs", task_id, "--shard", "1").stdout == "start-1 end-1\nno newline"

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -151,16 +152,28 @@ def _change(
 
 
 def run_logs(args: argparse.Namespace) -> int:
+    """A task's output: one shard's as it was written, or every shard's as whole lines, each
+    labelled ``[N]`` with its shard (chunks of several shards interleave mid-line)."""
+    joiner = LineJoiner()
+
+    def write(stream: str, text: str) -> None:
+        out = sys.stdout if stream == "stdout" else sys.stderr
+        out.write(text)
+        out.flush()
+
     def show(output: ShardOutput) -> None:
         if args.json:
             print(json.dumps(msgspec.to_builtins(output)), flush=True)
+        elif args.shard is not None:
+            write(output.stream, output.data)
         else:
-            stream = sys.stdout if output.stream == "stdout" else sys.stderr
-            stream.write(output.data)
-            stream.flush()
+            for line in joiner.feed(output.shard.shard, output.stream, output.data):
+                write(line.stream, line.labelled())
 
     async def conversation(client: TaskClient) -> int:
         await client.logs(args.task_id, show, shard=args.shard, follow=args.follow)
+        for line in joiner.rest():
+            write(line.stream, line.labelled())
         return 0
 
     return _talk(args, conversation)

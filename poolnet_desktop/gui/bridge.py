@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, Signal
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from poolnet_desktop.commands.running import addresses_to_show
+from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
@@ -519,24 +520,20 @@ class PoolBridge(QObject):
         except LINK_ERRORS as exc:
             self.task_log.emit(task_id, f"[cannot read the log: {_describe(exc)}]\n")
             return
+        joiner = LineJoiner()
+
+        def show(output: ShardOutput) -> None:
+            if lines := joiner.feed(output.shard.shard, output.stream, output.data):
+                self.task_log.emit(task_id, "".join(line.labelled() for line in lines))
+
         try:
-            partial: dict[tuple[int, str], str] = {}
-            await TaskClient(link).logs(task_id, lambda out: self._log_output(task_id, out, partial), follow=True)
-            tails = "".join(f"[{shard}] {text}\n" for (shard, _), text in partial.items() if text)
-            if tails:
-                self.task_log.emit(task_id, tails)
+            await TaskClient(link).logs(task_id, show, follow=True)
+            if tails := joiner.rest():
+                self.task_log.emit(task_id, "".join(line.labelled() for line in tails))
         except LINK_ERRORS as exc:
             self.task_log.emit(task_id, f"[log ended: {_describe(exc)}]\n")
         finally:
             await link.close()
-
-    def _log_output(self, task_id: str, output: ShardOutput, partial: dict[tuple[int, str], str]) -> None:
-        """Emit whole lines, each prefixed by its shard; output arrives in arbitrary chunks,
-        so the unfinished tail of each shard's stream waits in ``partial``."""
-        key = (output.shard.shard, output.stream)
-        *lines, partial[key] = (partial.get(key, "") + output.data).split("\n")
-        if lines:
-            self.task_log.emit(task_id, "".join(f"[{key[0]}] {line}\n" for line in lines))
 
     # ---- owning tasks ------------------------------------------------------------------------
 

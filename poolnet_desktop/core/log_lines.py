@@ -1,0 +1,41 @@
+"""A task's output as whole lines labelled by shard, from chunks that arrive in any order.
+
+Shards stream their stdout and stderr in chunks that split lines anywhere, and the chunks of
+several shards interleave. Shown as they come, one shard's text lands in the middle of
+another's line. ``LineJoiner`` keeps each (shard, stream)'s unfinished tail until its newline
+comes, so every reader (the window's log, ``poolnet logs``) shows whole lines, each with the
+shard it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLine:
+    """One line (without its newline) of one shard's ``stream``."""
+
+    shard: int
+    stream: str
+    text: str
+
+    def labelled(self) -> str:
+        return f"[{self.shard}] {self.text}\n"
+
+
+class LineJoiner:
+    """Feed chunks with ``feed``; at the end, ``rest`` gives the tails that had no newline."""
+
+    def __init__(self) -> None:
+        self._partial: dict[tuple[int, str], str] = {}
+
+    def feed(self, shard: int, stream: str, data: str) -> list[ShardLine]:
+        key = (shard, stream)
+        *lines, self._partial[key] = (self._partial.get(key, "") + data).split("\n")
+        return [ShardLine(shard, stream, line) for line in lines]
+
+    def rest(self) -> list[ShardLine]:
+        tails = [ShardLine(shard, stream, text) for (shard, stream), text in self._partial.items() if text]
+        self._partial.clear()
+        return tails

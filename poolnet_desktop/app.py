@@ -32,7 +32,7 @@ from poolnet_desktop.gui.main_window import MainWindow, open_folder  # noqa: E40
 from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import install_theme  # noqa: E402
 from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
-from poolnet_desktop.logs import configure_logging  # noqa: E402
+from poolnet_desktop.logs import configure_logging, log_to_file  # noqa: E402
 from poolnet_desktop.runtime.datadir import resolve_data_dir  # noqa: E402
 from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock, ask_to_show, listen_for_show  # noqa: E402
 
@@ -132,9 +132,11 @@ async def _run(args: argparse.Namespace) -> int:
         store.update(data_dir=str(Path(args.data_dir).expanduser().resolve()))
     if args.no_discovery:
         store.update(discovery=False)
-    lock = await claim_data_dir(resolve_data_dir(store.prefs.data_path), _tell_user)
+    data_dir = resolve_data_dir(store.prefs.data_path)
+    lock = await claim_data_dir(data_dir, _tell_user)
     if isinstance(lock, int):
         return lock
+    log_to_file(data_dir, WINDOW)
     try:
         app = DesktopApp(store)
         _stop_on_signals(app)

@@ -137,3 +137,11 @@ def test_a_reader_that_stops_early_gets_no_traceback(hosted, tmp_path: Path) -> 
     os.close(writer)
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
     assert result.returncode == 1
+
+
+def test_the_host_keeps_a_log_file_in_its_data_folder(hosted, tmp_path: Path) -> None:
+    process, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    log = tmp_path / "host" / "logs" / "poolnet.log"
+    assert "poolnet host" in log.read_text() and f"(process {process.pid})" in log.read_text()
+    assert log.stat().st_mode & 0o077 == 0 or (tmp_path / "host" / "logs").stat().st_mode & 0o077 == 0

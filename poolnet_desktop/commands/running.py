@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from poolnet_desktop.logs import log_to_file
 from poolnet_desktop.runtime.discovery import lan_ipv4_addresses
 from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock
 
@@ -31,13 +32,16 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
 
 
 def hold_data_dir(data_dir: Path, program: str) -> InstanceLock | None:
-    """This process's claim on ``data_dir`` (see ``instance_lock``); None, after saying who
-    holds it, when another PoolNet already shares this computer from there."""
+    """This process's claim on ``data_dir`` (see ``instance_lock``), logging to its log file
+    from then on; None, after saying who holds it, when another PoolNet already shares this
+    computer from there."""
     try:
-        return InstanceLock(data_dir, program).acquire()
+        lock = InstanceLock(data_dir, program).acquire()
     except AlreadyRunning as exc:
         print(f"poolnet: {exc}; stop it first, or give another --data-dir", file=sys.stderr)
         return None
+    log_to_file(data_dir, program)
+    return lock
 
 
 async def until_signalled(

@@ -41,6 +41,7 @@ from poolnet_desktop.gui.settings_page import SettingsPage
 from poolnet_desktop.gui.tasks_page import TasksPage
 from poolnet_desktop.gui.theme import Theme, theme_for
 from poolnet_desktop.gui.tray import PoolTray, app_icon
+from poolnet_desktop.logs import LOG_FOLDER
 
 PAGES = ("Dashboard", "Devices", "Tasks", "Settings")
 GLYPHS = ("◔", "▣", "≡", "⚙")
@@ -211,6 +212,7 @@ class MainWindow(QMainWindow):
         bridge.results_ready.connect(lambda _task_id, folder: self._open_path(folder))
         bridge.problem.connect(self.show_problem)
         settings.join_requested.connect(bridge.join)
+        settings.open_logs_requested.connect(lambda: self._open_path(bridge.data_dir / LOG_FOLDER))
         settings.approvals.decided.connect(bridge.approve)
         self.prompt.decided.connect(bridge.approve)
         self.devices.forget_requested.connect(bridge.forget_device)

@@ -125,6 +125,7 @@ class SettingsPage(QScrollArea):
     """See the module docstring."""
 
     join_requested = Signal(str, str)  # address, pairing code
+    open_logs_requested = Signal()
 
     def __init__(self, store: SettingsStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -257,6 +258,9 @@ class SettingsPage(QScrollArea):
         section.form.addRow(self.minimised_check)
         section.form.addRow(self.discovery_check)
         section.form.addRow("Data folder", self.data_label)
+        self.logs_button = QPushButton("Open log folder")
+        self.logs_button.clicked.connect(self.open_logs_requested)
+        section.form.addRow("Log", self.logs_button)
         return section
 
     # ---- fed by the bridge -------------------------------------------------------------------

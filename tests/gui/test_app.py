@@ -271,3 +271,9 @@ async def test_a_window_started_beside_poolnet_join_says_who_shares_this_compute
     claimed = await claim_data_dir(tmp_path, told.append)
     assert isinstance(claimed, InstanceLock)
     claimed.release()
+
+
+async def test_open_log_folder_opens_the_data_folders_logs(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        desktop.window.settings.logs_button.click()
+        assert desktop.opened == [tmp_path / "data" / "logs"]

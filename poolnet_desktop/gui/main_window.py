@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QSize, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QFont, QKeySequence, QShowEvent
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QFont, QHideEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -146,7 +146,10 @@ class MainWindow(QMainWindow):
         quit_action.triggered.connect(self.quit_requested)
         self.addAction(quit_action)
         self._connect()
-        self.nav.setCurrentRow(0)
+        geometry, page = store.window_layout()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        self.nav.setCurrentRow(page if 0 <= page < len(PAGES) else 0)
         self._restyle()
         self._show_status()
 
@@ -322,6 +325,11 @@ class MainWindow(QMainWindow):
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange:
             self._restyle()
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802 (Qt's name)
+        """Closed to the tray or quit: either way the next start opens where this one was."""
+        super().hideEvent(event)
+        self.store.save_window_layout(self.saveGeometry(), self.stack.currentIndex())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
         if self.tray.available:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.datadir import default_data_dir
@@ -60,6 +60,8 @@ class Preferences:
 log = logging.getLogger(__name__)
 _DEFAULTS = Preferences()
 _TYPES: dict[str, type] = {f.name: type(getattr(_DEFAULTS, f.name)) for f in fields(Preferences)}
+_GEOMETRY = "window/geometry"
+_PAGE = "window/page"
 
 
 class SettingsStore(QObject):
@@ -88,6 +90,21 @@ class SettingsStore(QObject):
         self._settings.sync()
         self.changed.emit(new)
         return new
+
+    def window_layout(self) -> tuple[QByteArray | None, int]:
+        """Where the window was and which page it showed when it was last hidden (none on a
+        first start). Kept beside the preferences, not among them: nobody sets them by hand."""
+        geometry = self._settings.value(_GEOMETRY)
+        try:
+            page = int(self._settings.value(_PAGE, 0))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            page = 0
+        return (geometry if isinstance(geometry, QByteArray) and not geometry.isEmpty() else None), page
+
+    def save_window_layout(self, geometry: QByteArray, page: int) -> None:
+        self._settings.setValue(_GEOMETRY, geometry)
+        self._settings.setValue(_PAGE, page)
+        self._settings.sync()
 
     def _load(self) -> Preferences:
         values: dict[str, Any] = {}

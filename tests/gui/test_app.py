@@ -277,3 +277,15 @@ async def test_open_log_folder_opens_the_data_folders_logs(tmp_path: Path) -> No
     async with running_desktop(tmp_path) as desktop:
         desktop.window.settings.logs_button.click()
         assert desktop.opened == [tmp_path / "data" / "logs"]
+
+
+async def test_the_window_reopens_where_it_was_on_the_page_it_showed(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        desktop.window.resize(860, 610)  # the offscreen screen is narrow: keep within it
+        desktop.window.nav.setCurrentRow(2)  # Tasks, as a click in the sidebar
+        await asyncio.sleep(0.1)
+    reopened = SettingsStore(QSettings(str(desktop.settings), QSettings.Format.IniFormat))
+    app = DesktopApp(reopened, bind="127.0.0.1", discovery=OFF, open_path=lambda _p: None)
+    assert (app.window.width(), app.window.height()) == (860, 610)
+    assert app.window.stack.currentIndex() == 2 and app.window.title_label.text() == "Tasks"
+    app.window.deleteLater()

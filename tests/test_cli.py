@@ -145,3 +145,25 @@ def test_the_host_keeps_a_log_file_in_its_data_folder(hosted, tmp_path: Path) ->
     log = tmp_path / "host" / "logs" / "poolnet.log"
     assert "poolnet host" in log.read_text() and f"(process {process.pid})" in log.read_text()
     assert log.stat().st_mode & 0o077 == 0 or (tmp_path / "host" / "logs").stat().st_mode & 0o077 == 0
+
+
+def test_commands_find_the_pool_their_data_folder_hosts_or_joined_without_a_url(hosted, tmp_path: Path) -> None:
+    """The host listens on a free port, not 3000: a command without a URL still finds it."""
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    as_owner = poolnet("status", "--json", "--data-dir", str(tmp_path / "host"), home=tmp_path)
+    assert as_owner.returncode == 0, as_owner.stderr
+    member = subprocess.Popen(
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--code", "TEST-CODE", "--data-dir", str(tmp_path / "member"),
+         "--no-discovery", "--name", "second"],
+        env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_status(port, tmp_path, devices=2)
+        as_member = poolnet("tasks", "--json", "--data-dir", str(tmp_path / "member"), home=tmp_path)
+        assert as_member.returncode == 0, as_member.stderr
+        assert poolnet("status", "--url", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "host"),
+                       home=tmp_path).returncode == 0
+    finally:
+        member.send_signal(signal.SIGINT)
+        member.communicate(timeout=20)

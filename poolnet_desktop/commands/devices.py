@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.commands.options import add_pool, pool_url
 from poolnet_desktop.core.protocol import AccessChanged, AccessList, ApproveDevice, ListAccess, RevokeDevice
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
@@ -19,8 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke"])
     parser.add_argument("device_id", nargs="?", help="the device (for approve, deny, revoke)")
     parser.add_argument("--reason", default="", help="why a device is revoked (kept in the audit log)")
-    parser.add_argument("--url", default=DEFAULT_POOL, help="the pool (default this machine's)")
-    add_data_dir(parser)
+    add_pool(parser)
     parser.set_defaults(run=run)
 
 
@@ -31,7 +30,7 @@ async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | A
         "deny": lambda: ApproveDevice(device_id=args.device_id, deny=True),
         "revoke": lambda: RevokeDevice(device_id=args.device_id, reason=args.reason),
     }[args.action]()
-    async with await open_link(args.url, data_dir) as link:
+    async with await open_link(pool_url(args), data_dir) as link:
         await link.send(request)
         async with asyncio.timeout(10):
             return await link.expect(AccessList, AccessChanged)  # type: ignore[no-any-return]

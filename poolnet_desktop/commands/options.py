@@ -1,16 +1,35 @@
-"""Options several subcommands share: the data folder and LAN discovery."""
+"""Options several subcommands share: the pool, the data folder and LAN discovery."""
 
 from __future__ import annotations
 
 import argparse
 
+from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
+from poolnet_desktop.runtime.node import last_pool_url
 
 DEFAULT_POOL = "wss://127.0.0.1:3000/ws"
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where this instance keeps its data and identity (or POOLNET_HOME)")
+
+
+def add_pool(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    """``--url`` (and, with ``positional``, the same as a bare argument, as ``status`` always
+    took it); default: the pool the data folder hosts or joined last."""
+    help_text = "the pool, e.g. 192.168.1.10:3000 (default: the pool this data folder hosts or joined last)"
+    if positional:
+        parser.add_argument("pool", nargs="?", metavar="URL", help=help_text)
+    parser.add_argument("--url", help=help_text)
+    add_data_dir(parser)
+
+
+def pool_url(args: argparse.Namespace) -> str:
+    """The pool a command talks to: as given, else the data folder's own, else this machine's
+    default port."""
+    given = args.url or getattr(args, "pool", None)
+    return given or last_pool_url(resolve_data_dir(args.data_dir)) or DEFAULT_POOL
 
 
 def add_discovery(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.commands.options import add_pool, pool_url
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.units import format_mb
@@ -27,9 +27,8 @@ from poolnet_desktop.runtime.link import open_link
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("status", help="show the pool's devices and totals")
-    parser.add_argument("url", nargs="?", default=DEFAULT_POOL, help="the pool (default this machine's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    add_data_dir(parser)
+    add_pool(parser, positional=True)
     parser.set_defaults(run=run)
 
 
@@ -60,13 +59,14 @@ async def observed_status(url: str, data_dir: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    url = pool_url(args)
     try:
-        if args.url.startswith("http://"):
-            status = rest_status(args.url)
+        if url.startswith("http://"):
+            status = rest_status(url)
         else:
-            status = asyncio.run(observed_status(args.url, resolve_data_dir(args.data_dir)))
+            status = asyncio.run(observed_status(url, resolve_data_dir(args.data_dir)))
     except Exception as exc:  # every way of not reaching a pool ends in the same advice
-        print(f"poolnet: cannot read the pool at {args.url}: {exc}", file=sys.stderr)
+        print(f"poolnet: cannot read the pool at {url}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(status, indent=2))

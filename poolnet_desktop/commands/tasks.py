@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.commands.options import add_pool, pool_url
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
@@ -59,17 +59,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
-    parser.add_argument("--url", default=DEFAULT_POOL, help="the pool (default this machine's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    add_data_dir(parser)
+    add_pool(parser)
     parser.set_defaults(run=run)
 
 
 def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitable[int]]) -> int:
     """Open the link, run one conversation, and turn refusals into a message and exit 1."""
 
+    url = pool_url(args)
+
     async def main() -> int:
-        async with await open_link(args.url, resolve_data_dir(args.data_dir)) as link:
+        async with await open_link(url, resolve_data_dir(args.data_dir)) as link:
             return await conversation(TaskClient(link))
 
     try:
@@ -77,7 +78,7 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
     except OSError as exc:
-        print(f"poolnet: cannot reach the pool at {args.url}: {exc}", file=sys.stderr)
+        print(f"poolnet: cannot reach the pool at {url}: {exc}", file=sys.stderr)
     return 1
 
 

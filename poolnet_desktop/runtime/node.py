@@ -47,6 +47,19 @@ def _write_json(path: Path, data: dict) -> None:
     write_private_file(path, json.dumps(data, indent=2).encode())
 
 
+HOSTING_FILE = "hosting.json"
+MEMBERSHIP_FILE = "membership.json"
+
+
+def last_pool_url(data_dir: Path) -> str | None:
+    """The pool this data folder's commands mean by default: the one it hosts while it does
+    (on its real port), else the one it joined last; None if neither."""
+    for name in (HOSTING_FILE, MEMBERSHIP_FILE):
+        if isinstance(url := _read_json(data_dir / name).get("url"), str) and url:
+            return url
+    return None
+
+
 def load_pool_identity(data_dir: Path, name: str | None) -> tuple[str, str]:
     """The pool's stable id and its name (kept in ``pool.json``; a new ``name`` replaces it)."""
     path = data_dir / "pool.json"
@@ -139,6 +152,7 @@ class PoolHost:
         self.access = PoolAccess(self.coordinator, authenticator, self._store)
         await self.access.trust_owner(self.identity.device_id, socket.gethostname(), self.identity.public_key_b64)
         await self.server.start()
+        _write_json(self.options.data_dir / HOSTING_FILE, {"url": self.local_url, "poolId": config.pool_id})
         if self.legacy_server is not None:
             await self.legacy_server.start()
         self.coordinator.start()
@@ -164,6 +178,7 @@ class PoolHost:
         await self.coordinator.stop()
         await self.metrics.stop()
         await self.server.stop()
+        (self.options.data_dir / HOSTING_FILE).unlink(missing_ok=True)
         if self.legacy_server is not None:
             await self.legacy_server.stop()
         await self.tasks.stop()
@@ -209,7 +224,7 @@ class Member:
 
     def __init__(self, options: MemberOptions) -> None:
         self.options = options
-        self._membership_path = options.data_dir / "membership.json"
+        self._membership_path = options.data_dir / MEMBERSHIP_FILE
         membership = self._membership = _read_json(self._membership_path)
         url = options.url or membership.get("url")
         if not url:

@@ -7,7 +7,8 @@ members join it from this process with their own identities (named "render-box" 
 "anna-laptop"; they report this machine's resources), the example task ``resources/examples/
 sweep`` is dropped on the Tasks tab as a real QDropEvent and runs to the end, and the charts
 collect ``--seconds`` of real samples. Writes ``{dashboard,devices,tasks,settings}-{light,dark}.png``
-to OUT_DIR (default ``docs/screenshots``). Everything lives in a temporary folder, removed after.
+to OUT_DIR (default ``docs/screenshots``), and first ``first-start-light.png``: the window of a
+computer in no pool yet, showing itself. Everything lives in a temporary folder, removed after.
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ def drop(widget, paths: list[Path]) -> None:  # noqa: ANN001 (any QWidget)
     args = (Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, QDragEnterEvent(QPoint(20, 20), *args))
     QApplication.sendEvent(widget, QDropEvent(QPointF(20, 20), *args))
+
+
+async def capture_first_start(out: Path, scratch: Path) -> None:
+    """The window as a new user first sees it: this computer alone, live, and the two ways in."""
+    store = SettingsStore(QSettings(str(scratch / "first.ini"), QSettings.Format.IniFormat))
+    store.update(discovery=False, data_dir=str(scratch / "first"), device_name="workstation")
+    app = DesktopApp(store, bind="127.0.0.1", discovery=OFF, open_path=lambda _path: None)
+    app.window.resize(1280, 820)
+    running = asyncio.create_task(app.run(minimised=False))
+    try:
+        await until(lambda: app.window.model.totals.devices == 1, 20, "this computer's figures")
+        await asyncio.sleep(8)  # a few samples on the charts
+        app.window.ensure_charts().refresh()
+        path = out / "first-start-light.png"
+        app.window.grab().save(str(path))
+        print(path)
+    finally:
+        app.quit()
+        await running
 
 
 async def capture(qt: QApplication, out: Path, seconds: float, scratch: Path) -> None:
@@ -112,6 +132,7 @@ def main() -> None:
     assert isinstance(qt, QApplication)
     with tempfile.TemporaryDirectory(prefix="poolnet-shots-") as scratch, \
             asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(qt)) as runner:
+        runner.run(capture_first_start(args.out, Path(scratch)))
         runner.run(capture(qt, args.out, args.seconds, Path(scratch)))
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import sys
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from PySide6.QtCore import QObject, Signal
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from poolnet_desktop.commands.running import addresses_to_show
+from poolnet_desktop.core.devices import DeviceView, iso8601, pool_totals
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError
@@ -37,6 +41,7 @@ from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, normalise_pool_url
+from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.task_client import ENDED, TaskClient
 from poolnet_desktop.runtime.task_files import load_task
 from poolnet_desktop.runtime.tls import InsecureConnection
@@ -51,6 +56,7 @@ LINK_ERRORS = (
 
 
 SUBMIT_WAIT = 15.0  # seconds a submission waits for the pool link before giving up
+THIS_COMPUTER = "this-computer"  # the device id of this computer shown alone, before any pool
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class PoolBridge(QObject):
     """See the module docstring. ``bind`` and ``discovery`` let tests stay on loopback."""
 
     pool_state = Signal(object)  # PoolState, from the observer link
-    link_changed = Signal(str, str)  # "connected" | "connecting" | "offline", detail
+    link_changed = Signal(str, str)  # "connected" | "connecting" | "offline" | "none" (no pool), detail
     member_changed = Signal(str, str)  # AgentState value or "none", detail
     host_changed = Signal(object)  # HostInfo | None
     approvals_changed = Signal(list)  # list[PendingApproval]
@@ -127,6 +133,7 @@ class PoolBridge(QObject):
         discovery: DiscoverySettings | None = None,
         task_poll_interval: float = 2.0,
         activity_interval: float = 5.0,
+        preview_interval: float = 1.0,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -142,6 +149,8 @@ class PoolBridge(QObject):
         self._member_task: asyncio.Task[None] | None = None
         self._code: str | None = None
         self._observer: asyncio.Task[None] | None = None
+        self._preview: asyncio.Task[None] | None = None
+        self._preview_interval = preview_interval
         self._link: PoolLink | None = None
         self._connected = asyncio.Event()  # set while the observer link is open
         self._task_link: PoolLink | None = None
@@ -291,8 +300,9 @@ class PoolBridge(QObject):
                 await self._start_host(prefs)
             url = self._host.local_url if self._host is not None else prefs.pool_address or None
             if url is None:
-                self.member_changed.emit("none", "not in a pool: host one, or join one below")
-                self.link_changed.emit("offline", "not in a pool")
+                self.member_changed.emit("none", "host one here, or join one")
+                self.link_changed.emit("none", "")
+                self._preview = self._spawn(self._show_this_computer())
                 return
             await self._start_member(url, prefs)
 
@@ -340,12 +350,32 @@ class PoolBridge(QObject):
         self._member_task = self._spawn(member.run())
         self._observer = self._spawn(self._observe())
 
+    async def _show_this_computer(self) -> None:
+        """Until this computer is in a pool, the window shows it alone, live: its own card and
+        charts, not a dashboard of zeros. Each sample is a full snapshot of one device, so the
+        pool's first snapshot replaces it once this computer joins."""
+        sampler = ResourceSampler(self._data_dir)
+        try:
+            for seq in itertools.count():
+                resources = await asyncio.to_thread(sampler.sample, self._prefs.limits)
+                device = DeviceView(
+                    id=THIS_COMPUTER, name=f"{self._prefs.device_name} (this computer, not in a pool)",
+                    platform=sys.platform, ip_address="127.0.0.1", last_seen=iso8601(time.time()),
+                    is_online=True, resources=resources, accept_tasks=False,
+                )
+                self.pool_state.emit(
+                    PoolState(seq=seq, full=True, devices=[device], removed=[], pool=pool_totals([resources]))
+                )
+                await asyncio.sleep(self._preview_interval)
+        finally:
+            sampler.close()
+
     async def _stop_member(self) -> None:
-        for task in (self._observer, self._log_follower):
+        for task in (self._preview, self._observer, self._log_follower):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._observer = self._log_follower = None
+        self._preview = self._observer = self._log_follower = None
         await self._close_task_link()
         member, running = self._member, self._member_task
         self._member = self._member_task = None

@@ -35,6 +35,7 @@ from poolnet_desktop.gui.approvals import ApprovalPrompt
 from poolnet_desktop.gui.bridge import PoolBridge
 from poolnet_desktop.gui.charts import ResourceCharts
 from poolnet_desktop.gui.devices_view import DevicesView
+from poolnet_desktop.gui.get_started import GetStartedPanel
 from poolnet_desktop.gui.pool_model import PoolModel
 from poolnet_desktop.gui.settings_model import SettingsStore
 from poolnet_desktop.gui.settings_page import SettingsPage
@@ -114,6 +115,8 @@ class MainWindow(QMainWindow):
         self.dashboard = QWidget()
         self._dashboard_layout = QVBoxLayout(self.dashboard)
         self._dashboard_layout.setContentsMargins(16, 12, 16, 16)
+        self.get_started = GetStartedPanel()
+        self._dashboard_layout.addWidget(self.get_started)
         self.devices = DevicesView(self.model)
         self.tasks = TasksPage(self._device_name)
         self.settings = SettingsPage(store)
@@ -203,6 +206,9 @@ class MainWindow(QMainWindow):
         bridge.pool_state.connect(self.apply_state)
         bridge.link_changed.connect(self._on_link)
         bridge.member_changed.connect(settings.show_member)
+        bridge.member_changed.connect(lambda state, _detail: self.get_started.setVisible(state == "none"))
+        self.get_started.host_requested.connect(lambda: self.store.update(host_pool=True))
+        self.get_started.join_requested.connect(self._ask_where_to_join)
         bridge.host_changed.connect(settings.show_host)
         bridge.approvals_changed.connect(self._on_approvals)
         bridge.pools_found.connect(settings.show_pools)
@@ -260,6 +266,10 @@ class MainWindow(QMainWindow):
 
     # ---- reactions ---------------------------------------------------------------------------
 
+    def _ask_where_to_join(self) -> None:
+        self.show_page(PAGES.index("Settings"))
+        self.settings.address_edit.setFocus()
+
     def _device_name(self, device_id: str) -> str:
         device = self.model.device(device_id)
         return device.name if device is not None else device_id[:10]
@@ -301,6 +311,8 @@ class MainWindow(QMainWindow):
             status = f"{online} device{'s' if online != 1 else ''} online"
         elif state == "connecting":
             link, status = "○ connecting…", "Connecting to the pool"
+        elif state == "none":
+            link, status = "○ not in a pool", "This computer is in no pool yet"
         else:
             link, status = "○ offline", detail or "Not connected"
         if self._paused:

@@ -289,3 +289,26 @@ async def test_the_window_reopens_where_it_was_on_the_page_it_showed(tmp_path: P
     assert (app.window.width(), app.window.height()) == (860, 610)
     assert app.window.stack.currentIndex() == 2 and app.window.title_label.text() == "Tasks"
     app.window.deleteLater()
+
+
+async def test_a_first_start_shows_this_computer_live_and_hosting_takes_it_into_the_pool(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        window = desktop.window
+        await wait_for(lambda: device_named(desktop, "this-box (this computer, not in a pool)") is not None)
+        alone = device_named(desktop, "this-box (this computer, not in a pool)")
+        assert alone.resources.cpu_cores > 0 and alone.resources.memory_total > 0
+        assert window.model.totals.total_cpu_cores == alone.resources.cpu_cores
+        assert window.get_started.isVisible()
+        assert window.link_label.text() == "○ not in a pool"
+
+        window.get_started.host_button.click()
+        await wait_for(lambda: desktop.bridge.host is not None and device_named(desktop, "this-box") is not None)
+        assert not window.get_started.isVisible()
+        assert device_named(desktop, "this-box (this computer, not in a pool)") is None
+        assert desktop.app.store.prefs.host_pool
+
+
+async def test_join_a_pool_from_the_first_start_goes_to_the_address_field(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        desktop.window.get_started.join_button.click()
+        assert desktop.window.stack.currentWidget() is desktop.window.settings

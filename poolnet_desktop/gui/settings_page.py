@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from poolnet_desktop.gui.autostart import Autostart
 from poolnet_desktop.gui.approvals import ApprovalsPanel
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
 from poolnet_desktop.gui.theme import theme_for
@@ -127,9 +128,10 @@ class SettingsPage(QScrollArea):
     join_requested = Signal(str, str)  # address, pairing code
     open_logs_requested = Signal()
 
-    def __init__(self, store: SettingsStore, parent: QWidget | None = None) -> None:
+    def __init__(self, store: SettingsStore, autostart: Autostart | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._store = store
+        self._autostart = autostart if autostart is not None else Autostart()
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         content = QWidget()
@@ -248,6 +250,9 @@ class SettingsPage(QScrollArea):
 
     def _app_section(self) -> Section:
         section = Section("App")
+        self.login_check = QCheckBox("Start PoolNet when I log in")
+        self.login_check.setChecked(self._autostart.enabled())
+        self.login_check.toggled.connect(self._set_autostart)
         self.minimised_check = QCheckBox("Start minimised to the tray")
         self._bind(self.minimised_check.toggled, lambda on: {"start_minimised": on})
         self.discovery_check = QCheckBox("Find pools on the local network (mDNS)")
@@ -255,6 +260,7 @@ class SettingsPage(QScrollArea):
         self.data_label = QLabel()
         self.data_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.data_label.setWordWrap(True)
+        section.form.addRow(self.login_check)
         section.form.addRow(self.minimised_check)
         section.form.addRow(self.discovery_check)
         section.form.addRow("Data folder", self.data_label)
@@ -262,6 +268,15 @@ class SettingsPage(QScrollArea):
         self.logs_button.clicked.connect(self.open_logs_requested)
         section.form.addRow("Log", self.logs_button)
         return section
+
+    def _set_autostart(self, on: bool) -> None:
+        try:
+            self._autostart.set(on)
+        except OSError as exc:
+            self.login_check.blockSignals(True)
+            self.login_check.setChecked(self._autostart.enabled())
+            self.login_check.blockSignals(False)
+            self.login_check.setToolTip(f"Cannot change it: {exc.strerror or exc}")
 
     # ---- fed by the bridge -------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ _SCRIPT_RUNNERS: dict[str, tuple[str, ...]] = {
     ".bat": ("cmd", "/c"),
     ".ps1": ("powershell", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File"),
 }
+SCRIPT_SUFFIXES = tuple(_SCRIPT_RUNNERS)
 
 
 class ManifestError(ValueError):
@@ -232,10 +233,33 @@ _TOP_KEYS = frozenset(
 _RESOURCE_KEYS = frozenset({"cpu", "memory", "gpu", "storage"})
 
 
+def is_manifest_name(name: str) -> bool:
+    """A manifest's file name: ``NAME.pool.toml``, in any case (``Job.POOL.TOML`` too)."""
+    return name.lower().endswith(MANIFEST_SUFFIX)
+
+
+def is_task_name(name: str) -> bool:
+    """A file PoolNet can run as a task, judged by its name: a manifest or a known script."""
+    return is_manifest_name(name) or PurePosixPath(name).suffix.lower() in _SCRIPT_RUNNERS
+
+
+def folder_manifest(folder: str, file_names: Iterable[str]) -> str:
+    """The one manifest among the files directly inside ``folder``, which then stands for the
+    task; a folder with none, or with several (which one was meant?), raises ManifestError
+    naming what it holds. The one rule for a dropped folder, the file dialog and the loader."""
+    found = sorted(name for name in file_names if is_manifest_name(name))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ManifestError(folder, None, f"holds no {MANIFEST_SUFFIX} manifest")
+    shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+    raise ManifestError(folder, None, f"holds {len(found)} manifests ({shown}): choose the one to run")
+
+
 def manifest_stem(source: str) -> str:
     """``"dir/sweep.pool.toml"`` -> ``"sweep"``: the default task name."""
     base = source.replace("\\", "/").rsplit("/", 1)[-1]
-    return base[: -len(MANIFEST_SUFFIX)] if base.endswith(MANIFEST_SUFFIX) else base
+    return base[: -len(MANIFEST_SUFFIX)] if is_manifest_name(base) else base
 
 
 def parse_manifest(text: bytes, source: str) -> ManifestSpec:

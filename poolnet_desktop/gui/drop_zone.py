@@ -23,41 +23,36 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from poolnet_desktop.core.manifest import (
+    MANIFEST_SUFFIX,
+    SCRIPT_SUFFIXES,
+    ManifestError,
+    folder_manifest,
+    is_task_name,
+)
 from poolnet_desktop.gui.theme import theme_for
 
-MANIFEST_SUFFIX = ".pool.toml"
-SCRIPT_SUFFIXES = (".py", ".sh", ".bat", ".ps1")
-WHAT_IS_A_TASK = "drop a .pool.toml manifest, a script, or a folder holding one"
-
-
-def is_task_file(path: Path) -> bool:
-    """A manifest or a script, judged by name (case-insensitive)."""
-    name = path.name.lower()
-    return name.endswith(MANIFEST_SUFFIX) or path.suffix.lower() in SCRIPT_SUFFIXES
+WHAT_IS_A_TASK = f"drop a {MANIFEST_SUFFIX} manifest, a script, or a folder holding one"
 
 
 def task_in(path: Path) -> Path | str:
     """The task file ``path`` stands for, or a message saying why it is not one.
 
-    A folder stands for the one manifest directly inside it; a folder with none, or with
-    several (which one was meant?), is refused with the names it holds.
+    The rule is the loader's (``core.manifest``): a manifest or a known script by its name, or
+    a folder standing for the one manifest directly inside it.
     """
     if path.is_dir():
         try:
-            manifests = sorted(
-                p for p in path.iterdir() if p.name.lower().endswith(MANIFEST_SUFFIX) and p.is_file()
-            )
+            names = [p.name for p in path.iterdir() if p.is_file()]
         except OSError as exc:
             return f"cannot read the folder {path.name}: {exc.strerror or exc}"
-        if len(manifests) == 1:
-            return manifests[0]
-        if not manifests:
-            return f"{path.name} holds no {MANIFEST_SUFFIX} manifest: {WHAT_IS_A_TASK}"
-        names = ", ".join(p.name for p in manifests[:3]) + (", …" if len(manifests) > 3 else "")
-        return f"{path.name} holds {len(manifests)} manifests ({names}): drop the one to run"
+        try:
+            return path / folder_manifest(path.name, names)
+        except ManifestError as exc:
+            return str(exc)
     if not path.exists():
         return f"{path.name} was not found"
-    if path.is_file() and is_task_file(path):
+    if path.is_file() and is_task_name(path.name):
         return path
     return f"{path.name} is not a task: {WHAT_IS_A_TASK}"
 

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poolnet_desktop.core.manifest import (
-    MANIFEST_SUFFIX,
     FileEntry,
     ManifestError,
     ManifestSpec,
     TaskSpec,
     canonical_path,
+    folder_manifest,
+    is_manifest_name,
     parse_manifest,
     script_task,
 )
@@ -61,7 +62,7 @@ def load_task(path: Path) -> LoadedTask:
     manifest_path = _find_manifest(path) if path.is_dir() else path
     source = str(manifest_path)
     try:
-        if manifest_path.name.endswith(MANIFEST_SUFFIX):
+        if is_manifest_name(manifest_path.name):
             manifest = parse_manifest(_read(manifest_path, source), source)
         else:
             if not manifest_path.is_file():
@@ -82,15 +83,14 @@ def load_task(path: Path) -> LoadedTask:
 
 
 def _find_manifest(folder: Path) -> Path:
-    found = sorted(
-        p for p in folder.iterdir() if p.name.endswith(MANIFEST_SUFFIX) and p.is_file()
-    )
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise TaskFileError(
-            str(folder), None, f"a task folder needs exactly one *{MANIFEST_SUFFIX} (found {names})"
-        )
-    return found[0]
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_file()]
+    except OSError as exc:
+        raise TaskFileError(str(folder), None, f"cannot read the folder: {exc.strerror or exc}") from None
+    try:
+        return folder / folder_manifest(str(folder), names)
+    except ManifestError as exc:
+        raise TaskFileError(exc.source, None, exc.message) from None
 
 
 def _read(path: Path, source: str) -> bytes:

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 from pytestqt.qtbot import QtBot
 
 from poolnet_desktop.gui.drop_zone import DropZone, task_in
+from poolnet_desktop.runtime.task_files import load_task
 
 
 def make_zone(qtbot: QtBot) -> DropZone:
@@ -100,12 +101,9 @@ def test_mixed_drop_takes_the_tasks_and_names_the_rest(qtbot: QtBot, tmp_path: P
 
 def test_folders_without_exactly_one_manifest_are_refused(tmp_path: Path) -> None:
     files(tmp_path, "empty/readme.md", "many/a.pool.toml", "many/b.pool.toml")
-    assert task_in(tmp_path / "empty") == (
-        "empty holds no .pool.toml manifest: drop a .pool.toml manifest, a script, or a folder "
-        "holding one"
-    )
+    assert task_in(tmp_path / "empty") == "empty: holds no .pool.toml manifest"
     assert task_in(tmp_path / "many") == (
-        "many holds 2 manifests (a.pool.toml, b.pool.toml): drop the one to run"
+        "many: holds 2 manifests (a.pool.toml, b.pool.toml): choose the one to run"
     )
     assert task_in(tmp_path / "missing.py") == "missing.py was not found"
 
@@ -137,3 +135,13 @@ def test_add_task_button_opens_a_dialog_whose_choice_is_emitted(
     with qtbot.waitSignal(zone.task_files_dropped) as chosen:
         dialog.accept()
     assert chosen.args == [[script]]
+
+
+def test_a_folder_the_drop_zone_takes_is_one_the_loader_takes(tmp_path: Path) -> None:
+    """Job.POOL.TOML used to be taken by the drop zone and refused by the loader."""
+    files(tmp_path, "job/Job.POOL.TOML")
+    (tmp_path / "job" / "Job.POOL.TOML").write_text('command = ["true"]\n')
+    found = task_in(tmp_path / "job")
+    assert found == tmp_path / "job" / "Job.POOL.TOML"
+    assert load_task(tmp_path / "job").spec.name == "Job"
+    assert load_task(found).spec.command == ("true",)

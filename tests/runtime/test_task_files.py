@@ -57,9 +57,9 @@ def test_folder_with_one_manifest(tmp_path: Path) -> None:
     assert load_task(tmp_path / "t").spec.name == "only"
     write(tmp_path / "t" / "second.pool.toml", 'command = ["y"]')
     error = error_of(tmp_path / "t")
-    assert "exactly one *.pool.toml (found only.pool.toml, second.pool.toml)" in str(error)
+    assert "holds 2 manifests (only.pool.toml, second.pool.toml): choose the one to run" in str(error)
     (tmp_path / "empty").mkdir()
-    assert "found none" in str(error_of(tmp_path / "empty"))
+    assert "holds no .pool.toml manifest" in str(error_of(tmp_path / "empty"))
 
 
 def test_script_is_a_one_shard_task_shipping_itself(tmp_path: Path) -> None:

@@ -242,12 +242,17 @@ class PoolBridge(QObject):
         for path in paths:
             self._spawn(self._submit(path))
 
-    def retry(self, task_id: str) -> None:
+    def submit_again(self, task_id: str) -> None:
+        """Submit the file a task came from again, as a new task."""
         source = self._sources.get(task_id)
         if source is None:
-            self.task_problem.emit("only tasks added from this window can be run again from it")
+            self.task_problem.emit("only tasks added from this window can be submitted again from it")
             return
         self._spawn(self._submit(source))
+
+    def retry(self, task_id: str) -> None:
+        """Run the task's failed, cancelled and lost shards again, as ``poolnet retry`` does."""
+        self._spawn(self._task_call(lambda client: client.retry(task_id)))
 
     def cancel(self, task_id: str) -> None:
         self._spawn(self._task_call(lambda client: client.cancel(task_id)))

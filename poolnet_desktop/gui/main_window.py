@@ -227,6 +227,7 @@ class MainWindow(QMainWindow):
         self.devices.forget_requested.connect(bridge.forget_device)
         tasks.submit_requested.connect(bridge.submit)
         tasks.cancel_requested.connect(bridge.cancel)
+        tasks.submit_again_requested.connect(bridge.submit_again)
         tasks.retry_requested.connect(bridge.retry)
         tasks.results_requested.connect(bridge.fetch_results)
         tasks.selected.connect(bridge.follow_log)

@@ -1,7 +1,8 @@
 """The Tasks tab: a drop zone, a table of the pool's tasks, and the selected task's details.
 
 The page holds no connection: it emits what the user asks for (``submit_requested``,
-``cancel_requested``, ``retry_requested``, ``results_requested``, ``selected``) and is fed by
+``cancel_requested``, ``submit_again_requested``, ``retry_requested``, ``results_requested``,
+``selected``) and is fed by
 ``set_tasks`` and ``append_log``. The table model keeps one row per task id and updates rows in
 place, so the selection and the scroll position survive every refresh.
 """
@@ -205,7 +206,8 @@ class TasksPage(QWidget):
 
     submit_requested = Signal(list)  # list[Path]
     cancel_requested = Signal(str)
-    retry_requested = Signal(str)
+    submit_again_requested = Signal(str)  # the whole task anew, from its file
+    retry_requested = Signal(str)  # the same task's failed, cancelled and lost shards
     results_requested = Signal(str)
     selected = Signal(object)  # task id, or None
 
@@ -246,9 +248,13 @@ class TasksPage(QWidget):
         self.detail_label = QLabel()
         self.detail_label.setWordWrap(True)
         self.cancel_button = QPushButton("Cancel")
-        self.retry_button = QPushButton("Run again")
+        self.submit_again_button = QPushButton("Submit again")
+        self.submit_again_button.setToolTip("Submit the task's file again, as a new task")
+        self.retry_button = QPushButton("Retry failed shards")
+        self.retry_button.setToolTip("Run this task's failed, cancelled and lost shards again")
         self.results_button = QPushButton("Open results")
         self.cancel_button.clicked.connect(lambda: self._ask(self.cancel_requested))
+        self.submit_again_button.clicked.connect(lambda: self._ask(self.submit_again_requested))
         self.retry_button.clicked.connect(lambda: self._ask(self.retry_requested))
         self.results_button.clicked.connect(lambda: self._ask(self.results_requested))
         self.log_view = QPlainTextEdit()
@@ -260,7 +266,7 @@ class TasksPage(QWidget):
         self.log_view.setFont(mono)
 
         buttons = QHBoxLayout()
-        for button in (self.cancel_button, self.retry_button, self.results_button):
+        for button in self._task_buttons():
             buttons.addWidget(button)
         buttons.addStretch(1)
         details = QWidget()
@@ -328,6 +334,9 @@ class TasksPage(QWidget):
         if self._current is not None:
             signal.emit(self._current)
 
+    def _task_buttons(self) -> tuple[QPushButton, ...]:
+        return (self.cancel_button, self.submit_again_button, self.retry_button, self.results_button)
+
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         task_id = self.model.task(current.row()).id if current.isValid() else None
         if task_id != self._current:
@@ -338,14 +347,15 @@ class TasksPage(QWidget):
 
     def _update_details(self) -> None:
         task = self.current_task()
-        for button in (self.cancel_button, self.retry_button, self.results_button):
+        for button in self._task_buttons():
             button.setEnabled(task is not None)
         if task is None:
             self.title_label.setText("Select a task to see its log")
             self.detail_label.setText("")
             return
         self.cancel_button.setEnabled(task.state not in ENDED)
-        self.retry_button.setEnabled(task.state in ENDED)
+        self.submit_again_button.setEnabled(task.state in ENDED)
+        self.retry_button.setEnabled(task.state in ENDED and task.succeeded < task.total)
         self.results_button.setEnabled(task.succeeded > 0)
         self.title_label.setText(task.name)
         devices = self.model.devices(task)

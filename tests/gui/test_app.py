@@ -312,3 +312,26 @@ async def test_join_a_pool_from_the_first_start_goes_to_the_address_field(tmp_pa
     async with running_desktop(tmp_path) as desktop:
         desktop.window.get_started.join_button.click()
         assert desktop.window.stack.currentWidget() is desktop.window.settings
+
+
+async def test_retry_failed_shards_reruns_the_task_and_submit_again_makes_a_new_one(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        await desktop.host()
+        await wait_for(lambda: (d := device_named(desktop, "this-box")) is not None and d.is_online)
+        manifest = tmp_path / "flaky.pool.toml"
+        manifest.write_text('command = ["sh", "-c", "exit 3"]\nretries = 0\n[resources]\ncpu = 0.1\n')
+        tasks = desktop.window.tasks
+        drop_files(tasks.drop_zone, [manifest])
+        await wait_for(lambda: any(t.name == "flaky" and t.state == "failed" for t in tasks.model.tasks), 60)
+        task = next(t for t in tasks.model.tasks if t.name == "flaky")
+        tasks.select_task(task.id)
+        assert tasks.retry_button.isEnabled() and tasks.submit_again_button.isEnabled()
+        held = desktop.bridge.host.tasks.tasks[task.id]  # the coordinator's own record
+        assert held.shards[0].attempt == 1
+
+        tasks.retry_button.click()
+        await wait_for(lambda: held.shards[0].attempt == 2 and held.state.value == "failed", 30)
+        assert [t.name for t in tasks.model.tasks].count("flaky") == 1
+
+        tasks.submit_again_button.click()
+        await wait_for(lambda: [t.name for t in tasks.model.tasks].count("flaky") == 2, 30)

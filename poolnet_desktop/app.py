@@ -33,7 +33,7 @@ from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import install_theme  # noqa: E402
 from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
 from poolnet_desktop.logs import configure_logging, log_to_file  # noqa: E402
-from poolnet_desktop.runtime.datadir import resolve_data_dir  # noqa: E402
+from poolnet_desktop.runtime.datadir import DataDirError, resolve_data_dir  # noqa: E402
 from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock, ask_to_show, listen_for_show  # noqa: E402
 
 WINDOW = "the PoolNet window"
@@ -132,7 +132,11 @@ async def _run(args: argparse.Namespace) -> int:
         store.update(data_dir=str(Path(args.data_dir).expanduser().resolve()))
     if args.no_discovery:
         store.update(discovery=False)
-    data_dir = resolve_data_dir(store.prefs.data_path)
+    try:
+        data_dir = resolve_data_dir(store.prefs.data_path)
+    except DataDirError as exc:
+        print(f"poolnet-desktop: {exc}", file=sys.stderr)
+        return 2
     lock = await claim_data_dir(data_dir, _tell_user)
     if isinstance(lock, int):
         return lock

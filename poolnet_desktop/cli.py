@@ -10,6 +10,7 @@ import sys
 from poolnet_desktop import __version__
 from poolnet_desktop.commands import devices, host, join, status, tasks
 from poolnet_desktop.logs import configure_logging
+from poolnet_desktop.runtime.datadir import DataDirError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 0
+    except DataDirError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader went away (`poolnet devices | head`): the rest has nowhere to go.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

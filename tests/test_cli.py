@@ -167,3 +167,21 @@ def test_commands_find_the_pool_their_data_folder_hosts_or_joined_without_a_url(
     finally:
         member.send_signal(signal.SIGINT)
         member.communicate(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["host", "--port", "70000"], "a port is 0 to 65535, not 70000"),
+        (["host", "--port", "web"], "not a port number: 'web'"),
+        (["status", "--data-dir", "{file}"], "cannot use the data folder {file}"),
+        (["join", "127.0.0.1:1", "--data-dir", "{file}/sub"], "cannot use the data folder {file}/sub"),
+    ],
+)
+def test_an_invalid_option_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("a file, not a folder")
+    result = poolnet(*(a.format(file=not_a_folder) for a in args), home=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message.format(file=not_a_folder) in result.stderr.strip().splitlines()[-1]  # after argparse's usage

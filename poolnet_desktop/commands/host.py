@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
+from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings, port_number
 from poolnet_desktop.commands.running import addresses_to_show, hold_data_dir, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
@@ -17,7 +17,7 @@ from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, Poo
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("host", help="host a pool here (and share this machine in it)")
-    parser.add_argument("--port", type=int, default=3000, help="port for members, wss:// (default 3000)")
+    parser.add_argument("--port", type=port_number, default=3000, help="port for members, wss:// (default 3000)")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")
     parser.add_argument("--name", help="the pool's name, shown to members")
     parser.add_argument("--pairing-code", metavar="CODE", help="the code members join with (default: a random one)")
@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let seed-protocol clients observe the pool over plain ws:// on --legacy-port",
     )
-    parser.add_argument("--legacy-port", type=int, default=3001, help="port for seed clients (default 3001)")
+    parser.add_argument("--legacy-port", type=port_number, default=3001, help="port for seed clients (default 3001)")
     parser.add_argument("--legacy-tasks", action="store_true", help="let seed clients run commands (task_submit)")
     parser.add_argument("--no-member", action="store_true", help="coordinate only; do not share this machine")
     add_data_dir(parser)

@@ -11,6 +11,17 @@ from poolnet_desktop.runtime.node import last_pool_url
 DEFAULT_POOL = "wss://127.0.0.1:3000/ws"
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535; else one clear line, exit 2."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where this instance keeps its data and identity (or POOLNET_HOME)")
 

@@ -39,6 +39,7 @@ from poolnet_desktop.runtime.auth import AuthRefused, PendingApproval
 from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
+from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, normalise_pool_url
 from poolnet_desktop.runtime.sampler import ResourceSampler
@@ -67,6 +68,7 @@ class HostInfo:
     port: int
     addresses: tuple[str, ...]
     pairing_code: str | None
+    fingerprint: str  # the host's certificate, as members pin it
 
     @property
     def join_address(self) -> str:
@@ -169,6 +171,11 @@ class PoolBridge(QObject):
         store.changed.connect(self._on_prefs_changed)
 
     # ---- what the window reads ---------------------------------------------------------------
+
+    @property
+    def device_id(self) -> str:
+        """This computer's device id in a pool it joins, for the owner to compare."""
+        return Identity.load_or_create(self._data_dir).device_id
 
     @property
     def data_dir(self) -> Path:
@@ -328,7 +335,8 @@ class PoolBridge(QObject):
         self._host = host
         addresses = tuple(addresses_to_show(self._bind))
         self.host_changed.emit(
-            HostInfo(host.coordinator.config.pool_name, host.server.port, addresses, host.pairing_code)
+            HostInfo(host.coordinator.config.pool_name, host.server.port, addresses, host.pairing_code,
+                     host.identity.cert_fingerprint)
         )
 
     async def _stop_host(self) -> None:

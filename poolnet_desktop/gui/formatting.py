@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from poolnet_desktop.core.auth import DEVICE_ID_PREFIX
 from poolnet_desktop.core.units import format_mb
 
 _PLATFORMS = {
@@ -81,3 +82,11 @@ def ago(iso_timestamp: str, now_wall: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600:.0f} h ago"
     return f"{seconds // 86400:.0f} d ago"
+
+
+def for_reading_aloud(text: str, size: int = 4) -> str:
+    """A device id or fingerprint in groups of ``size``, to compare with another screen or
+    over the phone (as Syncthing shows device ids): ``pn-abcd efgh ...``, ``A1B2 C3D4 ...``."""
+    prefix = DEVICE_ID_PREFIX if text.startswith(DEVICE_ID_PREFIX) else ""
+    body = text[len(prefix):] if prefix else text.upper()
+    return prefix + " ".join(body[i : i + size] for i in range(0, len(body), size))

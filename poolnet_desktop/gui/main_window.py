@@ -221,6 +221,7 @@ class MainWindow(QMainWindow):
         bridge.results_ready.connect(lambda _task_id, folder: self._open_path(folder))
         bridge.problem.connect(self.show_problem)
         settings.join_requested.connect(bridge.join)
+        settings.show_device_id(bridge.device_id)
         settings.open_logs_requested.connect(lambda: self._open_path(bridge.data_dir / LOG_FOLDER))
         settings.approvals.decided.connect(bridge.approve)
         self.prompt.decided.connect(bridge.approve)

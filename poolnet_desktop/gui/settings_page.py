@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from poolnet_desktop.gui import formatting as fmt
 from poolnet_desktop.gui.autostart import Autostart
 from poolnet_desktop.gui.approvals import ApprovalsPanel
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
@@ -50,6 +51,7 @@ MEMBER_STATES = {
 class Hosted(Protocol):
     pool_name: str
     pairing_code: str | None
+    fingerprint: str
 
     @property
     def join_address(self) -> str: ...
@@ -174,6 +176,11 @@ class SettingsPage(QScrollArea):
         section.form.addRow("Port", self.port_spin)
         section.form.addRow("Members join at", self.host_address)
         section.form.addRow("Pairing code", self.pairing_code)
+        self.host_fingerprint = QLabel("–")
+        self.host_fingerprint.setWordWrap(True)
+        self.host_fingerprint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.host_fingerprint.setToolTip("Members see the same fingerprint when they pair: compare the two")
+        section.form.addRow("Fingerprint", self.host_fingerprint)
         section.body.addWidget(self.approvals)
         return section
 
@@ -264,6 +271,10 @@ class SettingsPage(QScrollArea):
         section.form.addRow(self.minimised_check)
         section.form.addRow(self.discovery_check)
         section.form.addRow("Data folder", self.data_label)
+        self.device_id_label = QLabel("–")
+        self.device_id_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.device_id_label.setToolTip("The id a pool's owner sees when this computer asks to join")
+        section.form.addRow("This device", self.device_id_label)
         self.logs_button = QPushButton("Open log folder")
         self.logs_button.clicked.connect(self.open_logs_requested)
         section.form.addRow("Log", self.logs_button)
@@ -282,11 +293,15 @@ class SettingsPage(QScrollArea):
 
     def show_host(self, host: Hosted | None) -> None:
         if host is None:
-            self.host_address.setText("–")
-            self.pairing_code.setText("–")
+            for label in (self.host_address, self.pairing_code, self.host_fingerprint):
+                label.setText("–")
             return
         self.host_address.setText(f"{host.join_address}   ({host.pool_name})")
         self.pairing_code.setText(host.pairing_code or "off")
+        self.host_fingerprint.setText(fmt.for_reading_aloud(host.fingerprint))
+
+    def show_device_id(self, device_id: str) -> None:
+        self.device_id_label.setText(fmt.for_reading_aloud(device_id))
 
     def show_member(self, state: str, detail: str) -> None:
         text = MEMBER_STATES.get(state, state)

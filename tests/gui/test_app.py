@@ -89,6 +89,10 @@ async def test_host_pool_toggle_opens_and_closes_the_port(tmp_path: Path) -> Non
     async with running_desktop(tmp_path) as desktop:
         assert desktop.bridge.host is None
         port, code = await desktop.host()
+        assert desktop.bridge.host is not None
+        shown = desktop.window.settings.host_fingerprint.text().replace(" ", "")
+        assert shown == desktop.bridge.host.identity.cert_fingerprint.upper()
+        assert desktop.window.settings.device_id_label.text().replace(" ", "") == desktop.bridge.device_id
         assert len(code.replace("-", "")) >= 8
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()

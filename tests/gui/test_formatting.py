@@ -35,3 +35,8 @@ def test_ago_reads_iso_times_and_survives_bad_ones() -> None:
     assert fmt.ago(stamp, base + 2 * 86400) == "2 d ago"
     assert fmt.ago("yesterday", base) == "unknown"
     assert fmt.ago("2026-01-01T00:00:00", base) == "unknown"  # no zone: cannot be placed
+
+
+def test_ids_and_fingerprints_are_grouped_for_reading_aloud() -> None:
+    assert fmt.for_reading_aloud("pn-abcdefghijklmnopqrstuvwxyz") == "pn-abcd efgh ijkl mnop qrst uvwx yz"
+    assert fmt.for_reading_aloud("a1b2c3d4e5f6") == "A1B2 C3D4 E5F6"

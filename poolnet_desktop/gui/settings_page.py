@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from poolnet_desktop.gui.approvals import ApprovalsPanel
+from poolnet_desktop.gui.approvals import ApprovalsPanel, PermissionsPanel
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
 from poolnet_desktop.gui.theme import theme_for
 
@@ -167,11 +167,13 @@ class SettingsPage(QScrollArea):
         for label in (self.host_address, self.pairing_code):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.approvals = ApprovalsPanel()
+        self.permissions = PermissionsPanel()
         section.form.addRow(self.host_toggle)
         section.form.addRow("Port", self.port_spin)
         section.form.addRow("Members join at", self.host_address)
         section.form.addRow("Pairing code", self.pairing_code)
         section.body.addWidget(self.approvals)
+        section.body.addWidget(self.permissions)
         return section
 
     def _join_section(self) -> Section:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from poolnet_desktop.core.permissions import Action, Caller, may_join
+from poolnet_desktop.core.permissions import Action, Caller, Permission, may_join
 from poolnet_desktop.core.protocol import (
     AccessChanged,
     AccessEntry,
@@ -55,6 +55,8 @@ class PoolAccess:
         coordinator.add_handler(RevokeDevice, self._on_revoke)
         coordinator.add_handler(ListAccess, self._on_list)
         coordinator.add_handler(SetPermissions, self._on_set_permissions)
+        # Called (on the loop) whenever the approved devices or their permissions change.
+        self.on_devices_changed: Callable[[], None] | None = None
 
     async def trust_owner(self, device_id: str, name: str, public_key: str) -> None:
         """Approve the host's own identity, so its own member and CLI join without a prompt."""
@@ -66,6 +68,7 @@ class PoolAccess:
         """Revoke for good and close the device's connections now; True if it was approved."""
         was_approved = await self.authenticator.revoke(device_id, reason=reason, address=address)
         self.coordinator.cut_off(device_id, CLOSE_REVOKED, "revoked by the pool's host")
+        self._devices_changed()
         return was_approved
 
     def pending(self) -> list[PendingApproval]:
@@ -75,9 +78,11 @@ class PoolAccess:
         """Prove the peer, then hold it to its permissions: a role it was not given is refused
         (an observer-only device never joins as a member and is never given shards)."""
         try:
-            await self.authenticator.authenticate(session.connection, hello, session.address)
+            result = await self.authenticator.authenticate(session.connection, hello, session.address)
         except AuthRefused:
             return False
+        if result.method != "key":  # newly paired or approved
+            self._devices_changed()
         approved = await self.store.approved(hello.device_id)
         session.permissions = approved.permissions if approved is not None else frozenset()
         session.owner = hello.device_id == self.coordinator.owner_id
@@ -109,27 +114,35 @@ class PoolAccess:
         outcome = "revoked" if was_approved else "revoked (it had never been approved)"
         await session.send(AccessChanged(device_id=message.device_id, outcome=outcome))
 
-    async def _on_set_permissions(self, session: Session, message: SetPermissions) -> None:
-        """Grant or take away one permission; live sessions follow at once (a member that
-        loses ``member`` is cut off, one that loses ``submit`` is refused its next task)."""
-        self._require_owner(session)
-        if message.device_id == self.coordinator.owner_id:
+    async def set_permission(self, device_id: str, permission: Permission, allow: bool, address: str = "") -> str:
+        """Grant or take away one permission of an approved device, audited; its live sessions
+        follow at once (one that lost the role it is connected in is cut off; one that lost
+        ``submit`` is refused its next task). Returns what was done, in words."""
+        if device_id == self.coordinator.owner_id:
             raise ProtocolError(ErrorCode.FORBIDDEN, "the owner holds every permission")
-        device = await self.store.approved(message.device_id)
+        device = await self.store.approved(device_id)
         if device is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"{message.device_id} is not an approved device")
-        change = {message.permission}
-        permissions = device.permissions | change if message.allow else device.permissions - change
-        await self.store.set_permissions(device.device_id, permissions)
-        verb = "granted" if message.allow else "taken away"
-        await self.store.record("permissions", at=self._wall(), device_id=device.device_id,
-                                address=session.address, detail=f"{message.permission} {verb}")
-        live = [p for p in self.coordinator.sessions if p.peer_id == device.device_id and p.dialect == "poolnet"]
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"{device_id} is not an approved device")
+        permissions = device.permissions | {permission} if allow else device.permissions - {permission}
+        await self.store.set_permissions(device_id, permissions)
+        outcome = f"{permission} {'granted' if allow else 'taken away'}"
+        await self.store.record("permissions", at=self._wall(), device_id=device_id, address=address, detail=outcome)
+        live = [p for p in self.coordinator.sessions if p.peer_id == device_id and p.dialect == "poolnet"]
         for peer in live:
             peer.permissions = permissions
         if any(peer.role not in permissions for peer in live):
-            self.coordinator.cut_off(device.device_id, CLOSE_REVOKED, f"{message.permission} was taken away")
-        await session.send(AccessChanged(device_id=device.device_id, outcome=f"{message.permission} {verb}"))
+            self.coordinator.cut_off(device_id, CLOSE_REVOKED, f"{permission} was taken away")
+        self._devices_changed()
+        return outcome
+
+    def _devices_changed(self) -> None:
+        if self.on_devices_changed is not None:
+            self.on_devices_changed()
+
+    async def _on_set_permissions(self, session: Session, message: SetPermissions) -> None:
+        self._require_owner(session)
+        outcome = await self.set_permission(message.device_id, message.permission, message.allow, session.address)
+        await session.send(AccessChanged(device_id=message.device_id, outcome=outcome))
 
     async def _on_list(self, session: Session, message: ListAccess) -> None:
         self._require_owner(session)

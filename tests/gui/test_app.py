@@ -231,3 +231,28 @@ async def test_closing_the_window_without_a_tray_quits_and_everything_stops(tmp_
         await wait_for(lambda: desktop.bridge.host is None and desktop.bridge.member is None)
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_the_host_panel_shows_each_devices_permissions_and_takes_submit_away(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        port, code = await desktop.host()
+        process = await join_in_another_process(port, code, tmp_path / "other", "other-box")
+        try:
+            await wait_for(lambda: (d := device_named(desktop, "other-box")) is not None and d.is_online, 30)
+            device_id = device_named(desktop, "other-box").id
+            panel = desktop.window.settings.permissions
+            await wait_for(lambda: device_id in panel.submit_boxes)
+            assert desktop.bridge.host.identity.device_id not in panel.submit_boxes  # the owner is not listed
+            switch = panel.submit_boxes[device_id]
+            assert switch.isChecked()  # paired with the code: may submit
+            switch.click()
+            store = desktop.bridge.host.access.store
+            async with asyncio.timeout(30):
+                while (await store.approved(device_id)).permissions != {"member", "observer"}:
+                    await asyncio.sleep(0.05)
+            # The panel is drawn again from the store.
+            await wait_for(lambda: panel.submit_boxes.get(device_id) not in (None, switch))
+            assert not panel.submit_boxes[device_id].isChecked()
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()

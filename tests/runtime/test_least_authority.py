@@ -222,6 +222,10 @@ async def test_an_observer_only_device_cannot_join_as_a_member_and_is_given_no_s
     with pytest.raises(ProtocolError) as caught:
         await open_link(pool.local_url, resolve_data_dir(tmp_path / "dave"), role="member")
     assert caught.value.code == "forbidden" and "member" in caught.value.message
+    # His member, started again, is refused for good and says why.
+    again = new_member(pool.local_url, tmp_path / "dave", code=None)
+    await asyncio.wait_for(again.run(), 20)
+    assert again.agent.state == AgentState.REFUSED and "may not join as member" in again.agent.last_error
     assert not pool.coordinator.registry.get(dave_id).online
     assert dave_id not in pool.tasks._members
     # Watching is still his.

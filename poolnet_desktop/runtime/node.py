@@ -236,6 +236,8 @@ class Member:
     """
 
     def __init__(self, options: MemberOptions) -> None:
+        if options.forget_pin and not options.code:
+            raise MembershipError("--forget-pin needs --code: a host with a new identity must prove the code")
         self.options = options
         self._membership_path = options.data_dir / "membership.json"
         membership = self._membership = _read_json(self._membership_path)
@@ -247,8 +249,6 @@ class Member:
         self.identity = Identity.load_or_create(options.data_dir)
         self.sampler = ResourceSampler(options.data_dir)
         pinned = PinnedHosts.load(options.data_dir / "pinned-hosts.json")
-        if options.forget_pin and not options.code:
-            raise MembershipError("--forget-pin needs --code: a host with a new identity must prove the code")
         if options.forget_pin and membership.get("poolId"):
             pinned.forget(membership["poolId"])
         self.agent = Agent(

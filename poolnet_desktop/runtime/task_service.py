@@ -243,8 +243,8 @@ class TaskService:
         """Who a task belongs to: the authenticated device, whatever role it joined in (a CLI
         is an observer); a seed client's claimed id is kept apart under ``seed:``, so it can
         never be taken for a PoolNet device's own task."""
-        owner = session.caller.device_id
-        return owner if owner is not None else f"seed:{session.device_id or session.address}"
+        device_id = session.caller.device_id
+        return device_id if device_id is not None else f"seed:{session.device_id or session.address}"
 
     def admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""

@@ -185,3 +185,46 @@ def test_an_invalid_option_is_one_line_and_exit_2(tmp_path: Path, args: list[str
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert message.format(file=not_a_folder) in result.stderr.strip().splitlines()[-1]  # after argparse's usage
+
+
+def start_host(port: int, data_dir: Path, home: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(data_dir),
+         "--pairing-code", "TEST-CODE", *extra],
+        env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_host_new_identity_makes_old_members_pair_again_with_the_code(tmp_path: Path) -> None:
+    port, host_dir, member_dir = free_port(), tmp_path / "host", tmp_path / "member"
+    join = ["join", f"127.0.0.1:{port}", "--name", "old-box", "--data-dir", str(member_dir), "--no-discovery"]
+    host = start_host(port, host_dir, tmp_path)
+    joiner = subprocess.Popen([*POOLNET, *join, "--code", "TEST-CODE"], env=environment(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_status(port, tmp_path, devices=2)
+    finally:
+        for process in (joiner, host):
+            process.send_signal(signal.SIGINT if process is joiner else signal.SIGTERM)
+            process.communicate(timeout=20)
+    old_fingerprint = (host_dir / "tls.crt").read_bytes()
+
+    host = start_host(port, host_dir, tmp_path, "--new-identity")
+    rejoin = None
+    try:
+        # The host's own member follows the new identity; the owner's CLI still reads the pool.
+        wait_for_status(port, tmp_path, devices=1)
+        assert (host_dir / "tls.crt").read_bytes() != old_fingerprint
+        refused = poolnet(*join, home=tmp_path, timeout=30)
+        assert refused.returncode == 1
+        assert "the pool's identity changed: pair again with the code" in refused.stderr, refused.stderr
+        rejoin = subprocess.Popen([*POOLNET, *join, "--forget-pin", "--code", "TEST-CODE"],
+                                  env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "old-box" in {d["name"] for d in wait_for_status(port, tmp_path, devices=2)["devices"]}
+    finally:
+        if rejoin is not None:
+            rejoin.kill()
+            rejoin.communicate()
+        host.send_signal(signal.SIGTERM)
+        stdout, _ = host.communicate(timeout=20)
+    assert "new identity:" in stdout and "pair" in stdout

@@ -1,4 +1,5 @@
-"""``poolnet devices``: who may use the pool; approve, deny or revoke (on the host)."""
+"""``poolnet devices``: who may use the pool and what each device may do; approve, deny,
+revoke, grant or withdraw a permission (the owner only, on the host)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,31 @@ import time
 from pathlib import Path
 
 from poolnet_desktop.commands.options import add_pool, pool_url
-from poolnet_desktop.core.protocol import AccessChanged, AccessList, ApproveDevice, ListAccess, RevokeDevice
+from poolnet_desktop.core.permissions import PERMISSIONS
+from poolnet_desktop.core.protocol import (
+    AccessChanged,
+    AccessList,
+    ApproveDevice,
+    ListAccess,
+    RevokeDevice,
+    SetPermissions,
+)
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("devices", help="list, approve, deny or revoke devices (run on the host)")
-    parser.add_argument("action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke"])
-    parser.add_argument("device_id", nargs="?", help="the device (for approve, deny, revoke)")
+    parser = subparsers.add_parser(
+        "devices", help="list devices and their permissions; approve, deny, revoke, grant, withdraw (on the host)"
+    )
+    parser.add_argument(
+        "action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke", "grant", "withdraw"]
+    )
+    parser.add_argument("device_id", nargs="?", help="the device (for every action but list)")
+    parser.add_argument(
+        "permission", nargs="?", choices=PERMISSIONS,
+        help="for grant and withdraw: member (runs work), observer (sees the pool), submit (submits tasks)",
+    )
     parser.add_argument("--reason", default="", help="why a device is revoked (kept in the audit log)")
     add_pool(parser)
     parser.set_defaults(run=run)
@@ -29,6 +46,8 @@ async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | A
         "approve": lambda: ApproveDevice(device_id=args.device_id),
         "deny": lambda: ApproveDevice(device_id=args.device_id, deny=True),
         "revoke": lambda: RevokeDevice(device_id=args.device_id, reason=args.reason),
+        "grant": lambda: SetPermissions(device_id=args.device_id, permission=args.permission, allow=True),
+        "withdraw": lambda: SetPermissions(device_id=args.device_id, permission=args.permission, allow=False),
     }[args.action]()
     async with await open_link(pool_url(args), data_dir) as link:
         await link.send(request)
@@ -39,6 +58,9 @@ async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | A
 def run(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.device_id:
         print(f"poolnet: devices {args.action} needs a device id (see 'poolnet devices')", file=sys.stderr)
+        return 2
+    if args.action in ("grant", "withdraw") and not args.permission:
+        print(f"poolnet: devices {args.action} needs a permission: {', '.join(PERMISSIONS)}", file=sys.stderr)
         return 2
     try:
         answer = asyncio.run(administer(args, resolve_data_dir(args.data_dir)))
@@ -51,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Pairing code: {answer.pairing_code or 'off'}")
     print("\nApproved:")
     for entry in answer.approved:
-        print(f"  {entry.device_id}  {entry.name}")
+        print(f"  {entry.device_id}  {entry.name}  [{', '.join(entry.permissions) or 'nothing'}]")
     print("\nWaiting for approval:" if answer.pending else "\nNobody is waiting for approval.")
     for entry in answer.pending:
         print(f"  {entry.device_id}  {entry.name} from {entry.address}   (poolnet devices approve {entry.device_id})")

@@ -28,6 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--legacy-port", type=port_number, default=3001, help="port for seed clients (default 3001)")
     parser.add_argument("--legacy-tasks", action="store_true", help="let seed clients run commands (task_submit)")
+    parser.add_argument(
+        "--new-identity",
+        action="store_true",
+        help="replace the pool's keys and certificate (if they leaked): tasks are kept, every device pairs again",
+    )
     parser.add_argument("--no-member", action="store_true", help="coordinate only; do not share this machine")
     add_data_dir(parser)
     add_discovery(parser)
@@ -56,6 +61,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
             legacy_port=args.legacy_port if args.allow_legacy else None,
             seed_may_submit=args.legacy_tasks,
             discovery=discovery_settings(args),
+            new_identity=args.new_identity,
         )
     )
     member: Member | None = None
@@ -66,6 +72,9 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         await host.start()
         print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up at {host.url}", flush=True)
         print(f"  pairing code:  {host.pairing_code}", flush=True)
+        if args.new_identity:
+            print(f"  new identity:  certificate {host.identity.cert_fingerprint[:16]}…; every device must pair"
+                  " again with the code (poolnet join --forget-pin --code CODE)", flush=True)
         for address in addresses_to_show(args.bind):
             print(f"  members join:  poolnet join {address}:{host.server.port} --code {host.pairing_code}", flush=True)
         if host.legacy_server is not None:

@@ -22,6 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "url", nargs="?", help="the pool, e.g. 192.168.1.10:3000 (default: the last pool, or the one found on the LAN)"
     )
     parser.add_argument("--code", help="the pairing code the pool's host shows (needed once)")
+    parser.add_argument(
+        "--forget-pin",
+        action="store_true",
+        help="forget the pool's pinned certificate (its owner replaced the pool's identity); needs --code",
+    )
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     add_data_dir(parser)
     add_discovery(parser)
@@ -70,7 +75,8 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         if url is None:
             return 2
     try:
-        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=args.code, discovery=settings))
+        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=args.code, discovery=settings,
+                                      forget_pin=args.forget_pin))
     except MembershipError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2

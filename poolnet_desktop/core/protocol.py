@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 from poolnet_desktop.core.devices import DeviceView, PoolTotals
+from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.resources import Requirements, Resources, ShortText
 from poolnet_desktop.core.task_protocol import (
     AssignShards,
@@ -271,6 +272,15 @@ class RevokeDevice(Message, tag="revoke_device"):
     reason: ShortText = ""
 
 
+class SetPermissions(Message, tag="set_permissions"):
+    """Grant (``allow`` true) or take away one permission of an approved device
+    (``core.permissions``: member, observer, submit)."""
+
+    device_id: DeviceId
+    permission: Permission
+    allow: bool
+
+
 class ListAccess(Message, tag="list_access"):
     """Ask for approved, pending and revoked devices, the pairing code and the recent audit log."""
 
@@ -281,6 +291,7 @@ class AccessEntry(msgspec.Struct, rename="camel"):
     address: str = ""
     at: float = 0.0
     detail: str = ""
+    permissions: list[str] = []
 
 
 class AccessList(Message, tag="access_list"):
@@ -311,6 +322,7 @@ ClientMessage = Union[
     ApproveDevice,
     RevokeDevice,
     ListAccess,
+    SetPermissions,
     # tasks (core/task_protocol.py)
     SubmitTask,
     CancelTask,

@@ -1,9 +1,11 @@
-"""Devices asking to join the pool this app hosts: a list in the host panel and a prompt.
+"""Devices asking to join the pool this app hosts, and what those let in may do.
 
 A device that joins without the pairing code waits (up to two minutes) for the owner's
 decision. ``ApprovalsPanel`` lists those waiting, each with Approve and Deny; ``ApprovalPrompt``
 opens one non-blocking dialog for the newest arrival, so the owner notices even when the
 Settings tab is not showing. Both only emit ``decided(device_id, allow)``; the bridge acts.
+``PermissionsPanel`` lists the approved devices with their permissions and a "may submit"
+switch; it only emits ``permission_changed(device_id, permission, allow)``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
 from poolnet_desktop.gui import formatting as fmt
 
@@ -65,6 +67,53 @@ class ApprovalsPanel(QWidget):
         layout.addWidget(label, 1)
         layout.addWidget(approve)
         layout.addWidget(deny)
+        return row
+
+
+class Trusted(Protocol):
+    """What an approved device shows (``runtime.trust.ApprovedDevice`` has these fields)."""
+
+    device_id: str
+    name: str
+    permissions: frozenset[str]
+
+
+class PermissionsPanel(QWidget):
+    """One row per approved device but the owner: its name, what it may do, and a switch for
+    ``submit`` (the permission an owner most often changes); rebuilt when the list changes."""
+
+    permission_changed = Signal(str, str, bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._rows: list[QWidget] = []
+        self.submit_boxes: dict[str, QCheckBox] = {}
+        self.setVisible(False)
+
+    def set_devices(self, devices: list[Trusted]) -> None:
+        for row in self._rows:
+            row.deleteLater()
+        self.submit_boxes = {}
+        self._rows = [self._row(device) for device in devices]
+        for row in self._rows:
+            self._layout.addWidget(row)
+        self.setVisible(bool(devices))
+
+    def _row(self, device: Trusted) -> QWidget:
+        row = QWidget()
+        may = ", ".join(p for p in ("member", "observer", "submit") if p in device.permissions) or "nothing"
+        label = QLabel(f"{device.name or device.device_id[:12]} ({device.device_id[:12]}): {may}")
+        label.setWordWrap(True)
+        submit = QCheckBox("May submit tasks")
+        submit.setChecked("submit" in device.permissions)
+        submit.toggled.connect(lambda on: self.permission_changed.emit(device.device_id, "submit", on))
+        self.submit_boxes[device.device_id] = submit
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 2, 0, 2)
+        layout.addWidget(label, 1)
+        layout.addWidget(submit)
         return row
 
 

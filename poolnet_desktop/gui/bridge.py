@@ -21,7 +21,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 from PySide6.QtCore import QObject, Signal
@@ -31,9 +31,11 @@ from poolnet_desktop.commands.running import addresses_to_show
 from poolnet_desktop.core.devices import DeviceView, iso8601, pool_totals
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
+from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
+from poolnet_desktop.runtime.access import PoolAccess
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.auth import AuthRefused, PendingApproval
 from poolnet_desktop.runtime.backoff import Backoff
@@ -117,6 +119,7 @@ class PoolBridge(QObject):
     member_changed = Signal(str, str)  # AgentState value or "none", detail
     host_changed = Signal(object)  # HostInfo | None
     approvals_changed = Signal(list)  # list[PendingApproval]
+    trusted_changed = Signal(list)  # list[ApprovedDevice] but the owner, while hosting
     pools_found = Signal(list)  # list[FoundPool]
     paused_changed = Signal(str)  # why sharing is paused, "" when it is not
     tasks_changed = Signal(list)  # list[TaskSummary], all the pool's tasks
@@ -238,6 +241,31 @@ class PoolBridge(QObject):
             authenticator = self._host.access.authenticator
             (authenticator.approve if allow else authenticator.deny)(device_id)
 
+    def set_permission(self, device_id: str, permission: str, allow: bool) -> None:
+        """Grant or take away a permission of an approved device (hosting only)."""
+        host = self._host
+        if host is None or host.access is None:
+            self.problem.emit("only the pool's host changes what devices may do")
+            return
+        self._spawn(self._set_permission(host.access, device_id, permission, allow))
+
+    async def _set_permission(self, access: PoolAccess, device_id: str, permission: str, allow: bool) -> None:
+        try:
+            await access.set_permission(device_id, cast(Permission, permission), allow)
+        except ProtocolError as exc:
+            self.problem.emit(exc.message)
+            self._refresh_trusted(access)
+
+    def _refresh_trusted(self, access: PoolAccess) -> None:
+        """Show the approved devices but the owner, with their permissions."""
+
+        async def read() -> None:
+            devices = await access.store.devices()
+            if self._host is not None and self._host.access is access:
+                self.trusted_changed.emit([d for d in devices if d.device_id != access.coordinator.owner_id])
+
+        self._spawn(read())
+
     def forget_device(self, device_id: str) -> None:
         link = self._link
         if link is None:
@@ -332,7 +360,10 @@ class PoolBridge(QObject):
             return
         assert host.access is not None
         host.access.authenticator.on_pending_changed = self.approvals_changed.emit
+        access = host.access
+        access.on_devices_changed = lambda: self._refresh_trusted(access)
         self._host = host
+        self._refresh_trusted(access)
         addresses = tuple(addresses_to_show(self._bind))
         self.host_changed.emit(
             HostInfo(host.coordinator.config.pool_name, host.server.port, addresses, host.pairing_code,
@@ -345,6 +376,7 @@ class PoolBridge(QObject):
             await host.stop()
             self.host_changed.emit(None)
             self.approvals_changed.emit([])
+            self.trusted_changed.emit([])
 
     async def _start_member(self, url: str, prefs: Preferences) -> None:
         member = Member(

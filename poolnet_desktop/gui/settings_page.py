@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
 )
 
 from poolnet_desktop.gui import formatting as fmt
+from poolnet_desktop.gui.approvals import ApprovalsPanel, PermissionsPanel
 from poolnet_desktop.gui.autostart import Autostart
-from poolnet_desktop.gui.approvals import ApprovalsPanel
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
 from poolnet_desktop.gui.theme import theme_for
 
@@ -172,6 +172,7 @@ class SettingsPage(QScrollArea):
         for label in (self.host_address, self.pairing_code):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.approvals = ApprovalsPanel()
+        self.permissions = PermissionsPanel()
         section.form.addRow(self.host_toggle)
         section.form.addRow("Port", self.port_spin)
         section.form.addRow("Members join at", self.host_address)
@@ -182,6 +183,7 @@ class SettingsPage(QScrollArea):
         self.host_fingerprint.setToolTip("Members see the same fingerprint when they pair: compare the two")
         section.form.addRow("Fingerprint", self.host_fingerprint)
         section.body.addWidget(self.approvals)
+        section.body.addWidget(self.permissions)
         return section
 
     def _join_section(self) -> Section:

@@ -257,7 +257,9 @@ class Agent:
                 if isinstance(message, Welcome):
                     return message
                 if isinstance(message, Error):
-                    raise ProtocolError(message.code, message.message)
+                    # Turned away after authenticating (a role its permissions lack): a
+                    # refusal, so a forbidden member stops and says why instead of retrying.
+                    raise AuthRefused(message.code, message.message)
 
     async def _receive(self, connection: ClientConnection) -> float | None:
         async for frame in connection:

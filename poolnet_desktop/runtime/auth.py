@@ -46,6 +46,7 @@ from poolnet_desktop.core.auth import (
     pairing_proofs,
     verify_challenge,
 )
+from poolnet_desktop.core.permissions import granted_on_pairing
 from poolnet_desktop.core.protocol import (
     Auth,
     AuthOk,
@@ -350,7 +351,8 @@ class Authenticator:
         raise AuthRefused(code, messages[decision])
 
     async def _remember(self, hello: Hello, address: str, method: Method) -> None:
-        device = ApprovedDevice(hello.device_id, hello.device_name, hello.public_key or "", self._wall_clock())
+        device = ApprovedDevice(hello.device_id, hello.device_name, hello.public_key or "", self._wall_clock(),
+                                granted_on_pairing(method))
         try:
             await self.store.approve(device)
         except ValueError:
@@ -537,8 +539,9 @@ def _check_pin(pinned: PinnedHosts, pool_id: str, seen: str) -> str | None:
     if pin is not None and pin != seen:
         raise AuthRefused(
             ErrorCode.HOST_MISMATCH,
-            f"the host of pool {pool_id!r} shows certificate {seen[:16]}…, not the pinned {pin[:16]}…; "
-            "it may be an impostor (if the host was rebuilt, forget the pin and pair again)",
+            f"the pool's identity changed: pair again with the code (poolnet join --forget-pin --code CODE). "
+            f"The host of pool {pool_id!r} shows certificate {seen[:16]}…, not the pinned {pin[:16]}…: "
+            "if its owner did not replace the pool's identity, it is an impostor",
         )
     return pin
 

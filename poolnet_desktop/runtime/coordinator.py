@@ -21,6 +21,7 @@ from typing import Any
 
 from poolnet_desktop.core.allocation import allocate
 from poolnet_desktop.core.devices import DeviceRegistry, iso8601
+from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     PROTOCOL_VERSION,
     ClientMessage,
@@ -382,8 +383,7 @@ class Coordinator:
         self._tell_share(session.device_id)
 
     async def _on_forget(self, session: Session, message: Forget) -> None:
-        if session.role != "observer":
-            raise ProtocolError(ErrorCode.FORBIDDEN, "only the pool's observers may forget devices")
+        session.require(Action.FORGET)
         device = self.registry.get(message.device_id)
         if device is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no device {message.device_id!r}")

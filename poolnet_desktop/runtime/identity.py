@@ -135,6 +135,21 @@ class Identity:
         )
 
 
+def replace_identity(data_dir: Path) -> tuple[Identity, Identity]:
+    """Make this instance a new identity: a new signing key (so a new device id) and a new TLS
+    key and certificate (so a new fingerprint). For a host whose keys leaked: whoever holds
+    the old files can no longer be this host or its owner. Returns (old, new).
+    """
+    data_dir = Path(data_dir)
+    old = Identity.load_or_create(data_dir)
+    with _exclusive(data_dir / ".identity.lock"):
+        for name in (SIGNING_KEY_FILE, TLS_KEY_FILE, TLS_CERT_FILE):
+            (data_dir / name).unlink(missing_ok=True)
+    new = Identity.load_or_create(data_dir)
+    log.warning("replaced this instance's identity: %s is now %s", old.device_id, new.device_id)
+    return old, new
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_path`` (flock on POSIX, msvcrt on Windows)."""

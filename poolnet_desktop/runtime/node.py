@@ -10,9 +10,11 @@ pairing code or the owner's approval; the host's own identity is trusted from th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from poolnet_desktop.runtime.agent import Agent, AgentConfig
 from poolnet_desktop.runtime.auth import Authenticator, HostAuth
 from poolnet_desktop.runtime.coordinator import Coordinator, CoordinatorConfig
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolAnnouncer, PoolBrowser
-from poolnet_desktop.runtime.identity import Identity, write_private_file
+from poolnet_desktop.runtime.identity import Identity, replace_identity, write_private_file
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
@@ -85,6 +87,8 @@ class HostOptions:
     legacy_port: int | None = None
     seed_may_submit: bool = False
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    # Replace the host's keys and certificate before starting (``poolnet host --new-identity``).
+    new_identity: bool = False
 
 
 class PoolHost:
@@ -93,7 +97,11 @@ class PoolHost:
     def __init__(self, options: HostOptions) -> None:
         pool_id, pool_name = load_pool_identity(options.data_dir, options.pool_name)
         self.options = options
-        self.identity = Identity.load_or_create(options.data_dir)
+        self._replaced: Identity | None = None
+        if options.new_identity:
+            self._replaced, self.identity = replace_identity(options.data_dir)
+        else:
+            self.identity = Identity.load_or_create(options.data_dir)
         self.coordinator = Coordinator(
             CoordinatorConfig(
                 pool_id=pool_id,
@@ -150,6 +158,8 @@ class PoolHost:
             pairing_code=self.options.pairing_code,
         )
         self.access = PoolAccess(self.coordinator, authenticator, self._store)
+        if self._replaced is not None:
+            await self._forget_old_identity(self._replaced, self._store)
         await self.access.trust_owner(self.identity.device_id, socket.gethostname(), self.identity.public_key_b64)
         await self.server.start()
         _write_json(self.options.data_dir / HOSTING_FILE, {"url": self.local_url, "poolId": config.pool_id})
@@ -170,6 +180,21 @@ class PoolHost:
             await self.announcer.start()
         except DiscoveryError as exc:
             log.warning("the pool is not announced on the LAN: %s", exc)
+
+    async def _forget_old_identity(self, old: Identity, store: TrustStore) -> None:
+        """After ``new_identity``: the old keys are presumed stolen, and with them the trust
+        store, so every approval is dropped (each device pairs again with the new code, and
+        whoever holds a copy of an approved device's key gets nothing) and the old owner's id is
+        revoked. Tasks and the pool's id are kept. The own member's pin goes too."""
+        now = time.time()
+        dropped = await store.forget_all_except(self.identity.device_id)
+        await store.revoke(old.device_id, at=now, reason="the pool's identity was replaced")
+        await store.record(
+            "new_identity", at=now, device_id=self.identity.device_id,
+            detail=f"certificate {self.identity.cert_fingerprint[:16]}…; {len(dropped)} devices must pair again",
+        )
+        pins = PinnedHosts.load(self.options.data_dir / "pinned-hosts.json")
+        await asyncio.to_thread(pins.forget, self.coordinator.config.pool_id)
 
     async def stop(self) -> None:
         """Withdraw the announcement, say goodbye to every peer, close the ports and the store."""
@@ -209,6 +234,9 @@ class MemberOptions:
     accept_tasks: bool = True
     code: str | None = None
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    # Drop the pin of the pool this member joined, to pair again with ``code`` after its owner
+    # replaced the pool's identity (``poolnet host --new-identity``).
+    forget_pin: bool = False
 
 
 class MembershipError(Exception):
@@ -223,6 +251,8 @@ class Member:
     """
 
     def __init__(self, options: MemberOptions) -> None:
+        if options.forget_pin and not options.code:
+            raise MembershipError("--forget-pin needs --code: a host with a new identity must prove the code")
         self.options = options
         self._membership_path = options.data_dir / MEMBERSHIP_FILE
         membership = self._membership = _read_json(self._membership_path)
@@ -233,11 +263,14 @@ class Member:
         same_pool = options.url is None or normalise_pool_url(options.url) == membership.get("url")
         self.identity = Identity.load_or_create(options.data_dir)
         self.sampler = ResourceSampler(options.data_dir)
+        pinned = PinnedHosts.load(options.data_dir / "pinned-hosts.json")
+        if options.forget_pin and membership.get("poolId"):
+            pinned.forget(membership["poolId"])
         self.agent = Agent(
             AgentConfig(
                 url=url,
                 identity=self.identity,
-                pinned=PinnedHosts.load(options.data_dir / "pinned-hosts.json"),
+                pinned=pinned,
                 pool_id=membership.get("poolId") if same_pool else None,
                 code=options.code,
                 device_name=options.name,

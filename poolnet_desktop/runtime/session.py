@@ -10,7 +10,8 @@ from typing import Literal
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
-from poolnet_desktop.core.protocol import Error, encode
+from poolnet_desktop.core.permissions import Action, Caller, may
+from poolnet_desktop.core.protocol import Error, ErrorCode, ProtocolError, encode
 from poolnet_desktop.runtime.connection import PoolConnection
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ class Session:
         self.accepts = accepts
         # True for the host's own identity: it alone may approve and revoke devices.
         self.owner = False
+        # What the trust store lets this PoolNet peer do (``core.permissions``), set when it
+        # authenticates and kept current when the owner changes them.
+        self.permissions: frozenset[str] = frozenset()
         self.dialect: Dialect | None = None
         self.role: str | None = None
         self.device_id: str | None = None
@@ -47,6 +51,20 @@ class Session:
     @property
     def introduced(self) -> bool:
         return self.dialect is not None
+
+    @property
+    def caller(self) -> Caller:
+        """This peer as ``core.permissions`` judges it: only an authenticated PoolNet peer has
+        an identity there (a seed client's device id is only what it claimed)."""
+        authenticated = self.dialect == "poolnet"
+        return Caller(self.peer_id if authenticated else None, self.permissions, self.owner and authenticated)
+
+    def require(self, action: Action, submitter: str | None = None) -> None:
+        """Raise ``ProtocolError(forbidden)`` unless this peer may take ``action`` (on a task
+        submitted by ``submitter``): the decision is ``core.permissions.may``."""
+        reason = may(self.caller, action, submitter)
+        if reason is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, reason)
 
     def pending_output(self) -> int:
         return self.connection.pending_output()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.permissions import Action, may
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -91,23 +92,31 @@ class TaskRequests:
                 session.post(json)
 
     async def _on_list(self, session: Session, message: ListTasks) -> None:
-        await session.send(TaskList(tasks=[self.summary(t, message.detail) for t in self.service.tasks.values()]))
+        """Every task; shard detail only for the caller's own (others' tasks are summaries:
+        name, state and counts, never where or how their shards ran)."""
+        caller = session.caller
+        await session.send(TaskList(tasks=[
+            self.summary(t, message.detail and may(caller, Action.SEE_DETAIL, t.submitter) is None)
+            for t in self.service.tasks.values()
+        ]))
 
-    def _task(self, task_id: str) -> Task:
+    def _task(self, session: Session, task_id: str, action: Action) -> Task:
+        """The task ``task_id`` if this session may take ``action`` on it."""
         task = self.service.tasks.get(task_id)
         if task is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
+        session.require(action, task.submitter)
         return task
 
     async def _on_cancel(self, session: Session, message: CancelTask) -> None:
-        task = self._task(message.task_id)
+        task = self._task(session, message.task_id, Action.CANCEL)
         self.service.cancel(task)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_retry(self, session: Session, message: RetryTask) -> None:
         """Run the task's unsuccessful shards again (``Task.retry``), if its inputs are
         still here."""
-        task = self._task(message.task_id)
+        task = self._task(session, message.task_id, Action.RETRY)
         if self.service.uploading(task.id):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"task {task.id}: its files are still uploading")
         missing = await asyncio.to_thread(self.service.missing_blobs, task.spec)
@@ -122,7 +131,7 @@ class TaskRequests:
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:
-        task = self._task(message.task_id)
+        task = self._task(session, message.task_id, Action.WATCH)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
         if message.history:
             store = self.service.store_or_fail()
@@ -137,7 +146,7 @@ class TaskRequests:
         await session.send(WatchReady(task_id=task.id))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
-        task = self._task(message.task_id)
+        task = self._task(session, message.task_id, Action.FETCH)
         entries, outgoing = [], []
         for shard in task.shards:
             result = self.service.recorded.get((task.id, shard.index))
@@ -198,6 +207,8 @@ class TaskRequests:
         if session.dialect == "seed" and not coordinator.config.seed_may_submit:
             await coordinator.refuse_task_submit(session, message, "seed clients may only observe this pool")
             return
+        if session.dialect == "poolnet":
+            session.require(Action.SUBMIT)
         command = message.task.data.command
         try:
             if not command:
@@ -209,7 +220,7 @@ class TaskRequests:
                 shell=shell,
                 retries=0,
             )
-            task = self.service.admit(spec, submitter=session.device_id or session.address)
+            task = self.service.admit(spec, submitter=self.service.submitter_of(session))
         except (ValueError, ProtocolError) as exc:
             error = exc.message if isinstance(exc, ProtocolError) else str(exc)
             outcome = SeedTaskOutcome(success=False, error=error)

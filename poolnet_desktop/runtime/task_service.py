@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -215,7 +216,8 @@ class TaskService:
     async def _on_submit(self, session: Session, message: SubmitTask) -> None:
         if session.dialect != "poolnet":
             raise ProtocolError(ErrorCode.FORBIDDEN, "submit tasks over a PoolNet connection")
-        task = self.admit(message.spec, submitter=session.device_id or session.address)
+        session.require(Action.SUBMIT)
+        task = self.admit(message.spec, submitter=self.submitter_of(session))
         missing = await asyncio.to_thread(self.missing_blobs, task.spec)
         ready = not missing
         self.save_all(task, files_ready=ready)
@@ -235,6 +237,14 @@ class TaskService:
             max_transfer_size=self.config.max_task_bytes,
         )
         self._uploads[task.id] = _Upload(session, receiver, task)
+
+    @staticmethod
+    def submitter_of(session: Session) -> str:
+        """Who a task belongs to: the authenticated device, whatever role it joined in (a CLI
+        is an observer); a seed client's claimed id is kept apart under ``seed:``, so it can
+        never be taken for a PoolNet device's own task."""
+        device_id = session.caller.device_id
+        return device_id if device_id is not None else f"seed:{session.device_id or session.address}"
 
     def admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
 
+from poolnet_desktop.core.permissions import ALL_PERMISSIONS, format_permissions, parse_permissions
 from poolnet_desktop.runtime.identity import write_private_file
 
-AuditEvent = Literal["join", "approve", "revoke", "refused", "submit"]
+AuditEvent = Literal["join", "approve", "revoke", "refused", "submit", "permissions", "new_identity"]
 AUDIT_EVENTS: frozenset[str] = frozenset(get_args(AuditEvent))
 _T = TypeVar("_T")
 
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     public_key TEXT NOT NULL,
-    approved_at REAL NOT NULL
+    approved_at REAL NOT NULL,
+    permissions TEXT NOT NULL DEFAULT 'member,observer,submit'
 );
 CREATE TABLE IF NOT EXISTS revoked (
     device_id TEXT PRIMARY KEY,
@@ -48,6 +50,16 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 """
+# Stores made before permissions existed: their devices keep what every device could do then
+# (the owner can take it away), so an upgrade locks nobody out of the pool they were in.
+_ADD_PERMISSIONS = "ALTER TABLE devices ADD COLUMN permissions TEXT NOT NULL DEFAULT 'member,observer,submit'"
+_DEVICE_COLUMNS = "device_id, name, public_key, approved_at, permissions"
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(devices)")}
+    if "permissions" not in columns:
+        db.execute(_ADD_PERMISSIONS)
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,12 @@ class ApprovedDevice:
     name: str
     public_key: str  # base64 of the raw Ed25519 key
     approved_at: float  # wall-clock seconds
+    permissions: frozenset[str] = ALL_PERMISSIONS  # ``core.permissions``
+
+    @classmethod
+    def from_row(cls, row: tuple) -> ApprovedDevice:
+        device_id, name, public_key, approved_at, permissions = row
+        return cls(device_id, name, public_key, approved_at, parse_permissions(permissions))
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,7 @@ class TrustStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            _migrate(db)
             return db
 
         try:
@@ -117,19 +136,19 @@ class TrustStore:
     async def approved(self, device_id: str) -> ApprovedDevice | None:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT device_id, name, public_key, approved_at FROM devices WHERE device_id = ?",
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = ?",
                 (device_id,),
             ).fetchall()
         )
-        return ApprovedDevice(*rows[0]) if rows else None
+        return ApprovedDevice.from_row(rows[0]) if rows else None
 
     async def devices(self) -> list[ApprovedDevice]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT device_id, name, public_key, approved_at FROM devices ORDER BY approved_at"
+                f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY approved_at"
             ).fetchall()
         )
-        return [ApprovedDevice(*r) for r in rows]
+        return [ApprovedDevice.from_row(r) for r in rows]
 
     async def approve(self, device: ApprovedDevice) -> None:
         """Remember ``device`` as approved. Raises ``ValueError`` for a revoked id: a revoked
@@ -141,11 +160,36 @@ class TrustStore:
                 if db.execute("SELECT 1 FROM revoked WHERE device_id = ?", (device.device_id,)).fetchone():
                     raise ValueError(f"device {device.device_id} is revoked")
                 db.execute(
-                    "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?)",
-                    (device.device_id, device.name, device.public_key, device.approved_at),
+                    f"INSERT OR REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (device.device_id, device.name, device.public_key, device.approved_at,
+                     format_permissions(device.permissions)),
                 )
 
         await self._run(write)
+
+    async def set_permissions(self, device_id: str, permissions: frozenset[str]) -> bool:
+        """Replace what an approved device may do (``core.permissions``); False if it is not
+        approved. Read at its next handshake and applied to its live sessions by the caller."""
+        stored = format_permissions(parse_permissions(permissions))
+        changed = await self._run(
+            lambda db: db.execute(
+                "UPDATE devices SET permissions = ? WHERE device_id = ?", (stored, device_id)
+            ).rowcount
+        )
+        return changed > 0
+
+    async def forget_all_except(self, keep: str) -> list[str]:
+        """Drop every approval but ``keep``'s (the pool's identity was replaced: everyone pairs
+        again). Returns the ids dropped; they are not revoked and may pair with the new code."""
+
+        def write(db: sqlite3.Connection) -> list[str]:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                gone = [r[0] for r in db.execute("SELECT device_id FROM devices WHERE device_id != ?", (keep,))]
+                db.execute("DELETE FROM devices WHERE device_id != ?", (keep,))
+            return gone
+
+        return await self._run(write)
 
     async def is_revoked(self, device_id: str) -> bool:
         row = await self._run(

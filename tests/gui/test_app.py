@@ -339,3 +339,28 @@ async def test_retry_failed_shards_reruns_the_task_and_submit_again_makes_a_new_
 
         tasks.submit_again_button.click()
         await wait_for(lambda: [t.name for t in tasks.model.tasks].count("flaky") == 2, 30)
+
+
+async def test_the_host_panel_shows_each_devices_permissions_and_takes_submit_away(tmp_path: Path) -> None:
+    async with running_desktop(tmp_path) as desktop:
+        port, code = await desktop.host()
+        process = await join_in_another_process(port, code, tmp_path / "other", "other-box")
+        try:
+            await wait_for(lambda: (d := device_named(desktop, "other-box")) is not None and d.is_online, 30)
+            device_id = device_named(desktop, "other-box").id
+            panel = desktop.window.settings.permissions
+            await wait_for(lambda: device_id in panel.submit_boxes)
+            assert desktop.bridge.host.identity.device_id not in panel.submit_boxes  # the owner is not listed
+            switch = panel.submit_boxes[device_id]
+            assert switch.isChecked()  # paired with the code: may submit
+            switch.click()
+            store = desktop.bridge.host.access.store
+            async with asyncio.timeout(30):
+                while (await store.approved(device_id)).permissions != {"member", "observer"}:
+                    await asyncio.sleep(0.05)
+            # The panel is drawn again from the store.
+            await wait_for(lambda: panel.submit_boxes.get(device_id) not in (None, switch))
+            assert not panel.submit_boxes[device_id].isChecked()
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()

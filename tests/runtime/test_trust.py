@@ -106,3 +106,39 @@ def test_a_corrupt_pin_file_is_an_error(tmp_path: Path, content: str) -> None:
     path.write_text(content)
     with pytest.raises(ValueError, match="pinned hosts file"):
         PinnedHosts.load(path)
+
+
+@pytest.mark.asyncio
+async def test_a_store_made_before_permissions_gains_them_and_keeps_its_devices(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE devices (device_id TEXT PRIMARY KEY, name TEXT NOT NULL, public_key TEXT NOT NULL,"
+        " approved_at REAL NOT NULL);"
+        "INSERT INTO devices VALUES ('pn-1', 'box 1', 'key1', 1001.0);"
+    )
+    old.commit()
+    old.close()
+    store = await TrustStore.open(path)
+    try:
+        # What every device could do before, until the owner takes something away.
+        assert await store.approved("pn-1") == device(1)
+        assert (await store.approved("pn-1")).permissions == {"member", "observer", "submit"}
+        assert await store.set_permissions("pn-1", frozenset({"observer"}))
+        assert not await store.set_permissions("pn-9", frozenset({"observer"}))
+    finally:
+        await store.close()
+    reopened = await TrustStore.open(path)
+    try:
+        assert (await reopened.approved("pn-1")).permissions == {"observer"}
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_forgetting_all_approvals_keeps_only_the_one_named(store: TrustStore) -> None:
+    for n in (1, 2, 3):
+        await store.approve(device(n))
+    assert sorted(await store.forget_all_except("pn-2")) == ["pn-1", "pn-3"]
+    assert [d.device_id for d in await store.devices()] == ["pn-2"]
+    assert await store.revoked() == []  # dropped, not revoked: they may pair again

@@ -228,3 +228,15 @@ def test_host_new_identity_makes_old_members_pair_again_with_the_code(tmp_path: 
         host.send_signal(signal.SIGTERM)
         stdout, _ = host.communicate(timeout=20)
     assert "new identity:" in stdout and "pair" in stdout
+
+
+def test_hosting_on_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = poolnet("host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery",
+                         "--data-dir", str(tmp_path / "host"), home=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"poolnet: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert result.stdout == ""

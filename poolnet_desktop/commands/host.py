@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 
 from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings, port_number
@@ -13,6 +14,7 @@ from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
+from poolnet_desktop.runtime.server import ListenError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,11 +68,15 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     )
     member: Member | None = None
     member_task: asyncio.Task[None] | None = None
+    up = False
 
     async def start() -> None:
-        nonlocal member, member_task
+        nonlocal member, member_task, up
         await host.start()
-        print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up at {host.url}", flush=True)
+        up = True
+        reachable = addresses_to_show(args.bind)[0]
+        print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up at wss://{reachable}:{host.server.port}/ws",
+              flush=True)
         print(f"  pairing code:  {host.pairing_code}", flush=True)
         if args.new_identity:
             print(f"  new identity:  certificate {host.identity.cert_fingerprint[:16]}…; every device must pair"
@@ -93,10 +99,15 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         if member_task is not None:
             await member_task
         await host.stop()
-        print("PoolNet pool stopped.", flush=True)
+        if up:
+            print("PoolNet pool stopped.", flush=True)
 
     tune_for_serving()
-    run_service(until_signalled(start, stop))
+    try:
+        run_service(until_signalled(start, stop))
+    except ListenError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

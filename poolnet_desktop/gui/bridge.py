@@ -128,7 +128,8 @@ class PoolBridge(QObject):
     task_log = Signal(str, str)  # task id, text
     results_ready = Signal(str, object)  # task id, Path of its results folder
     task_problem = Signal(str)  # a task that could not be sent, cancelled or fetched, and why
-    problem = Signal(str)  # anything else the user should read (host port taken, ...)
+    host_failed = Signal(str)  # why Host pool could not start (its port taken, ...)
+    problem = Signal(str)  # anything else the user should read
 
     def __init__(
         self,
@@ -355,8 +356,9 @@ class PoolBridge(QObject):
         except OSError as exc:
             with contextlib.suppress(Exception):
                 await host.stop()
-            self.problem.emit(f"cannot host a pool on port {prefs.host_port}: {exc.strerror or exc}")
             self.host_changed.emit(None)
+            self.host_failed.emit(f"Not hosting: {exc.strerror or exc}")
+            self._store.update(host_pool=False)  # the box shows what is true: no pool hosted here
             return
         assert host.access is not None
         host.access.authenticator.on_pending_changed = self.approvals_changed.emit

@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
         self.get_started.host_requested.connect(lambda: self.store.update(host_pool=True))
         self.get_started.join_requested.connect(self._ask_where_to_join)
         bridge.host_changed.connect(settings.show_host)
+        bridge.host_failed.connect(settings.show_host_problem)
         bridge.approvals_changed.connect(self._on_approvals)
         bridge.trusted_changed.connect(settings.permissions.set_devices)
         bridge.pools_found.connect(settings.show_pools)

@@ -302,6 +302,9 @@ class SettingsPage(QScrollArea):
         self.pairing_code.setText(host.pairing_code or "off")
         self.host_fingerprint.setText(fmt.for_reading_aloud(host.fingerprint))
 
+    def show_host_problem(self, text: str) -> None:
+        self.host_address.setText(f"⚠ {text}")
+
     def show_device_id(self, device_id: str) -> None:
         self.device_id_label.setText(fmt.for_reading_aloud(device_id))
 

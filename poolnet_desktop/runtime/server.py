@@ -6,6 +6,7 @@ import asyncio
 import asyncio.sslproto
 import ipaddress
 import logging
+import os
 import ssl
 import time
 from collections import Counter
@@ -33,6 +34,10 @@ MAX_FRAME = MAX_CONTROL_MESSAGE + 64 * 1024
 # more reads). Set for the process; members and links gain from it too.
 TLS_READ_BUFFER = 16 * 1024
 asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+class ListenError(OSError):
+    """The server's port cannot be opened (taken by another program, or not this machine's)."""
 
 
 class PoolServer:
@@ -87,16 +92,21 @@ class PoolServer:
         return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}{WS_PATH}"
 
     async def start(self) -> None:
+        """Listen; raises ``ListenError`` (an OSError saying where and why) when it cannot."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._new_connection,
-            self.host,
-            self.port,
-            ssl=self._ssl,
-            # A restarted host sees its whole pool reconnect at once; asyncio's default of 100
-            # pending connections made the kernel drop SYNs and members time out retrying.
-            backlog=1024,
-        )
+        try:
+            self._server = await loop.create_server(
+                self._new_connection,
+                self.host,
+                self.port,
+                ssl=self._ssl,
+                # A restarted host sees its whole pool reconnect at once; asyncio's default of
+                # 100 pending connections made the kernel drop SYNs and members time out retrying.
+                backlog=1024,
+            )
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+            raise ListenError(f"cannot listen on {self.host or '*'}:{self.port}: {why}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("pool %r serving on %s", self.coordinator.config.pool_name, self.url)
 

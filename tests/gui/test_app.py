@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -364,3 +365,16 @@ async def test_the_host_panel_shows_each_devices_permissions_and_takes_submit_aw
         finally:
             process.send_signal(signal.SIGKILL)
             await process.wait()
+
+
+async def test_hosting_on_a_port_in_use_unticks_host_pool_and_says_why(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        async with running_desktop(tmp_path) as desktop:
+            desktop.app.store.update(host_port=taken.getsockname()[1])
+            desktop.window.settings.host_toggle.setChecked(True)
+            await wait_for(lambda: "Not hosting" in desktop.window.settings.host_address.text())
+            assert "Address already in use" in desktop.window.settings.host_address.text()
+            await wait_for(lambda: not desktop.window.settings.host_toggle.isChecked())
+            assert desktop.bridge.host is None and not desktop.app.store.prefs.host_pool

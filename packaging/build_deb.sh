@@ -15,9 +15,10 @@ WORK_DIR=${WORK_DIR:-build}
 SECONDS=0
 
 # Qt's run-time libraries on Debian 12: offscreen needs the first six, an X display the rest.
+# bubblewrap: the `bwrap` that sandboxes the shards this computer runs for the pool.
 DEPENDS="libgl1, libegl1, libfontconfig1, libxkbcommon0, libglib2.0-0, libdbus-1-3,\
  libxcb-cursor0, libxcb-icccm4, libxcb-image0, libxcb-keysyms1, libxcb-render-util0,\
- libxcb-shape0, libxcb-xkb1, libxkbcommon-x11-0"
+ libxcb-shape0, libxcb-xkb1, libxkbcommon-x11-0, bubblewrap"
 
 if ! "$PYTHON" -c 'import PyInstaller' 2>/dev/null; then
   echo "PyInstaller is missing: $PYTHON -m pip install -e '.[packaging]'" >&2

@@ -1,6 +1,7 @@
 """The .deb, end to end on this machine: build it with the one command, ``dpkg -i`` it, start
-the installed app, host a pool with the installed ``poolnet`` and run a ``.py`` task on the
-bundle's own interpreter with no Python on the PATH, then ``dpkg -r`` it and find nothing left.
+the installed app and see its Dashboard's tiles and charts, host a pool with the installed
+``poolnet`` and run a ``.py`` task using numpy on the bundle's own interpreter with no Python on
+the PATH, then ``dpkg -r`` it and find nothing left.
 
 The package is built once per session (about 1-2 minutes) and removed at the end even when a
 test fails. It refuses to touch a ``poolnet`` package that was installed before the test.
@@ -119,13 +120,40 @@ def test_installed_app_shows_its_window(installed: list[Path], tmp_path: Path) -
             app.kill()
             app.communicate()
     assert running and app.returncode == 0, errors
+    assert "Traceback" not in errors, errors
+
+
+def test_installed_dashboard_shows_its_tiles_and_charts(installed: list[Path], tmp_path: Path) -> None:
+    # The charts import pyqtgraph and numpy in a Qt slot after the window shows: a bundled
+    # library that fails to load there left an empty dashboard and a traceback nobody saw.
+    options = ["--no-discovery", "--data-dir", str(tmp_path / "data"), "--settings", str(tmp_path / "settings.ini")]
+    probe = str(ROOT / "packaging" / "dashboard_probe.py")
+    shown = subprocess.run(
+        [str(PREFIX / "poolnet-desktop"), "--poolnet-run-python", probe, *options],
+        env=bare_environment(tmp_path), capture_output=True, text=True, timeout=90,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "dashboard tiles=6 charts=5" in shown.stdout, shown.stdout + shown.stderr
+    assert "Error" not in shown.stderr, shown.stderr
+
+
+def test_bundled_python_computes_with_numpy(installed: list[Path], tmp_path: Path) -> None:
+    # A task's numpy is the bundle's: its linear algebra loads the bundled OpenBLAS.
+    code = "import numpy; print(numpy.linalg.det(numpy.diag([1.0, 2.0, 3.0, 4.0])).round(6))"
+    ran = subprocess.run(
+        [str(PREFIX / "poolnet"), "--poolnet-run-python", "-c", code],
+        env=bare_environment(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert ran.returncode == 0 and ran.stdout.strip() == "24.0", ran.stdout + ran.stderr
 
 
 TASK = '''\
 import json, os, statistics, sys
+import numpy
 os.makedirs("out", exist_ok=True)
 report = {"executable": sys.executable, "frozen": getattr(sys, "frozen", False),
-          "shard": int(sys.argv[1]), "mean": statistics.mean([1, 2, 3, 4])}
+          "shard": int(sys.argv[1]), "mean": statistics.mean([1, 2, 3, 4]),
+          "product": float(numpy.linalg.det(numpy.diag([1.0, 2.0, 3.0, 4.0])).round(6))}
 with open(f"out/shard-{sys.argv[1]}.json", "w") as out:
     json.dump(report, out)
 '''
@@ -169,6 +197,7 @@ def test_installed_pool_runs_a_py_task_on_the_bundled_python(installed: list[Pat
         assert report["frozen"] is True
         assert Path(report["executable"]).parent == PREFIX
         assert report["mean"] == 2.5  # statistics: a module the app never imports itself
+        assert report["product"] == 24.0  # numpy's linear algebra: the bundled OpenBLAS
 
 
 def test_removal_leaves_nothing_behind(installed: list[Path], tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import psutil
 from PySide6.QtCore import QObject, Signal
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -44,6 +43,7 @@ from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings,
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, normalise_pool_url
+from poolnet_desktop.runtime.pause import PauseWatcher
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.task_client import ENDED, TaskClient
 from poolnet_desktop.runtime.task_files import load_task
@@ -77,40 +77,6 @@ class HostInfo:
         return f"{self.addresses[0]}:{self.port}"
 
 
-class OtherProgramsCpu:
-    """CPU used by programs other than PoolNet and its shards, in percent of the whole machine.
-
-    BOINC pauses when the user's own programs are busy; counting PoolNet's process tree out
-    keeps the pool's own shards from pausing the pool.
-    """
-
-    def __init__(self) -> None:
-        self._me = psutil.Process()
-        self._tree: dict[int, psutil.Process] = {}
-        self._cores = psutil.cpu_count() or 1
-        psutil.cpu_percent(None)  # the first reading only sets the reference point
-
-    def sample(self) -> float:
-        total = psutil.cpu_percent(None)
-        ours = 0.0
-        seen: dict[int, psutil.Process] = {}
-        for process in [self._me, *self._me.children(recursive=True)]:
-            known = self._tree.get(process.pid, process)
-            try:
-                ours += known.cpu_percent(None)
-            except psutil.Error:
-                continue
-            seen[process.pid] = known
-        self._tree = seen
-        return max(0.0, total - ours / self._cores)
-
-
-def on_battery() -> bool:
-    """True when the machine runs on battery (False where there is no battery to read)."""
-    battery = psutil.sensors_battery() if hasattr(psutil, "sensors_battery") else None
-    return battery is not None and battery.power_plugged is False
-
-
 class PoolBridge(QObject):
     """See the module docstring. ``bind`` and ``discovery`` let tests stay on loopback."""
 
@@ -138,7 +104,7 @@ class PoolBridge(QObject):
         bind: str = "0.0.0.0",
         discovery: DiscoverySettings | None = None,
         task_poll_interval: float = 2.0,
-        activity_interval: float = 5.0,
+        activity_interval: float = 5.0,  # how often the pause rules sample the computer
         preview_interval: float = 1.0,
         parent: QObject | None = None,
     ) -> None:
@@ -147,7 +113,6 @@ class PoolBridge(QObject):
         self._bind = bind
         self._discovery_override = discovery
         self._task_poll_interval = task_poll_interval
-        self._activity_interval = activity_interval
         self._data_dir = resolve_data_dir(store.prefs.data_path)
         self._prefs = store.prefs
         self._host: PoolHost | None = None
@@ -167,10 +132,7 @@ class PoolBridge(QObject):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._task_states: dict[str, str] = {}
         self._sources: dict[str, Path] = {}
-        self._manual_pause = False
-        self._pause_reason = ""
-        self._cpu = OtherProgramsCpu()
-        self._other_cpu = 0.0  # the activity timer's last reading of ``_cpu``
+        self._pause = PauseWatcher(store.prefs.pause_rules, self._on_pause_changed, interval=activity_interval)
         self._stopped = False
         store.changed.connect(self._on_prefs_changed)
 
@@ -206,7 +168,7 @@ class PoolBridge(QObject):
         await self._apply_membership()
         self._spawn(self._restart_browser())
         self._spawn(self._poll_tasks())
-        self._spawn(self._watch_activity())
+        self._spawn(self._pause.run())
 
     async def stop(self) -> None:
         """Stop in order: background loops, links, the member, the host, the browser."""
@@ -234,8 +196,7 @@ class PoolBridge(QObject):
             self._spawn(self._apply_membership())
 
     def set_manual_pause(self, paused: bool) -> None:
-        self._manual_pause = paused
-        self._spawn(self._apply_pause())
+        self._pause.set_manual(paused)
 
     def approve(self, device_id: str, allow: bool) -> None:
         if self._host is not None and self._host.access is not None:
@@ -313,9 +274,9 @@ class PoolBridge(QObject):
             self._spawn(self._apply_membership())
         if old.limits != prefs.limits and self._member is not None:
             self._member.agent.set_limits(prefs.limits)
-        pausing = ("accept_tasks", "pause_when_in_use", "in_use_threshold", "pause_on_battery")
-        if any(getattr(old, name) != getattr(prefs, name) for name in pausing):
-            self._spawn(self._apply_pause())
+        self._pause.set_rules(prefs.pause_rules)
+        if old.accept_tasks != prefs.accept_tasks:
+            self._spawn(self._apply_accepting())
         if old.discovery != prefs.discovery:
             self._spawn(self._restart_browser())
 
@@ -495,32 +456,13 @@ class PoolBridge(QObject):
     # ---- pausing -------------------------------------------------------------------------------
 
     def _accepting(self) -> bool:
-        return self._prefs.accept_tasks and not self._pause_reason
+        return self._prefs.accept_tasks and not self._pause.reason
 
-    async def _watch_activity(self) -> None:
-        """Only this timer samples the other programs' CPU (it walks every process of ours,
-        on the Qt thread); a settings change or the pause button reuses its last reading."""
-        while True:
-            if self._prefs.pause_when_in_use:
-                self._other_cpu = self._cpu.sample()
-            await self._apply_pause()
-            await asyncio.sleep(self._activity_interval)
+    def _on_pause_changed(self, reason: str) -> None:
+        self.paused_changed.emit(reason)
+        self._spawn(self._apply_accepting())
 
-    def _why_paused(self) -> str:
-        prefs = self._prefs
-        if self._manual_pause:
-            return "paused by you"
-        if prefs.pause_on_battery and on_battery():
-            return "on battery"
-        if prefs.pause_when_in_use and self._other_cpu > prefs.in_use_threshold:
-            return "the computer is in use"
-        return ""
-
-    async def _apply_pause(self) -> None:
-        reason = self._why_paused()
-        if reason != self._pause_reason:
-            self._pause_reason = reason
-            self.paused_changed.emit(reason)
+    async def _apply_accepting(self) -> None:
         member = self._member
         if member is not None and member.agent.config.accept_tasks != self._accepting():
             await member.agent.set_accept_tasks(self._accepting())

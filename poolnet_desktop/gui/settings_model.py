@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
+from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.datadir import default_data_dir
 
@@ -51,6 +52,10 @@ class Preferences:
             storage_percent=self.storage_percent,
             gpu=self.share_gpu,
         )
+
+    @property
+    def pause_rules(self) -> PauseRules:
+        return PauseRules(self.pause_when_in_use, self.in_use_threshold, self.pause_on_battery)
 
     @property
     def data_path(self) -> Path:

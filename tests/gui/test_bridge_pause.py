@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings
 
-from poolnet_desktop.gui import bridge as bridge_module
 from poolnet_desktop.gui.bridge import DiscoverySettings, PoolBridge
 from poolnet_desktop.gui.settings_model import SettingsStore
+from poolnet_desktop.runtime import pause as pause_module
 
 
 class BusyCpu:
@@ -40,8 +40,8 @@ async def test_only_pause_settings_reapply_the_pause_on_the_timers_last_reading(
         battery_reads.append(False)
         return False
 
-    monkeypatch.setattr(bridge_module, "OtherProgramsCpu", lambda: cpu)
-    monkeypatch.setattr(bridge_module, "on_battery", on_mains)
+    monkeypatch.setattr(pause_module, "OtherProgramsCpu", lambda: cpu)
+    monkeypatch.setattr(pause_module, "on_battery", on_mains)
     store = SettingsStore(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     store.update(discovery=False, data_dir=str(tmp_path / "data"), pause_when_in_use=True, in_use_threshold=40.0)
     bridge = PoolBridge(store, bind="127.0.0.1", discovery=DiscoverySettings(enabled=False), activity_interval=3600)

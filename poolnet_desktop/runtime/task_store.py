@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS shards (
     finished_at REAL,
     result BLOB,
     retry_base INTEGER NOT NULL DEFAULT 0,
+    placed BLOB NOT NULL DEFAULT '{}',
     PRIMARY KEY (task_id, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (
@@ -65,7 +66,7 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_task ON logs (task_id, shard);
 """
 _TASK_SQL = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
-_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
 # The writer gathers this long after the first queued write before it commits: a stream of
 # tiny shards then costs one commit per few milliseconds, not several per shard. Only
@@ -74,6 +75,7 @@ BATCH_DELAY = 0.02
 
 _json = msgspec.json.Encoder()
 _ints = msgspec.json.Decoder(list[int])
+_placed = msgspec.json.Decoder(dict[int, str])
 _result = msgspec.json.Decoder(ShardResult)
 _spec = msgspec.json.Decoder(TaskSpec)
 
@@ -118,6 +120,14 @@ class TaskStore:
             self._db.execute(
                 "ALTER TABLE shards ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0"
             )
+        if "placed" not in columns:  # a store from before attempts had owners
+            # Only the current attempt's device is known: older attempts then have no owner,
+            # and nobody may report them.
+            self._db.executescript("""
+                ALTER TABLE shards ADD COLUMN placed BLOB NOT NULL DEFAULT '{}';
+                UPDATE shards SET placed = json_object(CAST(attempt AS TEXT), device_id)
+                    WHERE device_id IS NOT NULL AND attempt > 0;
+            """)
         self._db_lock = threading.Lock()  # the connection: the writer, and rare reads
         self._lock = threading.Lock()  # the queues: held only for microseconds
         self._wake = threading.Condition(self._lock)
@@ -185,7 +195,7 @@ class TaskStore:
             _json.encode(shard.gpu_indices), shard.exit_code, shard.reason, shard.queued_at,
             _json.encode(sorted(shard.reported)), shard.assigned_at, shard.started_at,
             shard.finished_at, None if result is None else _json.encode(result),
-            shard.retry_base,
+            shard.retry_base, _json.encode(shard.placed),
         )
         with self._lock:
             self._shards[(task_id, shard.index)] = row
@@ -274,7 +284,7 @@ def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
 
 def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]:
     (_, idx, state, attempt, device_id, gpus, exit_code, reason, queued_at, reported,
-     assigned_at, started_at, finished_at, result, retry_base) = row
+     assigned_at, started_at, finished_at, result, retry_base, placed) = row
     shard = Shard(
         index=int(idx),  # type: ignore[call-overload]
         state=ShardState(state),
@@ -289,5 +299,6 @@ def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]
         started_at=started_at,  # type: ignore[arg-type]
         finished_at=finished_at,  # type: ignore[arg-type]
         retry_base=int(retry_base),  # type: ignore[call-overload]
+        placed=_placed.decode(placed),  # type: ignore[arg-type]
     )
     return shard, None if result is None else _result.decode(result)  # type: ignore[arg-type]

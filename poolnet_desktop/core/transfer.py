@@ -25,6 +25,7 @@ from typing import Annotated
 import msgspec
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
+from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import (
     MAX_CONTROL_MESSAGE,
     ErrorCode,
@@ -309,7 +310,7 @@ def output_allowance(storage_mb: float, max_output_bytes: int) -> int:
     states one (a shard cannot honestly need more), else the pool's cap."""
     if storage_mb <= 0:
         return max_output_bytes
-    return min(max_output_bytes, int(storage_mb * 1024 * 1024))
+    return min(max_output_bytes, int(storage_mb * BYTES_PER_MB))
 
 
 def incoming_refusal(

@@ -31,6 +31,7 @@ from poolnet_desktop.core.task_protocol import (
     ShardStarted,
     result_transfer_id,
 )
+from poolnet_desktop.core.tasks import SubmitQuota
 from poolnet_desktop.core.transfer import ChunkHeader, encode_chunk
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.link import PoolLink, open_link
@@ -259,3 +260,24 @@ async def test_result_transfers_beyond_their_attempt_or_storage_write_nothing_an
     # Its own attempt failed on its outputs (and is retried); nothing of it was kept.
     assert "outputs were refused" in pool.tasks.recorded[(task_id, 0)].message
     assert not (pool.tasks.results / task_id / "0").exists()
+
+
+async def test_a_submitter_past_its_quota_is_refused_and_others_are_not(
+    pool: PoolHost, client: TaskClient, tmp_path: Path
+) -> None:
+    pool.tasks.config.quota = SubmitQuota(max_tasks=2, max_shards=5)
+    async with honest_members(pool, tmp_path, 1):
+        body = 'command = "sleep 60"\nshell = true\nshards = 2\n[resources]\ncpu = 1\n'
+        first = await submit_manifest(client, tmp_path / "one", body)
+        await submit_manifest(client, tmp_path / "two", body)
+        with pytest.raises(ProtocolError) as refused_task:
+            await submit_manifest(client, tmp_path / "three", body)
+        assert refused_task.value.code == "forbidden"
+        assert "2 tasks held" in refused_task.value.message
+        await client.cancel(first)
+        await client.wait(first)
+        with pytest.raises(ProtocolError) as refused_shards:
+            await submit_manifest(client, tmp_path / "four", body.replace("shards = 2", "shards = 4"))
+        assert "shards held" in refused_shards.value.message
+        await submit_manifest(client, tmp_path / "five", body)  # an ended task holds nothing
+        assert len(pool.tasks.tasks) == 3

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.manifest import FileEntry, TaskSpec
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -556,12 +556,17 @@ class TaskService:
         size = sum(f.size for f in outputs)
         self._incoming[transfer] = _IncomingResult(device_id, ref, result, receiver, size)
 
-    async def _incoming_refusal(self, device_id: str, task: Task, outputs: list[Any]) -> str | None:
-        """Why these announced outputs may not come in (``core.transfer.incoming_refusal``)."""
+    async def _incoming_refusal(
+        self, device_id: str, task: Task, outputs: list[FileEntry]
+    ) -> str | None:
+        """Why these announced outputs may not come in (``core.transfer.incoming_refusal``).
+        The transfers in flight are counted after the one await, so that the caller opens
+        this one before any other result is checked against the same counts."""
+        usage = await asyncio.to_thread(shutil.disk_usage, self.results)
         member = sum(i.size for i in self._incoming.values() if i.device_id == device_id)
         total = sum(i.size for i in self._incoming.values())
-        usage = await asyncio.to_thread(shutil.disk_usage, self.results)
-        allowance = output_allowance(task.spec.resources.storage_mb, self.config.max_output_bytes)
+        storage = task.spec.resources.storage_mb
+        allowance = output_allowance(storage, self.config.max_output_bytes)
         return incoming_refusal(sum(f.size for f in outputs), allowance, member, total,
                                 usage.free, self.config.incoming)
 
@@ -758,6 +763,6 @@ class TaskService:
 
 
 def _refused(result: ShardResult, why: str) -> ShardResult:
-    """The failed result recorded for an attempt whose outputs the coordinator would not take."""
+    """The failed result recorded for an attempt whose outputs the coordinator refused."""
     return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
                        ended=result.ended, message=f"its outputs were refused: {why}")

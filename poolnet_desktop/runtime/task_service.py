@@ -12,6 +12,13 @@ queued shards are queued again and shards that were on members wait for those me
 report (``shards_report``); whatever a member does not report, or a member that does not come
 back within ``grace`` seconds, is lost and retried within the task's ``retries``.
 
+Members report only their own work: a member's start, output, result or result files for an
+attempt are taken only if the records placed that attempt on it (``Task.may_report``), and a
+member is sent an attempt only once that placement is committed, so even after a crash no
+member holds an attempt without a recorded owner. Result files are checked before a byte is
+written (``core.transfer.incoming_refusal``: the task's ``storage``, bytes in flight per member
+and in all, the free disk) and deleted when their transfer fails or their member leaves.
+
 Files: inputs land in a content-addressed blob folder (``tasks/blobs/SHA256``) that members
 fetch from; accepted outputs in ``tasks/results/TASK/SHARD/``.
 

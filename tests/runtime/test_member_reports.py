@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -32,7 +33,7 @@ from poolnet_desktop.core.task_protocol import (
     result_transfer_id,
 )
 from poolnet_desktop.core.tasks import SubmitQuota
-from poolnet_desktop.core.transfer import ChunkHeader, encode_chunk
+from poolnet_desktop.core.transfer import ChunkHeader, IncomingLimits, encode_chunk
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import PoolHost
@@ -211,6 +212,15 @@ async def test_a_member_cannot_start_or_write_logs_for_attempts_it_never_ran(
         await client.cancel(task_id)
 
 
+async def assigned_to(link: PoolLink, count: int) -> dict[int, int]:
+    """The attempts placed on this member, ``{shard: attempt}``, once ``count`` arrived."""
+    mine: dict[int, int] = {}
+    while len(mine) < count:
+        assigned = await asyncio.wait_for(link.expect(AssignShards), 10)
+        mine |= {item.shard: item.attempt for item in assigned.items}
+    return mine
+
+
 async def test_result_transfers_beyond_their_attempt_or_storage_write_nothing_and_leave_nothing(
     pool: PoolHost, client: TaskClient, tmp_path: Path
 ) -> None:
@@ -230,11 +240,7 @@ async def test_result_transfers_beyond_their_attempt_or_storage_write_nothing_an
             cpu = 1
             storage = "1 MiB"
         """)
-        assigned = await asyncio.wait_for(link.expect(AssignShards), 10)
-        mine = {item.shard: item.attempt for item in assigned.items}
-        if len(mine) < 2:
-            more = await asyncio.wait_for(link.expect(AssignShards), 10)
-            mine |= {item.shard: item.attempt for item in more.items}
+        mine = await assigned_to(link, 2)
         chunk = b"x" * (256 * 1024)
         # A made-up attempt of a real shard, announcing a file of 8 GiB.
         made_up = ShardRef(task_id, 0, 7)
@@ -281,3 +287,38 @@ async def test_a_submitter_past_its_quota_is_refused_and_others_are_not(
         assert "shards held" in refused_shards.value.message
         await submit_manifest(client, tmp_path / "five", body)  # an ended task holds nothing
         assert len(pool.tasks.tasks) == 3
+
+
+async def test_result_bytes_in_flight_are_capped_per_member_and_by_the_hosts_free_disk(
+    pool: PoolHost, client: TaskClient, tmp_path: Path
+) -> None:
+    mib = 1024 * 1024
+    pool.tasks.config.incoming = IncomingLimits(per_member=mib, total=1024 * mib, disk_margin=0)
+    async with mallory(pool, tmp_path / "mallory", LENDER) as (link, device_id):
+        await wait_for(lambda: device_id in pool.tasks._members)
+        task_id = await submit_manifest(client, tmp_path / "job", """
+            command = ["true"]
+            shards = 3
+            outputs = ["out.bin"]
+            [resources]
+            cpu = 1
+        """)
+        mine = await assigned_to(link, 3)
+        refs = [ShardRef(task_id, shard, attempt) for shard, attempt in sorted(mine.items())]
+        big = FileEntry("out.bin", 768 * 1024, hashlib.sha256(b"").hexdigest())
+        await link.send(ShardsFinished(results=[FinishedShard(refs[0], success(big))]))
+        await send_file(link, refs[0], big, b"x" * (256 * 1024))  # still arriving
+        await link.send(ShardsFinished(results=[FinishedShard(refs[1], success(big))]))
+        await asyncio.wait_for(link.expect(ShardAck), 10)
+        assert "this member already sends" in pool.tasks.recorded[(task_id, 1)].message
+        free = (await asyncio.to_thread(shutil.disk_usage, pool.options.data_dir)).free
+        pool.tasks.config.incoming = IncomingLimits(
+            per_member=1024 * mib, total=1024 * mib, disk_margin=free
+        )
+        small = FileEntry("out.bin", 1024, hashlib.sha256(b"").hexdigest())
+        await link.send(ShardsFinished(results=[FinishedShard(refs[2], success(small))]))
+        await asyncio.wait_for(link.expect(ShardAck), 10)
+        assert "disk is short" in pool.tasks.recorded[(task_id, 2)].message
+        incoming = pool.options.data_dir / "tasks" / "incoming"
+        written = {p.parent.name for p in incoming.rglob("*") if p.is_file()}
+        assert written == {result_transfer_id(task_id, 0, mine[0])}

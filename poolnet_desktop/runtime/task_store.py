@@ -16,7 +16,6 @@ import asyncio
 import logging
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +69,8 @@ _SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 _LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
 # The writer gathers this long after the first queued write before it commits: a stream of
 # tiny shards then costs one commit per few milliseconds, not several per shard. Only
-# acknowledgements wait for commits, and nothing waits for an acknowledgement.
+# acknowledgements wait for commits, and nothing waits for an acknowledgement; a placement
+# waits too (a member is sent an attempt only once it is stored), and asks for no delay.
 BATCH_DELAY = 0.02
 
 _json = msgspec.json.Encoder()
@@ -136,6 +136,7 @@ class TaskStore:
         self._logs: list[tuple[object, ...]] = []
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._closing = False
+        self._hurry = threading.Event()  # an urgent ``committed``: cut the batch delay short
         self._writer = threading.Thread(target=self._run, name="task-store", daemon=True)
         self._writer.start()
 
@@ -206,12 +207,15 @@ class TaskStore:
             self._logs.append((task_id, shard, attempt, stream, data))
             self._wake.notify()
 
-    def committed(self) -> asyncio.Future[None]:
-        """A future done once every write queued before this call is committed."""
+    def committed(self, urgent: bool = False) -> asyncio.Future[None]:
+        """A future done once every write queued before this call is committed. ``urgent``:
+        commit without waiting for more writes to join (someone is kept waiting on it)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             self._waiters.append((loop, future))
+            if urgent:
+                self._hurry.set()
             self._wake.notify()
         return future
 
@@ -235,8 +239,9 @@ class TaskStore:
                     self._wake.wait()
                 closing = self._closing
             if not closing:
-                time.sleep(BATCH_DELAY)  # more writes join this transaction meanwhile
+                self._hurry.wait(BATCH_DELAY)  # more writes join this transaction meanwhile
             with self._lock:
+                self._hurry.clear()
                 tasks, self._tasks = self._tasks, {}
                 shards, self._shards = self._shards, {}
                 logs, self._logs = self._logs, []

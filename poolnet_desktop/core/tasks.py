@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.manifest import MAX_SHARDS, TaskSpec
 
 
 class ShardState(StrEnum):
@@ -372,7 +372,7 @@ class SubmitQuota:
     and their shards queued or on members. Keeps one device from crowding out the rest."""
 
     max_tasks: int = 64
-    max_shards: int = 100_000
+    max_shards: int = 2 * MAX_SHARDS  # two of the largest tasks a manifest may ask for
 
 
 def quota_refusal(

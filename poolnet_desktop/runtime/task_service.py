@@ -385,7 +385,8 @@ class TaskService:
         if batches:
             # A member learns of an attempt only once the records say it is the member's:
             # after a crash, no member holds an attempt the coordinator has no owner for.
-            store.committed(urgent=True).add_done_callback(lambda _: self._send_batches(batches))
+            committed = store.committed(urgent=True)
+            committed.add_done_callback(lambda _: self._send_batches(batches))
 
     def _send_batches(self, batches: dict[tuple[str, str], list[Assignment]]) -> None:
         """Send each member the shards placed on it (their records are committed). A task

@@ -8,7 +8,13 @@ cancel an attempt elsewhere). Pure: no clock, no I/O; the coordinator persists t
 Attempts: each assignment of a shard to a member is a new attempt (1, 2, ...), and every message
 about a shard names its attempt. Each shard remembers which attempts' results it recorded
 (``Shard.reported``; persist it with the shard), so a result is recorded once per
-(task, shard, attempt) and any second one is ignored as a duplicate. Beyond that:
+(task, shard, attempt) and any second one is ignored as a duplicate.
+
+Ownership: each shard also remembers which device every attempt was placed on
+(``Shard.placed``, persisted too). Only that device may report on that attempt
+(``Task.may_report``): its start, its output, its result and its result's files. Another
+member cannot adopt, finish or write logs for an attempt it was never given, old or new.
+Beyond that:
 
 * a result is accepted for the attempt now assigned or running;
 * a success from an older attempt (a member that finished while cut off and delivers its
@@ -29,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.manifest import MAX_SHARDS, TaskSpec
 
 
 class ShardState(StrEnum):
@@ -96,7 +102,9 @@ class Shard:
     """One shard's record. ``attempt`` counts assignments (0 = never assigned); ``device_id``
     and ``gpu_indices`` belong to the current attempt; ``reason`` says why it waits or ended;
     ``reported`` holds the attempts whose result has been recorded; ``retry_base`` is the
-    attempt a person's retry started from (the automatic ``retries`` count from there)."""
+    attempt a person's retry started from (the automatic ``retries`` count from there);
+    ``placed`` maps every attempt to the device it was placed on, the only one that may
+    report on it."""
 
     index: int
     state: ShardState = ShardState.QUEUED
@@ -111,6 +119,7 @@ class Shard:
     started_at: float | None = None
     finished_at: float | None = None
     retry_base: int = 0
+    placed: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +194,19 @@ class Task:
         """(shards that will not run again, all shards): what a progress bar shows."""
         return sum(self._counts[state] for state in FINAL), len(self.shards)
 
+    def may_report(self, index: int, attempt: int, device_id: str) -> bool:
+        """Whether ``device_id`` may report on this attempt (started, output, result, files):
+        only the device the attempt was placed on, whichever attempt is current now."""
+        if not 0 <= index < len(self.shards):
+            return False
+        return self.shards[index].placed.get(attempt) == device_id
+
+    def wants_result(self, index: int, attempt: int, outcome: ShardState) -> bool:
+        """Whether ``record_result`` would record this result now (not a duplicate, not
+        stale): a result's files are taken only then, checked before any byte arrives."""
+        shard = self._shard(index)
+        return self._verdict(shard, attempt, outcome) in ("current", "late success")
+
     # --- changes ---
 
     def assign(self, index: int, device_id: str, gpu_indices: tuple[int, ...], now: float) -> int:
@@ -192,6 +214,7 @@ class Task:
         shard = self._shard(index)
         self._move(shard, S.ASSIGNED)
         shard.attempt += 1
+        shard.placed[shard.attempt] = device_id
         shard.device_id = device_id
         shard.gpu_indices = gpu_indices
         shard.exit_code = None
@@ -226,17 +249,14 @@ class Task:
         if outcome not in RESULT_STATES:
             raise ValueError(f"{outcome} is not a shard result")
         shard = self._shard(index)
-        if not 1 <= attempt <= shard.attempt:
-            return Change(False, f"unknown attempt {attempt}", shard.state)
-        if attempt in shard.reported:
-            return Change(False, "duplicate", shard.state)
-        if attempt == shard.attempt and shard.state in ACTIVE:
+        verdict = self._verdict(shard, attempt, outcome)
+        if verdict == "current":
             shard.reported.add(attempt)
             return self._finish(shard, outcome, now, exit_code, reason)
-        if outcome is S.SUCCEEDED and shard.state not in (S.SUCCEEDED, S.CANCELLED):
+        if verdict == "late success":
             shard.reported.add(attempt)
             return self._late_success(shard, attempt, now, exit_code, reason)
-        return Change(False, "stale", shard.state)
+        return Change(False, verdict, shard.state)
 
     def mark_lost(
         self, index: int, now: float, reason: str, *, attempt: int | None = None
@@ -289,6 +309,20 @@ class Task:
             raise IndexError(f"task {self.id} has no shard {index}")
         return self.shards[index]
 
+    @staticmethod
+    def _verdict(shard: Shard, attempt: int, outcome: ShardState) -> str:
+        """What a result of ``attempt`` would be: "current", "late success", or why it
+        changes nothing (the module docstring gives the rules)."""
+        if not 1 <= attempt <= shard.attempt:
+            return f"unknown attempt {attempt}"
+        if attempt in shard.reported:
+            return "duplicate"
+        if attempt == shard.attempt and shard.state in ACTIVE:
+            return "current"
+        if outcome is S.SUCCEEDED and shard.state not in (S.SUCCEEDED, S.CANCELLED):
+            return "late success"
+        return "stale"
+
     def _move(self, shard: Shard, new: ShardState) -> None:
         old = shard.state
         shard.state = transition(old, new)
@@ -330,3 +364,30 @@ class Task:
             withdraw=was is S.QUEUED,
             cancel=superseded,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitQuota:
+    """How much one submitting device may have held in the pool at once: tasks not ended,
+    and their shards queued or on members. Keeps one device from crowding out the rest."""
+
+    max_tasks: int = 64
+    max_shards: int = 2 * MAX_SHARDS  # two of the largest tasks a manifest may ask for
+
+
+def quota_refusal(
+    tasks: Iterable[Task], submitter: str, new_shards: int, quota: SubmitQuota
+) -> str | None:
+    """Why a new task of ``new_shards`` shards from ``submitter`` is refused, or None."""
+    held_tasks = held_shards = 0
+    for task in tasks:
+        if task.submitter != submitter or task.state in ENDED:
+            continue
+        held_tasks += 1
+        held_shards += task.count(S.QUEUED) + sum(task.count(state) for state in ACTIVE)
+    if held_tasks + 1 > quota.max_tasks:
+        return f"this device already has {held_tasks} tasks held (at most {quota.max_tasks})"
+    if held_shards + new_shards > quota.max_shards:
+        return (f"this device already has {held_shards} shards held and asks for {new_shards} "
+                f"more (at most {quota.max_shards})")
+    return None

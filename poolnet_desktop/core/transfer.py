@@ -25,6 +25,7 @@ from typing import Annotated
 import msgspec
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
+from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import (
     MAX_CONTROL_MESSAGE,
     ErrorCode,
@@ -291,3 +292,43 @@ class FileAssembler:
         self.declared_bytes += header.size
         self._open[path] = entry
         return entry
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingLimits:
+    """Bounds on result files arriving at the coordinator: bytes announced and not yet
+    arrived, per member and over all members, and the free space to leave on the data
+    folder's disk, so that members cannot fill it between them."""
+
+    per_member: int
+    total: int
+    disk_margin: int
+
+
+def output_allowance(storage_mb: float, max_output_bytes: int) -> int:
+    """How many bytes of outputs one shard may return: its ``storage`` request when it
+    states one (a shard cannot honestly need more), else the pool's cap."""
+    if storage_mb <= 0:
+        return max_output_bytes
+    return min(max_output_bytes, int(storage_mb * BYTES_PER_MB))
+
+
+def incoming_refusal(
+    announced: int,
+    allowance: int,
+    member_in_flight: int,
+    total_in_flight: int,
+    disk_free: int,
+    limits: IncomingLimits,
+) -> str | None:
+    """Why a result transfer of ``announced`` bytes is refused before any byte of it is
+    written, or None. The in-flight counts are those already open, not counting this one."""
+    if announced > allowance:
+        return f"its outputs total {announced} bytes, more than the {allowance} the task allows"
+    if member_in_flight + announced > limits.per_member:
+        return f"this member already sends {member_in_flight} bytes (at most {limits.per_member})"
+    if total_in_flight + announced > limits.total:
+        return f"members already send {total_in_flight} bytes (at most {limits.total} at once)"
+    if disk_free - total_in_flight - announced < limits.disk_margin:
+        return f"the host's disk is short ({disk_free} bytes free)"
+    return None

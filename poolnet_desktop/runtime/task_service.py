@@ -12,6 +12,13 @@ queued shards are queued again and shards that were on members wait for those me
 report (``shards_report``); whatever a member does not report, or a member that does not come
 back within ``grace`` seconds, is lost and retried within the task's ``retries``.
 
+Members report only their own work: a member's start, output, result or result files for an
+attempt are taken only if the records placed that attempt on it (``Task.may_report``), and a
+member is sent an attempt only once that placement is committed, so even after a crash no
+member holds an attempt without a recorded owner. Result files are checked before a byte is
+written (``core.transfer.incoming_refusal``: the task's ``storage``, bytes in flight per member
+and in all, the free disk) and deleted when their transfer fails or their member leaves.
+
 Files: inputs land in a content-addressed blob folder (``tasks/blobs/SHA256``) that members
 fetch from; accepted outputs in ``tasks/results/TASK/SHARD/``.
 
@@ -29,11 +36,11 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.manifest import FileEntry, TaskSpec
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     ErrorCode,
@@ -65,8 +72,22 @@ from poolnet_desktop.core.task_protocol import (
     new_task_id,
     result_transfer_id,
 )
-from poolnet_desktop.core.tasks import ACTIVE, ENDED, Change, ShardState, Task
-from poolnet_desktop.core.transfer import TransferError, decode_chunk
+from poolnet_desktop.core.tasks import (
+    ACTIVE,
+    ENDED,
+    Change,
+    ShardState,
+    SubmitQuota,
+    Task,
+    quota_refusal,
+)
+from poolnet_desktop.core.transfer import (
+    IncomingLimits,
+    TransferError,
+    decode_chunk,
+    incoming_refusal,
+    output_allowance,
+)
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.session import Session
@@ -91,13 +112,21 @@ class TaskServiceConfig:
     the coordinator's heartbeat timeout). ``ahead``: how many shards may wait on a member
     behind each running one, at most, so that it never idles for a round trip between tiny
     shards; each task's depth follows how long its shards take (``core.scheduler.ahead_for``:
-    none for shards of a second or more). A priority task may wait behind that many."""
+    none for shards of a second or more). A priority task may wait behind that many.
+    ``quota``: what one submitting device may hold at once. ``incoming``: result bytes in
+    flight per member and in all, and the free disk space always left; one shard's outputs
+    are further bounded by its ``storage`` request (``core.transfer.output_allowance``)."""
 
     max_file_size: int = 8 * GIB
     max_task_bytes: int = 32 * GIB
     max_output_bytes: int = 8 * GIB
     grace: float | None = None
     ahead: int = 16
+    quota: SubmitQuota = field(default_factory=SubmitQuota)
+    incoming: IncomingLimits = field(
+        default_factory=lambda: IncomingLimits(per_member=16 * GIB, total=64 * GIB,
+                                               disk_margin=GIB)
+    )
 
 
 @dataclass(slots=True)
@@ -113,6 +142,7 @@ class _IncomingResult:
     ref: ShardRef
     result: ShardResult
     receiver: FileReceiver
+    size: int  # the announced total, counted against the caps until it ends
 
 
 class TaskService:
@@ -145,6 +175,9 @@ class TaskService:
         self._unconfirmed: dict[ShardKey, tuple[str, float]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._incoming: dict[str, _IncomingResult] = {}
+        # Per member: result transfers it announced that were refused or failed; their
+        # chunks still on the way are dropped quietly, not counted as invalid messages.
+        self._dropping: dict[str, set[str]] = {}
         self._acks: dict[str, list[ShardRef]] = {}
         self._pass_pending = False
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -252,6 +285,9 @@ class TaskService:
             self.scheduler.check_fits_somewhere(spec.resources.vector())
         except Unschedulable as exc:
             raise ProtocolError(ErrorCode.UNFIT, f"task {spec.name!r} refused: {exc}") from None
+        over = quota_refusal(self.tasks.values(), submitter, spec.shards, self.config.quota)
+        if over is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"task {spec.name!r} refused: {over}")
         task_id = new_task_id(spec.name, uuid.uuid4().hex[:10])
         task = Task(task_id, spec, submitted_at=self.clock(), submitter=submitter)
         self.tasks[task_id] = task
@@ -298,6 +334,8 @@ class TaskService:
         incoming = self._incoming.get(header.transfer_id)
         if incoming is not None and incoming.device_id == session.device_id:
             await self._result_chunk(incoming, header, data)
+            return
+        if header.transfer_id in self._dropping.get(session.device_id or "", ()):
             return
         self.coordinator.refuse(
             session, ProtocolError(ErrorCode.FORBIDDEN, f"no transfer {header.transfer_id!r} here")
@@ -354,6 +392,15 @@ class TaskService:
             batch = batches.setdefault((placement.device_id, task.id), [])
             batch.append(Assignment(placement.shard, attempt, list(placement.gpu_indices),
                                     self._after(placement)))
+        if batches:
+            # A member learns of an attempt only once the records say it is the member's:
+            # after a crash, no member holds an attempt the coordinator has no owner for.
+            committed = store.committed(urgent=True)
+            committed.add_done_callback(lambda _: self._send_batches(batches))
+
+    def _send_batches(self, batches: dict[tuple[str, str], list[Assignment]]) -> None:
+        """Send each member the shards placed on it (their records are committed). A task
+        cancelled meanwhile is told again to cancel them: its first cancel came before them."""
         for (device_id, task_id), items in batches.items():
             task = self.tasks[task_id]
             spec = task.spec
@@ -369,6 +416,10 @@ class TaskService:
                 files=list(spec.files),
                 items=items,
             ))
+            if task.cancel_requested:
+                for item in items:
+                    self.post(device_id, ShardCancel(shard=ShardRef(task_id, item.shard,
+                                                                    item.attempt)))
             self.requests.changed(task)
         for device_id in {device_id for device_id, _ in batches}:
             self._count_running(device_id)
@@ -428,23 +479,18 @@ class TaskService:
         self.schedule()
 
     def _take_back(self, device_id: str, ref: ShardRef, running: bool) -> None:
-        """An attempt a member runs or holds that the records do not place on it. Assignments
-        are stored in batches, so after a SIGKILL the records may still show the shard queued
-        one attempt earlier: that attempt is the member's, and it is adopted rather than run
-        twice. Anything else it still runs is useless and is cancelled."""
+        """An attempt a member runs or holds. The records own every attempt a member was
+        ever sent (``_place`` commits before it sends), so one they do not place on this
+        member is never adopted: whatever the member claims, it is refused and, if it
+        runs, cancelled. Its own current attempt was kept by ``_on_report``."""
         task = self.tasks.get(ref.task_id)
-        shard = task.shards[ref.shard] if task and ref.shard < len(task.shards) else None
-        if shard is None or (shard.attempt == ref.attempt and shard.state in ACTIVE):
-            if shard is None and running:
-                self.post(device_id, ShardCancel(shard=ref))
-            return
-        if (shard.state is ShardState.QUEUED and ref.attempt == shard.attempt + 1
-                and task is not None and not task.cancel_requested):
-            task.assign(ref.shard, device_id, (), self.clock())
-            self.scheduler.adopt(task.id, ref.shard, device_id)
-            self.store_or_fail().save_shard(task.id, shard)
-            self.requests.changed(task)
-        elif running:
+        if task is not None and task.may_report(ref.shard, ref.attempt, device_id):
+            shard = task.shards[ref.shard]
+            if shard.attempt == ref.attempt and shard.state in ACTIVE:
+                return
+        else:
+            log.warning("member %s reported %s, an attempt it was never given", device_id, ref)
+        if running:
             self.post(device_id, ShardCancel(shard=ref))
 
     def _member_id(self, session: Session) -> str:
@@ -453,13 +499,17 @@ class TaskService:
         return session.device_id
 
     def _current(self, session: Session, ref: ShardRef) -> Task:
-        """The task a member's message is about; refuses shards it was never given."""
+        """The task a member's message is about; refuses attempts it was never given, old
+        or current (``Task.may_report``), and logs the refusal."""
         device_id = self._member_id(session)
         task = self.tasks.get(ref.task_id)
         if task is None or ref.shard >= len(task.shards):
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no shard {ref.shard} of {ref.task_id}")
-        if task.shards[ref.shard].device_id != device_id and ref.attempt == task.shards[ref.shard].attempt:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "that shard was placed on another member")
+        if not task.may_report(ref.shard, ref.attempt, device_id):
+            log.warning("member %s reported on %s, an attempt it was never given",
+                        device_id, ref)
+            raise ProtocolError(ErrorCode.FORBIDDEN,
+                                f"attempt {ref.attempt} of shard {ref.shard} is not yours")
         return task
 
     async def _on_started(self, session: Session, message: ShardStarted) -> None:
@@ -491,15 +541,29 @@ class TaskService:
             raise refused
 
     async def _finished(self, device_id: str, ref: ShardRef, result: ShardResult) -> None:
-        """Record a result at once, or once its output files have arrived."""
+        """Record a result at once, or once its output files have arrived. A transfer is
+        checked before its receiver opens: a result the records would not take has its files
+        dropped unread, and one whose files would break a cap is recorded as failed."""
         outputs = result.outputs
-        if not outputs:
-            await self._record(device_id, ref, result, None)
-            return
         transfer = result_transfer_id(ref.task_id, ref.shard, ref.attempt)
         previous = self._incoming.pop(transfer, None)
         if previous is not None:  # a resend after a reconnect replaces the half-received one
-            await previous.receiver.discard()
+            await self._drop_incoming(previous)
+        if not outputs:
+            await self._record(device_id, ref, result, None)
+            return
+        task = self.tasks[ref.task_id]
+        if not task.wants_result(ref.shard, ref.attempt, OUTCOME_STATES[result.reason]):
+            self._dropping.setdefault(device_id, set()).add(transfer)
+            await self._record(device_id, ref, result, None)  # a duplicate or stale: acked
+            return
+        refusal = await self._incoming_refusal(device_id, task, outputs)
+        if refusal is not None:
+            log.warning("refused the outputs of %s from %s: %s", ref, device_id, refusal)
+            self._dropping.setdefault(device_id, set()).add(transfer)
+            await self._record(device_id, ref, _refused(result, refusal), None)
+            return
+        self._dropping.get(device_id, set()).discard(transfer)
         receiver = FileReceiver(
             transfer,
             self.incoming / transfer,
@@ -507,7 +571,27 @@ class TaskService:
             max_file_size=self.config.max_file_size,
             max_transfer_size=self.config.max_output_bytes,
         )
-        self._incoming[transfer] = _IncomingResult(device_id, ref, result, receiver)
+        size = sum(f.size for f in outputs)
+        self._incoming[transfer] = _IncomingResult(device_id, ref, result, receiver, size)
+
+    async def _incoming_refusal(
+        self, device_id: str, task: Task, outputs: list[FileEntry]
+    ) -> str | None:
+        """Why these announced outputs may not come in (``core.transfer.incoming_refusal``).
+        The transfers in flight are counted after the one await, so that the caller opens
+        this one before any other result is checked against the same counts."""
+        usage = await asyncio.to_thread(shutil.disk_usage, self.results)
+        member = sum(i.size for i in self._incoming.values() if i.device_id == device_id)
+        total = sum(i.size for i in self._incoming.values())
+        storage = task.spec.resources.storage_mb
+        allowance = output_allowance(storage, self.config.max_output_bytes)
+        return incoming_refusal(sum(f.size for f in outputs), allowance, member, total,
+                                usage.free, self.config.incoming)
+
+    async def _drop_incoming(self, incoming: _IncomingResult) -> None:
+        """Delete whatever arrived of a result transfer that will not complete."""
+        await incoming.receiver.discard()
+        await asyncio.to_thread(shutil.rmtree, incoming.receiver.target, True)
 
     async def _result_chunk(self, incoming: _IncomingResult, header: Any, data: bytes) -> None:
         transfer = header.transfer_id
@@ -515,13 +599,10 @@ class TaskService:
             await incoming.receiver.accept(header, data)
         except TransferError as exc:
             del self._incoming[transfer]
-            await incoming.receiver.discard()
-            failed = ShardResult(
-                reason="error", exit_code=incoming.result.exit_code,
-                started=incoming.result.started, ended=incoming.result.ended,
-                message=f"its outputs were refused: {exc.message}",
-            )
-            await self._record(incoming.device_id, incoming.ref, failed, None)
+            self._dropping.setdefault(incoming.device_id, set()).add(transfer)
+            await self._drop_incoming(incoming)
+            refused = _refused(incoming.result, exc.message)
+            await self._record(incoming.device_id, incoming.ref, refused, None)
             return
         if incoming.receiver.complete:
             del self._incoming[transfer]
@@ -622,9 +703,15 @@ class TaskService:
 
     def _on_left(self, session: Session, device_id: str | None) -> None:
         """A session ended. A member's shards get ``grace`` seconds to be reported back by
-        it; an upload it was sending ends its task."""
+        it, and the result files it was sending are deleted (it sends them again when it
+        comes back); an upload it was sending ends its task."""
         if device_id is not None and self._members.get(device_id) is session:
             del self._members[device_id]
+            self._dropping.pop(device_id, None)
+            for transfer, incoming in list(self._incoming.items()):
+                if incoming.device_id == device_id:
+                    del self._incoming[transfer]
+                    self.spawn(self._drop_incoming(incoming))
             deadline = self.clock() + self.grace
             for key in self.scheduler.remove_member(device_id):
                 self._unconfirmed[key] = (device_id, deadline)
@@ -691,3 +778,9 @@ class TaskService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+
+
+def _refused(result: ShardResult, why: str) -> ShardResult:
+    """The failed result recorded for an attempt whose outputs the coordinator refused."""
+    return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
+                       ended=result.ended, message=f"its outputs were refused: {why}")

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +52,7 @@ CREATE TABLE IF NOT EXISTS shards (
     finished_at REAL,
     result BLOB,
     retry_base INTEGER NOT NULL DEFAULT 0,
+    placed BLOB NOT NULL DEFAULT '{}',
     PRIMARY KEY (task_id, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS logs (
@@ -65,15 +65,17 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_task ON logs (task_id, shard);
 """
 _TASK_SQL = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?)"
-_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SHARD_SQL = "INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
 # The writer gathers this long after the first queued write before it commits: a stream of
 # tiny shards then costs one commit per few milliseconds, not several per shard. Only
-# acknowledgements wait for commits, and nothing waits for an acknowledgement.
+# acknowledgements wait for commits, and nothing waits for an acknowledgement; a placement
+# waits too (a member is sent an attempt only once it is stored), and asks for no delay.
 BATCH_DELAY = 0.02
 
 _json = msgspec.json.Encoder()
 _ints = msgspec.json.Decoder(list[int])
+_placed = msgspec.json.Decoder(dict[int, str])
 _result = msgspec.json.Decoder(ShardResult)
 _spec = msgspec.json.Decoder(TaskSpec)
 
@@ -118,6 +120,14 @@ class TaskStore:
             self._db.execute(
                 "ALTER TABLE shards ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0"
             )
+        if "placed" not in columns:  # a store from before attempts had owners
+            # Only the current attempt's device is known: older attempts then have no owner,
+            # and nobody may report them.
+            self._db.executescript("""
+                ALTER TABLE shards ADD COLUMN placed BLOB NOT NULL DEFAULT '{}';
+                UPDATE shards SET placed = json_object(CAST(attempt AS TEXT), device_id)
+                    WHERE device_id IS NOT NULL AND attempt > 0;
+            """)
         self._db_lock = threading.Lock()  # the connection: the writer, and rare reads
         self._lock = threading.Lock()  # the queues: held only for microseconds
         self._wake = threading.Condition(self._lock)
@@ -126,6 +136,7 @@ class TaskStore:
         self._logs: list[tuple[object, ...]] = []
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._closing = False
+        self._hurry = threading.Event()  # an urgent ``committed``: cut the batch delay short
         self._writer = threading.Thread(target=self._run, name="task-store", daemon=True)
         self._writer.start()
 
@@ -185,7 +196,7 @@ class TaskStore:
             _json.encode(shard.gpu_indices), shard.exit_code, shard.reason, shard.queued_at,
             _json.encode(sorted(shard.reported)), shard.assigned_at, shard.started_at,
             shard.finished_at, None if result is None else _json.encode(result),
-            shard.retry_base,
+            shard.retry_base, _json.encode(shard.placed),
         )
         with self._lock:
             self._shards[(task_id, shard.index)] = row
@@ -196,12 +207,15 @@ class TaskStore:
             self._logs.append((task_id, shard, attempt, stream, data))
             self._wake.notify()
 
-    def committed(self) -> asyncio.Future[None]:
-        """A future done once every write queued before this call is committed."""
+    def committed(self, urgent: bool = False) -> asyncio.Future[None]:
+        """A future done once every write queued before this call is committed. ``urgent``:
+        commit without waiting for more writes to join (someone is kept waiting on it)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             self._waiters.append((loop, future))
+            if urgent:
+                self._hurry.set()
             self._wake.notify()
         return future
 
@@ -225,8 +239,9 @@ class TaskStore:
                     self._wake.wait()
                 closing = self._closing
             if not closing:
-                time.sleep(BATCH_DELAY)  # more writes join this transaction meanwhile
+                self._hurry.wait(BATCH_DELAY)  # more writes join this transaction meanwhile
             with self._lock:
+                self._hurry.clear()
                 tasks, self._tasks = self._tasks, {}
                 shards, self._shards = self._shards, {}
                 logs, self._logs = self._logs, []
@@ -274,7 +289,7 @@ def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
 
 def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]:
     (_, idx, state, attempt, device_id, gpus, exit_code, reason, queued_at, reported,
-     assigned_at, started_at, finished_at, result, retry_base) = row
+     assigned_at, started_at, finished_at, result, retry_base, placed) = row
     shard = Shard(
         index=int(idx),  # type: ignore[call-overload]
         state=ShardState(state),
@@ -289,5 +304,6 @@ def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]
         started_at=started_at,  # type: ignore[arg-type]
         finished_at=finished_at,  # type: ignore[arg-type]
         retry_base=int(retry_base),  # type: ignore[call-overload]
+        placed=_placed.decode(placed),  # type: ignore[arg-type]
     )
     return shard, None if result is None else _result.decode(result)  # type: ignore[arg-type]

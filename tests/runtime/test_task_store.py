@@ -3,6 +3,7 @@ the commit, older stores are brought up to date, and closing commits what is que
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -48,6 +49,7 @@ async def test_tasks_shards_results_and_logs_come_back_as_saved(tmp_path: Path) 
         task.id, SPEC, "alice", 10.0
     )
     assert loaded.shards == task.shards  # every field, retry_base and reported included
+    assert loaded.shards[1].placed == {1: "dev-a"}  # who may report attempt 1, after a restart
     assert loaded.shards[1].retry_base == 1 and loaded.shards[1].state is ShardState.QUEUED
     assert [(r.shard, r.data) for r in reopened.logs(task.id)] == [
         (0, "first\n"), (1, "oops\n"), (0, "second\n"),
@@ -90,4 +92,12 @@ async def test_a_store_from_before_retries_on_request_is_brought_up_to_date(
     store = TaskStore(path)
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT retry_base FROM shards").fetchall() == [(0,)]
+    # Only the current attempt's device is known; it keeps reporting it after the upgrade.
+    assert store.load() == [] and _placed_of(path) == {3: "dev"}
     await store.close()
+
+
+def _placed_of(path: Path) -> dict[int, str]:
+    with sqlite3.connect(path) as check:
+        [(placed,)] = check.execute("SELECT placed FROM shards").fetchall()
+    return {int(k): v for k, v in json.loads(placed).items()}

@@ -1,4 +1,5 @@
-"""``poolnet devices``: who may use the pool; approve, deny or revoke (on the host)."""
+"""``poolnet devices``: who may use the pool; approve, deny or revoke, or make a new pairing
+code (on the host)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,24 @@ import time
 from pathlib import Path
 
 from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
-from poolnet_desktop.core.protocol import AccessChanged, AccessList, ApproveDevice, ListAccess, RevokeDevice
+from poolnet_desktop.core.protocol import (
+    AccessChanged,
+    AccessList,
+    ApproveDevice,
+    ListAccess,
+    NewPairingCode,
+    PairingCode,
+    RevokeDevice,
+)
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("devices", help="list, approve, deny or revoke devices (run on the host)")
-    parser.add_argument("action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke"])
+    parser = subparsers.add_parser(
+        "devices", help="list, approve, deny or revoke devices, or replace the pairing code (run on the host)"
+    )
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke", "new-code"])
     parser.add_argument("device_id", nargs="?", help="the device (for approve, deny, revoke)")
     parser.add_argument("--reason", default="", help="why a device is revoked (kept in the audit log)")
     parser.add_argument("--url", default=DEFAULT_POOL, help="the pool (default this machine's)")
@@ -24,21 +35,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | AccessChanged:
+async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | AccessChanged | PairingCode:
     request = {
         "list": lambda: ListAccess(),
         "approve": lambda: ApproveDevice(device_id=args.device_id),
         "deny": lambda: ApproveDevice(device_id=args.device_id, deny=True),
         "revoke": lambda: RevokeDevice(device_id=args.device_id, reason=args.reason),
+        "new-code": lambda: NewPairingCode(),
     }[args.action]()
     async with await open_link(args.url, data_dir) as link:
         await link.send(request)
         async with asyncio.timeout(10):
-            return await link.expect(AccessList, AccessChanged)  # type: ignore[no-any-return]
+            return await link.expect(AccessList, AccessChanged, PairingCode)  # type: ignore[no-any-return]
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action != "list" and not args.device_id:
+    if args.action not in ("list", "new-code") and not args.device_id:
         print(f"poolnet: devices {args.action} needs a device id (see 'poolnet devices')", file=sys.stderr)
         return 2
     try:
@@ -48,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if isinstance(answer, AccessChanged):
         print(f"{answer.device_id}: {answer.outcome}")
+        return 0
+    if isinstance(answer, PairingCode):
+        print(f"New pairing code: {answer.code} (the old one no longer pairs)")
         return 0
     print(f"Pairing code: {answer.pairing_code or 'off'}")
     print("\nApproved:")

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 
-from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
+from poolnet_desktop.commands.options import (
+    CodeError,
+    add_code_file,
+    add_data_dir,
+    add_discovery,
+    discovery_settings,
+    read_pairing_code,
+)
 from poolnet_desktop.commands.running import addresses_to_show, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
@@ -19,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=3000, help="port for members, wss:// (default 3000)")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")
     parser.add_argument("--name", help="the pool's name, shown to members")
-    parser.add_argument("--pairing-code", metavar="CODE", help="the code members join with (default: a random one)")
+    add_code_file(parser, "a file holding a fixed code members join with (default: a random one)")
     parser.add_argument(
         "--allow-legacy",
         action="store_true",
@@ -35,13 +43,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
+    try:
+        pairing_code = read_pairing_code(args)
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
     host = PoolHost(
         HostOptions(
             data_dir=data_dir,
             bind=args.bind,
             port=args.port,
             pool_name=args.name,
-            pairing_code=args.pairing_code,
+            pairing_code=pairing_code,
             legacy_port=args.legacy_port if args.allow_legacy else None,
             seed_may_submit=args.legacy_tasks,
             discovery=discovery_settings(args),
@@ -56,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up at {host.url}", flush=True)
         print(f"  pairing code:  {host.pairing_code}", flush=True)
         for address in addresses_to_show(args.bind):
-            print(f"  members join:  poolnet join {address}:{host.server.port} --code {host.pairing_code}", flush=True)
+            print(f"  members join:  poolnet join {address}:{host.server.port}   (and type the code)", flush=True)
         if host.legacy_server is not None:
             print(f"  seed clients:  {host.legacy_server.url} (observe only)", flush=True)
         announced = host.announcer is not None and host.announcer.announced

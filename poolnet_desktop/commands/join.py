@@ -7,7 +7,14 @@ import asyncio
 import socket
 import sys
 
-from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
+from poolnet_desktop.commands.options import (
+    CodeError,
+    add_code_file,
+    add_data_dir,
+    add_discovery,
+    discovery_settings,
+    read_pairing_code,
+)
 from poolnet_desktop.commands.running import run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -20,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "url", nargs="?", help="the pool, e.g. 192.168.1.10:3000 (default: the last pool, or the one found on the LAN)"
     )
-    parser.add_argument("--code", help="the pairing code the pool's host shows (needed once)")
+    add_code_file(parser, "a file holding the pairing code the pool's host shows (needed once; asked for on a terminal)")
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     add_data_dir(parser)
     add_discovery(parser)
@@ -51,7 +58,15 @@ def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     settings = discovery_settings(args)
     url = args.url
-    if url is None and not (data_dir / "membership.json").exists():
+    member_already = (data_dir / "membership.json").exists()
+    try:
+        code = read_pairing_code(
+            args, None if member_already else "Pairing code shown by the pool's host (empty: ask its owner to approve): "
+        )
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
+    if url is None and not member_already:
         try:
             url = asyncio.run(single_pool_on_lan(settings))
         except DiscoveryError as exc:
@@ -59,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if url is None:
             return 2
     try:
-        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=args.code, discovery=settings))
+        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=code, discovery=settings))
     except MembershipError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2

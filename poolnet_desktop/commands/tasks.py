@@ -19,9 +19,10 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import DEFAULT_POOL, add_data_dir
+from poolnet_desktop.commands.options import DEFAULT_POOL, CodeError, add_code_file, add_data_dir, read_pairing_code
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
+from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.task_client import TaskClient
@@ -61,18 +62,24 @@ def _common(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
     parser.add_argument("--url", default=DEFAULT_POOL, help="the pool (default this machine's)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_data_dir(parser)
+    add_code_file(parser, "a file holding the pairing code, to pair anew with the pool at --url")
     parser.set_defaults(run=run)
 
 
 def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitable[int]]) -> int:
     """Open the link, run one conversation, and turn refusals into a message and exit 1."""
 
-    async def main() -> int:
-        async with await open_link(args.url, resolve_data_dir(args.data_dir)) as link:
+    async def main(code: str | None) -> int:
+        async with await open_link(args.url, resolve_data_dir(args.data_dir), code=code) as link:
             return await conversation(TaskClient(link))
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(main(read_pairing_code(args)))
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
+    except AuthRefused as exc:
+        print(f"poolnet: not connected to {args.url}: {exc.message}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
     except OSError as exc:

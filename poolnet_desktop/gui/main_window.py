@@ -212,6 +212,7 @@ class MainWindow(QMainWindow):
         bridge.problem.connect(self.show_problem)
         settings.join_requested.connect(bridge.join)
         settings.approvals.decided.connect(bridge.approve)
+        settings.new_code_requested.connect(bridge.new_pairing_code)
         self.prompt.decided.connect(bridge.approve)
         self.devices.forget_requested.connect(bridge.forget_device)
         tasks.submit_requested.connect(bridge.submit)

@@ -2,7 +2,7 @@
 
 Installs itself on a ``Coordinator``: every ``hello`` is proven through the ``Authenticator``
 (key, pairing code or the owner's approval), and the host's own identity may approve, deny and
-revoke devices. A revoked device is cut off at once: its live connections are closed.
+revoke devices and replace the pairing code. A revoked device is cut off at once: its live connections are closed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from poolnet_desktop.core.protocol import (
     ErrorCode,
     Hello,
     ListAccess,
+    NewPairingCode,
+    PairingCode,
     ProtocolError,
     RevokeDevice,
 )
@@ -50,6 +52,7 @@ class PoolAccess:
         coordinator.add_handler(ApproveDevice, self._on_approve)
         coordinator.add_handler(RevokeDevice, self._on_revoke)
         coordinator.add_handler(ListAccess, self._on_list)
+        coordinator.add_handler(NewPairingCode, self._on_new_code)
 
     async def trust_owner(self, device_id: str, name: str, public_key: str) -> None:
         """Approve the host's own identity, so its own member and CLI join without a prompt."""
@@ -92,6 +95,10 @@ class PoolAccess:
         was_approved = await self.revoke(message.device_id, message.reason, session.address)
         outcome = "revoked" if was_approved else "revoked (it had never been approved)"
         await session.send(AccessChanged(device_id=message.device_id, outcome=outcome))
+
+    async def _on_new_code(self, session: Session, message: NewPairingCode) -> None:
+        self._require_owner(session)
+        await session.send(PairingCode(code=self.authenticator.new_pairing_code()))
 
     async def _on_list(self, session: Session, message: ListAccess) -> None:
         self._require_owner(session)

@@ -145,6 +145,7 @@ class Authenticator:
 
     ``on_pending_changed`` is called (on the loop) with the full list of waiting devices each
     time it changes; a window shows them as prompts and calls ``approve`` or ``deny``.
+    ``on_code_changed`` is called with the new code (formatted) each time it changes.
 
     The pairing code rotates on every revoke (a revoked person knew it) and on demand.
     ``max_pending`` devices in all, and ``max_pending_per_address`` from one address, may wait
@@ -165,6 +166,7 @@ class Authenticator:
         max_pending_per_address: int = 2,
         max_concurrent_pairings: int = 4,
         on_pending_changed: Callable[[list[PendingApproval]], None] | None = None,
+        on_code_changed: Callable[[str | None], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         random_bytes: Callable[[int], bytes] = os.urandom,
@@ -180,6 +182,7 @@ class Authenticator:
         self._pairing_slots = asyncio.Semaphore(max_concurrent_pairings)
         self._pairing_from: set[str] = set()
         self.on_pending_changed = on_pending_changed
+        self.on_code_changed = on_code_changed
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._random = random_bytes
@@ -201,12 +204,18 @@ class Authenticator:
         """Use ``code`` (as typed, e.g. from ``POOLNET_PAIRING_CODE``), or None to turn codes off.
         Raises ``ValueError`` for a code that is too short or has other characters."""
         self._code = normalize_pairing_code(code) if code is not None else None
+        self._code_changed()
         return self.pairing_code
 
     def new_pairing_code(self) -> str:
         """Replace the code with a fresh random one and return it, formatted."""
         self._code = make_pairing_code(self._random(5))
+        self._code_changed()
         return format_pairing_code(self._code)
+
+    def _code_changed(self) -> None:
+        if self.on_code_changed is not None:
+            self.on_code_changed(self.pairing_code)
 
     # ---- the owner's decisions
 
@@ -549,7 +558,8 @@ async def _authenticate_to_host(
             challenge = await _receive_from_host(conn, Challenge)
         if pool_id is not None and challenge.pool_id != pool_id:
             raise AuthRefused(ErrorCode.HOST_MISMATCH,
-                              f"this host serves pool {challenge.pool_id!r}, not {pool_id!r}")
+                              f"this host serves pool {challenge.pool_id!r}, not {pool_id!r}; it may be an impostor "
+                              "(if that pool was rebuilt, pair again with its code)")
         pin = _check_pin(pinned, challenge.pool_id, seen)
         try:
             server_nonce = b64decode(challenge.nonce, NONCE_BYTES, "challenge nonce")

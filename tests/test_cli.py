@@ -23,14 +23,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def environment(home: Path) -> dict[str, str]:
+def environment(home: Path, code: str | None = None) -> dict[str, str]:
+    """The environment of a ``poolnet`` subprocess; ``code`` goes in POOLNET_PAIRING_CODE,
+    since a code is never given on the command line."""
     env = dict(os.environ, POOLNET_HOME=str(home), POOLNET_DISCOVERY="off", PYTHONUNBUFFERED="1")
     env.pop("http_proxy", None)
+    env.pop("POOLNET_PAIRING_CODE", None)
+    if code is not None:
+        env["POOLNET_PAIRING_CODE"] = code
     return env
 
 
-def poolnet(*args: str, home: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*POOLNET, *args], env=environment(home), capture_output=True, text=True, timeout=timeout)
+def poolnet(*args: str, home: Path, timeout: float = 20, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*POOLNET, *args], env=environment(home, code), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def wait_for_status(port: int, home: Path, devices: int, timeout: float = 20) -> dict:
@@ -51,9 +57,11 @@ def wait_for_status(port: int, home: Path, devices: int, timeout: float = 20) ->
 def hosted(tmp_path: Path):
     """``poolnet host`` on a free loopback port; stopped with SIGTERM at the end."""
     port = free_port()
+    code_file = tmp_path / "code.txt"
+    code_file.write_text("TEST-CODE\n")
     process = subprocess.Popen(
         [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(tmp_path / "host"),
-         "--pairing-code", "TEST-CODE"],
+         "--code-file", str(code_file)],
         env=environment(tmp_path / "unused"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -90,8 +98,8 @@ def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> 
     _, port = hosted
     joiner = subprocess.Popen(
         [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "second-box", "--data-dir", str(tmp_path / "member"),
-         "--code", "test-code", "--no-discovery"],
-        env=environment(tmp_path / "unused"),
+         "--no-discovery"],
+        env=environment(tmp_path / "unused", code="test-code"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -111,10 +119,27 @@ def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> 
 
 def test_join_with_a_wrong_code_is_refused_and_exits_1(hosted, tmp_path: Path) -> None:
     _, port = hosted
-    result = poolnet("join", f"127.0.0.1:{port}", "--code", "WRONG-CODE", "--data-dir", str(tmp_path / "intruder"),
-                     "--no-discovery", home=tmp_path, timeout=30)
+    result = poolnet("join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "intruder"),
+                     "--no-discovery", home=tmp_path, timeout=30, code="WRONG-CODE")
     assert result.returncode == 1
     assert "refused" in result.stderr and "code" in result.stderr
+
+
+def test_a_code_is_never_taken_from_argv_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    """Codes on the command line sit in every local user's process list: the flags are gone,
+    and a code with letters outside the code alphabet is one line and exit 2."""
+    for command in (["join", "127.0.0.1:1", "--code", "TEST-CODE"], ["host", "--pairing-code", "TEST-CODE"]):
+        on_argv = poolnet(*command, "--no-discovery", home=tmp_path)
+        assert on_argv.returncode == 2
+        assert on_argv.stderr.startswith("poolnet: a pairing code is never given on the command line")
+        assert len(on_argv.stderr.splitlines()) == 1
+    for command in (["join", "127.0.0.1:1"], ["host", "--port", str(free_port()), "--bind", "127.0.0.1"],
+                    ["status", "127.0.0.1:1"]):
+        bad = poolnet(*command, "--no-discovery" if command[0] != "status" else "--json", home=tmp_path,
+                      code="ABCU-EFGH")
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stderr.strip() == "poolnet: invalid pairing code: a pairing code uses only " \
+            "0123456789ABCDEFGHJKMNPQRSTVWXYZ; not 'U'"
 
 
 @pytest.mark.parametrize("scheme", ["http", "wss"])

@@ -39,10 +39,19 @@ class CodeError(Exception):
     """A pairing code that cannot be read or is not a code; the message is one line."""
 
 
+class _CodeOnCommandLine(argparse.Action):
+    """``--code``/``--pairing-code`` as older versions took them: refused in one line."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.exit(2, f"poolnet: a pairing code is never given on the command line (every local user can read it "
+                       f"there); use --code-file FILE, {CODE_ENV} or the prompt\n")
+
+
 def add_code_file(parser: argparse.ArgumentParser, help: str) -> None:
     """``--code-file FILE``: codes are never taken from the command line, where every local
     user can read them in the process list."""
     parser.add_argument("--code-file", metavar="FILE", help=f"{help} (or {CODE_ENV}); never on the command line")
+    parser.add_argument("--code", "--pairing-code", nargs="?", action=_CodeOnCommandLine, help=argparse.SUPPRESS)
 
 
 def read_pairing_code(args: argparse.Namespace, prompt: str | None = None) -> str | None:

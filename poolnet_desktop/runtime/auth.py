@@ -65,6 +65,7 @@ from poolnet_desktop.core.protocol import (
     PairingConfirm,
     PairingFinish,
     ProtocolError,
+    Welcome,
     decode_client,
     decode_server,
     encode,
@@ -500,6 +501,36 @@ def member_hello(identity: Identity, hello: Hello) -> Hello:
         public_key=identity.public_key_b64,
         nonce=b64encode(os.urandom(NONCE_BYTES)),
     )
+
+
+async def join_pool(
+    conn: Connection,
+    identity: Identity,
+    hello: Hello,
+    pinned: PinnedHosts,
+    pool_id: str | None,
+    code: str | None,
+    *,
+    timeout: float = 10.0,
+    welcome_timeout: float = 15.0,
+) -> tuple[HostAuth, Welcome]:
+    """Say ``hello`` as ``identity``, authenticate (``authenticate_to_host``) and read the
+    pool's ``welcome``. The one way in for the member's agent and for every link of the
+    command line and the window, so the checks of the host cannot drift apart.
+
+    Raises ``AuthRefused`` as ``authenticate_to_host`` does, and ``ProtocolError`` when the
+    pool answers with an error instead of ``welcome``.
+    """
+    hello = member_hello(identity, hello)
+    await conn.send(encode(hello), text=True)
+    host = await authenticate_to_host(conn, identity, hello, pinned, pool_id, code, timeout=timeout)
+    async with asyncio.timeout(welcome_timeout):
+        while True:
+            message = decode_server(await conn.recv())
+            if isinstance(message, Welcome):
+                return host, message
+            if isinstance(message, Error):
+                raise ProtocolError(message.code, message.message)
 
 
 async def authenticate_to_host(

@@ -26,7 +26,7 @@ from poolnet_desktop.core.protocol import (
     encode,
 )
 from poolnet_desktop.core.wire import Role
-from poolnet_desktop.runtime.auth import authenticate_to_host, member_hello
+from poolnet_desktop.runtime.auth import join_pool
 from poolnet_desktop.runtime.discovery import platform_name
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.node import normalise_pool_url
@@ -102,31 +102,21 @@ async def open_link(
         url, ssl=client_ssl_for_url(url), proxy=None, max_size=MAX_FRAME, open_timeout=10, close_timeout=5
     )
     try:
-        hello = member_hello(
-            identity,
-            Hello(
-                protocol=PROTOCOL_VERSION,
-                role=role,
-                device_id=identity.device_id,
-                device_name=name or socket.gethostname(),
-                platform=platform_name(),
-                software=f"poolnet {__version__}",
-            ),
+        hello = Hello(
+            protocol=PROTOCOL_VERSION,
+            role=role,
+            device_id=identity.device_id,
+            device_name=name or socket.gethostname(),
+            platform=platform_name(),
+            software=f"poolnet {__version__}",
         )
-        await connection.send(encode(hello), text=True)
         if pinned is None:
             pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
         addresses = await asyncio.to_thread(PoolAddresses.load, data_dir / "pool-addresses.json")
         expected_pool = None if code else addresses.get(url)
-        host = await authenticate_to_host(connection, identity, hello, pinned, expected_pool, code)
+        host, welcome = await join_pool(connection, identity, hello, pinned, expected_pool, code)
         await asyncio.to_thread(addresses.remember, url, host.pool_id)
-        async with asyncio.timeout(15):
-            while True:
-                message = decode_server(await connection.recv())
-                if isinstance(message, Welcome):
-                    return PoolLink(connection, message)
-                if isinstance(message, Error):
-                    raise ProtocolError(message.code, message.message)
+        return PoolLink(connection, welcome)
     except BaseException:
         await connection.close()
         raise

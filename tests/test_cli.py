@@ -147,3 +147,18 @@ def test_status_says_clearly_when_no_pool_answers(tmp_path: Path, scheme: str) -
     result = poolnet("status", f"{scheme}://127.0.0.1:{free_port()}", home=tmp_path)
     assert result.returncode == 1
     assert "cannot read the pool" in result.stderr
+
+
+def test_devices_new_code_replaces_the_code_the_host_accepts(hosted, tmp_path: Path) -> None:
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    owner = ["--url", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "host")]
+    made = poolnet("devices", "new-code", *owner, home=tmp_path)
+    assert made.returncode == 0, made.stderr
+    new_code = made.stdout.split("New pairing code: ")[1].split()[0]
+    assert new_code != "TEST-C0DE" and len(new_code) == 9
+    listing = poolnet("devices", *owner, home=tmp_path)
+    assert f"Pairing code: {new_code}" in listing.stdout
+    old = poolnet("join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "late"), "--no-discovery",
+                  home=tmp_path, timeout=30, code="TEST-CODE")
+    assert old.returncode == 1 and "pairing code" in old.stderr

@@ -1,11 +1,11 @@
 """Pure primitives of device authentication: ids, the signed transcript, pairing codes, the PAKE.
 
 A member proves who it is by signing a *transcript* of the handshake with its Ed25519 key; a
-member that is new to the pool also proves, and receives proof, that both sides know the
-pairing code the host shows. The transcript binds everything an attacker could swap:
+member that is new to the pool may also pair with the code the host shows, each side learning
+that the other knows it. The transcript binds everything an attacker could swap:
 
 * the server's fresh nonce (an old handshake replayed later signs the wrong nonce),
-* the member's nonce (the host's proof cannot be replayed to another member),
+* the member's nonce (the host's key confirmation cannot be replayed to another member),
 * the fingerprint of the TLS certificate the member actually sees (a relay in the middle shows
   its own certificate, so the real host computes a different transcript and refuses),
 * the pool id, the device id and its public key.
@@ -17,7 +17,8 @@ first and the member only after checking it: a stranger posing as the member get
 guess per connection (and the host counts it before answering), a fake host gets one online
 guess per connection too and nothing it could test further guesses against offline.
 
-Nothing here does I/O or reads a clock; randomness comes in as bytes.
+Nothing here does I/O or reads a clock; randomness comes from the caller (bytes, or a function
+for the PAKE).
 """
 
 from __future__ import annotations

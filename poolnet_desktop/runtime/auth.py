@@ -70,6 +70,7 @@ from poolnet_desktop.core.protocol import (
     decode_server,
     encode,
 )
+from poolnet_desktop.core.pairing_gate import PairingGate, approval_refusal
 from poolnet_desktop.core.ratelimit import FailureLimiter
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.tls import InsecureConnection, peer_fingerprint
@@ -181,7 +182,7 @@ class Authenticator:
         self.max_pending = max_pending
         self.max_pending_per_address = max_pending_per_address
         self._pairing_slots = asyncio.Semaphore(max_concurrent_pairings)
-        self._pairing_from: set[str] = set()
+        self._pairing_gate = PairingGate(self.limiter)
         self.on_pending_changed = on_pending_changed
         self.on_code_changed = on_code_changed
         self._wall_clock = wall_clock
@@ -344,16 +345,9 @@ class Authenticator:
                 ErrorCode.AUTH_FAILED, "this host does not accept pairing codes now; ask its owner to approve you"
             )
         member_message = _decode_field(pake_b64, PAKE_MESSAGE_BYTES, "pake")
-        now = self._monotonic()
-        wait = self.limiter.retry_after(address, now)
-        if wait > 0:
-            raise AuthRefused(ErrorCode.RATE_LIMITED,
-                              f"too many pairing attempts from {address}; retry in {math.ceil(wait)} s", retry_after=wait)
-        self.limiter.record_failure(address, now)
-        if address in self._pairing_from:
-            raise AuthRefused(ErrorCode.RATE_LIMITED,
-                              f"another pairing from {address} is in progress; one at a time", counted=True)
-        self._pairing_from.add(address)
+        refusal = self._pairing_gate.start(address, self._monotonic())
+        if refusal is not None:
+            raise AuthRefused(ErrorCode.RATE_LIMITED, refusal.message, refusal.retry_after, counted=refusal.counted)
         try:
             async with self._pairing_slots:
                 try:
@@ -374,16 +368,15 @@ class Authenticator:
         except ConnectionClosed:
             raise AuthRefused(ErrorCode.AUTH_FAILED, "the device left during pairing: most likely a wrong pairing code", counted=True) from None
         finally:
-            self._pairing_from.discard(address)
+            self._pairing_gate.finish(address)
 
     async def _await_approval(self, conn: HostSide, hello: Hello, address: str) -> None:
         previous = self._waiting.get(hello.device_id)
-        if previous is None and len(self._waiting) >= self.max_pending:
-            raise AuthRefused(ErrorCode.RATE_LIMITED, "too many devices are waiting for approval; try later")
-        from_address = sum(1 for d, w in self._waiting.items() if w.info.address == address and d != hello.device_id)
-        if from_address >= self.max_pending_per_address:
-            raise AuthRefused(ErrorCode.RATE_LIMITED,
-                              f"{from_address} devices from {address} are already waiting for approval; try later")
+        others = (w.info.address for d, w in self._waiting.items() if d != hello.device_id)
+        full = approval_refusal(others, address, max_total=self.max_pending,
+                                max_per_address=self.max_pending_per_address)
+        if full is not None:
+            raise AuthRefused(ErrorCode.RATE_LIMITED, full)
         if previous is not None and not previous.decision.done():
             previous.decision.set_result("superseded")
         info = PendingApproval(hello.device_id, hello.device_name, hello.platform, hello.role, address,

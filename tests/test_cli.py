@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -162,3 +166,39 @@ def test_devices_new_code_replaces_the_code_the_host_accepts(hosted, tmp_path: P
     old = poolnet("join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "late"), "--no-discovery",
                   home=tmp_path, timeout=30, code="TEST-CODE")
     assert old.returncode == 1 and "pairing code" in old.stderr
+
+
+def test_join_on_a_terminal_asks_for_the_code_without_echo(hosted, tmp_path: Path) -> None:
+    """The code is typed at a no-echo prompt on the terminal, never put on the command line."""
+    _, port = hosted
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # the pty becomes the child's controlling terminal (/dev/tty)
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    joiner = subprocess.Popen(
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "typed-box", "--data-dir", str(tmp_path / "typed"),
+         "--no-discovery"],
+        env=environment(tmp_path / "unused"), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=own_terminal,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"Pairing code" not in seen:
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 1024)
+        os.write(master, b"test-code\n")
+        status = wait_for_status(port, tmp_path, devices=2)
+        assert "typed-box" in {d["name"] for d in status["devices"]}
+        while select.select([master], [], [], 0.2)[0]:
+            seen += os.read(master, 1024)
+        assert b"test-code" not in seen.lower()  # not echoed
+        assert "test-code" not in " ".join(psutil.Process(joiner.pid).cmdline()).lower()
+    finally:
+        joiner.kill()
+        joiner.communicate()
+        os.close(master)

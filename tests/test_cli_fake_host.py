@@ -120,7 +120,8 @@ async def test_a_fake_host_at_a_known_address_with_another_pool_id_is_refused(tm
     ``submit`` used to trust it on first use (the pool id was not checked) and hand it the
     task and its input files."""
     data_dir = resolve_data_dir(tmp_path / "host")
-    real = PoolHost(HostOptions(data_dir=data_dir, bind="127.0.0.1", port=0, discovery=DiscoverySettings(enabled=False)))
+    real = PoolHost(HostOptions(data_dir=data_dir, bind="127.0.0.1", port=0,
+                                discovery=DiscoverySettings(enabled=False)))
     await real.start()
     port = real.server.port
     url = f"wss://127.0.0.1:{port}/ws"

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "url", nargs="?", help="the pool, e.g. 192.168.1.10:3000 (default: the last pool, or the one found on the LAN)"
     )
-    add_code_file(parser, "a file holding the pairing code the pool's host shows (needed once; asked for on a terminal)")
+    add_code_file(parser, "a file holding the code the pool's host shows (needed once; asked for on a terminal)")
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     add_data_dir(parser)
     add_discovery(parser)
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.url
     member_already = (data_dir / "membership.json").exists()
     try:
-        code = read_pairing_code(
-            args, None if member_already else "Pairing code shown by the pool's host (empty: ask its owner to approve): "
-        )
+        prompt = "Pairing code shown by the pool's host (empty: ask its owner to approve): "
+        code = read_pairing_code(args, None if member_already else prompt)
     except CodeError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2

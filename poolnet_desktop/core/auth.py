@@ -181,10 +181,8 @@ class PairingKeys:
 def _pake_identities(pool_id: str, server_fingerprint: str, public_key: bytes) -> dict[str, bytes]:
     """SPAKE2's identities: the member by its public key, the host by its pool and the
     certificate the member saw. A relay showing its own certificate derives another key."""
-    return {
-        "idA": _label(b"pake-member", public_key),
-        "idB": _label(b"pake-host", _field(pool_id.encode("utf-8")) + _field(server_fingerprint.lower().encode("ascii"))),
-    }
+    host = _field(pool_id.encode("utf-8")) + _field(server_fingerprint.lower().encode("ascii"))
+    return {"idA": _label(b"pake-member", public_key), "idB": _label(b"pake-host", host)}
 
 
 def _confirmations(key: bytes, transcript: bytes) -> PairingKeys:

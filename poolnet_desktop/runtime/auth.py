@@ -345,9 +345,9 @@ class Authenticator:
                 ErrorCode.AUTH_FAILED, "this host does not accept pairing codes now; ask its owner to approve you"
             )
         member_message = _decode_field(pake_b64, PAKE_MESSAGE_BYTES, "pake")
-        refusal = self._pairing_gate.start(address, self._monotonic())
-        if refusal is not None:
-            raise AuthRefused(ErrorCode.RATE_LIMITED, refusal.message, refusal.retry_after, counted=refusal.counted)
+        not_now = self._pairing_gate.start(address, self._monotonic())
+        if not_now is not None:
+            raise AuthRefused(ErrorCode.RATE_LIMITED, not_now.message, not_now.retry_after, counted=not_now.counted)
         try:
             async with self._pairing_slots:
                 try:
@@ -366,7 +366,8 @@ class Authenticator:
             refusal.counted = True  # counted above, before the work
             raise
         except ConnectionClosed:
-            raise AuthRefused(ErrorCode.AUTH_FAILED, "the device left during pairing: most likely a wrong pairing code", counted=True) from None
+            raise AuthRefused(ErrorCode.AUTH_FAILED, "the device left during pairing: most likely a wrong pairing code",
+                              counted=True) from None
         finally:
             self._pairing_gate.finish(address)
 
@@ -630,8 +631,10 @@ async def _confirm_pairing(conn: Connection, pairing: MemberPairing, transcript:
     except ValueError:
         valid = False
     if not valid:
-        raise AuthRefused(ErrorCode.HOST_MISMATCH,
-                          "the host did not prove it knows this pairing code: the code is wrong, or the host is an impostor")
+        raise AuthRefused(
+            ErrorCode.HOST_MISMATCH,
+            "the host did not prove it knows this pairing code: the code is wrong, or the host is an impostor",
+        )
     await conn.send(encode(PairingFinish(confirmation=b64encode(keys.member))), text=True)
 
 

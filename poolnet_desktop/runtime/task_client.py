@@ -126,7 +126,9 @@ class TaskClient:
         try:
             expected = expected_files((f.path, f.size, f.sha256) for f in announced.files)
         except UnsafePathError as exc:
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"the pool named a result file outside the results folder: {exc}") from None
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"the pool named a result file outside the results folder: {exc}"
+            ) from None
         target = results_root / task_id
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         receiver = FileReceiver(
@@ -149,7 +151,9 @@ class TaskClient:
 
 def _check_task_id(task_id: str) -> None:
     if not is_task_id(task_id):
-        raise ProtocolError(ErrorCode.FORBIDDEN, f"{task_id[:120]!r} is not a task id (letters, digits, - and _); refused")
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, f"{task_id[:120]!r} is not a task id (letters, digits, - and _); refused"
+        )
 
 
 def _ended(summary: TaskSummary) -> bool:

@@ -281,7 +281,8 @@ def test_a_wrong_code_gets_nothing_and_the_host_logs_the_refusal(pool: Pool) -> 
 
 def test_a_revoked_member_is_cut_off_at_once_and_cannot_rejoin(pool: Pool) -> None:
     data_dir = pool.data_dir("victim-h3")
-    victim = pool.join("h3", "victim", data_dir, POOL_URL, "--no-discovery", env={"POOLNET_PAIRING_CODE": pool.current_code()})
+    victim = pool.join("h3", "victim", data_dir, POOL_URL, "--no-discovery",
+                       env={"POOLNET_PAIRING_CODE": pool.current_code()})
     eventually(lambda: (data_dir / "membership.json").exists(), START_TIMEOUT, "the victim paired")
     victim_id = device_id(data_dir)
     pool.online(victim_id)

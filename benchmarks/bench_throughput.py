@@ -70,16 +70,17 @@ class Pool:
     def start(self) -> None:
         self._spawn([], ["host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-member",
                          "--no-discovery", "--legacy-port", str(free_port()),
-                         "--data-dir", str(self.root / "host"), "--pairing-code", CODE])
+                         "--data-dir", str(self.root / "host")], code=CODE)
         cores = sorted(os.sched_getaffinity(0))
         for index in range(2):
             pin = ["taskset", "-c", str(cores[index])] if len(cores) >= 2 and shutil.which("taskset") else []
-            self._spawn(pin, ["join", self.url, "--code", CODE, "--no-discovery",
-                              "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")])
+            self._spawn(pin, ["join", self.url, "--no-discovery",
+                              "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")], code=CODE)
 
-    def _spawn(self, prefix: list[str], args: list[str]) -> None:
+    def _spawn(self, prefix: list[str], args: list[str], code: str) -> None:
+        """A ``poolnet`` subprocess; the pairing code goes in its environment, never argv."""
         self.processes.append(subprocess.Popen(
-            [*prefix, *POOLNET, *args], env=self.env,
+            [*prefix, *POOLNET, *args], env={**self.env, "POOLNET_PAIRING_CODE": code},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
 

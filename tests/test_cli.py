@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -23,14 +27,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def environment(home: Path) -> dict[str, str]:
+def environment(home: Path, code: str | None = None) -> dict[str, str]:
+    """The environment of a ``poolnet`` subprocess; ``code`` goes in POOLNET_PAIRING_CODE,
+    since a code is never given on the command line."""
     env = dict(os.environ, POOLNET_HOME=str(home), POOLNET_DISCOVERY="off", PYTHONUNBUFFERED="1")
     env.pop("http_proxy", None)
+    env.pop("POOLNET_PAIRING_CODE", None)
+    if code is not None:
+        env["POOLNET_PAIRING_CODE"] = code
     return env
 
 
-def poolnet(*args: str, home: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*POOLNET, *args], env=environment(home), capture_output=True, text=True, timeout=timeout)
+def poolnet(*args: str, home: Path, timeout: float = 20, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*POOLNET, *args], env=environment(home, code), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def wait_for_status(port: int, home: Path, devices: int, timeout: float = 20) -> dict:
@@ -51,9 +61,11 @@ def wait_for_status(port: int, home: Path, devices: int, timeout: float = 20) ->
 def hosted(tmp_path: Path):
     """``poolnet host`` on a free loopback port; stopped with SIGTERM at the end."""
     port = free_port()
+    code_file = tmp_path / "code.txt"
+    code_file.write_text("TEST-CODE\n")
     process = subprocess.Popen(
         [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(tmp_path / "host"),
-         "--pairing-code", "TEST-CODE"],
+         "--code-file", str(code_file)],
         env=environment(tmp_path / "unused"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -90,8 +102,8 @@ def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> 
     _, port = hosted
     joiner = subprocess.Popen(
         [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "second-box", "--data-dir", str(tmp_path / "member"),
-         "--code", "test-code", "--no-discovery"],
-        env=environment(tmp_path / "unused"),
+         "--no-discovery"],
+        env=environment(tmp_path / "unused", code="test-code"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -111,10 +123,27 @@ def test_join_adds_a_second_member_and_ctrl_c_leaves(hosted, tmp_path: Path) -> 
 
 def test_join_with_a_wrong_code_is_refused_and_exits_1(hosted, tmp_path: Path) -> None:
     _, port = hosted
-    result = poolnet("join", f"127.0.0.1:{port}", "--code", "WRONG-CODE", "--data-dir", str(tmp_path / "intruder"),
-                     "--no-discovery", home=tmp_path, timeout=30)
+    result = poolnet("join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "intruder"),
+                     "--no-discovery", home=tmp_path, timeout=30, code="WRONG-CODE")
     assert result.returncode == 1
     assert "refused" in result.stderr and "code" in result.stderr
+
+
+def test_a_code_is_never_taken_from_argv_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    """Codes on the command line sit in every local user's process list: the flags are gone,
+    and a code with letters outside the code alphabet is one line and exit 2."""
+    for command in (["join", "127.0.0.1:1", "--code", "TEST-CODE"], ["host", "--pairing-code", "TEST-CODE"]):
+        on_argv = poolnet(*command, "--no-discovery", home=tmp_path)
+        assert on_argv.returncode == 2
+        assert on_argv.stderr.startswith("poolnet: a pairing code is never given on the command line")
+        assert len(on_argv.stderr.splitlines()) == 1
+    for command in (["join", "127.0.0.1:1"], ["host", "--port", str(free_port()), "--bind", "127.0.0.1"],
+                    ["status", "127.0.0.1:1"]):
+        bad = poolnet(*command, "--no-discovery" if command[0] != "status" else "--json", home=tmp_path,
+                      code="ABCU-EFGH")
+        assert bad.returncode == 2, bad.stderr
+        assert bad.stderr.strip() == "poolnet: invalid pairing code: a pairing code uses only " \
+            "0123456789ABCDEFGHJKMNPQRSTVWXYZ; not 'U'"
 
 
 @pytest.mark.parametrize("scheme", ["http", "wss"])
@@ -154,9 +183,9 @@ def test_commands_find_the_pool_their_data_folder_hosts_or_joined_without_a_url(
     as_owner = poolnet("status", "--json", "--data-dir", str(tmp_path / "host"), home=tmp_path)
     assert as_owner.returncode == 0, as_owner.stderr
     member = subprocess.Popen(
-        [*POOLNET, "join", f"127.0.0.1:{port}", "--code", "TEST-CODE", "--data-dir", str(tmp_path / "member"),
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "member"),
          "--no-discovery", "--name", "second"],
-        env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=environment(tmp_path, code="TEST-CODE"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         wait_for_status(port, tmp_path, devices=2)
@@ -190,8 +219,8 @@ def test_an_invalid_option_is_one_line_and_exit_2(tmp_path: Path, args: list[str
 def start_host(port: int, data_dir: Path, home: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--data-dir", str(data_dir),
-         "--pairing-code", "TEST-CODE", *extra],
-        env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         *extra],
+        env=environment(home, code="TEST-CODE"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -199,7 +228,7 @@ def test_host_new_identity_makes_old_members_pair_again_with_the_code(tmp_path: 
     port, host_dir, member_dir = free_port(), tmp_path / "host", tmp_path / "member"
     join = ["join", f"127.0.0.1:{port}", "--name", "old-box", "--data-dir", str(member_dir), "--no-discovery"]
     host = start_host(port, host_dir, tmp_path)
-    joiner = subprocess.Popen([*POOLNET, *join, "--code", "TEST-CODE"], env=environment(tmp_path),
+    joiner = subprocess.Popen([*POOLNET, *join], env=environment(tmp_path, code="TEST-CODE"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_status(port, tmp_path, devices=2)
@@ -218,8 +247,8 @@ def test_host_new_identity_makes_old_members_pair_again_with_the_code(tmp_path: 
         refused = poolnet(*join, home=tmp_path, timeout=30)
         assert refused.returncode == 1
         assert "the pool's identity changed: pair again with the code" in refused.stderr, refused.stderr
-        rejoin = subprocess.Popen([*POOLNET, *join, "--forget-pin", "--code", "TEST-CODE"],
-                                  env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rejoin = subprocess.Popen([*POOLNET, *join, "--forget-pin"], env=environment(tmp_path, code="TEST-CODE"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert "old-box" in {d["name"] for d in wait_for_status(port, tmp_path, devices=2)["devices"]}
     finally:
         if rejoin is not None:
@@ -240,3 +269,54 @@ def test_hosting_on_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None
     assert result.returncode == 1
     assert result.stderr.strip() == f"poolnet: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert result.stdout == ""
+
+
+def test_devices_new_code_replaces_the_code_the_host_accepts(hosted, tmp_path: Path) -> None:
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    owner = ["--url", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "host")]
+    made = poolnet("devices", "new-code", *owner, home=tmp_path)
+    assert made.returncode == 0, made.stderr
+    new_code = made.stdout.split("New pairing code: ")[1].split()[0]
+    assert new_code != "TEST-C0DE" and len(new_code) == 9
+    listing = poolnet("devices", *owner, home=tmp_path)
+    assert f"Pairing code: {new_code}" in listing.stdout
+    old = poolnet("join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "late"), "--no-discovery",
+                  home=tmp_path, timeout=30, code="TEST-CODE")
+    assert old.returncode == 1 and "pairing code" in old.stderr
+
+
+def test_join_on_a_terminal_asks_for_the_code_without_echo(hosted, tmp_path: Path) -> None:
+    """The code is typed at a no-echo prompt on the terminal, never put on the command line."""
+    _, port = hosted
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # the pty becomes the child's controlling terminal (/dev/tty)
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    joiner = subprocess.Popen(
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--name", "typed-box", "--data-dir", str(tmp_path / "typed"),
+         "--no-discovery"],
+        env=environment(tmp_path / "unused"), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=own_terminal,
+    )
+    os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"Pairing code" not in seen:
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 1024)
+        os.write(master, b"test-code\n")
+        status = wait_for_status(port, tmp_path, devices=2)
+        assert "typed-box" in {d["name"] for d in status["devices"]}
+        while select.select([master], [], [], 0.2)[0]:
+            seen += os.read(master, 1024)
+        assert b"test-code" not in seen.lower()  # not echoed
+        assert "test-code" not in " ".join(psutil.Process(joiner.pid).cmdline()).lower()
+    finally:
+        joiner.kill()
+        joiner.communicate()
+        os.close(master)

@@ -35,18 +35,17 @@ class Pool:
     def start_host(self) -> subprocess.Popen[str]:
         process = subprocess.Popen(
             [*POOLNET, "host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-discovery",
-             "--no-member", "--legacy-port", str(free_port()), "--data-dir", str(self.host_dir),
-             "--pairing-code", CODE],
-            env=environment(self.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+             "--no-member", "--legacy-port", str(free_port()), "--data-dir", str(self.host_dir)],
+            env=environment(self.home, code=CODE), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.processes.append(process)
         return process
 
     def join(self, name: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            [*POOLNET, "join", self.url, "--code", CODE, "--name", name, "--no-discovery",
+            [*POOLNET, "join", self.url, "--name", name, "--no-discovery",
              "--data-dir", str(self.home / name)],
-            env=environment(self.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=environment(self.home, code=CODE), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.processes.append(process)
         return process

@@ -1,5 +1,5 @@
 """``poolnet devices``: who may use the pool and what each device may do; approve, deny,
-revoke, grant or withdraw a permission (the owner only, on the host)."""
+revoke, grant or withdraw a permission, or make a new pairing code (the owner only, on the host)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from poolnet_desktop.core.protocol import (
     AccessList,
     ApproveDevice,
     ListAccess,
+    NewPairingCode,
+    PairingCode,
     RevokeDevice,
     SetPermissions,
 )
@@ -25,12 +27,14 @@ from poolnet_desktop.runtime.link import open_link
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "devices", help="list devices and their permissions; approve, deny, revoke, grant, withdraw (on the host)"
+        "devices",
+        help="list devices and their permissions; approve, deny, revoke, grant, withdraw; new-code (on the host)",
     )
     parser.add_argument(
-        "action", nargs="?", default="list", choices=["list", "approve", "deny", "revoke", "grant", "withdraw"]
+        "action", nargs="?", default="list",
+        choices=["list", "approve", "deny", "revoke", "grant", "withdraw", "new-code"],
     )
-    parser.add_argument("device_id", nargs="?", help="the device (for every action but list)")
+    parser.add_argument("device_id", nargs="?", help="the device (for every action but list and new-code)")
     parser.add_argument(
         "permission", nargs="?", choices=PERMISSIONS,
         help="for grant and withdraw: member (runs work), observer (sees the pool), submit (submits tasks)",
@@ -40,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | AccessChanged:
+async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | AccessChanged | PairingCode:
     request = {
         "list": lambda: ListAccess(),
         "approve": lambda: ApproveDevice(device_id=args.device_id),
@@ -48,15 +52,16 @@ async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | A
         "revoke": lambda: RevokeDevice(device_id=args.device_id, reason=args.reason),
         "grant": lambda: SetPermissions(device_id=args.device_id, permission=args.permission, allow=True),
         "withdraw": lambda: SetPermissions(device_id=args.device_id, permission=args.permission, allow=False),
+        "new-code": lambda: NewPairingCode(),
     }[args.action]()
     async with await open_link(pool_url(args), data_dir) as link:
         await link.send(request)
         async with asyncio.timeout(10):
-            return await link.expect(AccessList, AccessChanged)  # type: ignore[no-any-return]
+            return await link.expect(AccessList, AccessChanged, PairingCode)  # type: ignore[no-any-return]
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action != "list" and not args.device_id:
+    if args.action not in ("list", "new-code") and not args.device_id:
         print(f"poolnet: devices {args.action} needs a device id (see 'poolnet devices')", file=sys.stderr)
         return 2
     if args.action in ("grant", "withdraw") and not args.permission:
@@ -69,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if isinstance(answer, AccessChanged):
         print(f"{answer.device_id}: {answer.outcome}")
+        return 0
+    if isinstance(answer, PairingCode):
+        print(f"New pairing code: {answer.code} (the old one no longer pairs)")
         return 0
     print(f"Pairing code: {answer.pairing_code or 'off'}")
     print("\nApproved:")

@@ -8,7 +8,15 @@ import contextlib
 import sys
 from pathlib import Path
 
-from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings, port_number
+from poolnet_desktop.commands.options import (
+    CodeError,
+    add_code_file,
+    add_data_dir,
+    add_discovery,
+    discovery_settings,
+    port_number,
+    read_pairing_code,
+)
 from poolnet_desktop.commands.running import addresses_to_show, hold_data_dir, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
@@ -22,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=port_number, default=3000, help="port for members, wss:// (default 3000)")
     parser.add_argument("--bind", default="0.0.0.0", help="address to listen on (default all)")
     parser.add_argument("--name", help="the pool's name, shown to members")
-    parser.add_argument("--pairing-code", metavar="CODE", help="the code members join with (default: a random one)")
+    add_code_file(parser, "a file holding a fixed code members join with (default: a random one)")
     parser.add_argument(
         "--allow-legacy",
         action="store_true",
@@ -53,13 +61,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:
+    try:
+        pairing_code = read_pairing_code(args)
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
     host = PoolHost(
         HostOptions(
             data_dir=data_dir,
             bind=args.bind,
             port=args.port,
             pool_name=args.name,
-            pairing_code=args.pairing_code,
+            pairing_code=pairing_code,
             legacy_port=args.legacy_port if args.allow_legacy else None,
             seed_may_submit=args.legacy_tasks,
             discovery=discovery_settings(args),
@@ -80,9 +93,9 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"  pairing code:  {host.pairing_code}", flush=True)
         if args.new_identity:
             print(f"  new identity:  certificate {host.identity.cert_fingerprint[:16]}…; every device must pair"
-                  " again with the code (poolnet join --forget-pin --code CODE)", flush=True)
+                  " again with the code (poolnet join --forget-pin)", flush=True)
         for address in addresses_to_show(args.bind):
-            print(f"  members join:  poolnet join {address}:{host.server.port} --code {host.pairing_code}", flush=True)
+            print(f"  members join:  poolnet join {address}:{host.server.port}   (and type the code)", flush=True)
         if host.legacy_server is not None:
             print(f"  seed clients:  {host.legacy_server.url} (observe only)", flush=True)
         announced = host.announcer is not None and host.announcer.announced

@@ -8,7 +8,14 @@ import socket
 import sys
 from pathlib import Path
 
-from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
+from poolnet_desktop.commands.options import (
+    CodeError,
+    add_code_file,
+    add_data_dir,
+    add_discovery,
+    discovery_settings,
+    read_pairing_code,
+)
 from poolnet_desktop.commands.running import hold_data_dir, run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -21,11 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "url", nargs="?", help="the pool, e.g. 192.168.1.10:3000 (default: the last pool, or the one found on the LAN)"
     )
-    parser.add_argument("--code", help="the pairing code the pool's host shows (needed once)")
+    add_code_file(parser, "a file holding the code the pool's host shows (needed once; asked for on a terminal)")
     parser.add_argument(
         "--forget-pin",
         action="store_true",
-        help="forget the pool's pinned certificate (its owner replaced the pool's identity); needs --code",
+        help="forget the pool's pinned certificate (its owner replaced the pool's identity); needs the code",
     )
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     add_data_dir(parser)
@@ -67,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
 def _share(args: argparse.Namespace, data_dir: Path) -> int:
     settings = discovery_settings(args)
     url = args.url
+    member_already = (data_dir / "membership.json").exists() and not args.forget_pin
+    try:
+        prompt = "Pairing code shown by the pool's host (empty: ask its owner to approve): "
+        code = read_pairing_code(args, None if member_already else prompt)
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
     if url is None and not (data_dir / "membership.json").exists():
         try:
             url = asyncio.run(single_pool_on_lan(settings))
@@ -75,7 +89,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         if url is None:
             return 2
     try:
-        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=args.code, discovery=settings,
+        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=code, discovery=settings,
                                       forget_pin=args.forget_pin))
     except MembershipError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)

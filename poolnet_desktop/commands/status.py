@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import add_pool, pool_url
+from poolnet_desktop.commands.options import CodeError, add_code_file, add_pool, pool_url, read_pairing_code
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.units import format_mb
@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("status", help="show the pool's devices and totals")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_pool(parser, positional=True)
+    add_code_file(parser, "a file holding the pairing code, to pair anew with the pool at URL")
     parser.set_defaults(run=run)
 
 
@@ -44,11 +45,11 @@ def rest_status(base: str) -> dict[str, Any]:
     return {"devices": fetch_json(f"{base}/api/devices")["devices"], "pool": fetch_json(f"{base}/api/resources")["pool"]}
 
 
-async def observed_status(url: str, data_dir: Path) -> dict[str, Any]:
+async def observed_status(url: str, data_dir: Path, code: str | None = None) -> dict[str, Any]:
     """The first (full) ``pool_state`` an observer receives, in the REST answers' shape: all
     its parts, since a pool of more than 500 devices is sent in several."""
     devices: list[DeviceView] = []
-    async with await open_link(url, data_dir) as link:
+    async with await open_link(url, data_dir, code=code) as link:
         async with asyncio.timeout(10):
             while True:
                 message = await link.expect(PoolState)
@@ -61,10 +62,15 @@ async def observed_status(url: str, data_dir: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     url = pool_url(args)
     try:
+        code = read_pairing_code(args)
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
+    try:
         if url.startswith("http://"):
             status = rest_status(url)
         else:
-            status = asyncio.run(observed_status(url, resolve_data_dir(args.data_dir)))
+            status = asyncio.run(observed_status(url, resolve_data_dir(args.data_dir), code))
     except Exception as exc:  # every way of not reaching a pool ends in the same advice
         print(f"poolnet: cannot read the pool at {url}: {exc}", file=sys.stderr)
         return 1

@@ -19,10 +19,11 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import add_pool, pool_url
+from poolnet_desktop.commands.options import CodeError, add_code_file, add_pool, pool_url, read_pairing_code
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
+from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.task_client import TaskClient
@@ -61,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_pool(parser)
+    add_code_file(parser, "a file holding the pairing code, to pair anew with the pool at --url")
     parser.set_defaults(run=run)
 
 
@@ -69,12 +71,17 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
 
     url = pool_url(args)
 
-    async def main() -> int:
-        async with await open_link(url, resolve_data_dir(args.data_dir)) as link:
+    async def main(code: str | None) -> int:
+        async with await open_link(url, resolve_data_dir(args.data_dir), code=code) as link:
             return await conversation(TaskClient(link))
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(main(read_pairing_code(args)))
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
+    except AuthRefused as exc:
+        print(f"poolnet: not connected to {url}: {exc.message}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
     except OSError as exc:

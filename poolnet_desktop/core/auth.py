@@ -1,21 +1,24 @@
-"""Pure primitives of device authentication: ids, the signed transcript, pairing codes, proofs.
+"""Pure primitives of device authentication: ids, the signed transcript, pairing codes, the PAKE.
 
 A member proves who it is by signing a *transcript* of the handshake with its Ed25519 key; a
-member that is new to the pool also proves, and receives proof, that both sides know the
-pairing code the host shows. The transcript binds everything an attacker could swap:
+member that is new to the pool may also pair with the code the host shows, each side learning
+that the other knows it. The transcript binds everything an attacker could swap:
 
 * the server's fresh nonce (an old handshake replayed later signs the wrong nonce),
-* the member's nonce (the host's proof cannot be replayed to another member),
+* the member's nonce (the host's key confirmation cannot be replayed to another member),
 * the fingerprint of the TLS certificate the member actually sees (a relay in the middle shows
   its own certificate, so the real host computes a different transcript and refuses),
 * the pool id, the device id and its public key.
 
-The code itself never crosses the wire: both sides stretch it with scrypt (salted by the
-transcript, so nothing can be precomputed) into a key and exchange HMACs under that key. The
-member proves first, because the host is the one anybody can reach: a host that answered first
-would hand every stranger a value to guess the code against offline.
+The code itself never crosses the wire: both sides run SPAKE2 with it (a password-authenticated
+key exchange; the member's public key, the pool id and the certificate fingerprint are its
+identities) and confirm the key they derived with HMACs over the transcript. The host confirms
+first and the member only after checking it: a stranger posing as the member gets one online
+guess per connection (and the host counts it before answering), a fake host gets one online
+guess per connection too and nothing it could test further guesses against offline.
 
-Nothing here does I/O or reads a clock; randomness comes in as bytes.
+Nothing here does I/O or reads a clock; randomness comes from the caller (bytes, or a function
+for the PAKE).
 """
 
 from __future__ import annotations
@@ -24,29 +27,28 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from spake2 import SPAKE2_A, SPAKE2_B
+from spake2.spake2 import SPAKEError
 
 NONCE_BYTES = 32
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
-PROOF_BYTES = 32
+CONFIRMATION_BYTES = 32
+PAKE_MESSAGE_BYTES = 33  # SPAKE2 on Ed25519: a side byte and a point
 DEVICE_ID_PREFIX = "pn-"
 DEVICE_ID_CHARS = 26  # 130 bits of a SHA-256: far beyond any collision search
 
 # Crockford's base32: no I, L, O or U, so nothing is mistaken for 1, 0 or a rude word.
 PAIRING_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PAIRING_CODE_LENGTH = 8  # 40 bits, typed once as "ABCD-EFGH"
-PAIRING_CODE_MIN = 6  # a code chosen by a script (``--pairing-code``) may be longer, not shorter
+PAIRING_CODE_MIN = 6  # a code chosen by a script (``POOLNET_PAIRING_CODE``) may be longer, not shorter
 PAIRING_CODE_MAX = 32
 _CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
-
-# scrypt cost: 16 MiB and about 50-80 ms on one core, once per pairing attempt on each side.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
 
 _DOMAIN = b"poolnet/auth/v1"
 
@@ -161,29 +163,77 @@ def format_pairing_code(code: str) -> str:
 
 
 @dataclass(frozen=True)
-class PairingProofs:
-    """Both HMACs a pairing code yields for one transcript. The member sends ``member``; the
-    host checks it, and answers with ``host``, which the member checks in turn."""
+class PairingKeys:
+    """The two key confirmations one SPAKE2 run yields. The host sends ``host`` first; the
+    member checks it and only then sends ``member``, so a fake host, which cannot produce
+    ``host`` without the code, never receives a value it could test guesses against offline."""
 
-    member: bytes
     host: bytes
-
-    def member_matches(self, given: bytes) -> bool:
-        return hmac.compare_digest(self.member, given)
+    member: bytes
 
     def host_matches(self, given: bytes) -> bool:
         return hmac.compare_digest(self.host, given)
 
+    def member_matches(self, given: bytes) -> bool:
+        return hmac.compare_digest(self.member, given)
 
-def pairing_proofs(code: str, transcript: bytes) -> PairingProofs:
-    """Stretch ``code`` (any typed form) with scrypt, salted by the transcript, and MAC the
-    transcript in each direction. Costs tens of milliseconds: run it off an event loop."""
-    canonical = normalize_pairing_code(code)
-    salt = hashlib.sha256(_label(b"pairing-salt", transcript)).digest()
-    key = hashlib.scrypt(
-        canonical.encode("ascii"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+
+def _pake_identities(pool_id: str, server_fingerprint: str, public_key: bytes) -> dict[str, bytes]:
+    """SPAKE2's identities: the member by its public key, the host by its pool and the
+    certificate the member saw. A relay showing its own certificate derives another key."""
+    host = _field(pool_id.encode("utf-8")) + _field(server_fingerprint.lower().encode("ascii"))
+    return {"idA": _label(b"pake-member", public_key), "idB": _label(b"pake-host", host)}
+
+
+def _confirmations(key: bytes, transcript: bytes) -> PairingKeys:
+    return PairingKeys(
+        host=hmac.new(key, _label(b"host-confirm", transcript), hashlib.sha256).digest(),
+        member=hmac.new(key, _label(b"member-confirm", transcript), hashlib.sha256).digest(),
     )
-    return PairingProofs(
-        member=hmac.new(key, _label(b"member-proof", transcript), hashlib.sha256).digest(),
-        host=hmac.new(key, _label(b"host-proof", transcript), hashlib.sha256).digest(),
+
+
+class MemberPairing:
+    """The member's side of one SPAKE2 run (side A). ``message`` goes in ``auth``; it is a
+    random point blinded by the code, so by itself it tells nothing about the code.
+
+    Use once: a second ``finish`` would let a host probe the same secret twice.
+    """
+
+    def __init__(
+        self, code: str, *, pool_id: str, server_fingerprint: str, public_key: bytes,
+        random_bytes: Callable[[int], bytes],
+    ) -> None:
+        self._spake = SPAKE2_A(
+            normalize_pairing_code(code).encode("ascii"),
+            entropy_f=random_bytes,
+            **_pake_identities(pool_id, server_fingerprint, public_key),
+        )
+        self.message: bytes = self._spake.start()
+
+    def finish(self, host_message: bytes, transcript: bytes) -> PairingKeys:
+        """The confirmations, given the host's SPAKE2 message. ``ValueError`` if malformed."""
+        try:
+            key = self._spake.finish(host_message)
+        except (SPAKEError, ValueError, AssertionError) as exc:
+            raise ValueError(f"malformed SPAKE2 message: {exc}") from None
+        return _confirmations(key, transcript)
+
+
+def host_pairing(
+    code: str, member_message: bytes, transcript: bytes, *, pool_id: str, server_fingerprint: str,
+    public_key: bytes, random_bytes: Callable[[int], bytes],
+) -> tuple[bytes, PairingKeys]:
+    """The host's side (B) of one SPAKE2 run: its message for the member and the
+    confirmations. ``ValueError`` for a malformed member message. A few milliseconds of
+    curve arithmetic: the caller bounds how many run at once."""
+    spake = SPAKE2_B(
+        normalize_pairing_code(code).encode("ascii"),
+        entropy_f=random_bytes,
+        **_pake_identities(pool_id, server_fingerprint, public_key),
     )
+    message = spake.start()
+    try:
+        key = spake.finish(member_message)
+    except (SPAKEError, ValueError, AssertionError) as exc:
+        raise ValueError(f"malformed SPAKE2 message: {exc}") from None
+    return message, _confirmations(key, transcript)

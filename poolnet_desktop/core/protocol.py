@@ -234,10 +234,24 @@ class Challenge(Message, tag="challenge"):
 
 
 class Auth(Message, tag="auth"):
-    """The member's signature over the transcript; ``proof`` when it pairs with a code."""
+    """The member's signature over the transcript; ``pake`` (its SPAKE2 message, which hides
+    the code) when it pairs with a code."""
 
     signature: Base64Text
-    proof: Base64Text | None = None
+    pake: Base64Text | None = None
+
+
+class PairingConfirm(Message, tag="pairing_confirm"):
+    """The host's SPAKE2 message and its key confirmation: the host proves the code first."""
+
+    pake: Base64Text
+    confirmation: Base64Text
+
+
+class PairingFinish(Message, tag="pairing_finish"):
+    """The member's key confirmation, sent only after the host's checked out."""
+
+    confirmation: Base64Text
 
 
 class AuthPending(Message, tag="auth_pending"):
@@ -248,11 +262,10 @@ class AuthPending(Message, tag="auth_pending"):
 
 
 class AuthOk(Message, tag="auth_ok"):
-    """Authenticated. ``hostProof`` answers a code proof, so the member knows the host."""
+    """Authenticated (``method`` says how)."""
 
     device_id: str
     method: Literal["key", "code", "approval"]
-    host_proof: Base64Text | None = None
 
 
 # ---- pool administration (the host's own identity only) ----------------------------------------
@@ -283,6 +296,16 @@ class SetPermissions(Message, tag="set_permissions"):
 
 class ListAccess(Message, tag="list_access"):
     """Ask for approved, pending and revoked devices, the pairing code and the recent audit log."""
+
+
+class NewPairingCode(Message, tag="new_pairing_code"):
+    """Replace the pairing code with a fresh random one (the old one stops pairing at once)."""
+
+
+class PairingCode(Message, tag="pairing_code"):
+    """The answer to ``new_pairing_code``: the code now in force, as the host shows it."""
+
+    code: str
 
 
 class AccessEntry(msgspec.Struct, rename="camel"):
@@ -319,10 +342,12 @@ ClientMessage = Union[
     SetAcceptTasks,
     Forget,
     Auth,
+    PairingFinish,
     ApproveDevice,
     RevokeDevice,
     ListAccess,
     SetPermissions,
+    NewPairingCode,
     # tasks (core/task_protocol.py)
     SubmitTask,
     CancelTask,
@@ -348,10 +373,12 @@ ServerMessage = Union[
     PoolState,
     ServerShutdown,
     Challenge,
+    PairingConfirm,
     AuthPending,
     AuthOk,
     AccessList,
     AccessChanged,
+    PairingCode,
     # tasks (core/task_protocol.py)
     AssignShards,
     ShardCancel,

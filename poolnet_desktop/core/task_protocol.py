@@ -34,7 +34,8 @@ from poolnet_desktop.core.resources import Resources
 from poolnet_desktop.core.tasks import ShardState, Task
 from poolnet_desktop.core.wire import Message, Sha256Hex
 
-TaskId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
+TaskId = Annotated[str, msgspec.Meta(pattern=TASK_ID_PATTERN)]
 ShardIndex = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 Attempt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 RequestId = Annotated[str, msgspec.Meta(max_length=128)]
@@ -43,6 +44,13 @@ Reason = Literal["succeeded", "failed", "timeout", "memory", "cancelled", "error
 MAX_LIST = 100_000
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def is_task_id(text: str) -> bool:
+    """Whether ``text`` can be a task id. Ids name folders on the submitter
+    (``results/<id>/``), so one from the network that is a path (``/root/.ssh``, ``..``) must
+    be refused before it is joined to anything."""
+    return re.fullmatch(TASK_ID_PATTERN, text) is not None
 
 
 def new_task_id(name: str, token: str) -> str:

@@ -228,6 +228,11 @@ class PoolBridge(QObject):
 
         self._spawn(read())
 
+    def new_pairing_code(self) -> None:
+        """Replace the hosted pool's pairing code (``host_changed`` shows the new one)."""
+        if self._host is not None and self._host.access is not None:
+            self._host.access.authenticator.new_pairing_code()
+
     def forget_device(self, device_id: str) -> None:
         link = self._link
         if link is None:
@@ -325,8 +330,13 @@ class PoolBridge(QObject):
         host.access.authenticator.on_pending_changed = self.approvals_changed.emit
         access = host.access
         access.on_devices_changed = lambda: self._refresh_trusted(access)
+        # A new code (on demand, or after a revoke) is shown at once.
+        access.authenticator.on_code_changed = lambda _code: self._show_host(host)
         self._host = host
         self._refresh_trusted(access)
+        self._show_host(host)
+
+    def _show_host(self, host: PoolHost) -> None:
         addresses = tuple(addresses_to_show(self._bind))
         self.host_changed.emit(
             HostInfo(host.coordinator.config.pool_name, host.server.port, addresses, host.pairing_code,

@@ -227,6 +227,7 @@ class MainWindow(QMainWindow):
         settings.open_logs_requested.connect(lambda: self._open_path(bridge.data_dir / LOG_FOLDER))
         settings.approvals.decided.connect(bridge.approve)
         settings.permissions.permission_changed.connect(bridge.set_permission)
+        settings.new_code_requested.connect(bridge.new_pairing_code)
         self.prompt.decided.connect(bridge.approve)
         self.devices.forget_requested.connect(bridge.forget_device)
         tasks.submit_requested.connect(bridge.submit)

@@ -129,6 +129,7 @@ class SettingsPage(QScrollArea):
 
     join_requested = Signal(str, str)  # address, pairing code
     open_logs_requested = Signal()
+    new_code_requested = Signal()  # the host's owner wants a fresh pairing code
 
     def __init__(self, store: SettingsStore, autostart: Autostart | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -171,12 +172,20 @@ class SettingsPage(QScrollArea):
         self.pairing_code.setFont(code_font)
         for label in (self.host_address, self.pairing_code):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.new_code_button = QPushButton("New code")
+        self.new_code_button.setToolTip("Replace the code: the old one no longer pairs (devices already in stay)")
+        self.new_code_button.setEnabled(False)
+        self.new_code_button.clicked.connect(self.new_code_requested)
+        code_row = QHBoxLayout()
+        code_row.addWidget(self.pairing_code)
+        code_row.addWidget(self.new_code_button)
+        code_row.addStretch(1)
         self.approvals = ApprovalsPanel()
         self.permissions = PermissionsPanel()
         section.form.addRow(self.host_toggle)
         section.form.addRow("Port", self.port_spin)
         section.form.addRow("Members join at", self.host_address)
-        section.form.addRow("Pairing code", self.pairing_code)
+        section.form.addRow("Pairing code", code_row)
         self.host_fingerprint = QLabel("–")
         self.host_fingerprint.setWordWrap(True)
         self.host_fingerprint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -294,6 +303,7 @@ class SettingsPage(QScrollArea):
     # ---- fed by the bridge -------------------------------------------------------------------
 
     def show_host(self, host: Hosted | None) -> None:
+        self.new_code_button.setEnabled(host is not None)
         if host is None:
             for label in (self.host_address, self.pairing_code, self.host_fingerprint):
                 label.setText("–")

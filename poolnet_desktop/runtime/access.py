@@ -3,8 +3,8 @@
 Installs itself on a ``Coordinator``: every ``hello`` is proven through the ``Authenticator``
 (key, pairing code or the owner's approval) and must ask for a role within the device's
 permissions (``core.permissions``); the host's own identity alone may approve, deny and revoke
-devices and change their permissions. A revoked device is cut off at once: its live
-connections are closed.
+devices, change their permissions and replace the pairing code. A revoked device is cut off at
+once: its live connections are closed.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from poolnet_desktop.core.protocol import (
     ErrorCode,
     Hello,
     ListAccess,
+    NewPairingCode,
+    PairingCode,
     ProtocolError,
     RevokeDevice,
     SetPermissions,
@@ -55,6 +57,7 @@ class PoolAccess:
         coordinator.add_handler(RevokeDevice, self._on_revoke)
         coordinator.add_handler(ListAccess, self._on_list)
         coordinator.add_handler(SetPermissions, self._on_set_permissions)
+        coordinator.add_handler(NewPairingCode, self._on_new_code)
         # Called (on the loop) whenever the approved devices or their permissions change.
         self.on_devices_changed: Callable[[], None] | None = None
 
@@ -143,6 +146,10 @@ class PoolAccess:
         self._require_owner(session)
         outcome = await self.set_permission(message.device_id, message.permission, message.allow, session.address)
         await session.send(AccessChanged(device_id=message.device_id, outcome=outcome))
+
+    async def _on_new_code(self, session: Session, message: NewPairingCode) -> None:
+        self._require_owner(session)
+        await session.send(PairingCode(code=self.authenticator.new_pairing_code()))
 
     async def _on_list(self, session: Session, message: ListAccess) -> None:
         self._require_owner(session)

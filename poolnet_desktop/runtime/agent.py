@@ -34,7 +34,7 @@ from poolnet_desktop.core.protocol import (
 )
 from poolnet_desktop.core.resources import Resources, SharingLimits
 from poolnet_desktop.core.wire import ErrorCode
-from poolnet_desktop.runtime.auth import AuthRefused, HostAuth, authenticate_to_host, member_hello
+from poolnet_desktop.runtime.auth import AuthRefused, HostAuth, join_pool
 from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.discovery import platform_name
 from poolnet_desktop.runtime.identity import Identity
@@ -225,15 +225,13 @@ class Agent:
             close_timeout=5,
         ) as connection:
             self._connection = connection
-            hello = member_hello(self.config.identity, self._hello())
-            await connection.send(encode(hello), text=True)
-            host = await authenticate_to_host(
-                connection, self.config.identity, hello, self.config.pinned, self.config.pool_id, self.config.code
+            host, welcome = await join_pool(
+                connection, self.config.identity, self._hello(), self.config.pinned, self.config.pool_id,
+                self.config.code,
             )
             self.config.pool_id = host.pool_id
             if self.on_joined is not None:
                 self.on_joined(host, self.config.url)
-            welcome = await self._await_welcome(connection)
             self.welcome = welcome
             self._backoff.reset()
             self.last_error = None
@@ -249,17 +247,6 @@ class Agent:
                 for task in reporters:
                     task.cancel()
                 await asyncio.gather(*reporters, return_exceptions=True)
-
-    async def _await_welcome(self, connection: ClientConnection) -> Welcome:
-        async with asyncio.timeout(15):
-            while True:
-                message = decode_server(await connection.recv())
-                if isinstance(message, Welcome):
-                    return message
-                if isinstance(message, Error):
-                    # Turned away after authenticating (a role its permissions lack): a
-                    # refusal, so a forbidden member stops and says why instead of retrying.
-                    raise AuthRefused(message.code, message.message)
 
     async def _receive(self, connection: ClientConnection) -> float | None:
         async for frame in connection:

@@ -4,16 +4,22 @@
     member                                   host
     hello {deviceId, publicKey, nonce}  ->
                                         <-   challenge {nonce, poolId}
-    auth {signature, proof?}            ->
+    auth {signature, pake?}             ->
+                                        <-   pairing_confirm {pake, confirmation}   (pairing by code)
+    pairing_finish {confirmation}       ->                                          (pairing by code)
                                         <-   auth_pending {...}      (only while a person decides)
-                                        <-   auth_ok {method, hostProof?}   then the caller's welcome
+                                        <-   auth_ok {method}   then the caller's welcome
                                   or    <-   error {code, message}, close 1008
 
 The member always signs the transcript (``core.auth``) with its key. A device the host has
-approved needs nothing more. A new device either sends a proof of the pairing code, and gets
-the host's proof back, or waits while the host's owner approves it in a prompt. The member
-checks the host by its pinned certificate fingerprint, or, the first time, by the host's proof
-of the code; with neither (approval without a code) it trusts the first certificate it sees.
+approved needs nothing more. A new device either pairs with the code (SPAKE2, the host
+confirming the shared key first, the member only after checking it) or waits while the host's
+owner approves it in a prompt. The member checks the host by its pinned certificate
+fingerprint, or, the first time, by the host's key confirmation; with neither (approval
+without a code) it trusts the first certificate it sees.
+
+Pairing is guarded before any key work: the attempt is counted against the address first, one
+pairing runs per address at a time, and a few at most run at once in all.
 """
 
 from __future__ import annotations
@@ -32,18 +38,20 @@ from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 from poolnet_desktop.core.auth import (
+    CONFIRMATION_BYTES,
     NONCE_BYTES,
-    PROOF_BYTES,
+    PAKE_MESSAGE_BYTES,
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
+    MemberPairing,
     b64decode,
     b64encode,
     device_id_for,
     format_pairing_code,
     handshake_transcript,
+    host_pairing,
     make_pairing_code,
     normalize_pairing_code,
-    pairing_proofs,
     verify_challenge,
 )
 from poolnet_desktop.core.permissions import granted_on_pairing
@@ -55,11 +63,15 @@ from poolnet_desktop.core.protocol import (
     Error,
     ErrorCode,
     Hello,
+    PairingConfirm,
+    PairingFinish,
     ProtocolError,
+    Welcome,
     decode_client,
     decode_server,
     encode,
 )
+from poolnet_desktop.core.pairing_gate import PairingGate, approval_refusal
 from poolnet_desktop.core.ratelimit import FailureLimiter
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.tls import InsecureConnection, peer_fingerprint
@@ -87,13 +99,15 @@ class HostSide(Protocol):
 
 
 class AuthRefused(Exception):
-    """The handshake failed. ``code`` is an ``ErrorCode``; ``message`` says what to do."""
+    """The handshake failed. ``code`` is an ``ErrorCode``; ``message`` says what to do.
+    ``counted``: the attempt is already on the address's record (a pairing attempt)."""
 
-    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None, *, counted: bool = False) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.counted = counted
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,11 @@ class Authenticator:
 
     ``on_pending_changed`` is called (on the loop) with the full list of waiting devices each
     time it changes; a window shows them as prompts and calls ``approve`` or ``deny``.
+    ``on_code_changed`` is called with the new code (formatted) each time it changes.
+
+    The pairing code rotates on every revoke (a revoked person knew it) and on demand.
+    ``max_pending`` devices in all, and ``max_pending_per_address`` from one address, may wait
+    for approval; ``max_concurrent_pairings`` SPAKE2 runs are worked on at once in all.
     """
 
     def __init__(
@@ -147,7 +166,10 @@ class Authenticator:
         handshake_timeout: float = 10.0,
         approval_timeout: float = 120.0,
         max_pending: int = 16,
+        max_pending_per_address: int = 2,
+        max_concurrent_pairings: int = 4,
         on_pending_changed: Callable[[list[PendingApproval]], None] | None = None,
+        on_code_changed: Callable[[str | None], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         random_bytes: Callable[[int], bytes] = os.urandom,
@@ -159,7 +181,11 @@ class Authenticator:
         self.handshake_timeout = handshake_timeout
         self.approval_timeout = approval_timeout
         self.max_pending = max_pending
+        self.max_pending_per_address = max_pending_per_address
+        self._pairing_slots = asyncio.Semaphore(max_concurrent_pairings)
+        self._pairing_gate = PairingGate(self.limiter)
         self.on_pending_changed = on_pending_changed
+        self.on_code_changed = on_code_changed
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._random = random_bytes
@@ -178,15 +204,21 @@ class Authenticator:
         return format_pairing_code(self._code) if self._code else None
 
     def set_pairing_code(self, code: str | None) -> str | None:
-        """Use ``code`` (as typed, e.g. from ``--pairing-code``), or None to turn codes off.
+        """Use ``code`` (as typed, e.g. from ``POOLNET_PAIRING_CODE``), or None to turn codes off.
         Raises ``ValueError`` for a code that is too short or has other characters."""
         self._code = normalize_pairing_code(code) if code is not None else None
+        self._code_changed()
         return self.pairing_code
 
     def new_pairing_code(self) -> str:
         """Replace the code with a fresh random one and return it, formatted."""
         self._code = make_pairing_code(self._random(5))
+        self._code_changed()
         return format_pairing_code(self._code)
+
+    def _code_changed(self) -> None:
+        if self.on_code_changed is not None:
+            self.on_code_changed(self.pairing_code)
 
     # ---- the owner's decisions
 
@@ -202,9 +234,12 @@ class Authenticator:
         return self._decide(device_id, "deny")
 
     async def revoke(self, device_id: str, *, reason: str = "", address: str = "") -> bool:
-        """Revoke ``device_id`` for good and audit it; returns whether it had been approved.
-        The caller must close that device's live connections right after."""
+        """Revoke ``device_id`` for good, audit it and rotate the pairing code (the revoked
+        person knew it); returns whether it had been approved. The caller must close that
+        device's live connections right after."""
         self._decide(device_id, "revoked")
+        if self._code is not None:
+            self.new_pairing_code()
         was_approved = await self.store.revoke(device_id, at=self._wall_clock(), reason=reason)
         await self.store.record("revoke", at=self._wall_clock(), device_id=device_id, address=address, detail=reason)
         log.warning("device %s revoked%s", device_id, f": {reason}" if reason else "")
@@ -236,7 +271,7 @@ class Authenticator:
             raise
 
     async def _authenticate(self, conn: HostSide, hello: Hello, address: str) -> AuthResult:
-        host_proof: bytes | None = None
+        paired = False
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 wait = self.limiter.retry_after(address, self._monotonic())
@@ -262,15 +297,16 @@ class Authenticator:
                     public_key=public_key,
                 )
                 await conn.send(encode(Challenge(nonce=b64encode(server_nonce), pool_id=self.pool_id)), text=True)
-                answer = await _receive_auth(conn)
+                answer = await _receive(conn, Auth)
                 signature = _decode_field(answer.signature, SIGNATURE_BYTES, "signature")
                 if not verify_challenge(public_key, transcript, signature):
                     raise AuthRefused(
                         ErrorCode.AUTH_FAILED,
                         "the signature does not match this handshake (replayed, relayed or forged)",
                     )
-                if answer.proof is not None:
-                    host_proof = await self._check_code(answer.proof, transcript)
+                if answer.pake is not None:
+                    await self._pair(conn, answer.pake, transcript, public_key, address)
+                    paired = True
         except TimeoutError:
             raise AuthRefused(
                 ErrorCode.AUTH_TIMEOUT, f"authentication not completed within {self.handshake_timeout:g} s"
@@ -281,15 +317,14 @@ class Authenticator:
         method: Method
         if known is not None:
             method = "key"
-        elif host_proof is not None:
+        elif paired:
             method = "code"
         else:
             method = "approval"
             await self._await_approval(conn, hello, address)
         if known is None:
             await self._remember(hello, address, method)
-        await _send(conn, AuthOk(device_id=hello.device_id, method=method,
-                                 host_proof=b64encode(host_proof) if host_proof else None))
+        await _send(conn, AuthOk(device_id=hello.device_id, method=method))
         # A known window or CLI looking in by key is routine; every other join is kept.
         if not (method == "key" and hello.role == "observer"):
             await self.store.record(
@@ -298,23 +333,52 @@ class Authenticator:
             )
         return AuthResult(hello.device_id, hello.device_name, hello.public_key or "", method, address)
 
-    async def _check_code(self, proof_b64: str, transcript: bytes) -> bytes:
-        """Verify the member's code proof; return the host's proof to send back."""
+    async def _pair(self, conn: HostSide, pake_b64: str, transcript: bytes, public_key: bytes, address: str) -> None:
+        """Run the host's side of SPAKE2 and check the member's key confirmation.
+
+        The attempt is counted against ``address`` before any work, so parallel guesses use up
+        the address's allowance as fast as serial ones, and a second pairing from the address
+        while one runs is refused outright.
+        """
         code = self._code
         if code is None:
             raise AuthRefused(
                 ErrorCode.AUTH_FAILED, "this host does not accept pairing codes now; ask its owner to approve you"
             )
-        proof = _decode_field(proof_b64, PROOF_BYTES, "proof")
-        proofs = await asyncio.to_thread(pairing_proofs, code, transcript)  # scrypt: off the loop
-        if not proofs.member_matches(proof):
-            raise AuthRefused(ErrorCode.AUTH_FAILED, "wrong pairing code")
-        return proofs.host
+        member_message = _decode_field(pake_b64, PAKE_MESSAGE_BYTES, "pake")
+        not_now = self._pairing_gate.start(address, self._monotonic())
+        if not_now is not None:
+            raise AuthRefused(ErrorCode.RATE_LIMITED, not_now.message, not_now.retry_after, counted=not_now.counted)
+        try:
+            async with self._pairing_slots:
+                try:
+                    host_message, keys = await asyncio.to_thread(
+                        host_pairing, code, member_message, transcript, pool_id=self.pool_id,
+                        server_fingerprint=self.server_fingerprint, public_key=public_key, random_bytes=self._random,
+                    )
+                except ValueError as exc:
+                    raise AuthRefused(ErrorCode.AUTH_FAILED, str(exc)) from None
+            await _send(conn, PairingConfirm(pake=b64encode(host_message), confirmation=b64encode(keys.host)))
+            finish = await _receive(conn, PairingFinish)
+            confirmation = _decode_field(finish.confirmation, CONFIRMATION_BYTES, "confirmation")
+            if not keys.member_matches(confirmation):
+                raise AuthRefused(ErrorCode.AUTH_FAILED, "wrong pairing code")
+        except AuthRefused as refusal:
+            refusal.counted = True  # counted above, before the work
+            raise
+        except ConnectionClosed:
+            raise AuthRefused(ErrorCode.AUTH_FAILED, "the device left during pairing: most likely a wrong pairing code",
+                              counted=True) from None
+        finally:
+            self._pairing_gate.finish(address)
 
     async def _await_approval(self, conn: HostSide, hello: Hello, address: str) -> None:
         previous = self._waiting.get(hello.device_id)
-        if previous is None and len(self._waiting) >= self.max_pending:
-            raise AuthRefused(ErrorCode.RATE_LIMITED, "too many devices are waiting for approval; try later")
+        others = (w.info.address for d, w in self._waiting.items() if d != hello.device_id)
+        full = approval_refusal(others, address, max_total=self.max_pending,
+                                max_per_address=self.max_pending_per_address)
+        if full is not None:
+            raise AuthRefused(ErrorCode.RATE_LIMITED, full)
         if previous is not None and not previous.decision.done():
             previous.decision.set_result("superseded")
         info = PendingApproval(hello.device_id, hello.device_name, hello.platform, hello.role, address,
@@ -362,7 +426,7 @@ class Authenticator:
                                 detail=f"{hello.device_name!r} {how}")
 
     async def _refuse(self, conn: HostSide, hello: Hello, address: str, refusal: AuthRefused) -> None:
-        if refusal.code != ErrorCode.RATE_LIMITED:
+        if refusal.code != ErrorCode.RATE_LIMITED and not refusal.counted:
             self.limiter.record_failure(address, self._monotonic())
         log.warning("refused %s from %s: %s", hello.device_id, address, refusal.message)
         await self.store.record("refused", at=self._wall_clock(), device_id=hello.device_id, address=address,
@@ -391,13 +455,14 @@ def _hello_credentials(hello: Hello) -> tuple[bytes, bytes]:
     return public_key, nonce
 
 
-async def _receive_auth(conn: HostSide) -> Auth:
+async def _receive(conn: HostSide, expected: type[_M]) -> _M:
+    """The member's next message, which must be an ``expected``."""
     try:
         message = decode_client(await conn.recv())
     except ProtocolError as exc:
-        raise AuthRefused(ErrorCode.AUTH_FAILED, f"invalid auth message: {exc.message}") from None
-    if not isinstance(message, Auth):
-        raise AuthRefused(ErrorCode.AUTH_FAILED, f"expected auth, got {type(message).__name__}")
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"invalid {expected.__name__} message: {exc.message}") from None
+    if not isinstance(message, expected):
+        raise AuthRefused(ErrorCode.AUTH_FAILED, f"expected {expected.__name__}, got {type(message).__name__}")
     return message
 
 
@@ -432,6 +497,37 @@ def member_hello(identity: Identity, hello: Hello) -> Hello:
         public_key=identity.public_key_b64,
         nonce=b64encode(os.urandom(NONCE_BYTES)),
     )
+
+
+async def join_pool(
+    conn: Connection,
+    identity: Identity,
+    hello: Hello,
+    pinned: PinnedHosts,
+    pool_id: str | None,
+    code: str | None,
+    *,
+    timeout: float = 10.0,
+    welcome_timeout: float = 15.0,
+) -> tuple[HostAuth, Welcome]:
+    """Say ``hello`` as ``identity``, authenticate (``authenticate_to_host``) and read the
+    pool's ``welcome``. The one way in for the member's agent and for every link of the
+    command line and the window, so the checks of the host cannot drift apart.
+
+    Raises ``AuthRefused`` as ``authenticate_to_host`` does, and also when the pool answers
+    with an error instead of ``welcome``: turned away after authenticating (for a role its
+    permissions lack), a member stops and says why instead of retrying.
+    """
+    hello = member_hello(identity, hello)
+    await conn.send(encode(hello), text=True)
+    host = await authenticate_to_host(conn, identity, hello, pinned, pool_id, code, timeout=timeout)
+    async with asyncio.timeout(welcome_timeout):
+        while True:
+            message = decode_server(await conn.recv())
+            if isinstance(message, Welcome):
+                return host, message
+            if isinstance(message, Error):
+                raise AuthRefused(message.code, message.message)
 
 
 async def authenticate_to_host(
@@ -490,7 +586,8 @@ async def _authenticate_to_host(
             challenge = await _receive_from_host(conn, Challenge)
         if pool_id is not None and challenge.pool_id != pool_id:
             raise AuthRefused(ErrorCode.HOST_MISMATCH,
-                              f"this host serves pool {challenge.pool_id!r}, not {pool_id!r}")
+                              f"this host serves pool {challenge.pool_id!r}, not {pool_id!r}; it may be an impostor "
+                              "(if that pool was rebuilt, pair again with its code)")
         pin = _check_pin(pinned, challenge.pool_id, seen)
         try:
             server_nonce = b64decode(challenge.nonce, NONCE_BYTES, "challenge nonce")
@@ -504,14 +601,17 @@ async def _authenticate_to_host(
             device_id=identity.device_id,
             public_key=identity.public_key,
         )
-        proofs = None
+        pairing = None
         if pin is None and canonical_code is not None:
-            proofs = await asyncio.to_thread(pairing_proofs, canonical_code, transcript)
+            pairing = MemberPairing(canonical_code, pool_id=challenge.pool_id, server_fingerprint=seen,
+                                    public_key=identity.public_key, random_bytes=os.urandom)
         async with asyncio.timeout(timeout):
             await conn.send(encode(Auth(
                 signature=b64encode(identity.sign(transcript)),
-                proof=b64encode(proofs.member) if proofs else None,
+                pake=b64encode(pairing.message) if pairing else None,
             )), text=True)
+            if pairing is not None:
+                await _confirm_pairing(conn, pairing, transcript)
         ok = await _await_ok(conn, timeout)
     except TimeoutError:
         raise AuthRefused(ErrorCode.AUTH_TIMEOUT, f"the host did not answer within {timeout:g} s") from None
@@ -520,18 +620,25 @@ async def _authenticate_to_host(
 
     if ok.device_id != identity.device_id:
         raise AuthRefused(ErrorCode.HOST_MISMATCH, "the host accepted another device id than ours")
-    if proofs is not None:
-        given = ok.host_proof
-        try:
-            valid = given is not None and proofs.host_matches(b64decode(given, PROOF_BYTES, "hostProof"))
-        except ValueError:
-            valid = False
-        if not valid:
-            raise AuthRefused(ErrorCode.HOST_MISMATCH,
-                              "the host did not prove it knows the pairing code; it may be an impostor")
     if pin is None:
         await asyncio.to_thread(pinned.pin, challenge.pool_id, seen)
     return HostAuth(challenge.pool_id, seen, ok.method)
+
+
+async def _confirm_pairing(conn: Connection, pairing: MemberPairing, transcript: bytes) -> None:
+    """Check the host's key confirmation, then, and only then, send ours."""
+    confirm = await _receive_from_host(conn, PairingConfirm)
+    try:
+        keys = pairing.finish(b64decode(confirm.pake, PAKE_MESSAGE_BYTES, "pake"), transcript)
+        valid = keys.host_matches(b64decode(confirm.confirmation, CONFIRMATION_BYTES, "confirmation"))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise AuthRefused(
+            ErrorCode.HOST_MISMATCH,
+            "the host did not prove it knows this pairing code: the code is wrong, or the host is an impostor",
+        )
+    await conn.send(encode(PairingFinish(confirmation=b64encode(keys.member))), text=True)
 
 
 def _check_pin(pinned: PinnedHosts, pool_id: str, seen: str) -> str | None:

@@ -26,10 +26,11 @@ from poolnet_desktop.core.protocol import (
     encode,
 )
 from poolnet_desktop.core.wire import Role
-from poolnet_desktop.runtime.auth import authenticate_to_host, member_hello
+from poolnet_desktop.runtime.auth import join_pool
 from poolnet_desktop.runtime.discovery import platform_name
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.node import normalise_pool_url
+from poolnet_desktop.runtime.pool_addresses import PoolAddresses
 from poolnet_desktop.runtime.server import MAX_FRAME
 from poolnet_desktop.runtime.tls import client_ssl_for_url
 from poolnet_desktop.runtime.trust import PinnedHosts
@@ -88,6 +89,9 @@ async def open_link(
     window's member) passes them: nothing is read from disk on the loop at each reconnect, and
     a host pinned here is pinned in the member's copy too, not in a second one.
 
+    The pool that answers at ``url``'s address is remembered (``pool-addresses.json``): a
+    host of another pool there later is refused unless ``code`` is given, which pairs anew.
+
     Raises ``AuthRefused`` when the pool will not let this instance in, ``ProtocolError`` when
     it refuses otherwise, ``InsecureConnection`` for a plain URL, ``OSError`` when unreachable.
     """
@@ -98,28 +102,21 @@ async def open_link(
         url, ssl=client_ssl_for_url(url), proxy=None, max_size=MAX_FRAME, open_timeout=10, close_timeout=5
     )
     try:
-        hello = member_hello(
-            identity,
-            Hello(
-                protocol=PROTOCOL_VERSION,
-                role=role,
-                device_id=identity.device_id,
-                device_name=name or socket.gethostname(),
-                platform=platform_name(),
-                software=f"poolnet {__version__}",
-            ),
+        hello = Hello(
+            protocol=PROTOCOL_VERSION,
+            role=role,
+            device_id=identity.device_id,
+            device_name=name or socket.gethostname(),
+            platform=platform_name(),
+            software=f"poolnet {__version__}",
         )
-        await connection.send(encode(hello), text=True)
         if pinned is None:
             pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
-        await authenticate_to_host(connection, identity, hello, pinned, None, code)
-        async with asyncio.timeout(15):
-            while True:
-                message = decode_server(await connection.recv())
-                if isinstance(message, Welcome):
-                    return PoolLink(connection, message)
-                if isinstance(message, Error):
-                    raise ProtocolError(message.code, message.message)
+        addresses = await asyncio.to_thread(PoolAddresses.load, data_dir / "pool-addresses.json")
+        expected_pool = None if code else addresses.get(url)
+        host, welcome = await join_pool(connection, identity, hello, pinned, expected_pool, code)
+        await asyncio.to_thread(addresses.remember, url, host.pool_id)
+        return PoolLink(connection, welcome)
     except BaseException:
         await connection.close()
         raise

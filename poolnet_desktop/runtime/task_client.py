@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.core.paths import UnsafePathError
+from poolnet_desktop.core.protocol import ErrorCode, ProtocolError
 from poolnet_desktop.core.task_protocol import (
     CancelTask,
     FetchResults,
@@ -27,6 +28,7 @@ from poolnet_desktop.core.task_protocol import (
     TaskUpdate,
     WatchReady,
     WatchTask,
+    is_task_id,
 )
 from poolnet_desktop.core.tasks import ENDED
 from poolnet_desktop.core.transfer import decode_chunk
@@ -49,6 +51,7 @@ class TaskClient:
         request = uuid.uuid4().hex
         await self.link.send(SubmitTask(request_id=request, spec=task.spec))
         accepted: TaskAccepted = await self.link.expect(TaskAccepted)
+        _check_task_id(accepted.task_id)
         by_path = {entry.path: entry for entry in task.spec.files}
         files = [
             Outgoing(path, task.local_path(by_path[path]), by_path[path].size, by_path[path].sha256)
@@ -110,16 +113,28 @@ class TaskClient:
         return listing.tasks
 
     async def fetch_results(self, task_id: str, results_root: Path) -> Path:
-        """Download every succeeded shard's outputs to ``results_root/TASK/SHARD/...``; paths
-        that would leave that folder are refused. Returns the task's folder."""
+        """Download every succeeded shard's outputs to ``results_root/TASK/SHARD/...``.
+
+        The pool's answer is untrusted: a task id that is not one, an answer for another task
+        or a file path that would leave that folder is refused (``ProtocolError``) before
+        anything is written."""
+        _check_task_id(task_id)
         await self.link.send(FetchResults(task_id=task_id))
         announced: ResultFiles = await self.link.expect(ResultFiles)
+        if announced.task_id != task_id:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"the pool sent results of {announced.task_id!r}, not {task_id!r}")
+        try:
+            expected = expected_files((f.path, f.size, f.sha256) for f in announced.files)
+        except UnsafePathError as exc:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, f"the pool named a result file outside the results folder: {exc}"
+            ) from None
         target = results_root / task_id
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         receiver = FileReceiver(
             task_id,
             target,
-            expected_files((f.path, f.size, f.sha256) for f in announced.files),
+            expected,
             max_file_size=MAX_RESULT_FILE,
             max_transfer_size=sum(f.size for f in announced.files),
         )
@@ -132,6 +147,13 @@ class TaskClient:
                 await receiver.discard()
                 raise
         return target
+
+
+def _check_task_id(task_id: str) -> None:
+    if not is_task_id(task_id):
+        raise ProtocolError(
+            ErrorCode.FORBIDDEN, f"{task_id[:120]!r} is not a task id (letters, digits, - and _); refused"
+        )
 
 
 def _ended(summary: TaskSummary) -> bool:

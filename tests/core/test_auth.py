@@ -1,8 +1,9 @@
-"""core.auth with plain values: ids, transcripts, signatures, pairing codes and proofs."""
+"""core.auth with plain values: ids, transcripts, signatures, pairing codes and the PAKE."""
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 
 import pytest
@@ -128,19 +129,49 @@ def test_normalize_refuses_bad_codes(text: str, message: str) -> None:
         auth.normalize_pairing_code(text)
 
 
-def test_pairing_proofs_depend_on_code_and_transcript_not_on_typing() -> None:
+def run_pake(member_code: str, host_code: str, *, host_fingerprint: str = "ab" * 32,
+             member_fingerprint: str = "ab" * 32) -> tuple[auth.PairingKeys, auth.PairingKeys, bytes]:
+    """One SPAKE2 run between a member and a host; returns (member's, host's) confirmations
+    and the member's first message."""
     key = Ed25519PrivateKey.generate()
     transcript = transcript_for(key)
-    proofs = auth.pairing_proofs("ABCD-EFGH", transcript)
-    assert len(proofs.member) == len(proofs.host) == auth.PROOF_BYTES
-    assert proofs.member != proofs.host
-    assert auth.pairing_proofs("abcdefgh", transcript) == proofs
-    assert auth.pairing_proofs("ABCD-EFGJ", transcript).member != proofs.member
-    assert auth.pairing_proofs("ABCD-EFGH", transcript_for(key, server_nonce=NONCE_B)).member != proofs.member
-    assert proofs.member_matches(proofs.member)
-    assert not proofs.member_matches(proofs.host)
-    assert proofs.host_matches(proofs.host)
-    assert not proofs.host_matches(b"\x00" * 32)
+    member = auth.MemberPairing(member_code, pool_id="pool-1", server_fingerprint=member_fingerprint,
+                                public_key=raw_public(key), random_bytes=os.urandom)
+    host_message, host_keys = auth.host_pairing(
+        host_code, member.message, transcript, pool_id="pool-1", server_fingerprint=host_fingerprint,
+        public_key=raw_public(key), random_bytes=os.urandom,
+    )
+    assert len(member.message) == len(host_message) == auth.PAKE_MESSAGE_BYTES
+    return member.finish(host_message, transcript), host_keys, member.message
+
+
+def test_pake_agrees_on_the_same_code_however_it_was_typed() -> None:
+    member_keys, host_keys, _ = run_pake("abcd efgh", "ABCD-EFGH")
+    assert member_keys == host_keys
+    assert len(host_keys.host) == len(host_keys.member) == auth.CONFIRMATION_BYTES
+    assert host_keys.host != host_keys.member
+    assert member_keys.host_matches(host_keys.host)
+    assert host_keys.member_matches(member_keys.member)
+
+
+def test_pake_disagrees_on_another_code_or_another_certificate() -> None:
+    member_keys, host_keys, _ = run_pake("ABCD-EFGH", "ABCD-EFGJ")
+    assert not member_keys.host_matches(host_keys.host)
+    relayed_keys, host_keys, _ = run_pake("ABCD-EFGH", "ABCD-EFGH", member_fingerprint="cd" * 32)
+    assert not relayed_keys.host_matches(host_keys.host)
+
+
+def test_the_members_first_message_is_fresh_each_time() -> None:
+    """Blinded by a random scalar: two runs with one code send unrelated points."""
+    messages = {run_pake("ABCD-EFGH", "ABCD-EFGH")[2] for _ in range(3)}
+    assert len(messages) == 3
+
+
+def test_a_malformed_pake_message_is_a_value_error() -> None:
+    key = Ed25519PrivateKey.generate()
+    with pytest.raises(ValueError, match="malformed SPAKE2 message"):
+        auth.host_pairing("ABCD-EFGH", b"B" + b"\xff" * 32, transcript_for(key), pool_id="pool-1",
+                          server_fingerprint="ab" * 32, public_key=raw_public(key), random_bytes=os.urandom)
 
 
 def test_base64_fields_are_checked_for_size_and_alphabet() -> None:

@@ -74,9 +74,9 @@ async def running_desktop(tmp_path: Path) -> AsyncIterator[Desktop]:
 
 
 async def join_in_another_process(port: int, code: str, data_dir: Path, name: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "POOLNET_DISCOVERY": "off"}
+    env = {**os.environ, "POOLNET_DISCOVERY": "off", "POOLNET_PAIRING_CODE": code}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "poolnet_desktop", "join", f"127.0.0.1:{port}", "--code", code,
+        sys.executable, "-m", "poolnet_desktop", "join", f"127.0.0.1:{port}",
         "--no-discovery", "--data-dir", str(data_dir), "--name", name,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
     )
@@ -102,6 +102,11 @@ async def test_host_pool_toggle_opens_and_closes_the_port(tmp_path: Path) -> Non
         await wait_for(lambda: (d := device_named(desktop, "this-box")) is not None and d.is_online)
         desktop.window.devices.flush()
         assert desktop.window.devices.card(device_named(desktop, "this-box").id) is not None
+
+        # "New code" replaces the code the host accepts, and the panel shows the new one.
+        desktop.window.settings.new_code_button.click()
+        await wait_for(lambda: desktop.window.settings.pairing_code.text() != code)
+        assert desktop.window.settings.pairing_code.text() == desktop.bridge.host.pairing_code
 
         desktop.window.settings.host_toggle.setChecked(False)
         # The panel clears once the host has stopped and its port is closed.

@@ -174,8 +174,8 @@ def test_installed_pool_runs_a_py_task_on_the_bundled_python(installed: list[Pat
     (tmp_path / "probe.pool.toml").write_text(MANIFEST)
     host = subprocess.Popen(
         ["/usr/bin/poolnet", "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery",
-         "--data-dir", str(data), "--pairing-code", CODE],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--data-dir", str(data)],
+        env={**env, "POOLNET_PAIRING_CODE": CODE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert host.stdout is not None

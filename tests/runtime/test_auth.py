@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from poolnet_desktop.core.auth import b64encode, handshake_transcript, pairing_proofs
+from poolnet_desktop.core.auth import MemberPairing, b64encode, handshake_transcript, host_pairing
 from poolnet_desktop.core.protocol import (
     PROTOCOL_VERSION,
     Auth,
@@ -25,6 +25,8 @@ from poolnet_desktop.core.protocol import (
     Error,
     ErrorCode,
     Hello,
+    PairingConfirm,
+    PairingFinish,
     Welcome,
     decode_client,
     decode_server,
@@ -166,11 +168,13 @@ async def test_a_wrong_code_is_refused_and_audited(tmp_path: Path) -> None:
     member = Member.create(tmp_path / "member")
     async with running_host(tmp_path / "host") as host:
         refusal = await refused(member.join(host.url, code="AAAA-BBBB"))
-        assert refusal.code == ErrorCode.AUTH_FAILED and "wrong pairing code" in refusal.message
+        # The host confirms first: the member sees its confirmation fail and leaves.
+        assert refusal.code == ErrorCode.HOST_MISMATCH and "the code is wrong" in refusal.message
         assert await host.store.approved(member.identity.device_id) is None
         assert member.pinned.get(POOL) is None
+        await until(lambda: bool(host.refusals))
         [line] = await events(host.store, "refused")
-        assert line.startswith(f"{member.identity.device_id} 127.0.0.1 auth_failed: wrong pairing code")
+        assert line.startswith(f"{member.identity.device_id} 127.0.0.1 auth_failed: the device left during pairing")
 
 
 @pytest.mark.asyncio
@@ -179,8 +183,9 @@ async def test_repeated_failures_lock_the_address_out(tmp_path: Path) -> None:
     limiter = FailureLimiter(max_failures=3, window=60.0)
     member = Member.create(tmp_path / "member")
     async with running_host(tmp_path / "host", limiter=limiter, monotonic=lambda: clock[0]) as host:
-        for _ in range(3):
-            assert (await refused(member.join(host.url, code="AAAA-BBBB"))).code == ErrorCode.AUTH_FAILED
+        for tries in range(1, 4):
+            assert (await refused(member.join(host.url, code="AAAA-BBBB"))).code == ErrorCode.HOST_MISMATCH
+            await until(lambda: len(host.refusals) == tries)
         # Even the right code is refused now, with a time to wait.
         locked = await refused(member.join(host.url, code=CODE))
         assert locked.code == ErrorCode.RATE_LIMITED and "retry in 60 s" in locked.message
@@ -208,9 +213,15 @@ async def test_a_replayed_handshake_is_refused(tmp_path: Path) -> None:
                 server_fingerprint=peer_fingerprint(conn), pool_id=challenge.pool_id,
                 device_id=member.identity.device_id, public_key=member.identity.public_key,
             )
+            pairing = MemberPairing(CODE, pool_id=challenge.pool_id, server_fingerprint=peer_fingerprint(conn),
+                                    public_key=member.identity.public_key, random_bytes=os.urandom)
             recorded_auth = encode(Auth(signature=b64encode(member.identity.sign(transcript)),
-                                             proof=b64encode(pairing_proofs(CODE, transcript).member)))
+                                        pake=b64encode(pairing.message)))
             await conn.send(recorded_auth, text=True)
+            confirm = decode_server(await conn.recv())
+            assert isinstance(confirm, PairingConfirm)
+            keys = pairing.finish(base64.b64decode(confirm.pake), transcript)
+            await conn.send(encode(PairingFinish(confirmation=b64encode(keys.member))), text=True)
             assert isinstance(decode_server(await conn.recv()), AuthOk)
 
         async with connect(host.url, ssl=client_ssl_context(), proxy=None) as conn:
@@ -263,6 +274,74 @@ async def test_a_stalled_handshake_is_dropped(tmp_path: Path) -> None:
         assert [r.code for r in host.refusals] == [ErrorCode.AUTH_TIMEOUT]
 
 
+async def start_pairing(url: str, identity: Identity, code: str) -> tuple[Any, MemberPairing, bytes]:
+    """An attacker's pairing attempt up to the point of sending ``auth``: the open
+    connection, its SPAKE2 state and the transcript; ``auth`` not sent yet."""
+    conn = await connect(url, ssl=client_ssl_context(), proxy=None)
+    client_nonce = os.urandom(32)
+    await conn.send(encode(Hello(protocol=PROTOCOL_VERSION, role="member", device_id=identity.device_id,
+                                 public_key=identity.public_key_b64, nonce=b64encode(client_nonce))), text=True)
+    challenge = decode_server(await conn.recv())
+    assert isinstance(challenge, Challenge)
+    transcript = handshake_transcript(
+        server_nonce=base64.b64decode(challenge.nonce), client_nonce=client_nonce,
+        server_fingerprint=peer_fingerprint(conn), pool_id=challenge.pool_id,
+        device_id=identity.device_id, public_key=identity.public_key,
+    )
+    pairing = MemberPairing(code, pool_id=challenge.pool_id, server_fingerprint=peer_fingerprint(conn),
+                            public_key=identity.public_key, random_bytes=os.urandom)
+    await conn.send(encode(Auth(signature=b64encode(identity.sign(transcript)), pake=b64encode(pairing.message))),
+                    text=True)
+    return conn, pairing, transcript
+
+
+@pytest.mark.asyncio
+async def test_parallel_guesses_from_one_address_are_counted_first_and_worked_one_at_a_time(tmp_path: Path) -> None:
+    """Attack: 10 guesses of the code sent at once from one address, each from a fresh
+    identity. Before, every one was checked (failures were counted after the check). Now
+    the first is worked on while the address holds its only pairing slot, and each of the
+    others is counted and refused unchecked: at most the limiter's allowance is spent."""
+    async with running_host(tmp_path / "host") as host:
+        identities = [Identity.load_or_create(tmp_path / f"attacker{i}") for i in range(10)]
+        attempts = await asyncio.gather(*(start_pairing(host.url, ident, "AAAA-BBBB") for ident in identities))
+        answers = await asyncio.gather(*(conn.recv() for conn, _, _ in attempts))
+        decoded = [decode_server(a) for a in answers]
+        worked = [i for i, m in enumerate(decoded) if isinstance(m, PairingConfirm)]
+        refusals = [m for m in decoded if isinstance(m, Error)]
+        assert len(worked) == 1 and len(refusals) == 9
+        assert all(r.code == ErrorCode.RATE_LIMITED for r in refusals)
+        assert {("in progress" in r.message) or ("too many pairing attempts" in r.message) for r in refusals} == {True}
+        # The one worked on holds a wrong guess: its confirmation cannot match.
+        conn, pairing, transcript = attempts[worked[0]]
+        confirm = decoded[worked[0]]
+        keys = pairing.finish(base64.b64decode(confirm.pake), transcript)
+        assert not keys.host_matches(base64.b64decode(confirm.confirmation))
+        await conn.send(encode(PairingFinish(confirmation=b64encode(keys.member))), text=True)
+        error = decode_server(await conn.recv())
+        assert isinstance(error, Error) and "wrong pairing code" in error.message
+        for conn, _, _ in attempts:
+            await conn.close()
+        # The allowance is spent: even the right code now waits.
+        locked = await refused(Member.create(tmp_path / "late").join(host.url, code=CODE))
+        assert locked.code == ErrorCode.RATE_LIMITED
+        await until(lambda: len(host.refusals) == 11)
+        assert sum("wrong pairing code" in r.message for r in host.refusals) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_third_device_from_one_address_waiting_for_approval_is_refused(tmp_path: Path) -> None:
+    """Attack: one address fills the owner's approval queue with devices nobody answers."""
+    async with running_host(tmp_path / "host") as host:
+        waiting = [asyncio.create_task(Member.create(tmp_path / f"m{i}").join(host.url)) for i in range(2)]
+        await until(lambda: len(host.auth.pending()) == 2)
+        third = await refused(Member.create(tmp_path / "m2").join(host.url))
+        assert third.code == ErrorCode.RATE_LIMITED and "already waiting" in third.message
+        assert len(host.auth.pending()) == 2
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+
 # ---- revocation ---------------------------------------------------------------------------
 
 
@@ -277,6 +356,24 @@ async def test_a_revoked_device_cannot_rejoin_even_with_the_code(tmp_path: Path)
             assert refusal.code == ErrorCode.REVOKED
         assert len(await events(host.store, "revoke")) == 1
         assert all("revoked" in line for line in await events(host.store, "refused"))
+
+
+@pytest.mark.asyncio
+async def test_after_a_revoke_the_old_code_no_longer_pairs(tmp_path: Path) -> None:
+    """Attack: a revoked person makes a new key (a fresh data folder) and pairs again with
+    the code they were given. The code rotates on revoke, so the old one is refused."""
+    member = Member.create(tmp_path / "member")
+    async with running_host(tmp_path / "host") as host:
+        await member.join(host.url, code=CODE)
+        await host.auth.revoke(member.identity.device_id, reason="left the team")
+        assert host.auth.pairing_code not in (None, CODE)
+        comeback = Member.create(tmp_path / "new-key")
+        refusal = await refused(comeback.join(host.url, code=CODE))
+        assert refusal.code == ErrorCode.HOST_MISMATCH  # the host cannot confirm the old code
+        await until(lambda: bool(host.refusals))
+        assert await host.store.approved(comeback.identity.device_id) is None
+        assert "most likely a wrong pairing code" in host.refusals[-1].message
+        assert (await Member.create(tmp_path / "invited").join(host.url, code=host.auth.pairing_code)).method == "code"
 
 
 # ---- the member checks the host -----------------------------------------------------------
@@ -297,26 +394,67 @@ async def test_a_paired_member_refuses_a_host_with_another_certificate(tmp_path:
     assert member.pinned.get(POOL) == host.identity.cert_fingerprint
 
 
-@pytest.mark.asyncio
-async def test_a_host_that_cannot_prove_the_code_is_refused(tmp_path: Path) -> None:
-    """A fake host that waves every member in, hoping to receive work and data."""
-    fake = Identity.load_or_create(tmp_path / "fake")
+@asynccontextmanager
+async def fake_host(identity: Identity, guess: str, received: list[Any]) -> AsyncIterator[str]:
+    """An attacker's host on 127.0.0.1 (real TLS, its own certificate) that waits for members
+    to pair with it. It records every message a member sends and plays the protocol as far as
+    it can with its ``guess`` of the code (and, for a member that sends an old-style proof,
+    waves it in hoping for work)."""
 
     async def handler(conn: ServerConnection) -> None:
         hello = decode_client(await conn.recv())
         assert isinstance(hello, Hello)
-        await conn.send(encode(Challenge(nonce=b64encode(os.urandom(32)), pool_id=POOL)), text=True)
-        await conn.recv()
-        await conn.send(encode(AuthOk(device_id=hello.device_id, method="code",
-                                           host_proof=b64encode(os.urandom(32)))), text=True)
-        await conn.wait_closed()
+        received.append(hello)
+        server_nonce = os.urandom(32)
+        await conn.send(encode(Challenge(nonce=b64encode(server_nonce), pool_id=POOL)), text=True)
+        try:
+            answer = decode_client(await conn.recv())
+            received.append(answer)
+            assert isinstance(answer, Auth)
+            if answer.pake is not None:
+                public_key = base64.b64decode(hello.public_key or "")
+                transcript = handshake_transcript(
+                    server_nonce=server_nonce, client_nonce=base64.b64decode(hello.nonce or ""),
+                    server_fingerprint=identity.cert_fingerprint, pool_id=POOL, device_id=hello.device_id,
+                    public_key=public_key,
+                )
+                message, keys = host_pairing(guess, base64.b64decode(answer.pake), transcript, pool_id=POOL,
+                                             server_fingerprint=identity.cert_fingerprint, public_key=public_key,
+                                             random_bytes=os.urandom)
+                await conn.send(encode(PairingConfirm(pake=b64encode(message), confirmation=b64encode(keys.host))),
+                                text=True)
+            else:
+                await conn.send(encode(AuthOk(device_id=hello.device_id, method="code")), text=True)
+            while True:
+                received.append(decode_client(await conn.recv()))
+        except ConnectionClosed:
+            pass
 
+    async with serve(handler, "127.0.0.1", 0, ssl=server_ssl_context(identity)) as server:
+        yield f"wss://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+
+
+@pytest.mark.asyncio
+async def test_a_fake_host_gets_nothing_to_guess_the_code_against(tmp_path: Path) -> None:
+    """Attack: a fake host lures a member that pairs with the real code. With the old HMAC
+    proofs the member sent ``proof`` (an HMAC keyed by the code) before the host proved
+    anything, and the fake host could try every code offline. Now the member sends only a
+    SPAKE2 message blinded by a fresh random scalar, refuses the fake host's confirmation, and
+    sends nothing more: no key confirmation, no value derived from the code alone."""
+    received: list[Any] = []
     member = Member.create(tmp_path / "member")
-    async with serve(handler, "127.0.0.1", 0, ssl=server_ssl_context(fake)) as server:
-        url = f"wss://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+    async with fake_host(Identity.load_or_create(tmp_path / "fake"), "AAAA-BBBB", received) as url:
         refusal = await refused(member.join(url, code=CODE))
     assert refusal.code == ErrorCode.HOST_MISMATCH and "did not prove" in refusal.message
     assert member.pinned.all() == {}
+    assert [type(m) for m in received] == [Hello, Auth]  # no pairing_finish ever left the member
+    [auth] = [m for m in received if isinstance(m, Auth)]
+    assert set(msgspec_fields(auth)) == {"signature", "pake"}  # the old ``proof`` is gone
+    assert auth.pake is not None and len(base64.b64decode(auth.pake)) == 33
+
+
+def msgspec_fields(message: Any) -> list[str]:
+    return [name for name in message.__struct_fields__ if getattr(message, name) is not None]
 
 
 @pytest.mark.asyncio

@@ -34,7 +34,8 @@ from poolnet_desktop.runtime.identity import SIGNING_KEY_FILE, Identity
 from tests.netns import JsonLines, NetnsLan, netns_unavailable_reason
 
 PROGRAMS = Path(__file__).with_name("netns_programs")
-CODE = "PNTEST-7K3Q"  # as a script would pass it; the host shows it as PNTE-ST7K-3Q
+CODE = "PNTEST-7K3Q"  # as a script would set it; the host shows it as PNTE-ST7K-3Q
+WITH_CODE = {"POOLNET_PAIRING_CODE": CODE}  # codes travel in the environment, never argv
 PORT = 3000
 HOST_ADDRESS = "10.77.0.1"
 POOL_URL = f"wss://{HOST_ADDRESS}:{PORT}/ws"
@@ -98,6 +99,11 @@ class Pool:
     def devices(self, *args: str) -> Done:
         """``poolnet devices ARGS`` as the host's owner (its data folder), from h1."""
         return self.poolnet("h1", "devices", *args, "--url", POOL_URL, "--data-dir", str(self.host_dir))
+
+    def current_code(self) -> str:
+        """The code the host accepts now (it rotates on every revoke)."""
+        listing = self.devices()
+        return next(line.split(": ", 1)[1] for line in listing.stdout.splitlines() if line.startswith("Pairing code:"))
 
     def join(self, where: str, name: str, data_dir: Path, *args: str, env: Mapping[str, str] | None = None
              ) -> subprocess.Popen[str]:  # fmt: skip
@@ -200,9 +206,9 @@ def module_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         host_dir.mkdir()
         proc = lan.run("h1", [
             sys.executable, "-m", "poolnet_desktop", "host", "--bind", HOST_ADDRESS, "--port", str(PORT),
-            "--name", "Lab pool", "--data-dir", str(host_dir), "--pairing-code", CODE,
+            "--name", "Lab pool", "--data-dir", str(host_dir),
             "--discovery-interfaces", HOST_ADDRESS,
-        ], BASE_ENV)  # fmt: skip
+        ], {**BASE_ENV, **WITH_CODE})  # fmt: skip
         banner = read_lines_until(proc, lan, "discovery:", START_TIMEOUT)
         assert f"is up at {POOL_URL}" in banner[0], banner
         assert any("pairing code:  PNTE-ST7K-3Q" in line for line in banner), banner
@@ -231,9 +237,9 @@ def test_members_find_the_pool_by_mdns_and_join_with_the_code(pool: Pool) -> Non
     # No URL: each browses the bridge for the only pool there. h2 names its interface with the
     # flag, h3 through the environment.
     members = {
-        "h2": pool.join("h2", "member-h2", dirs["h2"], "--code", CODE, "--discovery-interfaces", "10.77.0.2"),
-        "h3": pool.join("h3", "member-h3", dirs["h3"], "--code", CODE,
-                        env={"POOLNET_DISCOVERY_INTERFACES": "10.77.0.3"}),
+        "h2": pool.join("h2", "member-h2", dirs["h2"], "--discovery-interfaces", "10.77.0.2", env=WITH_CODE),
+        "h3": pool.join("h3", "member-h3", dirs["h3"],
+                        env={"POOLNET_DISCOVERY_INTERFACES": "10.77.0.3", **WITH_CODE}),
     }  # fmt: skip
     for where, proc in members.items():
         line = read_lines_until(proc, pool.lan, "Sharing", START_TIMEOUT)[-1]
@@ -257,15 +263,16 @@ def test_members_find_the_pool_by_mdns_and_join_with_the_code(pool: Pool) -> Non
 
 def test_a_wrong_code_gets_nothing_and_the_host_logs_the_refusal(pool: Pool) -> None:
     data_dir = pool.data_dir("intruder-h4")
-    intruder = pool.join("h4", "intruder", data_dir, POOL_URL, "--code", "WRNG-C0DE-99", "--no-discovery")
+    intruder = pool.join("h4", "intruder", data_dir, POOL_URL, "--no-discovery",
+                         env={"POOLNET_PAIRING_CODE": "WRNG-C0DE-99"})
     assert intruder.wait(START_TIMEOUT) == 1, pool.lan.stderr_of(intruder)
-    assert "refused this machine: wrong pairing code" in pool.lan.stderr_of(intruder)
+    assert "refused this machine: the host did not prove it knows this pairing code" in pool.lan.stderr_of(intruder)
     intruder_id = device_id(data_dir)
     listing = pool.devices()
     assert listing.returncode == 0, listing.stderr
     refusals = [line for line in audit_lines(listing.stdout) if intruder_id in line]
     assert refusals and all("10.77.0.4" in line for line in refusals), listing.stdout
-    assert any("refused: auth_failed: wrong pairing code" in line for line in refusals), listing.stdout
+    assert any("refused: auth_failed: the device left during pairing" in line for line in refusals), listing.stdout
     assert intruder_id not in section(listing.stdout, "Approved:")
     assert intruder_id not in {d["id"] for d in pool.status()}
     # The intruder pinned nothing and remembers no pool.
@@ -274,7 +281,8 @@ def test_a_wrong_code_gets_nothing_and_the_host_logs_the_refusal(pool: Pool) -> 
 
 def test_a_revoked_member_is_cut_off_at_once_and_cannot_rejoin(pool: Pool) -> None:
     data_dir = pool.data_dir("victim-h3")
-    victim = pool.join("h3", "victim", data_dir, POOL_URL, "--code", CODE, "--no-discovery")
+    victim = pool.join("h3", "victim", data_dir, POOL_URL, "--no-discovery",
+                       env={"POOLNET_PAIRING_CODE": pool.current_code()})
     eventually(lambda: (data_dir / "membership.json").exists(), START_TIMEOUT, "the victim paired")
     victim_id = device_id(data_dir)
     pool.online(victim_id)
@@ -289,10 +297,11 @@ def test_a_revoked_member_is_cut_off_at_once_and_cannot_rejoin(pool: Pool) -> No
     assert "refused this machine: this device has been revoked" in pool.lan.stderr_of(victim)
     assert not {d["id"]: d for d in pool.status()}[victim_id]["isOnline"]
     # A later join from the same machine is refused, the right code notwithstanding.
-    again = pool.poolnet("h3", "join", "--code", CODE, "--name", "victim", "--data-dir", str(data_dir),
-                         "--no-discovery")  # fmt: skip
+    again = pool.poolnet("h3", "join", "--name", "victim", "--data-dir", str(data_dir),
+                         "--no-discovery", env=WITH_CODE)  # fmt: skip
     assert again.returncode == 1 and "revoked" in again.stderr, again
     listing = pool.devices()
+    assert "Pairing code: PNTE-ST7K-3Q" not in listing.stdout  # the revoke replaced the code
     assert victim_id in section(listing.stdout, "Revoked:")
     assert victim_id not in section(listing.stdout, "Approved:")
     events = [line for line in audit_lines(listing.stdout) if victim_id in line]
@@ -303,7 +312,8 @@ def test_a_revoked_member_is_cut_off_at_once_and_cannot_rejoin(pool: Pool) -> No
 def _pair(pool: Pool, where: str, name: str) -> Path:
     """A member of ``where`` pairs with the real host by its code, then stops: its data folder."""
     data_dir = pool.data_dir(name)
-    member = pool.join(where, name, data_dir, POOL_URL, "--code", CODE, "--no-discovery")
+    member = pool.join(where, name, data_dir, POOL_URL, "--no-discovery",
+                       env={"POOLNET_PAIRING_CODE": pool.current_code()})
     eventually(lambda: (data_dir / "membership.json").exists(), START_TIMEOUT, f"{name} paired")
     assert stop(member) == 0, pool.lan.stderr_of(member)
     return data_dir
@@ -318,10 +328,10 @@ def test_a_paired_member_refuses_an_impostor_with_another_certificate(pool: Pool
     fake_dir = pool.data_dir("impostor")
     shutil.copy(pool.host_dir / "pool.json", fake_dir / "pool.json")
     impostor = pool.start("h4", "host", "--bind", "10.77.0.4", "--port", str(PORT), "--data-dir", str(fake_dir),
-                          "--pairing-code", CODE, "--no-member", "--no-discovery")  # fmt: skip
+                          "--no-member", "--no-discovery", env=WITH_CODE)  # fmt: skip
     assert "wss://10.77.0.4" in read_lines_until(impostor, pool.lan, "discovery:", START_TIMEOUT)[0]
-    fooled = pool.poolnet("h2", "join", "wss://10.77.0.4:3000/ws", "--code", CODE, "--name", "loyal-h2",
-                          "--data-dir", str(data_dir), "--no-discovery")  # fmt: skip
+    fooled = pool.poolnet("h2", "join", "wss://10.77.0.4:3000/ws", "--name", "loyal-h2",
+                          "--data-dir", str(data_dir), "--no-discovery", env=WITH_CODE)  # fmt: skip
     assert fooled.returncode == 1, fooled
     assert "impostor" in fooled.stderr and f"not the pinned {real_pin[:16]}" in fooled.stderr, fooled.stderr
     # The member still trusts only the real host, which it still calls home.

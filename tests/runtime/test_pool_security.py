@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from poolnet_desktop.core.protocol import AccessChanged, ListAccess, PoolState, RevokeDevice
+from poolnet_desktop.core.protocol import (
+    AccessChanged,
+    ListAccess,
+    NewPairingCode,
+    PairingCode,
+    PoolState,
+    ProtocolError,
+    RevokeDevice,
+)
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
@@ -118,6 +126,34 @@ async def test_only_the_hosts_own_identity_administers_the_pool(pool, tmp_path: 
             while (answer := await link.recv()).__class__.__name__ != "Error":
                 assert not isinstance(answer, AccessChanged)
         assert answer.code == "forbidden"
+
+
+async def test_the_owner_replaces_the_code_and_the_old_one_no_longer_pairs(pool, tmp_path: Path) -> None:
+    """``poolnet devices new-code``: the owner's request makes a new code at once; a guest
+    asking the same is refused; a device holding the old code cannot pair with it."""
+    guest = member(pool.local_url, tmp_path / "g")
+    running = asyncio.create_task(guest.run())
+    await wait_for(lambda: guest.agent.state == AgentState.CONNECTED)
+    await guest.stop()
+    await running
+    async with await open_link(pool.local_url, tmp_path / "g") as link:
+        await link.send(NewPairingCode())
+        with pytest.raises(ProtocolError) as refused:
+            await asyncio.wait_for(link.expect(PairingCode), 5)
+        assert refused.value.code == "forbidden"
+    assert pool.pairing_code == "TEST-C0DE"
+    async with await open_link(pool.local_url, pool.options.data_dir) as owner:
+        await owner.send(NewPairingCode())
+        answer = await asyncio.wait_for(owner.expect(PairingCode), 5)
+    assert answer.code == pool.pairing_code != "TEST-C0DE"
+    late = member(pool.local_url, tmp_path / "late", code=PAIRING_CODE)
+    await asyncio.wait_for(late.run(), 20)
+    assert late.agent.state == AgentState.REFUSED and "pairing code" in (late.agent.last_error or "")
+    invited = member(pool.local_url, tmp_path / "invited", code=answer.code)
+    joined = asyncio.create_task(invited.run())
+    await wait_for(lambda: invited.agent.state == AgentState.CONNECTED)
+    await invited.stop()
+    await joined
 
 
 async def test_an_unknown_observer_waits_for_approval_and_is_let_in_when_approved(pool, tmp_path: Path) -> None:

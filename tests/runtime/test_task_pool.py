@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -67,9 +68,9 @@ async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
 def join_subprocess(pool: PoolHost, data_dir: Path, name: str) -> subprocess.Popen[bytes]:
     """A ``poolnet join`` member in its own process (so it can be killed for real)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "poolnet_desktop", "join", pool.local_url, "--code", PAIRING_CODE,
+        [sys.executable, "-m", "poolnet_desktop", "join", pool.local_url,
          "--no-discovery", "--name", name, "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "POOLNET_PAIRING_CODE": PAIRING_CODE},
     )
 
 

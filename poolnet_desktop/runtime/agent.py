@@ -159,7 +159,17 @@ class Agent:
                     self._set_state(AgentState.REFUSED)
                     return
                 pause = exc.retry_after if isinstance(exc, AuthRefused) else None
-            except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError, ProtocolError) as exc:
+            except ProtocolError as exc:
+                # Turned away after authenticating (a role its permissions lack) is a refusal:
+                # the member stops and says why instead of retrying for ever.
+                self.last_error = exc.message
+                failures += 1
+                if exc.code in FATAL_REFUSALS:
+                    log.warning("the pool at %s refused this member: %s", self.config.url, exc.message)
+                    self._set_state(AgentState.REFUSED)
+                    return
+                log.info("pool link to %s down: %s", self.config.url, exc.message)
+            except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 failures += 1
                 log.info("pool link to %s down: %s", self.config.url, self.last_error)

@@ -514,9 +514,9 @@ async def join_pool(
     pool's ``welcome``. The one way in for the member's agent and for every link of the
     command line and the window, so the checks of the host cannot drift apart.
 
-    Raises ``AuthRefused`` as ``authenticate_to_host`` does, and also when the pool answers
-    with an error instead of ``welcome``: turned away after authenticating (for a role its
-    permissions lack), a member stops and says why instead of retrying.
+    Raises ``AuthRefused`` as ``authenticate_to_host`` does, and ``ProtocolError`` when the
+    pool answers with an error instead of ``welcome`` (turned away after authenticating, for a
+    role its permissions lack).
     """
     hello = member_hello(identity, hello)
     await conn.send(encode(hello), text=True)
@@ -527,7 +527,7 @@ async def join_pool(
             if isinstance(message, Welcome):
                 return host, message
             if isinstance(message, Error):
-                raise AuthRefused(message.code, message.message)
+                raise ProtocolError(message.code, message.message)
 
 
 async def authenticate_to_host(
@@ -646,7 +646,7 @@ def _check_pin(pinned: PinnedHosts, pool_id: str, seen: str) -> str | None:
     if pin is not None and pin != seen:
         raise AuthRefused(
             ErrorCode.HOST_MISMATCH,
-            f"the pool's identity changed: pair again with the code (poolnet join --forget-pin --code CODE). "
+            f"the pool's identity changed: pair again with the code (poolnet join --forget-pin). "
             f"The host of pool {pool_id!r} shows certificate {seen[:16]}…, not the pinned {pin[:16]}…: "
             "if its owner did not replace the pool's identity, it is an impostor",
         )

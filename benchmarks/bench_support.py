@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import resource
 import socket
 import ssl
 import urllib.request
 
+from poolnet_desktop.runtime.fdlimit import raise_fd_limit
 from poolnet_desktop.runtime.metrics import parse_samples
+
+__all__ = ["free_port", "raise_fd_limit", "scrape"]
 
 
 def free_port() -> int:
@@ -15,12 +17,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def raise_fd_limit() -> None:
-    """As many descriptors as allowed: every simulated member is one socket on each side."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def scrape(port: int) -> dict[str, float]:

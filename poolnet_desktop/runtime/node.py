@@ -23,6 +23,7 @@ from poolnet_desktop.runtime.agent import Agent, AgentConfig
 from poolnet_desktop.runtime.auth import Authenticator, HostAuth
 from poolnet_desktop.runtime.coordinator import Coordinator, CoordinatorConfig
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolAnnouncer, PoolBrowser
+from poolnet_desktop.runtime.fdlimit import raise_fd_limit
 from poolnet_desktop.runtime.identity import Identity, write_private_file
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.sampler import ResourceSampler
@@ -129,6 +130,7 @@ class PoolHost:
 
     async def start(self) -> None:
         config = self.coordinator.config
+        raise_fd_limit()  # one socket per peer: a big pool outgrows the usual 1,024
         self._store = await TrustStore.open(self.options.data_dir / "trust.sqlite3")
         authenticator = Authenticator(
             self._store,

@@ -187,3 +187,14 @@ def pairing_proofs(code: str, transcript: bytes) -> PairingProofs:
         member=hmac.new(key, _label(b"member-proof", transcript), hashlib.sha256).digest(),
         host=hmac.new(key, _label(b"host-proof", transcript), hashlib.sha256).digest(),
     )
+
+
+def bearer_token_matches(authorization: str | None, token: str) -> bool:
+    """Does an HTTP ``Authorization`` header carry ``Bearer <token>``? Compared in constant
+    time, so the answer's timing says nothing about how much of a guess was right."""
+    if not authorization or not token:
+        return False
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())

@@ -26,6 +26,7 @@ from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings,
 from poolnet_desktop.runtime.fdlimit import raise_fd_limit
 from poolnet_desktop.runtime.identity import Identity, write_private_file
 from poolnet_desktop.runtime.metrics import PoolMetrics
+from poolnet_desktop.runtime.rest import load_or_create_rest_token
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
@@ -98,6 +99,7 @@ class PoolHost:
             ssl_context=server_ssl_context(self.identity),
             dialects=frozenset({"poolnet"}),
             rest_for_loopback_only=True,
+            rest_token=load_or_create_rest_token(options.data_dir),
         )
         self.metrics = PoolMetrics(self.coordinator)
         self.server.rest.extend("/metrics", self.metrics.response)

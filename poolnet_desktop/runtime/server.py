@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from poolnet_desktop.core.auth import bearer_token_matches
 from poolnet_desktop.core.protocol import ClientMessage, decode_client
 from poolnet_desktop.core.protocol import Error, encode
 from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
@@ -60,6 +61,7 @@ class PoolServer:
         max_connections: int = 20_000,
         dialects: frozenset[Dialect] = frozenset({"seed", "poolnet"}),
         rest_for_loopback_only: bool = False,
+        rest_token: str | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.host = host
@@ -81,6 +83,8 @@ class PoolServer:
         self._waiting: Counter[str] = Counter()
         self.max_waiting_per_address = 64
         self._rest_for_loopback_only = rest_for_loopback_only
+        # When set, REST requests must carry it as a bearer token (``rest.REST_TOKEN_FILE``).
+        self._rest_token = rest_token
         self.binary_handler: Callable[[Session, bytes], Awaitable[None]] | None = None
 
     @property
@@ -146,6 +150,8 @@ class PoolServer:
             return error_response(404, f"the WebSocket endpoint is {WS_PATH}")
         if self._rest_for_loopback_only and not _is_loopback(connection):
             return error_response(403, "this pool's REST API answers this machine only; members use the WebSocket")
+        if self._rest_token is not None and not bearer_token_matches(request.headers.get("Authorization"), self._rest_token):
+            return error_response(401, "this pool's REST API needs the owner's token (rest.token in the host's data folder)")
         response = self.rest.answer(path)
         return response if response is not None else error_response(404, f"no such path: {path}")
 

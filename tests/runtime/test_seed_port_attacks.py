@@ -154,6 +154,14 @@ async def test_sockets_that_never_start_tls_are_capped_per_address_and_dropped(p
         # Those that never start TLS are dropped by the handshake deadline (10 s from accept).
         late = await asyncio.gather(*(dropped(reader, 12.0) for reader, _ in held[:cap]))
         assert all(late)
+        # And they no longer count: the address may open as many again.
+        for _, writer in held:
+            writer.close()
+        held = [
+            await asyncio.open_connection("127.0.0.1", pool.server.port, local_addr=("127.0.0.2", 0))
+            for _ in range(cap)
+        ]
+        assert not any(await asyncio.gather(*(dropped(reader, 1.0) for reader, _ in held)))
     finally:
         for _, writer in held:
             writer.close()

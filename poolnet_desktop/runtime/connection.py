@@ -86,6 +86,7 @@ class PoolConnection(asyncio.Protocol):
         self._messages: deque[Message] = deque()
         self._reading_paused = False
         self._failed = False
+        self._discarding = False
         self._fragments: list[bytes] = []
         self._fragmented_text = False
         self._recv_waiter: asyncio.Future[None] | None = None
@@ -142,7 +143,19 @@ class PoolConnection(asyncio.Protocol):
                 waiter.set_result(None)
         # The protocol answers pings and close frames itself.
 
+    def discard_incoming(self) -> None:
+        """Drop what the peer has sent and will send (a peer being closed for a flood). Reading
+        goes on, so its close frame is read and the backlog left unread does not turn the
+        closing handshake into a reset that loses the error sent before it."""
+        self._discarding = True
+        self._messages.clear()
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
     def _deliver(self, data: bytes, text: bool) -> None:
+        if self._discarding:
+            return
         message: Message
         if text:
             try:

@@ -249,8 +249,9 @@ class PoolServer:
         connection = session.connection
         if connection.protocol.state is State.OPEN:
             log.warning("%r sends too many messages: closing it", session)
+            connection.discard_incoming()
             session.post(encode(Error(code=ErrorCode.RATE_LIMITED, message="too many messages: closing")))
-            connection.fail(1008, "too many messages")
+            self._spawn(session.close(1008, "too many messages"))
         return False
 
     def _check_introduced(self, session: Session) -> None:

@@ -165,3 +165,33 @@ async def test_sockets_that_never_start_tls_are_capped_per_address_and_dropped(p
     finally:
         for _, writer in held:
             writer.close()
+
+
+async def test_an_authenticated_flood_is_cut_off_past_a_generous_budget(pool: PoolHost) -> None:
+    from poolnet_desktop.core.dialects import message_budget
+    from poolnet_desktop.core.protocol import Error
+    from poolnet_desktop.core.task_protocol import ListTasks, TaskList
+
+    flooder = await open_link(pool.local_url, pool.options.data_dir)
+    bystander = await open_link(pool.local_url, pool.options.data_dir)
+    try:
+        _, burst = message_budget("poolnet")
+        for _ in range(int(burst) * 2):
+            await flooder.send(ListTasks())
+        answered, refusals = 0, []
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(20):
+                while True:
+                    message = await flooder.recv()
+                    if isinstance(message, TaskList):
+                        answered += 1
+                    elif isinstance(message, Error):
+                        refusals.append(message.code)
+        assert refusals == ["rate_limited"]
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert burst <= answered < burst * 2  # the whole burst is served: real clients never see the limit
+        await bystander.send(ListTasks())
+        assert isinstance(await bystander.expect(TaskList), TaskList)
+    finally:
+        await flooder.close()
+        await bystander.close()

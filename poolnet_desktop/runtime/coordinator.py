@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolnet_desktop.core.allocation import allocate
-from poolnet_desktop.core.dialects import SEED_MESSAGES, SEED_ROLE, SeedAdmission, may_send, seed_id_refusal
 from poolnet_desktop.core.devices import DeviceRegistry, iso8601
+from poolnet_desktop.core.dialects import SEED_MESSAGES, SEED_ROLE, SeedAdmission, may_send, seed_id_refusal
 from poolnet_desktop.core.protocol import (
     PROTOCOL_VERSION,
     ClientMessage,
@@ -326,7 +326,9 @@ class Coordinator:
         if refusal is not None:
             raise ProtocolError(ErrorCode.FORBIDDEN, refusal)
         existing = self.registry.get(device_id)
-        if existing is not None and existing.role == SEED_ROLE:
+        if existing is not None:
+            if existing.role != SEED_ROLE:  # whatever form PoolNet's ids take
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"{device_id!r} is a PoolNet device's id")
             return  # a seed device coming back takes no new room
         seed_devices = sum(1 for d in self.registry.all() if d.role == SEED_ROLE)
         refusal = self.seed_admission.capacity_refusal(seed_devices)
@@ -521,7 +523,9 @@ class Coordinator:
         """Take offline every device silent for longer than the heartbeat timeout; ping the
         observers due for it; forget seed devices offline for long."""
         now = self._clock()
-        offline_seed = ((d.id, d.last_seen_monotonic) for d in self.registry.all() if d.role == SEED_ROLE and not d.online)
+        offline_seed = (
+            (d.id, d.last_seen_monotonic) for d in self.registry.all() if d.role == SEED_ROLE and not d.online
+        )
         for device_id in self.seed_admission.to_prune(offline_seed, now):
             self.registry.forget(device_id)
         for session in self._observers:

@@ -17,8 +17,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from poolnet_desktop.core.auth import bearer_token_matches
-from poolnet_desktop.core.protocol import ClientMessage, decode_client
-from poolnet_desktop.core.protocol import Error, encode
+from poolnet_desktop.core.protocol import ClientMessage, Error, decode_client, encode
 from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
 from poolnet_desktop.runtime.accept import AcceptGate
 from poolnet_desktop.runtime.connection import Message, PoolConnection
@@ -99,7 +98,7 @@ class PoolServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        # Plain TCP: ``AcceptGate`` counts the address, then starts TLS itself.
+        # Plain TCP: ``AcceptGate`` counts the address first, then wraps the socket in TLS.
         self._server = await loop.create_server(
             self._new_connection,
             self.host,
@@ -150,8 +149,9 @@ class PoolServer:
             return error_response(404, f"the WebSocket endpoint is {WS_PATH}")
         if self._rest_for_loopback_only and not _is_loopback(connection):
             return error_response(403, "this pool's REST API answers this machine only; members use the WebSocket")
-        if self._rest_token is not None and not bearer_token_matches(request.headers.get("Authorization"), self._rest_token):
-            return error_response(401, "this pool's REST API needs the owner's token (rest.token in the host's data folder)")
+        token = self._rest_token
+        if token is not None and not bearer_token_matches(request.headers.get("Authorization"), token):
+            return error_response(401, "this pool's REST API needs the owner's token (rest.token in its data folder)")
         response = self.rest.answer(path)
         return response if response is not None else error_response(404, f"no such path: {path}")
 

@@ -64,7 +64,9 @@ async def test_a_seed_client_cannot_list_read_fetch_cancel_or_retry_tasks(
     assert task.state == "succeeded" and [s.attempt for s in task.shards] == [1]
 
 
-async def test_a_seed_client_cannot_take_a_members_device_id(pool: PoolHost, members: list[Member]) -> None:  # noqa: F811
+async def test_a_seed_client_cannot_take_a_members_device_id(
+    pool: PoolHost, members: list[Member]  # noqa: F811
+) -> None:
     victim = members[0]
     device_id = victim.identity.device_id
     session = pool.coordinator.session_for(device_id)

@@ -105,6 +105,20 @@ MESSAGE_BUDGETS: dict[Dialect | None, tuple[float, float]] = {
 }
 
 
+# What a PoolNet member streams while its shards run, bounded by limits of its own: file
+# chunks (transfers and their quotas) and shard output (each shard's output cap, on the
+# member). A shard that prints line by line makes thousands of these a second, for a moment.
+UNMETERED_POOLNET_MESSAGES = frozenset({"shard_output"})
+
+
 def message_budget(dialect: Dialect | None) -> tuple[float, float]:
     """(rate per second, burst) of messages for a session of ``dialect``."""
     return MESSAGE_BUDGETS[dialect]
+
+
+def is_metered(dialect: Dialect | None, message_type: str | None) -> bool:
+    """Does a message count against the session's budget? ``message_type`` None: a binary
+    file chunk; an undecodable frame counts as any message does."""
+    if dialect != "poolnet":
+        return True
+    return message_type is not None and message_type not in UNMETERED_POOLNET_MESSAGES

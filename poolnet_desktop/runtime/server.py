@@ -17,6 +17,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from poolnet_desktop.core.auth import bearer_token_matches
+from poolnet_desktop.core.dialects import is_metered
 from poolnet_desktop.core.protocol import ClientMessage, Error, decode_client, encode
 from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
 from poolnet_desktop.runtime.accept import AcceptGate
@@ -172,9 +173,9 @@ class PoolServer:
         if session is None or session.busy:
             return  # the running turn takes it
         while (frame := connection.recv_nowait()) is not None:
-            if not self._within_rate(session, frame):
-                return
             message = _decode_introduced(session, frame)
+            if not self._within_rate(session, frame, message):
+                return
             if message is not None and self._handle_now(session, message):
                 continue
             session.busy = True
@@ -203,9 +204,10 @@ class PoolServer:
             await self._handle_frame(session, frame, message)
             self._check_introduced(session)
             while (frame := session.connection.recv_nowait()) is not None:
-                if not self._within_rate(session, frame):
+                message = _decode_introduced(session, frame)
+                if not self._within_rate(session, frame, message):
                     break
-                await self._handle_frame(session, frame)
+                await self._handle_frame(session, frame, message)
                 self._check_introduced(session)
         except ConnectionClosed:
             pass  # the peer left mid-answer (a file transfer, say): its end is handled below
@@ -238,11 +240,15 @@ class PoolServer:
 
     # ---- introductions -------------------------------------------------------------------------
 
-    def _within_rate(self, session: Session, frame: Message) -> bool:
+    def _within_rate(self, session: Session, frame: Message, message: ClientMessage | None) -> bool:
         """Count one message against the session's budget; past it, the peer is told and
-        closed (1008), and nothing more it sent is handled. A PoolNet peer's file chunks are
-        not counted: transfers are bounded by their own limits and must run at disk speed."""
-        if session.dialect == "poolnet" and _is_file_chunk(frame):
+        closed (1008), and nothing more it sent is handled. What a PoolNet member streams
+        (file chunks, shard output) is bounded elsewhere (``core.dialects.is_metered``)."""
+        if _is_file_chunk(frame):
+            message_type = None
+        else:
+            message_type = message.__struct_config__.tag if message is not None else ""
+        if not is_metered(session.dialect, message_type):
             return True
         if session.within_message_rate(time.monotonic()):
             return True

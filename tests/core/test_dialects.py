@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from poolnet_desktop.core.dialects import SeedAdmission, may_send, message_budget, seed_id_refusal
+from poolnet_desktop.core.dialects import SeedAdmission, is_metered, may_send, message_budget, seed_id_refusal
 
 POOLNET_REQUESTS = ["list_tasks", "watch_task", "fetch_results", "cancel_task", "retry_task", "submit_task",
                     "revoke_device", "approve_device", "list_access", "forget_device", "set_accept_tasks"]
@@ -80,3 +80,10 @@ def test_seed_sessions_get_a_strict_budget_poolnet_ones_a_generous_one() -> None
     poolnet_rate, poolnet_burst = message_budget("poolnet")
     assert seed_rate * 10 <= poolnet_rate and seed_burst * 10 <= poolnet_burst
     assert message_budget(None) == message_budget("seed")
+
+
+def test_what_a_member_streams_is_bounded_elsewhere_and_not_metered() -> None:
+    assert not is_metered("poolnet", None)  # a file chunk
+    assert not is_metered("poolnet", "shard_output")
+    assert is_metered("poolnet", "list_tasks") and is_metered("poolnet", "")
+    assert is_metered("seed", None) and is_metered("seed", "shard_output") and is_metered(None, "hello")

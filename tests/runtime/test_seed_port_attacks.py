@@ -197,3 +197,21 @@ async def test_an_authenticated_flood_is_cut_off_past_a_generous_budget(pool: Po
     finally:
         await flooder.close()
         await bystander.close()
+
+
+async def test_a_shard_printing_line_by_line_never_meets_the_message_limit(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
+) -> None:
+    # Each flushed line read is one shard_output message: thousands a second from each shard,
+    # up to its output cap (about 3,000 for one shard here), several shards on each member.
+    task_id = await submit_manifest(client, tmp_path / "chatty", """
+        command = ["{python}", "-u", "-c", "for i in range(300000): print(i, flush=True)"]
+        shards = 6
+        retries = 0
+        [resources]
+        cpu = 0.1
+    """)
+    summary = await client.wait(task_id)
+    assert summary.state == "succeeded"
+    assert all(m.agent.state == AgentState.CONNECTED for m in members)
+    assert all(pool.coordinator.session_for(m.identity.device_id) is not None for m in members)

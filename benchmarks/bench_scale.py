@@ -144,7 +144,7 @@ def run_size(args: argparse.Namespace, members: int, ramp_s: float, work: Path) 
         while gen.poll() is None and time.monotonic() - started < duration + 150:
             time.sleep(args.sample_s)
             try:
-                metrics = scrape(port)
+                metrics = scrape(port, data_dir)
             except OSError:
                 metrics = {}
             samples.append(Sample(time.monotonic() - started, tree_cpu(host_ps, host_seen),

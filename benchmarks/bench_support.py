@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import resource
 import socket
 import ssl
 import urllib.request
+from pathlib import Path
 
+from poolnet_desktop.runtime.fdlimit import raise_fd_limit
 from poolnet_desktop.runtime.metrics import parse_samples
+from poolnet_desktop.runtime.rest import read_rest_token
+
+__all__ = ["free_port", "raise_fd_limit", "scrape"]
 
 
 def free_port() -> int:
@@ -17,16 +21,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def raise_fd_limit() -> None:
-    """As many descriptors as allowed: every simulated member is one socket on each side."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The host's ``/metrics`` as ``name{labels}`` -> value (its certificate is self-signed)."""
+def scrape(port: int, data_dir: Path) -> dict[str, float]:
+    """The host's ``/metrics`` as ``name{labels}`` -> value (its certificate is self-signed),
+    asked with the owner's REST token from the host's data folder."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=context, timeout=5) as response:
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {read_rest_token(data_dir)}"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=5) as response:
         return parse_samples(response.read().decode())

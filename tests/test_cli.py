@@ -320,3 +320,39 @@ def test_join_on_a_terminal_asks_for_the_code_without_echo(hosted, tmp_path: Pat
         joiner.kill()
         joiner.communicate()
         os.close(master)
+
+
+def _low_fd_limit() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+@pytest.mark.parametrize("legacy_tasks", [False, True])
+def test_the_banner_says_what_the_seed_port_allows_and_the_fd_limit_is_raised(tmp_path: Path, legacy_tasks: bool) -> None:
+    port, legacy_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [*POOLNET, "host", "--port", str(port), "--bind", "127.0.0.1", "--no-discovery", "--no-member",
+         "--data-dir", str(tmp_path / "host"), "--allow-legacy", "--legacy-port", str(legacy_port),
+         *(["--legacy-tasks"] if legacy_tasks else [])],
+        env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_low_fd_limit,
+    )  # fmt: skip
+    try:
+        banner = []
+        assert process.stdout is not None
+        while not (line := process.stdout.readline()).lstrip().startswith("discovery:"):
+            assert line, process.stderr.read() if process.stderr else ""
+            banner.append(line)
+        (seed_line,) = [line for line in banner if "seed clients:" in line]
+        assert f"ws://127.0.0.1:{legacy_port}/ws" in seed_line
+        if legacy_tasks:
+            assert "WARNING" in seed_line and "anyone on this network can run commands" in seed_line
+        else:
+            assert "anyone on this network can see the pool" in seed_line and "cannot run tasks" in seed_line
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        (files,) = [line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files")]
+        assert files[0] == files[1] != "256"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)

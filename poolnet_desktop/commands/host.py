@@ -97,7 +97,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         for address in addresses_to_show(args.bind):
             print(f"  members join:  poolnet join {address}:{host.server.port}   (and type the code)", flush=True)
         if host.legacy_server is not None:
-            print(f"  seed clients:  {host.legacy_server.url} (observe only)", flush=True)
+            print(seed_port_notice(host.legacy_server.url, args.legacy_tasks), flush=True)
         announced = host.announcer is not None and host.announcer.announced
         print(f"  discovery:     {'announced on the LAN' if announced else 'off'}", flush=True)
         if not args.no_member:
@@ -122,6 +122,19 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def seed_port_notice(url: str, legacy_tasks: bool) -> str:
+    """What the seed port lets anyone do, said plainly: it has no key and no encryption."""
+    if legacy_tasks:
+        return (
+            f"  seed clients:  {url} - WARNING: --legacy-tasks is on: anyone on this network can run"
+            " commands on this pool's members, without a key, and see the pool and its devices"
+        )
+    return (
+        f"  seed clients:  {url} - anyone on this network can see the pool and list its devices,"
+        " without a key; they cannot run tasks"
+    )
 
 
 async def announce_own_member(host: PoolHost, device_id: str, timeout: float = 15.0) -> None:

@@ -237,3 +237,14 @@ def host_pairing(
     except (SPAKEError, ValueError, AssertionError) as exc:
         raise ValueError(f"malformed SPAKE2 message: {exc}") from None
     return message, _confirmations(key, transcript)
+
+
+def bearer_token_matches(authorization: str | None, token: str) -> bool:
+    """Does an HTTP ``Authorization`` header carry ``Bearer <token>``? Compared in constant
+    time, so the answer's timing says nothing about how much of a guess was right."""
+    if not authorization or not token:
+        return False
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())

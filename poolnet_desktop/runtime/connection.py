@@ -75,11 +75,18 @@ class PoolConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._max_queue = max_queue
         self._open_timeout = open_timeout
+        # When the HTTP request is due on the loop's clock; set by whoever accepted the socket
+        # (``AcceptGate``: the accept time plus the timeout), else ``open_timeout`` from now.
+        self.open_deadline: float | None = None
         self._open_timer: asyncio.TimerHandle | None = None
+        # True while the server counts this connection as not yet introduced (``PoolServer``).
+        self.waiting = False
+        self.waiting_address = ""
         self._close_timeout = close_timeout
         self._messages: deque[Message] = deque()
         self._reading_paused = False
         self._failed = False
+        self._discarding = False
         self._fragments: list[bytes] = []
         self._fragmented_text = False
         self._recv_waiter: asyncio.Future[None] | None = None
@@ -136,7 +143,19 @@ class PoolConnection(asyncio.Protocol):
                 waiter.set_result(None)
         # The protocol answers pings and close frames itself.
 
+    def discard_incoming(self) -> None:
+        """Drop what the peer has sent and will send (a peer being closed for a flood). Reading
+        goes on, so its close frame is read and the backlog left unread does not turn the
+        closing handshake into a reset that loses the error sent before it."""
+        self._discarding = True
+        self._messages.clear()
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
     def _deliver(self, data: bytes, text: bool) -> None:
+        if self._discarding:
+            return
         message: Message
         if text:
             try:
@@ -278,7 +297,8 @@ class PoolConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.remote_address = transport.get_extra_info("peername")
         # A peer that never sends its HTTP request is cut off.
-        self._open_timer = self._loop.call_later(self._open_timeout, transport.abort)
+        deadline = self.open_deadline if self.open_deadline is not None else self._loop.time() + self._open_timeout
+        self._open_timer = self._loop.call_at(deadline, transport.abort)
         self._owner.accepted(self)
 
     def data_received(self, data: bytes) -> None:

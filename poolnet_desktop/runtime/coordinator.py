@@ -21,6 +21,7 @@ from typing import Any
 
 from poolnet_desktop.core.allocation import allocate
 from poolnet_desktop.core.devices import DeviceRegistry, iso8601
+from poolnet_desktop.core.dialects import SEED_MESSAGES, SEED_ROLE, SeedAdmission, may_send, seed_id_refusal
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     PROTOCOL_VERSION,
@@ -80,6 +81,10 @@ class CoordinatorConfig:
     max_errors_per_session: int = 20
     # The seed's task_submit runs shell commands: only when the host explicitly allows it.
     seed_may_submit: bool = False
+    # How many seed devices are kept, how fast one address may register new ones, and how
+    # long an offline one is remembered (seed clients are not authenticated).
+    max_seed_devices: int = 500
+    keep_offline_seed_devices: float = 600.0
 
 
 class Coordinator:
@@ -93,6 +98,9 @@ class Coordinator:
     ) -> None:
         self.config = config
         self.registry = DeviceRegistry()
+        self.seed_admission = SeedAdmission(
+            max_devices=config.max_seed_devices, keep_offline=config.keep_offline_seed_devices
+        )
         self.started_at = wall_clock()
         self._clock = clock
         self._wall = wall_clock
@@ -246,16 +254,31 @@ class Coordinator:
         handler = self._handlers.get(type(message))
         started = self._arrived(session)
         try:
-            if handler is None and type(message) not in self._immediate:
+            tag = message.__struct_config__.tag
+            if not may_send(session.dialect, tag, self.config.seed_may_submit):
+                if isinstance(message, TaskSubmit) and session.dialect == "seed":
+                    # The seed's own answer to a submission: a failed task_result.
+                    await self.refuse_task_submit(session, message, "seed clients may only observe this pool")
+                    return
+                raise self._dialect_refusal(session, tag)
+            if handler is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
-            if not session.introduced and not isinstance(message, (Register, Hello)):
-                raise ProtocolError(ErrorCode.NOT_REGISTERED, "send 'register' (or 'hello') first")
-            assert handler is not None  # reports from introduced peers were handled above
             await handler(session, message)
         except ProtocolError as exc:
             self.refuse(session, exc)
         finally:
             self._handled(message, started)
+
+    @staticmethod
+    def _dialect_refusal(session: Session, tag: str) -> ProtocolError:
+        """The error for a message the session's dialect may not send (``core.dialects``);
+        the reports handled at once (heartbeat, resource_update) are both dialects' own."""
+        if session.dialect is None:
+            return ProtocolError(ErrorCode.NOT_REGISTERED, "send 'register' (or 'hello') first")
+        if session.dialect == "seed":
+            allowed = ", ".join(sorted(SEED_MESSAGES))
+            return ProtocolError(ErrorCode.FORBIDDEN, f"seed clients may send only {allowed}; not {tag!r}")
+        return ProtocolError(ErrorCode.FORBIDDEN, f"{tag!r} is a seed-protocol message, not for PoolNet sessions")
 
     def _arrived(self, session: Session) -> float:
         """Count a message and note its device's sign of life; the time handling starts."""
@@ -287,14 +310,34 @@ class Coordinator:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN, "seed-protocol clients connect on the pool's legacy port, if its host allows them"
             )
+        self._check_seed_registration(session, message.device_id)
         session.dialect, session.role, session.peer_id = "seed", "member", message.device_id
         self._seed_clients.add(session)
-        device = self._admit(session, message.device_id, message.device_name, message.platform, "member")
+        device = self._admit(session, message.device_id, message.device_name, message.platform, SEED_ROLE)
         # Seed clients never run PoolNet shards: they are shown, never given work.
         self.registry.set_accept_tasks(device.id, False)
         online = [d.view() for d in self.registry.online()]
         await session.send(Devices(devices=online))
         self._tell_seed_clients(DeviceJoined(device=device.view()), exclude=session)
+
+    def _check_seed_registration(self, session: Session, device_id: str) -> None:
+        """Refuse an id in PoolNet's namespace, a new device past the cap on seed devices, and
+        an address registering new devices too fast (``core.dialects``)."""
+        refusal = seed_id_refusal(device_id)
+        if refusal is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, refusal)
+        existing = self.registry.get(device_id)
+        if existing is not None:
+            if existing.role != SEED_ROLE:  # whatever form PoolNet's ids take
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"{device_id!r} is a PoolNet device's id")
+            return  # a seed device coming back takes no new room
+        seed_devices = sum(1 for d in self.registry.all() if d.role == SEED_ROLE)
+        refusal = self.seed_admission.capacity_refusal(seed_devices)
+        if refusal is not None:
+            raise ProtocolError(ErrorCode.FORBIDDEN, refusal)
+        refusal = self.seed_admission.rate_refusal(session.address, self._clock())
+        if refusal is not None:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, refusal)
 
     def _on_heartbeat(self, session: Session, message: Heartbeat) -> None:
         self._check_own_id(session, message.device_id)
@@ -478,8 +521,13 @@ class Coordinator:
 
     def sweep(self) -> None:
         """Take offline every device silent for longer than the heartbeat timeout; ping the
-        observers due for it."""
+        observers due for it; forget seed devices offline for long."""
         now = self._clock()
+        offline_seed = (
+            (d.id, d.last_seen_monotonic) for d in self.registry.all() if d.role == SEED_ROLE and not d.online
+        )
+        for device_id in self.seed_admission.to_prune(offline_seed, now):
+            self.registry.forget(device_id)
         for session in self._observers:
             if not session.checking_alive and now - session.pinged_at >= self.config.observer_ping_interval:
                 session.pinged_at = now

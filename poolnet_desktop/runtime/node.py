@@ -25,8 +25,10 @@ from poolnet_desktop.runtime.agent import Agent, AgentConfig
 from poolnet_desktop.runtime.auth import Authenticator, HostAuth
 from poolnet_desktop.runtime.coordinator import Coordinator, CoordinatorConfig
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolAnnouncer, PoolBrowser
+from poolnet_desktop.runtime.fdlimit import raise_fd_limit
 from poolnet_desktop.runtime.identity import Identity, replace_identity, write_private_file
 from poolnet_desktop.runtime.metrics import PoolMetrics
+from poolnet_desktop.runtime.rest import load_or_create_rest_token
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
@@ -118,6 +120,7 @@ class PoolHost:
             ssl_context=server_ssl_context(self.identity),
             dialects=frozenset({"poolnet"}),
             rest_for_loopback_only=True,
+            rest_token=load_or_create_rest_token(options.data_dir),
         )
         self.metrics = PoolMetrics(self.coordinator)
         self.server.rest.extend("/metrics", self.metrics.response)
@@ -150,6 +153,7 @@ class PoolHost:
 
     async def start(self) -> None:
         config = self.coordinator.config
+        raise_fd_limit()  # one socket per peer: a big pool outgrows the usual 1,024
         self._store = await TrustStore.open(self.options.data_dir / "trust.sqlite3")
         authenticator = Authenticator(
             self._store,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http
+import secrets
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -11,6 +13,30 @@ from websockets.http11 import Response
 
 from poolnet_desktop import __version__
 from poolnet_desktop.runtime.coordinator import Coordinator
+from poolnet_desktop.runtime.identity import write_private_file
+
+# The main port's REST paths answer only a request that carries this file's token: only the
+# host's owner can read it (0600 in the host's data folder), so no other local user gets the
+# pool's tasks or metrics. The seed's paths on the legacy port stay open, as the seed served them.
+REST_TOKEN_FILE = "rest.token"
+
+
+def load_or_create_rest_token(data_dir: Path) -> str:
+    """The host's REST token, made (random, 256 bits) on first use."""
+    path = data_dir / REST_TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        write_private_file(path, token.encode())
+    return token
+
+
+def read_rest_token(data_dir: Path) -> str:
+    """The token a client on the host's machine sends as ``Authorization: Bearer``."""
+    return (data_dir / REST_TOKEN_FILE).read_text().strip()
 
 _json = msgspec.json.Encoder()
 

@@ -15,9 +15,13 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
-from poolnet_desktop.core.protocol import ClientMessage, decode_client
+from poolnet_desktop.core.auth import bearer_token_matches
+from poolnet_desktop.core.dialects import is_metered
+from poolnet_desktop.core.protocol import ClientMessage, Error, decode_client, encode
 from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
+from poolnet_desktop.runtime.accept import AcceptGate
 from poolnet_desktop.runtime.connection import Message, PoolConnection
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.rest import RestApi, error_response
@@ -43,9 +47,13 @@ class ListenError(OSError):
 class PoolServer:
     """Serves a ``Coordinator`` on ``host:port`` (port 0 picks a free one; see ``port``).
 
-    A connection must introduce itself (``hello`` or ``register``) within
-    ``handshake_timeout`` seconds or it is dropped; frames over ``MAX_FRAME`` close it with 1009.
-    The server is the ``ConnectionOwner`` of every ``PoolConnection`` it accepts.
+    A connection has ``handshake_timeout`` seconds from accept for its TLS handshake and HTTP
+    request, and as long again to introduce itself (``hello`` or ``register``), or it is
+    dropped; at most ``max_waiting_per_address`` connections from one address may be at any
+    of those steps at once (counted at accept, before TLS). Frames over ``MAX_FRAME`` close a
+    connection with 1009, and one that sends faster than its dialect's message budget is
+    told so and closed with 1008. The server is the ``ConnectionOwner`` of every
+    ``PoolConnection`` it accepts.
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class PoolServer:
         max_connections: int = 20_000,
         dialects: frozenset[Dialect] = frozenset({"seed", "poolnet"}),
         rest_for_loopback_only: bool = False,
+        rest_token: str | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.host = host
@@ -74,11 +83,13 @@ class PoolServer:
         # Sessions' turns and the closings started here, kept until they end.
         self._tasks: set[asyncio.Future[None]] = set()
         self._dialects = dialects
-        # Connections per address that have not introduced themselves yet: a stranger opening
-        # sockets and never speaking is capped here, the handshake timeout ends each one.
+        # Connections per address that have not introduced themselves yet, counted from accept:
+        # a stranger opening sockets and never speaking is capped here, the timeouts end each one.
         self._waiting: Counter[str] = Counter()
         self.max_waiting_per_address = 64
         self._rest_for_loopback_only = rest_for_loopback_only
+        # When set, REST requests must carry it as a bearer token (``rest.REST_TOKEN_FILE``).
+        self._rest_token = rest_token
         self.binary_handler: Callable[[Session, bytes], Awaitable[None]] | None = None
 
     @property
@@ -94,12 +105,12 @@ class PoolServer:
     async def start(self) -> None:
         """Listen; raises ``ListenError`` (an OSError saying where and why) when it cannot."""
         loop = asyncio.get_running_loop()
+        # Plain TCP: ``AcceptGate`` counts the address first, then wraps the socket in TLS.
         try:
             self._server = await loop.create_server(
                 self._new_connection,
                 self.host,
                 self.port,
-                ssl=self._ssl,
                 # A restarted host sees its whole pool reconnect at once; asyncio's default of
                 # 100 pending connections made the kernel drop SYNs and members time out retrying.
                 backlog=1024,
@@ -110,15 +121,16 @@ class PoolServer:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("pool %r serving on %s", self.coordinator.config.pool_name, self.url)
 
-    def _new_connection(self) -> PoolConnection:
+    def _new_connection(self) -> AcceptGate:
         # No permessage-deflate: its zlib state costs tens of KiB per connection and a
         # broadcast compresses the same frame again for every peer; members' messages are
         # small and pool links are LAN. No keepalive pings either: members heartbeat every
         # 5 s and the coordinator's sweep drops the silent ones; it pings observers itself
         # (``Session.check_alive``).
-        return PoolConnection(
+        connection = PoolConnection(
             self, max_size=MAX_FRAME, max_queue=32, open_timeout=self.handshake_timeout, close_timeout=5.0
         )
+        return AcceptGate(connection, self._ssl, self.handshake_timeout, self._admit, self._stop_waiting)
 
     async def stop(self) -> None:
         """Stop accepting and close this listener's connections (the coordinator says goodbye first)."""
@@ -143,15 +155,14 @@ class PoolServer:
         if path == WS_PATH:
             if self.coordinator.session_count >= self._max_connections:
                 return error_response(503, "the pool is full")
-            address = _address(connection)
-            if self._waiting[address] >= self.max_waiting_per_address:
-                log.warning("refused a connection from %s: too many waiting to authenticate", address)
-                return error_response(429, f"too many connections from {address} waiting to authenticate")
             return None
         if "upgrade" in request.headers.get("Connection", "").lower():
             return error_response(404, f"the WebSocket endpoint is {WS_PATH}")
         if self._rest_for_loopback_only and not _is_loopback(connection):
             return error_response(403, "this pool's REST API answers this machine only; members use the WebSocket")
+        token = self._rest_token
+        if token is not None and not bearer_token_matches(request.headers.get("Authorization"), token):
+            return error_response(401, "this pool's REST API needs the owner's token (rest.token in its data folder)")
         response = self.rest.answer(path)
         return response if response is not None else error_response(404, f"no such path: {path}")
 
@@ -160,7 +171,6 @@ class PoolServer:
         session = Session(connection, address, self._dialects)
         self._sessions[connection] = session
         self.coordinator.connected(session)
-        self._waiting[address] += 1
         self._introductions[session] = asyncio.get_running_loop().call_later(
             self.handshake_timeout, self._introduction_due, session
         )
@@ -174,6 +184,8 @@ class PoolServer:
             return  # the running turn takes it
         while (frame := connection.recv_nowait()) is not None:
             message = _decode_introduced(session, frame)
+            if not self._within_rate(session, frame, message):
+                return
             if message is not None and self._handle_now(session, message):
                 continue
             session.busy = True
@@ -182,6 +194,7 @@ class PoolServer:
 
     def closed(self, connection: PoolConnection) -> None:
         self._connections.discard(connection)
+        self._stop_waiting(connection)
         session = self._sessions.get(connection)
         if session is not None and not session.busy:
             self._end(session)  # else the turn ends it when it finishes
@@ -201,7 +214,10 @@ class PoolServer:
             await self._handle_frame(session, frame, message)
             self._check_introduced(session)
             while (frame := session.connection.recv_nowait()) is not None:
-                await self._handle_frame(session, frame)
+                message = _decode_introduced(session, frame)
+                if not self._within_rate(session, frame, message):
+                    break
+                await self._handle_frame(session, frame, message)
                 self._check_introduced(session)
         except ConnectionClosed:
             pass  # the peer left mid-answer (a file transfer, say): its end is handled below
@@ -217,8 +233,8 @@ class PoolServer:
         if message is not None:
             await self.coordinator.dispatch(session, message)
             return
-        if isinstance(frame, bytes) and not frame.lstrip().startswith(b"{"):
-            if self.binary_handler is None or not session.introduced:
+        if _is_file_chunk(frame):
+            if self.binary_handler is None or session.dialect != "poolnet":
                 self.coordinator.refuse(
                     session, ProtocolError(ErrorCode.BAD_MESSAGE, "binary frames carry file transfers only")
                 )
@@ -234,10 +250,30 @@ class PoolServer:
 
     # ---- introductions -------------------------------------------------------------------------
 
+    def _within_rate(self, session: Session, frame: Message, message: ClientMessage | None) -> bool:
+        """Count one message against the session's budget; past it, the peer is told and
+        closed (1008), and nothing more it sent is handled. What a PoolNet member streams
+        (file chunks, shard output) is bounded elsewhere (``core.dialects.is_metered``)."""
+        if _is_file_chunk(frame):
+            message_type = None
+        else:
+            message_type = message.__struct_config__.tag if message is not None else ""
+        if not is_metered(session.dialect, message_type):
+            return True
+        if session.within_message_rate(time.monotonic()):
+            return True
+        connection = session.connection
+        if connection.protocol.state is State.OPEN:
+            log.warning("%r sends too many messages: closing it", session)
+            connection.discard_incoming()
+            session.post(encode(Error(code=ErrorCode.RATE_LIMITED, message="too many messages: closing")))
+            self._spawn(session.close(1008, "too many messages"))
+        return False
+
     def _check_introduced(self, session: Session) -> None:
         if session.introduced and session in self._introductions:
             self._introductions.pop(session).cancel()
-            self._stop_waiting(session.address)
+            self._stop_waiting(session.connection)
 
     def _introduction_due(self, session: Session) -> None:
         """A connection must say hello or register in time; one still being answered (its hello
@@ -260,11 +296,26 @@ class PoolServer:
         timer = self._introductions.pop(session, None)
         if timer is not None:
             timer.cancel()
-            self._stop_waiting(session.address)
+        self._stop_waiting(session.connection)
         self.coordinator.disconnected(session)
 
-    def _stop_waiting(self, address: str) -> None:
-        """One connection from ``address`` is no longer waiting to introduce itself."""
+    def _admit(self, connection: PoolConnection, address: str) -> bool:
+        """May ``address`` open one more connection that has not introduced itself? Counts it."""
+        if self._server is None:
+            return False
+        if self._waiting[address] >= self.max_waiting_per_address:
+            log.warning("dropped a connection from %s: too many not introduced yet", address)
+            return False
+        self._waiting[address] += 1
+        connection.waiting, connection.waiting_address = True, address
+        return True
+
+    def _stop_waiting(self, connection: PoolConnection) -> None:
+        """``connection`` is no longer waiting to introduce itself (it did, or it is gone)."""
+        if not connection.waiting:
+            return
+        connection.waiting = False
+        address = connection.waiting_address
         self._waiting[address] -= 1
         if not self._waiting[address]:
             del self._waiting[address]
@@ -280,6 +331,11 @@ def _decode_introduced(session: Session, frame: Message) -> ClientMessage | None
         return decode_client(frame)
     except ProtocolError:
         return None
+
+
+def _is_file_chunk(frame: Message) -> bool:
+    """A binary frame that is not JSON: a file transfer's chunk."""
+    return isinstance(frame, bytes) and not frame.lstrip().startswith(b"{")
 
 
 def _address(connection: PoolConnection) -> str:

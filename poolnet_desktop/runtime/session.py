@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Literal
-
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
+from poolnet_desktop.core.dialects import Dialect, message_budget
 from poolnet_desktop.core.permissions import Action, Caller, may
 from poolnet_desktop.core.protocol import Error, ErrorCode, ProtocolError, encode
+from poolnet_desktop.core.ratelimit import TokenBucket
 from poolnet_desktop.runtime.connection import PoolConnection
 
 log = logging.getLogger(__name__)
 
-Dialect = Literal["seed", "poolnet"]
 # A peer whose unread output exceeds this is too slow to keep up with the pool: it is closed
 # (with this application close code) rather than letting its buffer grow without bound.
 MAX_PENDING_OUTPUT = 8 * 1024 * 1024
@@ -47,6 +46,16 @@ class Session:
         self.busy = False
         self.pinged_at = 0.0  # on the coordinator's clock (observers only)
         self.checking_alive = False
+        # Messages this session may still send; made for its dialect once it has one.
+        self._allowance: tuple[Dialect | None, TokenBucket] | None = None
+
+    def within_message_rate(self, now: float) -> bool:
+        """Count one incoming message against the session's budget (``core.dialects``);
+        False once the peer sends faster than its dialect allows."""
+        if self._allowance is None or self._allowance[0] != self.dialect:
+            rate, burst = message_budget(self.dialect)
+            self._allowance = (self.dialect, TokenBucket(rate, burst, now))
+        return self._allowance[1].take(now)
 
     @property
     def introduced(self) -> bool:

@@ -202,13 +202,7 @@ class TaskRequests:
     async def _on_seed_submit(self, session: Session, message: TaskSubmit) -> None:
         """Run the seed's ``data.command`` for real as a one-shard task and answer
         ``task_result`` with its exit code and output once it ends; seed clients only when
-        the host allows it (``--legacy-tasks``)."""
-        coordinator = self.service.coordinator
-        if session.dialect == "seed" and not coordinator.config.seed_may_submit:
-            await coordinator.refuse_task_submit(session, message, "seed clients may only observe this pool")
-            return
-        if session.dialect == "poolnet":
-            session.require(Action.SUBMIT)
+        the host allows it (``--legacy-tasks``: the coordinator refuses it otherwise)."""
         command = message.task.data.command
         try:
             if not command:

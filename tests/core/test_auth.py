@@ -182,3 +182,15 @@ def test_base64_fields_are_checked_for_size_and_alphabet() -> None:
         auth.b64decode("***", 32, "nonce")
     with pytest.raises(ValueError, match="not valid base64"):
         auth.b64decode("é", 32, "nonce")
+
+
+def test_a_bearer_token_matches_only_exactly() -> None:
+    from poolnet_desktop.core.auth import bearer_token_matches
+
+    token = "k" * 43
+    assert bearer_token_matches(f"Bearer {token}", token)
+    assert bearer_token_matches(f"bearer {token}", token)
+    assert not bearer_token_matches(f"Bearer {token[:-1]}", token)
+    assert not bearer_token_matches(f"Basic {token}", token)
+    assert not bearer_token_matches(None, token)
+    assert not bearer_token_matches("Bearer ", "")

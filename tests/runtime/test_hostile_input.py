@@ -120,15 +120,15 @@ async def test_fuzzed_messages_never_take_the_coordinator_down(pool, kind, field
 
 
 async def test_too_many_silent_connections_from_one_address_are_refused(pool) -> None:
-    from websockets.exceptions import InvalidStatus
+    from websockets.exceptions import InvalidMessage
 
     pool.legacy_server.max_waiting_per_address = 3
     url = f"ws://127.0.0.1:{pool.legacy_server.port}/ws"
     silent = [await connect(url, proxy=None) for _ in range(3)]
     try:
-        with pytest.raises(InvalidStatus) as refused:
+        # Counted at accept: the fourth socket is dropped before it gets any HTTP answer.
+        with pytest.raises(InvalidMessage):
             await connect(url, proxy=None)
-        assert refused.value.response.status_code == 429
         # Once one of them introduces itself, a new connection is accepted again.
         await silent[0].send(json.dumps({"type": "register", "deviceId": "ok", "deviceName": "ok", "platform": "linux"}))
         json.loads(await asyncio.wait_for(silent[0].recv(), 5))

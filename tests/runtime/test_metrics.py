@@ -7,16 +7,20 @@ import gc
 import ssl
 import time
 import urllib.request
+from pathlib import Path
 
 from poolnet_desktop.runtime.metrics import BUCKETS, Histogram, LoopLagSampler, parse_samples
+from poolnet_desktop.runtime.rest import read_rest_token
 from tests.runtime.conftest import seed_resources
 
 
-def scrape(port: int) -> tuple[str, str]:
+def scrape(port: int, data_dir: Path) -> tuple[str, str]:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=context, timeout=5) as response:
+    token = read_rest_token(data_dir)
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, context=context, timeout=5) as response:
         return response.headers["Content-Type"], response.read().decode()
 
 
@@ -55,7 +59,7 @@ async def test_metrics_report_devices_sessions_messages_and_dispatch(pool, raw_c
     await asyncio.sleep(0.3)
     gc.collect()
 
-    content_type, text = await asyncio.to_thread(scrape, pool.server.port)
+    content_type, text = await asyncio.to_thread(scrape, pool.server.port, pool.options.data_dir)
     assert content_type.startswith("text/plain; version=0.0.4")
     found = parse_samples(text)
     assert found["poolnet_devices_online"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import Member, MemberOptions
+from poolnet_desktop.runtime.rest import read_rest_token
 from poolnet_desktop.runtime.tls import InsecureConnection, client_ssl_context
 from tests.runtime.conftest import PAIRING_CODE
 
@@ -169,16 +171,45 @@ async def test_an_unknown_observer_waits_for_approval_and_is_let_in_when_approve
                 pass
 
 
-async def test_the_main_ports_rest_answers_this_machine_over_https(pool) -> None:
+async def test_the_main_ports_rest_answers_the_owners_token_over_https(pool) -> None:
     def fetch() -> dict:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        with urllib.request.urlopen(f"https://127.0.0.1:{pool.server.port}/api/stats", context=context, timeout=5) as r:
+        token = read_rest_token(pool.options.data_dir)
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{pool.server.port}/api/stats", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, context=context, timeout=5) as r:
             return json.load(r)
 
     stats = await asyncio.to_thread(fetch)
     assert "uptime" in stats and "devices" in stats
+    assert (pool.options.data_dir / "rest.token").stat().st_mode & 0o777 == 0o600
+
+
+# Another local process, as another user's program would be: it can reach the port but not
+# read the owner's data folder, so it has no token, or a guessed one.
+REST_PROBE = """
+import ssl, sys, urllib.error, urllib.request
+context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
+for path, token in [("/api/tasks", None), ("/metrics", None), ("/api/stats", "guess"), ("/api/devices", "")]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(f"https://127.0.0.1:{sys.argv[1]}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=5) as response:
+            print(response.status, response.read()[:200])
+    except urllib.error.HTTPError as error:
+        print(error.code)
+"""
+
+
+async def test_a_local_process_without_the_owners_token_gets_no_rest_answer(pool) -> None:
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", REST_PROBE, str(pool.server.port), stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await asyncio.wait_for(probe.communicate(), 30)
+    assert output.decode().split() == ["401"] * 4, output
 
 
 async def test_a_member_refuses_a_host_with_another_certificate(pool, tmp_path: Path) -> None:

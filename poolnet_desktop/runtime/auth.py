@@ -80,7 +80,7 @@ from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStor
 log = logging.getLogger(__name__)
 
 Method = Literal["key", "code", "approval"]
-_Decision = Literal["approve", "deny", "superseded", "revoked"]
+_Decision = Literal["approve", "deny", "revoked"]
 POLICY_VIOLATION = 1008
 _M = TypeVar("_M", bound=msgspec.Struct)
 
@@ -135,8 +135,12 @@ class PendingApproval:
 
 @dataclass
 class _Waiting:
+    """One device waiting for the owner; every connection it opens meanwhile (the window's
+    member and observer links) waits on the same decision, so one Approve lets all in."""
+
     info: PendingApproval
     decision: asyncio.Future[_Decision]
+    connections: int = 0
 
 
 class Authenticator:
@@ -373,19 +377,19 @@ class Authenticator:
             self._pairing_gate.finish(address)
 
     async def _await_approval(self, conn: HostSide, hello: Hello, address: str) -> None:
-        previous = self._waiting.get(hello.device_id)
-        others = (w.info.address for d, w in self._waiting.items() if d != hello.device_id)
-        full = approval_refusal(others, address, max_total=self.max_pending,
-                                max_per_address=self.max_pending_per_address)
-        if full is not None:
-            raise AuthRefused(ErrorCode.RATE_LIMITED, full)
-        if previous is not None and not previous.decision.done():
-            previous.decision.set_result("superseded")
-        info = PendingApproval(hello.device_id, hello.device_name, hello.platform, hello.role, address,
-                               self._wall_clock())
-        mine = _Waiting(info, asyncio.get_running_loop().create_future())
-        self._waiting[hello.device_id] = mine
-        self._notify()
+        mine = self._waiting.get(hello.device_id)
+        if mine is None or mine.decision.done():
+            others = (w.info.address for w in self._waiting.values())
+            full = approval_refusal(others, address, max_total=self.max_pending,
+                                    max_per_address=self.max_pending_per_address)
+            if full is not None:
+                raise AuthRefused(ErrorCode.RATE_LIMITED, full)
+            info = PendingApproval(hello.device_id, hello.device_name, hello.platform, hello.role, address,
+                                   self._wall_clock())
+            mine = _Waiting(info, asyncio.get_running_loop().create_future())
+            self._waiting[hello.device_id] = mine
+            self._notify()
+        mine.connections += 1
         closed = asyncio.ensure_future(conn.wait_closed())
         try:
             await _send(conn, AuthPending(message="waiting for the host's owner to approve this device",
@@ -394,11 +398,13 @@ class Authenticator:
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
-            if self._waiting.get(hello.device_id) is mine:
+            mine.connections -= 1
+            if self._waiting.get(hello.device_id) is mine and (mine.decision.done() or not mine.connections):
                 del self._waiting[hello.device_id]
                 self._notify()
         if not mine.decision.done():
-            mine.decision.cancel()
+            if not mine.connections:
+                mine.decision.cancel()
             if closed.done():
                 raise AuthRefused(ErrorCode.AUTH_FAILED, "the connection closed while waiting for approval")
             raise AuthRefused(ErrorCode.AUTH_TIMEOUT,
@@ -408,7 +414,6 @@ class Authenticator:
             return
         messages = {
             "deny": "the host's owner denied this device",
-            "superseded": "replaced by a newer connection from the same device",
             "revoked": "this device has been revoked by the host",
         }
         code = ErrorCode.REVOKED if decision == "revoked" else ErrorCode.APPROVAL_DENIED

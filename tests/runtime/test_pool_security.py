@@ -171,6 +171,29 @@ async def test_an_unknown_observer_waits_for_approval_and_is_let_in_when_approve
                 pass
 
 
+async def test_a_device_joining_as_member_and_observer_is_let_in_on_both_by_one_approval(
+    pool, tmp_path: Path
+) -> None:
+    """The window joins without a code over two links with one key, its member's and its
+    observer's. The second used to supersede the first's wait, leaving the computer out of the
+    pool after Approve while the window's header turned green."""
+    window = member(pool.local_url, tmp_path / "window", code=None)
+    sharing = asyncio.create_task(window.run())
+    await wait_for(lambda: pool.access.pending())
+    watching = asyncio.create_task(open_link(pool.local_url, tmp_path / "window"))
+    await asyncio.sleep(0.5)  # the observer's hello reaches the host while the member waits
+    (waiting,) = pool.access.pending()
+    assert pool.access.authenticator.approve(waiting.device_id)
+    link = await asyncio.wait_for(watching, 10)
+    try:
+        await wait_for(lambda: window.agent.state == AgentState.CONNECTED)
+        assert pool.coordinator.registry.get(waiting.device_id).online
+    finally:
+        await link.close()
+        await window.stop()
+        await sharing
+
+
 async def test_the_main_ports_rest_answers_the_owners_token_over_https(pool) -> None:
     def fetch() -> dict:
         context = ssl.create_default_context()

@@ -72,6 +72,9 @@ class CoordinatorConfig:
     heartbeat_interval: float = 5.0
     resource_interval: float = 2.0
     heartbeat_timeout: float = 30.0
+    # A member silent this long (two heartbeats missed) is overdue: still in the pool, but its
+    # shards run again elsewhere at once rather than at the timeout (a stopped or sleeping box).
+    overdue_after: float = 12.0
     batch_interval: float = 1.0
     sweep_interval: float = 1.0
     # Observers send nothing on their own: each is pinged this often and closed when the last
@@ -132,8 +135,11 @@ class Coordinator:
         # of polling. ``left_listeners``: a session ended, or stopped speaking for its member
         # (replaced by a newer connection, heartbeat timeout), with that member's id, else
         # None. ``share_listeners``: a member's resources or accept-tasks changed.
+        # ``overdue_listeners``: a member became overdue (True) or was heard from again (False).
         self.left_listeners: list[Callable[[Session, str | None], None]] = []
         self.share_listeners: list[Callable[[str], None]] = []
+        self.overdue_listeners: list[Callable[[str, bool], None]] = []
+        self._overdue: set[str] = set()
         # Set by the task service: shards by state, for ``/metrics``.
         self.shard_counts: Callable[[], dict[str, int]] = dict
         # Set by ``runtime.metrics``: (message type, seconds spent handling it).
@@ -198,6 +204,20 @@ class Coordinator:
         if self.registry.mark_offline(device_id):
             self._tell_seed_clients(DeviceLeft(device_id=device_id))
         self._tell_left(session, device_id)
+
+    def _find_overdue(self, now: float) -> None:
+        """Tell the listeners which members became overdue since the last sweep, and which
+        overdue ones were heard from again (those gone offline are the left listeners')."""
+        overdue = {d for d in self.registry.expired(now, self.config.overdue_after) if d in self._by_device}
+        for device_id in sorted(overdue - self._overdue):
+            log.info("member %s is overdue: no heartbeat for %.0f s", device_id, self.config.overdue_after)
+            for listener in self.overdue_listeners:
+                listener(device_id, True)
+        for device_id in sorted(self._overdue - overdue):
+            if device_id in self._by_device:
+                for listener in self.overdue_listeners:
+                    listener(device_id, False)
+        self._overdue = overdue
 
     def _tell_left(self, session: Session, device_id: str | None) -> None:
         for listener in self.left_listeners:
@@ -532,6 +552,7 @@ class Coordinator:
             if not session.checking_alive and now - session.pinged_at >= self.config.observer_ping_interval:
                 session.pinged_at = now
                 self._spawn(session.check_alive(self.config.observer_ping_interval))
+        self._find_overdue(now)
         for device_id in self.registry.expired(now, self.config.heartbeat_timeout):
             log.info("device %s missed its heartbeats: offline", device_id)
             self.registry.mark_offline(device_id)

@@ -1,10 +1,16 @@
 """The coordinator's task service: accepts tasks, places shards, gathers results, persists all.
 
 Everything happens on events, never on a schedule: a submission, a result, a member's report,
-a member leaving or its share changing (the coordinator's ``left_listeners`` and
-``share_listeners``) changes the records (``core.tasks``) and asks for one placement pass
-(``core.scheduler``), coalesced to one per loop iteration. The only timers are the grace
-deadlines of shards whose member left.
+a member leaving, falling silent or its share changing (the coordinator's ``left_listeners``,
+``overdue_listeners`` and ``share_listeners``) changes the records (``core.tasks``) and asks for
+one placement pass (``core.scheduler``), coalesced to one per loop iteration. The only timers
+are the grace deadlines of shards whose member has not come back since a host restart.
+
+Recovery takes seconds: when a member's connection ends, or it misses two heartbeats, its
+shards are lost at once and run again elsewhere as soon as there is room. The attempts it may
+still hold are not trusted blindly but not thrown away either: a result it delivers later
+counts if it is the shard's first (``Task.may_report`` and the late-success rule), and any
+attempt left over once the shard has its result is cancelled, so every result is recorded once.
 
 Nothing is lost: every change is queued to ``TaskStore`` (SQLite, one writer thread), and a
 member is told to forget a result (``shard_ack``) only once it is committed. After a restart,
@@ -75,6 +81,7 @@ from poolnet_desktop.core.task_protocol import (
 from poolnet_desktop.core.tasks import (
     ACTIVE,
     ENDED,
+    RESULT_STATES,
     Change,
     ShardState,
     SubmitQuota,
@@ -173,6 +180,9 @@ class TaskService:
         self.clock = clock
         self._members: dict[str, Session] = {}
         self._unconfirmed: dict[ShardKey, tuple[str, float]] = {}
+        # Attempts taken from a member that left or fell silent, which it may still run or
+        # deliver: (device, attempt) per shard, cancelled once the shard has its result.
+        self._abandoned: dict[ShardKey, list[tuple[str, int]]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._incoming: dict[str, _IncomingResult] = {}
         # Per member: result transfers it announced that were refused or failed; their
@@ -212,12 +222,14 @@ class TaskService:
         self.coordinator.task_counts = self.counts
         self.coordinator.left_listeners.append(self._on_left)
         self.coordinator.share_listeners.append(self._on_share)
+        self.coordinator.overdue_listeners.append(self._on_overdue)
         self._arm_grace()
 
     async def stop(self) -> None:
         """Stop listening and sending, then commit what is queued. Safe to call twice."""
         for listeners, listener in ((self.coordinator.left_listeners, self._on_left),
-                                    (self.coordinator.share_listeners, self._on_share)):
+                                    (self.coordinator.share_listeners, self._on_share),
+                                    (self.coordinator.overdue_listeners, self._on_overdue)):
             if listener in listeners:
                 listeners.remove(listener)
         if self._grace_timer is not None:
@@ -663,6 +675,10 @@ class TaskService:
             device_id, attempt = change.cancel
             self.post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
         shard = task.shards[index]
+        if shard.state in RESULT_STATES:
+            for device_id, attempt in self._abandoned.pop((task.id, index), ()):
+                if attempt not in shard.reported:
+                    self.post(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
         self.store_or_fail().save_shard(task.id, shard, result or self.recorded.get((task.id, index)))
         if shard.device_id is not None:
             self._count_running(shard.device_id)
@@ -702,9 +718,9 @@ class TaskService:
     # ---- members that vanish -----------------------------------------------------------------
 
     def _on_left(self, session: Session, device_id: str | None) -> None:
-        """A session ended. A member's shards get ``grace`` seconds to be reported back by
-        it, and the result files it was sending are deleted (it sends them again when it
-        comes back); an upload it was sending ends its task."""
+        """A session ended. A member's shards run again elsewhere now, and the result files it
+        was sending are deleted (it sends them again when it comes back, and they count if
+        they are first); an upload it was sending ends its task."""
         if device_id is not None and self._members.get(device_id) is session:
             del self._members[device_id]
             self._dropping.pop(device_id, None)
@@ -712,16 +728,37 @@ class TaskService:
                 if incoming.device_id == device_id:
                     del self._incoming[transfer]
                     self.spawn(self._drop_incoming(incoming))
-            deadline = self.clock() + self.grace
-            for key in self.scheduler.remove_member(device_id):
-                self._unconfirmed[key] = (device_id, deadline)
-            self._arm_grace()
-            self.schedule()
+            self._lose_shards_of(device_id, f"its member {device_id} left")
         for task_id, upload in list(self._uploads.items()):
             if upload.session is session:
                 self.cancel(upload.task, "the submitter left before its files arrived")
                 del self._uploads[task_id]
                 self.spawn(upload.receiver.discard())
+
+    def _on_overdue(self, device_id: str, overdue: bool) -> None:
+        """A member missed its heartbeats (stopped, or its machine asleep): its shards run
+        again elsewhere now, not at the heartbeat timeout; it keeps its session and gets work
+        again once it is heard from."""
+        if device_id not in self._members:
+            return
+        if overdue:
+            self._lose_shards_of(device_id, f"its member {device_id} stopped answering")
+        else:
+            self._refresh_member(device_id)
+            self.schedule()
+
+    def _lose_shards_of(self, device_id: str, reason: str) -> None:
+        """Take a member's shards from it and queue them again; remember the attempts it may
+        still hold, to stop them once their shard has a result from elsewhere."""
+        now = self.clock()
+        for key in self.scheduler.remove_member(device_id):
+            task = self.tasks[key[0]]
+            attempt = task.shards[key[1]].attempt
+            change = task.mark_lost(key[1], now, reason)
+            if change.accepted:
+                self._abandoned.setdefault(key, []).append((device_id, attempt))
+            self._apply(task, key[1], change)
+        self.schedule()
 
     def _on_share(self, device_id: str) -> None:
         """A member's resources or accept-tasks changed: re-read its share, place again."""

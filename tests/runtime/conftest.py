@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,26 @@ from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.node import HostOptions, PoolHost
 
 PAIRING_CODE = "TEST-CODE"
+# Test modules whose async tests run once on each event loop PoolNet runs on.
+EVERY_LOOP_MODULES = frozenset({"test_runner.py"})
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    """Shards run on asyncio's loop (tests, Windows), uvloop (``poolnet join``) and qasync (the
+    window): the runner must behave the same on each, so its tests run on all three."""
+    if item.path.name not in EVERY_LOOP_MODULES:
+        return None
+    import qasync
+    import uvloop
+    from PySide6.QtWidgets import QApplication
+
+    return {
+        "asyncio": asyncio.new_event_loop,
+        "uvloop": uvloop.new_event_loop,
+        "qasync": lambda: qasync.QEventLoop(QApplication.instance() or QApplication([])),
+    }
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from poolnet_desktop.runtime.node import HostOptions, PoolHost
 
 PAIRING_CODE = "TEST-CODE"
 # Test modules whose async tests run once on each event loop PoolNet runs on.
-EVERY_LOOP_MODULES = frozenset({"test_runner.py"})
+EVERY_LOOP_MODULES = frozenset({"test_runner.py", "test_shard_process.py"})
 
 
 def pytest_asyncio_loop_factories(

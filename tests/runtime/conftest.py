@@ -16,26 +16,37 @@ from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.node import HostOptions, PoolHost
 
 PAIRING_CODE = "TEST-CODE"
-# Test modules whose async tests run once on each event loop PoolNet runs on.
-EVERY_LOOP_MODULES = frozenset({"test_runner.py", "test_shard_process.py"})
+# Test modules whose async tests run once on each of these event loops. The no-pidfd path
+# (the loop's own subprocess_exec) is not run on qasync: on 3.11 Linux it reaps through
+# asyncio's ThreadedChildWatcher, whose thread wakes the qasync loop and crashed Qt here
+# (segfault in 2 of 8 runs); on Linux the app never takes that path.
+LOOPS_BY_MODULE = {
+    "test_runner.py": ("asyncio", "uvloop", "qasync"),
+    "test_shard_process.py": ("asyncio", "uvloop"),
+}
 
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Shards run on asyncio's loop (tests, Windows), uvloop (``poolnet join``) and qasync (the
-    window): the runner must behave the same on each, so its tests run on all three."""
-    if item.path.name not in EVERY_LOOP_MODULES:
-        return None
-    import qasync
+    window): the runner must behave the same on each, so its tests run on each. Every other
+    test keeps asyncio's own loop (one factory adds nothing to its id)."""
     import uvloop
-    from PySide6.QtWidgets import QApplication
 
-    return {
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
         "asyncio": asyncio.new_event_loop,
         "uvloop": uvloop.new_event_loop,
-        "qasync": lambda: qasync.QEventLoop(QApplication.instance() or QApplication([])),
+        "qasync": _qasync_loop,
     }
+    return {name: factories[name] for name in LOOPS_BY_MODULE.get(item.path.name, ("asyncio",))}
+
+
+def _qasync_loop() -> asyncio.AbstractEventLoop:
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    return qasync.QEventLoop(QApplication.instance() or QApplication([]))
 
 
 @pytest.fixture

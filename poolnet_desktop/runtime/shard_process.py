@@ -74,28 +74,38 @@ async def start_shard_process(
     loop = asyncio.get_running_loop()
     if not pidfd_supported():
         return await _LoopSubprocess.start(loop, argv, cwd, env, on_data, pin_to)
-    with _pinned(pin_to):
-        popen = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     try:
-        process = _PidfdProcess(loop, popen, on_data)
+        with _pinned(pin_to):
+            popen = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_write,
+                stderr=err_write,
+                start_new_session=True,
+            )
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    try:
+        process = _PidfdProcess(loop, popen, on_data, out_read, err_read)
     except OSError:  # no pidfd to be had (descriptors exhausted): end what was started
         os.killpg(popen.pid, signal.SIGKILL)
-        popen.communicate()
+        popen.wait()
+        os.close(out_read)
+        os.close(err_read)
         raise
     try:
         await process.connect_pipes()
     except BaseException:  # cancelled meanwhile: nobody else will ever stop this shard
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.close()
+        process.abandon()
         raise
     return process
 
@@ -129,6 +139,30 @@ def _pinned(cores: Sequence[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, previous)
 
 
+class _ReadEnd:
+    """A pipe's read end as ``loop.connect_read_pipe`` wants it: an object with ``fileno()``
+    and ``close()``.
+
+    Loops disagree on who closes the descriptor. asyncio's transports (qasync's too) call
+    ``close()`` on the object they were given; uvloop's close the descriptor through libuv and
+    then call ``close()`` as well, expecting EBADF. A real file object would close the number
+    twice under uvloop, and if another thread had just been given that number, close its file.
+    So ``close()`` here closes the descriptor only where the loop leaves that to it.
+    """
+
+    def __init__(self, fd: int, loop_closes_it: bool) -> None:
+        self._fd = fd
+        self._loop_closes_it = loop_closes_it
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0 and not self._loop_closes_it:
+            os.close(fd)
+
+
 class _PipeReader(asyncio.Protocol):
     """One of the shard's pipes: hands its data on and reports its end."""
 
@@ -147,7 +181,12 @@ class _PidfdProcess(ShardProcess):
     """A ``Popen`` child watched through a pidfd and two read-pipe transports."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes], on_data: OnData
+        self,
+        loop: asyncio.AbstractEventLoop,
+        popen: subprocess.Popen[bytes],
+        on_data: OnData,
+        stdout: int,
+        stderr: int,
     ) -> None:
         self._loop = loop
         self._popen = popen
@@ -156,6 +195,8 @@ class _PidfdProcess(ShardProcess):
         self.exited = loop.create_future()
         self.closed = loop.create_future()
         self._open_pipes = 2
+        # Read ends not yet handed to the loop: from then on, their transport owns them.
+        self._unconnected: dict[Stream, int] = {"stdout": stdout, "stderr": stderr}
         self._transports: list[asyncio.BaseTransport] = []
         self._pidfd = os.pidfd_open(popen.pid)
         loop.add_reader(self._pidfd, self._reap)
@@ -165,9 +206,11 @@ class _PidfdProcess(ShardProcess):
         return self._popen.returncode
 
     async def connect_pipes(self) -> None:
-        for stream, pipe in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
+        loop_closes_it = type(self._loop).__module__.startswith("uvloop")
+        for stream in ("stdout", "stderr"):
+            fd = self._unconnected.pop(stream)
             transport, _ = await self._loop.connect_read_pipe(
-                functools.partial(_PipeReader, self, stream), pipe
+                functools.partial(_PipeReader, self, stream), _ReadEnd(fd, loop_closes_it)
             )
             self._transports.append(transport)
 
@@ -193,6 +236,16 @@ class _PidfdProcess(ShardProcess):
     def close(self) -> None:
         for transport in self._transports:
             transport.close()
+
+    def abandon(self) -> None:
+        """Kill a shard whose start was cancelled and close its pipes (one whose connection
+        was under way when the cancel came was closed by the loop)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.close()
+        for fd in self._unconnected.values():
+            os.close(fd)
+        self._unconnected.clear()
 
 
 class _LoopSubprocess(ShardProcess, asyncio.SubprocessProtocol):

@@ -6,9 +6,11 @@ Linux here has pidfds, so ``pidfd_supported`` is turned off to run the loop's ow
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from poolnet_desktop.runtime import shard_process
@@ -64,3 +66,22 @@ async def test_without_pidfds_pinning_and_timeout(tmp_path: Path) -> None:
     assert os.sched_getaffinity(0) == before
     slow = ShardSpec(command=["sleep", "300"], workdir=tmp_path, timeout=0.2)
     assert (await ShardRunner(slow).run()).reason == "timeout"
+
+
+@pytest.mark.asyncio
+async def test_cancelled_while_its_pipes_connect_the_shard_is_killed_and_reaped(
+    tmp_path: Path,
+) -> None:
+    """``run()`` cancelled right after the spawn, before the runner knows the pid: the start
+    itself must kill and reap what it started, and close the pipes."""
+    me = psutil.Process()
+    before = {child.pid for child in me.children()}
+    task = asyncio.ensure_future(ShardRunner(ShardSpec(command=["sleep", "300"], workdir=tmp_path)).run())
+    await asyncio.sleep(0)  # the task spawns, then waits for its first pipe to connect
+    assert [c for c in me.children() if c.pid not in before], "the shard was started"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(20):
+        while [c for c in me.children() if c.pid not in before]:
+            await asyncio.sleep(0.02)

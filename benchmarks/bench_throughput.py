@@ -19,6 +19,10 @@ against ``xargs -P 2`` in the same run; ``--repeat`` runs the whole comparison a
     .venv/bin/python benchmarks/bench_throughput.py [--shards 2000] [--latency-tasks 50]
         [--gap-shards 12] [--member-loops uvloop,asyncio] [--repeat 1]
 
+To measure an older commit side by side, export it (``git archive COMMIT poolnet_desktop |
+tar -x -C /tmp/old``) and run this script from that folder: ``python -m poolnet_desktop``
+then starts the host and members from the current directory's code.
+
 Loopback only; every process started here is stopped here, by PID.
 """
 

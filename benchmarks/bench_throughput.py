@@ -1,14 +1,27 @@
 """Task throughput and latency, side by side with ``xargs -P 2`` in the same run.
 
 1. ``xargs -P 2`` runs ``true`` N times (default 2,000): the physical limit here is process
-   start-up, so this is the yardstick.
+   start-up, so this is the yardstick. It runs right before and right after step 2, and the
+   mean of the two is the figure (a shared machine's load drifts).
 2. A real pool of subprocesses: ``poolnet host --no-member`` and two ``poolnet join``
    members, each pinned with ``taskset`` to a core of its own when the machine has two (each
    member then runs one ``cpu = 1`` shard at a time: parallelism 2, like ``xargs -P 2``).
    One task of N shards of ``true`` goes from submission to its last result.
 3. The median submit-to-result latency of M one-shard tasks on the idle pool (default 50).
+4. The start-to-start gap on a member: a task of 1 s shards (``sleep 1`` in bash); each shard
+   notes when its work began and ended, and the gap is the time a member lets pass between
+   the end of one shard's work and the start of the next one's.
+
+The members run on uvloop (as ``poolnet join`` does where it is installed) and on asyncio's
+own loop (uvloop made unimportable, as on Windows), one pool after the other, each measured
+against ``xargs -P 2`` in the same run; ``--repeat`` runs the whole comparison again.
 
     .venv/bin/python benchmarks/bench_throughput.py [--shards 2000] [--latency-tasks 50]
+        [--gap-shards 12] [--member-loops uvloop,asyncio] [--repeat 1]
+
+To measure an older commit side by side, export it (``git archive COMMIT poolnet_desktop |
+tar -x -C /tmp/old``) and run this script from that folder: ``python -m poolnet_desktop``
+then starts the host and members from the current directory's code.
 
 Loopback only; every process started here is stopped here, by PID.
 """
@@ -17,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import statistics
@@ -38,6 +52,13 @@ from poolnet_desktop.runtime.task_client import TaskClient  # noqa: E402
 from poolnet_desktop.runtime.task_files import load_task  # noqa: E402
 
 POOLNET = [sys.executable, "-m", "poolnet_desktop"]
+# ``poolnet`` with uvloop unimportable: the member falls back to asyncio's own loop.
+POOLNET_ON_ASYNCIO = [
+    sys.executable, "-c",
+    "import sys; sys.modules['uvloop'] = None; "
+    "from poolnet_desktop.cli import main; raise SystemExit(main(sys.argv[1:]))",
+]
+MEMBER_COMMANDS = {"uvloop": POOLNET, "asyncio": POOLNET_ON_ASYNCIO}
 CODE = "BENCH-CODE"
 
 
@@ -50,37 +71,57 @@ def xargs_rate(shards: int) -> float:
     return shards / (time.perf_counter() - started)
 
 
-def manifest(folder: Path, name: str, shards: int) -> Path:
+def manifest(folder: Path, name: str, shards: int, command: list[str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.pool.toml"
-    path.write_text(f'command = ["true"]\nshards = {shards}\n[resources]\ncpu = 1\n')
+    line = json.dumps(command or ["true"])
+    path.write_text(f'command = {line}\nshards = {shards}\n[resources]\ncpu = 1\n')
     return path
+
+
+def one_second_shards(log: Path) -> list[str]:
+    """A 1 s shard that appends ``member-pid start end`` (bash clock, no fork) to ``log``."""
+    return ["bash", "-c", f'b=$EPOCHREALTIME; sleep 1; echo "$PPID $b $EPOCHREALTIME" >> {log}']
+
+
+def member_gaps(log: Path) -> list[float]:
+    """Per member (the shard's parent), the seconds from each shard's end to the next's start."""
+    by_member: dict[str, list[tuple[float, float]]] = {}
+    for line in log.read_text().splitlines():
+        member, begun, ended = line.split()
+        by_member.setdefault(member, []).append((float(begun), float(ended)))
+    gaps = []
+    for spans in by_member.values():
+        spans.sort()
+        gaps += [nxt[0] - prev[1] for prev, nxt in zip(spans, spans[1:])]
+    return gaps
 
 
 class Pool:
     """The host and its two members as subprocesses."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, member_loop: str) -> None:
         self.root = root
+        self.member_command = MEMBER_COMMANDS[member_loop]
         self.port = free_port()
         self.url = f"wss://127.0.0.1:{self.port}/ws"
         self.env = dict(os.environ, POOLNET_DISCOVERY="off", POOLNET_HOME=str(root))
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        self._spawn([], ["host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-member",
+        self._spawn(POOLNET, ["host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-member",
                          "--no-discovery", "--legacy-port", str(free_port()),
                          "--data-dir", str(self.root / "host")], code=CODE)
         cores = sorted(os.sched_getaffinity(0))
         for index in range(2):
             pin = ["taskset", "-c", str(cores[index])] if len(cores) >= 2 and shutil.which("taskset") else []
-            self._spawn(pin, ["join", self.url, "--no-discovery",
+            self._spawn([*pin, *self.member_command], ["join", self.url, "--no-discovery",
                               "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")], code=CODE)
 
-    def _spawn(self, prefix: list[str], args: list[str], code: str) -> None:
+    def _spawn(self, command: list[str], args: list[str], code: str) -> None:
         """A ``poolnet`` subprocess; the pairing code goes in its environment, never argv."""
         self.processes.append(subprocess.Popen(
-            [*prefix, *POOLNET, *args], env={**self.env, "POOLNET_PAIRING_CODE": code},
+            [*command, *args], env={**self.env, "POOLNET_PAIRING_CODE": code},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
 
@@ -126,19 +167,27 @@ async def until_ready(pool: Pool, probe: Path, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.5)
 
 
-async def measure(shards: int, latency_tasks: int, root: Path) -> dict[str, float]:
-    pool = Pool(root)
+async def measure(
+    shards: int, latency_tasks: int, gap_shards: int, member_loop: str, root: Path
+) -> dict[str, float]:
+    pool = Pool(root, member_loop)
     pool.start()
     try:
         await until_ready(pool, manifest(root / "probe", "probe", 4))
-        xargs = xargs_rate(shards)
+        # The machine may be shared: xargs runs right before and right after PoolNet, and
+        # PoolNet is compared with the mean of the two.
+        xargs_before = xargs_rate(shards)
         host_before, members_before = pool.cpu_seconds()
         seconds, succeeded = await run_task(pool.url, root / "host", manifest(root / "batch", "batch", shards))
         host_after, members_after = pool.cpu_seconds()
+        xargs = (xargs_before + xargs_rate(shards)) / 2
         if succeeded != shards:
             raise RuntimeError(f"only {succeeded} of {shards} shards succeeded")
         one = manifest(root / "one", "one", 1)
         latencies = [(await run_task(pool.url, root / "host", one))[0] for _ in range(latency_tasks)]
+        log = root / "gaps.log"
+        await run_task(pool.url, root / "host", manifest(root / "gap", "gap", gap_shards, one_second_shards(log)))
+        gaps = member_gaps(log)
     finally:
         pool.stop()
     poolnet = shards / seconds
@@ -149,6 +198,8 @@ async def measure(shards: int, latency_tasks: int, root: Path) -> dict[str, floa
         "latency_median_ms": statistics.median(latencies) * 1000,
         "host_cpu_ms_per_shard": (host_after - host_before) * 1000 / shards,
         "member_cpu_ms_per_shard": (members_after - members_before) * 1000 / shards,
+        "gap_median_ms": statistics.median(gaps) * 1000,
+        "gap_max_ms": max(gaps) * 1000,
     }
 
 
@@ -156,15 +207,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", type=int, default=2000)
     parser.add_argument("--latency-tasks", type=int, default=50)
+    parser.add_argument("--gap-shards", type=int, default=12, help="1 s shards for the gap (>= 4)")
+    parser.add_argument("--member-loops", default="uvloop,asyncio",
+                        help="comma-separated, from: " + ", ".join(MEMBER_COMMANDS))
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
-        figures = asyncio.run(measure(args.shards, args.latency_tasks, Path(folder)))
-    print(f"xargs -P 2:         {figures['xargs_per_s']:8.0f} tasks/s")
-    print(f"PoolNet (2 members): {figures['poolnet_per_s']:7.0f} tasks/s")
-    print(f"ratio:              {figures['ratio']:8.0%}")
-    print(f"CPU per shard:      host {figures['host_cpu_ms_per_shard']:.2f} ms, members "
-          f"{figures['member_cpu_ms_per_shard']:.2f} ms (their own, shards excluded)")
-    print(f"one-shard latency:  {figures['latency_median_ms']:8.1f} ms (median of {args.latency_tasks})")
+    loops = args.member_loops.split(",")
+    if not set(loops) <= set(MEMBER_COMMANDS) or args.gap_shards < 4:
+        parser.error(f"member loops are {', '.join(MEMBER_COMMANDS)}; --gap-shards at least 4")
+    print(f"{'run':>3} {'members on':>10} {'xargs/s':>8} {'PoolNet/s':>9} {'ratio':>6} "
+          f"{'host ms':>7} {'members ms':>10} {'latency ms':>10} {'gap med/max ms':>15}")
+    for run in range(1, args.repeat + 1):
+        for loop in loops:
+            with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
+                f = asyncio.run(measure(
+                    args.shards, args.latency_tasks, args.gap_shards, loop, Path(folder)))
+            print(f"{run:>3} {loop:>10} {f['xargs_per_s']:8.0f} {f['poolnet_per_s']:9.0f} "
+                  f"{f['ratio']:6.0%} {f['host_cpu_ms_per_shard']:7.2f} "
+                  f"{f['member_cpu_ms_per_shard']:10.2f} {f['latency_median_ms']:10.1f} "
+                  f"{f['gap_median_ms']:7.1f}/{f['gap_max_ms']:.1f}", flush=True)
+    print("host/members ms: CPU per shard of the host and of the members themselves (shards "
+          "excluded); gap: a member's idle time between two 1 s shards")
 
 
 if __name__ == "__main__":

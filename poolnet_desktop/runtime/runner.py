@@ -10,8 +10,8 @@ kills its whole tree; when the main process exits, whatever it left running in i
 killed too, so that no stray grandchild keeps the pipes (or the GPU) busy.
 
 Per-shard overhead is kept low because a pool may push thousands of tiny shards: the timeout
-is a loop timer, the memory watch runs only when a limit is set, and on Python 3.11 the
-pidfd child watcher replaces the default thread-per-child one (see ``install_child_watcher``).
+is a loop timer, the memory watch runs only when a limit is set, and the process is started
+and reaped the same cheap way on every event loop (see ``runtime/shard_process.py``).
 """
 
 from __future__ import annotations
@@ -21,22 +21,26 @@ import functools
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import psutil
 
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
+from poolnet_desktop.runtime.shard_process import (
+    PinError,
+    ShardProcess,
+    Stream,
+    start_shard_process,
+)
 from poolnet_desktop.runtime.task_files import file_sha256
 
-Stream = Literal["stdout", "stderr"]
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
 
 # A frozen (PyInstaller) build has no separate interpreter: its own executable runs Python
@@ -151,35 +155,6 @@ def build_env(spec: ShardSpec, base: Mapping[str, str] | None = None) -> dict[st
     return env
 
 
-class _ShardProtocol(asyncio.SubprocessProtocol):
-    """Hands pipe data to the runner and signals exit and pipe closure separately.
-
-    ``asyncio.subprocess.Process.wait()`` on 3.11 also waits for the pipes to close, which a
-    background grandchild can hold open forever; the runner needs the exit on its own.
-    """
-
-    def __init__(self, runner: ShardRunner, loop: asyncio.AbstractEventLoop) -> None:
-        self._runner = runner
-        self.exited: asyncio.Future[None] = loop.create_future()
-        # True once every pipe reached EOF; False if the runner stopped waiting for that.
-        self.closed: asyncio.Future[bool] = loop.create_future()
-
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        assert isinstance(data, bytes)
-        self._runner._received("stdout" if fd == 1 else "stderr", data)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.give_up_on_pipes(closed=True)
-
-    def give_up_on_pipes(self, closed: bool = False) -> None:
-        if not self.closed.done():
-            self.closed.set_result(closed)
-
-
 class ShardRunner:
     """Runs one ``ShardSpec`` once. Call ``run()``; ``cancel()`` may come at any time.
 
@@ -196,7 +171,7 @@ class ShardRunner:
         self.spec = spec
         self._on_output = on_output
         self._clock = clock
-        self._transport: asyncio.SubprocessTransport | None = None
+        self._process: ShardProcess | None = None
         self._pid: int | None = None
         self._kill_reason: Reason | None = None
         self._message = ""
@@ -227,47 +202,35 @@ class ShardRunner:
         if self._ran:
             raise RuntimeError("a ShardRunner runs once; make a new one")
         self._ran = True
-        install_child_watcher()
         started = self._clock()
         if self._cancel_requested:
             return self._outcome("cancelled", None, started, message="cancelled before start")
-        loop = asyncio.get_running_loop()
-        protocol = _ShardProtocol(self, loop)
-        spawn = loop.subprocess_exec(
-            lambda: protocol,
-            *build_argv(self.spec),
-            cwd=self.spec.workdir,
-            env=build_env(self.spec),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **_new_group(),
-        )
         cores = self.spec.cpu_cores
         try:
-            if cores is not None and hasattr(os, "sched_setaffinity"):
-                transport, _ = await _PinnedFirstStep(spawn, cores)
-            else:
-                transport, _ = await spawn
-        except _PinError as exc:
+            process = await start_shard_process(
+                build_argv(self.spec),
+                cwd=self.spec.workdir,
+                env=build_env(self.spec),
+                on_data=self._received,
+                pin_to=cores if hasattr(os, "sched_setaffinity") else None,
+            )
+        except PinError as exc:
             return self._outcome("error", None, started, message=str(exc))
         except (OSError, ValueError) as exc:
             return self._outcome("error", None, started, message=_start_error(self.spec, exc))
-        self._transport = transport
-        self._pid = transport.get_pid()
+        self._process = process
+        self._pid = process.pid
         try:
-            return await self._watch(protocol, transport, started)
+            return await self._watch(process, started)
         finally:
-            if transport.get_returncode() is None:  # run() itself was cancelled
-                _kill_tree(self._pid)
-            transport.close()
+            if process.returncode is None:  # run() itself was cancelled
+                _kill_tree(process.pid)
+            process.close()
             if self._deliverer is not None and not self._deliverer.done():
                 self._deliverer.cancel()
 
-    async def _watch(
-        self, protocol: _ShardProtocol, transport: asyncio.SubprocessTransport, started: float
-    ) -> ShardResult:
-        pid = transport.get_pid()
+    async def _watch(self, process: ShardProcess, started: float) -> ShardResult:
+        pid = process.pid
         if self._cancel_requested:  # cancel() arrived while the process was being created
             self._kill("cancelled", "cancelled on request")
         if self.spec.cpu_cores is not None and not hasattr(os, "sched_setaffinity"):
@@ -281,7 +244,7 @@ class ShardRunner:
         if self.spec.memory_limit is not None:
             watcher = asyncio.ensure_future(self._watch_memory(pid, self.spec.memory_limit))
         try:
-            await protocol.exited
+            await process.exited
         finally:
             if timer is not None:
                 timer.cancel()
@@ -291,17 +254,17 @@ class ShardRunner:
         if os.name != "nt":
             # Whatever the shard left running in its group dies with it (and frees the pipes).
             _signal_group(pid)
-        if not protocol.closed.done():
+        if not process.closed.done():
             # A timer, not wait_for: this runs for every shard and wait_for costs a task.
-            grace = asyncio.get_running_loop().call_later(_PIPE_GRACE, protocol.give_up_on_pipes)
-            if not await protocol.closed:
+            grace = asyncio.get_running_loop().call_later(_PIPE_GRACE, process.give_up_on_pipes)
+            if not await process.closed:
                 self._message = self._message or "a descendant kept the output pipes open"
             grace.cancel()
         if self._queue is not None:
             self._queue.put_nowait(None)
             assert self._deliverer is not None
             await self._deliverer
-        exit_code = transport.get_returncode()
+        exit_code = process.returncode
         reason: Reason
         if self._kill_reason is not None:
             reason = self._kill_reason
@@ -337,13 +300,13 @@ class ShardRunner:
 
     def _kill(self, reason: Reason, message: str) -> None:
         """Record why (the first reason wins) and kill the tree, if it is still running."""
-        transport = self._transport
-        if transport is None or transport.get_returncode() is not None:
+        process = self._process
+        if process is None or process.returncode is not None:
             return
         if self._kill_reason is None:
             self._kill_reason = reason
             self._message = message
-        _kill_tree(transport.get_pid())
+        _kill_tree(process.pid)
 
     def _pin_after_start(self, pid: int, cores: Sequence[int]) -> None:
         """Where affinity cannot be inherited from the spawning thread (Windows: psutil),
@@ -404,65 +367,6 @@ class ShardRunner:
                 self._kill("memory", f"used {used} bytes of memory, over the limit of {limit}")
                 return
             await asyncio.sleep(interval)
-
-
-class _PinError(Exception):
-    """The requested CPU cores cannot be used on this machine."""
-
-
-class _PinnedFirstStep:
-    """Await a ``loop.subprocess_exec`` coroutine with this thread pinned to ``cores`` during
-    its first step only.
-
-    That first step forks the child synchronously (the coroutine suspends only afterwards,
-    to wait for its pipes), and a child inherits the forking thread's affinity. So the shard
-    is pinned from its first instruction: nothing it forks can escape the pin, no extra
-    ``taskset`` exec is paid, and no unsafe ``preexec_fn`` is needed. The thread's own
-    affinity is restored before the loop runs anything else, so no other shard is affected.
-    """
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], cores: Sequence[int]) -> None:
-        self._coro = coro
-        self._cores = cores
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        previous = os.sched_getaffinity(0)
-        try:
-            os.sched_setaffinity(0, self._cores)
-        except (OSError, ValueError) as exc:
-            coro.close()
-            raise _PinError(f"cannot pin to CPU cores {list(self._cores)}: {exc}") from None
-        try:
-            step = coro.send(None)
-        except StopIteration as done:
-            return done.value
-        finally:
-            os.sched_setaffinity(0, previous)
-        # From here on, behave exactly as ``yield from coro`` would.
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
-                try:
-                    step = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    step = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
-
-
-def _new_group() -> dict[str, Any]:
-    """Start the shard as the head of its own process group, so its tree can be killed."""
-    if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
-    return {"start_new_session": True}
 
 
 def _start_error(spec: ShardSpec, exc: Exception) -> str:
@@ -555,81 +459,3 @@ def collect_outputs(workdir: Path, patterns: Sequence[str]) -> tuple[list[FileEn
             size, digest = file_sha256(real)
             found[rel] = FileEntry(path=rel, size=size, sha256=digest)
     return list(found.values()), refused
-
-
-_watcher_installed = False
-
-
-def install_child_watcher() -> None:
-    """On Python 3.11 (Linux), reap children through pidfds instead of a thread per child.
-
-    The default ``ThreadedChildWatcher`` costs about 0.26 ms more per child. 3.11's own
-    ``PidfdChildWatcher`` is bound to one loop; this one serves whichever loop is running
-    (as 3.12's does), so test loops and the qasync loop all work. Python 3.12+ uses pidfds
-    by itself, and its watcher API is deprecated, so nothing is done there. Idempotent.
-    """
-    global _watcher_installed
-    if _watcher_installed:
-        return
-    _watcher_installed = True
-    if sys.version_info >= (3, 12) or os.name == "nt" or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return  # kernel before 5.3 or a sandbox: keep the default watcher
-    asyncio.get_event_loop_policy().set_child_watcher(  # type: ignore[attr-defined]
-        _make_pidfd_watcher()
-    )
-
-
-def _make_pidfd_watcher() -> Any:
-    """Build the any-loop pidfd watcher; defined lazily so 3.12+ never subclasses the
-    deprecated ``AbstractChildWatcher``."""
-
-    class AnyLoopPidfdWatcher(asyncio.AbstractChildWatcher):  # type: ignore[name-defined,misc]
-        def __init__(self) -> None:
-            self._callbacks: dict[int, tuple[Any, int, Callable[..., None], tuple[Any, ...]]] = {}
-
-        def __enter__(self) -> AnyLoopPidfdWatcher:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def is_active(self) -> bool:
-            return True
-
-        def close(self) -> None:
-            pass
-
-        def attach_loop(self, loop: Any) -> None:
-            pass
-
-        def add_child_handler(self, pid: int, callback: Callable[..., None], *args: Any) -> None:
-            loop = asyncio.get_running_loop()
-            pidfd = os.pidfd_open(pid)
-            loop._add_reader(pidfd, self._do_wait, pid)  # type: ignore[attr-defined]
-            self._callbacks[pid] = (loop, pidfd, callback, args)
-
-        def _do_wait(self, pid: int) -> None:
-            loop, pidfd, callback, args = self._callbacks.pop(pid)
-            loop._remove_reader(pidfd)
-            try:
-                _, status = os.waitpid(pid, 0)
-                returncode = os.waitstatus_to_exitcode(status)
-            except ChildProcessError:
-                returncode = 255  # reaped elsewhere; asyncio's own watchers report 255 too
-            os.close(pidfd)
-            callback(pid, returncode, *args)
-
-        def remove_child_handler(self, pid: int) -> bool:
-            entry = self._callbacks.pop(pid, None)
-            if entry is None:
-                return False
-            loop, pidfd, _, _ = entry
-            loop._remove_reader(pidfd)
-            os.close(pidfd)
-            return True
-
-    return AnyLoopPidfdWatcher()

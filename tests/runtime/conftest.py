@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,28 @@ from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.node import HostOptions, PoolHost
 
 PAIRING_CODE = "TEST-CODE"
+# Test modules whose async tests run once on each of these event loops: asyncio's own (tests,
+# Windows) and uvloop (``poolnet join``). Not qasync (the window's loop), though the runner's
+# tests pass on it alone: once qasync loops have run shards in this process, a later test on
+# another loop segfaulted in pytest-qt's processing of Qt events (cause not found yet).
+LOOPS_BY_MODULE = {
+    "test_runner.py": ("asyncio", "uvloop"),
+    "test_shard_process.py": ("asyncio", "uvloop"),
+}
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The runner must behave the same on every loop PoolNet runs on, so its tests run on
+    each; every other test keeps asyncio's own loop (one factory adds nothing to its id)."""
+    import uvloop
+
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop,
+        "uvloop": uvloop.new_event_loop,
+    }
+    return {name: factories[name] for name in LOOPS_BY_MODULE.get(item.path.name, ("asyncio",))}
 
 
 @pytest.fixture

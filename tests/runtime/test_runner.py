@@ -386,18 +386,36 @@ async def test_outcome_round_trips_as_json(tmp_path: Path) -> None:
     assert again == outcome and again.outputs[0].path == "o.txt"
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ uses pidfds by itself")
 @pytest.mark.asyncio
-async def test_pidfd_watcher_serves_every_loop(tmp_path: Path) -> None:
-    """The watcher is the any-loop pidfd one, and a second loop in a thread can use it too."""
+async def test_a_second_loop_in_another_thread_runs_shards_too(tmp_path: Path) -> None:
+    """Nothing in the spawn and reap path is bound to the first loop that used it."""
     await ShardRunner(ShardSpec(command=["true"], workdir=tmp_path)).run()
-    watcher = asyncio.get_event_loop_policy().get_child_watcher()
-    assert type(watcher).__name__ == "AnyLoopPidfdWatcher"
 
     def other_loop() -> str:
         return asyncio.run(ShardRunner(ShardSpec(command=["true"], workdir=tmp_path)).run()).reason
 
     assert await asyncio.to_thread(other_loop) == "succeeded"
+
+
+def reaped(pid: int) -> bool:
+    """True once the process is fully gone: not even a zombie waits to be reaped."""
+    return not psutil.pid_exists(pid)
+
+
+@pytest.mark.asyncio
+async def test_shards_are_reaped_at_once_and_when_run_is_cancelled(tmp_path: Path) -> None:
+    """No zombie stays behind: the end of ``run()`` has reaped the shard, and a shard whose
+    ``run()`` was cancelled is reaped as soon as the kill lands."""
+    done = ShardRunner(ShardSpec(command=["true"], workdir=tmp_path))
+    assert (await done.run()).reason == "succeeded"
+    assert done.pid is not None and reaped(done.pid)
+    runner = ShardRunner(ShardSpec(command=["sleep", "300"], workdir=tmp_path))
+    task = asyncio.ensure_future(runner.run())
+    await wait_for(lambda: runner.pid is not None, "started")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_for(lambda: reaped(runner.pid), "reaped")  # type: ignore[arg-type]
 
 
 def test_tree_memory_of_a_missing_process_is_zero() -> None:

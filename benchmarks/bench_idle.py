@@ -1,0 +1,65 @@
+"""What a ``poolnet join`` member costs at rest: CPU over a window, and resident memory.
+
+A host (``--no-member``) and two members on 127.0.0.1 with ``--no-discovery``, as in
+``bench_throughput.py``; once both members have run a 4-shard probe task, the pool is left
+alone for a short settling time, then each member's CPU time is read before and after
+``--seconds`` (default 60) of rest. Members run on uvloop and on asyncio's own loop, one pool
+after the other. Target (issue 14): an idle member under 0.5 % of one core.
+
+    .venv/bin/python benchmarks/bench_idle.py [--seconds 60] [--member-loops uvloop,asyncio]
+
+Loopback only; stops by itself; every process started here is stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bench_throughput import MEMBER_COMMANDS, Pool, manifest, until_ready
+
+SETTLE_SECONDS = 5.0
+
+
+async def measure(member_loop: str, seconds: float, root: Path) -> list[tuple[float, int]]:
+    """Per member: (percent of one core over the window, resident bytes at its end)."""
+    pool = Pool(root, member_loop)
+    pool.start()
+    try:
+        await until_ready(pool, manifest(root / "probe", "probe", 4))
+        await asyncio.sleep(SETTLE_SECONDS)
+        members = [psutil.Process(p.pid) for p in pool.processes[1:]]
+        before = [sum(m.cpu_times()[:2]) for m in members]
+        started = time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - started
+        after = [sum(m.cpu_times()[:2]) for m in members]
+        rss = [m.memory_info().rss for m in members]
+    finally:
+        pool.stop()
+    return [((a - b) / elapsed * 100, r) for a, b, r in zip(after, before, rss)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--member-loops", default="uvloop,asyncio")
+    args = parser.parse_args()
+    loops = args.member_loops.split(",")
+    if not set(loops) <= set(MEMBER_COMMANDS) or not 0 < args.seconds <= 600:
+        parser.error(f"member loops are {', '.join(MEMBER_COMMANDS)}; --seconds in (0, 600]")
+    for loop in loops:
+        with tempfile.TemporaryDirectory(prefix="poolnet-idle-") as folder:
+            figures = asyncio.run(measure(loop, args.seconds, Path(folder)))
+        for index, (percent, rss) in enumerate(figures):
+            print(f"member {index} on {loop:>7}: {percent:5.2f} % of a core over "
+                  f"{args.seconds:.0f} s at rest, {rss / 2**20:5.1f} MiB resident", flush=True)
+
+
+if __name__ == "__main__":
+    main()

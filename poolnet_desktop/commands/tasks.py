@@ -190,7 +190,9 @@ def run_logs(args: argparse.Namespace) -> int:
 def render_tasks(tasks: list[TaskSummary]) -> str:
     header = ("ID", "NAME", "STATE", "DONE", "RUNNING", "NOTE")
     rows = [header] + [
-        (t.id, t.name, t.state, f"{t.done}/{t.total}", str(t.running), t.reason) for t in tasks
+        (t.id, t.name, t.state, f"{t.done}/{t.total}", f"{t.running}" + (f" +{t.waiting} waiting" if t.waiting else ""),
+         t.reason)
+        for t in tasks
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(

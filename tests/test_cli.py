@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import pty
 import select
 import signal
@@ -356,3 +357,44 @@ def test_the_banner_says_what_the_seed_port_allows_and_the_fd_limit_is_raised(tm
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
+
+
+def read_line_with(process: subprocess.Popen[str], stream: str, needle: str, timeout: float = 20) -> str:
+    """The first line of ``stream`` holding ``needle``; fails if none comes within ``timeout``."""
+    pipe = getattr(process, stream)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([pipe], [], [], 0.2)
+        if ready and needle in (line := pipe.readline()):
+            return line
+    process.kill()
+    out, err = process.communicate()
+    pytest.fail(f"no line with {needle!r} on {stream}: {out} {err}")
+
+
+def test_a_device_the_owner_has_not_approved_is_told_so_at_once(hosted, tmp_path: Path) -> None:
+    """``status``, and ``join`` without a code, used to print nothing for two minutes."""
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    asking = subprocess.Popen([*POOLNET, "status", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "stranger")],
+                              env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = read_line_with(asking, "stderr", "to approve this device")
+        assert line.startswith("poolnet: waiting for the host's owner to approve this device pn-")
+        assert "Ctrl-C" in line
+    finally:
+        asking.kill()
+        asking.communicate()
+    joining = subprocess.Popen([*POOLNET, "join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "newcomer"),
+                                "--no-discovery", "--name", "newcomer"],
+                               env=environment(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Waiting for the owner" in read_line_with(joining, "stdout", "Waiting for the owner")
+        pending = poolnet("devices", "--data-dir", str(tmp_path / "host"), home=tmp_path)
+        newcomer = next(line.split()[0] for line in pending.stdout.splitlines() if "newcomer" in line)
+        assert poolnet("devices", "approve", newcomer, "--data-dir", str(tmp_path / "host"), home=tmp_path).returncode == 0
+        assert "Sharing this machine as 'newcomer'" in read_line_with(joining, "stdout", "Sharing this machine")
+    finally:
+        joining.kill()
+        joining.communicate()

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from poolnet_desktop.commands.options import add_pool, pool_url
+from poolnet_desktop.commands.options import add_pool, pool_url, waiting_notice
 from poolnet_desktop.core.permissions import PERMISSIONS
 from poolnet_desktop.core.protocol import (
     AccessChanged,
@@ -54,7 +54,7 @@ async def administer(args: argparse.Namespace, data_dir: Path) -> AccessList | A
         "withdraw": lambda: SetPermissions(device_id=args.device_id, permission=args.permission, allow=False),
         "new-code": lambda: NewPairingCode(),
     }[args.action]()
-    async with await open_link(pool_url(args), data_dir) as link:
+    async with await open_link(pool_url(args), data_dir, on_pending=waiting_notice(data_dir)) as link:
         await link.send(request)
         async with asyncio.timeout(10):
             return await link.expect(AccessList, AccessChanged, PairingCode)  # type: ignore[no-any-return]

@@ -96,10 +96,25 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         return 2
     task: asyncio.Task[None] | None = None
 
+    def tell(state: str) -> None:
+        """Say what the member is doing once it changes: in, waiting for the owner, or out."""
+        url = member.agent.config.url
+        if state == AgentState.CONNECTED:
+            print(f"Sharing this machine as {args.name!r} in the pool at {url} (Ctrl-C to leave).", flush=True)
+        elif state == AgentState.WAITING:
+            print(f"Waiting for the owner of the pool at {url} to approve this device "
+                  f"{member.identity.device_id}… (Ctrl-C to stop)", flush=True)
+        elif state == AgentState.DISCONNECTED and told[-1:] == [AgentState.CONNECTED]:
+            print(f"Lost the pool at {url}: {member.agent.last_error}; trying again.", flush=True)
+        told.append(state)
+
+    told: list[str] = []
+    member.agent.state_listeners.append(tell)
+
     async def start() -> asyncio.Task[None]:
         nonlocal task
         task = asyncio.create_task(member.run())
-        print(f"Sharing this machine as {args.name!r} in the pool at {member.agent.config.url} (Ctrl-C to leave).", flush=True)
+        print(f"Joining the pool at {member.agent.config.url}…", flush=True)
         return task
 
     async def stop() -> None:

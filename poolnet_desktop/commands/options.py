@@ -1,4 +1,5 @@
-"""Options several subcommands share: the pool, the data folder, LAN discovery and the pairing code."""
+"""What several subcommands share: the pool, the data folder, LAN discovery, the pairing code,
+and the notice that the pool's owner is being asked to let this device in."""
 
 from __future__ import annotations
 
@@ -6,15 +7,28 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from poolnet_desktop.core.auth import format_pairing_code
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
+from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.node import last_pool_url
 
 DEFAULT_POOL = "wss://127.0.0.1:3000/ws"
 CODE_ENV = "POOLNET_PAIRING_CODE"
+
+
+def waiting_notice(data_dir: Path) -> Callable[[str], None]:
+    """What a command says, at once, when the pool's owner is asked to let this device in
+    (it used to wait up to two minutes in silence)."""
+    device_id = Identity.load_or_create(data_dir).device_id
+
+    def say(message: str) -> None:
+        print(f"poolnet: {message} {device_id}… (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    return say
 
 
 def port_number(text: str) -> int:

@@ -17,7 +17,14 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import CodeError, add_code_file, add_pool, pool_url, read_pairing_code
+from poolnet_desktop.commands.options import (
+    CodeError,
+    add_code_file,
+    add_pool,
+    pool_url,
+    read_pairing_code,
+    waiting_notice,
+)
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.units import format_mb
@@ -49,7 +56,7 @@ async def observed_status(url: str, data_dir: Path, code: str | None = None) -> 
     """The first (full) ``pool_state`` an observer receives, in the REST answers' shape: all
     its parts, since a pool of more than 500 devices is sent in several."""
     devices: list[DeviceView] = []
-    async with await open_link(url, data_dir, code=code) as link:
+    async with await open_link(url, data_dir, code=code, on_pending=waiting_notice(data_dir)) as link:
         async with asyncio.timeout(10):
             while True:
                 message = await link.expect(PoolState)

@@ -19,7 +19,14 @@ from typing import Any
 
 import msgspec
 
-from poolnet_desktop.commands.options import CodeError, add_code_file, add_pool, pool_url, read_pairing_code
+from poolnet_desktop.commands.options import (
+    CodeError,
+    add_code_file,
+    add_pool,
+    pool_url,
+    read_pairing_code,
+    waiting_notice,
+)
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
@@ -72,7 +79,8 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
     url = pool_url(args)
 
     async def main(code: str | None) -> int:
-        async with await open_link(url, resolve_data_dir(args.data_dir), code=code) as link:
+        data_dir = resolve_data_dir(args.data_dir)
+        async with await open_link(url, data_dir, code=code, on_pending=waiting_notice(data_dir)) as link:
             return await conversation(TaskClient(link))
 
     try:
@@ -190,7 +198,9 @@ def run_logs(args: argparse.Namespace) -> int:
 def render_tasks(tasks: list[TaskSummary]) -> str:
     header = ("ID", "NAME", "STATE", "DONE", "RUNNING", "NOTE")
     rows = [header] + [
-        (t.id, t.name, t.state, f"{t.done}/{t.total}", str(t.running), t.reason) for t in tasks
+        (t.id, t.name, t.state, f"{t.done}/{t.total}", f"{t.running}" + (f" +{t.waiting} waiting" if t.waiting else ""),
+         t.reason)
+        for t in tasks
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(

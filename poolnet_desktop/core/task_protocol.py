@@ -105,7 +105,11 @@ class ShardSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
 
 
 class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    """One task as lists and progress bars show it; ``shards`` only when asked for detail."""
+    """One task as lists and progress bars show it; ``shards`` only when asked for detail.
+
+    ``running`` counts shards whose process runs; ``waiting`` those placed on a member but not
+    started yet (held there behind a shard it runs, or on their way to it).
+    """
 
     id: str
     name: str
@@ -118,6 +122,7 @@ class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     submitted_at: float
     reason: str = ""
     shards: list[ShardSummary] | None = None
+    waiting: int = 0
 
 
 # ---- submitter -> coordinator ----------------------------------------------------------------
@@ -300,7 +305,8 @@ def task_summary(task: Task, reason: str = "", detail: bool = False) -> TaskSumm
         total=total,
         done=done,
         succeeded=task.count(ShardState.SUCCEEDED),
-        running=task.count(ShardState.RUNNING) + task.count(ShardState.ASSIGNED),
+        running=task.count(ShardState.RUNNING),
+        waiting=task.count(ShardState.ASSIGNED),
         queued=task.count(ShardState.QUEUED),
         submitted_at=task.submitted_at,
         reason=reason,

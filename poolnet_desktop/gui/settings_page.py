@@ -41,6 +41,7 @@ from poolnet_desktop.gui.theme import theme_for
 MEMBER_STATES = {
     "connected": "Sharing this computer in the pool",
     "connecting": "Connecting to the pool…",
+    "waiting": "Waiting for the pool's owner to approve this computer…",
     "disconnected": "Not connected; trying again",
     "refused": "The pool refused this computer",
     "stopped": "Not sharing",

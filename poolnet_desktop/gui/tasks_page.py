@@ -362,7 +362,7 @@ class TasksPage(QWidget):
         parts = [
             f"{task.state}",
             f"{task.done} of {task.total} shards done ({task.succeeded} succeeded, "
-            f"{task.running} running, {task.queued} queued)",
+            f"{task.running} running, {task.waiting} waiting on members, {task.queued} queued)",
             f"on {', '.join(devices)}" if devices else "",
             f"took {duration_label(self.model.duration(task))}" if task.state in ENDED else "",
             task.reason,

@@ -78,6 +78,7 @@ class AgentConfig:
 class AgentState:
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
+    WAITING = "waiting"  # for the host's owner to approve this device
     CONNECTED = "connected"
     REFUSED = "refused"
     STOPPED = "stopped"
@@ -237,7 +238,7 @@ class Agent:
             self._connection = connection
             host, welcome = await join_pool(
                 connection, self.config.identity, self._hello(), self.config.pinned, self.config.pool_id,
-                self.config.code,
+                self.config.code, on_pending=lambda _message: self._set_state(AgentState.WAITING),
             )
             self.config.pool_id = host.pool_id
             if self.on_joined is not None:

@@ -514,6 +514,7 @@ async def join_pool(
     *,
     timeout: float = 10.0,
     welcome_timeout: float = 15.0,
+    on_pending: Callable[[str], None] | None = None,
 ) -> tuple[HostAuth, Welcome]:
     """Say ``hello`` as ``identity``, authenticate (``authenticate_to_host``) and read the
     pool's ``welcome``. The one way in for the member's agent and for every link of the
@@ -521,11 +522,13 @@ async def join_pool(
 
     Raises ``AuthRefused`` as ``authenticate_to_host`` does, and ``ProtocolError`` when the
     pool answers with an error instead of ``welcome`` (turned away after authenticating, for a
-    role its permissions lack).
+    role its permissions lack). ``on_pending`` is told, with the host's words, when the host's
+    owner is asked to approve this device: the caller says so at once rather than go silent.
     """
     hello = member_hello(identity, hello)
     await conn.send(encode(hello), text=True)
-    host = await authenticate_to_host(conn, identity, hello, pinned, pool_id, code, timeout=timeout)
+    host = await authenticate_to_host(conn, identity, hello, pinned, pool_id, code, timeout=timeout,
+                                      on_pending=on_pending)
     async with asyncio.timeout(welcome_timeout):
         while True:
             message = decode_server(await conn.recv())
@@ -544,6 +547,7 @@ async def authenticate_to_host(
     code: str | None,
     *,
     timeout: float = 10.0,
+    on_pending: Callable[[str], None] | None = None,
 ) -> HostAuth:
     """Authenticate to the host after the caller has sent ``hello`` (made by ``member_hello``).
     On return ``auth_ok`` has been read; ``welcome`` comes next.
@@ -558,7 +562,7 @@ async def authenticate_to_host(
         raise ValueError("send member_hello(identity, hello) before authenticate_to_host")
     client_nonce = b64decode(hello.nonce, NONCE_BYTES, "hello nonce")
     try:
-        return await _authenticate_to_host(conn, identity, client_nonce, pinned, pool_id, code, timeout)
+        return await _authenticate_to_host(conn, identity, client_nonce, pinned, pool_id, code, timeout, on_pending)
     except AuthRefused as refusal:
         try:
             await conn.close(POLICY_VIOLATION, refusal.code)
@@ -575,6 +579,7 @@ async def _authenticate_to_host(
     pool_id: str | None,
     code: str | None,
     timeout: float,
+    on_pending: Callable[[str], None] | None,
 ) -> HostAuth:
     try:
         canonical_code = normalize_pairing_code(code) if code else None
@@ -617,7 +622,7 @@ async def _authenticate_to_host(
             )), text=True)
             if pairing is not None:
                 await _confirm_pairing(conn, pairing, transcript)
-        ok = await _await_ok(conn, timeout)
+        ok = await _await_ok(conn, timeout, on_pending)
     except TimeoutError:
         raise AuthRefused(ErrorCode.AUTH_TIMEOUT, f"the host did not answer within {timeout:g} s") from None
     except ConnectionClosed:
@@ -658,13 +663,15 @@ def _check_pin(pinned: PinnedHosts, pool_id: str, seen: str) -> str | None:
     return pin
 
 
-async def _await_ok(conn: Connection, timeout: float) -> AuthOk:
+async def _await_ok(conn: Connection, timeout: float, on_pending: Callable[[str], None] | None) -> AuthOk:
     deadline = timeout
     while True:
         async with asyncio.timeout(deadline):
             message = await _receive_from_host(conn, AuthOk, AuthPending)
         if isinstance(message, AuthOk):
             return message
+        if on_pending is not None:
+            on_pending(message.message)
         # The host's owner is being asked: wait as long as the host says it will, plus slack.
         deadline = min(message.timeout, 3600.0) + timeout
 

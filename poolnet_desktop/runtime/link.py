@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ async def open_link(
     *,
     identity: Identity | None = None,
     pinned: PinnedHosts | None = None,
+    on_pending: Callable[[str], None] | None = None,
 ) -> PoolLink:
     """Connect to the pool at ``url`` as this instance (its identity lives in ``data_dir``).
 
@@ -92,7 +94,8 @@ async def open_link(
     The pool that answers at ``url``'s address is remembered (``pool-addresses.json``): a
     host of another pool there later is refused unless ``code`` is given, which pairs anew.
 
-    Raises ``AuthRefused`` when the pool will not let this instance in, ``ProtocolError`` when
+    ``on_pending`` is told when the host's owner is asked to approve this device (see
+    ``join_pool``). Raises ``AuthRefused`` when the pool will not let this instance in, ``ProtocolError`` when
     it refuses otherwise, ``InsecureConnection`` for a plain URL, ``OSError`` when unreachable.
     """
     url = normalise_pool_url(url)
@@ -114,7 +117,8 @@ async def open_link(
             pinned = PinnedHosts.load(data_dir / "pinned-hosts.json")
         addresses = await asyncio.to_thread(PoolAddresses.load, data_dir / "pool-addresses.json")
         expected_pool = None if code else addresses.get(url)
-        host, welcome = await join_pool(connection, identity, hello, pinned, expected_pool, code)
+        host, welcome = await join_pool(connection, identity, hello, pinned, expected_pool, code,
+                                        on_pending=on_pending)
         await asyncio.to_thread(addresses.remember, url, host.pool_id)
         return PoolLink(connection, welcome)
     except BaseException:

@@ -158,4 +158,4 @@ def _check_task_id(task_id: str) -> None:
 
 def _ended(summary: TaskSummary) -> bool:
     """Ended and nothing of it still running: a cancelled task's shards report later."""
-    return summary.state in ENDED and summary.running == 0
+    return summary.state in ENDED and summary.running == summary.waiting == 0

@@ -41,6 +41,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,7 @@ class TaskService:
         self.server.binary_handler = self._on_chunk
         self.server.rest.extend("/api/tasks", self.requests.rest_tasks)
         self.coordinator.task_counts = self.counts
+        self.coordinator.shard_counts = self.shard_counts
         self.coordinator.left_listeners.append(self._on_left)
         self.coordinator.share_listeners.append(self._on_share)
         self.coordinator.overdue_listeners.append(self._on_overdue)
@@ -788,6 +790,13 @@ class TaskService:
                 change = task.mark_lost(key[1], now, f"member {device_id} did not come back")
                 self._apply(task, key[1], change)
         self._arm_grace()
+
+    def shard_counts(self) -> dict[str, int]:
+        """Shards by state over every task held, for ``/metrics``."""
+        counts: Counter[str] = Counter()
+        for task in self.tasks.values():
+            counts.update(shard.state.value for shard in task.shards)
+        return dict(counts)
 
     def counts(self) -> dict[str, int]:
         """Tasks by state, for ``pool_state`` and ``/api/stats``."""

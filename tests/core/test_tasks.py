@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poolnet_desktop.core.manifest import TaskSpec
+from poolnet_desktop.core.task_protocol import task_summary
 from poolnet_desktop.core.tasks import (
     TRANSITIONS,
     IllegalTransition,
@@ -272,3 +273,13 @@ def test_retry_queues_every_unsuccessful_shard_with_a_fresh_budget() -> None:
     assert task.record_result(1, 1, S.SUCCEEDED, now=12.0).accepted is False  # already reported
     assert task.assign(1, "dev", (), now=12.0) == 2
     assert task.record_result(1, 2, S.SUCCEEDED, now=13.0).accepted
+
+
+def test_a_summary_counts_shards_held_on_a_member_as_waiting_not_running() -> None:
+    """A shard held ahead behind a long one used to show as running for as long as it waited."""
+    task = make_task(shards=3)
+    first = task.assign(0, "desk2", (), now=1.0)
+    task.start(0, first, now=1.1)
+    task.assign(1, "desk2", (), now=1.2)  # held on desk2 until shard 0 ends
+    summary = task_summary(task)
+    assert (summary.running, summary.waiting, summary.queued) == (1, 1, 1)

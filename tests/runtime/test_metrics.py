@@ -12,6 +12,7 @@ from pathlib import Path
 from poolnet_desktop.runtime.metrics import BUCKETS, Histogram, LoopLagSampler, parse_samples
 from poolnet_desktop.runtime.rest import read_rest_token
 from tests.runtime.conftest import seed_resources
+from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)
 
 
 def scrape(port: int, data_dir: Path) -> tuple[str, str]:
@@ -73,3 +74,18 @@ async def test_metrics_report_devices_sessions_messages_and_dispatch(pool, raw_c
     assert found['python_gc_collections_total{generation="2"}'] >= 1
     assert "# TYPE poolnet_shards gauge" in text and "# TYPE poolnet_tasks gauge" in text
     assert text.endswith("\n")
+
+
+async def test_metrics_count_the_pools_shards_by_state(pool, members, client, tmp_path: Path) -> None:
+    done = await submit_manifest(client, tmp_path / "quick", 'command = ["true"]\nshards = 2\n')
+    await client.wait(done)
+    slow = await submit_manifest(client, tmp_path / "slow", 'command = ["sleep", "60"]\nshards = 5\n[resources]\ncpu = 1\n')
+    task = pool.tasks.tasks[slow]
+    await wait_for(lambda: sum(s.state == "running" for s in task.shards) == 2)
+
+    _, text = await asyncio.to_thread(scrape, pool.server.port, pool.options.data_dir)
+    found = parse_samples(text)
+    assert found['poolnet_shards{state="succeeded"}'] == 2
+    assert found['poolnet_shards{state="running"}'] == 2
+    assert found.get('poolnet_shards{state="queued"}', 0) + found.get('poolnet_shards{state="assigned"}', 0) == 3
+    await client.cancel(slow)

@@ -17,7 +17,7 @@ from poolnet_desktop.commands.options import (
     port_number,
     read_pairing_code,
 )
-from poolnet_desktop.commands.running import addresses_to_show, hold_data_dir, run_service, until_signalled
+from poolnet_desktop.commands.running import addresses_to_show, run_holding, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -51,13 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
-    lock = hold_data_dir(data_dir, "poolnet host")
-    if lock is None:
-        return 1
-    try:
-        return _serve(args, data_dir)
-    finally:
-        lock.release()
+    return run_holding(data_dir, "poolnet host", lambda: _serve(args, data_dir))
 
 
 def _serve(args: argparse.Namespace, data_dir: Path) -> int:

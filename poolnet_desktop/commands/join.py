@@ -16,7 +16,7 @@ from poolnet_desktop.commands.options import (
     discovery_settings,
     read_pairing_code,
 )
-from poolnet_desktop.commands.running import hold_data_dir, run_service, until_signalled
+from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
@@ -62,13 +62,7 @@ async def single_pool_on_lan(settings: DiscoverySettings, wait: float = 3.0) -> 
 
 def run(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
-    lock = hold_data_dir(data_dir, "poolnet join")
-    if lock is None:
-        return 1
-    try:
-        return _share(args, data_dir)
-    finally:
-        lock.release()
+    return run_holding(data_dir, "poolnet join", lambda: _share(args, data_dir))
 
 
 def _share(args: argparse.Namespace, data_dir: Path) -> int:

@@ -31,17 +31,20 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def hold_data_dir(data_dir: Path, program: str) -> InstanceLock | None:
-    """This process's claim on ``data_dir`` (see ``instance_lock``), logging to its log file
-    from then on; None, after saying who holds it, when another PoolNet already shares this
-    computer from there."""
+def run_holding(data_dir: Path, program: str, work: Callable[[], int]) -> int:
+    """Run ``work`` while this process holds ``data_dir`` (see ``instance_lock``), logging to
+    its log file; exit code 1, after saying who holds it, when another PoolNet already shares
+    this computer from there."""
     try:
         lock = InstanceLock(data_dir, program).acquire()
     except AlreadyRunning as exc:
         print(f"poolnet: {exc}; stop it first, or give another --data-dir", file=sys.stderr)
-        return None
-    log_to_file(data_dir, program)
-    return lock
+        return 1
+    try:
+        log_to_file(data_dir, program)
+        return work()
+    finally:
+        lock.release()
 
 
 async def until_signalled(

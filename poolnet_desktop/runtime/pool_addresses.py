@@ -8,11 +8,10 @@ is refused rather than trusted on first use, unless the user pairs again with a 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from poolnet_desktop.runtime.identity import write_private_file
+from poolnet_desktop.runtime.trust import read_string_map, write_string_map
 
 
 def address_of(url: str) -> str:
@@ -35,17 +34,7 @@ class PoolAddresses:
     def load(cls, path: Path) -> PoolAddresses:
         """Read ``path`` (missing: nothing known). ``ValueError`` for a corrupt file rather than
         forgetting every address, which would reopen trust on first use."""
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return cls(path, {})
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: pool addresses file is corrupt ({exc})") from None
-        pools = raw.get("pools") if isinstance(raw, dict) else None
-        if not isinstance(pools, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pools.items()):
-            raise ValueError(f"{path}: pool addresses file is not {{'pools': {{address: pool id}}}}")
-        return cls(path, dict(pools))
+        return cls(Path(path), read_string_map(Path(path), "pools", "pool addresses file", "address: pool id"))
 
     def get(self, url: str) -> str | None:
         """The pool last seen at ``url``'s address, or None."""
@@ -58,5 +47,4 @@ class PoolAddresses:
         if self._pools.get(address) == pool_id:
             return
         self._pools[address] = pool_id
-        body = {"version": self.VERSION, "pools": self._pools}
-        write_private_file(self.path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+        write_string_map(self.path, "pools", self.VERSION, self._pools)

@@ -266,17 +266,7 @@ class PinnedHosts:
     def load(cls, path: Path) -> PinnedHosts:
         """Read ``path`` (a missing file means no pins). Raises ``ValueError`` for a corrupt
         file rather than silently forgetting every pin."""
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return cls(path, {})
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: pinned hosts file is corrupt ({exc})") from None
-        pins = raw.get("hosts") if isinstance(raw, dict) else None
-        if not isinstance(pins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
-            raise ValueError(f"{path}: pinned hosts file is not {{'hosts': {{pool id: fingerprint}}}}")
-        return cls(path, dict(pins))
+        return cls(Path(path), read_string_map(Path(path), "hosts", "pinned hosts file", "pool id: fingerprint"))
 
     def get(self, pool_id: str) -> str | None:
         return self._pins.get(pool_id)
@@ -303,5 +293,25 @@ class PinnedHosts:
         return True
 
     def _save(self) -> None:
-        body = {"version": self.VERSION, "hosts": self._pins}
-        write_private_file(self.path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+        write_string_map(self.path, "hosts", self.VERSION, self._pins)
+
+
+def read_string_map(path: Path, key: str, what: str, shape: str) -> dict[str, str]:
+    """The ``{key: {str: str}}`` map of a small JSON file (missing: empty). ``ValueError`` for
+    a corrupt file rather than forgetting what it held, which would reopen trust on first use."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: {what} is corrupt ({exc})") from None
+    entries = raw.get(key) if isinstance(raw, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in entries.items()):
+        raise ValueError(f"{path}: {what} is not {{'{key}': {{{shape}}}}}")
+    return dict(entries)
+
+
+def write_string_map(path: Path, key: str, version: int, entries: dict[str, str]) -> None:
+    """Write the map whole and atomically, 0600 (call it off the event loop)."""
+    body = {"version": version, key: entries}
+    write_private_file(path, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())

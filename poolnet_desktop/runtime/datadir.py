@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -33,3 +34,17 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None) -> Path:
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise DataDirError(f"cannot use the data folder {path}: permission denied")
     return path
+
+
+def work_root(data_dir: Path) -> Path:
+    """Where a member with this data folder runs its shards: a folder of the user's cache,
+    outside the data folder (a shard must never be a sibling of the keys), one per data
+    folder (two instances on one machine do not share it). The member creates it 0700."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    if sys.platform == "win32":
+        cache = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        cache = Path.home() / "Library" / "Caches"
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "poolnet" / f"work-{digest}"

@@ -1,8 +1,9 @@
 """The member's side of tasks: run assigned shards, stream their output, return their results.
 
-Each shard runs with ``runtime.runner.ShardRunner`` in its own working folder under
-``DATA/work/``, holding copies of its input files taken from a content-addressed cache
-(``DATA/cache/SHA256``): a member fetches each input once (``fetch_blobs``), however many
+Each shard runs with ``runtime.runner.ShardRunner`` in its own working folder under the
+member's work root (``runtime.datadir.work_root``: in the user's cache, outside the data
+folder, so a shard never sits next to the keys), holding copies of its input files taken
+from a content-addressed cache (``DATA/cache/SHA256``): a member fetches each input once (``fetch_blobs``), however many
 shards use it. Copies rather than hard links, so a shard that rewrites an input in place
 cannot corrupt the cache for the next one.
 
@@ -53,6 +54,7 @@ from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.agent import Agent, AgentState
+from poolnet_desktop.runtime.datadir import work_root
 from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
@@ -112,7 +114,7 @@ class TaskExecutor:
         self.agent = agent
         self.sampler = sampler
         self.data_dir = data_dir
-        self.work = data_dir / "work"
+        self.work = work_root(data_dir)
         self.cache = data_dir / "cache"
         self._env: dict[str, str] = {}
         self.spool = Spool(data_dir / "spool")
@@ -144,7 +146,7 @@ class TaskExecutor:
     def _clean_up_last_run(self) -> str:
         run_id = reap_and_stamp(self.data_dir)
         shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, mode=0o700)
         self.cache.mkdir(parents=True, exist_ok=True)
         return run_id
 

@@ -29,6 +29,7 @@ from poolnet_desktop.runtime.identity import Identity, replace_identity, write_p
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import PoolServer
+from poolnet_desktop.runtime.sandbox import SandboxSettings
 from poolnet_desktop.runtime.task_executor import TaskExecutor
 from poolnet_desktop.runtime.task_service import TaskService
 from poolnet_desktop.runtime.tls import server_ssl_context
@@ -232,6 +233,10 @@ class MemberOptions:
     name: str = field(default_factory=socket.gethostname)
     limits: SharingLimits = field(default_factory=SharingLimits)
     accept_tasks: bool = True
+    # Tasks may use the network (off: each shard gets a network namespace of its own).
+    task_network: bool = True
+    # Where no sandbox can be made, run tasks anyway (off: the member takes no tasks).
+    allow_unsandboxed: bool = False
     code: str | None = None
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     # Drop the pin of the pool this member joined, to pair again with ``code`` after its owner
@@ -279,7 +284,10 @@ class Member:
             ),
             self.sampler,
         )
-        self.executor = TaskExecutor(self.agent, options.data_dir, self.sampler)
+        self.executor = TaskExecutor(
+            self.agent, options.data_dir, self.sampler,
+            SandboxSettings(network=options.task_network, allow_unsandboxed=options.allow_unsandboxed),
+        )
         self.agent.on_joined = self._remember_pool
         self.agent.rediscover = self._find_pool
 

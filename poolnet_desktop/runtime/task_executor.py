@@ -50,6 +50,7 @@ from poolnet_desktop.core.task_protocol import (
     ShardStarted,
     result_transfer_id,
 )
+from poolnet_desktop.core.sandbox_state import SandboxState, describe, sandbox_state, takes_tasks
 from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
@@ -58,6 +59,7 @@ from poolnet_desktop.runtime.datadir import work_root
 from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
+from poolnet_desktop.runtime.sandbox import Sandbox, SandboxSettings, hidden_folders, probe
 from poolnet_desktop.runtime.spool import Spool, SpoolEntry
 from poolnet_desktop.runtime.task_transfer import (
     FileReceiver,
@@ -110,8 +112,15 @@ class TaskExecutor:
     """Attach to an ``Agent`` before it runs, ``await prepare()`` before the agent connects;
     ``stop()`` cancels running shards."""
 
-    def __init__(self, agent: Agent, data_dir: Path, sampler: ResourceSampler) -> None:
+    def __init__(
+        self, agent: Agent, data_dir: Path, sampler: ResourceSampler,
+        sandbox: SandboxSettings = SandboxSettings(),
+    ) -> None:
         self.agent = agent
+        self.sandbox_settings = sandbox
+        self.sandbox: Sandbox | None = None
+        self.sandbox_state: SandboxState = "none"
+        self.sandbox_why_not = ""
         self.sampler = sampler
         self.data_dir = data_dir
         self.work = work_root(data_dir)
@@ -142,6 +151,13 @@ class TaskExecutor:
         stamp this run. It scans every process, so it runs off the event loop (in the app,
         the Qt thread)."""
         self._env = {RUN_VARIABLE: await asyncio.to_thread(self._clean_up_last_run)}
+        available, self.sandbox_why_not = await asyncio.to_thread(probe)
+        self.sandbox_state = sandbox_state(available, self.sandbox_settings.allow_unsandboxed)
+        if available:
+            self.sandbox = Sandbox(self.sandbox_settings.network, hidden_folders(self.data_dir, self.work))
+        self.agent.config.sandbox = self.sandbox_state
+        if not takes_tasks(self.sandbox_state):
+            self.agent.config.accept_tasks = False
 
     def _clean_up_last_run(self) -> str:
         run_id = reap_and_stamp(self.data_dir)
@@ -252,6 +268,8 @@ class TaskExecutor:
         workdir = self._take_folder()
         cores: list[int] = []
         try:
+            if not takes_tasks(self.sandbox_state):
+                raise ValueError(describe(self.sandbox_state, self.sandbox_why_not))
             if message.files:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
@@ -270,6 +288,7 @@ class TaskExecutor:
                 memory_limit=int(memory * BYTES_PER_MB) if memory > 0 else None,
                 timeout=message.timeout,
                 outputs=message.outputs,
+                sandbox=self.sandbox,
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner

@@ -19,16 +19,23 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "poolnet"
 
 
+# Files PoolNet creates are readable by this user only (set once at each entry point).
+PRIVATE_UMASK = 0o077
+
+
 class DataDirError(Exception):
     """The data folder cannot be made or used; the message says which folder and why."""
 
 
 def resolve_data_dir(explicit: str | os.PathLike[str] | None) -> Path:
-    """The data folder to use, created if missing (mode 0700: it holds keys). Raises
+    """The data folder to use, created if missing, and made 0700 at every start (it holds
+    keys; one created 0755 by an older version or by hand is closed). Raises
     ``DataDirError`` when it cannot be created or is not a folder this user can use."""
     path = Path(explicit).expanduser() if explicit else default_data_dir()
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
     except OSError as exc:
         raise DataDirError(f"cannot use the data folder {path}: {exc.strerror or exc}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):

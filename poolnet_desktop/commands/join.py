@@ -8,7 +8,14 @@ import socket
 import sys
 from pathlib import Path
 
-from poolnet_desktop.commands.options import add_data_dir, add_discovery, discovery_settings
+from poolnet_desktop.commands.options import (
+    add_data_dir,
+    add_discovery,
+    add_task_sandbox,
+    discovery_settings,
+    sandbox_line,
+    task_sandbox_options,
+)
 from poolnet_desktop.commands.running import hold_data_dir, run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -30,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     add_data_dir(parser)
     add_discovery(parser)
+    add_task_sandbox(parser)
     parser.set_defaults(run=run)
 
 
@@ -76,7 +84,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
             return 2
     try:
         member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=args.code, discovery=settings,
-                                      forget_pin=args.forget_pin))
+                                      forget_pin=args.forget_pin, **task_sandbox_options(args)))
     except MembershipError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2
@@ -86,6 +94,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         nonlocal task
         task = asyncio.create_task(member.run())
         print(f"Sharing this machine as {args.name!r} in the pool at {member.agent.config.url} (Ctrl-C to leave).", flush=True)
+        print(f"  {sandbox_line(args.allow_unsandboxed)}", flush=True)
         return task
 
     async def stop() -> None:

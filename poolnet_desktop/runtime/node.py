@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from poolnet_desktop.core.permissions import GRANTED_BY_APPROVAL
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.access import PoolAccess
 from poolnet_desktop.runtime.agent import Agent, AgentConfig
@@ -28,12 +29,12 @@ from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings,
 from poolnet_desktop.runtime.identity import Identity, replace_identity, write_private_file
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.sampler import ResourceSampler
-from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.sandbox import SandboxSettings
+from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
 from poolnet_desktop.runtime.task_service import TaskService
 from poolnet_desktop.runtime.tls import server_ssl_context
-from poolnet_desktop.runtime.trust import PinnedHosts, TrustStore
+from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 HOSTING_FILE = "hosting.json"
 MEMBERSHIP_FILE = "membership.json"
+# The host's own member keeps its identity here, apart from the owner's (``prepare_own_member``).
+OWN_MEMBER_FOLDER = "member"
 
 
 def last_pool_url(data_dir: Path) -> str | None:
@@ -181,6 +184,26 @@ class PoolHost:
             await self.announcer.start()
         except DiscoveryError as exc:
             log.warning("the pool is not announced on the LAN: %s", exc)
+
+    async def prepare_own_member(self) -> Path:
+        """The data folder for this machine's own member: ``DATA/member``, with a key pair of
+        its own, the host's certificate pinned, and approved in the trust store as a plain
+        member (member + observer), never as the owner. A shard that got hold of the member's
+        key could then act as a member, not approve, revoke or submit as the owner. Call
+        after ``start``."""
+        assert self._store is not None, "start the host first"
+        folder = self.options.data_dir / OWN_MEMBER_FOLDER
+        folder.mkdir(mode=0o700, exist_ok=True)
+        identity = await asyncio.to_thread(Identity.load_or_create, folder)
+        pins = await asyncio.to_thread(PinnedHosts.load, folder / "pinned-hosts.json")
+        if pins.get(self.coordinator.config.pool_id) != self.identity.cert_fingerprint:
+            await asyncio.to_thread(pins.pin, self.coordinator.config.pool_id, self.identity.cert_fingerprint)
+        if await self._store.approved(identity.device_id) is None:
+            await self._store.approve(ApprovedDevice(
+                identity.device_id, f"{socket.gethostname()} (host's member)", identity.public_key_b64,
+                time.time(), GRANTED_BY_APPROVAL,
+            ))
+        return folder
 
     async def _forget_old_identity(self, old: Identity, store: TrustStore) -> None:
         """After ``new_identity``: the old keys are presumed stolen, and with them the trust

@@ -119,7 +119,7 @@ class TaskExecutor:
         self.agent = agent
         self.sandbox_settings = sandbox
         self.sandbox: Sandbox | None = None
-        self.sandbox_state: SandboxState = "none"
+        self.sandbox_state: SandboxState | None = None  # known once prepared
         self.sandbox_why_not = ""
         self.sampler = sampler
         self.data_dir = data_dir
@@ -158,6 +158,11 @@ class TaskExecutor:
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False
+
+    @property
+    def may_take_tasks(self) -> bool:
+        """False once the probe found no sandbox and the owner did not allow running without."""
+        return self.sandbox_state is None or takes_tasks(self.sandbox_state)
 
     def _clean_up_last_run(self) -> str:
         run_id = reap_and_stamp(self.data_dir)
@@ -268,8 +273,8 @@ class TaskExecutor:
         workdir = self._take_folder()
         cores: list[int] = []
         try:
-            if not takes_tasks(self.sandbox_state):
-                raise ValueError(describe(self.sandbox_state, self.sandbox_why_not))
+            if self.sandbox_state is None or not takes_tasks(self.sandbox_state):
+                raise ValueError(describe(self.sandbox_state or "none", self.sandbox_why_not))
             if message.files:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)

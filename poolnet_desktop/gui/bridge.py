@@ -403,6 +403,9 @@ class PoolBridge(QObject):
         if self._member is None:
             raise OSError("not in a pool")
         config = self._member.agent.config
+        if self._host is not None:  # the window acts as the owner; its member is a plain member
+            return await open_link(config.url, self._data_dir, "observer", self._prefs.device_name,
+                                   identity=self._host.identity)
         return await open_link(config.url, self._data_dir, "observer", self._prefs.device_name, self._code,
                                identity=config.identity, pinned=config.pinned)
 

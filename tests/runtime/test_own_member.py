@@ -49,10 +49,14 @@ async def test_the_hosts_member_joins_as_itself_and_its_key_cannot_act_as_the_ow
         assert not await pool.access.store.is_revoked(victim)
         assert "submit" not in (await pool.access.store.approved(member_id)).permissions
 
-        # The owner's own CLI, with the host's data folder, is still the owner.
-        owner = await asyncio.to_thread(poolnet, "devices", "--url", pool.local_url,
-                                        "--data-dir", str(pool.options.data_dir))
+        # The owner's own CLI, with the host's data folder, is still the owner; the member told
+        # the host it runs tasks in a sandbox, and status shows it.
+        owner_cli = ["--url", pool.local_url, "--data-dir", str(pool.options.data_dir)]
+        owner = await asyncio.to_thread(poolnet, "devices", *owner_cli)
         assert owner.returncode == 0 and member_id in owner.stdout, owner.stderr
+        assert pool.coordinator.registry.get(member_id).sandbox == "bwrap"
+        status = await asyncio.to_thread(poolnet, "status", *owner_cli)
+        assert "TASKS RUN" in status.stdout and "sandboxed" in status.stdout, status.stderr
     finally:
         await member.stop()
         await running

@@ -8,7 +8,13 @@
    One task of N shards of ``true`` goes from submission to its last result.
 3. The median submit-to-result latency of M one-shard tasks on the idle pool (default 50).
 
+With ``--sandbox both`` (the default) the pool is measured twice in one run: members that run
+each shard in the bubblewrap sandbox, then members that cannot find ``bwrap`` (their PATH
+holds only ``true`` and ``taskset``) started with ``--allow-unsandboxed``; the last line is
+the sandbox's cost as a ratio of the two throughputs.
+
     .venv/bin/python benchmarks/bench_throughput.py [--shards 2000] [--latency-tasks 50]
+        [--sandbox both|on|off]
 
 Loopback only; every process started here is stopped here, by PID.
 """
@@ -60,11 +66,13 @@ def manifest(folder: Path, name: str, shards: int) -> Path:
 class Pool:
     """The host and its two members as subprocesses."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sandbox: bool = True) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"wss://127.0.0.1:{self.port}/ws"
         self.env = dict(os.environ, POOLNET_DISCOVERY="off", POOLNET_HOME=str(root))
+        self.member_env = self.env if sandbox else dict(self.env, PATH=str(_path_without_bwrap(root)))
+        self.member_flags = [] if sandbox else ["--allow-unsandboxed"]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -73,13 +81,15 @@ class Pool:
                          "--data-dir", str(self.root / "host"), "--pairing-code", CODE])
         cores = sorted(os.sched_getaffinity(0))
         for index in range(2):
-            pin = ["taskset", "-c", str(cores[index])] if len(cores) >= 2 and shutil.which("taskset") else []
-            self._spawn(pin, ["join", self.url, "--code", CODE, "--no-discovery",
-                              "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")])
+            taskset = shutil.which("taskset")
+            pin = [taskset, "-c", str(cores[index])] if len(cores) >= 2 and taskset else []
+            self._spawn(pin, ["join", self.url, "--code", CODE, "--no-discovery", *self.member_flags,
+                              "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")],
+                        self.member_env)
 
-    def _spawn(self, prefix: list[str], args: list[str]) -> None:
+    def _spawn(self, prefix: list[str], args: list[str], env: dict[str, str] | None = None) -> None:
         self.processes.append(subprocess.Popen(
-            [*prefix, *POOLNET, *args], env=self.env,
+            [*prefix, *POOLNET, *args], env=env or self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
 
@@ -98,6 +108,16 @@ class Pool:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _path_without_bwrap(root: Path) -> Path:
+    """A PATH folder with only what the unsandboxed members and their shards need."""
+    folder = root / "path-without-bwrap"
+    folder.mkdir(exist_ok=True)
+    for program in ("true", "taskset"):
+        if found := shutil.which(program):
+            (folder / program).symlink_to(found)
+    return folder
 
 
 async def run_task(url: str, data_dir: Path, path: Path) -> tuple[float, int]:
@@ -125,8 +145,8 @@ async def until_ready(pool: Pool, probe: Path, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.5)
 
 
-async def measure(shards: int, latency_tasks: int, root: Path) -> dict[str, float]:
-    pool = Pool(root)
+async def measure(shards: int, latency_tasks: int, root: Path, sandbox: bool = True) -> dict[str, float]:
+    pool = Pool(root, sandbox)
     pool.start()
     try:
         await until_ready(pool, manifest(root / "probe", "probe", 4))
@@ -155,15 +175,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", type=int, default=2000)
     parser.add_argument("--latency-tasks", type=int, default=50)
+    parser.add_argument("--sandbox", choices=["both", "on", "off"], default="both")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
-        figures = asyncio.run(measure(args.shards, args.latency_tasks, Path(folder)))
+    modes = {"both": [True, False], "on": [True], "off": [False]}[args.sandbox]
+    rates = {}
+    for sandbox in modes:
+        with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
+            figures = asyncio.run(measure(args.shards, args.latency_tasks, Path(folder), sandbox))
+        print(f"-- members {'with' if sandbox else 'without'} the sandbox")
+        report(figures, args.latency_tasks)
+        rates[sandbox] = figures["poolnet_per_s"]
+    if len(rates) == 2:
+        print(f"sandboxed / unsandboxed throughput: {rates[True] / rates[False]:.0%}")
+
+
+def report(figures: dict[str, float], latency_tasks: int) -> None:
     print(f"xargs -P 2:         {figures['xargs_per_s']:8.0f} tasks/s")
     print(f"PoolNet (2 members): {figures['poolnet_per_s']:7.0f} tasks/s")
     print(f"ratio:              {figures['ratio']:8.0%}")
     print(f"CPU per shard:      host {figures['host_cpu_ms_per_shard']:.2f} ms, members "
           f"{figures['member_cpu_ms_per_shard']:.2f} ms (their own, shards excluded)")
-    print(f"one-shard latency:  {figures['latency_median_ms']:8.1f} ms (median of {args.latency_tasks})")
+    print(f"one-shard latency:  {figures['latency_median_ms']:8.1f} ms (median of {latency_tasks})")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         if not args.no_member:
             member_dir = await host.prepare_own_member()
             member = Member(MemberOptions(url=host.local_url, data_dir=member_dir, discovery=discovery_settings(args),
-                                          **task_sandbox_options(args)))
+                                          hidden_from_tasks=(data_dir,), **task_sandbox_options(args)))
             print(f"  tasks:         {sandbox_line(args.allow_unsandboxed)}", flush=True)
             member_task = asyncio.create_task(member.run())
             announce = asyncio.create_task(announce_own_member(host, member.identity.device_id))

@@ -353,6 +353,7 @@ class PoolBridge(QObject):
                 accept_tasks=self._accepting(),
                 task_network=prefs.task_network,
                 allow_unsandboxed=prefs.allow_unsandboxed,
+                hidden_from_tasks=(self._data_dir,),
                 code=self._code,
                 discovery=self._discovery(),
             )

@@ -260,6 +260,9 @@ class MemberOptions:
     task_network: bool = True
     # Where no sandbox can be made, run tasks anyway (off: the member takes no tasks).
     allow_unsandboxed: bool = False
+    # More folders shards must not see: the host's data folder, for the host's own member
+    # (its own folder lies inside it, and may lie outside the home, hidden anyway).
+    hidden_from_tasks: tuple[Path, ...] = ()
     code: str | None = None
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     # Drop the pin of the pool this member joined, to pair again with ``code`` after its owner
@@ -309,7 +312,8 @@ class Member:
         )
         self.executor = TaskExecutor(
             self.agent, options.data_dir, self.sampler,
-            SandboxSettings(network=options.task_network, allow_unsandboxed=options.allow_unsandboxed),
+            SandboxSettings(network=options.task_network, allow_unsandboxed=options.allow_unsandboxed,
+                            hidden=options.hidden_from_tasks),
         )
         self.agent.on_joined = self._remember_pool
         self.agent.rediscover = self._find_pool

@@ -42,6 +42,8 @@ class SandboxSettings:
 
     network: bool = True
     allow_unsandboxed: bool = False
+    # Folders to hide besides the member's own (the host's data folder, for the host's member).
+    hidden: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,8 @@ class TaskExecutor:
         available, self.sandbox_why_not = await asyncio.to_thread(probe)
         self.sandbox_state = sandbox_state(available, self.sandbox_settings.allow_unsandboxed)
         if available:
-            self.sandbox = Sandbox(self.sandbox_settings.network, hidden_folders(self.data_dir, self.work))
+            hidden = hidden_folders(self.data_dir, self.work) + self.sandbox_settings.hidden
+            self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False

@@ -4,13 +4,20 @@ plain member, never the owner (issue 12)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
+import textwrap
 from pathlib import Path
 
 from poolnet_desktop.runtime.agent import AgentState
+from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
+from poolnet_desktop.runtime.link import open_link
+from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
+from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.task_files import load_task
 
 
 async def wait_for(condition, timeout: float = 20.0) -> None:
@@ -67,3 +74,43 @@ async def test_preparing_the_member_again_keeps_its_identity(pool: PoolHost) -> 
     key = (first / "identity.key").read_bytes()
     assert await pool.prepare_own_member() == first
     assert (first / "identity.key").read_bytes() == key
+
+
+async def test_a_shard_on_the_hosts_member_cannot_copy_the_owners_keys_as_outputs(tmp_path: Path) -> None:
+    """The host's data folder lies outside the home and /tmp (hidden from shards anyway): a
+    shard given its path tries to bring its keys back as outputs and gets nothing."""
+    data = Path(tempfile.mkdtemp(prefix="poolnet-test-host-", dir="/run"))
+    host = PoolHost(HostOptions(data_dir=resolve_data_dir(data), bind="127.0.0.1", port=0,
+                                discovery=DiscoverySettings(enabled=False)))
+    await host.start()
+    member = Member(MemberOptions(url=host.local_url, data_dir=await host.prepare_own_member(),
+                                  hidden_from_tasks=(data,),
+                                  discovery=DiscoverySettings(enabled=False)))
+    running = asyncio.create_task(member.run())
+    try:
+        await wait_for(lambda: member.identity.device_id in host.tasks._members)
+        job = tmp_path / "steal"
+        job.mkdir()
+        (job / "steal.py").write_text(textwrap.dedent(f"""
+            import os, shutil
+            os.mkdir("out")
+            for root, _, files in os.walk({str(data)!r}):
+                for name in files:
+                    if name.endswith((".key", ".sqlite3", ".json")):
+                        shutil.copy(os.path.join(root, name), os.path.join("out", name))
+            print(sorted(os.listdir("out")))
+        """))
+        (job / "steal.pool.toml").write_text(
+            'command = ["{python}", "steal.py"]\nfiles = ["steal.py"]\noutputs = ["out/*"]\nretries = 0\n')
+        async with await open_link(host.local_url, data) as link:
+            client = TaskClient(link)
+            task_id = await client.submit(await asyncio.to_thread(load_task, job))
+            assert (await client.wait(task_id)).state == "succeeded"
+            results = await client.fetch_results(task_id, tmp_path / "results")
+        stolen = list((results / "0").rglob("*.key")) + list((results / "0").rglob("*.sqlite3"))
+        assert stolen == []
+    finally:
+        await member.stop()
+        await running
+        await host.stop()
+        shutil.rmtree(data, ignore_errors=True)

@@ -17,7 +17,12 @@ own loop (uvloop made unimportable, as on Windows), one pool after the other, ea
 against ``xargs -P 2`` in the same run; ``--repeat`` runs the whole comparison again.
 
     .venv/bin/python benchmarks/bench_throughput.py [--shards 2000] [--latency-tasks 50]
-        [--gap-shards 12] [--member-loops uvloop,asyncio] [--repeat 1]
+        [--gap-shards 12] [--member-loops uvloop,asyncio] [--sandbox on|off|both] [--repeat 1]
+
+``--sandbox`` runs the members' shards in the bubblewrap sandbox (on, as members do by
+default), without it (``--allow-unsandboxed`` with no ``bwrap`` on their PATH), or both, one
+pool after the other. The gap (4.) is measured without the sandbox only: its shards write
+their times to a shared file, which a sandboxed shard cannot reach.
 
 To measure an older commit side by side, export it (``git archive COMMIT poolnet_desktop |
 tar -x -C /tmp/old``) and run this script from that folder: ``python -m poolnet_desktop``
@@ -100,12 +105,14 @@ def member_gaps(log: Path) -> list[float]:
 class Pool:
     """The host and its two members as subprocesses."""
 
-    def __init__(self, root: Path, member_loop: str) -> None:
+    def __init__(self, root: Path, member_loop: str, sandbox: bool = True) -> None:
         self.root = root
         self.member_command = MEMBER_COMMANDS[member_loop]
         self.port = free_port()
         self.url = f"wss://127.0.0.1:{self.port}/ws"
         self.env = dict(os.environ, POOLNET_DISCOVERY="off", POOLNET_HOME=str(root))
+        self.member_env = self.env if sandbox else dict(self.env, PATH=str(_path_without_bwrap(root)))
+        self.member_flags = [] if sandbox else ["--allow-unsandboxed"]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -115,13 +122,14 @@ class Pool:
         cores = sorted(os.sched_getaffinity(0))
         for index in range(2):
             pin = ["taskset", "-c", str(cores[index])] if len(cores) >= 2 and shutil.which("taskset") else []
-            self._spawn([*pin, *self.member_command], ["join", self.url, "--no-discovery",
-                              "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")], code=CODE)
+            self._spawn([*pin, *self.member_command], ["join", self.url, "--no-discovery", *self.member_flags,
+                              "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")],
+                        code=CODE, env=self.member_env)
 
-    def _spawn(self, command: list[str], args: list[str], code: str) -> None:
+    def _spawn(self, command: list[str], args: list[str], code: str, env: dict[str, str] | None = None) -> None:
         """A ``poolnet`` subprocess; the pairing code goes in its environment, never argv."""
         self.processes.append(subprocess.Popen(
-            [*command, *args], env={**self.env, "POOLNET_PAIRING_CODE": code},
+            [*command, *args], env={**(env or self.env), "POOLNET_PAIRING_CODE": code},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
 
@@ -140,6 +148,16 @@ class Pool:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _path_without_bwrap(root: Path) -> Path:
+    """A PATH folder with only what unsandboxed members and their shards need."""
+    folder = root / "path-without-bwrap"
+    folder.mkdir(exist_ok=True)
+    for program in ("true", "taskset", "bash", "sleep", "date"):
+        if found := shutil.which(program):
+            (folder / program).symlink_to(found)
+    return folder
 
 
 async def run_task(url: str, data_dir: Path, path: Path) -> tuple[float, int]:
@@ -168,9 +186,9 @@ async def until_ready(pool: Pool, probe: Path, timeout: float = 60.0) -> None:
 
 
 async def measure(
-    shards: int, latency_tasks: int, gap_shards: int, member_loop: str, root: Path
+    shards: int, latency_tasks: int, gap_shards: int, member_loop: str, root: Path, sandbox: bool
 ) -> dict[str, float]:
-    pool = Pool(root, member_loop)
+    pool = Pool(root, member_loop, sandbox)
     pool.start()
     try:
         await until_ready(pool, manifest(root / "probe", "probe", 4))
@@ -185,9 +203,11 @@ async def measure(
             raise RuntimeError(f"only {succeeded} of {shards} shards succeeded")
         one = manifest(root / "one", "one", 1)
         latencies = [(await run_task(pool.url, root / "host", one))[0] for _ in range(latency_tasks)]
-        log = root / "gaps.log"
-        await run_task(pool.url, root / "host", manifest(root / "gap", "gap", gap_shards, one_second_shards(log)))
-        gaps = member_gaps(log)
+        gaps = [float("nan")]
+        if not sandbox:
+            log = root / "gaps.log"
+            await run_task(pool.url, root / "host", manifest(root / "gap", "gap", gap_shards, one_second_shards(log)))
+            gaps = member_gaps(log)
     finally:
         pool.stop()
     poolnet = shards / seconds
@@ -210,19 +230,22 @@ def main() -> None:
     parser.add_argument("--gap-shards", type=int, default=12, help="1 s shards for the gap (>= 4)")
     parser.add_argument("--member-loops", default="uvloop,asyncio",
                         help="comma-separated, from: " + ", ".join(MEMBER_COMMANDS))
+    parser.add_argument("--sandbox", choices=["on", "off", "both"], default="on",
+                        help="members run shards in the bubblewrap sandbox, without it, or both")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    sandboxes = {"on": [True], "off": [False], "both": [True, False]}[args.sandbox]
     loops = args.member_loops.split(",")
     if not set(loops) <= set(MEMBER_COMMANDS) or args.gap_shards < 4:
         parser.error(f"member loops are {', '.join(MEMBER_COMMANDS)}; --gap-shards at least 4")
-    print(f"{'run':>3} {'members on':>10} {'xargs/s':>8} {'PoolNet/s':>9} {'ratio':>6} "
+    print(f"{'run':>3} {'members on':>10} {'sandbox':>7} {'xargs/s':>8} {'PoolNet/s':>9} {'ratio':>6} "
           f"{'host ms':>7} {'members ms':>10} {'latency ms':>10} {'gap med/max ms':>15}")
     for run in range(1, args.repeat + 1):
-        for loop in loops:
+        for loop, sandbox in [(loop, sandbox) for loop in loops for sandbox in sandboxes]:
             with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
                 f = asyncio.run(measure(
-                    args.shards, args.latency_tasks, args.gap_shards, loop, Path(folder)))
-            print(f"{run:>3} {loop:>10} {f['xargs_per_s']:8.0f} {f['poolnet_per_s']:9.0f} "
+                    args.shards, args.latency_tasks, args.gap_shards, loop, Path(folder), sandbox))
+            print(f"{run:>3} {loop:>10} {'on' if sandbox else 'off':>7} {f['xargs_per_s']:8.0f} {f['poolnet_per_s']:9.0f} "
                   f"{f['ratio']:6.0%} {f['host_cpu_ms_per_shard']:7.2f} "
                   f"{f['member_cpu_ms_per_shard']:10.2f} {f['latency_median_ms']:10.1f} "
                   f"{f['gap_median_ms']:7.1f}/{f['gap_max_ms']:.1f}", flush=True)

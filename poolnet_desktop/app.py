@@ -33,7 +33,7 @@ from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import install_theme  # noqa: E402
 from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
 from poolnet_desktop.logs import configure_logging, log_to_file  # noqa: E402
-from poolnet_desktop.runtime.datadir import DataDirError, resolve_data_dir  # noqa: E402
+from poolnet_desktop.runtime.datadir import PRIVATE_UMASK, DataDirError, resolve_data_dir  # noqa: E402
 from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock, ask_to_show, listen_for_show  # noqa: E402
 
 WINDOW = "the PoolNet window"
@@ -151,6 +151,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)  # the task store, inputs and keys are never world-readable
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     import qasync

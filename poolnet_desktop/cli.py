@@ -10,7 +10,7 @@ import sys
 from poolnet_desktop import __version__
 from poolnet_desktop.commands import devices, host, join, status, tasks
 from poolnet_desktop.logs import configure_logging
-from poolnet_desktop.runtime.datadir import DataDirError
+from poolnet_desktop.runtime.datadir import PRIVATE_UMASK, DataDirError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(PRIVATE_UMASK)  # the task store, inputs and keys are never world-readable
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     try:

@@ -13,9 +13,12 @@ from poolnet_desktop.commands.options import (
     add_code_file,
     add_data_dir,
     add_discovery,
+    add_task_sandbox,
     discovery_settings,
     port_number,
     read_pairing_code,
+    sandbox_line,
+    task_sandbox_options,
 )
 from poolnet_desktop.commands.running import addresses_to_show, run_holding, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
@@ -44,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="replace the pool's keys and certificate (if they leaked): tasks are kept, every device pairs again",
     )
     parser.add_argument("--no-member", action="store_true", help="coordinate only; do not share this machine")
+    add_task_sandbox(parser)
     add_data_dir(parser)
     add_discovery(parser)
     parser.set_defaults(run=run)
@@ -95,7 +99,10 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         announced = host.announcer is not None and host.announcer.announced
         print(f"  discovery:     {'announced on the LAN' if announced else 'off'}", flush=True)
         if not args.no_member:
-            member = Member(MemberOptions(url=host.local_url, data_dir=data_dir, discovery=discovery_settings(args)))
+            member_dir = await host.prepare_own_member()
+            member = Member(MemberOptions(url=host.local_url, data_dir=member_dir, discovery=discovery_settings(args),
+                                          hidden_from_tasks=(data_dir,), **task_sandbox_options(args)))
+            print(f"  tasks:         {sandbox_line(args.allow_unsandboxed)}", flush=True)
             member_task = asyncio.create_task(member.run())
             announce = asyncio.create_task(announce_own_member(host, member.identity.device_id))
             member_task.add_done_callback(lambda _: announce.cancel())

@@ -13,8 +13,11 @@ from poolnet_desktop.commands.options import (
     add_code_file,
     add_data_dir,
     add_discovery,
+    add_task_sandbox,
     discovery_settings,
     read_pairing_code,
+    sandbox_line,
+    task_sandbox_options,
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
 from poolnet_desktop.runtime.agent import AgentState
@@ -37,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     add_data_dir(parser)
     add_discovery(parser)
+    add_task_sandbox(parser)
     parser.set_defaults(run=run)
 
 
@@ -84,7 +88,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
             return 2
     try:
         member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=code, discovery=settings,
-                                      forget_pin=args.forget_pin))
+                                      forget_pin=args.forget_pin, **task_sandbox_options(args)))
     except MembershipError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +113,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         nonlocal task
         task = asyncio.create_task(member.run())
         print(f"Joining the pool at {member.agent.config.url}…", flush=True)
+        print(f"  {sandbox_line(args.allow_unsandboxed)}", flush=True)
         return task
 
     async def stop() -> None:

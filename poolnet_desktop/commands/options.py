@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from poolnet_desktop.core.auth import format_pairing_code
+from poolnet_desktop.core.sandbox_state import describe, sandbox_state
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.node import last_pool_url
+from poolnet_desktop.runtime.sandbox import probe
 
 DEFAULT_POOL = "wss://127.0.0.1:3000/ws"
 CODE_ENV = "POOLNET_PAIRING_CODE"
@@ -117,3 +119,22 @@ def read_pairing_code(args: argparse.Namespace, prompt: str | None = None) -> st
         return format_pairing_code(text)
     except ValueError as exc:
         raise CodeError(f"invalid pairing code: {exc}") from None
+
+
+def add_task_sandbox(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-task-network", action="store_true",
+                        help="tasks run without network access (each shard in a network namespace of its own)")
+    parser.add_argument("--allow-unsandboxed", action="store_true",
+                        help="where no sandbox can be made (no bubblewrap, not Linux), run tasks anyway, without one")
+
+
+def task_sandbox_options(args: argparse.Namespace) -> dict[str, bool]:
+    """The ``MemberOptions`` fields the sandbox flags set."""
+    return {"task_network": not args.no_task_network, "allow_unsandboxed": args.allow_unsandboxed}
+
+
+def sandbox_line(allow_unsandboxed: bool) -> str:
+    """What the member will do with tasks here, for the start banner."""
+    available, why_not = probe()
+    return describe(sandbox_state(available, allow_unsandboxed), why_not)
+

@@ -27,6 +27,7 @@ from poolnet_desktop.commands.options import (
 )
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
+from poolnet_desktop.core.sandbox_state import short as short_sandbox
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_table(devices: list[dict[str, Any]], pool: dict[str, Any]) -> str:
-    header = ("DEVICE", "PLATFORM", "ADDRESS", "STATE", "CPU", "MEMORY", "STORAGE FREE", "GPU")
+    header = ("DEVICE", "PLATFORM", "ADDRESS", "STATE", "CPU", "MEMORY", "STORAGE FREE", "GPU", "TASKS RUN")
     rows = [header]
     for d in sorted(devices, key=lambda d: (not d["isOnline"], d["name"].lower())):
         r = d["resources"]
@@ -103,6 +104,7 @@ def render_table(devices: list[dict[str, Any]], pool: dict[str, Any]) -> str:
                 f"{format_mb(r['memoryUsage'])} / {format_mb(r['memoryTotal'])}",
                 format_mb(r["storageAvailable"]),
                 (r.get("gpuName") or "yes") if r.get("hasGPU") else "-",
+                short_sandbox(d.get("sandbox", "")) or "-",
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]

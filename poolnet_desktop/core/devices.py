@@ -19,7 +19,7 @@ from poolnet_desktop.core.resources import Resources, ResourceVector, SharingLim
 class DeviceView(msgspec.Struct, rename="camel"):
     """The seed's device object, as sent in ``devices``, ``device_joined`` and REST answers.
 
-    ``role``, ``acceptTasks`` and ``runningShards`` are PoolNet's additions.
+    ``role``, ``acceptTasks``, ``runningShards`` and ``sandbox`` are PoolNet's additions.
     """
 
     id: str
@@ -32,6 +32,7 @@ class DeviceView(msgspec.Struct, rename="camel"):
     role: str = "member"
     accept_tasks: bool = True
     running_shards: int = 0
+    sandbox: str = ""
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Device:
     online: bool = True
     accept_tasks: bool = True
     running_shards: int = 0
+    sandbox: str = ""
 
     def view(self) -> DeviceView:
         return DeviceView(
@@ -63,6 +65,7 @@ class Device:
             role=self.role,
             accept_tasks=self.accept_tasks,
             running_shards=self.running_shards,
+            sandbox=self.sandbox,
         )
 
     def capacity(self) -> ResourceVector:
@@ -213,6 +216,12 @@ class DeviceRegistry:
         device = self._devices.get(device_id)
         if device is not None and device.accept_tasks != accept:
             device.accept_tasks = accept
+            self._changed.add(device_id)
+
+    def set_sandbox(self, device_id: str, state: str) -> None:
+        device = self._devices.get(device_id)
+        if device is not None and device.sandbox != state:
+            device.sandbox = state
             self._changed.add(device_id)
 
     def set_running_shards(self, device_id: str, count: int) -> None:

@@ -111,6 +111,9 @@ class Hello(Message, tag="hello"):
     platform: Platform = "unknown"
     software: ShortText = ""
     accept_tasks: bool = True
+    # How a member runs shards (``core.sandbox_state``): "bwrap", "none", "unsandboxed";
+    # empty from members older than the sandbox.
+    sandbox: Literal["", "bwrap", "none", "unsandboxed"] = ""
     # Authentication (runtime/auth.py): the raw Ed25519 key and a fresh 32-byte nonce, base64.
     public_key: Base64Text | None = None
     nonce: Base64Text | None = None

@@ -274,7 +274,7 @@ class PoolBridge(QObject):
 
     def _on_prefs_changed(self, prefs: Preferences) -> None:
         old, self._prefs = self._prefs, prefs
-        membership = ("host_pool", "host_port", "pool_address", "device_name")
+        membership = ("host_pool", "host_port", "pool_address", "device_name", "task_network", "allow_unsandboxed")
         if any(getattr(old, name) != getattr(prefs, name) for name in membership):
             self._spawn(self._apply_membership())
         if old.limits != prefs.limits and self._member is not None:
@@ -352,13 +352,18 @@ class PoolBridge(QObject):
             self.trusted_changed.emit([])
 
     async def _start_member(self, url: str, prefs: Preferences) -> None:
+        # Hosting, this computer's member gets an identity of its own, never the owner's.
+        data_dir = await self._host.prepare_own_member() if self._host is not None else self._data_dir
         member = Member(
             MemberOptions(
                 url=url,
-                data_dir=self._data_dir,
+                data_dir=data_dir,
                 name=prefs.device_name,
                 limits=prefs.limits,
                 accept_tasks=self._accepting(),
+                task_network=prefs.task_network,
+                allow_unsandboxed=prefs.allow_unsandboxed,
+                hidden_from_tasks=(self._data_dir,),
                 code=self._code,
                 discovery=self._discovery(),
             )
@@ -409,6 +414,9 @@ class PoolBridge(QObject):
         if self._member is None:
             raise OSError("not in a pool")
         config = self._member.agent.config
+        if self._host is not None:  # the window acts as the owner; its member is a plain member
+            return await open_link(config.url, self._data_dir, "observer", self._prefs.device_name,
+                                   identity=self._host.identity)
         return await open_link(config.url, self._data_dir, "observer", self._prefs.device_name, self._code,
                                identity=config.identity, pinned=config.pinned)
 
@@ -466,7 +474,9 @@ class PoolBridge(QObject):
     # ---- pausing -------------------------------------------------------------------------------
 
     def _accepting(self) -> bool:
-        return self._prefs.accept_tasks and not self._pause.reason
+        member = self._member
+        contained = member is None or member.executor.may_take_tasks
+        return self._prefs.accept_tasks and not self._pause.reason and contained
 
     def _on_pause_changed(self, reason: str) -> None:
         self.paused_changed.emit(reason)

@@ -15,6 +15,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import QPushButton, QWidget
 
 from poolnet_desktop.core.devices import DeviceView
+from poolnet_desktop.core.sandbox_state import short as short_sandbox
 from poolnet_desktop.gui import formatting as fmt
 from poolnet_desktop.gui.theme import Theme, paint_surface
 
@@ -116,7 +117,10 @@ class DeviceCard(QWidget):
         status = f"seen {seen}" if online else f"offline · last seen {seen}"
         if online and not d.accept_tasks:
             status = "not taking tasks"
-        subtitle = " · ".join(x for x in (d.ip_address, "" if d.role == "member" else d.role, status) if x)
+        contained = short_sandbox(d.sandbox) if online else ""
+        subtitle = " · ".join(
+            x for x in (d.ip_address, "" if d.role == "member" else d.role, status, contained) if x
+        )
         subtitle = QFontMetrics(small).elidedText(
             subtitle, Qt.TextElideMode.ElideRight, CARD_WIDTH - name_x - _PAD
         )

@@ -37,6 +37,8 @@ class Preferences:
     storage_percent: float = 50.0
     share_gpu: bool = True
     accept_tasks: bool = True
+    task_network: bool = True  # tasks may use the network
+    allow_unsandboxed: bool = False  # run tasks where no sandbox can be made
     pause_when_in_use: bool = False
     in_use_threshold: float = 40.0  # other programs' CPU, in percent of the whole machine
     pause_on_battery: bool = True

@@ -237,8 +237,16 @@ class SettingsPage(QScrollArea):
         self._bind(self.gpu_check.toggled, lambda on: {"share_gpu": on})
         self.accept_check = QCheckBox("Accept tasks from the pool")
         self._bind(self.accept_check.toggled, lambda on: {"accept_tasks": on})
+        self.task_network_check = QCheckBox("Tasks may use the network")
+        self._bind(self.task_network_check.toggled, lambda on: {"task_network": on})
+        self.unsandboxed_check = QCheckBox("Run tasks without a sandbox (where none can be made)")
+        self.unsandboxed_check.setToolTip("Tasks are other people's code: without a sandbox they can read"
+                                          " this user's files. Off by default.")
+        self._bind(self.unsandboxed_check.toggled, lambda on: {"allow_unsandboxed": on})
         section.form.addRow(self.gpu_check)
         section.form.addRow(self.accept_check)
+        section.form.addRow(self.task_network_check)
+        section.form.addRow(self.unsandboxed_check)
         return section
 
     def _pause_section(self) -> Section:
@@ -373,6 +381,8 @@ class SettingsPage(QScrollArea):
                 slider.set_value(getattr(prefs, key))
             self.gpu_check.setChecked(prefs.share_gpu)
             self.accept_check.setChecked(prefs.accept_tasks)
+            self.task_network_check.setChecked(prefs.task_network)
+            self.unsandboxed_check.setChecked(prefs.allow_unsandboxed)
             self.in_use_check.setChecked(prefs.pause_when_in_use)
             self.threshold_spin.setValue(prefs.in_use_threshold)
             self.battery_check.setChecked(prefs.pause_on_battery)

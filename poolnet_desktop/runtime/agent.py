@@ -13,7 +13,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -33,6 +33,7 @@ from poolnet_desktop.core.protocol import (
     encode,
 )
 from poolnet_desktop.core.resources import Resources, SharingLimits
+from poolnet_desktop.core.sandbox_state import SandboxState
 from poolnet_desktop.core.wire import ErrorCode
 from poolnet_desktop.runtime.auth import AuthRefused, HostAuth, join_pool
 from poolnet_desktop.runtime.backoff import Backoff
@@ -67,6 +68,7 @@ class AgentConfig:
     device_name: str = field(default_factory=socket.gethostname)
     limits: SharingLimits = field(default_factory=SharingLimits)
     accept_tasks: bool = True
+    sandbox: SandboxState | Literal[""] = ""  # told by the executor before the first hello
     heartbeat_interval: float | None = None  # None: use the pool's
     resource_interval: float | None = None
 
@@ -221,6 +223,7 @@ class Agent:
             platform=platform_name(),
             software=f"poolnet {__version__}",
             accept_tasks=self.config.accept_tasks,
+            sandbox=self.config.sandbox,
         )
 
     async def _session(self) -> float | None:

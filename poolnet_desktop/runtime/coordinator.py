@@ -419,6 +419,7 @@ class Coordinator:
         if hello.role == "member":
             self._admit(session, hello.device_id, hello.device_name, hello.platform, "member")
             self.registry.set_accept_tasks(hello.device_id, hello.accept_tasks)
+            self.registry.set_sandbox(hello.device_id, hello.sandbox)
         else:
             session.device_id = None
         await session.send(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -18,18 +19,39 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "poolnet"
 
 
+# Files PoolNet creates are readable by this user only (set once at each entry point).
+PRIVATE_UMASK = 0o077
+
+
 class DataDirError(Exception):
     """The data folder cannot be made or used; the message says which folder and why."""
 
 
 def resolve_data_dir(explicit: str | os.PathLike[str] | None) -> Path:
-    """The data folder to use, created if missing (mode 0700: it holds keys). Raises
+    """The data folder to use, created if missing, and made 0700 at every start (it holds
+    keys; one created 0755 by an older version or by hand is closed). Raises
     ``DataDirError`` when it cannot be created or is not a folder this user can use."""
     path = Path(explicit).expanduser() if explicit else default_data_dir()
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
     except OSError as exc:
         raise DataDirError(f"cannot use the data folder {path}: {exc.strerror or exc}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise DataDirError(f"cannot use the data folder {path}: permission denied")
     return path
+
+
+def work_root(data_dir: Path) -> Path:
+    """Where a member with this data folder runs its shards: a folder of the user's cache,
+    outside the data folder (a shard must never be a sibling of the keys), one per data
+    folder (two instances on one machine do not share it). The member creates it 0700."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    if sys.platform == "win32":
+        cache = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        cache = Path.home() / "Library" / "Caches"
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "poolnet" / f"work-{digest}"

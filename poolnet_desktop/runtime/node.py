@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from poolnet_desktop.core.permissions import GRANTED_BY_APPROVAL
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.access import PoolAccess
 from poolnet_desktop.runtime.agent import Agent, AgentConfig
@@ -30,11 +31,12 @@ from poolnet_desktop.runtime.identity import Identity, replace_identity, write_p
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.rest import load_or_create_rest_token
 from poolnet_desktop.runtime.sampler import ResourceSampler
+from poolnet_desktop.runtime.sandbox import SandboxSettings
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
 from poolnet_desktop.runtime.task_service import TaskService
 from poolnet_desktop.runtime.tls import server_ssl_context
-from poolnet_desktop.runtime.trust import PinnedHosts, TrustStore
+from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 HOSTING_FILE = "hosting.json"
 MEMBERSHIP_FILE = "membership.json"
+# The host's own member keeps its identity here, apart from the owner's (``prepare_own_member``).
+OWN_MEMBER_FOLDER = "member"
 
 
 def last_pool_url(data_dir: Path) -> str | None:
@@ -185,6 +189,26 @@ class PoolHost:
         except DiscoveryError as exc:
             log.warning("the pool is not announced on the LAN: %s", exc)
 
+    async def prepare_own_member(self) -> Path:
+        """The data folder for this machine's own member: ``DATA/member``, with a key pair of
+        its own, the host's certificate pinned, and approved in the trust store as a plain
+        member (member + observer), never as the owner. A shard that got hold of the member's
+        key could then act as a member, not approve, revoke or submit as the owner. Call
+        after ``start``."""
+        assert self._store is not None, "start the host first"
+        folder = self.options.data_dir / OWN_MEMBER_FOLDER
+        folder.mkdir(mode=0o700, exist_ok=True)
+        identity = await asyncio.to_thread(Identity.load_or_create, folder)
+        pins = await asyncio.to_thread(PinnedHosts.load, folder / "pinned-hosts.json")
+        if pins.get(self.coordinator.config.pool_id) != self.identity.cert_fingerprint:
+            await asyncio.to_thread(pins.pin, self.coordinator.config.pool_id, self.identity.cert_fingerprint)
+        if await self._store.approved(identity.device_id) is None:
+            await self._store.approve(ApprovedDevice(
+                identity.device_id, f"{socket.gethostname()} (host's member)", identity.public_key_b64,
+                time.time(), GRANTED_BY_APPROVAL,
+            ))
+        return folder
+
     async def _forget_old_identity(self, old: Identity, store: TrustStore) -> None:
         """After ``new_identity``: the old keys are presumed stolen, and with them the trust
         store, so every approval is dropped (each device pairs again with the new code, and
@@ -236,6 +260,13 @@ class MemberOptions:
     name: str = field(default_factory=socket.gethostname)
     limits: SharingLimits = field(default_factory=SharingLimits)
     accept_tasks: bool = True
+    # Tasks may use the network (off: each shard gets a network namespace of its own).
+    task_network: bool = True
+    # Where no sandbox can be made, run tasks anyway (off: the member takes no tasks).
+    allow_unsandboxed: bool = False
+    # More folders shards must not see: the host's data folder, for the host's own member
+    # (its own folder lies inside it, and may lie outside the home, hidden anyway).
+    hidden_from_tasks: tuple[Path, ...] = ()
     code: str | None = None
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     # Drop the pin of the pool this member joined, to pair again with ``code`` after its owner
@@ -283,7 +314,11 @@ class Member:
             ),
             self.sampler,
         )
-        self.executor = TaskExecutor(self.agent, options.data_dir, self.sampler)
+        self.executor = TaskExecutor(
+            self.agent, options.data_dir, self.sampler,
+            SandboxSettings(network=options.task_network, allow_unsandboxed=options.allow_unsandboxed,
+                            hidden=options.hidden_from_tasks),
+        )
         self.agent.on_joined = self._remember_pool
         self.agent.rediscover = self._find_pool
 

@@ -33,6 +33,7 @@ import psutil
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
+from poolnet_desktop.runtime.sandbox import KEPT_LOCALE_VARIABLES, SCRUBBED_PATH, Sandbox
 from poolnet_desktop.runtime.shard_process import (
     PinError,
     ShardProcess,
@@ -63,7 +64,8 @@ class ShardSpec:
     ``python_command()``; in a shell line ``{python}`` is replaced by its quoted form.
     ``gpus`` are the GPU indices this shard may see (empty hides every GPU); ``cpu_cores``
     the cores it is pinned to (None: no pinning); ``memory_limit`` bytes of resident memory
-    for the whole process tree; ``timeout`` seconds of wall time.
+    for the whole process tree; ``timeout`` seconds of wall time. With a ``sandbox`` the
+    command runs inside it and inherits nothing of this process's environment.
     """
 
     command: Sequence[str] | str
@@ -79,6 +81,7 @@ class ShardSpec:
     outputs: Sequence[str] = ()
     output_cap: int = DEFAULT_OUTPUT_CAP
     memory_poll_interval: float = 0.1
+    sandbox: Sandbox | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str) and not self.shell:
@@ -116,7 +119,15 @@ def python_command() -> list[str]:
 
 
 def build_argv(spec: ShardSpec) -> list[str]:
-    """The argv to start: ``{python}`` expanded, a shell line wrapped in the platform shell."""
+    """The argv to start: ``{python}`` expanded, a shell line wrapped in the platform shell,
+    all of it wrapped in the spec's sandbox if it has one."""
+    argv = _command_argv(spec)
+    if spec.sandbox is not None:
+        return spec.sandbox.wrap(argv, spec.workdir, spec.gpus)
+    return argv
+
+
+def _command_argv(spec: ShardSpec) -> list[str]:
     if spec.shell:
         line = spec.command if isinstance(spec.command, str) else shlex.join(spec.command)
         line = line.replace(PYTHON_PLACEHOLDER, shlex.join(python_command()))
@@ -144,14 +155,27 @@ def build_env(spec: ShardSpec, base: Mapping[str, str] | None = None) -> dict[st
     """The shard's environment: ``base`` (default: this process's), the task's, PoolNet's.
 
     PoolNet's variables come last so that a task cannot fake its shard number or unhide a GPU.
-    ``PYTHONUNBUFFERED`` defaults to 1 so that a Python shard's prints stream live.
+    ``PYTHONUNBUFFERED`` defaults to 1 so that a Python shard's prints stream live. A
+    sandboxed shard's base is ``scrubbed_environment``: no token, key path or agent socket
+    of the member's process leaks into untrusted code.
     """
-    env = _base_environment().copy() if base is None else dict(base)
+    if base is None:
+        base = _base_environment() if spec.sandbox is None else scrubbed_environment(spec.workdir)
+    env = dict(base)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(spec.env)
     env["POOLNET_SHARD"] = str(spec.shard)
     env["POOLNET_SHARDS"] = str(spec.shards)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.gpus)
+    return env
+
+
+def scrubbed_environment(workdir: Path) -> dict[str, str]:
+    """The little a sandboxed shard inherits: a system PATH, its folder as HOME, the
+    sandbox's private /tmp, and the locale."""
+    base = _base_environment()
+    env = {"PATH": SCRUBBED_PATH, "HOME": str(workdir), "TMPDIR": "/tmp"}
+    env.update({name: base[name] for name in KEPT_LOCALE_VARIABLES if name in base})
     return env
 
 

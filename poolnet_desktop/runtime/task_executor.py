@@ -1,8 +1,9 @@
 """The member's side of tasks: run assigned shards, stream their output, return their results.
 
-Each shard runs with ``runtime.runner.ShardRunner`` in its own working folder under
-``DATA/work/``, holding copies of its input files taken from a content-addressed cache
-(``DATA/cache/SHA256``): a member fetches each input once (``fetch_blobs``), however many
+Each shard runs with ``runtime.runner.ShardRunner`` in its own working folder under the
+member's work root (``runtime.datadir.work_root``: in the user's cache, outside the data
+folder, so a shard never sits next to the keys), holding copies of its input files taken
+from a content-addressed cache (``DATA/cache/SHA256``): a member fetches each input once (``fetch_blobs``), however many
 shards use it. Copies rather than hard links, so a shard that rewrites an input in place
 cannot corrupt the cache for the next one.
 
@@ -49,13 +50,16 @@ from poolnet_desktop.core.task_protocol import (
     ShardStarted,
     result_transfer_id,
 )
+from poolnet_desktop.core.sandbox_state import SandboxState, describe, sandbox_state, takes_tasks
 from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.agent import Agent, AgentState
+from poolnet_desktop.runtime.datadir import work_root
 from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
+from poolnet_desktop.runtime.sandbox import Sandbox, SandboxSettings, hidden_folders, probe
 from poolnet_desktop.runtime.spool import Spool, SpoolEntry
 from poolnet_desktop.runtime.task_transfer import (
     FileReceiver,
@@ -108,11 +112,18 @@ class TaskExecutor:
     """Attach to an ``Agent`` before it runs, ``await prepare()`` before the agent connects;
     ``stop()`` cancels running shards."""
 
-    def __init__(self, agent: Agent, data_dir: Path, sampler: ResourceSampler) -> None:
+    def __init__(
+        self, agent: Agent, data_dir: Path, sampler: ResourceSampler,
+        sandbox: SandboxSettings = SandboxSettings(),
+    ) -> None:
         self.agent = agent
+        self.sandbox_settings = sandbox
+        self.sandbox: Sandbox | None = None
+        self.sandbox_state: SandboxState | None = None  # known once prepared
+        self.sandbox_why_not = ""
         self.sampler = sampler
         self.data_dir = data_dir
-        self.work = data_dir / "work"
+        self.work = work_root(data_dir)
         self.cache = data_dir / "cache"
         self._env: dict[str, str] = {}
         self.spool = Spool(data_dir / "spool")
@@ -140,11 +151,24 @@ class TaskExecutor:
         stamp this run. It scans every process, so it runs off the event loop (in the app,
         the Qt thread)."""
         self._env = {RUN_VARIABLE: await asyncio.to_thread(self._clean_up_last_run)}
+        available, self.sandbox_why_not = await asyncio.to_thread(probe)
+        self.sandbox_state = sandbox_state(available, self.sandbox_settings.allow_unsandboxed)
+        if available:
+            hidden = hidden_folders(self.data_dir, self.work) + self.sandbox_settings.hidden
+            self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
+        self.agent.config.sandbox = self.sandbox_state
+        if not takes_tasks(self.sandbox_state):
+            self.agent.config.accept_tasks = False
+
+    @property
+    def may_take_tasks(self) -> bool:
+        """False once the probe found no sandbox and the owner did not allow running without."""
+        return self.sandbox_state is None or takes_tasks(self.sandbox_state)
 
     def _clean_up_last_run(self) -> str:
         run_id = reap_and_stamp(self.data_dir)
         shutil.rmtree(self.work, ignore_errors=True)
-        self.work.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, mode=0o700)
         self.cache.mkdir(parents=True, exist_ok=True)
         return run_id
 
@@ -250,6 +274,8 @@ class TaskExecutor:
         workdir = self._take_folder()
         cores: list[int] = []
         try:
+            if self.sandbox_state is None or not takes_tasks(self.sandbox_state):
+                raise ValueError(describe(self.sandbox_state or "none", self.sandbox_why_not))
             if message.files:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
@@ -268,6 +294,7 @@ class TaskExecutor:
                 memory_limit=int(memory * BYTES_PER_MB) if memory > 0 else None,
                 timeout=message.timeout,
                 outputs=message.outputs,
+                sandbox=self.sandbox,
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
@@ -37,6 +40,15 @@ async def wait_for(condition, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def visible_to_shards() -> Iterator[Path]:
+    """A folder the test writes and sandboxed shards can read: not under /tmp (each shard
+    has a private one) nor the home. Removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/run"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -147,18 +159,37 @@ async def test_a_shard_past_its_timeout_is_killed_and_reported(
 async def test_cancel_kills_the_whole_process_tree(
     pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "grandchild.pid"
+    # The shard runs in its own PID namespace behind a private /tmp: the test finds the
+    # grandchild by a unique argument rather than by a pid file the shard writes.
+    token = unique_sleep()
     task_id = await submit_manifest(client, tmp_path / "tree", f"""
-        command = "sleep 60 & echo $! > {marker}; wait"
+        command = "sleep {token} & wait"
         shell = true
     """)
-    await wait_for(lambda: marker.exists() and marker.read_text().strip() != "")
-    grandchild = psutil.Process(int(marker.read_text()))
+    await wait_for(lambda: bool(running_with(token)))
+    grandchild = running_with(token)[0]
     summary = await client.cancel(task_id)
     assert summary.state in ("running", "cancelled")
     summary = await client.wait(task_id)
     assert summary.state == "cancelled"
     await wait_for(lambda: not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE)
+
+
+def unique_sleep() -> str:
+    """A ``sleep`` argument no other process on the machine has (1000 s and a random part)."""
+    return f"1000.{uuid.uuid4().int % 10**9}"
+
+
+def running_with(token: str) -> list[psutil.Process]:
+    """The processes (seen from outside any PID namespace) with ``token`` in their argv."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if token in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
 
 
 async def test_an_output_symlink_out_of_the_folder_is_not_brought_back(
@@ -344,40 +375,30 @@ async def test_new_sharing_limits_reach_the_scheduler_with_the_next_report(
     await wait_for(lambda: pool.tasks.scheduler.member_usage(member_id)[0].cpu == pytest.approx(cores * 0.25))
 
 
-def gone(pid: int) -> bool:
-    """Ended (a zombie waits only for a parent other than us to reap it)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def test_a_member_restarted_after_a_sigkill_kills_the_shards_it_left(
+async def test_a_member_killed_by_sigkill_takes_its_sandboxed_shards_with_it(
     pool: PoolHost, tmp_path: Path, client: TaskClient
 ) -> None:
-    pids = tmp_path / "pids"
+    """Before the sandbox, such shards outlived their member until its next start reaped
+    them (``runtime.orphans``, still there for members without a sandbox); bwrap's
+    --die-with-parent now ends the shard's PID namespace with the member."""
+    token = unique_sleep()
     member = join_subprocess(pool, tmp_path / "member", "restarted")
-    orphans: list[int] = []
     try:
         await wait_for(lambda: len(pool.tasks._members) == 1)
         await submit_manifest(client, tmp_path / "long", f"""
-            command = "sleep 300 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids} && wait"
+            command = "sleep {token} & wait"
             shell = true
         """)
-        await wait_for(pids.exists)
-        orphans = [int(pid) for pid in pids.read_text().split()]  # the shell and its child
+        await wait_for(lambda: bool(running_with(token)))
         member.send_signal(signal.SIGKILL)
         member.wait()
-        assert not any(gone(pid) for pid in orphans)  # the shard outlived its member
-        member = join_subprocess(pool, tmp_path / "member", "restarted")
-        await wait_for(lambda: all(gone(pid) for pid in orphans))
+        await wait_for(lambda: not running_with(token))
     finally:
         if member.poll() is None:
             member.terminate()
         member.communicate()
-        for pid in orphans:
-            if not gone(pid):
-                psutil.Process(pid).kill()
+        for process in running_with(token):
+            process.kill()
 
 
 async def test_a_task_cancelled_while_all_queued_leaves_the_scheduler_and_runs_again_on_retry(
@@ -397,10 +418,11 @@ async def test_a_task_cancelled_while_all_queued_leaves_the_scheduler_and_runs_a
 
 
 async def test_a_retry_while_other_shards_of_the_task_run_queues_the_failed_ones(
-    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path,
+    visible_to_shards: Path,
 ) -> None:
     """The scheduler still holds the task (shard 1 runs): the retry must not submit it twice."""
-    ready, go = tmp_path / "ready", tmp_path / "go"
+    ready, go = visible_to_shards / "ready", visible_to_shards / "go"
     task_id = await submit_manifest(client, tmp_path / "half", f"""
         command = "if [ $POOLNET_SHARD = 0 ]; then test -e {ready}; else while [ ! -e {go} ]; do sleep 0.05; done; fi"
         shell = true

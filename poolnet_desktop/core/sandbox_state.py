@@ -1,0 +1,44 @@
+"""Whether a member runs tasks, and how contained: decided from plain values.
+
+A member that can make a sandbox runs every shard in it (``"bwrap"``). One that cannot (no
+bubblewrap, user namespaces off, Windows, macOS) takes no tasks (``"none"``) unless its owner
+opted in to running them without one (``"unsandboxed"``). The member tells the host its state
+in its hello, so the host and its observers can show it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+SandboxState = Literal["bwrap", "none", "unsandboxed"]
+
+
+def sandbox_state(available: bool, allow_unsandboxed: bool) -> SandboxState:
+    """The state of a member that can (``available``) or cannot make a sandbox."""
+    if available:
+        return "bwrap"
+    return "unsandboxed" if allow_unsandboxed else "none"
+
+
+def takes_tasks(state: SandboxState) -> bool:
+    """A member with no sandbox takes tasks only if its owner said so."""
+    return state != "none"
+
+
+def describe(state: str, why_not: str = "") -> str:
+    """One line for people: the CLI at start, ``poolnet status``, the device card. An empty
+    state is an older member that did not say."""
+    if state == "bwrap":
+        return "tasks run in a sandbox (bubblewrap)"
+    if state == "none":
+        because = f" ({why_not})" if why_not else ""
+        return f"no sandbox here{because}: not taking tasks; --allow-unsandboxed runs them without one"
+    if state == "unsandboxed":
+        return "runs tasks without a sandbox"
+    return ""
+
+
+def short(state: str) -> str:
+    """A word or two for a table column or a card."""
+    return {"bwrap": "sandboxed", "none": "no sandbox: no tasks",
+            "unsandboxed": "no sandbox"}.get(state, "")

@@ -1,0 +1,148 @@
+"""The bubblewrap sandbox a shard runs in on Linux: what it may see, write and reach.
+
+A shard is untrusted code. In the sandbox it sees the system read-only, a private ``/tmp``,
+its own working folder read-write and nothing else writable; the user's home, PoolNet's data
+folder and the work root of other shards are hidden under empty tmpfs mounts (only the
+interpreter's prefix is bound back, read-only, when it lives under one of them, so that
+``{python}`` still runs). It gets its own PID, IPC and UTS namespaces (it cannot see or
+signal the member's processes), no network when the member's setting says so, and GPU device
+nodes only when it was given GPUs.
+
+``bwrap_argv`` is a pure function of plain values (tested without running anything);
+``probe`` runs bwrap once to learn whether this machine can make a sandbox at all (bwrap
+installed, user namespaces allowed).
+
+Killing: the runner holds bwrap's pid. With ``--die-with-parent`` the namespace's init dies
+when bwrap is killed, and the kernel then kills every process in the PID namespace, so the
+runner's kill on timeout, cancel or memory limit still takes down the whole tree even though
+``--new-session`` puts the shard in a session of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Only these are inherited by a sandboxed shard; everything else is the task's or PoolNet's.
+SCRUBBED_PATH = "/usr/local/bin:/usr/bin:/bin"
+KEPT_LOCALE_VARIABLES = ("LANG", "LC_ALL")
+_PROBE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    """The member owner's choices: may tasks use the network; may tasks run without a
+    sandbox where none can be made (off by default: the member then takes no tasks)."""
+
+    network: bool = True
+    allow_unsandboxed: bool = False
+    # Folders to hide besides the member's own (the host's data folder, for the host's member).
+    hidden: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """A sandbox ready to wrap shard commands: the network choice and the folders to hide."""
+
+    network: bool
+    hidden: tuple[Path, ...]
+
+    def wrap(self, argv: Sequence[str], workdir: Path, gpus: Sequence[int]) -> list[str]:
+        """``argv`` run inside this sandbox with ``workdir`` as its only writable folder."""
+        return bwrap_argv(
+            argv, workdir, network=self.network, gpus=bool(gpus),
+            visible_ro=interpreter_prefixes(), hidden=list(self.hidden),
+            gpu_devices=gpu_device_nodes() if gpus else [],
+        )
+
+
+def bwrap_argv(
+    argv: Sequence[str],
+    workdir: Path,
+    *,
+    network: bool,
+    gpus: bool,
+    visible_ro: Sequence[Path],
+    hidden: Sequence[Path],
+    gpu_devices: Sequence[str] = (),
+) -> list[str]:
+    """The bwrap command line that runs ``argv`` in ``workdir``.
+
+    ``hidden`` folders get an empty tmpfs; each ``visible_ro`` folder that lies under a hidden
+    one is bound back read-only (one outside every hidden folder is visible anyway).
+    ``gpu_devices`` (``/dev/nvidia*``, ``/dev/dri``) are bound in only when ``gpus``.
+    """
+    out = [
+        "bwrap", "--die-with-parent", "--new-session",
+        "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+        "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+    ]
+    for folder in _outermost(hidden):
+        out += ["--tmpfs", str(folder)]
+    for folder in _outermost(visible_ro):
+        if any(folder.is_relative_to(h) for h in hidden):
+            out += ["--ro-bind", str(folder), str(folder)]
+    out += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    if not network:
+        out.append("--unshare-net")
+    if gpus:
+        for device in gpu_devices:
+            out += ["--dev-bind", device, device]
+    return [*out, "--", *argv]
+
+
+def _outermost(folders: Sequence[Path]) -> list[Path]:
+    """The folders with those nested in another of them dropped (a mount over the outer
+    one would hide the inner mount), in a stable order."""
+    unique = sorted(set(folders), key=lambda p: (len(p.parts), str(p)))
+    kept: list[Path] = []
+    for folder in unique:
+        if not any(folder.is_relative_to(k) for k in kept):
+            kept.append(folder)
+    return kept
+
+
+def interpreter_prefixes() -> list[Path]:
+    """The folders the Python that runs ``{python}`` needs (resolved: a venv's symlinks
+    point into the base prefix)."""
+    return [Path(p).resolve() for p in {sys.prefix, sys.base_prefix}]
+
+
+def gpu_device_nodes() -> list[str]:
+    """The GPU device nodes on this machine. Not testable here (no GPU): a shard given GPUs
+    on a machine with an NVIDIA card gets these bound in, others see none."""
+    return sorted(glob.glob("/dev/nvidia*")) + (["/dev/dri"] if Path("/dev/dri").exists() else [])
+
+
+def hidden_folders(data_dir: Path, work_root: Path) -> tuple[Path, ...]:
+    """What a shard must not see: the user's home, root's home, the data folder, the work
+    root (every shard's folder; its own is bound back)."""
+    return tuple(p.resolve() for p in (Path.home(), Path("/root"), data_dir, work_root))
+
+
+@functools.cache
+def probe() -> tuple[bool, str]:
+    """Whether a sandbox can be made here: ``(True, "")`` or ``(False, why not)``. Runs
+    bwrap once per process (cached): it fails where user namespaces are off."""
+    if not sys.platform.startswith("linux"):
+        return False, f"no sandbox on {sys.platform} (bubblewrap is Linux only)"
+    if shutil.which("bwrap") is None:
+        return False, "bubblewrap (bwrap) is not installed"
+    try:
+        done = subprocess.run(
+            ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "true"],
+            capture_output=True, timeout=_PROBE_TIMEOUT, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"bwrap cannot run: {exc}"
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        return False, f"bwrap cannot make a sandbox: {why[-1] if why else done.returncode}"
+    return True, ""

@@ -1,0 +1,71 @@
+"""The sandbox's flags as plain values, and the probe on this machine (bwrap installed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poolnet_desktop.runtime.sandbox import bwrap_argv, probe
+
+HOME = Path("/home/u")
+DATA = HOME / ".local/share/poolnet"
+WORK = HOME / ".cache/poolnet/work-1234abcd"
+SLOT = WORK / "slot-1"
+
+
+def _argv(**kw: object) -> list[str]:
+    args: dict = dict(network=True, gpus=False, visible_ro=[], hidden=[HOME, DATA, WORK])
+    args.update(kw)
+    return bwrap_argv(["python", "x.py"], SLOT, **args)
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_the_command_comes_after_the_separator_unchanged() -> None:
+    argv = _argv()
+    assert argv[0] == "bwrap"
+    assert argv[argv.index("--") + 1:] == ["python", "x.py"]
+
+
+def test_hidden_folders_get_a_tmpfs_nested_ones_only_once() -> None:
+    assert _pairs(_argv(), "--tmpfs") == ["/tmp", "/var/tmp", str(HOME)]
+
+
+def test_the_workdir_is_the_only_writable_bind_and_the_cwd() -> None:
+    argv = _argv()
+    i = argv.index("--bind")
+    assert argv[i + 1:i + 3] == [str(SLOT), str(SLOT)]
+    assert argv.count("--bind") == 1
+    assert _pairs(argv, "--chdir") == [str(SLOT)]
+    # the bind comes after the tmpfs over its parents, else the tmpfs would hide it
+    assert i > max(j for j, a in enumerate(argv) if a == "--tmpfs")
+
+
+def test_an_interpreter_under_a_hidden_folder_is_bound_back_read_only() -> None:
+    venv, system = HOME / "proj/.venv", Path("/usr")
+    argv = _argv(visible_ro=[venv, system])
+    assert _pairs(argv, "--ro-bind") == ["/", str(venv)]
+    assert argv.index(str(venv)) > argv.index(str(HOME))
+
+
+def test_namespaces_and_death_with_the_parent_are_always_asked() -> None:
+    argv = _argv()
+    for flag in ("--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+                 "--unshare-uts"):
+        assert flag in argv
+
+
+def test_network_off_unshares_the_network() -> None:
+    assert "--unshare-net" not in _argv(network=True)
+    assert "--unshare-net" in _argv(network=False)
+
+
+def test_gpu_nodes_are_bound_only_when_the_shard_has_gpus() -> None:
+    nodes = ["/dev/nvidia0", "/dev/nvidiactl", "/dev/dri"]
+    assert "--dev-bind" not in _argv(gpus=False, gpu_devices=nodes)
+    assert _pairs(_argv(gpus=True, gpu_devices=nodes), "--dev-bind") == nodes
+
+
+def test_bwrap_can_make_a_sandbox_here() -> None:
+    assert probe() == (True, "")

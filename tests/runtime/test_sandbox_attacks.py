@@ -1,0 +1,214 @@
+"""Attacks a shard makes on the member that runs it, run for real: the real runner, the real
+bubblewrap sandbox, a real shard script acting as an attacker. Each one succeeds on an
+unsandboxed runner (checked by running these with the sandbox taken away).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from poolnet_desktop.runtime import runner as runner_module
+from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec
+from poolnet_desktop.runtime.sandbox import Sandbox, hidden_folders, probe
+
+pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
+
+SECRET_NAMES = ("identity.key", "tls.key", "trust.sqlite3", "pool.json")
+
+
+class Member:
+    """A member's folders laid out as the executor lays them out: a data folder holding the
+    owner's secrets, and a work root holding one folder per shard."""
+
+    def __init__(self, root: Path, network: bool = True) -> None:
+        self.marker = uuid.uuid4().hex
+        self.data = root / "data"
+        self.work = root / "cache" / "work-0000"
+        self.data.mkdir(parents=True)
+        for name in SECRET_NAMES:
+            (self.data / name).write_text(f"secret {self.marker}")
+        self.work.mkdir(parents=True)
+        self.sandbox = Sandbox(network=network, hidden=hidden_folders(self.data, self.work))
+
+    def slot(self, name: str) -> Path:
+        folder = self.work / name
+        folder.mkdir()
+        return folder
+
+    async def run(self, body: str, slot: str = "slot-1", **spec: object) -> tuple[str, Path]:
+        """Run ``body`` as a Python shard; returns its stdout and its folder."""
+        workdir = self.slot(slot)
+        (workdir / "attack.py").write_text(textwrap.dedent(body))
+        chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+
+        async def keep(stream: str, data: bytes) -> None:
+            chunks[stream].append(data)
+
+        args: dict = {"command": ["{python}", "attack.py", str(self.data)], "workdir": workdir,
+                      "sandbox": self.sandbox, **spec}
+        result = await ShardRunner(ShardSpec(**args), keep).run()
+        assert result.reason in ("succeeded", "timeout"), (result, b"".join(chunks["stderr"]))
+        return b"".join(chunks["stdout"]).decode(), workdir
+
+
+STEAL = """
+    import os, shutil, sys
+    names = {"identity.key", "tls.key", "trust.sqlite3", "pool.json"}
+    places = [sys.argv[1], os.environ.get("HOME", "/"), os.path.expanduser("~root"),
+              "/home", "/tmp", "/var/tmp", "/var/lib"]
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            places.append(f"/proc/{pid}/cwd")
+            try:
+                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
+            except OSError:
+                continue
+            for item in env:
+                if item.startswith(b"POOLNET_HOME="):
+                    places.append(item.split(b"=", 1)[1].decode())
+    n = 0
+    for place in places:
+        for root, dirs, files in os.walk(place, followlinks=False):
+            if root.startswith(os.getcwd()):
+                continue
+            for name in files:
+                if name in names:
+                    n += 1
+                    try:
+                        shutil.copy(os.path.join(root, name), f"stolen-{n}-{name}")
+                    except OSError:
+                        pass
+    print(n)
+"""
+
+
+async def test_a_shard_finds_none_of_the_members_keys(tmp_path: Path, monkeypatch) -> None:
+    member = Member(tmp_path)
+    monkeypatch.setenv("POOLNET_HOME", str(member.data))
+    runner_module._base_environment.cache_clear()
+    try:
+        _, workdir = await member.run(STEAL)
+    finally:
+        runner_module._base_environment.cache_clear()
+    stolen = [p for p in workdir.iterdir() if p.name.startswith("stolen-")]
+    assert not [p for p in stolen if member.marker in p.read_text(errors="replace")]
+
+
+async def test_a_shard_cannot_see_another_shards_folder(tmp_path: Path) -> None:
+    member = Member(tmp_path)
+    other = member.slot("slot-2")
+    (other / "result.bin").write_text(member.marker)
+    out, _ = await member.run(f"""
+        import os
+        try:
+            print(open({str(other / "result.bin")!r}).read())
+        except OSError as exc:
+            print("denied", exc)
+    """)
+    assert member.marker not in out
+
+
+async def test_a_shard_cannot_write_outside_its_folder(tmp_path: Path) -> None:
+    member = Member(tmp_path)
+    other = member.slot("slot-2")
+    targets = [member.data / "identity.key", member.data / "planted", other / "planted",
+               tmp_path / "planted", Path.home() / f"planted-{member.marker}"]
+    await member.run(f"""
+        for path in {[str(t) for t in targets]!r}:
+            try:
+                with open(path, "w") as f:
+                    f.write("owned")
+            except OSError:
+                pass
+    """)
+    try:
+        assert (member.data / "identity.key").read_text() == f"secret {member.marker}"
+        assert not [t for t in targets[1:] if t.exists()]
+    finally:
+        for t in targets[1:]:
+            t.unlink(missing_ok=True)
+
+
+async def test_a_shard_inherits_no_secret_from_the_members_environment(
+        tmp_path: Path, monkeypatch) -> None:
+    member = Member(tmp_path)
+    monkeypatch.setenv("POOLNET_TOKEN", member.marker)
+    monkeypatch.setenv("SSH_AUTH_SOCK", f"/tmp/agent-{member.marker}")
+    runner_module._base_environment.cache_clear()
+    try:
+        out, workdir = await member.run("import json, os; print(json.dumps(dict(os.environ)))",
+                                        env={"TASK_SETTING": "kept"})
+    finally:
+        runner_module._base_environment.cache_clear()
+    env = json.loads(out)
+    assert member.marker not in out
+    assert env["TASK_SETTING"] == "kept" and env["POOLNET_SHARD"] == "0"
+    assert env["HOME"] == str(workdir) and env["TMPDIR"] == "/tmp"
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+
+
+async def test_a_shard_has_no_network_when_the_member_says_so(tmp_path: Path) -> None:
+    member = Member(tmp_path, network=False)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        out, _ = await member.run(f"""
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+                print("connected")
+            except OSError as exc:
+                print("refused", exc)
+        """)
+    assert "connected" not in out
+
+
+async def test_network_is_there_when_allowed(tmp_path: Path) -> None:
+    member = Member(tmp_path, network=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        out, _ = await member.run(
+            f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); "
+            "print('connected')")
+    assert "connected" in out
+
+
+def _with_token(token: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if token in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def test_a_timed_out_shards_escaped_daemon_dies_too(tmp_path: Path) -> None:
+    """The shard double-forks a daemon in a session of its own (no longer its descendant, not
+    in its group) and then overruns its timeout: the daemon must not outlive it."""
+    member = Member(tmp_path)
+    token = f"1000.{uuid.uuid4().int % 10**9}"
+    out, _ = await member.run(f"""
+        import os, subprocess, sys, time
+        subprocess.Popen(["sleep", "{token}"])
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", "{token}"])
+            os._exit(0)
+        print("started", flush=True)
+        time.sleep(1000)
+    """, timeout=3.0)
+    assert "started" in out
+    left = _with_token(token)
+    for process in left:
+        process.kill()
+    assert not left, f"still running after the timeout: {left}"
+

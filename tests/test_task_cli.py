@@ -122,9 +122,9 @@ def test_submit_wait_brings_every_output_back_and_exits_zero(pool: Pool, tmp_pat
 
 
 def test_failing_shards_make_submit_wait_exit_nonzero_and_retry_runs_them_again(
-    pool: Pool, tmp_path: Path
+    pool: Pool, tmp_path: Path, visible_to_shards: Path
 ) -> None:
-    fixed = tmp_path / "fixed"
+    fixed = visible_to_shards / "fixed"  # shards see their own /tmp, not the test's
     manifest = write_manifest(tmp_path / "bad", "bad", f"""
         command = "test $((POOLNET_SHARD % 2)) = 0 || test -e {fixed}"
         shell = true

@@ -200,8 +200,11 @@ class PoolHost:
         folder.mkdir(mode=0o700, exist_ok=True)
         identity = await asyncio.to_thread(Identity.load_or_create, folder)
         pins = await asyncio.to_thread(PinnedHosts.load, folder / "pinned-hosts.json")
-        if pins.get(self.coordinator.config.pool_id) != self.identity.cert_fingerprint:
-            await asyncio.to_thread(pins.pin, self.coordinator.config.pool_id, self.identity.cert_fingerprint)
+        pool_id, fingerprint = self.coordinator.config.pool_id, self.identity.cert_fingerprint
+        if pins.get(pool_id) != fingerprint:
+            # The host itself says which certificate is its own (after --new-identity, a new one).
+            await asyncio.to_thread(pins.forget, pool_id)
+            await asyncio.to_thread(pins.pin, pool_id, fingerprint)
         if await self._store.approved(identity.device_id) is None:
             await self._store.approve(ApprovedDevice(
                 identity.device_id, f"{socket.gethostname()} (host's member)", identity.public_key_b64,

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import pytest
 
 from poolnet_desktop.runtime.identity import SIGNING_KEY_FILE, Identity
+from poolnet_desktop.runtime.node import OWN_MEMBER_FOLDER
 from tests.netns import JsonLines, NetnsLan, netns_unavailable_reason
 
 PROGRAMS = Path(__file__).with_name("netns_programs")
@@ -244,8 +245,11 @@ def test_members_find_the_pool_by_mdns_and_join_with_the_code(pool: Pool) -> Non
     for where, proc in members.items():
         line = read_lines_until(proc, pool.lan, "Sharing", START_TIMEOUT)[-1]
         assert f"in the pool at {POOL_URL}" in line, (where, line, pool.lan.stderr_of(proc))
-    host_id, h2_id, h3_id = device_id(pool.host_dir), device_id(dirs["h2"]), device_id(dirs["h3"])
-    own, h2, h3 = pool.online(host_id, h2_id, h3_id)
+    # The host's own member has an identity of its own, never the owner's.
+    own_id = device_id(pool.host_dir / OWN_MEMBER_FOLDER)
+    assert own_id != device_id(pool.host_dir)
+    h2_id, h3_id = device_id(dirs["h2"]), device_id(dirs["h3"])
+    own, h2, h3 = pool.online(own_id, h2_id, h3_id)
     assert (own["ipAddress"], h2["ipAddress"], h3["ipAddress"]) == (HOST_ADDRESS, "10.77.0.2", "10.77.0.3")
     assert (h2["name"], h3["name"]) == ("member-h2", "member-h3")
     # Each member remembers the pool it found and pinned the host's certificate.

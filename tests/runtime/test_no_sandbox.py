@@ -29,10 +29,10 @@ async def test_a_member_without_bwrap_refuses_tasks_unless_allowed(
     pool: PoolHost, tmp_path: Path, flags: tuple[str, ...], state: str, accepts: bool, line: str
 ) -> None:
     member = subprocess.Popen(
-        [sys.executable, "-m", "poolnet_desktop", "join", pool.local_url, "--code", PAIRING_CODE,
+        [sys.executable, "-m", "poolnet_desktop", "join", pool.local_url,
          "--no-discovery", "--name", "bare", "--data-dir", str(tmp_path / "bare"), *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PATH": str(tmp_path / "empty-path")},
+        env={**os.environ, "PATH": str(tmp_path / "empty-path"), "POOLNET_PAIRING_CODE": PAIRING_CODE},
     )
     try:
         await wait_for(lambda: any(d.name == "bare" and d.online for d in pool.coordinator.registry.all()))

@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -40,15 +38,6 @@ async def wait_for(condition, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def visible_to_shards() -> Iterator[Path]:
-    """A folder the test writes and sandboxed shards can read: not under /tmp (each shard
-    has a private one) nor the home. Removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/run"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -133,11 +133,14 @@ def probe() -> tuple[bool, str]:
     bwrap once per process (cached): it fails where user namespaces are off."""
     if not sys.platform.startswith("linux"):
         return False, f"no sandbox on {sys.platform} (bubblewrap is Linux only)"
-    if shutil.which("bwrap") is None:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
         return False, "bubblewrap (bwrap) is not installed"
     try:
+        # The program run inside is bwrap itself, by its full path: this process's PATH (a
+        # launcher's may be bare) must not decide whether a sandbox can be made.
         done = subprocess.run(
-            ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "true"],
+            [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", bwrap, "--version"],
             capture_output=True, timeout=_PROBE_TIMEOUT, check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:

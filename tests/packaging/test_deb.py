@@ -73,10 +73,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
 
 
 def bare_environment(home: Path) -> dict[str, str]:
-    """No Python anywhere on the PATH, nothing inherited from this test's virtualenv."""
-    empty = home / "empty-bin"
-    empty.mkdir(exist_ok=True)
-    return {"PATH": str(empty), "HOME": str(home), "LANG": "C.UTF-8", "QT_QPA_PLATFORM": "offscreen"}
+    """No Python anywhere on the PATH, nothing inherited from this test's virtualenv; only
+    bubblewrap, the .deb's dependency that members run shards in."""
+    bare = home / "bare-bin"
+    bare.mkdir(exist_ok=True)
+    bwrap = shutil.which("bwrap")
+    if bwrap is not None and not (bare / "bwrap").exists():
+        (bare / "bwrap").symlink_to(bwrap)
+    return {"PATH": str(bare), "HOME": str(home), "LANG": "C.UTF-8", "QT_QPA_PLATFORM": "offscreen"}
 
 
 def free_port() -> int:

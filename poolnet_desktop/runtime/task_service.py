@@ -705,7 +705,13 @@ class TaskService:
         self.post(device_id, ShardAck(shards=refs))
 
     async def _on_fetch_blobs(self, session: Session, message: FetchBlobs) -> None:
-        self._member_id(session)
+        """Send a member the input files of the shards placed on it, and nothing else: another
+        task's inputs are its submitter's data, whatever hash a member may know or guess."""
+        device_id = self._member_id(session)
+        held = {task_id for task_id, _ in self.scheduler.placed_on(device_id)}
+        mine = {entry.sha256 for task_id in held for entry in self.tasks[task_id].spec.files}
+        if stranger := [sha for sha in message.sha256 if sha not in mine]:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"{stranger[0][:12]}… is not an input of a shard placed on this member")
         files = []
         for sha in message.sha256:
             path = self.blobs / sha

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.core.manifest import FileEntry
-from poolnet_desktop.core.protocol import Heartbeat, ProtocolError
+from poolnet_desktop.core.protocol import Error, Heartbeat, ProtocolError
 from poolnet_desktop.core.resources import Resources
 from poolnet_desktop.core.task_protocol import (
     AssignShards,
+    FetchBlobs,
     FinishedShard,
     ShardAck,
     ShardOutput,
@@ -322,3 +323,29 @@ async def test_result_bytes_in_flight_are_capped_per_member_and_by_the_hosts_fre
         incoming = pool.options.data_dir / "tasks" / "incoming"
         written = {p.parent.name for p in incoming.rglob("*") if p.is_file()}
         assert written == {result_transfer_id(task_id, 0, mine[0])}
+
+
+async def test_a_member_cannot_fetch_the_inputs_of_a_task_not_placed_on_it(
+    pool: PoolHost, client: TaskClient, tmp_path: Path
+) -> None:
+    """Input files are their submitter's data: a member gets those of its own shards only,
+    whatever hash it knows (from a task it ran before, or a guess at a file's content)."""
+    secret = b"the submitter's private input\n"
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "secret.txt").write_bytes(secret)
+    sha = hashlib.sha256(secret).hexdigest()
+    async with honest_members(pool, tmp_path, 1):
+        task_id = await submit_manifest(client, tmp_path / "job", """
+            command = "sleep 60"
+            shell = true
+            files = ["secret.txt"]
+        """)
+        task = pool.tasks.tasks[task_id]
+        await wait_for(lambda: task.count("running") == 1)  # on the honest member, not on mallory
+        async with mallory(pool, tmp_path / "mallory") as (link, _):
+            await link.send(FetchBlobs(sha256=[sha]))
+            async with asyncio.timeout(10):
+                while not isinstance(answer := await link.recv(), Error):
+                    assert not isinstance(answer, bytes), "a chunk of the secret came back"
+            assert answer.code == "forbidden"
+        await client.cancel(task_id)

@@ -62,6 +62,10 @@ class Sandbox:
         )
 
 
+# Each shard gets temporary folders of its own, empty at its start.
+PRIVATE_TEMP = (Path("/tmp"), Path("/var/tmp"))
+
+
 def bwrap_argv(
     argv: Sequence[str],
     workdir: Path,
@@ -74,20 +78,21 @@ def bwrap_argv(
 ) -> list[str]:
     """The bwrap command line that runs ``argv`` in ``workdir``.
 
-    ``hidden`` folders get an empty tmpfs; each ``visible_ro`` folder that lies under a hidden
-    one is bound back read-only (one outside every hidden folder is visible anyway).
+    ``hidden`` folders, ``/tmp`` and ``/var/tmp`` get an empty tmpfs; each ``visible_ro``
+    folder that lies under one of them is bound back read-only (one outside them all is
+    visible anyway): PoolNet's own Python may live in a virtualenv under ``/tmp`` or the home.
     ``gpu_devices`` (``/dev/nvidia*``, ``/dev/dri``) are bound in only when ``gpus``.
     """
     out = [
         "bwrap", "--die-with-parent", "--new-session",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-        "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
     ]
-    for folder in _outermost(hidden):
+    masked = [*PRIVATE_TEMP, *hidden]
+    for folder in _outermost(masked):
         out += ["--tmpfs", str(folder)]
     for folder in _outermost(visible_ro):
-        if any(folder.is_relative_to(h) for h in hidden):
+        if any(folder.is_relative_to(m) for m in masked):
             out += ["--ro-bind", str(folder), str(folder)]
     out += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     if not network:

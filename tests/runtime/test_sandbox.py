@@ -49,6 +49,15 @@ def test_an_interpreter_under_a_hidden_folder_is_bound_back_read_only() -> None:
     assert argv.index(str(venv)) > argv.index(str(HOME))
 
 
+def test_an_interpreter_under_tmp_is_bound_back_over_the_private_tmp() -> None:
+    """CI clones the project anywhere, /tmp included: its virtualenv's Python must still run
+    (every {python} shard failed with 'execvp .../.venv/bin/python: No such file')."""
+    venv = Path("/tmp/ci/main/.venv")
+    argv = _argv(visible_ro=[venv])
+    assert _pairs(argv, "--ro-bind") == ["/", str(venv)]
+    assert argv.index(str(venv)) > argv.index("/tmp")
+
+
 def test_namespaces_and_death_with_the_parent_are_always_asked() -> None:
     argv = _argv()
     for flag in ("--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",

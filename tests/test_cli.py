@@ -398,3 +398,28 @@ def test_a_device_the_owner_has_not_approved_is_told_so_at_once(hosted, tmp_path
     finally:
         joining.kill()
         joining.communicate()
+
+
+def test_join_pauses_while_other_programs_keep_the_cpu_busy(hosted, tmp_path: Path) -> None:
+    """The window's pause rules, for a headless member (``poolnet join`` could not pause)."""
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    joining = subprocess.Popen(
+        [*POOLNET, "join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "laptop"), "--no-discovery",
+         "--name", "laptop", "--pause-when-busy", "10"],
+        env=environment(tmp_path, code="TEST-CODE"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "in use" in read_line_with(joining, "stdout", "Sharing paused", timeout=30)
+        laptop = next(d for d in wait_for_status(port, tmp_path, devices=2)["devices"] if d["name"] == "laptop")
+        deadline = time.monotonic() + 10
+        while laptop["acceptTasks"] and time.monotonic() < deadline:
+            time.sleep(0.3)
+            laptop = next(d for d in wait_for_status(port, tmp_path, devices=2)["devices"] if d["name"] == "laptop")
+        assert laptop["acceptTasks"] is False
+    finally:
+        for process in (busy, joining):
+            process.kill()
+            process.communicate()

@@ -20,10 +20,12 @@ from poolnet_desktop.commands.options import (
     task_sandbox_options,
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
+from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
 from poolnet_desktop.runtime.node import Member, MemberOptions, MembershipError
+from poolnet_desktop.runtime.pause import PauseWatcher
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="forget the pool's pinned certificate (its owner replaced the pool's identity); needs the code",
     )
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
+    parser.add_argument("--pause-when-busy", type=float, metavar="PERCENT",
+                        help="take no new tasks while other programs use more than PERCENT of the CPU")
+    parser.add_argument("--pause-on-battery", action="store_true", help="take no new tasks while on battery")
     add_data_dir(parser)
     add_discovery(parser)
     add_task_sandbox(parser)
@@ -108,10 +113,25 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
 
     told: list[str] = []
     member.agent.state_listeners.append(tell)
+    rules = PauseRules(when_in_use=args.pause_when_busy is not None,
+                       in_use_threshold=args.pause_when_busy or 0.0, on_battery=args.pause_on_battery)
+    pausing: set[asyncio.Task[None]] = set()
+
+    def paused(reason: str) -> None:
+        """The window's pause rules, for a headless member: say so, and take no new tasks."""
+        print(f"Sharing paused: {reason}." if reason else "Sharing again.", flush=True)
+        accept = not reason and member.executor.may_take_tasks
+        pausing.add(change := asyncio.ensure_future(member.agent.set_accept_tasks(accept)))
+        change.add_done_callback(pausing.discard)
+
+    watcher = PauseWatcher(rules, paused)
 
     async def start() -> asyncio.Task[None]:
         nonlocal task
         task = asyncio.create_task(member.run())
+        if rules.when_in_use or rules.on_battery:
+            watching = asyncio.create_task(watcher.run())
+            task.add_done_callback(lambda _: watching.cancel())
         print(f"Joining the pool at {member.agent.config.url}…", flush=True)
         print(f"  {sandbox_line(args.allow_unsandboxed)}", flush=True)
         return task

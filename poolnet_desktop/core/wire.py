@@ -42,6 +42,9 @@ class ErrorCode:
     APPROVAL_DENIED = "approval_denied"
     AUTH_TIMEOUT = "auth_timeout"
     HOST_MISMATCH = "host_mismatch"
+    # Said by a member of itself: the host at its pool's address is not the pool it paired
+    # with (another certificate or pool id). Retried, unlike a first pairing that failed.
+    HOST_CHANGED = "host_changed"
 
 
 class ProtocolError(Exception):

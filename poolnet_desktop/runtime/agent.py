@@ -158,7 +158,11 @@ class Agent:
                 code = exc.code if isinstance(exc, AuthRefused) else ErrorCode.HOST_MISMATCH
                 self.last_error = exc.message if isinstance(exc, AuthRefused) else str(exc)
                 log.warning("the pool at %s refused this member: %s", self.config.url, self.last_error)
-                if code in FATAL_REFUSALS:
+                if code == ErrorCode.HOST_CHANGED:
+                    # Someone else answers where our pool was (an impostor, a rebuilt or
+                    # re-keyed host): keep looking, with backoff and rediscovery, and say so.
+                    failures += 1
+                elif code in FATAL_REFUSALS:
                     self._set_state(AgentState.REFUSED)
                     return
                 pause = exc.retry_after if isinstance(exc, AuthRefused) else None

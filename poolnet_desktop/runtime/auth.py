@@ -595,7 +595,7 @@ async def _authenticate_to_host(
         async with asyncio.timeout(timeout):
             challenge = await _receive_from_host(conn, Challenge)
         if pool_id is not None and challenge.pool_id != pool_id:
-            raise AuthRefused(ErrorCode.HOST_MISMATCH,
+            raise AuthRefused(ErrorCode.HOST_CHANGED,
                               f"this host serves pool {challenge.pool_id!r}, not {pool_id!r}; it may be an impostor "
                               "(if that pool was rebuilt, pair again with its code)")
         pin = _check_pin(pinned, challenge.pool_id, seen)
@@ -655,7 +655,7 @@ def _check_pin(pinned: PinnedHosts, pool_id: str, seen: str) -> str | None:
     pin = pinned.get(pool_id)
     if pin is not None and pin != seen:
         raise AuthRefused(
-            ErrorCode.HOST_MISMATCH,
+            ErrorCode.HOST_CHANGED,
             f"the pool's identity changed: pair again with the code (poolnet join --forget-pin). "
             f"The host of pool {pool_id!r} shows certificate {seen[:16]}…, not the pinned {pin[:16]}…: "
             "if its owner did not replace the pool's identity, it is an impostor",

@@ -388,7 +388,7 @@ async def test_a_paired_member_refuses_a_host_with_another_certificate(tmp_path:
     async with running_host(tmp_path / "impostor") as impostor:
         for pool_id in (POOL, None):
             refusal = await refused(member.join(impostor.url, code=CODE, pool_id=pool_id))
-            assert refusal.code == ErrorCode.HOST_MISMATCH and "impostor" in refusal.message
+            assert refusal.code == ErrorCode.HOST_CHANGED and "impostor" in refusal.message
         assert await impostor.store.approved(member.identity.device_id) is None
         assert impostor.results == []
     assert member.pinned.get(POOL) == host.identity.cert_fingerprint
@@ -462,7 +462,7 @@ async def test_a_member_refuses_a_host_of_another_pool(tmp_path: Path) -> None:
     member = Member.create(tmp_path / "member")
     async with running_host(tmp_path / "host", pool_id="pool-other") as host:
         refusal = await refused(member.join(host.url, code=CODE, pool_id=POOL))
-    assert refusal.code == ErrorCode.HOST_MISMATCH and "pool-other" in refusal.message
+    assert refusal.code == ErrorCode.HOST_CHANGED and "pool-other" in refusal.message
 
 
 @pytest.mark.asyncio

@@ -156,8 +156,12 @@ class Agent:
                     raise
             except (AuthRefused, InsecureConnection) as exc:
                 code = exc.code if isinstance(exc, AuthRefused) else ErrorCode.HOST_MISMATCH
+                said_before = self.last_error
                 self.last_error = exc.message if isinstance(exc, AuthRefused) else str(exc)
-                log.warning("the pool at %s refused this member: %s", self.config.url, self.last_error)
+                # Said once, not at every retry: a member facing an impostor tries for hours.
+                (log.info if self.last_error == said_before else log.warning)(
+                    "the pool at %s refused this member: %s", self.config.url, self.last_error
+                )
                 if code == ErrorCode.HOST_CHANGED:
                     # Someone else answers where our pool was (an impostor, a rebuilt or
                     # re-keyed host): keep looking, with backoff and rediscovery, and say so.

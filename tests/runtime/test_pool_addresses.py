@@ -38,7 +38,7 @@ async def test_a_rebuilt_pool_at_a_known_address_needs_its_code(tmp_path: Path) 
     try:
         with pytest.raises(AuthRefused) as refused:
             await open_link(url, cli)
-        assert refused.value.code == ErrorCode.HOST_MISMATCH
+        assert refused.value.code == ErrorCode.HOST_CHANGED
         assert first_pool in refused.value.message and "impostor" in refused.value.message
         async with await open_link(url, cli, code="CCCC-DDDD") as link:  # the owner's code: pair anew
             second_pool = link.welcome.pool_id

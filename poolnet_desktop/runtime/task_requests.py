@@ -56,6 +56,14 @@ SEED_OUTPUT_CAP = 64 * 1024
 class _Watcher:
     session: Session
     shard: int | None
+    # Live output held while the watcher's history is still being sent (None once it is).
+    backlog: list[bytes] | None = None
+
+    def post(self, message: bytes) -> None:
+        if self.backlog is not None:
+            self.backlog.append(message)
+        else:
+            self.session.post(message)
 
 
 class TaskRequests:
@@ -85,11 +93,11 @@ class TaskRequests:
     def relay(self, message: ShardOutput) -> None:
         """Pass a shard's live output on to whoever watches its task (or that shard)."""
         ref = message.shard
-        watchers = [w.session for w in self._watchers.get(ref.task_id, ()) if w.shard in (None, ref.shard)]
+        watchers = [w for w in self._watchers.get(ref.task_id, ()) if w.shard in (None, ref.shard)]
         if watchers:
             json = encode(message)
-            for session in watchers:
-                session.post(json)
+            for watcher in watchers:
+                watcher.post(json)
 
     async def _on_list(self, session: Session, message: ListTasks) -> None:
         """Every task; shard detail only for the caller's own (others' tasks are summaries:
@@ -131,18 +139,26 @@ class TaskRequests:
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:
+        """The task, its stored output, then its live output. The watcher is registered first
+        and holds live output until the history is sent, and the history is cut at that
+        moment: no chunk is lost between the two, and none is sent twice."""
         task = self._task(session, message.task_id, Action.WATCH)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+        watcher = _Watcher(session, message.shard, backlog=[])
+        self._watchers.setdefault(task.id, []).append(watcher)
         if message.history:
             store = self.service.store_or_fail()
+            appended = store.appended_logs(task.id, message.shard)
             await store.committed()
-            for record in await asyncio.to_thread(store.logs, task.id, message.shard):
+            for record in await asyncio.to_thread(store.logs, task.id, message.shard, appended):
                 await session.send(ShardOutput(
                     shard=ShardRef(task.id, record.shard, record.attempt),
                     stream=record.stream,  # type: ignore[arg-type]
                     data=record.data,
                 ))
-        self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
+        backlog, watcher.backlog = watcher.backlog or [], None
+        if backlog:
+            session.post_many(backlog)
         await session.send(WatchReady(task_id=task.id))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
@@ -188,7 +204,7 @@ class TaskRequests:
                 self._watchers[task_id] = watchers
                 update = encode(TaskUpdate(task=self.summary(task)))
                 for watcher in watchers:
-                    watcher.session.post(update)
+                    watcher.post(update)
             else:
                 self._watchers.pop(task_id, None)
             if task_id in self._seed_waiters and task.state in ENDED:

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +129,11 @@ class TaskStore:
                 UPDATE shards SET placed = json_object(CAST(attempt AS TEXT), device_id)
                     WHERE device_id IS NOT NULL AND attempt > 0;
             """)
+        # Output stored before this store was opened has rowids up to here; each task's
+        # output appended since is counted, so a reader can take history up to a moment.
+        self._opened_at_rowid: int = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM logs").fetchone()[0]
+        self._appended: Counter[tuple[str, int]] = Counter()
+        self._appended_by_task: Counter[str] = Counter()
         self._db_lock = threading.Lock()  # the connection: the writer, and rare reads
         self._lock = threading.Lock()  # the queues: held only for microseconds
         self._wake = threading.Condition(self._lock)
@@ -169,16 +175,30 @@ class TaskStore:
             loaded.append(StoredTask(task, bool(files_ready), results))
         return loaded
 
-    def logs(self, task_id: str, shard: int | None = None) -> list[LogRecord]:
-        """A task's stored output (one shard's, or all), in arrival order."""
-        query = "SELECT shard, attempt, stream, data FROM logs WHERE task_id = ?"
+    def logs(self, task_id: str, shard: int | None = None, appended: int | None = None) -> list[LogRecord]:
+        """A task's stored output (one shard's, or all), in arrival order. ``appended`` (from
+        ``appended_logs``, taken earlier) cuts it at that moment: later output is left out, so
+        a watcher that gets later output live never sees a chunk twice."""
+        query = "SELECT rowid, shard, attempt, stream, data FROM logs WHERE task_id = ?"
         args: tuple[object, ...] = (task_id,)
         if shard is not None:
             query += " AND shard = ?"
             args += (shard,)
         with self._db_lock:
             rows = self._db.execute(query + " ORDER BY rowid", args).fetchall()
-        return [LogRecord(*row) for row in rows]
+        records, since_open = [], 0
+        for rowid, *record in rows:
+            if rowid > self._opened_at_rowid:
+                since_open += 1
+                if appended is not None and since_open > appended:
+                    break
+            records.append(LogRecord(*record))
+        return records
+
+    def appended_logs(self, task_id: str, shard: int | None = None) -> int:
+        """How many output chunks of the task (or one shard) were appended since the store
+        opened; ``logs(..., appended=)`` then reads the history up to this moment."""
+        return self._appended_by_task[task_id] if shard is None else self._appended[(task_id, shard)]
 
     # ---- queued writes (from the event loop; never block) ------------------------------------
 
@@ -203,6 +223,8 @@ class TaskStore:
             self._wake.notify()
 
     def append_log(self, task_id: str, shard: int, attempt: int, stream: str, data: str) -> None:
+        self._appended[(task_id, shard)] += 1
+        self._appended_by_task[task_id] += 1
         with self._lock:
             self._logs.append((task_id, shard, attempt, stream, data))
             self._wake.notify()

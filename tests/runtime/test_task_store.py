@@ -58,6 +58,28 @@ async def test_tasks_shards_results_and_logs_come_back_as_saved(tmp_path: Path) 
     await reopened.close()
 
 
+async def test_history_is_cut_where_a_watcher_started_to_get_output_live(tmp_path: Path) -> None:
+    """A watcher registers, notes how much output there was, and gets later output live; the
+    history it reads afterwards (later output may be committed by then) stops at its note, so no
+    chunk is lost between history and live output and none comes twice. Output stored before a
+    restart is always history."""
+    first = TaskStore(tmp_path / "tasks.sqlite3")
+    first.append_log("t-1", 0, 1, "stdout", "before the restart\n")
+    await first.close()
+    store = TaskStore(tmp_path / "tasks.sqlite3")
+    store.append_log("t-1", 0, 1, "stdout", "hello ")
+    store.append_log("t-1", 1, 1, "stdout", "other shard\n")
+    whole_task, shard_0 = store.appended_logs("t-1"), store.appended_logs("t-1", 0)
+    store.append_log("t-1", 0, 1, "stdout", "from shard 0\n")  # sent live to the watcher
+    await store.committed()
+    assert [r.data for r in store.logs("t-1", appended=whole_task)] == [
+        "before the restart\n", "hello ", "other shard\n",
+    ]
+    assert [r.data for r in store.logs("t-1", 0, appended=shard_0)] == ["before the restart\n", "hello "]
+    assert len(store.logs("t-1")) == 4  # uncut: everything stored
+    await store.close()
+
+
 async def test_committed_resolves_once_the_rows_are_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "tasks.sqlite3"
     store = TaskStore(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 from pathlib import Path
 
@@ -18,13 +19,13 @@ from poolnet_desktop.commands.options import (
     port_number,
     read_pairing_code,
     sandbox_line,
-    task_sandbox_options,
 )
 from poolnet_desktop.commands.running import addresses_to_show, run_holding, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
+from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
+from poolnet_desktop.runtime.node import HostOptions, PoolHost
 from poolnet_desktop.runtime.server import ListenError
 
 
@@ -58,33 +59,22 @@ def run(args: argparse.Namespace) -> int:
     return run_holding(data_dir, "poolnet host", lambda: _serve(args, data_dir))
 
 
-def _serve(args: argparse.Namespace, data_dir: Path) -> int:
-    try:
-        pairing_code = read_pairing_code(args)
-    except CodeError as exc:
-        print(f"poolnet: {exc}", file=sys.stderr)
-        return 2
-    host = PoolHost(
-        HostOptions(
-            data_dir=data_dir,
-            bind=args.bind,
-            port=args.port,
-            pool_name=args.name,
-            pairing_code=pairing_code,
-            legacy_port=args.legacy_port if args.allow_legacy else None,
-            seed_may_submit=args.legacy_tasks,
-            discovery=discovery_settings(args),
-            new_identity=args.new_identity,
-        )
-    )
-    member: Member | None = None
-    member_task: asyncio.Task[None] | None = None
-    up = False
+class _HostPrinter(InstanceEvents):
+    """Prints the pool's banner once it is up, and a new pairing code when it changes."""
 
-    async def start() -> None:
-        nonlocal member, member_task, up
-        await host.start()
-        up = True
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self._code: str | None = None
+        self.failed: str | None = None
+
+    def host_started(self, host: PoolHost) -> None:
+        if self._code is not None:
+            if host.pairing_code != self._code:
+                self._code = host.pairing_code
+                print(f"  new pairing code: {self._code}", flush=True)
+            return
+        self._code = host.pairing_code or ""
+        args = self._args
         reachable = addresses_to_show(args.bind)[0]
         print(f"PoolNet pool {host.coordinator.config.pool_name!r} is up at wss://{reachable}:{host.server.port}/ws",
               flush=True)
@@ -99,20 +89,57 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         announced = host.announcer is not None and host.announcer.announced
         print(f"  discovery:     {'announced on the LAN' if announced else 'off'}", flush=True)
         if not args.no_member:
-            member_dir = await host.prepare_own_member()
-            member = Member(MemberOptions(url=host.local_url, data_dir=member_dir, discovery=discovery_settings(args),
-                                          hidden_from_tasks=(data_dir,), **task_sandbox_options(args)))
             print(f"  tasks:         {sandbox_line(args.allow_unsandboxed)}", flush=True)
-            member_task = asyncio.create_task(member.run())
-            announce = asyncio.create_task(announce_own_member(host, member.identity.device_id))
-            member_task.add_done_callback(lambda _: announce.cancel())
+
+    def host_failed(self, reason: str) -> None:
+        self.failed = reason
+
+    def problem(self, text: str) -> None:
+        print(f"poolnet: {text}", file=sys.stderr, flush=True)
+
+
+def _serve(args: argparse.Namespace, data_dir: Path) -> int:
+    try:
+        pairing_code = read_pairing_code(args)
+    except CodeError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
+    discovery = discovery_settings(args)
+    options = HostOptions(
+        data_dir=data_dir,
+        bind=args.bind,
+        port=args.port,
+        pool_name=args.name,
+        pairing_code=pairing_code,
+        legacy_port=args.legacy_port if args.allow_legacy else None,
+        seed_may_submit=args.legacy_tasks,
+        discovery=discovery,
+        new_identity=args.new_identity,
+    )
+    printer = _HostPrinter(args)
+    instance = Instance(
+        InstanceConfig(
+            data_dir=data_dir,
+            device_name=socket.gethostname(),
+            host=options,
+            share=not args.no_member,
+            task_network=not args.no_task_network,
+            allow_unsandboxed=args.allow_unsandboxed,
+            discovery=discovery,
+        ),
+        printer,
+    )
+
+    async def start() -> None:
+        await instance.start()
+        if instance.host is None:
+            raise ListenError(printer.failed or "the pool could not start")
+        if instance.member is not None:
+            instance.spawn(announce_own_member(instance.host, instance.member.identity.device_id))
 
     async def stop() -> None:
-        if member is not None:
-            await member.stop()
-        if member_task is not None:
-            await member_task
-        await host.stop()
+        up = instance.host is not None
+        await instance.stop()
         if up:
             print("PoolNet pool stopped.", flush=True)
 

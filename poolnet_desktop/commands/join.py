@@ -17,15 +17,14 @@ from poolnet_desktop.commands.options import (
     discovery_settings,
     read_pairing_code,
     sandbox_line,
-    task_sandbox_options,
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
-from poolnet_desktop.runtime.node import Member, MemberOptions, MembershipError
-from poolnet_desktop.runtime.pause import PauseWatcher
+from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
+from poolnet_desktop.runtime.node import Member, joined_pool_url, normalise_pool_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -74,77 +73,91 @@ def run(args: argparse.Namespace) -> int:
     return run_holding(data_dir, "poolnet join", lambda: _share(args, data_dir))
 
 
+class _JoinPrinter(InstanceEvents):
+    """Says what the member is doing once it changes: in, waiting for the owner, out, paused."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._member: Member | None = None
+        self._told: list[str] = []
+
+    def member_started(self, member: Member) -> None:
+        self._member = member
+
+    def member_state(self, state: str, detail: str) -> None:
+        member = self._member
+        if member is None:
+            return
+        url = member.agent.config.url
+        if state == AgentState.CONNECTED:
+            print(f"Sharing this machine as {self._name!r} in the pool at {url} (Ctrl-C to leave).", flush=True)
+        elif state == AgentState.WAITING:
+            print(f"Waiting for the owner of the pool at {url} to approve this device "
+                  f"{member.identity.device_id}… (Ctrl-C to stop)", flush=True)
+        elif state == AgentState.DISCONNECTED and self._told[-1:] == [AgentState.CONNECTED]:
+            print(f"Lost the pool at {url}: {detail}; trying again.", flush=True)
+        self._told.append(state)
+
+    def paused_changed(self, reason: str) -> None:
+        print(f"Sharing paused: {reason}." if reason else "Sharing again.", flush=True)
+
+    def problem(self, text: str) -> None:
+        print(f"poolnet: {text}", file=sys.stderr, flush=True)
+
+
 def _share(args: argparse.Namespace, data_dir: Path) -> int:
     settings = discovery_settings(args)
-    url = args.url
-    member_already = (data_dir / "membership.json").exists() and not args.forget_pin
+    joined = joined_pool_url(data_dir)
+    url = args.url or joined
     try:
         prompt = "Pairing code shown by the pool's host (empty: ask its owner to approve): "
-        code = read_pairing_code(args, None if member_already else prompt)
+        already_member = joined is not None and not args.forget_pin
+        code = read_pairing_code(args, None if already_member else prompt)
     except CodeError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2
-    if url is None and not (data_dir / "membership.json").exists():
+    if args.forget_pin and not code:
+        print("poolnet: --forget-pin needs the code: a host with a new identity must prove it", file=sys.stderr)
+        return 2
+    if url is None:
         try:
             url = asyncio.run(single_pool_on_lan(settings))
         except DiscoveryError as exc:
             print(f"poolnet: cannot look for pools: {exc}", file=sys.stderr)
         if url is None:
             return 2
-    try:
-        member = Member(MemberOptions(url=url, data_dir=data_dir, name=args.name, code=code, discovery=settings,
-                                      forget_pin=args.forget_pin, **task_sandbox_options(args)))
-    except MembershipError as exc:
-        print(f"poolnet: {exc}", file=sys.stderr)
-        return 2
-    task: asyncio.Task[None] | None = None
+    config = InstanceConfig(
+        data_dir=data_dir,
+        device_name=args.name,
+        pool_url=normalise_pool_url(url),
+        code=code,
+        forget_pin=args.forget_pin,
+        task_network=not args.no_task_network,
+        allow_unsandboxed=args.allow_unsandboxed,
+        pause_rules=PauseRules(when_in_use=args.pause_when_busy is not None,
+                               in_use_threshold=args.pause_when_busy or 0.0, on_battery=args.pause_on_battery),
+        discovery=settings,
+    )
+    instance = Instance(config, _JoinPrinter(args.name))
 
-    def tell(state: str) -> None:
-        """Say what the member is doing once it changes: in, waiting for the owner, or out."""
-        url = member.agent.config.url
-        if state == AgentState.CONNECTED:
-            print(f"Sharing this machine as {args.name!r} in the pool at {url} (Ctrl-C to leave).", flush=True)
-        elif state == AgentState.WAITING:
-            print(f"Waiting for the owner of the pool at {url} to approve this device "
-                  f"{member.identity.device_id}… (Ctrl-C to stop)", flush=True)
-        elif state == AgentState.DISCONNECTED and told[-1:] == [AgentState.CONNECTED]:
-            print(f"Lost the pool at {url}: {member.agent.last_error}; trying again.", flush=True)
-        told.append(state)
-
-    told: list[str] = []
-    member.agent.state_listeners.append(tell)
-    rules = PauseRules(when_in_use=args.pause_when_busy is not None,
-                       in_use_threshold=args.pause_when_busy or 0.0, on_battery=args.pause_on_battery)
-    pausing: set[asyncio.Task[None]] = set()
-
-    def paused(reason: str) -> None:
-        """The window's pause rules, for a headless member: say so, and take no new tasks."""
-        print(f"Sharing paused: {reason}." if reason else "Sharing again.", flush=True)
-        accept = not reason and member.executor.may_take_tasks
-        pausing.add(change := asyncio.ensure_future(member.agent.set_accept_tasks(accept)))
-        change.add_done_callback(pausing.discard)
-
-    watcher = PauseWatcher(rules, paused)
-
-    async def start() -> asyncio.Task[None]:
-        nonlocal task
-        task = asyncio.create_task(member.run())
-        if rules.when_in_use or rules.on_battery:
-            watching = asyncio.create_task(watcher.run())
-            task.add_done_callback(lambda _: watching.cancel())
-        print(f"Joining the pool at {member.agent.config.url}…", flush=True)
+    async def start() -> asyncio.Task[None] | None:
+        await instance.start()
+        print(f"Joining the pool at {instance.pool_url}…", flush=True)
         print(f"  {sandbox_line(args.allow_unsandboxed)}", flush=True)
-        return task
+        return instance.member_task
+
+    refusal: str | None = None
 
     async def stop() -> None:
-        await member.stop()
-        if task is not None:
-            await task
+        nonlocal refusal
+        member = instance.member
+        if member is not None and member.agent.state == AgentState.REFUSED:
+            refusal = member.agent.last_error or "refused"
+        await instance.stop()
 
     run_service(until_signalled(start, stop))
-    if member.agent.state == AgentState.REFUSED:
-        print(f"poolnet: the pool refused this machine: {member.agent.last_error}", file=sys.stderr)
+    if refusal is not None:
+        print(f"poolnet: the pool refused this machine: {refusal}", file=sys.stderr)
         return 1
     print("Left the pool.", flush=True)
     return 0
-

@@ -128,11 +128,6 @@ def add_task_sandbox(parser: argparse.ArgumentParser) -> None:
                         help="where no sandbox can be made (no bubblewrap, not Linux), run tasks anyway, without one")
 
 
-def task_sandbox_options(args: argparse.Namespace) -> dict[str, bool]:
-    """The ``MemberOptions`` fields the sandbox flags set."""
-    return {"task_network": not args.no_task_network, "allow_unsandboxed": args.allow_unsandboxed}
-
-
 def sandbox_line(allow_unsandboxed: bool) -> str:
     """What the member will do with tasks here, for the start banner."""
     available, why_not = probe()

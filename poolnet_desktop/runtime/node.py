@@ -68,6 +68,12 @@ def last_pool_url(data_dir: Path) -> str | None:
     return None
 
 
+def joined_pool_url(data_dir: Path) -> str | None:
+    """The pool this data folder's member joined last (None if it never joined one)."""
+    url = _read_json(data_dir / MEMBERSHIP_FILE).get("url")
+    return url if isinstance(url, str) and url else None
+
+
 def load_pool_identity(data_dir: Path, name: str | None) -> tuple[str, str]:
     """The pool's stable id and its name (kept in ``pool.json``; a new ``name`` replaces it)."""
     path = data_dir / "pool.json"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from poolnet_desktop.logs import log_to_file
-from poolnet_desktop.runtime.discovery import lan_ipv4_addresses
 from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock
 
 try:
@@ -69,11 +68,3 @@ async def until_signalled(
         waiters[0].cancel()
     finally:
         await stop()
-
-
-def addresses_to_show(bind: str) -> list[str]:
-    """Where people on the LAN can reach a server bound to ``bind``: a wildcard bind (IPv4 or
-    IPv6) is shown as this machine's LAN addresses, since nobody can dial 0.0.0.0 or ::."""
-    if bind in ("0.0.0.0", "", "::"):
-        return lan_ipv4_addresses() or ["127.0.0.1"]
-    return [bind]

@@ -26,7 +26,6 @@ from typing import Any, cast
 from PySide6.QtCore import QObject, Signal
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from poolnet_desktop.commands.running import addresses_to_show
 from poolnet_desktop.core.devices import DeviceView, iso8601, pool_totals
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
@@ -39,7 +38,7 @@ from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.auth import AuthRefused, PendingApproval
 from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
+from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser, addresses_to_show
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, normalise_pool_url

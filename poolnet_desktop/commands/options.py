@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 from poolnet_desktop.core.auth import format_pairing_code
 from poolnet_desktop.core.sandbox_state import describe, sandbox_state
@@ -128,7 +129,14 @@ def add_task_sandbox(parser: argparse.ArgumentParser) -> None:
                         help="where no sandbox can be made (no bubblewrap, not Linux), run tasks anyway, without one")
 
 
-def task_sandbox_options(args: argparse.Namespace) -> dict[str, bool]:
+class TaskSandboxOptions(TypedDict):
+    """The ``MemberOptions`` fields the sandbox flags set."""
+
+    task_network: bool
+    allow_unsandboxed: bool
+
+
+def task_sandbox_options(args: argparse.Namespace) -> TaskSandboxOptions:
     """The ``MemberOptions`` fields the sandbox flags set."""
     return {"task_network": not args.no_task_network, "allow_unsandboxed": args.allow_unsandboxed}
 

@@ -16,7 +16,7 @@ from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock
 try:
     import uvloop
 except ImportError:  # not made for Windows: asyncio's own loop there
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:
@@ -61,7 +61,7 @@ async def until_signalled(
             loop.add_signal_handler(sig, stopping.set)
     try:
         ends_by_itself = await start()
-        waiters = [asyncio.ensure_future(stopping.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopping.wait())]
         if ends_by_itself is not None:
             waiters.append(ends_by_itself)
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

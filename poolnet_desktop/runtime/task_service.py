@@ -114,6 +114,15 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 
 
+_Listener = TypeVar("_Listener")
+
+
+def _unsubscribe(listeners: list[_Listener], listener: _Listener) -> None:
+    """Remove ``listener`` if it is still there (``stop`` may run twice)."""
+    if listener in listeners:
+        listeners.remove(listener)
+
+
 @dataclass
 class TaskServiceConfig:
     """Caps and timings. ``grace``: how long a vanished member's shards wait for it (None:
@@ -827,15 +836,6 @@ class TaskService:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-_Listener = TypeVar("_Listener")
-
-
-def _unsubscribe(listeners: list[_Listener], listener: _Listener) -> None:
-    """Remove ``listener`` if it is still there (``stop`` may run twice)."""
-    if listener in listeners:
-        listeners.remove(listener)
 
 
 def _refused(result: ShardResult, why: str) -> ShardResult:

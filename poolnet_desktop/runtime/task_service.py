@@ -838,6 +838,7 @@ class TaskService:
         task.add_done_callback(self._background.discard)
 
 
+
 def _refused(result: ShardResult, why: str) -> ShardResult:
     """The failed result recorded for an attempt whose outputs the coordinator refused."""
     return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,

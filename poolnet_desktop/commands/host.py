@@ -20,10 +20,11 @@ from poolnet_desktop.commands.options import (
     read_pairing_code,
     sandbox_line,
 )
-from poolnet_desktop.commands.running import addresses_to_show, run_holding, run_service, until_signalled
+from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.discovery import addresses_to_show
 from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
 from poolnet_desktop.runtime.node import HostOptions, PoolHost
 from poolnet_desktop.runtime.server import ListenError

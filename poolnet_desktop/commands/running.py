@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from poolnet_desktop.logs import log_to_file
-from poolnet_desktop.runtime.discovery import lan_ipv4_addresses
 from poolnet_desktop.runtime.instance_lock import AlreadyRunning, InstanceLock
 
 try:
     import uvloop
 except ImportError:  # not made for Windows: asyncio's own loop there
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:
@@ -62,18 +61,10 @@ async def until_signalled(
             loop.add_signal_handler(sig, stopping.set)
     try:
         ends_by_itself = await start()
-        waiters = [asyncio.ensure_future(stopping.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stopping.wait())]
         if ends_by_itself is not None:
             waiters.append(ends_by_itself)
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         waiters[0].cancel()
     finally:
         await stop()
-
-
-def addresses_to_show(bind: str) -> list[str]:
-    """Where people on the LAN can reach a server bound to ``bind``: a wildcard bind (IPv4 or
-    IPv6) is shown as this machine's LAN addresses, since nobody can dial 0.0.0.0 or ::."""
-    if bind in ("0.0.0.0", "", "::"):
-        return lan_ipv4_addresses() or ["127.0.0.1"]
-    return [bind]

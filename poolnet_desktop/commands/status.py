@@ -64,7 +64,8 @@ async def observed_status(url: str, data_dir: Path, code: str | None = None) -> 
                 devices.extend(message.devices)
                 if not message.more:
                     break
-    return msgspec.to_builtins({"devices": devices, "pool": message.pool})
+    status: dict[str, Any] = msgspec.to_builtins({"devices": devices, "pool": message.pool})
+    return status
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,3 +58,11 @@ class ProtocolError(Exception):
 
 class Message(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
     """Base of every message: the ``type`` tag is the struct's ``tag``."""
+
+
+def message_type(message: Message) -> str:
+    """The ``type`` tag ``message`` is sent with: a string for every ``Message`` (msgspec types
+    the tags of structs in general as ``str | int | None``)."""
+    tag = message.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

@@ -71,7 +71,9 @@ class Autostart:
             entry.write_text(desktop_entry(command))
 
     def _windows_command(self) -> str | None:
-        import winreg  # type: ignore[import-not-found,unused-ignore]
+        if sys.platform != "win32":  # the Run key exists on Windows only
+            return None
+        import winreg
 
         try:
             with winreg.OpenKey(winreg.HKEY_CURRENT_USER, _RUN_KEY) as key:
@@ -80,7 +82,9 @@ class Autostart:
             return None
 
     def _set_windows(self, line: str | None) -> None:
-        import winreg  # type: ignore[import-not-found,unused-ignore]
+        if sys.platform != "win32":
+            raise OSError("the Run key exists on Windows only")
+        import winreg
 
         with winreg.CreateKey(winreg.HKEY_CURRENT_USER, _RUN_KEY) as key:
             if line is not None:

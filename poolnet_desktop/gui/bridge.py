@@ -21,7 +21,6 @@ from typing import Any, TypeVar, cast
 
 from PySide6.QtCore import QObject, Signal
 
-from poolnet_desktop.commands.running import addresses_to_show
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
 from poolnet_desktop.core.permissions import Permission
@@ -31,7 +30,7 @@ from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.auth import PendingApproval
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool
+from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, addresses_to_show
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.instance import LINK_ERRORS, Instance, InstanceConfig, InstanceEvents, describe
 from poolnet_desktop.runtime.node import HostOptions, Member, PoolHost, normalise_pool_url

@@ -65,7 +65,7 @@ def _colour(theme: Theme, resource: Resource) -> str:
 def _time_axis_class(pg: Any) -> type:
     """An x axis in minutes before the newest sample, labelled "now", "2m", "4m"..."""
 
-    class TimeAxis(pg.AxisItem):  # type: ignore[misc, name-defined]
+    class TimeAxis(pg.AxisItem):  # type: ignore[misc]  # pyqtgraph is untyped
         def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
             return ["now" if abs(v) < 1e-9 else f"{-v:g}m" for v in values]
 
@@ -377,8 +377,8 @@ class ResourceCharts(QWidget):
             values = [v * scale for v in history.series(resource.used)]
             curve.setData([(t - newest) / 60.0 for t in history.times()], values)
             peak = max(peak, max(values, default=0.0))
-            device = self._model.device(device_id)
-            name = device.name if device is not None and device.name else device_id
+            view = self._model.device(device_id)
+            name = view.name if view is not None and view.name else device_id
             colour = theme.series[i % len(theme.series)]
             # Device names come from the network: escaped, so none can inject markup.
             legend.append(

@@ -149,10 +149,10 @@ class MainWindow(QMainWindow):
         quit_action.triggered.connect(self.quit_requested)
         self.addAction(quit_action)
         self._connect()
-        geometry, page = store.window_layout()
+        geometry, saved_page = store.window_layout()
         if geometry is not None:
             self.restoreGeometry(geometry)
-        self.nav.setCurrentRow(page if 0 <= page < len(PAGES) else 0)
+        self.nav.setCurrentRow(saved_page if 0 <= saved_page < len(PAGES) else 0)
         self._restyle()
         self._show_status()
 

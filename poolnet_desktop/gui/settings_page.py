@@ -138,7 +138,7 @@ class SettingsPage(QScrollArea):
         self._autostart = autostart if autostart is not None else Autostart()
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
-        content = QWidget()
+        content = self._content = QWidget()
         content.setObjectName("page")
         column = QVBoxLayout(content)
         column.setContentsMargins(24, 20, 24, 24)
@@ -373,7 +373,7 @@ class SettingsPage(QScrollArea):
             self.join_requested.emit(address, self.code_edit.text())
 
     def _load(self, prefs: Preferences) -> None:
-        with _quiet(self.widget()):
+        with _quiet(self._content):
             self.host_toggle.setChecked(prefs.host_pool)
             self.port_spin.setValue(prefs.host_port)
             self.name_edit.setText(prefs.device_name)

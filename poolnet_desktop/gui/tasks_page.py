@@ -165,8 +165,8 @@ class ProgressDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: AnyIndex) -> None:
         task: TaskSummary = index.data(Qt.ItemDataRole.UserRole)
-        theme = theme_for(option.palette)  # type: ignore[attr-defined]
-        rect = QRectF(option.rect).adjusted(8, 0, -8, 0)  # type: ignore[attr-defined]
+        theme = theme_for(option.palette)
+        rect = QRectF(option.rect).adjusted(8, 0, -8, 0)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         bar = QRectF(rect.left(), rect.center().y() - 3, rect.width() * 0.6, 6)
@@ -189,8 +189,8 @@ class StateDelegate(QStyledItemDelegate):
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: AnyIndex) -> None:
         task: TaskSummary = index.data(Qt.ItemDataRole.UserRole)
-        theme = theme_for(option.palette)  # type: ignore[attr-defined]
-        rect = QRectF(option.rect).adjusted(8, 0, -4, 0)  # type: ignore[attr-defined]
+        theme = theme_for(option.palette)
+        rect = QRectF(option.rect).adjusted(8, 0, -4, 0)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)

@@ -28,7 +28,7 @@ except ImportError:  # optional: the CLI runs on it where it is installed
 def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
     """The TLS protocol the loop itself wraps server sockets in (uvloop has its own)."""
     if uvloop is not None and isinstance(loop, uvloop.Loop):
-        return uvloop.loop.SSLProtocol
+        return uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # uvloop's stubs omit it
     return asyncio.sslproto.SSLProtocol
 
 

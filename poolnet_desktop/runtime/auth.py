@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 from websockets.asyncio.connection import Connection
@@ -394,7 +394,8 @@ class Authenticator:
         try:
             await _send(conn, AuthPending(message="waiting for the host's owner to approve this device",
                                           timeout=self.approval_timeout))
-            await asyncio.wait({mine.decision, closed}, timeout=self.approval_timeout,
+            either: set[asyncio.Future[Any]] = {mine.decision, closed}
+            await asyncio.wait(either, timeout=self.approval_timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
@@ -667,7 +668,7 @@ async def _await_ok(conn: Connection, timeout: float, on_pending: Callable[[str]
     deadline = timeout
     while True:
         async with asyncio.timeout(deadline):
-            message = await _receive_from_host(conn, AuthOk, AuthPending)
+            message: AuthOk | AuthPending = await _receive_from_host(conn, AuthOk, AuthPending)
         if isinstance(message, AuthOk):
             return message
         if on_pending is not None:

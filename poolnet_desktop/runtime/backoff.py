@@ -16,7 +16,7 @@ class Backoff:
     _attempt: int = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2**self._attempt))
+        delay = min(self.cap, self.base * (2.0**self._attempt))
         self._attempt = min(self._attempt + 1, 32)
         return delay * self.rng.uniform(0.5, 1.0)
 

@@ -22,6 +22,7 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import BytesLike
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class PoolConnection(asyncio.Protocol):
         self._reading_paused = False
         self._failed = False
         self._discarding = False
-        self._fragments: list[bytes] = []
+        self._fragments: list[BytesLike] = []
         self._fragmented_text = False
         self._recv_waiter: asyncio.Future[None] | None = None
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -153,7 +154,7 @@ class PoolConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def _deliver(self, data: bytes, text: bool) -> None:
+    def _deliver(self, data: BytesLike, text: bool) -> None:
         if self._discarding:
             return
         message: Message
@@ -310,7 +311,7 @@ class PoolConnection(asyncio.Protocol):
                 break
             if isinstance(event, Request):
                 self._answer(event)
-            else:
+            elif isinstance(event, Frame):  # a server is never sent a Response
                 self._on_frame(event)
 
     def _answer(self, request: Request) -> None:

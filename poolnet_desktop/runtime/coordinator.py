@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolnet_desktop.core.allocation import allocate
-from poolnet_desktop.core.devices import DeviceRegistry, iso8601
+from poolnet_desktop.core.devices import Device, DeviceRegistry, iso8601
 from poolnet_desktop.core.dialects import SEED_MESSAGES, SEED_ROLE, SeedAdmission, may_send, seed_id_refusal
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
@@ -48,6 +48,7 @@ from poolnet_desktop.core.protocol import (
     Welcome,
     encode,
 )
+from poolnet_desktop.core.wire import message_type
 from poolnet_desktop.runtime.session import Session
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,7 @@ class Coordinator:
         handler = self._handlers.get(type(message))
         started = self._arrived(session)
         try:
-            tag = message.__struct_config__.tag
+            tag = message_type(message)
             if not may_send(session.dialect, tag, self.config.seed_may_submit):
                 if isinstance(message, TaskSubmit) and session.dialect == "seed":
                     # The seed's own answer to a submission: a failed task_result.
@@ -282,7 +283,7 @@ class Coordinator:
                     return
                 raise self._dialect_refusal(session, tag)
             if handler is None:
-                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{message.__struct_config__.tag!r} is not accepted here")
+                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{tag!r} is not accepted here")
             await handler(session, message)
         except ProtocolError as exc:
             self.refuse(session, exc)
@@ -309,7 +310,7 @@ class Coordinator:
 
     def _handled(self, message: ClientMessage, started: float) -> None:
         if self.observe_dispatch is not None:
-            self.observe_dispatch(message.__struct_config__.tag, time.perf_counter() - started)
+            self.observe_dispatch(message_type(message), time.perf_counter() - started)
 
     def refuse(self, session: Session, error: ProtocolError) -> None:
         """Answer a bad message without waiting; a peer that keeps sending them is closed
@@ -457,7 +458,7 @@ class Coordinator:
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _admit(self, session: Session, device_id: str, name: str, platform: str, role: str):  # noqa: ANN202
+    def _admit(self, session: Session, device_id: str, name: str, platform: str, role: str) -> Device:
         previous = self._by_device.get(device_id)
         if previous is not None and previous is not session:
             # The newest connection wins: the old one is usually a half-dead link.
@@ -558,8 +559,8 @@ class Coordinator:
             log.info("device %s missed its heartbeats: offline", device_id)
             self.registry.mark_offline(device_id)
             self._tell_seed_clients(DeviceLeft(device_id=device_id))
-            session = self._by_device.pop(device_id, None)
-            if session is not None:
-                session.device_id = None
-                self._spawn(session.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))
-                self._tell_left(session, device_id)
+            gone = self._by_device.pop(device_id, None)
+            if gone is not None:
+                gone.device_id = None
+                self._spawn(gone.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                self._tell_left(gone, device_id)

@@ -164,6 +164,14 @@ def lan_ipv4_addresses() -> list[str]:
     ]
 
 
+def addresses_to_show(bind: str) -> list[str]:
+    """Where people on the LAN can reach a server bound to ``bind``: a wildcard bind (IPv4 or
+    IPv6) is shown as this machine's LAN addresses, since nobody can dial 0.0.0.0 or ::."""
+    if bind in ("0.0.0.0", "", "::"):
+        return lan_ipv4_addresses() or ["127.0.0.1"]
+    return [bind]
+
+
 def platform_name() -> str:
     """This machine's platform as the seed protocol names it (``linux``, ``windows``, ``macos``)."""
     if sys.platform.startswith("linux"):

@@ -11,7 +11,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeGuard
 
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -20,7 +20,7 @@ from websockets.protocol import State
 from poolnet_desktop.core.auth import bearer_token_matches
 from poolnet_desktop.core.dialects import is_metered
 from poolnet_desktop.core.protocol import ClientMessage, Error, decode_client, encode
-from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError
+from poolnet_desktop.core.wire import MAX_CONTROL_MESSAGE, ErrorCode, ProtocolError, message_type
 from poolnet_desktop.runtime.accept import AcceptGate
 from poolnet_desktop.runtime.connection import Message, PoolConnection
 from poolnet_desktop.runtime.coordinator import Coordinator
@@ -213,11 +213,11 @@ class PoolServer:
         try:
             await self._handle_frame(session, frame, message)
             self._check_introduced(session)
-            while (frame := session.connection.recv_nowait()) is not None:
-                message = _decode_introduced(session, frame)
-                if not self._within_rate(session, frame, message):
+            while (queued := session.connection.recv_nowait()) is not None:
+                message = _decode_introduced(session, queued)
+                if not self._within_rate(session, queued, message):
                     break
-                await self._handle_frame(session, frame, message)
+                await self._handle_frame(session, queued, message)
                 self._check_introduced(session)
         except ConnectionClosed:
             pass  # the peer left mid-answer (a file transfer, say): its end is handled below
@@ -255,10 +255,10 @@ class PoolServer:
         closed (1008), and nothing more it sent is handled. What a PoolNet member streams
         (file chunks, shard output) is bounded elsewhere (``core.dialects.is_metered``)."""
         if _is_file_chunk(frame):
-            message_type = None
+            tag = None
         else:
-            message_type = message.__struct_config__.tag if message is not None else ""
-        if not is_metered(session.dialect, message_type):
+            tag = message_type(message) if message is not None else ""
+        if not is_metered(session.dialect, tag):
             return True
         if session.within_message_rate(time.monotonic()):
             return True
@@ -333,7 +333,7 @@ def _decode_introduced(session: Session, frame: Message) -> ClientMessage | None
         return None
 
 
-def _is_file_chunk(frame: Message) -> bool:
+def _is_file_chunk(frame: Message) -> TypeGuard[bytes]:
     """A binary frame that is not JSON: a file transfer's chunk."""
     return isinstance(frame, bytes) and not frame.lstrip().startswith(b"{")
 

@@ -31,8 +31,10 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from poolnet_desktop.core.manifest import FileEntry, expand_command
 from poolnet_desktop.core.task_protocol import (
@@ -139,7 +141,7 @@ class TaskExecutor:
         self._free_cores = set(self._own_cores)
         self._free_folders: list[Path] = []
         self._folder_seq = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)
         agent.add_handler(ShardAck, self._on_ack)
@@ -449,8 +451,8 @@ class TaskExecutor:
             del self._blobs[header.transfer_id]
             fetch.done.set_result(None)
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -226,7 +226,7 @@ class TaskRequests:
             shell = isinstance(command, str)
             spec = TaskSpec(
                 name="seed-task",
-                command=(command,) if shell else tuple(command),
+                command=(command,) if isinstance(command, str) else tuple(command),
                 shell=shell,
                 retries=0,
             )

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from poolnet_desktop.core.manifest import FileEntry, TaskSpec
 from poolnet_desktop.core.permissions import Action
@@ -112,6 +112,15 @@ from poolnet_desktop.runtime.task_transfer import (
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
+
+
+_Listener = TypeVar("_Listener")
+
+
+def _unsubscribe(listeners: list[_Listener], listener: _Listener) -> None:
+    """Remove ``listener`` if it is still there (``stop`` may run twice)."""
+    if listener in listeners:
+        listeners.remove(listener)
 
 
 @dataclass
@@ -229,11 +238,9 @@ class TaskService:
 
     async def stop(self) -> None:
         """Stop listening and sending, then commit what is queued. Safe to call twice."""
-        for listeners, listener in ((self.coordinator.left_listeners, self._on_left),
-                                    (self.coordinator.share_listeners, self._on_share),
-                                    (self.coordinator.overdue_listeners, self._on_overdue)):
-            if listener in listeners:
-                listeners.remove(listener)
+        _unsubscribe(self.coordinator.left_listeners, self._on_left)
+        _unsubscribe(self.coordinator.share_listeners, self._on_share)
+        _unsubscribe(self.coordinator.overdue_listeners, self._on_overdue)
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         self.requests.stop()

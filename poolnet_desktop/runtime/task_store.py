@@ -314,7 +314,7 @@ def _shard_from_row(row: tuple[object, ...]) -> tuple[Shard, ShardResult | None]
      assigned_at, started_at, finished_at, result, retry_base, placed) = row
     shard = Shard(
         index=int(idx),  # type: ignore[call-overload]
-        state=ShardState(state),
+        state=ShardState(str(state)),
         attempt=int(attempt),  # type: ignore[call-overload]
         device_id=device_id,  # type: ignore[arg-type]
         gpu_indices=tuple(_ints.decode(gpus)),  # type: ignore[arg-type]

@@ -262,9 +262,9 @@ def normalise_pool_url(url: str) -> str:
 
 @dataclass
 class MemberOptions:
-    """``url`` None means: the pool this member joined last time (found again by discovery)."""
+    """How this machine joins the pool at ``url`` (``joined_pool_url`` gives the last one)."""
 
-    url: str | None
+    url: str
     data_dir: Path
     name: str = field(default_factory=socket.gethostname)
     limits: SharingLimits = field(default_factory=SharingLimits)
@@ -284,7 +284,7 @@ class MemberOptions:
 
 
 class MembershipError(Exception):
-    """The member does not know which pool to join."""
+    """The options contradict each other."""
 
 
 class Member:
@@ -300,11 +300,8 @@ class Member:
         self.options = options
         self._membership_path = options.data_dir / MEMBERSHIP_FILE
         membership = self._membership = _read_json(self._membership_path)
-        url = options.url or membership.get("url")
-        if not url:
-            raise MembershipError("no pool to join: give its address (or pick one found on the LAN)")
-        url = normalise_pool_url(url)
-        same_pool = options.url is None or normalise_pool_url(options.url) == membership.get("url")
+        url = normalise_pool_url(options.url)
+        same_pool = url == membership.get("url")
         self.identity = Identity.load_or_create(options.data_dir)
         self.sampler = ResourceSampler(options.data_dir)
         pinned = PinnedHosts.load(options.data_dir / "pinned-hosts.json")

@@ -69,7 +69,7 @@ class TaskClient:
             update: TaskUpdate = await self.link.expect(TaskUpdate)
             if on_update is not None:
                 on_update(update.task)
-            if _ended(update.task):
+            if has_ended(update.task):
                 return update.task
 
     async def logs(
@@ -92,7 +92,7 @@ class TaskClient:
                 on_output(message)
             else:
                 live = True
-            if live and summary is not None and (not follow or _ended(summary)):
+            if live and summary is not None and (not follow or has_ended(summary)):
                 return summary
 
     async def cancel(self, task_id: str) -> TaskSummary:
@@ -156,6 +156,6 @@ def _check_task_id(task_id: str) -> None:
         )
 
 
-def _ended(summary: TaskSummary) -> bool:
+def has_ended(summary: TaskSummary) -> bool:
     """Ended and nothing of it still running: a cancelled task's shards report later."""
     return summary.state in ENDED and summary.running == summary.waiting == 0

@@ -76,17 +76,10 @@ def call_spec(
     requirements: Sequence[str] = (),
 ) -> TaskSpec:
     """The task that runs ``shards`` chunks of calls: every shard runs the worker with its
-    index and brings back its result file. ``requirements`` go into the manifest field that
-    task environments add; a PoolNet without that field refuses them (``ValueError``) rather
-    than run the calls where the packages they need are missing."""
-    fields: dict[str, object] = {}
-    if requirements:
-        if "requirements" not in TaskSpec.__struct_fields__:
-            raise ValueError(
-                "this PoolNet cannot ship requirements yet (no task environments): "
-                "install the packages on every member, or leave requirements out"
-            )
-        fields["requirements"] = tuple(requirements)
+    index and brings back its result file; ``requirements`` as ``check_requirements`` takes
+    them."""
+    check_requirements(requirements)
+    fields = {"requirements": tuple(requirements)} if requirements else {}
     return TaskSpec(
         name=task_name(function_name),
         command=(PYTHON_PLACEHOLDER, WORKER_FILE, SHARD_PLACEHOLDER),
@@ -95,6 +88,17 @@ def call_spec(
         outputs=(RESULT_FILE,),
         **fields,  # type: ignore[arg-type]
     )
+
+
+def check_requirements(requirements: Sequence[str]) -> None:
+    """Requirements need the manifest field that task environments add; without it they are
+    refused (``ValueError``) rather than dropped, which would run the calls where the
+    packages they need are missing."""
+    if requirements and "requirements" not in TaskSpec.__struct_fields__:
+        raise ValueError(
+            "this PoolNet cannot ship requirements yet (no task environments): "
+            "install the packages on every member, or leave requirements out"
+        )
 
 
 def shared_cores(devices: Iterable[DeviceView]) -> int:

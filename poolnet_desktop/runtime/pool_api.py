@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import linecache
 import shutil
@@ -39,7 +40,7 @@ from pathlib import Path
 from types import CodeType, FunctionType, ModuleType, TracebackType
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.manifest import FileEntry
@@ -49,14 +50,16 @@ from poolnet_desktop.core.pool_calls import (
     RESULT_FILE,
     WORKER_FILE,
     call_spec,
+    check_requirements,
     calls_file,
     plan_chunks,
     restore_sources,
     shared_cores,
 )
-from poolnet_desktop.core.protocol import Error, PoolState
-from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary, TaskUpdate, WatchTask
+from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
+from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary, TaskUpdate, WatchTask
 from poolnet_desktop.runtime import pool_worker
+from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import default_pool_url, normalise_pool_url
@@ -100,7 +103,7 @@ class _Batch:
     cancel_sent: bool = False
 
 
-class Pool:
+class Pool(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` whose workers are the pool's members.
 
     ``url``: the pool (default: the one ``poolnet submit`` would use: the one this data folder
@@ -124,6 +127,7 @@ class Pool:
         self._data_dir = resolve_data_dir(data_dir)
         self.url = normalise_pool_url(url or default_pool_url(self._data_dir))
         self._max_workers = max_workers
+        check_requirements(requirements)
         self._requirements = tuple(requirements)
         self._devices: dict[str, DeviceView] = {}
         self._batches: set[_Batch] = set()
@@ -140,6 +144,7 @@ class Pool:
             self._await(self._open(code))
         except BaseException:
             self._stop_loop()
+            shutil.rmtree(self._scratch, ignore_errors=True)
             raise
 
     # ---- the executor's face -------------------------------------------------------------
@@ -158,10 +163,11 @@ class Pool:
         """``fn`` over the zipped ``iterables`` as one task, results in order. Without
         ``chunksize`` the calls are spread over ``max_workers`` shards (default: the cores
         the pool shares); with it, every shard runs ``chunksize`` calls."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         calls: list[Call] = [(args, {}) for args in zip(*iterables)]
         workers = self._max_workers or self._await(self._pool_cores()) or FALLBACK_WORKERS
         futures = self._start(fn, calls, plan_chunks(len(calls), chunksize, workers)) if calls else []
-        return _results(futures, timeout, self._cancel_futures)
+        return _results(futures, deadline, self._cancel_futures)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``; ``cancel_futures`` also cancels the pool's tasks that
@@ -200,7 +206,7 @@ class Pool:
         loaded = _write_task(folder, fn, calls, chunks, self._requirements)
         batch = _Batch([concurrent.futures.Future() for _ in calls], chunks, _code_files(fn))
         for future in batch.futures:
-            future.add_done_callback(lambda f, b=batch: f.cancelled() and self._cancel_batch_if_unwanted(b))
+            future.add_done_callback(functools.partial(self._call_done, batch))
         self._batches.add(batch)
         self._loop.call_soon_threadsafe(self._follow, batch, loaded, folder)
         return batch.futures
@@ -209,9 +215,9 @@ class Pool:
         for future in futures:
             future.cancel()
 
-    def _cancel_batch_if_unwanted(self, batch: _Batch) -> None:
+    def _call_done(self, batch: _Batch, future: concurrent.futures.Future[Any]) -> None:
         """Once no call of a task is wanted any more, the task is cancelled on the pool."""
-        if all(f.cancelled() for f in batch.futures) and not batch.cancelling and not self._loop.is_closed():
+        if future.cancelled() and all(f.cancelled() for f in batch.futures) and not batch.cancelling and not self._loop.is_closed():
             batch.cancelling = True
             self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._cancel_remote(batch)))
 
@@ -227,10 +233,19 @@ class Pool:
 
     async def _open(self, code: str | None) -> None:
         try:
+            # The first pairs this device where ``code`` is given; the second is then known.
             self._control = await open_link(self.url, self._data_dir, code=code, on_pending=_say_pending)
-            self._watch = await open_link(self.url, self._data_dir)
+            try:
+                self._watch = await open_link(self.url, self._data_dir)
+            except BaseException:
+                await self._control.close()
+                raise
         except (OSError, asyncio.TimeoutError) as exc:
             raise PoolError(f"cannot reach the pool at {self.url}: {exc}") from exc
+        except AuthRefused as exc:
+            raise PoolError(f"not connected to {self.url}: {exc.message}") from exc
+        except ProtocolError as exc:
+            raise PoolError(f"the pool at {self.url} refused: {exc.message}") from exc
         self._requests = TaskClient(self._control)
         self._request_lock = asyncio.Lock()
         self._sized = asyncio.Event()
@@ -302,6 +317,8 @@ class Pool:
             await self._run(batch, loaded, folder)
         except asyncio.CancelledError:
             _settle(batch, PoolError("the pool was shut down before the call ended"))
+        except ProtocolError as exc:  # refused at submission (unfit, invalid_task, ...)
+            _settle(batch, PoolError(f"the pool refused the task: {exc.message}"))
         except Exception as exc:  # noqa: BLE001 - each call's future carries the failure
             _settle(batch, exc if isinstance(exc, PoolError) else PoolError(str(exc)))
         finally:
@@ -331,7 +348,7 @@ class Pool:
         """Why each shard that did not succeed ended so (state and reason)."""
         for task in await self._requests.list(detail=True):
             if task.id == task_id:
-                return {s.index: f"{s.state}{': ' + s.reason if s.reason else ''}" for s in task.shards}
+                return {s.index: _shard_ending(s) for s in task.shards or ()}
         return {}
 
     async def _cancel_remote(self, batch: _Batch) -> None:
@@ -344,18 +361,24 @@ class Pool:
                 await self._requests.cancel(batch.task_id)
 
 
+def _shard_ending(shard: ShardSummary) -> str:
+    """``failed, exit code 3``, ``timed_out: timed out after 60 s``."""
+    said = shard.state if shard.exit_code is None else f"{shard.state}, exit code {shard.exit_code}"
+    return f"{said}: {shard.reason}" if shard.reason and shard.reason != shard.state else said
+
+
 def _say_pending(message: str) -> None:
     print(f"poolnet: {message}", file=sys.stderr, flush=True)
 
 
 def _results(
     futures: list[concurrent.futures.Future[Any]],
-    timeout: float | None,
+    deadline: float | None,
     cancel: Callable[[Iterable[concurrent.futures.Future[Any]]], None],
 ) -> Iterator[Any]:
-    """``map``'s iterator: each result in order; leaving it early cancels the rest (the task
-    too, once none of its calls is wanted), as ``Executor.map`` does."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """``map``'s iterator: each result in order, by ``deadline`` (``time.monotonic``);
+    leaving it early cancels the rest (the task too, once none of its calls is wanted), as
+    ``Executor.map`` does."""
     try:
         for index, future in enumerate(futures):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -21,7 +21,7 @@ import sys
 import traceback
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 FUNCTION_FILE = "function.pkl"
 RESULT_FILE = "result.pkl"

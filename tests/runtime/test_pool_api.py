@@ -175,6 +175,18 @@ def test_leaving_the_block_by_an_exception_cancels_the_pools_task(pool_thread: P
         time.sleep(0.1)
 
 
+def test_a_shard_that_dies_fails_its_calls_with_the_reason(pool_thread: PoolThread) -> None:
+    with open_pool(pool_thread) as pool:
+        future = pool.submit(os._exit, 3)
+        with pytest.raises(poolnet.PoolError, match=r"shard 0 did not succeed \(failed, exit code 3\)"):
+            future.result(timeout=60)
+
+
+def test_requirements_the_pool_cannot_ship_are_refused_at_once(pool_thread: PoolThread) -> None:
+    with pytest.raises(ValueError, match="cannot ship requirements"):
+        open_pool(pool_thread, requirements=["numpy"])
+
+
 def test_an_unreachable_pool_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(poolnet.PoolError, match="cannot reach the pool at wss://127.0.0.1:9/ws"):
         poolnet.Pool("127.0.0.1:9", data_dir=tmp_path / "me")

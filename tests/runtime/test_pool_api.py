@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -190,3 +192,22 @@ def test_requirements_the_pool_cannot_ship_are_refused_at_once(pool_thread: Pool
 def test_an_unreachable_pool_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(poolnet.PoolError, match="cannot reach the pool at wss://127.0.0.1:9/ws"):
         poolnet.Pool("127.0.0.1:9", data_dir=tmp_path / "me")
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "resources" / "examples" / "pool_api_example.py"
+
+
+@pytest.mark.parametrize("how", ["script", "stdin"])
+def test_the_example_runs_as_a_script_and_as_notebook_code(pool_thread: PoolThread, how: str) -> None:
+    """Its functions live in ``__main__``, which no member can import: they travel by value.
+    Fed through stdin, ``__main__`` has no file at all, as in a notebook."""
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLE)] if how == "script" else [sys.executable, "-"],
+        input=None if how == "script" else EXAMPLE.read_text(), capture_output=True, text=True,
+        env={**os.environ, "POOLNET_HOME": str(pool_thread.host.options.data_dir)}, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "pi ~ 3.1" in run.stdout and "one more estimate: 3.1" in run.stdout
+    assert "seed 11 checked" in run.stdout and "seed 12 checked" in run.stdout
+    assert "caught: seed 13 is unlucky" in run.stdout
+    assert 'raise ValueError(f"seed {seed} is unlucky")' in run.stdout or how == "stdin"

@@ -68,6 +68,8 @@ from poolnet_desktop.runtime.task_files import LoadedTask, file_sha256
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
+_BY_VALUE_LOCK = threading.Lock()
+
 
 class PoolError(Exception):
     """The pool could not run a call: unreachable, refused, or its shard failed (not the
@@ -394,30 +396,34 @@ def _write_task(
     """The task's files on disk (worker, function, one calls file per shard) and its spec."""
     (folder / "calls").mkdir(parents=True)
     local = {WORKER_FILE: Path(pool_worker.__file__)}
-    (folder / FUNCTION_FILE).write_bytes(_dumps_by_value(fn))
-    local[FUNCTION_FILE] = folder / FUNCTION_FILE
-    for shard, chunk in enumerate(chunks):
-        name = calls_file(shard)
-        (folder / name).write_bytes(cloudpickle.dumps([calls[i] for i in chunk]))
-        local[name] = folder / name
+    with _module_by_value(fn):
+        (folder / FUNCTION_FILE).write_bytes(cloudpickle.dumps(fn))
+        local[FUNCTION_FILE] = folder / FUNCTION_FILE
+        for shard, chunk in enumerate(chunks):
+            name = calls_file(shard)
+            (folder / name).write_bytes(cloudpickle.dumps([calls[i] for i in chunk]))
+            local[name] = folder / name
     entries = [FileEntry(path=name, size=size, sha256=digest)
                for name, (size, digest) in ((n, file_sha256(p)) for n, p in local.items())]
     spec = call_spec(getattr(fn, "__name__", type(fn).__name__), len(chunks), entries, requirements)
     return LoadedTask(spec, folder, folder, local)
 
 
-def _dumps_by_value(fn: Callable[..., Any]) -> bytes:
-    """``fn`` pickled so that a member can load it: the caller's own code (a module that is
+@contextlib.contextmanager
+def _module_by_value(fn: Callable[..., Any]) -> Iterator[None]:
+    """While pickling ``fn`` and its calls, the caller's own code (``fn``'s module, if it is
     not part of an installed package or the standard library) goes by value, as a script's
-    ``__main__`` does; installed packages are imported there by name."""
+    ``__main__`` does, since no member can import it; installed packages go by name."""
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    if module is None or not _is_own_code(module):
-        return cloudpickle.dumps(fn)
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        return cloudpickle.dumps(fn)
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
+    with _BY_VALUE_LOCK:  # cloudpickle's registry is global: one caller at a time changes it
+        if module is None or not _is_own_code(module) or module.__name__ in cloudpickle.list_registry_pickle_by_value():
+            yield
+            return
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            yield
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def _code_files(fn: Callable[..., Any]) -> dict[str, str]:

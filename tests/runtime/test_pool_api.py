@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,16 @@ def fails_on_three(x: int) -> int:
     return x
 
 
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+
+
+def mirrored(point: Point) -> Point:
+    return Point(point.y, point.x)
+
+
 def shout(x: int) -> int:
     print(f"hello from call {x} in pid namespace {os.getpid()}")
     return x
@@ -136,6 +147,13 @@ def test_a_remote_exception_is_raised_here_with_its_traceback(pool_thread: PoolT
         assert 'raise ValueError(f"three is not welcome (got {x})")' in str(remote)
         # The other calls of the same shard still ran: a raising call is not a failed shard.
         assert pool.submit(fails_on_three, 4).result() == 4
+
+
+def test_the_callers_own_classes_go_there_and_come_back_as_themselves(pool_thread: PoolThread) -> None:
+    """This test module is no package a member could import: its code travels by value, and
+    the objects that come back are of the caller's classes, not copies of them."""
+    with open_pool(pool_thread) as pool:
+        assert list(pool.map(mirrored, [Point(1, 2), Point(3, 4)])) == [Point(2, 1), Point(4, 3)]
 
 
 def test_printed_output_reaches_the_caller(

@@ -143,6 +143,10 @@ class TaskRequests:
                     data=record.data,
                 ))
         self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
+        if task.state in ENDED:
+            # It may have ended during the awaits above, before this watcher was listed: the
+            # update that said so went to the others only.
+            await session.send(TaskUpdate(task=self.summary(task)))
         await session.send(WatchReady(task_id=task.id))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:

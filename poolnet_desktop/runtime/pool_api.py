@@ -43,6 +43,7 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]
 
 from poolnet_desktop.core.devices import DeviceView
+from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.pool_calls import (
     FALLBACK_WORKERS,
@@ -135,6 +136,7 @@ class Pool(concurrent.futures.Executor):
         self._batches: set[_Batch] = set()
         self._runners: set[asyncio.Future[None]] = set()
         self._ended: dict[str, asyncio.Future[TaskSummary]] = {}
+        self._lines: dict[str, LineJoiner] = {}
         self._shutdown = False
         self._lock = threading.Lock()
         self._scratch = Path(tempfile.mkdtemp(prefix="poolnet-pool-"))
@@ -265,8 +267,7 @@ class Pool(concurrent.futures.Executor):
         await asyncio.gather(*self._runners, return_exceptions=True)
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
-        await self._control.close()
-        await self._watch.close()
+        await asyncio.gather(self._control.close(), self._watch.close())
 
     async def _pool_cores(self) -> int:
         """The cores the pool shares, from its first device list (it comes within the pool's
@@ -283,11 +284,11 @@ class Pool(concurrent.futures.Executor):
                 if isinstance(message, TaskUpdate):
                     waiter = self._ended.get(message.task.id)
                     if waiter is not None and not waiter.done() and has_ended(message.task):
+                        _show(self._lines.pop(message.task.id, LineJoiner()).rest())
                         waiter.set_result(message.task)
                 elif isinstance(message, ShardOutput):
-                    out = sys.stdout if message.stream == "stdout" else sys.stderr
-                    out.write(message.data)
-                    out.flush()
+                    joiner = self._lines.setdefault(message.shard.task_id, LineJoiner())
+                    _show(joiner.feed(message.shard.shard, message.stream, message.data))
                 elif isinstance(message, PoolState):
                     self._update_devices(message)
                 elif isinstance(message, Error):
@@ -367,6 +368,15 @@ def _shard_ending(shard: ShardSummary) -> str:
     """``failed, exit code 3``, ``timed_out: timed out after 60 s``."""
     said = shard.state if shard.exit_code is None else f"{shard.state}, exit code {shard.exit_code}"
     return f"{said}: {shard.reason}" if shard.reason and shard.reason != shard.state else said
+
+
+def _show(lines: Iterable[ShardLine]) -> None:
+    """What the calls printed, as whole lines (several shards' chunks interleave), to this
+    process's stdout or stderr as the calls wrote them."""
+    for line in lines:
+        out = sys.stdout if line.stream == "stdout" else sys.stderr
+        out.write(line.text + "\n")
+        out.flush()
 
 
 def _say_pending(message: str) -> None:

@@ -13,7 +13,7 @@ default; ``Pool(max_workers=2)`` splits the calls into two shards (one per membe
 a caller who swaps it for ``poolnet.Pool`` had it. Figures are medians of the rounds; the
 ratio is PoolNet's throughput over the executor's (target: at least 0.5).
 
-    .venv/bin/python benchmarks/bench_pool_api.py [--calls 1000] [--rounds 5]
+    .venv/bin/python benchmarks/bench_pool_api.py [--calls 1000] [--rounds 5] [--sandbox on|off]
 
 Loopback only; every process started here is stopped here, by PID.
 """
@@ -51,9 +51,9 @@ def timed(run: Callable[[], list[int]], expected: list[int]) -> float:
     return seconds
 
 
-def measure(calls: int, rounds: int, root: Path) -> dict[str, float]:
+def measure(calls: int, rounds: int, root: Path, sandbox: bool) -> dict[str, float]:
     items, expected = range(calls), [x + 1 for x in range(calls)]
-    processes = PoolProcesses(root, "uvloop")
+    processes = PoolProcesses(root, "uvloop", sandbox)
     processes.start()
     try:
         asyncio.run(until_ready(processes, manifest(root / "probe", "probe", 4)))
@@ -91,9 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sandbox", choices=["on", "off"], default="on",
+                        help="members run shards in the bubblewrap sandbox (on, their default) or not")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
-        f = measure(args.calls, args.rounds, Path(folder))
+        f = measure(args.calls, args.rounds, Path(folder), args.sandbox == "on")
     print(f"{'':>5} {'executor calls/s':>16} {'PoolNet calls/s':>15} {'ratio':>6}")
     for name in ("cold", "warm"):
         print(f"{name:>5} {f[f'{name}_executor_per_s']:16.0f} {f[f'{name}_poolnet_per_s']:15.0f} "

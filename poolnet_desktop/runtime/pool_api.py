@@ -15,9 +15,10 @@ Trust: results are unpickled here, so a member that runs a shard can run code in
 through a crafted result, as a ``ProcessPoolExecutor`` worker could. Use a pool whose members
 you trust with this process (they are the devices you approved).
 
-Sync API over a private event loop in a thread of its own, so it works from scripts and from
-Jupyter (whose own loop is already running). Two links to the pool: one for requests (submit,
-fetch, cancel, one at a time) and one that watches the tasks (progress, output, pool size).
+What crosses to the members and back is ``runtime.pool_payload``'s. This is the sync API over
+a private event loop in a thread of its own, so it works from scripts and from Jupyter (whose
+own loop is already running). Two links to the pool: one for requests (submit, fetch, cancel,
+one at a time) and one that watches the tasks (progress, output, pool size).
 """
 
 from __future__ import annotations
@@ -27,70 +28,40 @@ import concurrent.futures
 import contextlib
 import functools
 import itertools
-import linecache
 import shutil
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import CodeType, FunctionType, ModuleType, TracebackType
+from types import TracebackType
 from typing import Any
-
-import cloudpickle  # type: ignore[import-untyped]
 
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
-from poolnet_desktop.core.manifest import FileEntry
-from poolnet_desktop.core.pool_calls import (
-    FALLBACK_WORKERS,
-    FUNCTION_FILE,
-    RESULT_FILE,
-    WORKER_FILE,
-    call_spec,
-    check_requirements,
-    calls_file,
-    plan_chunks,
-    restore_sources,
-    shared_cores,
-)
+from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, check_requirements, plan_chunks, shared_cores
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary, TaskUpdate, WatchTask
-from poolnet_desktop.runtime import pool_worker
 from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.link import PoolLink, open_link
+from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import default_pool_url, normalise_pool_url
+from poolnet_desktop.runtime.pool_payload import (
+    Call,
+    PoolError,
+    RemoteError,
+    RemoteTraceback,
+    code_files,
+    read_outcomes,
+    resolve,
+    write_task,
+)
 from poolnet_desktop.runtime.task_client import TaskClient, has_ended
-from poolnet_desktop.runtime.task_files import LoadedTask, file_sha256
+from poolnet_desktop.runtime.task_files import LoadedTask
 
-Call = tuple[tuple[Any, ...], dict[str, Any]]
-
-_BY_VALUE_LOCK = threading.Lock()
-
-
-class PoolError(Exception):
-    """The pool could not run a call: unreachable, refused, or its shard failed (not the
-    call's own exception, which is re-raised as it was)."""
-
-
-class RemoteTraceback(Exception):
-    """The traceback of a call that raised on a member, as ``__cause__`` of the re-raised
-    exception (the shape ``ProcessPoolExecutor`` gives its workers' tracebacks)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
-
-
-class RemoteError(Exception):
-    """A remote exception that could not be pickled back: its repr, with its traceback."""
+__all__ = ["Pool", "PoolError", "RemoteError", "RemoteTraceback"]
 
 
 @dataclass(eq=False)
@@ -207,8 +178,8 @@ class Pool(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
         folder = self._scratch / f"task-{next(self._serial)}"
-        loaded = _write_task(folder, fn, calls, chunks, self._requirements)
-        batch = _Batch([concurrent.futures.Future() for _ in calls], chunks, _code_files(fn))
+        loaded = write_task(folder, fn, calls, chunks, self._requirements)
+        batch = _Batch([concurrent.futures.Future() for _ in calls], chunks, code_files(fn))
         for future in batch.futures:
             future.add_done_callback(functools.partial(self._call_done, batch))
         self._batches.add(batch)
@@ -343,9 +314,9 @@ class Pool(concurrent.futures.Executor):
         async with self._request_lock:
             results = await self._requests.fetch_results(task_id, folder / "results")
             failed = {} if summary.succeeded == summary.total else await self._failed_shards(task_id)
-        outcomes = await asyncio.to_thread(_read_outcomes, results, batch.chunks, failed)
+        outcomes = await asyncio.to_thread(read_outcomes, results, batch.chunks, failed)
         for future, outcome in zip(batch.futures, outcomes):
-            _resolve(future, outcome, batch.sources)
+            resolve(future, outcome, batch.sources)
 
     async def _failed_shards(self, task_id: str) -> dict[int, str]:
         """Why each shard that did not succeed ended so (state and reason)."""
@@ -398,102 +369,6 @@ def _results(
             futures[index] = None  # type: ignore[call-overload]
     finally:
         cancel(f for f in futures if f is not None)
-
-
-def _write_task(
-    folder: Path, fn: Callable[..., Any], calls: list[Call], chunks: list[range], requirements: Sequence[str]
-) -> LoadedTask:
-    """The task's files on disk (worker, function, one calls file per shard) and its spec."""
-    (folder / "calls").mkdir(parents=True)
-    local = {WORKER_FILE: Path(pool_worker.__file__)}
-    with _module_by_value(fn):
-        (folder / FUNCTION_FILE).write_bytes(cloudpickle.dumps(fn))
-        local[FUNCTION_FILE] = folder / FUNCTION_FILE
-        for shard, chunk in enumerate(chunks):
-            name = calls_file(shard)
-            (folder / name).write_bytes(cloudpickle.dumps([calls[i] for i in chunk]))
-            local[name] = folder / name
-    entries = [FileEntry(path=name, size=size, sha256=digest)
-               for name, (size, digest) in ((n, file_sha256(p)) for n, p in local.items())]
-    spec = call_spec(getattr(fn, "__name__", type(fn).__name__), len(chunks), entries, requirements)
-    return LoadedTask(spec, folder, folder, local)
-
-
-@contextlib.contextmanager
-def _module_by_value(fn: Callable[..., Any]) -> Iterator[None]:
-    """While pickling ``fn`` and its calls, the caller's own code (``fn``'s module, if it is
-    not part of an installed package or the standard library) goes by value, as a script's
-    ``__main__`` does, since no member can import it; installed packages go by name."""
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    with _BY_VALUE_LOCK:  # cloudpickle's registry is global: one caller at a time changes it
-        if module is None or not _is_own_code(module) or module.__name__ in cloudpickle.list_registry_pickle_by_value():
-            yield
-            return
-        cloudpickle.register_pickle_by_value(module)
-        try:
-            yield
-        finally:
-            cloudpickle.unregister_pickle_by_value(module)
-
-
-def _code_files(fn: Callable[..., Any]) -> dict[str, str]:
-    """Function name -> file, for ``fn``, the functions nested in it, and the functions
-    of its module it may call: the frames a remote traceback names ``<dynamic-code>``."""
-    files: dict[str, str] = {}
-    code = getattr(fn, "__code__", None)
-    codes = [code] if isinstance(code, CodeType) else []
-    codes += [value.__code__ for value in getattr(fn, "__globals__", {}).values() if isinstance(value, FunctionType)]
-    while codes:
-        code = codes.pop()
-        files.setdefault(code.co_name, code.co_filename)
-        codes.extend(const for const in code.co_consts if isinstance(const, CodeType))
-    return files
-
-
-def _is_own_code(module: ModuleType) -> bool:
-    if module.__name__ == "__main__":
-        return False  # cloudpickle sends ``__main__`` by value already
-    source = getattr(module, "__file__", None)
-    if source is None:
-        return False
-    installed = {sysconfig.get_path(key) for key in ("purelib", "platlib", "stdlib", "platstdlib")}
-    where = Path(source).resolve()
-    return not any(where.is_relative_to(Path(p).resolve()) for p in installed if p)
-
-
-def _read_outcomes(results: Path, chunks: list[range], failed: dict[int, str]) -> list[tuple[Any, ...]]:
-    """Every call's outcome in call order: from its shard's result file, else the reason its
-    shard did not succeed."""
-    outcomes: list[tuple[Any, ...]] = []
-    for shard, chunk in enumerate(chunks):
-        path = results / str(shard) / RESULT_FILE
-        try:
-            loaded = cloudpickle.loads(path.read_bytes())
-        except FileNotFoundError:
-            reason = failed.get(shard, "it brought back no result")
-            loaded = [(None, f"shard {shard} did not succeed ({reason}); its output above says why")] * len(chunk)
-        if len(loaded) != len(chunk):
-            raise PoolError(f"shard {shard} returned {len(loaded)} results for {len(chunk)} calls")
-        outcomes.extend(loaded)
-    return outcomes
-
-
-def _resolve(future: concurrent.futures.Future[Any], outcome: tuple[Any, ...], sources: dict[str, str]) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
-    if outcome[0] is True:
-        future.set_result(outcome[1])
-    elif outcome[0] is None:
-        future.set_exception(PoolError(outcome[1]))
-    else:
-        _, pickled, text, shown = outcome
-        try:
-            exc = cloudpickle.loads(pickled) if pickled is not None else RemoteError(shown)
-        except Exception:  # noqa: BLE001 - a class this process lacks: its repr stands in
-            exc = RemoteError(shown)
-        exc.__cause__ = RemoteTraceback(restore_sources(text, sources, linecache.getline))
-        future.set_exception(exc)
-
 
 def _settle(batch: _Batch, error: BaseException) -> None:
     """Fail every call of ``batch`` still waiting (a cancelled one stays cancelled)."""

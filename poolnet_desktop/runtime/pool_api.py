@@ -43,7 +43,14 @@ from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
 from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, check_requirements, plan_chunks, shared_cores
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
-from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary, TaskUpdate, WatchTask
+from poolnet_desktop.core.task_protocol import (
+    ShardOutput,
+    ShardSummary,
+    TaskSummary,
+    TaskUpdate,
+    WatchReady,
+    WatchTask,
+)
 from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
@@ -107,6 +114,7 @@ class Pool(concurrent.futures.Executor):
         self._batches: set[_Batch] = set()
         self._runners: set[asyncio.Future[None]] = set()
         self._ended: dict[str, asyncio.Future[TaskSummary]] = {}
+        self._listed: dict[str, asyncio.Future[None]] = {}
         self._lines: dict[str, LineJoiner] = {}
         self._shutdown = False
         self._lock = threading.Lock()
@@ -260,6 +268,10 @@ class Pool(concurrent.futures.Executor):
                 elif isinstance(message, ShardOutput):
                     joiner = self._lines.setdefault(message.shard.task_id, LineJoiner())
                     _show(joiner.feed(message.shard.shard, message.stream, message.data))
+                elif isinstance(message, WatchReady):
+                    listed = self._listed.get(message.task_id)
+                    if listed is not None and not listed.done():
+                        listed.set_result(None)
                 elif isinstance(message, PoolState):
                     self._update_devices(message)
                 elif isinstance(message, Error):
@@ -277,7 +289,8 @@ class Pool(concurrent.futures.Executor):
             self._sized.set()
 
     def _fail_waiters(self, error: PoolError) -> None:
-        for waiter in self._ended.values():
+        waiters: list[asyncio.Future[Any]] = [*self._ended.values(), *self._listed.values()]
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(error)
 
@@ -300,17 +313,28 @@ class Pool(concurrent.futures.Executor):
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
     async def _run(self, batch: _Batch, loaded: LoadedTask, folder: Path) -> None:
-        async with self._request_lock:
-            task_id = await self._requests.submit(loaded)
-        batch.task_id = task_id
-        ended = self._ended[task_id] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[TaskSummary] = loop.create_future()
+
+        async def follow(task_id: str) -> None:
+            """Watch the task before its files go up: no shard can start, print or end
+            before this watcher is listed."""
+            batch.task_id = task_id
+            self._ended[task_id] = ended
+            listed = self._listed[task_id] = loop.create_future()
+            await self._watch.send(WatchTask(task_id=task_id, history=False))
+            await listed
+
         try:
-            await self._watch.send(WatchTask(task_id=task_id, history=True))
+            async with self._request_lock:
+                task_id = await self._requests.submit(loaded, on_accepted=follow)
             if batch.cancelling:
                 await self._cancel_remote(batch)
             summary = await ended
         finally:
-            del self._ended[task_id]
+            if batch.task_id is not None:
+                self._ended.pop(batch.task_id, None)
+                self._listed.pop(batch.task_id, None)
         async with self._request_lock:
             results = await self._requests.fetch_results(task_id, folder / "results")
             failed = {} if summary.succeeded == summary.total else await self._failed_shards(task_id)

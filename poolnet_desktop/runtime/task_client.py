@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from poolnet_desktop.core.paths import UnsafePathError
@@ -45,13 +45,19 @@ class TaskClient:
     def __init__(self, link: PoolLink) -> None:
         self.link = link
 
-    async def submit(self, task: LoadedTask) -> str:
+    async def submit(
+        self, task: LoadedTask, on_accepted: Callable[[str], Awaitable[None]] | None = None
+    ) -> str:
         """Submit a loaded task and upload the files the pool lacks; returns the task id.
+        ``on_accepted`` is awaited with the id before the upload, while no shard can start
+        (to begin watching a task without missing any of it).
         Raises ``ProtocolError`` (``invalid_task``, ``unfit``, ...) when refused."""
         request = uuid.uuid4().hex
         await self.link.send(SubmitTask(request_id=request, spec=task.spec))
         accepted: TaskAccepted = await self.link.expect(TaskAccepted)
         _check_task_id(accepted.task_id)
+        if on_accepted is not None:
+            await on_accepted(accepted.task_id)
         by_path = {entry.path: entry for entry in task.spec.files}
         files = [
             Outgoing(path, task.local_path(by_path[path]), by_path[path].size, by_path[path].sha256)

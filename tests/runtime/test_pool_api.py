@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,23 +176,35 @@ def test_submit_returns_futures_that_resolve_with_closures_and_keywords(
     assert sum(t.name == "pool lambda" for t in pool_thread.run(pool_thread.tasks())) == 4
 
 
-def test_leaving_the_block_by_an_exception_cancels_the_pools_task(pool_thread: PoolThread) -> None:
-    def running_sleeps() -> list[TaskSummary]:
-        return [t for t in pool_thread.run(pool_thread.tasks()) if t.name == "pool sleep" and t.running]
+def sleep_task(pool_thread: PoolThread) -> TaskSummary | None:
+    """The pool's ``pool sleep`` task, if it has one."""
+    return next((t for t in pool_thread.run(pool_thread.tasks()) if t.name == "pool sleep"), None)
 
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_leaving_the_block_by_an_exception_cancels_the_pools_task(pool_thread: PoolThread) -> None:
     with pytest.raises(KeyboardInterrupt):
         with open_pool(pool_thread) as pool:
             future = pool.submit(time.sleep, 600)
-            deadline = time.monotonic() + 30
-            while not running_sleeps():
-                assert time.monotonic() < deadline, "the call never started"
-                time.sleep(0.1)
+            wait_until(lambda: bool((task := sleep_task(pool_thread)) and task.running), "it never started")
             raise KeyboardInterrupt
     assert future.cancelled()
-    deadline = time.monotonic() + 30
-    while (task := next(t for t in pool_thread.run(pool_thread.tasks()) if t.name == "pool sleep")).state != "cancelled":
-        assert time.monotonic() < deadline, f"still {task.state}"
-        time.sleep(0.1)
+    # The block is left once the pool has stopped the call's shard.
+    assert (task := sleep_task(pool_thread)) is not None and (task.state, task.running) == ("cancelled", 0)
+
+
+def test_cancelling_a_calls_future_cancels_its_task_on_the_pool(pool_thread: PoolThread) -> None:
+    with open_pool(pool_thread) as pool:
+        future = pool.submit(time.sleep, 600)
+        wait_until(lambda: bool((task := sleep_task(pool_thread)) and task.running), "it never started")
+        assert future.cancel()
+        wait_until(lambda: getattr(sleep_task(pool_thread), "state", None) == "cancelled", "never cancelled")
 
 
 def test_a_shard_that_dies_fails_its_calls_with_the_reason(pool_thread: PoolThread) -> None:

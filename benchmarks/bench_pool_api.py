@@ -10,7 +10,8 @@ The pool is the one ``bench_throughput`` starts: ``poolnet host --no-member`` an
 join`` members, each pinned with ``taskset`` to a core of its own, sandboxed as members are by
 default; ``Pool(max_workers=2)`` splits the calls into two shards (one per member) as
 ``ProcessPoolExecutor(2)`` has two workers. The executor keeps its default ``chunksize=1``, as
-a caller who swaps it for ``poolnet.Pool`` had it. Figures are medians of the rounds; the
+a caller who swaps it for ``poolnet.Pool`` had it, and runs again with the calls in two chunks
+(its best case: as PoolNet's two shards run them). Figures are medians of the rounds; the
 ratio is PoolNet's throughput over the executor's (target: at least 0.5).
 
     .venv/bin/python benchmarks/bench_pool_api.py [--calls 1000] [--rounds 5] [--sandbox on|off]
@@ -51,8 +52,10 @@ def timed(run: Callable[[], list[int]], expected: list[int]) -> float:
     return seconds
 
 
-def measure(calls: int, rounds: int, root: Path, sandbox: bool) -> dict[str, float]:
+def measure(calls: int, rounds: int, root: Path, sandbox: bool) -> dict[str, dict[str, float]]:
+    """Calls per second, by ``cold``/``warm`` then by contender (medians of the rounds)."""
     items, expected = range(calls), [x + 1 for x in range(calls)]
+    halves = max(1, calls // 2)
     processes = PoolProcesses(root, "uvloop", sandbox)
     processes.start()
     try:
@@ -62,29 +65,35 @@ def measure(calls: int, rounds: int, root: Path, sandbox: bool) -> dict[str, flo
             with poolnet.Pool(processes.url, data_dir=root / "host", max_workers=2) as pool:
                 return list(pool.map(trivial, items))
 
-        def executor_cold() -> list[int]:
+        def executor_cold(chunksize: int) -> list[int]:
             with ProcessPoolExecutor(2) as executor:
-                return list(executor.map(trivial, items))
+                return list(executor.map(trivial, items, chunksize=chunksize))
 
-        cold: dict[str, list[float]] = {"poolnet": [], "executor": []}
-        warm: dict[str, list[float]] = {"poolnet": [], "executor": []}
+        samples: dict[str, dict[str, list[float]]] = {
+            name: {who: [] for who in CONTENDERS} for name in ("cold", "warm")
+        }
         with poolnet.Pool(processes.url, data_dir=root / "host", max_workers=2) as pool, \
                 ProcessPoolExecutor(2) as executor:
             for open_one in (pool, executor):
                 list(open_one.map(trivial, items))
             for _ in range(rounds):
-                cold["executor"].append(timed(executor_cold, expected))
+                cold, warm = samples["cold"], samples["warm"]
+                cold["executor"].append(timed(lambda: executor_cold(1), expected))
+                cold["executor chunked"].append(timed(lambda: executor_cold(halves), expected))
                 cold["poolnet"].append(timed(poolnet_cold, expected))
                 warm["executor"].append(timed(lambda: list(executor.map(trivial, items)), expected))
+                warm["executor chunked"].append(
+                    timed(lambda: list(executor.map(trivial, items, chunksize=halves)), expected))
                 warm["poolnet"].append(timed(lambda: list(pool.map(trivial, items)), expected))
     finally:
         processes.stop()
-    figures = {}
-    for name, samples in (("cold", cold), ("warm", warm)):
-        for who in ("poolnet", "executor"):
-            figures[f"{name}_{who}_per_s"] = calls / statistics.median(samples[who])
-        figures[f"{name}_ratio"] = figures[f"{name}_poolnet_per_s"] / figures[f"{name}_executor_per_s"]
-    return figures
+    return {name: {who: calls / statistics.median(times) for who, times in by_who.items()}
+            for name, by_who in samples.items()}
+
+
+# The executor as a caller who swaps it for poolnet.Pool has it (chunksize=1), and with its
+# calls in two chunks as PoolNet's two shards run them (its best case here).
+CONTENDERS = ("executor", "executor chunked", "poolnet")
 
 
 def main() -> None:
@@ -95,13 +104,14 @@ def main() -> None:
                         help="members run shards in the bubblewrap sandbox (on, their default) or not")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
-        f = measure(args.calls, args.rounds, Path(folder), args.sandbox == "on")
-    print(f"{'':>5} {'executor calls/s':>16} {'PoolNet calls/s':>15} {'ratio':>6}")
-    for name in ("cold", "warm"):
-        print(f"{name:>5} {f[f'{name}_executor_per_s']:16.0f} {f[f'{name}_poolnet_per_s']:15.0f} "
-              f"{f[f'{name}_ratio']:6.2f}")
-    print(f"{args.calls} calls, medians of {args.rounds} rounds; cold: the whole with block, "
-          "warm: map alone on an open executor or pool")
+        figures = measure(args.calls, args.rounds, Path(folder), args.sandbox == "on")
+    print(f"{'':>5} {'executor/s':>10} {'chunked/s':>10} {'PoolNet/s':>10} {'ratio':>6} {'vs chunked':>10}")
+    for name, f in figures.items():
+        print(f"{name:>5} {f['executor']:10.0f} {f['executor chunked']:10.0f} {f['poolnet']:10.0f} "
+              f"{f['poolnet'] / f['executor']:6.2f} {f['poolnet'] / f['executor chunked']:10.2f}")
+    print(f"{args.calls} calls, medians of {args.rounds} rounds; cold: the whole with block, warm: map "
+          "alone on an open executor or pool; ratio: PoolNet over the executor (chunksize=1), "
+          "vs chunked: over the executor with the calls in two chunks")
 
 
 if __name__ == "__main__":

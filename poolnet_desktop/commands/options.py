@@ -15,10 +15,9 @@ from poolnet_desktop.core.sandbox_state import describe, sandbox_state
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.node import last_pool_url
+from poolnet_desktop.runtime.node import default_pool_url
 from poolnet_desktop.runtime.sandbox import probe
 
-DEFAULT_POOL = "wss://127.0.0.1:3000/ws"
 CODE_ENV = "POOLNET_PAIRING_CODE"
 
 
@@ -62,7 +61,7 @@ def pool_url(args: argparse.Namespace) -> str:
     """The pool a command talks to: as given, else the data folder's own, else this machine's
     default port."""
     given = args.url or getattr(args, "pool", None)
-    return given or last_pool_url(resolve_data_dir(args.data_dir)) or DEFAULT_POOL
+    return given or default_pool_url(resolve_data_dir(args.data_dir))
 
 
 def add_discovery(parser: argparse.ArgumentParser) -> None:

@@ -59,6 +59,16 @@ MEMBERSHIP_FILE = "membership.json"
 OWN_MEMBER_FOLDER = "member"
 
 
+# Where a command looks for a pool when none is named and the data folder knows none.
+DEFAULT_POOL_URL = "wss://127.0.0.1:3000/ws"
+
+
+def default_pool_url(data_dir: Path) -> str:
+    """The pool a command or ``poolnet.Pool`` means when none is named: the data folder's
+    own (``last_pool_url``), else this machine's default port."""
+    return last_pool_url(data_dir) or DEFAULT_POOL_URL
+
+
 def last_pool_url(data_dir: Path) -> str | None:
     """The pool this data folder's commands mean by default: the one it hosts while it does
     (on its real port), else the one it joined last; None if neither."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from poolnet_desktop.core.paths import UnsafePathError
@@ -45,13 +45,19 @@ class TaskClient:
     def __init__(self, link: PoolLink) -> None:
         self.link = link
 
-    async def submit(self, task: LoadedTask) -> str:
+    async def submit(
+        self, task: LoadedTask, on_accepted: Callable[[str], Awaitable[None]] | None = None
+    ) -> str:
         """Submit a loaded task and upload the files the pool lacks; returns the task id.
+        ``on_accepted`` is awaited with the id before the upload, while no shard can start
+        (to begin watching a task without missing any of it).
         Raises ``ProtocolError`` (``invalid_task``, ``unfit``, ...) when refused."""
         request = uuid.uuid4().hex
         await self.link.send(SubmitTask(request_id=request, spec=task.spec))
         accepted: TaskAccepted = await self.link.expect(TaskAccepted)
         _check_task_id(accepted.task_id)
+        if on_accepted is not None:
+            await on_accepted(accepted.task_id)
         by_path = {entry.path: entry for entry in task.spec.files}
         files = [
             Outgoing(path, task.local_path(by_path[path]), by_path[path].size, by_path[path].sha256)
@@ -69,7 +75,7 @@ class TaskClient:
             update: TaskUpdate = await self.link.expect(TaskUpdate)
             if on_update is not None:
                 on_update(update.task)
-            if _ended(update.task):
+            if has_ended(update.task):
                 return update.task
 
     async def logs(
@@ -92,7 +98,7 @@ class TaskClient:
                 on_output(message)
             else:
                 live = True
-            if live and summary is not None and (not follow or _ended(summary)):
+            if live and summary is not None and (not follow or has_ended(summary)):
                 return summary
 
     async def cancel(self, task_id: str) -> TaskSummary:
@@ -156,6 +162,6 @@ def _check_task_id(task_id: str) -> None:
         )
 
 
-def _ended(summary: TaskSummary) -> bool:
+def has_ended(summary: TaskSummary) -> bool:
     """Ended and nothing of it still running: a cancelled task's shards report later."""
     return summary.state in ENDED and summary.running == summary.waiting == 0

@@ -140,12 +140,13 @@ class TaskRequests:
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:
         """The task, its stored output, then its live output. The watcher is registered first
-        and holds live output until the history is sent, and the history is cut at that
-        moment: no chunk is lost between the two, and none is sent twice."""
+        and holds live output and task updates until the history is sent, and the history is
+        cut at that moment: no chunk or update (a task that ends meanwhile) is lost between
+        the two, and no chunk is sent twice."""
         task = self._task(session, message.task_id, Action.WATCH)
-        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
-        watcher = _Watcher(session, message.shard, backlog=[])
+        watcher = _Watcher(session, message.shard, backlog=[])  # listed before any await
         self._watchers.setdefault(task.id, []).append(watcher)
+        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
         if message.history:
             store = self.service.store_or_fail()
             appended = store.appended_logs(task.id, message.shard)

@@ -1,0 +1,42 @@
+"""Watching a task (``watch_task``) never misses its end, however the watch request and the
+task's last change interleave on the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from poolnet_desktop.runtime.node import Member, PoolHost
+from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.task_files import load_task
+from tests.runtime.test_task_pool import client, members, wait_for, write  # noqa: F401 - fixtures
+
+
+async def test_a_task_that_ends_while_its_stored_output_is_read_still_ends_for_the_watcher(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
+) -> None:
+    write(tmp_path / "job", "job.pool.toml", """
+        command = ["sh", "-c", "sleep 0.5; echo done"]
+    """)
+    task_id = await client.submit(await asyncio.to_thread(load_task, tmp_path / "job"))
+    store = pool.tasks.store_or_fail()
+    real_committed = store.committed
+    ended = asyncio.Event()
+
+    def committed_once_it_has_ended(urgent: bool = False) -> asyncio.Future[None]:
+        """The watch request's wait for the stored output lasts until the task has ended."""
+        store.committed = real_committed  # type: ignore[method-assign]
+        waited = real_committed(urgent)
+
+        async def later() -> None:
+            await ended.wait()
+            await waited
+
+        return asyncio.ensure_future(later())
+
+    store.committed = committed_once_it_has_ended  # type: ignore[method-assign]
+    following = asyncio.ensure_future(client.logs(task_id, lambda output: None, follow=True))
+    await wait_for(lambda: pool.tasks.tasks[task_id].state == "succeeded")
+    ended.set()
+    summary = await asyncio.wait_for(following, timeout=20)
+    assert summary.state == "succeeded"

@@ -1,8 +1,8 @@
 """The one door between the Qt window and the asyncio runtime.
 
 ``PoolBridge`` owns every live runtime object of the desktop app: this machine's ``Member``, the
-optional ``PoolHost`` (Host pool on), the window's observer link and its reconnects, a second
-link for task conversations, the LAN browser, and the pause-while-busy watcher. Everything runs
+optional ``PoolHost`` (Host pool on), the window's observer link and its reconnects (devices
+and task changes are both pushed on it), a second link for task conversations, the LAN browser, and the pause-while-busy watcher. Everything runs
 as asyncio tasks on the Qt thread's qasync loop, so nothing here needs a lock against Qt.
 
 The rest of the GUI never imports the runtime: it calls the bridge's methods (each returns at
@@ -32,7 +32,14 @@ from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
 from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError
-from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
+from poolnet_desktop.core.task_protocol import (
+    ListTasks,
+    ShardOutput,
+    SubscribeTasks,
+    TaskList,
+    TasksChanged,
+    TaskSummary,
+)
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
 from poolnet_desktop.runtime.access import PoolAccess
 from poolnet_desktop.runtime.agent import AgentState
@@ -45,7 +52,7 @@ from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost, normalise_pool_url
 from poolnet_desktop.runtime.pause import PauseWatcher
 from poolnet_desktop.runtime.sampler import ResourceSampler
-from poolnet_desktop.runtime.task_client import ENDED, TaskClient
+from poolnet_desktop.runtime.task_client import ENDED, TaskClient, apply_changes
 from poolnet_desktop.runtime.task_files import load_task
 from poolnet_desktop.runtime.tls import InsecureConnection
 
@@ -88,7 +95,7 @@ class PoolBridge(QObject):
     trusted_changed = Signal(list)  # list[ApprovedDevice] but the owner, while hosting
     pools_found = Signal(list)  # list[FoundPool]
     paused_changed = Signal(str)  # why sharing is paused, "" when it is not
-    tasks_changed = Signal(list)  # list[TaskSummary], all the pool's tasks
+    tasks_changed = Signal(list, list)  # list[TaskSummary] changed or new, list[str] forgotten
     task_submitted = Signal(str, str)  # task id, the file it came from
     task_finished = Signal(object)  # TaskSummary of a task that just ended
     task_log = Signal(str, str)  # task id, text
@@ -103,7 +110,6 @@ class PoolBridge(QObject):
         *,
         bind: str = "0.0.0.0",
         discovery: DiscoverySettings | None = None,
-        task_poll_interval: float = 2.0,
         activity_interval: float = 5.0,  # how often the pause rules sample the computer
         preview_interval: float = 1.0,
         parent: QObject | None = None,
@@ -112,7 +118,6 @@ class PoolBridge(QObject):
         self._store = store
         self._bind = bind
         self._discovery_override = discovery
-        self._task_poll_interval = task_poll_interval
         self._data_dir = resolve_data_dir(store.prefs.data_path)
         self._prefs = store.prefs
         self._host: PoolHost | None = None
@@ -167,7 +172,6 @@ class PoolBridge(QObject):
         """Host (if set), join, observe, browse and watch activity; returns once started."""
         await self._apply_membership()
         self._spawn(self._restart_browser())
-        self._spawn(self._poll_tasks())
         self._spawn(self._pause.run())
 
     async def stop(self) -> None:
@@ -258,6 +262,10 @@ class PoolBridge(QObject):
 
     def cancel(self, task_id: str) -> None:
         self._spawn(self._task_call(lambda client: client.cancel(task_id)))
+
+    def forget(self, task_id: str) -> None:
+        """Delete an ended task from the pool (its records, logs, results), as ``poolnet forget``."""
+        self._spawn(self._task_call(lambda client: client.forget(task_id)))
 
     def fetch_results(self, task_id: str) -> None:
         self._spawn(self._fetch_results(task_id))
@@ -421,7 +429,8 @@ class PoolBridge(QObject):
                                identity=config.identity, pinned=config.pinned)
 
     async def _observe(self) -> None:
-        """Keep the observer link open and pass every ``pool_state`` batch to the window."""
+        """Keep the observer link open and pass every ``pool_state`` batch and every task
+        change the pool pushes to the window (nothing is polled)."""
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             self.link_changed.emit("connecting", self._pool_url() or "")
@@ -436,10 +445,20 @@ class PoolBridge(QObject):
             self._connected.set()
             self.link_changed.emit("connected", link.welcome.pool_name)
             try:
+                await link.send(SubscribeTasks())
+                listing = TaskListing(set(self._task_states))
                 while True:
                     message = await link.recv()
                     if isinstance(message, PoolState):
                         self.pool_state.emit(message)
+                    elif isinstance(message, TaskList):
+                        if message.next is not None:
+                            await link.send(ListTasks(cursor=message.next))
+                        if (complete := listing.take_page(message)) is not None:
+                            self._take_tasks(*complete)
+                    elif isinstance(message, TasksChanged):
+                        if (change := listing.take_change(message)) is not None:
+                            self._take_tasks(*change)
                     elif isinstance(message, Error):
                         self.problem.emit(message.message)
             except LINK_ERRORS as exc:
@@ -508,21 +527,15 @@ class PoolBridge(QObject):
         if link is not None:
             await link.close()
 
-    async def _poll_tasks(self) -> None:
-        while True:
-            if self._link is not None:
-                tasks = await self._task_call(lambda client: client.list(detail=True))
-                if tasks is not None:
-                    self._take_tasks(tasks)
-            await asyncio.sleep(self._task_poll_interval)
-
-    def _take_tasks(self, tasks: list[TaskSummary]) -> None:
-        for task in tasks:
+    def _take_tasks(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        for task in changed:
             before = self._task_states.get(task.id)
             if before is not None and before not in ENDED and task.state in ENDED:
                 self.task_finished.emit(task)
             self._task_states[task.id] = task.state
-        self.tasks_changed.emit(tasks)
+        for task_id in removed:
+            self._task_states.pop(task_id, None)
+        self.tasks_changed.emit(changed, removed)
 
     async def _submit(self, path: Path) -> None:
         try:
@@ -542,10 +555,7 @@ class PoolBridge(QObject):
         task_id = await self._task_call(lambda client: client.submit(loaded))
         if task_id is not None:
             self._sources[task_id] = path
-            self._task_states[task_id] = "queued"
-            tasks = await self._task_call(lambda client: client.list(detail=True))
-            if tasks is not None:
-                self._take_tasks(tasks)
+            self._task_states.setdefault(task_id, "queued")
             self.task_submitted.emit(task_id, path.name)
 
     async def _fetch_results(self, task_id: str) -> None:
@@ -587,6 +597,34 @@ class PoolBridge(QObject):
         if not task.cancelled() and task.exception() is not None:
             log.error("bridge task failed", exc_info=task.exception())
             self.problem.emit(f"internal error: {task.exception()}")
+
+
+class TaskListing:
+    """The pool's task list as the observer link reads it after ``subscribe_tasks``: its pages
+    first (changes pushed meanwhile applied in order), then each change as it comes. ``known``
+    is what the window shows from before (a reconnect): those not listed any more are removed
+    once the last page is in."""
+
+    def __init__(self, known: set[str]) -> None:
+        self._known = known
+        self._tasks: dict[str, TaskSummary] | None = {}
+
+    def take_page(self, page: TaskList) -> tuple[list[TaskSummary], list[str]] | None:
+        """The whole list once its last page is in (changed, removed), else None."""
+        if self._tasks is None:
+            return None  # not ours: pages are only read right after subscribing
+        self._tasks.update((t.id, t) for t in page.tasks)
+        if page.next is not None:
+            return None
+        tasks, self._tasks = self._tasks, None
+        return list(tasks.values()), sorted(self._known - set(tasks))
+
+    def take_change(self, change: TasksChanged) -> tuple[list[TaskSummary], list[str]] | None:
+        """A change to pass on, or None while the pages are still coming (folded into them)."""
+        if self._tasks is not None:
+            apply_changes(self._tasks, change)
+            return None
+        return change.tasks, change.removed
 
 
 def _describe(exc: BaseException) -> str:

@@ -45,6 +45,9 @@ from poolnet_desktop.runtime.task_files import LoadedTask
 from poolnet_desktop.runtime.task_transfer import FileReceiver, Outgoing, expected_files, send_files
 
 MAX_RESULT_FILE = 64 * 1024**3
+# Named here: inside ``TaskClient`` the name ``list`` is its method.
+Summaries = list[TaskSummary]
+Shards = list[ShardSummary]
 
 
 class TaskClient:
@@ -119,13 +122,13 @@ class TaskClient:
         await self.link.send(ListTasks())
         return await self._rest_of(await self.link.expect(TaskList))
 
-    async def subscribe(self) -> list[TaskSummary]:
+    async def subscribe(self) -> Summaries:
         """Follow the pool's tasks: returns them all (newest first) as of now; every change
         after that comes as ``tasks_changed`` (``changes()``)."""
         await self.link.send(SubscribeTasks())
         return await self._rest_of(await self.link.expect(TaskList))
 
-    async def _rest_of(self, page: TaskList) -> list[TaskSummary]:
+    async def _rest_of(self, page: TaskList) -> Summaries:
         """The tasks of ``page`` and of every page after it, newest first. Changes pushed
         meanwhile are applied in the order they came: each message is newer than the last."""
         tasks = {t.id: t for t in page.tasks}
@@ -145,9 +148,9 @@ class TaskClient:
         while True:
             yield await self.link.expect(TasksChanged)
 
-    async def shards(self, task_id: str) -> list[ShardSummary]:
+    async def shards(self, task_id: str) -> Shards:
         """One task's shards (its submitter and the owner only), a page at a time."""
-        shards: list[ShardSummary] = []
+        shards: Shards = []
         start: int | None = 0
         while start is not None:
             await self.link.send(ListShards(task_id=task_id, start=start))

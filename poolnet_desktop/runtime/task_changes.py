@@ -48,7 +48,6 @@ class TaskChanges:
         self._subscribers: set[Session] = set()
         self._dirty: set[str] = set()
         self._removed: set[str] = set()
-        self.frames_sent = 0  # tasks_changed frames, for benchmarks
 
     def handlers(self) -> dict[type, Callable[[Session, Any], Any]]:
         return {
@@ -94,7 +93,7 @@ class TaskChanges:
                 for i in range(0, max(len(summaries), 1), MAX_TASK_PAGE)
             ]
             session.post_many(frames)
-            self.frames_sent += len(frames)
+            self.service.coordinator.messages_out += len(frames)
 
     def _summary(self, caller: Caller, task: Task, plain: dict[str, TaskSummary],
                  detailed: dict[str, TaskSummary]) -> TaskSummary:

@@ -171,7 +171,10 @@ class TaskRequests:
         self._update_timer = None
         dirty, self._dirty = self._dirty, set()
         for task_id in dirty:
-            task = self.service.tasks[task_id]
+            task = self.service.tasks.get(task_id)
+            if task is None:  # forgotten since it changed
+                self._watchers.pop(task_id, None)
+                continue
             watchers = [w for w in self._watchers.get(task_id, ()) if self.service.coordinator.is_connected(w.session)]
             if watchers:
                 self._watchers[task_id] = watchers

@@ -29,10 +29,11 @@ def devices_used(task: Task) -> list[str]:
 
 
 def started_at(task: Task) -> float | None:
-    """When its first shard started running, if one did; a shard that ended before its start
-    was heard of (a member reports tiny shards' starts with their ends, or not at all)
+    """When its first shard started running, if one did. A shard whose result came without
+    its start ever being heard of (a member reports tiny shards' starts late or not at all)
     counts from when it was placed."""
-    starts = (s.started_at or s.assigned_at for s in task.shards)
+    starts = (s.started_at if s.started_at is not None else s.assigned_at if s.finished_at is not None else None
+              for s in task.shards)
     return min((t for t in starts if t is not None), default=None)
 
 

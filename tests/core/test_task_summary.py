@@ -12,6 +12,7 @@ from poolnet_desktop.core.task_summary import (
     MAX_SUMMARY_DEVICES,
     ended_at,
     shard_page,
+    started_at,
     task_page,
 )
 from poolnet_desktop.core.tasks import ShardState, Task
@@ -40,6 +41,14 @@ def test_a_summary_counts_states_and_names_devices_and_times() -> None:
     task.record_result(1, 1, S.FAILED, now=107.0)
     task.record_result(2, 1, S.SUCCEEDED, now=109.0)
     assert task_summary(task).state == "failed" and ended_at(task) == 109.0
+
+
+def test_a_shard_whose_start_was_never_heard_counts_from_its_placement() -> None:
+    task = make_task(shards=2)
+    task.assign(0, "dev-a", (), now=101.0)
+    assert started_at(task) is None  # placed, not started: the task has not started
+    task.record_result(0, 1, S.SUCCEEDED, now=101.5)  # a tiny shard: its result came first
+    assert started_at(task) == 101.0
 
 
 def test_a_summary_stays_small_whatever_the_task_size() -> None:

@@ -48,13 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from poolnet_desktop.core.manifest import FileEntry, TaskSpec
-from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
     encode,
 )
+from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.scheduler import (
     Placement,
     Scheduler,

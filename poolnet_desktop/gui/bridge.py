@@ -2,8 +2,9 @@
 
 ``PoolBridge`` owns every live runtime object of the desktop app: this machine's ``Member``, the
 optional ``PoolHost`` (Host pool on), the window's observer link and its reconnects (devices
-and task changes are both pushed on it), a second link for task conversations, the LAN browser, and the pause-while-busy watcher. Everything runs
-as asyncio tasks on the Qt thread's qasync loop, so nothing here needs a lock against Qt.
+and task changes are both pushed on it), a second link for task conversations, the LAN
+browser, and the pause-while-busy watcher. Everything runs as asyncio tasks on the Qt thread's
+qasync loop, so nothing here needs a lock against Qt.
 
 The rest of the GUI never imports the runtime: it calls the bridge's methods (each returns at
 once and schedules its work) and listens to its signals. Every task the bridge starts is kept in

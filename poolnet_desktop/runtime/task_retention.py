@@ -46,7 +46,7 @@ class TaskRetention:
 
     async def prune(self) -> list[str]:
         """Forget what the policy no longer keeps, then come back in ``interval`` seconds."""
-        self._timer = None
+        self.stop()  # a pass asked for early replaces the one due
         ended = []
         for task in self.service.tasks.values():
             end = ended_at(task)

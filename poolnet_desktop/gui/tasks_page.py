@@ -40,6 +40,8 @@ from poolnet_desktop.gui.theme import Theme, theme_for
 COLUMNS = ("Task", "State", "Progress", "Devices", "Duration")
 PROGRESS_COLUMN = 2
 MAX_LOG_LINES = 5000
+# An empty table given more tasks than this at once is filled in one reset, not row by row.
+BULK = 50
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -92,6 +94,12 @@ class TaskTableModel(QAbstractTableModel):
                 del self._tasks[row]
                 self._reindex()
                 self.endRemoveRows()
+        if len(changed) > BULK and not self._tasks:  # the whole list, on (re)connecting
+            self.beginResetModel()
+            self._tasks = sorted(changed, key=_newest_first)
+            self._reindex()
+            self.endResetModel()
+            return
         last = len(COLUMNS) - 1
         for task in changed:
             row = self._row.get(task.id)

@@ -78,3 +78,13 @@ async def test_the_window_shows_a_task_from_pushed_changes_and_forgets_it(tmp_pa
         tasks.forget_button.click()
         await wait_for(lambda: tasks.model.row_of(task.id) is None, 30)
         assert task.id not in host.tasks.tasks
+
+
+def test_a_whole_list_fills_an_empty_page_newest_first(qtbot) -> None:  # noqa: ANN001 (pytest-qt)
+    page = TasksPage(device_name=str)
+    qtbot.addWidget(page)
+    page.apply_changes([summary(f"t{i:03}", float(i)) for i in range(120)], [])
+    assert [t.id for t in page.model.tasks] == [f"t{i:03}" for i in reversed(range(120))]
+    assert page.model.row_of("t119") == 0 and page.table.isVisibleTo(page)
+    page.apply_changes([summary("t200", 200.0)], ["t000"])
+    assert page.model.row_of("t200") == 0 and page.model.rowCount() == 120

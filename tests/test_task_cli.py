@@ -255,3 +255,32 @@ def test_logs_of_several_shards_come_as_whole_lines_labelled_by_shard(pool: Pool
         [f"[{n}] start-{n} end-{n}" for n in range(3)] + [f"[{n}] no newline" for n in range(3)]
     )
     assert pool.run("logs", task_id, "--shard", "1").stdout == "start-1 end-1\nno newline"
+
+
+def test_tasks_follow_prints_pushed_changes_and_forget_deletes_a_task(pool: Pool, tmp_path: Path) -> None:
+    follow = subprocess.Popen(
+        [*POOLNET, "tasks", "--follow", "--url", pool.url, "--data-dir", str(pool.host_dir)],
+        env=environment(pool.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    pool.processes.append(follow)
+    assert follow.stdout is not None
+    assert follow.stdout.readline().startswith("ID")  # the list as of now comes first
+    manifest = write_manifest(tmp_path / "twice", "twice", 'command = ["true"]\nshards = 2\n')
+    result = pool.run("submit", str(manifest), "--wait", "--results", str(tmp_path / "res"))
+    assert result.returncode == 0, result.stderr
+    task_id = result.stdout.split(":")[0]
+    seen: list[str] = []
+    while f"{task_id}  succeeded  2/2" not in seen:
+        seen.append(follow.stdout.readline().strip())  # a line per change the pool pushed
+
+    running = pool.run("submit", str(write_manifest(tmp_path / "slow", "slow", 'command = ["sleep", "60"]\n')))
+    refused = pool.run("forget", running.stdout.strip())
+    assert refused.returncode == 1 and refused.stderr.strip().endswith("has not ended: cancel it first")
+    forgotten = pool.run("forget", task_id)
+    assert forgotten.returncode == 0 and forgotten.stdout == f"{task_id}: forgotten\n"
+    while f"{task_id}  forgotten" not in seen:
+        seen.append(follow.stdout.readline().strip())
+    assert task_id not in {t["id"] for t in pool.tasks()}
+    again = pool.run("forget", task_id)
+    assert again.returncode == 1 and f"no task '{task_id}'" in again.stderr and "Traceback" not in again.stderr
+    follow.terminate()

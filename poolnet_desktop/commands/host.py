@@ -16,11 +16,13 @@ from poolnet_desktop.commands.options import (
     add_discovery,
     add_task_sandbox,
     discovery_settings,
+    non_negative,
     port_number,
     read_pairing_code,
     sandbox_line,
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
+from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -49,6 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="replace the pool's keys and certificate (if they leaked): tasks are kept, every device pairs again",
     )
     parser.add_argument("--no-member", action="store_true", help="coordinate only; do not share this machine")
+    defaults = RetentionPolicy()
+    parser.add_argument("--keep-task-days", type=non_negative(float), default=defaults.keep_days, metavar="DAYS",
+                        help=f"keep ended tasks this many days (default {defaults.keep_days:g})")
+    parser.add_argument("--keep-tasks", type=non_negative(int), default=defaults.keep_last, metavar="N",
+                        help=f"and always the last N ended, whichever keeps more (default {defaults.keep_last})")
     add_task_sandbox(parser)
     add_data_dir(parser)
     add_discovery(parser)
@@ -116,6 +123,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         seed_may_submit=args.legacy_tasks,
         discovery=discovery,
         new_identity=args.new_identity,
+        retention=RetentionPolicy(keep_days=args.keep_task_days, keep_last=args.keep_tasks),
     )
     printer = _HostPrinter(args)
     instance = Instance(

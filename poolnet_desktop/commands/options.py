@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from poolnet_desktop.core.auth import format_pairing_code
 from poolnet_desktop.core.sandbox_state import describe, sandbox_state
@@ -41,6 +42,24 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
     return port
+
+
+Number = TypeVar("Number", int, float)
+
+
+def non_negative(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    """An argparse type: a number of ``kind`` (int or float), zero or more."""
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+        return value
+
+    return parse
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:

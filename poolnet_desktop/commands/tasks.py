@@ -1,9 +1,10 @@
-"""``poolnet submit``, ``poolnet tasks``, ``poolnet cancel``, ``poolnet retry`` and
-``poolnet logs``.
+"""``poolnet submit``, ``poolnet tasks``, ``poolnet cancel``, ``poolnet retry``,
+``poolnet logs`` and ``poolnet forget``.
 
 Each opens one authenticated link to the pool (``runtime.link``) and talks through
 ``runtime.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
 stderr, brings every output back to ``--results`` and exits 0 only if every shard succeeded.
+``tasks --follow`` prints the list, then a line per task change the pool pushes.
 """
 
 from __future__ import annotations
@@ -47,7 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _common(submit, run_submit)
 
     listing = subparsers.add_parser("tasks", help="list the pool's tasks")
+    listing.add_argument("--follow", action="store_true", help="then print each change as it happens")
     _common(listing, run_tasks)
+
+    forget = subparsers.add_parser(
+        "forget", help="delete an ended task from the pool: its records, logs and results"
+    )
+    forget.add_argument("task_id", metavar="ID")
+    _common(forget, run_forget)
 
     cancel = subparsers.add_parser("cancel", help="cancel a task")
     cancel.add_argument("task_id", metavar="ID")
@@ -132,11 +140,29 @@ def run_submit(args: argparse.Namespace) -> int:
 
 def run_tasks(args: argparse.Namespace) -> int:
     async def conversation(client: TaskClient) -> int:
-        tasks = await client.list()
+        tasks = await (client.subscribe() if args.follow else client.list())
         if args.json:
             _print_json(tasks)
         else:
-            print(render_tasks(tasks))
+            print(render_tasks(tasks), flush=True)
+        if args.follow:
+            async for change in client.changes():
+                if args.json:
+                    print(json.dumps(msgspec.to_builtins(change)), flush=True)
+                    continue
+                for task in change.tasks:
+                    print(f"{task.id}  {task.state}  {task.done}/{task.total}", flush=True)
+                for task_id in change.removed:
+                    print(f"{task_id}  forgotten", flush=True)
+        return 0
+
+    return _talk(args, conversation)
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    async def conversation(client: TaskClient) -> int:
+        await client.forget(args.task_id)
+        print(f"{args.task_id}: forgotten")
         return 0
 
     return _talk(args, conversation)

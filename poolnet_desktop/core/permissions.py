@@ -13,7 +13,7 @@ lend it work and let it watch, not consent to run its code on everyone else's ma
 owner (the host's own identity) holds everything and may grant or take away any permission.
 
 A task's details (command line, shard placement and reasons, logs, results) and its control
-(cancel, retry) belong to its submitter and the owner only; anybody else who may observe sees
+(cancel, retry, forget) belong to its submitter and the owner only; anybody else who may observe sees
 it as a summary (name, state, counts). Changing who is in the pool is the owner's alone.
 Sessions that did not authenticate (the seed's plain port) own nothing and administer nothing.
 """
@@ -41,12 +41,15 @@ class Action(Enum):
     WATCH = "read this task's logs"
     FETCH = "fetch this task's results"
     SEE_DETAIL = "see this task's details"
+    FORGET_TASK = "forget this task"
     ADMINISTER = "change who is in the pool or what devices may do"
     FORGET = "forget devices"
 
 
 # Actions on one task: the task's submitter and the owner only.
-TASK_ACTIONS = frozenset({Action.CANCEL, Action.RETRY, Action.WATCH, Action.FETCH, Action.SEE_DETAIL})
+TASK_ACTIONS = frozenset(
+    {Action.CANCEL, Action.RETRY, Action.WATCH, Action.FETCH, Action.SEE_DETAIL, Action.FORGET_TASK}
+)
 OWNER_ACTIONS = frozenset({Action.ADMINISTER, Action.FORGET})
 
 

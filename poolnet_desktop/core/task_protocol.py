@@ -6,7 +6,9 @@ them as binary chunk frames, ``core.transfer``):
 * submitter -> coordinator: ``submit_task`` -> ``task_accepted`` (or ``error``), then the input
   files as chunks (transfer id = task id), then ``task_update`` once it is queued;
   ``cancel_task`` -> ``task_update``; ``retry_task`` -> ``task_update``;
-  ``list_tasks`` -> ``task_list``;
+  ``list_tasks`` -> ``task_list`` (a page); ``subscribe_tasks`` -> ``task_list``, then
+  ``tasks_changed`` batches; ``list_shards`` -> ``shard_list`` (a page);
+  ``forget_task`` -> ``task_forgotten``;
   ``watch_task`` -> the stored log as ``shard_output``, ``watch_ready``, then live
   ``shard_output`` and ``task_update``; ``fetch_results`` -> ``result_files`` -> chunks.
 * coordinator -> member: ``assign_shards`` (attempts of one task, each to run at once or
@@ -31,7 +33,14 @@ import msgspec
 
 from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
 from poolnet_desktop.core.resources import Resources
-from poolnet_desktop.core.tasks import ShardState, Task
+from poolnet_desktop.core.task_summary import (
+    MAX_SUMMARY_DEVICES,
+    devices_used,
+    ended_at,
+    started_at,
+    state_counts,
+)
+from poolnet_desktop.core.tasks import Shard, ShardState, Task
 from poolnet_desktop.core.wire import Message, Sha256Hex
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
@@ -42,6 +51,10 @@ RequestId = Annotated[str, msgspec.Meta(max_length=128)]
 OutputText = Annotated[str, msgspec.Meta(max_length=512 * 1024)]
 Reason = Literal["succeeded", "failed", "timeout", "memory", "cancelled", "error"]
 MAX_LIST = 100_000
+# Pages of a list: summaries are at most a few KB (``core.task_summary``), so a page stays far
+# below the 1 MiB frame cap however big the pool's tasks are.
+MAX_TASK_PAGE = 100
+MAX_SHARD_PAGE = 1000
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -105,10 +118,13 @@ class ShardSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
 
 
 class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    """One task as lists and progress bars show it; ``shards`` only when asked for detail.
+    """One task as lists, pushed changes and progress bars show it: its size does not grow
+    with its shards (those are read a page at a time: ``list_shards``).
 
     ``running`` counts shards whose process runs; ``waiting`` those placed on a member but not
-    started yet (held there behind a shard it runs, or on their way to it).
+    started yet (held there behind a shard it runs, or on their way to it). ``counts``: shards
+    by state. ``devices`` (at most ``MAX_SUMMARY_DEVICES`` of ``device_count``) is where its
+    shards were placed: None for a caller who may not see its details.
     """
 
     id: str
@@ -121,8 +137,12 @@ class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     queued: int
     submitted_at: float
     reason: str = ""
-    shards: list[ShardSummary] | None = None
     waiting: int = 0
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    devices: list[str] | None = None
+    device_count: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 # ---- submitter -> coordinator ----------------------------------------------------------------
@@ -146,9 +166,32 @@ class RetryTask(Message, tag="retry_task"):
 
 
 class ListTasks(Message, tag="list_tasks"):
-    """``detail`` adds each task's shards (state and device) to the list."""
+    """One page of the pool's tasks, newest first: ``cursor`` is the previous page's
+    ``next`` (None: the first page); at most ``limit`` (up to ``MAX_TASK_PAGE``)."""
 
-    detail: bool = False
+    cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_TASK_PAGE)] = MAX_TASK_PAGE
+
+
+class SubscribeTasks(Message, tag="subscribe_tasks"):
+    """Answered by the first page (``task_list``, as ``list_tasks`` with no cursor), then
+    ``tasks_changed`` batches for as long as the connection lasts."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_TASK_PAGE)] = MAX_TASK_PAGE
+
+
+class ListShards(Message, tag="list_shards"):
+    """One page of one task's shards (its submitter and the owner only)."""
+
+    task_id: TaskId
+    start: ShardIndex = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_SHARD_PAGE)] = MAX_SHARD_PAGE
+
+
+class ForgetTask(Message, tag="forget_task"):
+    """Delete an ended task: its records, logs and result files (submitter and owner)."""
+
+    task_id: TaskId
 
 
 class WatchTask(Message, tag="watch_task"):
@@ -269,7 +312,30 @@ class TaskUpdate(Message, tag="task_update"):
 
 
 class TaskList(Message, tag="task_list"):
-    tasks: list[TaskSummary]
+    """A page of tasks; ``next`` is the cursor of the following page (None: the last)."""
+
+    tasks: Annotated[list[TaskSummary], msgspec.Meta(max_length=MAX_TASK_PAGE)]
+    next: str | None = None
+
+
+class TasksChanged(Message, tag="tasks_changed"):
+    """Pushed to subscribers once per batch: the tasks that changed since the last one
+    (new ones included), and those forgotten. A batch of many tasks comes as several."""
+
+    tasks: Annotated[list[TaskSummary], msgspec.Meta(max_length=MAX_TASK_PAGE)]
+    removed: list[str] = msgspec.field(default_factory=list)
+
+
+class ShardList(Message, tag="shard_list"):
+    """A page of a task's shards; ``next`` is the index the following page starts at."""
+
+    task_id: str
+    shards: Annotated[list[ShardSummary], msgspec.Meta(max_length=MAX_SHARD_PAGE)]
+    next: int | None = None
+
+
+class TaskForgotten(Message, tag="task_forgotten"):
+    task_id: str
 
 
 class WatchReady(Message, tag="watch_ready"):
@@ -289,15 +355,9 @@ class ResultFiles(Message, tag="result_files"):
 
 def task_summary(task: Task, reason: str = "", detail: bool = False) -> TaskSummary:
     """What lists and progress bars show of ``task``; ``reason`` says why it waits, if it does.
-    ``detail`` adds one line per shard."""
+    ``detail`` (for its submitter and the owner) adds the devices its shards were placed on."""
     done, total = task.progress()
-    shards = None
-    if detail:
-        shards = [
-            ShardSummary(index=s.index, state=s.state.value, attempt=s.attempt,
-                         device_id=s.device_id, exit_code=s.exit_code, reason=s.reason)
-            for s in task.shards
-        ]
+    devices = devices_used(task) if detail else None
     return TaskSummary(
         id=task.id,
         name=task.spec.name,
@@ -310,8 +370,17 @@ def task_summary(task: Task, reason: str = "", detail: bool = False) -> TaskSumm
         queued=task.count(ShardState.QUEUED),
         submitted_at=task.submitted_at,
         reason=reason,
-        shards=shards,
+        counts=state_counts(task),
+        devices=None if devices is None else devices[:MAX_SUMMARY_DEVICES],
+        device_count=0 if devices is None else len(devices),
+        started_at=started_at(task),
+        ended_at=ended_at(task),
     )
+
+
+def shard_summary(shard: Shard) -> ShardSummary:
+    return ShardSummary(index=shard.index, state=shard.state.value, attempt=shard.attempt,
+                        device_id=shard.device_id, exit_code=shard.exit_code, reason=shard.reason)
 
 
 # How a member's runner says an attempt ended, as the task's shard state.

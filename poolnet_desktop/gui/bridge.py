@@ -3,7 +3,8 @@
 ``PoolBridge`` turns the window's settings into an ``InstanceConfig`` and runs one
 ``runtime.instance.Instance`` (the composition root ``poolnet host``/``join`` use too: the host,
 this computer's member, the pause policy, the observer and task links, the LAN browser), and
-turns the instance's events into Qt signals. Everything runs as asyncio tasks on the Qt thread's
+turns the instance's events into Qt signals (devices and task changes are both pushed to it on
+the observer link: nothing is polled). Everything runs as asyncio tasks on the Qt thread's
 qasync loop, so nothing here needs a lock against Qt.
 
 The rest of the GUI never imports the runtime: it calls the bridge's methods (each returns at
@@ -99,6 +100,9 @@ class _Relay(InstanceEvents):
     def pool_state(self, state: PoolState) -> None:
         self._bridge.pool_state.emit(state)
 
+    def tasks_changed(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        self._bridge.take_tasks(changed, removed)
+
     def pools_found(self, pools: list[FoundPool]) -> None:
         self._bridge.pools_found.emit(pools)
 
@@ -117,7 +121,7 @@ class PoolBridge(QObject):
     trusted_changed = Signal(list)  # list[ApprovedDevice] but the owner, while hosting
     pools_found = Signal(list)  # list[FoundPool]
     paused_changed = Signal(str)  # why sharing is paused, "" when it is not
-    tasks_changed = Signal(list)  # list[TaskSummary], all the pool's tasks
+    tasks_changed = Signal(list, list)  # list[TaskSummary] changed or new, list[str] forgotten
     task_submitted = Signal(str, str)  # task id, the file it came from
     task_finished = Signal(object)  # TaskSummary of a task that just ended
     task_log = Signal(str, str)  # task id, text
@@ -132,7 +136,6 @@ class PoolBridge(QObject):
         *,
         bind: str = "0.0.0.0",
         discovery: DiscoverySettings | None = None,
-        task_poll_interval: float = 2.0,
         activity_interval: float = 5.0,  # how often the pause rules sample the computer
         preview_interval: float = 1.0,
         parent: QObject | None = None,
@@ -141,7 +144,6 @@ class PoolBridge(QObject):
         self.settings_store = store
         self._bind = bind
         self._discovery_override = discovery
-        self._task_poll_interval = task_poll_interval
         self._data_dir = resolve_data_dir(store.prefs.data_path)
         self._code: str | None = None
         self._log_follower: asyncio.Task[None] | None = None
@@ -181,9 +183,8 @@ class PoolBridge(QObject):
     # ---- life ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the instance (host, member, observer, browser, pause) and the task list."""
+        """Start the instance (host, member, observer and its task changes, browser, pause)."""
         await self._instance.start()
-        self._instance.spawn(self._poll_tasks())
 
     async def stop(self) -> None:
         """Stop the instance in order (safe to call twice)."""
@@ -243,6 +244,10 @@ class PoolBridge(QObject):
     def cancel(self, task_id: str) -> None:
         self._spawn(self._task_call(lambda client: client.cancel(task_id)))
 
+    def forget(self, task_id: str) -> None:
+        """Delete an ended task from the pool (its records, logs, results), as ``poolnet forget``."""
+        self._spawn(self._task_call(lambda client: client.forget(task_id)))
+
     def fetch_results(self, task_id: str) -> None:
         self._spawn(self._fetch_results(task_id))
 
@@ -300,21 +305,15 @@ class PoolBridge(QObject):
             self.task_problem.emit(exc.message)
             return None
 
-    async def _poll_tasks(self) -> None:
-        while True:
-            if self._instance.observer_link is not None:
-                tasks = await self._task_call(lambda client: client.list(detail=True))
-                if tasks is not None:
-                    self._take_tasks(tasks)
-            await asyncio.sleep(self._task_poll_interval)
-
-    def _take_tasks(self, tasks: list[TaskSummary]) -> None:
-        for task in tasks:
+    def take_tasks(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        for task in changed:
             before = self._task_states.get(task.id)
             if before is not None and before not in ENDED and task.state in ENDED:
                 self.task_finished.emit(task)
             self._task_states[task.id] = task.state
-        self.tasks_changed.emit(tasks)
+        for task_id in removed:
+            self._task_states.pop(task_id, None)
+        self.tasks_changed.emit(changed, removed)
 
     async def _submit(self, path: Path) -> None:
         try:
@@ -331,10 +330,7 @@ class PoolBridge(QObject):
         task_id = await self._task_call(lambda client: client.submit(loaded))
         if task_id is not None:
             self._sources[task_id] = path
-            self._task_states[task_id] = "queued"
-            tasks = await self._task_call(lambda client: client.list(detail=True))
-            if tasks is not None:
-                self._take_tasks(tasks)
+            self._task_states.setdefault(task_id, "queued")
             self.task_submitted.emit(task_id, path.name)
 
     async def _fetch_results(self, task_id: str) -> None:

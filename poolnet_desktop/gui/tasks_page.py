@@ -2,13 +2,14 @@
 
 The page holds no connection: it emits what the user asks for (``submit_requested``,
 ``cancel_requested``, ``submit_again_requested``, ``retry_requested``, ``results_requested``,
-``selected``) and is fed by
-``set_tasks`` and ``append_log``. The table model keeps one row per task id and updates rows in
-place, so the selection and the scroll position survive every refresh.
+``forget_requested``, ``selected``) and is fed by ``apply_changes`` (the task changes the pool
+pushes) and ``append_log``. The table model keeps one row per task id and updates only the
+rows that changed, so the selection and the scroll position survive every change.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +40,15 @@ from poolnet_desktop.gui.theme import Theme, theme_for
 COLUMNS = ("Task", "State", "Progress", "Devices", "Duration")
 PROGRESS_COLUMN = 2
 MAX_LOG_LINES = 5000
+# An empty table given more tasks than this at once is filled in one reset, not row by row.
+BULK = 50
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+
+
+def _newest_first(task: TaskSummary) -> tuple[float, str]:
+    """The rows' sort key: the newest submission first (ties by id)."""
+    return (-task.submitted_at, task.id)
 
 
 def duration_label(seconds: float | None) -> str:
@@ -72,33 +80,38 @@ class TaskTableModel(QAbstractTableModel):
         self._clock = clock
         self._tasks: list[TaskSummary] = []
         self._row: dict[str, int] = {}
-        self._ended_at: dict[str, float | None] = {}
 
     # ---- data in --------------------------------------------------------------------------
 
-    def set_tasks(self, tasks: list[TaskSummary]) -> None:
-        """Take the pool's full task list: new tasks are inserted on top, known rows updated."""
-        ordered = sorted(tasks, key=lambda t: t.submitted_at, reverse=True)
-        for task in ordered:
-            if task.state in ENDED and task.id not in self._ended_at:
-                # Seen ending now; a task already over when first seen has no known end.
-                self._ended_at[task.id] = self._clock() if task.id in self._row else None
-        ids, known = [t.id for t in ordered], [t.id for t in self._tasks]
-        added = len(ids) - len(known)
-        if added < 0 or ids[added:] != known:  # a task vanished or moved: rare, start over
+    def apply_changes(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        """Take pushed task changes: a known task's row is updated in place, a new one is
+        inserted where it belongs (newest first), a forgotten one removed; the other rows,
+        the selection and the scroll position stay as they are."""
+        for task_id in removed:
+            row = self._row.get(task_id)
+            if row is not None:
+                self.beginRemoveRows(QModelIndex(), row, row)
+                del self._tasks[row]
+                self._reindex()
+                self.endRemoveRows()
+        if len(changed) > BULK and not self._tasks:  # the whole list, on (re)connecting
             self.beginResetModel()
-            self._tasks = ordered
+            self._tasks = sorted(changed, key=_newest_first)
             self._reindex()
             self.endResetModel()
             return
-        if added:
-            self.beginInsertRows(QModelIndex(), 0, added - 1)
-            self._tasks = ordered
+        last = len(COLUMNS) - 1
+        for task in changed:
+            row = self._row.get(task.id)
+            if row is not None:
+                self._tasks[row] = task
+                self.dataChanged.emit(self.index(row, 0), self.index(row, last))
+                continue
+            row = bisect.bisect_left(self._tasks, _newest_first(task), key=_newest_first)
+            self.beginInsertRows(QModelIndex(), row, row)
+            self._tasks.insert(row, task)
             self._reindex()
             self.endInsertRows()
-        self._tasks = ordered
-        if len(ordered) > added:
-            self.dataChanged.emit(self.index(added, 0), self.index(len(ordered) - 1, len(COLUMNS) - 1))
 
     def _reindex(self) -> None:
         self._row = {t.id: i for i, t in enumerate(self._tasks)}
@@ -117,13 +130,15 @@ class TaskTableModel(QAbstractTableModel):
         return self._row.get(task_id)
 
     def devices(self, task: TaskSummary) -> list[str]:
-        ids = sorted({s.device_id for s in task.shards or () if s.device_id})
-        return [self._device_name(i) for i in ids]
+        """Where its shards ran, by name; empty where this device may not see it."""
+        names = [self._device_name(i) for i in task.devices or ()]
+        if task.device_count > len(names):
+            names.append(f"{task.device_count - len(names)} more")
+        return names
 
     def duration(self, task: TaskSummary) -> float | None:
         if task.state in ENDED:
-            ended = self._ended_at.get(task.id)
-            return None if ended is None else ended - task.submitted_at
+            return None if task.ended_at is None else task.ended_at - task.submitted_at
         return self._clock() - task.submitted_at
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: N802, B008 (Qt's API)
@@ -209,6 +224,7 @@ class TasksPage(QWidget):
     submit_again_requested = Signal(str)  # the whole task anew, from its file
     retry_requested = Signal(str)  # the same task's failed, cancelled and lost shards
     results_requested = Signal(str)
+    forget_requested = Signal(str)  # delete an ended task from the pool
     selected = Signal(object)  # task id, or None
 
     def __init__(self, device_name: Callable[[str], str], parent: QWidget | None = None) -> None:
@@ -253,10 +269,13 @@ class TasksPage(QWidget):
         self.retry_button = QPushButton("Retry failed shards")
         self.retry_button.setToolTip("Run this task's failed, cancelled and lost shards again")
         self.results_button = QPushButton("Open results")
+        self.forget_button = QPushButton("Forget")
+        self.forget_button.setToolTip("Delete this ended task from the pool: its records, logs and results")
         self.cancel_button.clicked.connect(lambda: self._ask(self.cancel_requested))
         self.submit_again_button.clicked.connect(lambda: self._ask(self.submit_again_requested))
         self.retry_button.clicked.connect(lambda: self._ask(self.retry_requested))
         self.results_button.clicked.connect(lambda: self._ask(self.results_requested))
+        self.forget_button.clicked.connect(lambda: self._ask(self.forget_requested))
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
@@ -299,10 +318,16 @@ class TasksPage(QWidget):
 
     # ---- fed by the bridge ------------------------------------------------------------------
 
-    def set_tasks(self, tasks: list[TaskSummary]) -> None:
-        self.model.set_tasks(tasks)
-        self.empty_label.setVisible(not tasks)
-        self.table.setVisible(bool(tasks))
+    def apply_changes(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        """Take the tasks that changed and those forgotten, as the pool pushed them."""
+        self.model.apply_changes(changed, removed)
+        has_tasks = self.model.rowCount() > 0
+        self.empty_label.setVisible(not has_tasks)
+        self.table.setVisible(has_tasks)
+        if self._current is not None and self.model.row_of(self._current) is None:
+            self._current = None  # the selected task was forgotten
+            self.log_view.clear()
+            self.selected.emit(None)
         self._update_details()
 
     def append_log(self, task_id: str, text: str) -> None:
@@ -335,7 +360,8 @@ class TasksPage(QWidget):
             signal.emit(self._current)
 
     def _task_buttons(self) -> tuple[QPushButton, ...]:
-        return (self.cancel_button, self.submit_again_button, self.retry_button, self.results_button)
+        return (self.cancel_button, self.submit_again_button, self.retry_button, self.results_button,
+                self.forget_button)
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         task_id = self.model.task(current.row()).id if current.isValid() else None
@@ -357,6 +383,7 @@ class TasksPage(QWidget):
         self.submit_again_button.setEnabled(task.state in ENDED)
         self.retry_button.setEnabled(task.state in ENDED and task.succeeded < task.total)
         self.results_button.setEnabled(task.succeeded > 0)
+        self.forget_button.setEnabled(task.state in ENDED)
         self.title_label.setText(task.name)
         devices = self.model.devices(task)
         parts = [

@@ -141,6 +141,9 @@ class Coordinator:
         self.share_listeners: list[Callable[[str], None]] = []
         self.overdue_listeners: list[Callable[[str, bool], None]] = []
         self._overdue: set[str] = set()
+        # Called at every batch, before the devices' changes go out: the task service's
+        # changes are pushed on the same beat (``runtime.task_changes``).
+        self.batch_listeners: list[Callable[[], None]] = []
         # Set by the task service: shards by state, for ``/metrics``.
         self.shard_counts: Callable[[], dict[str, int]] = dict
         # Set by ``runtime.metrics``: (message type, seconds spent handling it).
@@ -525,6 +528,8 @@ class Coordinator:
 
     def flush_batch(self) -> None:
         """Send observers what changed since the last batch; relay resources to seed clients."""
+        for listener in self.batch_listeners:
+            listener()
         changed, removed = self.registry.take_changes()
         if not changed and not removed:
             return

@@ -32,6 +32,7 @@ from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.resources import SharingLimits
+from poolnet_desktop.core.task_protocol import ListTasks, SubscribeTasks, TaskList, TasksChanged, TaskSummary
 from poolnet_desktop.runtime.auth import AuthRefused, PendingApproval
 from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
@@ -40,7 +41,7 @@ from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, Poo
 from poolnet_desktop.runtime.pause import PauseWatcher
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.server import ListenError
-from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.task_client import TaskClient, TaskListing
 from poolnet_desktop.runtime.tls import InsecureConnection
 from poolnet_desktop.runtime.trust import ApprovedDevice
 
@@ -117,6 +118,9 @@ class InstanceEvents:
 
     def pool_state(self, state: PoolState) -> None: ...
 
+    def tasks_changed(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        """Tasks new or changed (summaries), and ids of tasks the pool forgot."""
+
     def pools_found(self, pools: list[FoundPool]) -> None: ...
 
     def problem(self, text: str) -> None:
@@ -147,6 +151,7 @@ class Instance:
         self._preview: asyncio.Task[None] | None = None
         self._link: PoolLink | None = None
         self._connected = asyncio.Event()  # set while the observer link is open
+        self._known_tasks: set[str] = set()  # the tasks the observer was told of
         self._task_link: PoolLink | None = None
         self._task_lock = asyncio.Lock()
         self._config_lock = asyncio.Lock()
@@ -436,7 +441,9 @@ class Instance:
             await link.close()
 
     async def _observe(self) -> None:
-        """Keep the observer link open and pass every ``pool_state`` batch on."""
+        """Keep the observer link open and pass on every ``pool_state`` batch and every task
+        change the pool pushes (nothing is polled). After a reconnect the task list is read
+        again, and tasks shown before that are no longer listed are removed."""
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             self.events.link_changed("connecting", self.pool_url or "")
@@ -451,10 +458,20 @@ class Instance:
             self._connected.set()
             self.events.link_changed("connected", link.welcome.pool_name)
             try:
+                await link.send(SubscribeTasks())
+                listing = TaskListing(self._known_tasks)
                 while True:
                     message = await link.recv()
                     if isinstance(message, PoolState):
                         self.events.pool_state(message)
+                    elif isinstance(message, TaskList):
+                        if message.next is not None:
+                            await link.send(ListTasks(cursor=message.next))
+                        if (complete := listing.take_page(message)) is not None:
+                            self._tasks_changed(*complete)
+                    elif isinstance(message, TasksChanged):
+                        if (change := listing.take_change(message)) is not None:
+                            self._tasks_changed(*change)
                     elif isinstance(message, Error):
                         self.events.problem(message.message)
             except LINK_ERRORS as exc:
@@ -464,6 +481,11 @@ class Instance:
                 self._connected.clear()
                 await link.close()
             await asyncio.sleep(backoff.next_delay())
+
+    def _tasks_changed(self, changed: list[TaskSummary], removed: list[str]) -> None:
+        self._known_tasks.update(task.id for task in changed)
+        self._known_tasks.difference_update(removed)
+        self.events.tasks_changed(changed, removed)
 
     # ---- the LAN ----------------------------------------------------------------------------------
 

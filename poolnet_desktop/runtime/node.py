@@ -21,6 +21,7 @@ from pathlib import Path
 
 from poolnet_desktop.core.permissions import GRANTED_BY_APPROVAL
 from poolnet_desktop.core.resources import SharingLimits
+from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.runtime.access import PoolAccess
 from poolnet_desktop.runtime.agent import Agent, AgentConfig
 from poolnet_desktop.runtime.auth import Authenticator, HostAuth
@@ -34,7 +35,7 @@ from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.sandbox import SandboxSettings
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
-from poolnet_desktop.runtime.task_service import TaskService
+from poolnet_desktop.runtime.task_service import TaskService, TaskServiceConfig
 from poolnet_desktop.runtime.tls import server_ssl_context
 from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
 
@@ -111,6 +112,8 @@ class HostOptions:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     # Replace the host's keys and certificate before starting (``poolnet host --new-identity``).
     new_identity: bool = False
+    # Which ended tasks the pool keeps (``poolnet host --keep-task-days/--keep-tasks``).
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 class PoolHost:
@@ -150,7 +153,8 @@ class PoolHost:
             else None
         )
         self.access: PoolAccess | None = None
-        self.tasks = TaskService(self.coordinator, self.server, options.data_dir)
+        self.tasks = TaskService(self.coordinator, self.server, options.data_dir,
+                                 TaskServiceConfig(retention=options.retention))
         self.announcer: PoolAnnouncer | None = None
         self._store: TrustStore | None = None
 

@@ -348,10 +348,8 @@ class Pool(concurrent.futures.Executor):
 
     async def _failed_shards(self, task_id: str) -> dict[int, str]:
         """Why each shard that did not succeed ended so (state and reason)."""
-        for task in await self._requests.list(detail=True):
-            if task.id == task_id:
-                return {s.index: _shard_ending(s) for s in task.shards or ()}
-        return {}
+        return {s.index: _shard_ending(s) for s in await self._requests.shards(task_id)
+                if s.state != "succeeded"}
 
     async def _cancel_remote(self, batch: _Batch) -> None:
         batch.cancelling = True

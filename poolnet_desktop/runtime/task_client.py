@@ -1,4 +1,5 @@
-"""Talk to a pool about tasks: submit (with files), follow, cancel, list, read logs, fetch results.
+"""Talk to a pool about tasks: submit (with files), follow, cancel, list, read logs, fetch
+results, forget.
 
 One ``TaskClient`` wraps one authenticated ``PoolLink`` (``runtime.link.open_link``); the
 command line and the window use it alike. Each method is one short conversation; messages the
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+
 from pathlib import Path
 
 from poolnet_desktop.core.paths import UnsafePathError
@@ -17,13 +20,20 @@ from poolnet_desktop.core.protocol import ErrorCode, ProtocolError
 from poolnet_desktop.core.task_protocol import (
     CancelTask,
     FetchResults,
+    ForgetTask,
+    ListShards,
     ListTasks,
     ResultFiles,
     RetryTask,
+    ShardList,
     ShardOutput,
+    ShardSummary,
     SubmitTask,
+    SubscribeTasks,
     TaskAccepted,
+    TaskForgotten,
     TaskList,
+    TasksChanged,
     TaskSummary,
     TaskUpdate,
     WatchReady,
@@ -37,6 +47,9 @@ from poolnet_desktop.runtime.task_files import LoadedTask
 from poolnet_desktop.runtime.task_transfer import FileReceiver, Outgoing, expected_files, send_files
 
 MAX_RESULT_FILE = 64 * 1024**3
+# Named here: inside ``TaskClient`` the name ``list`` is its method.
+Summaries = list[TaskSummary]
+Shards = list[ShardSummary]
 
 
 class TaskClient:
@@ -112,11 +125,52 @@ class TaskClient:
         update: TaskUpdate = await self.link.expect(TaskUpdate)
         return update.task
 
-    async def list(self, detail: bool = False) -> list[TaskSummary]:
-        """Every task of the pool; ``detail`` adds their shards (where each one runs)."""
-        await self.link.send(ListTasks(detail=detail))
-        listing: TaskList = await self.link.expect(TaskList)
-        return listing.tasks
+    async def list(self) -> list[TaskSummary]:
+        """Every task of the pool, newest first, read a page at a time."""
+        await self.link.send(ListTasks())
+        return await self._rest_of(await self.link.expect(TaskList))
+
+    async def subscribe(self) -> Summaries:
+        """Follow the pool's tasks: returns them all (newest first) as of now; every change
+        after that comes as ``tasks_changed`` (``changes()``)."""
+        await self.link.send(SubscribeTasks())
+        return await self._rest_of(await self.link.expect(TaskList))
+
+    async def _rest_of(self, page: TaskList) -> Summaries:
+        """The tasks of ``page`` and of every page after it, newest first. Changes pushed
+        meanwhile are applied in the order they came: each message is newer than the last."""
+        tasks = {t.id: t for t in page.tasks}
+        cursor = page.next
+        while cursor is not None:
+            await self.link.send(ListTasks(cursor=cursor))
+            message = await self.link.expect(TaskList, TasksChanged)
+            while isinstance(message, TasksChanged):
+                apply_changes(tasks, message)
+                message = await self.link.expect(TaskList, TasksChanged)
+            tasks.update((t.id, t) for t in message.tasks)
+            cursor = message.next
+        return sorted(tasks.values(), key=lambda t: (t.submitted_at, t.id), reverse=True)
+
+    async def changes(self) -> AsyncIterator[TasksChanged]:
+        """The ``tasks_changed`` batches after ``subscribe()``, for as long as the link lasts."""
+        while True:
+            yield await self.link.expect(TasksChanged)
+
+    async def shards(self, task_id: str) -> Shards:
+        """One task's shards (its submitter and the owner only), a page at a time."""
+        shards: Shards = []
+        start: int | None = 0
+        while start is not None:
+            await self.link.send(ListShards(task_id=task_id, start=start))
+            page: ShardList = await self.link.expect(ShardList)
+            shards.extend(page.shards)
+            start = page.next
+        return shards
+
+    async def forget(self, task_id: str) -> None:
+        """Delete an ended task from the pool: its records, logs and results."""
+        await self.link.send(ForgetTask(task_id=task_id))
+        await self.link.expect(TaskForgotten)
 
     async def fetch_results(self, task_id: str, results_root: Path) -> Path:
         """Download every succeeded shard's outputs to ``results_root/TASK/SHARD/...``.
@@ -155,6 +209,13 @@ class TaskClient:
         return target
 
 
+def apply_changes(tasks: dict[str, TaskSummary], change: TasksChanged) -> None:
+    """Bring a follower's tasks by id up to date with one ``tasks_changed``."""
+    for task_id in change.removed:
+        tasks.pop(task_id, None)
+    tasks.update((t.id, t) for t in change.tasks)
+
+
 def _check_task_id(task_id: str) -> None:
     if not is_task_id(task_id):
         raise ProtocolError(
@@ -165,3 +226,31 @@ def _check_task_id(task_id: str) -> None:
 def has_ended(summary: TaskSummary) -> bool:
     """Ended and nothing of it still running: a cancelled task's shards report later."""
     return summary.state in ENDED and summary.running == summary.waiting == 0
+
+
+class TaskListing:
+    """The pool's task list as the observer link reads it after ``subscribe_tasks``: its pages
+    first (changes pushed meanwhile applied in order), then each change as it comes. ``known``
+    is what the window shows from before (a reconnect): those not listed any more are removed
+    once the last page is in."""
+
+    def __init__(self, known: set[str]) -> None:
+        self._known = known
+        self._tasks: dict[str, TaskSummary] | None = {}
+
+    def take_page(self, page: TaskList) -> tuple[list[TaskSummary], list[str]] | None:
+        """The whole list once its last page is in (changed, removed), else None."""
+        if self._tasks is None:
+            return None  # not ours: pages are only read right after subscribing
+        self._tasks.update((t.id, t) for t in page.tasks)
+        if page.next is not None:
+            return None
+        tasks, self._tasks = self._tasks, None
+        return list(tasks.values()), sorted(self._known - set(tasks))
+
+    def take_change(self, change: TasksChanged) -> tuple[list[TaskSummary], list[str]] | None:
+        """A change to pass on, or None while the pages are still coming (folded into them)."""
+        if self._tasks is not None:
+            apply_changes(self._tasks, change)
+            return None
+        return change.tasks, change.removed

@@ -1,6 +1,6 @@
 """What people ask of the task service, and the updates they follow.
 
-``TaskRequests`` answers ``list_tasks``, ``cancel_task``, ``retry_task``, ``watch_task``,
+``TaskRequests`` answers ``cancel_task``, ``retry_task``, ``watch_task``,
 ``fetch_results``, ``GET /api/tasks`` and the seed protocol's ``task_submit``, and keeps the
 watchers: ``TaskService`` calls ``changed(task)`` after every change to a task, and
 ``relay(...)`` with each line of a shard's live output. The records, the scheduler and the
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from poolnet_desktop.core.manifest import TaskSpec
-from poolnet_desktop.core.permissions import Action, may
+from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -28,12 +28,10 @@ from poolnet_desktop.core.protocol import (
 from poolnet_desktop.core.task_protocol import (
     CancelTask,
     FetchResults,
-    ListTasks,
     ResultFiles,
     RetryTask,
     ShardOutput,
     ShardRef,
-    TaskList,
     TaskSummary,
     TaskUpdate,
     WatchReady,
@@ -78,7 +76,6 @@ class TaskRequests:
 
     def handlers(self) -> dict[type, Callable[[Session, Any], Any]]:
         return {
-            ListTasks: self._on_list,
             CancelTask: self._on_cancel,
             RetryTask: self._on_retry,
             WatchTask: self._on_watch,
@@ -98,15 +95,6 @@ class TaskRequests:
             json = encode(message)
             for watcher in watchers:
                 watcher.post(json)
-
-    async def _on_list(self, session: Session, message: ListTasks) -> None:
-        """Every task; shard detail only for the caller's own (others' tasks are summaries:
-        name, state and counts, never where or how their shards ran)."""
-        caller = session.caller
-        await session.send(TaskList(tasks=[
-            self.summary(t, message.detail and may(caller, Action.SEE_DETAIL, t.submitter) is None)
-            for t in self.service.tasks.values()
-        ]))
 
     def _task(self, session: Session, task_id: str, action: Action) -> Task:
         """The task ``task_id`` if this session may take ``action`` on it."""
@@ -185,7 +173,8 @@ class TaskRequests:
 
     def changed(self, task: Task) -> None:
         """Tell watchers (at most every ``UPDATE_INTERVAL``, at once when the task ends) and
-        seed submitters at the end."""
+        seed submitters at the end; subscribers hear it on the next batch."""
+        self.service.changes.changed(task.id)
         self._dirty.add(task.id)
         loop = asyncio.get_running_loop()
         if task.state in ENDED:  # the end is news at once: a waiting submitter is done
@@ -199,7 +188,10 @@ class TaskRequests:
         self._update_timer = None
         dirty, self._dirty = self._dirty, set()
         for task_id in dirty:
-            task = self.service.tasks[task_id]
+            task = self.service.tasks.get(task_id)
+            if task is None:  # forgotten since it changed
+                self._watchers.pop(task_id, None)
+                continue
             watchers = [w for w in self._watchers.get(task_id, ()) if self.service.coordinator.is_connected(w.session)]
             if watchers:
                 self._watchers[task_id] = watchers

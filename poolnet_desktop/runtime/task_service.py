@@ -54,6 +54,7 @@ from poolnet_desktop.core.protocol import (
     ProtocolError,
     encode,
 )
+from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.scheduler import (
     Placement,
     Scheduler,
@@ -99,7 +100,9 @@ from poolnet_desktop.core.transfer import (
 from poolnet_desktop.runtime.coordinator import Coordinator
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.task_changes import TaskChanges
 from poolnet_desktop.runtime.task_requests import TaskRequests
+from poolnet_desktop.runtime.task_retention import TaskRetention
 from poolnet_desktop.runtime.task_store import TaskStore
 from poolnet_desktop.runtime.task_transfer import (
     FileReceiver,
@@ -132,7 +135,8 @@ class TaskServiceConfig:
     none for shards of a second or more). A priority task may wait behind that many.
     ``quota``: what one submitting device may hold at once. ``incoming``: result bytes in
     flight per member and in all, and the free disk space always left; one shard's outputs
-    are further bounded by its ``storage`` request (``core.transfer.output_allowance``)."""
+    are further bounded by its ``storage`` request (``core.transfer.output_allowance``).
+    ``retention``: which ended tasks are kept (``core.retention``)."""
 
     max_file_size: int = 8 * GIB
     max_task_bytes: int = 32 * GIB
@@ -144,6 +148,7 @@ class TaskServiceConfig:
         default_factory=lambda: IncomingLimits(per_member=16 * GIB, total=64 * GIB,
                                                disk_margin=GIB)
     )
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 @dataclass(slots=True)
@@ -203,6 +208,8 @@ class TaskService:
         self._grace_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.requests = TaskRequests(self)
+        self.changes = TaskChanges(self)
+        self.retention = TaskRetention(self, self.config.retention)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -224,6 +231,7 @@ class TaskService:
             ShardsFinished: self._on_finished,
             FetchBlobs: self._on_fetch_blobs,
             **self.requests.handlers(),
+            **self.changes.handlers(),
         }
         for message_type, handler in handlers.items():
             self.coordinator.add_handler(message_type, handler)
@@ -235,6 +243,8 @@ class TaskService:
         self.coordinator.share_listeners.append(self._on_share)
         self.coordinator.overdue_listeners.append(self._on_overdue)
         self._arm_grace()
+        self.changes.start()
+        self.retention.start()
 
     async def stop(self) -> None:
         """Stop listening and sending, then commit what is queued. Safe to call twice."""
@@ -244,6 +254,8 @@ class TaskService:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         self.requests.stop()
+        self.changes.stop()
+        self.retention.stop()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,7 +1,7 @@
 """The coordinator's task records in SQLite (WAL): tasks, shards, results and logs.
 
-Writes never block the event loop and never cost a commit each: ``save_task``, ``save_shard``
-and ``append_log`` only queue a row (a later save of the same shard replaces the queued one),
+Writes never block the event loop and never cost a commit each: ``save_task``, ``save_shard``,
+``append_log`` and ``forget`` only queue a row (a later save of the same shard replaces the queued one),
 and one writer thread commits whatever has queued up in one transaction. ``committed()`` gives
 a future that resolves once everything queued so far is on disk, which is what a result's
 acknowledgement waits for: a member forgets a result only after it is stored.
@@ -17,6 +17,9 @@ import logging
 import sqlite3
 import threading
 from collections import Counter
+
+
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +143,7 @@ class TaskStore:
         self._tasks: dict[str, tuple[object, ...]] = {}
         self._shards: dict[tuple[str, int], tuple[object, ...]] = {}
         self._logs: list[tuple[object, ...]] = []
+        self._forget: set[str] = set()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._closing = False
         self._hurry = threading.Event()  # an urgent ``committed``: cut the batch delay short
@@ -229,6 +233,18 @@ class TaskStore:
             self._logs.append((task_id, shard, attempt, stream, data))
             self._wake.notify()
 
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Queue the deletion of tasks with their shards and logs; writes of theirs still
+        queued are dropped, and the deletion commits after every earlier write."""
+        doomed = set(task_ids)
+        with self._lock:
+            for task_id in doomed:
+                self._tasks.pop(task_id, None)
+            self._shards = {key: row for key, row in self._shards.items() if key[0] not in doomed}
+            self._logs = [row for row in self._logs if row[0] not in doomed]
+            self._forget |= doomed
+            self._wake.notify()
+
     def committed(self, urgent: bool = False) -> asyncio.Future[None]:
         """A future done once every write queued before this call is committed. ``urgent``:
         commit without waiting for more writes to join (someone is kept waiting on it)."""
@@ -256,8 +272,8 @@ class TaskStore:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not (self._tasks or self._shards or self._logs or self._waiters
-                           or self._closing):
+                while not (self._tasks or self._shards or self._logs or self._forget
+                           or self._waiters or self._closing):
                     self._wake.wait()
                 closing = self._closing
             if not closing:
@@ -267,15 +283,17 @@ class TaskStore:
                 tasks, self._tasks = self._tasks, {}
                 shards, self._shards = self._shards, {}
                 logs, self._logs = self._logs, []
+                forget, self._forget = self._forget, set()
                 waiters, self._waiters = self._waiters, []
                 closing = self._closing
             with self._db_lock:
-                error = self._commit(tasks, shards, logs)
+                error = self._commit(tasks, shards, logs, forget)
             for loop, future in waiters:
                 loop.call_soon_threadsafe(_settle, future, error)
             if closing:
                 with self._lock:
-                    if not (self._tasks or self._shards or self._logs or self._waiters):
+                    if not (self._tasks or self._shards or self._logs or self._forget
+                            or self._waiters):
                         return
 
     def _commit(
@@ -283,14 +301,18 @@ class TaskStore:
         tasks: dict[str, tuple[object, ...]],
         shards: dict[tuple[str, int], tuple[object, ...]],
         logs: list[tuple[object, ...]],
+        forget: set[str],
     ) -> Exception | None:
-        if not (tasks or shards or logs):
+        if not (tasks or shards or logs or forget):
             return None
         try:
             self._db.execute("BEGIN")
             self._db.executemany(_TASK_SQL, tasks.values())
             self._db.executemany(_SHARD_SQL, shards.values())
             self._db.executemany(_LOG_SQL, logs)
+            doomed = [(task_id,) for task_id in forget]
+            for table in ("tasks WHERE id", "shards WHERE task_id", "logs WHERE task_id"):
+                self._db.executemany(f"DELETE FROM {table} = ?", doomed)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             log.error("cannot store task records in %s: %s", self.path, exc)

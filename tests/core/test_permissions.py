@@ -22,7 +22,8 @@ WATCHER = Caller("pn-watch", frozenset({"observer"}))
 SEED = Caller(None)  # a seed client: never authenticated
 
 
-@pytest.mark.parametrize("action", [Action.CANCEL, Action.RETRY, Action.WATCH, Action.FETCH, Action.SEE_DETAIL])
+@pytest.mark.parametrize("action", [Action.CANCEL, Action.RETRY, Action.WATCH, Action.FETCH, Action.SEE_DETAIL,
+                                    Action.FORGET_TASK])
 def test_a_tasks_submitter_and_the_owner_control_it_and_nobody_else(action: Action) -> None:
     assert may(ALICE, action, submitter="pn-alice") is None
     assert may(OWNER, action, submitter="pn-alice") is None

@@ -92,13 +92,14 @@ async def test_another_device_cannot_cancel_retry_read_or_fetch_a_task_its_submi
 
         # Bob, paired with the same code, goes after Alice's task.
         for attack in (bob.cancel(task_id), bob.retry(task_id), bob.logs(task_id, print),
-                       bob.fetch_results(task_id, tmp_path / "stolen"), bob.wait(task_id)):
+                       bob.fetch_results(task_id, tmp_path / "stolen"), bob.wait(task_id),
+                       bob.shards(task_id), bob.forget(task_id)):
             error = await refused(attack)
             assert error.code == "forbidden" and "submitter" in error.message
         assert not (tmp_path / "stolen").exists()
         # He sees that it exists, not where or how it ran.
-        (seen,) = [t for t in await bob.list(detail=True) if t.id == task_id]
-        assert seen.state == "succeeded" and seen.shards is None
+        (seen,) = [t for t in await bob.list() if t.id == task_id]
+        assert seen.state == "succeeded" and seen.devices is None and seen.device_count == 0
 
         # Alice and the owner can do all of it.
         for client in (alice, owner):
@@ -107,8 +108,9 @@ async def test_another_device_cannot_cancel_retry_read_or_fetch_a_task_its_submi
             assert "".join(lines) == "secret line\n"
             folder = await client.fetch_results(task_id, tmp_path / f"results-{id(client)}")
             assert (folder / "0" / "out" / "r.txt").read_text() == "alice"
-            (mine,) = [t for t in await client.list(detail=True) if t.id == task_id]
-            assert mine.shards is not None and mine.shards[0].device_id == worker.agent.config.device_id
+            (mine,) = [t for t in await client.list() if t.id == task_id]
+            assert mine.devices == [worker.agent.config.device_id]
+            assert [s.device_id for s in await client.shards(task_id)] == [worker.agent.config.device_id]
         assert (await alice.retry(task_id)).id == task_id
         assert (await owner.cancel(task_id)).id == task_id
     finally:

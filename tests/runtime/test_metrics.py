@@ -88,4 +88,12 @@ async def test_metrics_count_the_pools_shards_by_state(pool, members, client, tm
     assert found['poolnet_shards{state="succeeded"}'] == 2
     assert found['poolnet_shards{state="running"}'] == 2
     assert found.get('poolnet_shards{state="queued"}', 0) + found.get('poolnet_shards{state="assigned"}', 0) == 3
+
     await client.cancel(slow)
+    await wait_for(lambda: task.state.value == "cancelled")
+    found = parse_samples((await asyncio.to_thread(scrape, pool.server.port, pool.options.data_dir))[1])
+    assert found['poolnet_shards{state="cancelled"}'] == 5 and found['poolnet_shards{state="succeeded"}'] == 2
+    assert not any(f'state="{state}"' in key for key in found for state in ("queued", "assigned", "running"))
+    await client.forget(done)  # a forgotten task's shards are no longer counted
+    found = parse_samples((await asyncio.to_thread(scrape, pool.server.port, pool.options.data_dir))[1])
+    assert 'poolnet_shards{state="succeeded"}' not in found and found['poolnet_shards{state="cancelled"}'] == 5

@@ -21,7 +21,8 @@ from poolnet_desktop.runtime.task_client import TaskClient
 from tests.runtime.conftest import RawClient
 from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)
 
-TASK_REQUESTS = ["list_tasks", "watch_task", "fetch_results", "cancel_task", "retry_task"]
+TASK_REQUESTS = ["list_tasks", "watch_task", "fetch_results", "cancel_task", "retry_task",
+                 "subscribe_tasks", "list_shards", "forget_task"]
 
 
 async def seed_client(pool: PoolHost, source: str = "127.0.0.1") -> RawClient:
@@ -60,7 +61,7 @@ async def test_a_seed_client_cannot_list_read_fetch_cancel_or_retry_tasks(
         assert reply["code"] == "forbidden" and kind in reply["message"]
     assert all(m["type"] in ("resource_update", "device_joined", "device_left") for m in heard), heard
     assert "private" not in json.dumps(heard)
-    task = pool.tasks.tasks[task_id]
+    task = pool.tasks.tasks[task_id]  # still there: not forgotten
     assert task.state == "succeeded" and [s.attempt for s in task.shards] == [1]
 
 

@@ -123,3 +123,25 @@ def _placed_of(path: Path) -> dict[int, str]:
     with sqlite3.connect(path) as check:
         [(placed,)] = check.execute("SELECT placed FROM shards").fetchall()
     return {int(k): v for k, v in json.loads(placed).items()}
+
+
+async def test_forget_deletes_a_tasks_rows_and_logs_even_those_still_queued(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "tasks.sqlite3")
+    doomed, kept = finished_task(), Task("other-1", SPEC, submitted_at=20.0)
+    for task in (doomed, kept):
+        store.save_task(task, files_ready=True)
+        for shard in task.shards:
+            store.save_shard(task.id, shard)
+        store.append_log(task.id, 0, 1, "stdout", f"{task.id}\n")
+    await store.committed()
+    store.save_shard(doomed.id, doomed.shards[0], result())  # queued, not committed yet
+    store.append_log(doomed.id, 0, 1, "stdout", "late\n")
+    store.forget([doomed.id, "never-stored"])
+    await store.close()
+
+    reopened = TaskStore(tmp_path / "tasks.sqlite3")
+    assert [stored.task.id for stored in reopened.load()] == [kept.id]
+    assert reopened.logs(doomed.id) == [] and [r.data for r in reopened.logs(kept.id)] == ["other-1\n"]
+    with sqlite3.connect(reopened.path) as db:
+        assert db.execute("SELECT count(*) FROM shards WHERE task_id = ?", (doomed.id,)).fetchone() == (0,)
+    await reopened.close()

@@ -30,6 +30,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
+from poolnet_desktop.core.matrix import MatrixAxis, MatrixValue, shard_values
 from poolnet_desktop.core.resources import Resources
 from poolnet_desktop.core.tasks import ShardState, Task
 from poolnet_desktop.core.wire import Message, Sha256Hex
@@ -102,6 +103,7 @@ class ShardSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     device_id: str | None
     exit_code: int | None
     reason: str
+    values: dict[str, MatrixValue] | None = None  # its [matrix] combination, if any
 
 
 class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -224,8 +226,9 @@ class Assignment(msgspec.Struct, frozen=True, array_like=True):
 
 class AssignShards(Message, tag="assign_shards"):
     """Run these attempts of one task. ``command`` is the manifest's: the member expands
-    ``{shard}``/``{shards}`` per attempt (``core.manifest.expand_command``) and ``{python}``
-    for itself; ``files`` go in each attempt's working folder."""
+    ``{shard}``/``{shards}`` and the shard's ``matrix`` values per attempt
+    (``core.manifest.expand_command``, ``core.matrix.shard_values``) and ``{python}`` for
+    itself; ``files`` go in each attempt's working folder."""
 
     task_id: TaskId
     shards: int
@@ -237,6 +240,7 @@ class AssignShards(Message, tag="assign_shards"):
     outputs: list[str]
     files: list[FileEntry]
     items: Annotated[list[Assignment], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    matrix: list[MatrixAxis] = msgspec.field(default_factory=list)
 
     def refs(self) -> list[ShardRef]:
         return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]
@@ -295,7 +299,8 @@ def task_summary(task: Task, reason: str = "", detail: bool = False) -> TaskSumm
     if detail:
         shards = [
             ShardSummary(index=s.index, state=s.state.value, attempt=s.attempt,
-                         device_id=s.device_id, exit_code=s.exit_code, reason=s.reason)
+                         device_id=s.device_id, exit_code=s.exit_code, reason=s.reason,
+                         values=shard_values(task.spec.matrix, s.index) if task.spec.matrix else None)
             for s in task.shards
         ]
     return TaskSummary(

@@ -49,6 +49,7 @@ from typing import Any
 
 from poolnet_desktop.core.manifest import FileEntry, TaskSpec
 from poolnet_desktop.core.permissions import Action
+from poolnet_desktop.core.platforms import PlatformNeed, task_platforms
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -296,7 +297,7 @@ class TaskService:
     def admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""
         try:
-            self.scheduler.check_fits_somewhere(spec.resources.vector())
+            self.scheduler.check_fits_somewhere(spec.resources.vector(), platform_need(spec))
         except Unschedulable as exc:
             raise ProtocolError(ErrorCode.UNFIT, f"task {spec.name!r} refused: {exc}") from None
         over = quota_refusal(self.tasks.values(), submitter, spec.shards, self.config.quota)
@@ -330,7 +331,8 @@ class TaskService:
             self._durations.pop(task.id, None)
             return
         queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
-        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority,
+                              platform_need(task.spec))
         mean = self._durations.get(task.id)
         if mean is not None:
             self.scheduler.set_ahead(task.id, ahead_for(mean))
@@ -429,6 +431,7 @@ class TaskService:
                 outputs=list(spec.outputs),
                 files=list(spec.files),
                 items=items,
+                matrix=list(spec.matrix),
             ))
             if task.cancel_requested:
                 for item in items:
@@ -455,7 +458,7 @@ class TaskService:
     def _refresh_member(self, device_id: str) -> None:
         device = self.coordinator.registry.get(device_id)
         if device is not None:
-            self.scheduler.set_member(device_id, device.capacity())
+            self.scheduler.set_member(device_id, device.capacity(), platform=device.platform)
 
     def _count_running(self, device_id: str) -> None:
         count = len(self.scheduler.running_on(device_id))
@@ -830,6 +833,11 @@ class TaskService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+
+
+def platform_need(spec: TaskSpec) -> PlatformNeed:
+    """Where the task's shards may run (``core.platforms``)."""
+    return task_platforms(spec.platform, spec.command, spec.shell)
 
 
 def _refused(result: ShardResult, why: str) -> ShardResult:

@@ -1,0 +1,92 @@
+"""Sweeps and platform matching end to end: a real pool host and two real members on
+127.0.0.1 running a ``[matrix]`` task, each shard seeing its own values; a task no member's
+platform can run refused at submission."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.runtime.node import Member, PoolHost
+from poolnet_desktop.runtime.task_client import TaskClient
+from tests.runtime.test_task_pool import client, members, submit_manifest, write  # noqa: F401 (fixtures)
+
+
+async def test_a_matrix_runs_one_shard_per_combination_each_seeing_its_values(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
+) -> None:
+    task_dir = tmp_path / "sweep"
+    write(task_dir, "probe.py", """
+        import json, os, pathlib, sys
+        out = pathlib.Path("out"); out.mkdir()
+        params = {k: v for k, v in os.environ.items() if k.startswith("POOLNET_PARAM_")}
+        (out / "seen.json").write_text(json.dumps({"argv": sys.argv[1:], "env": params}))
+    """)
+    task_id = await submit_manifest(client, task_dir, """
+        command = ["{python}", "probe.py", "{rate}", "{seed}", "{label}", "{shard}"]
+        files = ["probe.py"]
+        outputs = ["out/*.json"]
+        [matrix]
+        rate = [0.1, 0.2, 0.4]
+        seed = [1, 2]
+        label = ["a b"]
+        [resources]
+        cpu = 0.5
+    """)
+    summary = await client.wait(task_id)
+    assert (summary.state, summary.succeeded, summary.total) == ("succeeded", 6, 6)
+
+    results = await client.fetch_results(task_id, tmp_path / "results")
+    combinations = list(itertools.product(("0.1", "0.2", "0.4"), ("1", "2")))
+    for shard, (rate, seed) in enumerate(combinations):
+        seen = json.loads((results / str(shard) / "out" / "seen.json").read_text())
+        assert seen["argv"] == [rate, seed, "a b", str(shard)]
+        assert seen["env"] == {
+            "POOLNET_PARAM_RATE": rate, "POOLNET_PARAM_SEED": seed, "POOLNET_PARAM_LABEL": "a b"
+        }
+    # Both members ran some: the values came from each member's own derivation.
+    task = pool.tasks.tasks[task_id]
+    assert {s.device_id for s in task.shards} == {m.agent.config.device_id for m in members}
+
+    listed = {t.id: t for t in await client.list(detail=True)}[task_id]
+    assert listed.shards is not None
+    assert [s.values for s in listed.shards] == [
+        {"rate": float(rate), "seed": int(seed), "label": "a b"} for rate, seed in combinations
+    ]
+
+
+async def test_a_task_no_member_platform_runs_is_refused_as_unfit_with_the_reason(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
+) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        await submit_manifest(client, tmp_path / "bat", 'command = ["cmd", "/c", "build.bat"]\n')
+    assert refused.value.code == "unfit"
+    assert refused.value.message == (
+        "task 'job' refused: it runs on windows (a cmd command) only, and no member does "
+        "(members' platforms: linux)"
+    )
+    with pytest.raises(ProtocolError) as listed:
+        await submit_manifest(client, tmp_path / "mac", 'command = ["true"]\nplatform = ["macos"]\n')
+    assert "it runs on macos (its manifest's platform list) only" in listed.value.message
+    assert pool.tasks.tasks == {}
+    # The same pool runs a task meant for it.
+    task_id = await submit_manifest(client, tmp_path / "lin", 'command = ["true"]\nplatform = ["linux"]\n')
+    assert (await client.wait(task_id)).state == "succeeded"
+
+
+async def test_a_shell_command_reads_its_value_from_the_variable(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
+) -> None:
+    task_id = await submit_manifest(client, tmp_path / "sh", """
+        command = ["sh", "-c", "echo n=$POOLNET_PARAM_N"]
+        [matrix]
+        n = [1, 2, 3]
+    """)
+    assert (await client.wait(task_id)).succeeded == 3
+    lines: list[str] = []
+    await client.logs(task_id, lambda out: lines.append(out.data), shard=2)
+    assert "".join(lines) == "n=3\n"

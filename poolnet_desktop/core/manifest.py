@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -346,6 +346,23 @@ def script_task(filename: str) -> ManifestSpec:
     name = stem if _NAME.match(stem) and not stem.endswith((" ", ".")) else "script"
     spec = TaskSpec(name=name, command=(*runner, filename))
     return ManifestSpec(filename, spec, (filename,))
+
+
+def inline_task(command: Sequence[str], shards: int = 1) -> ManifestSpec:
+    """A one-off command typed on the command line (``poolnet run -- CMD ARGS``) as a task
+    of ``shards`` shards that ships no files, named after its program. ``{shard}``,
+    ``{shards}`` and ``{python}`` work as in a manifest."""
+    source = "the command line"
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ManifestError(source, "--shards", f"must be between 1 and {MAX_SHARDS}, not {shards}")
+    try:
+        check_command(tuple(command), shell=False)
+    except ValueError as exc:
+        raise ManifestError(source, None, str(exc)) from None
+    program = command[0].replace("\\", "/").rsplit("/", 1)[-1]
+    stem = PurePosixPath(program).stem if program != PYTHON_PLACEHOLDER else "python"
+    name = stem if _NAME.match(stem) and not stem.endswith((" ", ".")) else "command"
+    return ManifestSpec(source, TaskSpec(name=name, command=tuple(command), shards=shards), ())
 
 
 def expand_command(

@@ -143,6 +143,10 @@ class TaskRequests:
                     data=record.data,
                 ))
         self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
+        # The task may have moved on (even ended) while the history was read, before this
+        # watcher was listed to hear of it: its state as of now, or a follower could wait
+        # for an end it already missed.
+        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
         await session.send(WatchReady(task_id=task.id))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from poolnet_desktop.core.matrix import describe_values
 from poolnet_desktop.core.task_protocol import TaskSummary
 from poolnet_desktop.core.tasks import ENDED
 from poolnet_desktop.gui.drop_zone import DropZone
@@ -39,6 +40,7 @@ from poolnet_desktop.gui.theme import Theme, theme_for
 COLUMNS = ("Task", "State", "Progress", "Devices", "Duration")
 PROGRESS_COLUMN = 2
 MAX_LOG_LINES = 5000
+MAX_VALUE_LINES = 1000
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -61,6 +63,16 @@ def state_colour(theme: Theme, state: str) -> str:
         "cancelled": theme.offline,
         "running": theme.accent,
     }.get(state, theme.warn)
+
+
+def sweep_lines(task: TaskSummary, limit: int = MAX_VALUE_LINES) -> str:
+    """A sweep's shards, one line each: number, state and its ``[matrix]`` values (the first
+    ``limit``, then how many more); empty for a task without a matrix."""
+    swept = [s for s in task.shards or () if s.values]
+    lines = [f"{s.index:>5}  {s.state:<10} {describe_values(s.values or {})}" for s in swept[:limit]]
+    if len(swept) > limit:
+        lines.append(f"… and {len(swept) - limit} more shards")
+    return "\n".join(lines)
 
 
 class TaskTableModel(QAbstractTableModel):
@@ -257,6 +269,10 @@ class TasksPage(QWidget):
         self.submit_again_button.clicked.connect(lambda: self._ask(self.submit_again_requested))
         self.retry_button.clicked.connect(lambda: self._ask(self.retry_requested))
         self.results_button.clicked.connect(lambda: self._ask(self.results_requested))
+        self.values_view = QPlainTextEdit()
+        self.values_view.setReadOnly(True)
+        self.values_view.setMaximumHeight(110)
+        self.values_view.setToolTip("Each shard's values from the task's [matrix]")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
@@ -264,6 +280,7 @@ class TasksPage(QWidget):
         mono = QFont("monospace")
         mono.setStyleHint(QFont.StyleHint.Monospace)
         self.log_view.setFont(mono)
+        self.values_view.setFont(mono)
 
         buttons = QHBoxLayout()
         for button in self._task_buttons():
@@ -275,6 +292,7 @@ class TasksPage(QWidget):
         details_layout.addWidget(self.title_label)
         details_layout.addWidget(self.detail_label)
         details_layout.addLayout(buttons)
+        details_layout.addWidget(self.values_view)
         details_layout.addWidget(self.log_view, 1)
 
         table_box = QWidget()
@@ -349,6 +367,10 @@ class TasksPage(QWidget):
         task = self.current_task()
         for button in self._task_buttons():
             button.setEnabled(task is not None)
+        values = sweep_lines(task) if task is not None else ""
+        self.values_view.setVisible(bool(values))
+        if values != self.values_view.toPlainText():  # unchanged: keep its scroll position
+            self.values_view.setPlainText(values)
         if task is None:
             self.title_label.setText("Select a task to see its log")
             self.detail_label.setText("")

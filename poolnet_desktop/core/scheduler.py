@@ -372,10 +372,12 @@ class Scheduler:
                 break
             task = self._tasks[key[2]]
             demand = task.demand
+            platforms = task.need.platforms  # looked up once: this loop is the hot path
             heap = [
                 (m.load, m.order, m.id)
                 for m in members
-                if m.id not in reserved and m.fits(demand) and task.runs_on(m)
+                if m.id not in reserved and m.fits(demand)
+                and (platforms is None or m.platform in platforms)
             ]
             heapq.heapify(heap)
             while task.pending and heap:
@@ -407,8 +409,9 @@ class Scheduler:
         """Queue the task's shards behind running shards that ask at least as much, the
         shortest chain first, up to the task's ``ahead`` deep (see the module docstring)."""
         heap: list[tuple[int, int, ShardKey, str]] = []
+        platforms = task.need.platforms
         for member in members:
-            if member.id in reserved or not task.runs_on(member):
+            if member.id in reserved or (platforms is not None and member.platform not in platforms):
                 continue
             for head in member.shards:
                 tail, depth = head, 0

@@ -409,7 +409,7 @@ class Scheduler:
         """Queue the task's shards behind running shards that ask at least as much, the
         shortest chain first, up to the task's ``ahead`` deep (see the module docstring)."""
         heap: list[tuple[int, int, ShardKey, str]] = []
-        platforms = task.need.platforms
+        platforms = task.need.platforms  # looked up once, as in ``place``
         for member in members:
             if member.id in reserved or (platforms is not None and member.platform not in platforms):
                 continue

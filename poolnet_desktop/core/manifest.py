@@ -499,7 +499,9 @@ class _Reader:
         if table is None:
             return ()
         if not isinstance(table, dict):
-            raise self.fail("matrix", f"must be a table of name = [values] ([matrix]), not {_show(table)}")
+            raise self.fail(
+                "matrix", f"must be a table of name = [values] ([matrix]), not {_show(table)}"
+            )
         if not table:
             raise self.fail("matrix", "is empty: list the values to sweep, e.g. seed = [1, 2, 3]")
         if "shards" in self.data:
@@ -515,7 +517,9 @@ class _Reader:
                 raise self.fail(key, f"must be a non-empty list of values, not {_show(values)}")
             for value in values:
                 if isinstance(value, (list, dict)) or not isinstance(value, (str, int, float)):
-                    raise self.fail(key, f"values must be strings, numbers or booleans, not {_show(value)}")
+                    raise self.fail(
+                        key, f"values must be strings, numbers or booleans, not {_show(value)}"
+                    )
                 self.run_check(key, lambda v, n=name: check_value(n, v), value)
             axes.append(MatrixAxis(name, tuple(values)))
         self.run_check("matrix", check_matrix, axes)

@@ -45,8 +45,9 @@ def normal_cdf(x: float) -> float:
 
 def black_scholes(volatility: float) -> float:
     """The exact price the simulation estimates."""
-    d1 = (math.log(SPOT / STRIKE) + (RATE + 0.5 * volatility**2) * YEARS) / (volatility * math.sqrt(YEARS))
-    d2 = d1 - volatility * math.sqrt(YEARS)
+    spread = volatility * math.sqrt(YEARS)
+    d1 = (math.log(SPOT / STRIKE) + (RATE + 0.5 * volatility**2) * YEARS) / spread
+    d2 = d1 - spread
     return SPOT * normal_cdf(d1) - STRIKE * math.exp(-RATE * YEARS) * normal_cdf(d2)
 
 

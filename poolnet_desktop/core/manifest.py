@@ -31,7 +31,7 @@ from poolnet_desktop.core.matrix import (
     format_value,
 )
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
-from poolnet_desktop.core.platforms import check_platforms
+from poolnet_desktop.core.platforms import PlatformNeed, check_platforms, task_platforms
 from poolnet_desktop.core.resources import ResourceVector
 from poolnet_desktop.core.units import BYTES_PER_MB, parse_duration, parse_size
 from poolnet_desktop.core.wire import Sha256Hex
@@ -156,6 +156,10 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
             )
         if self.platform:
             check_platforms(self.platform)
+
+    def platform_need(self) -> PlatformNeed:
+        """Where the shards may run: the ``platform`` list, else where the command can."""
+        return task_platforms(self.platform, self.command, self.shell)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,6 @@ from typing import Any
 
 from poolnet_desktop.core.manifest import FileEntry, TaskSpec
 from poolnet_desktop.core.permissions import Action
-from poolnet_desktop.core.platforms import PlatformNeed, task_platforms
 from poolnet_desktop.core.protocol import (
     ErrorCode,
     ProtocolError,
@@ -297,7 +296,7 @@ class TaskService:
     def admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""
         try:
-            self.scheduler.check_fits_somewhere(spec.resources.vector(), platform_need(spec))
+            self.scheduler.check_fits_somewhere(spec.resources.vector(), spec.platform_need())
         except Unschedulable as exc:
             raise ProtocolError(ErrorCode.UNFIT, f"task {spec.name!r} refused: {exc}") from None
         over = quota_refusal(self.tasks.values(), submitter, spec.shards, self.config.quota)
@@ -332,7 +331,7 @@ class TaskService:
             return
         queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
         self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority,
-                              platform_need(task.spec))
+                              task.spec.platform_need())
         mean = self._durations.get(task.id)
         if mean is not None:
             self.scheduler.set_ahead(task.id, ahead_for(mean))
@@ -833,11 +832,6 @@ class TaskService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-
-
-def platform_need(spec: TaskSpec) -> PlatformNeed:
-    """Where the task's shards may run (``core.platforms``)."""
-    return task_platforms(spec.platform, spec.command, spec.shell)
 
 
 def _refused(result: ShardResult, why: str) -> ShardResult:

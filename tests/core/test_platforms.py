@@ -21,8 +21,7 @@ ONE_CORE = ResourceVector(cpu=1)
 
 
 def need_of(filename: str) -> PlatformNeed:
-    spec = script_task(filename).spec
-    return task_platforms(spec.platform, spec.command, spec.shell)
+    return script_task(filename).spec.platform_need()
 
 
 def test_scripts_run_where_their_interpreter_is() -> None:
@@ -55,7 +54,7 @@ def test_a_manifest_command_is_judged_by_its_program(
 def test_the_manifest_list_wins_over_the_command() -> None:
     spec = parse_manifest(b'command = ["sh", "x.sh"]\nplatform = ["windows"]', "m.pool.toml").spec
     assert spec.platform == ("windows",)
-    need = task_platforms(spec.platform, spec.command, spec.shell)
+    need = spec.platform_need()
     assert need.platforms == WINDOWS
     assert need.describe() == "windows (its manifest's platform list)"
     one = parse_manifest(b'command = ["x"]\nplatform = "macos"', "m.pool.toml").spec

@@ -54,8 +54,12 @@ SEED_OUTPUT_CAP = 64 * 1024
 
 @dataclass(slots=True)
 class _Watcher:
+    """A session following a task (or one shard of it). Until its history is sent, live
+    output waits in ``backlog`` so that it arrives after the history, in order."""
+
     session: Session
     shard: int | None
+    backlog: list[bytes] | None = None
 
 
 class TaskRequests:
@@ -85,11 +89,14 @@ class TaskRequests:
     def relay(self, message: ShardOutput) -> None:
         """Pass a shard's live output on to whoever watches its task (or that shard)."""
         ref = message.shard
-        watchers = [w.session for w in self._watchers.get(ref.task_id, ()) if w.shard in (None, ref.shard)]
+        watchers = [w for w in self._watchers.get(ref.task_id, ()) if w.shard in (None, ref.shard)]
         if watchers:
             json = encode(message)
-            for session in watchers:
-                session.post(json)
+            for watcher in watchers:
+                if watcher.backlog is None:
+                    watcher.session.post(json)
+                else:
+                    watcher.backlog.append(json)
 
     async def _on_list(self, session: Session, message: ListTasks) -> None:
         """Every task; shard detail only for the caller's own (others' tasks are summaries:
@@ -131,22 +138,31 @@ class TaskRequests:
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:
+        """The task's state, its stored output, then everything live, each output record
+        exactly once: the watcher is listed before anything is awaited, so no update or
+        output can slip between the history and the live part. The history is the task's
+        first ``log_counts`` records as of that moment; later ones wait in the watcher's
+        backlog until the history is sent (the store may hold some of them by then too)."""
         task = self._task(session, message.task_id, Action.WATCH)
+        watcher = _Watcher(session, message.shard, backlog=[])
+        self._watchers.setdefault(task.id, []).append(watcher)
+        stored = self.service.log_counts[task.id]
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
         if message.history:
             store = self.service.store_or_fail()
             await store.committed()
-            for record in await asyncio.to_thread(store.logs, task.id, message.shard):
+            records = (await asyncio.to_thread(store.logs, task.id))[:stored]
+            for record in records:
+                if message.shard not in (None, record.shard):
+                    continue
                 await session.send(ShardOutput(
                     shard=ShardRef(task.id, record.shard, record.attempt),
                     stream=record.stream,  # type: ignore[arg-type]
                     data=record.data,
                 ))
-        self._watchers.setdefault(task.id, []).append(_Watcher(session, message.shard))
-        # The task may have moved on (even ended) while the history was read, before this
-        # watcher was listed to hear of it: its state as of now, or a follower could wait
-        # for an end it already missed.
-        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+        backlog, watcher.backlog = watcher.backlog or [], None
+        if backlog:
+            session.post_many(backlog)
         await session.send(WatchReady(task_id=task.id))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:

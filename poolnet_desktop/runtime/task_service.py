@@ -177,6 +177,9 @@ class TaskService:
         self.scheduler = Scheduler(ahead=self.config.ahead)
         self.tasks: dict[str, Task] = {}
         self.recorded: dict[tuple[str, int], ShardResult] = {}
+        # Per task: output records stored or queued to the store, so that a watcher knows
+        # which of them its history holds and which reach it live (``TaskRequests``).
+        self.log_counts: Counter[str] = Counter()
         self._durations: dict[str, float] = {}  # per task: its shards' mean run time (EWMA)
         self.clock = clock
         self._members: dict[str, Session] = {}
@@ -207,6 +210,7 @@ class TaskService:
             self._resume(stored.task, stored.files_ready)
             for index, result in stored.results.items():
                 self.recorded[(stored.task.id, index)] = result
+        self.log_counts.update(await asyncio.to_thread(self.store.log_counts))
         handlers: dict[type, Callable[[Session, Any], Any]] = {
             SubmitTask: self._on_submit,
             ShardsReport: self._on_report,
@@ -539,6 +543,7 @@ class TaskService:
         ref = message.shard
         task = self._current(session, ref)
         self.store_or_fail().append_log(task.id, ref.shard, ref.attempt, message.stream, message.data)
+        self.log_counts[task.id] += 1
         self.requests.relay(message)
 
     async def _on_finished(self, session: Session, message: ShardsFinished) -> None:

@@ -169,6 +169,12 @@ class TaskStore:
             loaded.append(StoredTask(task, bool(files_ready), results))
         return loaded
 
+    def log_counts(self) -> dict[str, int]:
+        """How many output records each task has stored (for ``TaskService.log_counts``)."""
+        with self._db_lock:
+            rows = self._db.execute("SELECT task_id, COUNT(*) FROM logs GROUP BY task_id").fetchall()
+        return dict(rows)
+
     def logs(self, task_id: str, shard: int | None = None) -> list[LogRecord]:
         """A task's stored output (one shard's, or all), in arrival order."""
         query = "SELECT shard, attempt, stream, data FROM logs WHERE task_id = ?"

@@ -1,9 +1,11 @@
 """Sweeps and platform matching end to end: a real pool host and two real members on
 127.0.0.1 running a ``[matrix]`` task, each shard seeing its own values; a task no member's
-platform can run refused at submission."""
+platform can run refused at submission; and followers of a running task (``poolnet run``)
+getting its output exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import Member, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
 from tests.runtime.test_task_pool import client, members, submit_manifest, write  # noqa: F401 (fixtures)
@@ -90,3 +93,30 @@ async def test_a_shell_command_reads_its_value_from_the_variable(
     lines: list[str] = []
     await client.logs(task_id, lambda out: lines.append(out.data), shard=2)
     assert "".join(lines) == "n=3\n"
+
+
+async def test_followers_joining_mid_run_get_every_output_record_exactly_once(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
+) -> None:
+    """Watchers that join while a shard prints (as ``poolnet run`` and ``logs --follow``
+    do) each see its whole output once and in order: what arrives while their history is
+    read is neither lost nor sent twice."""
+    task_id = await submit_manifest(client, tmp_path / "talk", """
+        command = ["{python}", "-c", "import time\\nfor i in range(150):\\n    print(i, flush=True); time.sleep(0.004)"]
+    """)
+
+    async def follow() -> str:
+        chunks: list[str] = []
+        link = await open_link(pool.local_url, pool.options.data_dir)
+        try:
+            await TaskClient(link).logs(task_id, lambda out: chunks.append(out.data), follow=True)
+        finally:
+            await link.close()
+        return "".join(chunks)
+
+    followers = []
+    for _ in range(8):
+        followers.append(asyncio.create_task(follow()))
+        await asyncio.sleep(0.06)
+    expected = "".join(f"{i}\n" for i in range(150))
+    assert await asyncio.gather(*followers) == [expected] * 8

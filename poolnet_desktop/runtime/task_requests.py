@@ -147,23 +147,30 @@ class TaskRequests:
         watcher = _Watcher(session, message.shard, backlog=[])
         self._watchers.setdefault(task.id, []).append(watcher)
         stored = self.service.log_counts[task.id]
-        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
-        if message.history:
-            store = self.service.store_or_fail()
-            await store.committed()
-            records = (await asyncio.to_thread(store.logs, task.id))[:stored]
-            for record in records:
-                if message.shard not in (None, record.shard):
-                    continue
-                await session.send(ShardOutput(
-                    shard=ShardRef(task.id, record.shard, record.attempt),
-                    stream=record.stream,  # type: ignore[arg-type]
-                    data=record.data,
-                ))
+        try:
+            await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+            if message.history:
+                await self._send_history(session, task.id, message.shard, stored)
+        except BaseException:  # unlisted, or its backlog would grow for ever
+            others = [w for w in self._watchers.get(task.id, ()) if w is not watcher]
+            self._watchers[task.id] = others
+            raise
         backlog, watcher.backlog = watcher.backlog or [], None
         if backlog:
             session.post_many(backlog)
         await session.send(WatchReady(task_id=task.id))
+
+    async def _send_history(self, session: Session, task_id: str, shard: int | None, count: int) -> None:
+        """The task's first ``count`` output records (of ``shard`` only, if given)."""
+        store = self.service.store_or_fail()
+        await store.committed()
+        for record in (await asyncio.to_thread(store.logs, task_id))[:count]:
+            if shard in (None, record.shard):
+                await session.send(ShardOutput(
+                    shard=ShardRef(task_id, record.shard, record.attempt),
+                    stream=record.stream,  # type: ignore[arg-type]
+                    data=record.data,
+                ))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
         task = self._task(session, message.task_id, Action.FETCH)

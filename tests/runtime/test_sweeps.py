@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.core.protocol import ProtocolError
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import Member, PoolHost
+from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
+from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import client, members, submit_manifest, write  # noqa: F401 (fixtures)
 
 
@@ -120,3 +123,41 @@ async def test_followers_joining_mid_run_get_every_output_record_exactly_once(
         await asyncio.sleep(0.06)
     expected = "".join(f"{i}\n" for i in range(150))
     assert await asyncio.gather(*followers) == [expected] * 8
+
+
+async def test_a_restarted_host_still_sends_a_finished_tasks_whole_output(tmp_path: Path) -> None:
+    """The records counted for watchers start from what the store holds, not from zero."""
+    options = HostOptions(
+        data_dir=resolve_data_dir(tmp_path / "host"), bind="127.0.0.1", port=0,
+        batch_interval=0.1, pairing_code=PAIRING_CODE, legacy_port=0,
+        discovery=DiscoverySettings(enabled=False),
+    )
+    first = PoolHost(options)
+    await first.start()
+    member = Member(MemberOptions(
+        url=first.local_url, data_dir=resolve_data_dir(tmp_path / "m"), name="m",
+        code=PAIRING_CODE, discovery=DiscoverySettings(enabled=False),
+    ))
+    running = asyncio.create_task(member.run())
+    try:
+        async with asyncio.timeout(20):
+            while member.agent.config.device_id not in first.tasks._members:
+                await asyncio.sleep(0.05)
+        async with await open_link(first.local_url, options.data_dir) as link:
+            task_id = await submit_manifest(TaskClient(link), tmp_path / "say", """
+                command = ["sh", "-c", "echo one; echo two >&2"]
+            """)
+            assert (await TaskClient(link).wait(task_id)).state == "succeeded"
+    finally:
+        await member.stop()
+        await running
+        await first.stop()
+    second = PoolHost(options)
+    await second.start()
+    try:
+        async with await open_link(second.local_url, options.data_dir) as link:
+            seen: list[tuple[str, str]] = []
+            await TaskClient(link).logs(task_id, lambda out: seen.append((out.stream, out.data)))
+    finally:
+        await second.stop()
+    assert sorted(seen) == [("stderr", "two\n"), ("stdout", "one\n")]

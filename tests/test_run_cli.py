@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+from poolnet_desktop.commands.tasks import render_shards
+from poolnet_desktop.core.task_protocol import TaskSummary
 from tests.test_cli import POOLNET, environment
 from tests.test_task_cli import Pool, pool, write_manifest  # noqa: F401 (the fixture)
 
@@ -64,3 +66,12 @@ def test_tasks_id_shows_each_shards_sweep_values(pool: Pool) -> None:  # noqa: F
     unknown = pool.run("tasks", "no-such-task")
     assert unknown.returncode == 1
     assert unknown.stderr == "poolnet: the pool has no task 'no-such-task'\n"
+
+
+def test_render_shards_of_a_task_whose_detail_the_pool_withholds() -> None:
+    summary = TaskSummary(id="t-1", name="t", state="running", total=2, done=0, succeeded=0,
+                          running=1, queued=1, submitted_at=0.0, shards=None)
+    assert render_shards(summary) == (
+        "t-1 (t): running, 0/2 done\n"
+        "(its shards are shown to the device that submitted it and the pool's owner)"
+    )

@@ -279,14 +279,18 @@ def render_tasks(tasks: list[TaskSummary]) -> str:
 
 
 def render_shards(task: TaskSummary) -> str:
-    """One task's shards, one line each: state, device, attempt and, for a sweep, values."""
+    """One task's shards, one line each: state, device, attempt and, for a sweep, values.
+    The pool shows them only to the task's submitter and its owner."""
+    title = f"{task.id} ({task.name}): {task.state}, {task.done}/{task.total} done"
+    if task.shards is None:
+        return f"{title}\n(its shards are shown to the device that submitted it and the pool's owner)"
     header = ("SHARD", "STATE", "DEVICE", "ATTEMPT", "VALUES", "NOTE")
     rows = [header] + [
         (str(s.index), s.state, s.device_id or "-", str(s.attempt),
          describe_values(s.values) if s.values else "-", s.reason)
-        for s in task.shards or ()
+        for s in task.shards
     ]
-    return f"{task.id} ({task.name}): {task.state}, {task.done}/{task.total} done\n{_table(rows)}"
+    return f"{title}\n{_table(rows)}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:

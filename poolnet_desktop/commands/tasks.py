@@ -1,10 +1,11 @@
-"""``poolnet submit``, ``poolnet tasks``, ``poolnet cancel``, ``poolnet retry``,
-``poolnet logs`` and ``poolnet forget``.
+"""``poolnet submit``, ``poolnet run``, ``poolnet tasks``, ``poolnet cancel``,
+``poolnet retry``, ``poolnet logs`` and ``poolnet forget``.
 
 Each opens one authenticated link to the pool (``runtime.link``) and talks through
 ``runtime.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
 stderr, brings every output back to ``--results`` and exits 0 only if every shard succeeded.
 ``tasks --follow`` prints the list, then a line per task change the pool pushes.
+``run -- CMD ARGS`` submits a one-off command the same way and prints its output as it comes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,15 @@ from poolnet_desktop.commands.options import (
     waiting_notice,
 )
 from poolnet_desktop.core.log_lines import LineJoiner
+from poolnet_desktop.core.manifest import ManifestError, inline_task
+from poolnet_desktop.core.matrix import describe_values
 from poolnet_desktop.core.protocol import ProtocolError
-from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
+from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary
 from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import TaskFileError, load_task
+from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
 
 BAR_WIDTH = 30
 
@@ -47,7 +50,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--results", default="results", help="where results go (default ./results)")
     _common(submit, run_submit)
 
-    listing = subparsers.add_parser("tasks", help="list the pool's tasks")
+    run = subparsers.add_parser(
+        "run", help="run a one-off command on the pool and print its output",
+        usage="poolnet run [--shards N] [--url URL] -- CMD [ARGS...]",
+        description="Run CMD on the pool (a program on the members' PATH; {python} is the "
+        "member's Python, {shard} and {shards} the shard's number and count), wait for it and "
+        "print its output. Ships no files. Exits 0 only if every shard succeeded.",
+    )
+    run.add_argument("--shards", type=int, default=1, help="how many shards (default 1)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                     help="the command and its arguments, after --")
+    add_pool(run)
+    add_code_file(run, "a file holding the pairing code, to pair anew with the pool at --url")
+    run.set_defaults(run=run_inline)
+
+    listing = subparsers.add_parser("tasks", help="list the pool's tasks, or one task's shards")
+    listing.add_argument("task_id", nargs="?", metavar="ID",
+                         help="show this task's shards: state, device and sweep values")
     listing.add_argument("--follow", action="store_true", help="then print each change as it happens")
     _common(listing, run_tasks)
 
@@ -138,8 +157,45 @@ def run_submit(args: argparse.Namespace) -> int:
     return _talk(args, conversation)
 
 
+def run_inline(args: argparse.Namespace) -> int:
+    """``poolnet run -- CMD ARGS``: submit the command, print its output as it arrives (whole
+    lines labelled ``[N]`` when there are several shards), then how it ended on stderr."""
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("poolnet: say what to run: poolnet run -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    try:
+        manifest = inline_task(argv, args.shards)
+    except ManifestError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
+    loaded = LoadedTask(manifest.spec, Path(manifest.source), Path.cwd(), {})
+    printer = OutputPrinter(labelled=args.shards > 1)
+
+    async def conversation(client: TaskClient) -> int:
+        task_id = await client.submit(loaded)
+        summary = await client.logs(task_id, printer.show, follow=True)
+        printer.finish()
+        print(f"{task_id}: {summary.state}, {summary.succeeded}/{summary.total} shards "
+              "succeeded", file=sys.stderr)
+        return 0 if summary.succeeded == summary.total else 1
+
+    return _talk(args, conversation)
+
+
 def run_tasks(args: argparse.Namespace) -> int:
     async def conversation(client: TaskClient) -> int:
+        if args.task_id is not None:
+            found = [task for task in await client.list() if task.id == args.task_id]
+            if not found:
+                print(f"poolnet: the pool has no task {args.task_id!r}", file=sys.stderr)
+                return 1
+            shards = await client.shards(args.task_id)
+            if args.json:
+                _print_json({"task": found[0], "shards": shards})
+            else:
+                print(render_shards(found[0], shards))
+            return 0
         tasks = await (client.subscribe() if args.follow else client.list())
         if args.json:
             _print_json(tasks)
@@ -193,29 +249,47 @@ def _change(
     return _talk(args, conversation)
 
 
-def run_logs(args: argparse.Namespace) -> int:
-    """A task's output: one shard's as it was written, or every shard's as whole lines, each
-    labelled ``[N]`` with its shard (chunks of several shards interleave mid-line)."""
-    joiner = LineJoiner()
+class OutputPrinter:
+    """Shard output on this terminal, stdout to stdout and stderr to stderr: one shard's as
+    it was written, or (``labelled``) every shard's as whole lines, each labelled ``[N]`` with
+    its shard (chunks of several shards interleave mid-line)."""
 
-    def write(stream: str, text: str) -> None:
-        out = sys.stdout if stream == "stdout" else sys.stderr
-        out.write(text)
-        out.flush()
+    def __init__(self, labelled: bool) -> None:
+        self._labelled = labelled
+        self._joiner = LineJoiner()
+
+    def show(self, output: ShardOutput) -> None:
+        if not self._labelled:
+            _write(output.stream, output.data)
+            return
+        for line in self._joiner.feed(output.shard.shard, output.stream, output.data):
+            _write(line.stream, line.labelled())
+
+    def finish(self) -> None:
+        """Print what is left of unfinished lines."""
+        for line in self._joiner.rest():
+            _write(line.stream, line.labelled())
+
+
+def _write(stream: str, text: str) -> None:
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    out.write(text)
+    out.flush()
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    """A task's output: one shard's, or every shard's as labelled lines (``OutputPrinter``)."""
+    printer = OutputPrinter(labelled=args.shard is None)
 
     def show(output: ShardOutput) -> None:
         if args.json:
             print(json.dumps(msgspec.to_builtins(output)), flush=True)
-        elif args.shard is not None:
-            write(output.stream, output.data)
         else:
-            for line in joiner.feed(output.shard.shard, output.stream, output.data):
-                write(line.stream, line.labelled())
+            printer.show(output)
 
     async def conversation(client: TaskClient) -> int:
         await client.logs(args.task_id, show, shard=args.shard, follow=args.follow)
-        for line in joiner.rest():
-            write(line.stream, line.labelled())
+        printer.finish()
         return 0
 
     return _talk(args, conversation)
@@ -228,7 +302,25 @@ def render_tasks(tasks: list[TaskSummary]) -> str:
          t.reason)
         for t in tasks
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _table(rows)
+
+
+def render_shards(task: TaskSummary, shards: Sequence[ShardSummary]) -> str:
+    """One task's shards, one line each: state, device, attempt and, for a sweep, values
+    (the pool shows them only to the task's submitter and its owner)."""
+    title = f"{task.id} ({task.name}): {task.state}, {task.done}/{task.total} done"
+    header = ("SHARD", "STATE", "DEVICE", "ATTEMPT", "VALUES", "NOTE")
+    rows = [header] + [
+        (str(s.index), s.state, s.device_id or "-", str(s.attempt),
+         describe_values(s.values) if s.values else "-", s.reason)
+        for s in shards
+    ]
+    return f"{title}\n{_table(rows)}"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the first a header) as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
     )

@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import msgspec
 
+from poolnet_desktop.core.matrix import (
+    MatrixAxis,
+    MatrixValue,
+    check_axis_name,
+    check_matrix,
+    check_value,
+    combinations,
+    format_value,
+)
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
+from poolnet_desktop.core.platforms import PlatformNeed, check_platforms, task_platforms
 from poolnet_desktop.core.resources import ResourceVector
 from poolnet_desktop.core.units import BYTES_PER_MB, parse_duration, parse_size
 from poolnet_desktop.core.wire import Sha256Hex
@@ -52,6 +62,7 @@ RESERVED_ENV = frozenset({"POOLNET_SHARD", "POOLNET_SHARDS", "CUDA_VISIBLE_DEVIC
 _NAME = re.compile(r"^\w[\w .+-]{0,99}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _UNIT = re.compile(r"[A-Za-z]")
+_PLACEHOLDER = re.compile(r"\{\w+\}")
 
 _SCRIPT_RUNNERS: dict[str, tuple[str, ...]] = {
     ".py": (PYTHON_PLACEHOLDER,),
@@ -126,6 +137,11 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     retries: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRIES)] = 2
     priority: Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
     shell: bool = False
+    # Sweeps and platforms: ``matrix`` makes one shard per combination of its axes (then
+    # ``shards`` is their count; ``core.matrix``); ``platform`` lists where shards may run,
+    # empty for wherever the command can (``core.platforms``).
+    matrix: tuple[MatrixAxis, ...] = ()
+    platform: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -133,6 +149,17 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
         check_outputs(self.outputs)
         check_env(self.env)
         check_file_layout(entry.path for entry in self.files)
+        check_matrix(self.matrix)
+        if self.matrix and combinations(self.matrix) != self.shards:
+            raise ValueError(
+                f"shards is {self.shards} but the matrix makes {combinations(self.matrix)}"
+            )
+        if self.platform:
+            check_platforms(self.platform)
+
+    def platform_need(self) -> PlatformNeed:
+        """Where the shards may run: the ``platform`` list, else where the command can."""
+        return task_platforms(self.platform, self.command, self.shell)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +255,7 @@ def check_file_layout(paths: Iterable[str]) -> None:
 
 _TOP_KEYS = frozenset(
     {"name", "command", "shards", "resources", "files", "outputs", "env", "timeout", "retries",
-     "priority", "shell"}
+     "priority", "shell", "matrix", "platform"}
 )
 _RESOURCE_KEYS = frozenset({"cpu", "memory", "gpu", "storage"})
 
@@ -284,10 +311,13 @@ def parse_manifest(text: bytes, source: str) -> ManifestSpec:
     command = reader.command(shell)
     declared = reader.paths("files")
     outputs = reader.paths("outputs")
+    matrix = reader.matrix()
     fields: dict[str, Any] = {
         "name": reader.text("name", default=manifest_stem(source)),
         "command": command,
-        "shards": reader.integer("shards", default=1, low=1, high=MAX_SHARDS),
+        "shards": combinations(matrix) if matrix else reader.integer(
+            "shards", default=1, low=1, high=MAX_SHARDS
+        ),
         "resources": reader.resources(),
         "outputs": outputs,
         "env": reader.env(),
@@ -295,6 +325,8 @@ def parse_manifest(text: bytes, source: str) -> ManifestSpec:
         "retries": reader.integer("retries", default=2, low=0, high=MAX_RETRIES),
         "priority": reader.integer("priority", default=0, low=-MAX_PRIORITY, high=MAX_PRIORITY),
         "shell": shell,
+        "matrix": matrix,
+        "platform": reader.platform(),
     }
     reader.run_check("name", check_name, fields["name"])
     return ManifestSpec(source, TaskSpec(**fields), declared)
@@ -320,19 +352,47 @@ def script_task(filename: str) -> ManifestSpec:
     return ManifestSpec(filename, spec, (filename,))
 
 
-def expand_command(command: Iterable[str], shard: int, shards: int) -> list[str]:
-    """The argument list for one shard: ``{shard}`` and ``{shards}`` replaced in every
-    argument. ``{python}`` is left for the member's runner (``runner.build_argv``), which
-    knows its interpreter (a frozen build's differs).
+def inline_task(command: Sequence[str], shards: int = 1) -> ManifestSpec:
+    """A one-off command typed on the command line (``poolnet run -- CMD ARGS``) as a task
+    of ``shards`` shards that ships no files, named after its program. ``{shard}``,
+    ``{shards}`` and ``{python}`` work as in a manifest."""
+    source = "the command line"
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ManifestError(source, "--shards", f"must be between 1 and {MAX_SHARDS}, not {shards}")
+    try:
+        check_command(tuple(command), shell=False)
+    except ValueError as exc:
+        raise ManifestError(source, None, str(exc)) from None
+    program = command[0].replace("\\", "/").rsplit("/", 1)[-1]
+    stem = PurePosixPath(program).stem if program != PYTHON_PLACEHOLDER else "python"
+    name = stem if _NAME.match(stem) and not stem.endswith((" ", ".")) else "command"
+    return ManifestSpec(source, TaskSpec(name=name, command=tuple(command), shards=shards), ())
 
-    Plain text replacement, so other braces (JSON, shell) pass through untouched.
+
+def expand_command(
+    command: Iterable[str],
+    shard: int,
+    shards: int,
+    values: Mapping[str, MatrixValue] | None = None,
+) -> list[str]:
+    """The argument list for one shard: ``{shard}``, ``{shards}`` and each of the shard's
+    matrix ``values`` (``{rate}``, ``core.matrix.shard_values``) replaced in every argument.
+    ``{python}`` is left for the member's runner (``runner.build_argv``), which knows its
+    interpreter (a frozen build's differs).
+
+    Plain text replacement of known names in one pass, so other braces (JSON, shell) pass
+    through untouched and a value that itself reads ``{shard}`` stays as it is.
     """
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
-    return [
-        arg.replace(SHARD_PLACEHOLDER, str(shard)).replace(SHARDS_PLACEHOLDER, str(shards))
-        for arg in command
-    ]
+    replacements = {f"{{{name}}}": format_value(value) for name, value in (values or {}).items()}
+    replacements[SHARD_PLACEHOLDER] = str(shard)
+    replacements[SHARDS_PLACEHOLDER] = str(shards)
+
+    def replace(match: re.Match[str]) -> str:
+        return replacements.get(match.group(0), match.group(0))
+
+    return [_PLACEHOLDER.sub(replace, arg) for arg in command]
 
 
 class _Reader:
@@ -433,6 +493,56 @@ class _Reader:
                 "timeout", f"must be above 0 and at most {MAX_TIMEOUT_S:.0f} seconds, not {value}"
             )
         return seconds
+
+    def matrix(self) -> tuple[MatrixAxis, ...]:
+        """``[matrix]``: names with non-empty lists of values, making at most ``MAX_SHARDS``
+        shards. It sets the shard count, so ``shards`` beside it is refused rather than
+        guessed at (a product? a check?): a repeat of each combination is one more axis
+        (``seed = [1, 2, 3]``)."""
+        table = self.data.get("matrix")
+        if table is None:
+            return ()
+        if not isinstance(table, dict):
+            raise self.fail(
+                "matrix", f"must be a table of name = [values] ([matrix]), not {_show(table)}"
+            )
+        if not table:
+            raise self.fail("matrix", "is empty: list the values to sweep, e.g. seed = [1, 2, 3]")
+        if "shards" in self.data:
+            raise self.fail(
+                "shards", "remove it: [matrix] makes one shard per combination; to repeat "
+                "each combination, add an axis such as seed = [1, 2, 3]"
+            )
+        axes = []
+        for name, values in table.items():
+            key = f"matrix.{name}"
+            self.run_check(key, check_axis_name, name)
+            if not isinstance(values, list) or not values:
+                raise self.fail(key, f"must be a non-empty list of values, not {_show(values)}")
+            for value in values:
+                if isinstance(value, (list, dict)) or not isinstance(value, (str, int, float)):
+                    raise self.fail(
+                        key, f"values must be strings, numbers or booleans, not {_show(value)}"
+                    )
+                self.run_check(key, lambda v, n=name: check_value(n, v), value)
+            axes.append(MatrixAxis(name, tuple(values)))
+        self.run_check("matrix", check_matrix, axes)
+        total = combinations(axes)
+        if total > MAX_SHARDS:
+            sizes = " x ".join(str(len(axis.values)) for axis in axes)
+            raise self.fail("matrix", f"makes {sizes} = {total} shards, more than {MAX_SHARDS}")
+        return tuple(axes)
+
+    def platform(self) -> tuple[str, ...]:
+        if "platform" not in self.data:
+            return ()
+        value = self.data["platform"]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail("platform", f"must be a list such as ['linux', 'macos'], not {_show(value)}")
+        self.run_check("platform", check_platforms, value)
+        return tuple(value)
 
     def resources(self) -> ShardResources:
         table = self.data.get("resources", {})

@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from poolnet_desktop.core.platforms import ANY_PLATFORM, PlatformNeed, platform_refusal
 from poolnet_desktop.core.resources import ResourceVector
 
 _EPS = 1e-9
@@ -73,6 +74,7 @@ class _Member:
     order: int
     capacity: ResourceVector
     gpu_indices: tuple[int, ...]
+    platform: str = ""
     used: ResourceVector = _ZERO
     held_gpus: set[int] = field(default_factory=set)
     shards: set[ShardKey] = field(default_factory=set)
@@ -130,6 +132,10 @@ class _Queued:
     key: tuple[int, int, str]
     pending: deque[int]
     ahead: int
+    need: PlatformNeed = ANY_PLATFORM
+
+    def runs_on(self, member: _Member) -> bool:
+        return self.need.allows(member.platform)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +168,20 @@ class Scheduler:
     # --- members ---
 
     def set_member(
-        self, member_id: str, capacity: ResourceVector, gpu_indices: Sequence[int] | None = None
+        self,
+        member_id: str,
+        capacity: ResourceVector,
+        gpu_indices: Sequence[int] | None = None,
+        platform: str = "",
     ) -> None:
         """Add a member or change its share. ``gpu_indices`` (default ``0..gpus-1``) are the
-        CUDA indices it lends, one per GPU in ``capacity``. Shards already running stay, even
-        if the new share is smaller; nothing new is placed there until it fits again."""
+        CUDA indices it lends, one per GPU in ``capacity``; ``platform`` is the one its hello
+        named (``core.platforms``). Shards already running stay, even if the new share is
+        smaller; nothing new is placed there until it fits again."""
         indices = tuple(range(capacity.gpus) if gpu_indices is None else gpu_indices)
         member = self._members.get(member_id)
         if member is not None and capacity == member.capacity and indices == member.gpu_indices:
+            member.platform = platform
             return  # every member report asks: nearly always unchanged
         if min(capacity.cpu, capacity.memory_mb, capacity.storage_mb, capacity.gpus) < 0:
             raise ValueError(f"member {member_id}: negative capacity {capacity}")
@@ -180,8 +192,11 @@ class Scheduler:
             )
         if member is None:
             self._member_seq += 1
-            self._members[member_id] = _Member(member_id, self._member_seq, capacity, indices)
+            self._members[member_id] = _Member(
+                member_id, self._member_seq, capacity, indices, platform
+            )
         else:
+            member.platform = platform
             member.reshare(capacity, indices)
 
     def remove_member(self, member_id: str) -> list[ShardKey]:
@@ -217,32 +232,43 @@ class Scheduler:
 
     # --- tasks ---
 
-    def check_fits_somewhere(self, demand: ResourceVector) -> None:
-        """Raise ``Unschedulable`` if no member's whole share could ever hold one shard."""
+    def check_fits_somewhere(
+        self, demand: ResourceVector, need: PlatformNeed = ANY_PLATFORM
+    ) -> None:
+        """Raise ``Unschedulable`` if no member's whole share could ever hold one shard, or
+        no member runs a platform the task runs on."""
         _check_demand(demand)
         if not self._members:
             raise Unschedulable(f"no member shares resources; each shard needs {describe(demand)}")
-        if any(demand.fits_in(member.capacity) for member in self._members.values()):
+        refusal = platform_refusal(need, (m.platform for m in self._members.values()))
+        if refusal is not None:
+            raise Unschedulable(refusal)
+        able = [m for m in self._members.values() if need.allows(m.platform)]
+        if any(demand.fits_in(member.capacity) for member in able):
             return
-        closest = min(
-            self._members.values(), key=lambda m: (len(demand.shortfall(m.capacity)), m.order)
-        )
+        closest = min(able, key=lambda m: (len(demand.shortfall(m.capacity)), m.order))
         raise Unschedulable(
             f"each shard needs {describe(demand)}, more than any member shares; the closest, "
             f"{closest.id}, lacks {', '.join(demand.shortfall(closest.capacity))}"
         )
 
     def submit(
-        self, task_id: str, demand: ResourceVector, shards: Iterable[int], priority: int = 0
+        self,
+        task_id: str,
+        demand: ResourceVector,
+        shards: Iterable[int],
+        priority: int = 0,
+        need: PlatformNeed = ANY_PLATFORM,
     ) -> None:
-        """Queue a task's shards (all of them, or after a restart those still queued). Does
-        not check the fit: call ``check_fits_somewhere`` first for a new task."""
+        """Queue a task's shards (all of them, or after a restart those still queued), to be
+        placed only on members of a platform in ``need``. Does not check the fit: call
+        ``check_fits_somewhere`` first for a new task."""
         _check_demand(demand)
         if task_id in self._tasks:
             raise ValueError(f"task {task_id} is already submitted")
         self._seq += 1
         key = (-priority, self._seq, task_id)
-        task = _Queued(task_id, demand, key, deque(shards), min(1, self.ahead))
+        task = _Queued(task_id, demand, key, deque(shards), min(1, self.ahead), need)
         self._tasks[task_id] = task
         if task.pending:
             bisect.insort(self._order, task.key)
@@ -346,10 +372,12 @@ class Scheduler:
                 break
             task = self._tasks[key[2]]
             demand = task.demand
+            platforms = task.need.platforms  # looked up once: this loop is the hot path
             heap = [
                 (m.load, m.order, m.id)
                 for m in members
                 if m.id not in reserved and m.fits(demand)
+                and (platforms is None or m.platform in platforms)
             ]
             heapq.heapify(heap)
             while task.pending and heap:
@@ -366,7 +394,7 @@ class Scheduler:
                 placements += self._place_ahead(task, ahead.values(), reserved)
                 ahead = {i: m for i, m in ahead.items() if self._has_room_ahead(m)}
             if task.pending:
-                self._reserve(demand, members, reserved)
+                self._reserve(task, members, reserved)
             else:
                 self._unorder(task)
             members = [m for m in members if m.spare.cpu > _EPS]
@@ -381,8 +409,9 @@ class Scheduler:
         """Queue the task's shards behind running shards that ask at least as much, the
         shortest chain first, up to the task's ``ahead`` deep (see the module docstring)."""
         heap: list[tuple[int, int, ShardKey, str]] = []
+        platforms = task.need.platforms  # looked up once, as in ``place``
         for member in members:
-            if member.id in reserved:
+            if member.id in reserved or (platforms is not None and member.platform not in platforms):
                 continue
             for head in member.shards:
                 tail, depth = head, 0
@@ -435,6 +464,9 @@ class Scheduler:
         members = [m for m in self._members.values() if m.capacity.cpu > _EPS]
         if not members:
             return "waiting: no member is sharing resources"
+        members = [m for m in members if task.runs_on(m)]
+        if not members:
+            return f"waiting: runs on {task.need.describe()}, no such member is sharing"
         if not any(demand.fits_in(m.capacity) for m in members):
             return f"waiting: needs {describe(demand)}, more than any member shares now"
         if demand.gpus and not any(len(m.free_gpus()) >= demand.gpus for m in members):
@@ -467,12 +499,11 @@ class Scheduler:
         self._running[(task_id, shard)] = _Hold(member.id, demand, gpus)
         member.take((task_id, shard), demand, gpus)
 
-    def _reserve(
-        self, demand: ResourceVector, members: list[_Member], reserved: set[str]
-    ) -> None:
-        """Keep later tasks off the member where this blocked demand will fit soonest."""
+    def _reserve(self, task: _Queued, members: list[_Member], reserved: set[str]) -> None:
+        """Keep later tasks off the member where this blocked task will fit soonest."""
         candidates = [
-            m for m in members if m.id not in reserved and demand.fits_in(m.capacity)
+            m for m in members
+            if m.id not in reserved and task.demand.fits_in(m.capacity) and task.runs_on(m)
         ]
         if candidates:
             soonest = min(candidates, key=lambda m: (m.load, m.order))

@@ -32,6 +32,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
+from poolnet_desktop.core.matrix import MatrixAxis, MatrixValue, shard_values
 from poolnet_desktop.core.resources import Resources
 from poolnet_desktop.core.task_summary import (
     MAX_SUMMARY_DEVICES,
@@ -115,6 +116,7 @@ class ShardSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     device_id: str | None
     exit_code: int | None
     reason: str
+    values: dict[str, MatrixValue] | None = None  # its [matrix] combination, if any
 
 
 class TaskSummary(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
@@ -267,8 +269,9 @@ class Assignment(msgspec.Struct, frozen=True, array_like=True):
 
 class AssignShards(Message, tag="assign_shards"):
     """Run these attempts of one task. ``command`` is the manifest's: the member expands
-    ``{shard}``/``{shards}`` per attempt (``core.manifest.expand_command``) and ``{python}``
-    for itself; ``files`` go in each attempt's working folder."""
+    ``{shard}``/``{shards}`` and the shard's ``matrix`` values per attempt
+    (``core.manifest.expand_command``, ``core.matrix.shard_values``) and ``{python}`` for
+    itself; ``files`` go in each attempt's working folder."""
 
     task_id: TaskId
     shards: int
@@ -280,6 +283,7 @@ class AssignShards(Message, tag="assign_shards"):
     outputs: list[str]
     files: list[FileEntry]
     items: Annotated[list[Assignment], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    matrix: list[MatrixAxis] = msgspec.field(default_factory=list)
 
     def refs(self) -> list[ShardRef]:
         return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]
@@ -378,9 +382,11 @@ def task_summary(task: Task, reason: str = "", detail: bool = False) -> TaskSumm
     )
 
 
-def shard_summary(shard: Shard) -> ShardSummary:
+def shard_summary(task: Task, shard: Shard) -> ShardSummary:
+    """One shard of ``task`` as people see it, with its sweep values if the task has any."""
     return ShardSummary(index=shard.index, state=shard.state.value, attempt=shard.attempt,
-                        device_id=shard.device_id, exit_code=shard.exit_code, reason=shard.reason)
+                        device_id=shard.device_id, exit_code=shard.exit_code, reason=shard.reason,
+                        values=shard_values(task.spec.matrix, shard.index) if task.spec.matrix else None)
 
 
 # How a member's runner says an attempt ended, as the task's shard state.

@@ -125,6 +125,7 @@ class PoolBridge(QObject):
     task_submitted = Signal(str, str)  # task id, the file it came from
     task_finished = Signal(object)  # TaskSummary of a task that just ended
     task_log = Signal(str, str)  # task id, text
+    task_shards = Signal(str, list)  # task id, list[ShardSummary] (its submitter and the owner)
     results_ready = Signal(str, object)  # task id, Path of its results folder
     task_problem = Signal(str)  # a task that could not be sent, cancelled or fetched, and why
     host_failed = Signal(str)  # why Host pool could not start (its port taken, ...)
@@ -247,6 +248,16 @@ class PoolBridge(QObject):
     def forget(self, task_id: str) -> None:
         """Delete an ended task from the pool (its records, logs, results), as ``poolnet forget``."""
         self._spawn(self._task_call(lambda client: client.forget(task_id)))
+
+    def load_shards(self, task_id: str) -> None:
+        """Read one task's shards (a page at a time) and pass them on as ``task_shards``."""
+
+        async def load() -> None:
+            shards = await self._task_call(lambda client: client.shards(task_id))
+            if shards is not None:
+                self.task_shards.emit(task_id, shards)
+
+        self._spawn(load())
 
     def fetch_results(self, task_id: str) -> None:
         self._spawn(self._fetch_results(task_id))

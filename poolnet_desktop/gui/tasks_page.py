@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from poolnet_desktop.core.task_protocol import TaskSummary
+from poolnet_desktop.core.matrix import describe_values
+from poolnet_desktop.core.task_protocol import ShardSummary, TaskSummary
 from poolnet_desktop.core.tasks import ENDED
 from poolnet_desktop.gui.drop_zone import DropZone
 from poolnet_desktop.gui.theme import Theme, theme_for
@@ -42,6 +43,9 @@ PROGRESS_COLUMN = 2
 MAX_LOG_LINES = 5000
 # An empty table given more tasks than this at once is filled in one reset, not row by row.
 BULK = 50
+
+
+MAX_VALUE_LINES = 1000
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 
@@ -69,6 +73,16 @@ def state_colour(theme: Theme, state: str) -> str:
         "cancelled": theme.offline,
         "running": theme.accent,
     }.get(state, theme.warn)
+
+
+def sweep_lines(shards: Sequence[ShardSummary], limit: int = MAX_VALUE_LINES) -> str:
+    """A sweep's shards, one line each: number, state and its ``[matrix]`` values (the first
+    ``limit``, then how many more); empty for a task without a matrix."""
+    swept = [s for s in shards if s.values]
+    lines = [f"{s.index:>5}  {s.state:<10} {describe_values(s.values or {})}" for s in swept[:limit]]
+    if len(swept) > limit:
+        lines.append(f"… and {len(swept) - limit} more shards")
+    return "\n".join(lines)
 
 
 class TaskTableModel(QAbstractTableModel):
@@ -225,6 +239,7 @@ class TasksPage(QWidget):
     retry_requested = Signal(str)  # the same task's failed, cancelled and lost shards
     results_requested = Signal(str)
     forget_requested = Signal(str)  # delete an ended task from the pool
+    shards_requested = Signal(str)  # read one task's shards (``show_shards`` gets them)
     selected = Signal(object)  # task id, or None
 
     def __init__(self, device_name: Callable[[str], str], parent: QWidget | None = None) -> None:
@@ -276,6 +291,12 @@ class TasksPage(QWidget):
         self.retry_button.clicked.connect(lambda: self._ask(self.retry_requested))
         self.results_button.clicked.connect(lambda: self._ask(self.results_requested))
         self.forget_button.clicked.connect(lambda: self._ask(self.forget_requested))
+
+
+        self.values_view = QPlainTextEdit()
+        self.values_view.setReadOnly(True)
+        self.values_view.setMaximumHeight(110)
+        self.values_view.setToolTip("Each shard's values from the task's [matrix]")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
@@ -283,6 +304,7 @@ class TasksPage(QWidget):
         mono = QFont("monospace")
         mono.setStyleHint(QFont.StyleHint.Monospace)
         self.log_view.setFont(mono)
+        self.values_view.setFont(mono)
 
         buttons = QHBoxLayout()
         for button in self._task_buttons():
@@ -294,6 +316,7 @@ class TasksPage(QWidget):
         details_layout.addWidget(self.title_label)
         details_layout.addWidget(self.detail_label)
         details_layout.addLayout(buttons)
+        details_layout.addWidget(self.values_view)
         details_layout.addWidget(self.log_view, 1)
 
         table_box = QWidget()
@@ -314,13 +337,18 @@ class TasksPage(QWidget):
         layout.addWidget(self.drop_zone)
         layout.addWidget(splitter, 1)
         self._current: str | None = None
+        self._shards: list[ShardSummary] = []  # the selected task's, as last listed
         self._update_details()
 
     # ---- fed by the bridge ------------------------------------------------------------------
 
     def apply_changes(self, changed: list[TaskSummary], removed: list[str]) -> None:
         """Take the tasks that changed and those forgotten, as the pool pushed them."""
+        before = self.current_task()
         self.model.apply_changes(changed, removed)
+        after = self.current_task()
+        if before is not None and after is not None and before.state not in ENDED and after.state in ENDED:
+            self.shards_requested.emit(after.id)  # their final states
         has_tasks = self.model.rowCount() > 0
         self.empty_label.setVisible(not has_tasks)
         self.table.setVisible(has_tasks)
@@ -329,6 +357,12 @@ class TasksPage(QWidget):
             self.log_view.clear()
             self.selected.emit(None)
         self._update_details()
+
+    def show_shards(self, task_id: str, shards: list[ShardSummary]) -> None:
+        """A task's shards as the pool listed them (asked for on selection and at its end)."""
+        if task_id == self._current:
+            self._shards = shards
+            self._update_details()
 
     def append_log(self, task_id: str, text: str) -> None:
         if task_id == self._current:
@@ -367,14 +401,21 @@ class TasksPage(QWidget):
         task_id = self.model.task(current.row()).id if current.isValid() else None
         if task_id != self._current:
             self._current = task_id
+            self._shards = []
             self.log_view.clear()
             self.selected.emit(task_id)
+            if task_id is not None:
+                self.shards_requested.emit(task_id)
         self._update_details()
 
     def _update_details(self) -> None:
         task = self.current_task()
         for button in self._task_buttons():
             button.setEnabled(task is not None)
+        values = sweep_lines(self._shards) if task is not None else ""
+        self.values_view.setVisible(bool(values))
+        if values != self.values_view.toPlainText():  # unchanged: keep its scroll position
+            self.values_view.setPlainText(values)
         if task is None:
             self.title_label.setText("Select a task to see its log")
             self.detail_label.setText("")

@@ -139,7 +139,7 @@ class TaskChanges:
     async def _on_list_shards(self, session: Session, message: ListShards) -> None:
         task = self._task(session, message.task_id, Action.SEE_DETAIL)
         shards, following = shard_page(task, message.start, message.limit)
-        await session.send(ShardList(task_id=task.id, shards=[shard_summary(s) for s in shards],
+        await session.send(ShardList(task_id=task.id, shards=[shard_summary(task, s) for s in shards],
                                      next=following))
 
     async def _on_forget(self, session: Session, message: ForgetTask) -> None:

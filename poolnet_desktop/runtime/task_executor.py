@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from poolnet_desktop.core.manifest import FileEntry, expand_command
+from poolnet_desktop.core.matrix import param_env, shard_values
 from poolnet_desktop.core.task_protocol import (
     AssignShards,
     FetchBlobs,
@@ -282,13 +283,14 @@ class TaskExecutor:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
             memory = message.resources.memory_mb
-            command = expand_command(message.command, ref.shard, message.shards)
+            values = shard_values(message.matrix, ref.shard) if message.matrix else {}
+            command = expand_command(message.command, ref.shard, message.shards, values)
             spec = ShardSpec(
                 command=command[0] if message.shell else command,
                 workdir=workdir,
                 shard=ref.shard,
                 shards=message.shards,
-                env={**message.env, **self._env},
+                env={**message.env, **param_env(values), **self._env},
                 shell=message.shell,
                 gpus=job.gpus,
                 # A shard inherits this process's affinity: pin only to a smaller set.

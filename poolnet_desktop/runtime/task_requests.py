@@ -52,9 +52,12 @@ SEED_OUTPUT_CAP = 64 * 1024
 
 @dataclass(slots=True)
 class _Watcher:
+    """A session following a task (or one shard of it). Until its history is sent, live
+    output and updates wait in ``backlog`` (None once it is sent) so that they arrive after
+    the history, in order."""
+
     session: Session
     shard: int | None
-    # Live output held while the watcher's history is still being sent (None once it is).
     backlog: list[bytes] | None = None
 
     def post(self, message: bytes) -> None:
@@ -134,17 +137,21 @@ class TaskRequests:
         task = self._task(session, message.task_id, Action.WATCH)
         watcher = _Watcher(session, message.shard, backlog=[])  # listed before any await
         self._watchers.setdefault(task.id, []).append(watcher)
-        await session.send(TaskUpdate(task=self.summary(task, detail=True)))
-        if message.history:
-            store = self.service.store_or_fail()
-            appended = store.appended_logs(task.id, message.shard)
-            await store.committed()
-            for record in await asyncio.to_thread(store.logs, task.id, message.shard, appended):
-                await session.send(ShardOutput(
-                    shard=ShardRef(task.id, record.shard, record.attempt),
-                    stream=record.stream,  # type: ignore[arg-type]
-                    data=record.data,
-                ))
+        try:
+            await session.send(TaskUpdate(task=self.summary(task, detail=True)))
+            if message.history:
+                store = self.service.store_or_fail()
+                appended = store.appended_logs(task.id, message.shard)
+                await store.committed()
+                for record in await asyncio.to_thread(store.logs, task.id, message.shard, appended):
+                    await session.send(ShardOutput(
+                        shard=ShardRef(task.id, record.shard, record.attempt),
+                        stream=record.stream,  # type: ignore[arg-type]
+                        data=record.data,
+                    ))
+        except BaseException:  # unlisted, or its backlog would grow for ever
+            self._watchers[task.id] = [w for w in self._watchers.get(task.id, ()) if w is not watcher]
+            raise
         backlog, watcher.backlog = watcher.backlog or [], None
         if backlog:
             session.post_many(backlog)

@@ -315,7 +315,7 @@ class TaskService:
     def admit(self, spec: TaskSpec, submitter: str) -> Task:
         """A new task, or ``ProtocolError(unfit)`` if no member could ever hold one shard."""
         try:
-            self.scheduler.check_fits_somewhere(spec.resources.vector())
+            self.scheduler.check_fits_somewhere(spec.resources.vector(), spec.platform_need())
         except Unschedulable as exc:
             raise ProtocolError(ErrorCode.UNFIT, f"task {spec.name!r} refused: {exc}") from None
         over = quota_refusal(self.tasks.values(), submitter, spec.shards, self.config.quota)
@@ -349,7 +349,8 @@ class TaskService:
             self._durations.pop(task.id, None)
             return
         queued = [s.index for s in task.shards if s.state is ShardState.QUEUED]
-        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority)
+        self.scheduler.submit(task.id, task.spec.resources.vector(), queued, task.spec.priority,
+                              task.spec.platform_need())
         mean = self._durations.get(task.id)
         if mean is not None:
             self.scheduler.set_ahead(task.id, ahead_for(mean))
@@ -448,6 +449,7 @@ class TaskService:
                 outputs=list(spec.outputs),
                 files=list(spec.files),
                 items=items,
+                matrix=list(spec.matrix),
             ))
             if task.cancel_requested:
                 for item in items:
@@ -474,7 +476,7 @@ class TaskService:
     def _refresh_member(self, device_id: str) -> None:
         device = self.coordinator.registry.get(device_id)
         if device is not None:
-            self.scheduler.set_member(device_id, device.capacity())
+            self.scheduler.set_member(device_id, device.capacity(), platform=device.platform)
 
     def _count_running(self, device_id: str) -> None:
         count = len(self.scheduler.running_on(device_id))

@@ -10,6 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from poolnet_desktop.core.platforms import ANY_PLATFORM, POSIX, WINDOWS, PlatformNeed
 from poolnet_desktop.core.resources import (
     Resources,
     ResourceVector,
@@ -258,7 +259,8 @@ _CAPACITIES = st.builds(
 class SchedulerMachine(RuleBasedStateMachine):
     """Random joins, leaves, share changes, submissions, placements and releases. After every
     ``place()``, no member that received a shard holds more than its share in any dimension
-    those shards use, GPUs are never given twice, and every shard is in exactly one place.
+    those shards use, GPUs are never given twice, no shard lands on a member of a platform
+    its task does not run on, and every shard is in exactly one place.
 
     With ``AHEAD`` > 0 shards may also wait behind running ones; the model follows the chains
     the way a member does (a waiting shard starts when the one it follows ends) and checks
@@ -277,11 +279,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.behind: dict[tuple[str, int], tuple[str, int]] = {}  # shard -> its successor
         self.aheads: dict[str, int] = {}
         self.members: dict[str, ResourceVector] = {}
+        self.platforms: dict[str, str] = {}
+        self.needs: dict[str, PlatformNeed] = {}
 
-    @rule(name=st.sampled_from(["m1", "m2", "m3"]), capacity=_CAPACITIES)
-    def set_member(self, name: str, capacity: ResourceVector) -> None:
-        self.sched.set_member(name, capacity)
+    @rule(name=st.sampled_from(["m1", "m2", "m3"]), capacity=_CAPACITIES,
+          platform=st.sampled_from(["linux", "windows"]))
+    def set_member(self, name: str, capacity: ResourceVector, platform: str) -> None:
+        self.sched.set_member(name, capacity, platform=platform)
         self.members[name] = capacity
+        self.platforms[name] = platform
 
     @precondition(lambda self: self.members)
     @rule(data=st.data())
@@ -298,11 +304,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.sched.requeue(*key)
             self.queued.add(key)
 
-    @rule(demand=_DEMANDS, shards=st.integers(1, 6), priority=st.integers(-1, 1))
-    def submit(self, demand: ResourceVector, shards: int, priority: int) -> None:
+    @rule(demand=_DEMANDS, shards=st.integers(1, 6), priority=st.integers(-1, 1),
+          need=st.sampled_from([ANY_PLATFORM, PlatformNeed(POSIX), PlatformNeed(WINDOWS)]))
+    def submit(self, demand: ResourceVector, shards: int, priority: int, need: PlatformNeed) -> None:
         task_id = f"t{len(self.demands)}"
         self.demands[task_id] = demand
-        self.sched.submit(task_id, demand, range(shards), priority)
+        self.needs[task_id] = need
+        self.sched.submit(task_id, demand, range(shards), priority, need)
         self.queued.update((task_id, i) for i in range(shards))
         self.aheads[task_id] = min(1, self.AHEAD)
 
@@ -321,6 +329,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert key in self.queued and key not in self.running and key not in self.waiting
             self.queued.remove(key)
             assert len(p.gpu_indices) == self.demands[p.task_id].gpus
+            assert self.needs[p.task_id].allows(self.platforms[p.device_id])
             if p.after is None:
                 self.running[key] = p
                 assert set(p.gpu_indices) <= set(range(self.members[p.device_id].gpus))

@@ -1,13 +1,15 @@
 """The Tasks page follows the task changes the pool pushes: rows inserted, updated in place and
-removed; the window never polls, and "Forget" deletes an ended task from the pool."""
+removed; the window never polls, and "Forget" deletes an ended task from the pool. The selected
+sweep's shards show their values."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
-from poolnet_desktop.core.task_protocol import TaskSummary
-from poolnet_desktop.gui.tasks_page import TasksPage
+from poolnet_desktop.core.matrix import MatrixValue
+from poolnet_desktop.core.task_protocol import ShardSummary, TaskSummary
+from poolnet_desktop.gui.tasks_page import TasksPage, sweep_lines
 from tests.gui.test_app import device_named, drop_files, running_desktop, wait_for
 
 
@@ -88,3 +90,40 @@ def test_a_whole_list_fills_an_empty_page_newest_first(qtbot) -> None:  # noqa: 
     assert page.model.row_of("t119") == 0 and page.table.isVisibleTo(page)
     page.apply_changes([summary("t200", 200.0)], ["t000"])
     assert page.model.row_of("t200") == 0 and page.model.rowCount() == 120
+
+
+def sweep_shards(values: list[dict[str, MatrixValue]]) -> list[ShardSummary]:
+    return [
+        ShardSummary(index=i, state="succeeded" if i == 0 else "queued", attempt=1 if i == 0 else 0,
+                     device_id="dev" if i == 0 else None, exit_code=None, reason="", values=value)
+        for i, value in enumerate(values)
+    ]
+
+
+def test_the_selected_sweeps_values_are_shown_and_a_plain_task_hides_them(qtbot) -> None:  # noqa: ANN001
+    page = TasksPage(lambda device_id: device_id)
+    qtbot.addWidget(page)
+    page.show()
+    asked: list[str] = []
+    page.shards_requested.connect(asked.append)
+    page.apply_changes([summary("mc", 2.0, total=3), summary("plain", 1.0, total=2)], [])
+    page.select_task("mc")
+    assert asked == ["mc"]  # the page asks for the selected task's shards
+    page.show_shards("mc", sweep_shards([{"rate": 0.1, "seed": 1}, {"rate": 0.1, "seed": 2}, {"rate": 0.2, "seed": 1}]))
+    assert page.values_view.isVisible()
+    assert page.values_view.toPlainText().splitlines() == [
+        "    0  succeeded  rate=0.1 seed=1",
+        "    1  queued     rate=0.1 seed=2",
+        "    2  queued     rate=0.2 seed=1",
+    ]
+    page.select_task("plain")
+    page.show_shards("mc", sweep_shards([{"rate": 0.1, "seed": 1}]))  # late: not the selected task
+    page.show_shards("plain", sweep_shards([{}, {}]))
+    assert asked == ["mc", "plain"]
+    assert not page.values_view.isVisible() and page.values_view.toPlainText() == ""
+
+
+def test_a_huge_sweep_shows_the_first_lines_and_how_many_more() -> None:
+    lines = sweep_lines(sweep_shards([{"n": n} for n in range(12)]), limit=10).splitlines()
+    assert lines[-2].split() == ["9", "queued", "n=9"]
+    assert lines[-1] == "… and 2 more shards"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.core.manifest import expand_command
+from poolnet_desktop.core.matrix import param_env, shard_values
 from poolnet_desktop.runtime.runner import ShardSpec, build_argv, build_env
 from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
 
@@ -126,16 +127,18 @@ def test_special_and_unshippable_names_refused(tmp_path: Path) -> None:
 
 def run_shards(loaded: LoadedTask, shards: list[int], work: Path) -> list[Path]:
     """Run shards the way a member does: a working folder with the shipped files, the expanded
-    command with PoolNet's own Python, and the shard's environment. Returns the folders."""
+    command (with its sweep values) with PoolNet's own Python, and the shard's environment.
+    Returns the folders."""
     folders = []
     for shard in shards:
         folder = work / f"shard-{shard}"
         for entry in loaded.spec.files:
             (folder / entry.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(loaded.local_path(entry), folder / entry.path)
+        values = shard_values(loaded.spec.matrix, shard) if loaded.spec.matrix else {}
         spec = ShardSpec(
-            expand_command(loaded.spec.command, shard, loaded.spec.shards), folder, shard,
-            loaded.spec.shards, loaded.spec.env, loaded.spec.shell,
+            expand_command(loaded.spec.command, shard, loaded.spec.shards, values), folder, shard,
+            loaded.spec.shards, {**loaded.spec.env, **param_env(values)}, loaded.spec.shell,
         )
         subprocess.run(build_argv(spec), cwd=folder, env=build_env(spec, os.environ), check=True,
                        capture_output=True, timeout=60)

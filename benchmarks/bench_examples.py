@@ -1,0 +1,161 @@
+"""An example from ``resources/examples`` on one member, then on two, in the same run.
+
+A real pool of subprocesses on 127.0.0.1: ``poolnet host --no-member`` and N ``poolnet join``
+members (N = 1, then 2), each pinned with ``taskset`` to a core of its own where the machine
+has two. Once every member has run a probe shard, the example is submitted ``--repeat`` times
+and each run is timed from submission to its last result (``TaskClient.wait``). Prints the
+fastest and the median run per pool and the speed-up of two members over one.
+
+    .venv/bin/python benchmarks/bench_examples.py [--example montecarlo] [--repeat 3]
+
+Packages: an example's ``requirements`` are dropped from the copy that is submitted when the
+manifest reader does not know the key yet (before environments, issue 16 item 1); the shards
+then need the package importable by PoolNet's own Python, as numpy is in the dev virtualenv.
+
+Loopback only; every process started here is stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench_support import free_port  # noqa: E402
+from bench_throughput import CODE, POOLNET, run_task  # noqa: E402
+
+from poolnet_desktop.runtime.link import open_link  # noqa: E402
+from poolnet_desktop.runtime.task_client import TaskClient  # noqa: E402
+from poolnet_desktop.runtime.task_files import TaskFileError, load_task  # noqa: E402
+
+EXAMPLES = REPO / "resources" / "examples"
+
+
+class Pool:
+    """A host and ``members`` members as subprocesses."""
+
+    def __init__(self, root: Path, members: int) -> None:
+        self.root = root
+        self.members = members
+        self.port = free_port()
+        self.url = f"wss://127.0.0.1:{self.port}/ws"
+        self.env = dict(os.environ, POOLNET_DISCOVERY="off", POOLNET_HOME=str(root),
+                        POOLNET_PAIRING_CODE=CODE)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self._spawn(["host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-member",
+                     "--no-discovery", "--legacy-port", str(free_port()),
+                     "--data-dir", str(self.root / "host")])
+        cores = sorted(os.sched_getaffinity(0))
+        for index in range(self.members):
+            pin = (["taskset", "-c", str(cores[index])]
+                   if len(cores) >= self.members and shutil.which("taskset") else [])
+            self._spawn(["join", self.url, "--no-discovery", "--name", f"member-{index}",
+                         "--data-dir", str(self.root / f"m{index}")], prefix=pin)
+
+    def _spawn(self, args: list[str], prefix: list[str] | None = None) -> None:
+        self.processes.append(subprocess.Popen(
+            [*(prefix or []), *POOLNET, *args], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def until_every_member_works(pool: Pool, probe: Path, timeout: float = 90.0) -> None:
+    """Every member has run a shard of a probe task (each shard sleeps a little, so that
+    one member cannot take them all)."""
+    deadline = time.monotonic() + timeout
+    loaded = await asyncio.to_thread(load_task, probe)
+    while True:
+        try:
+            async with await open_link(pool.url, pool.root / "host") as link:
+                client = TaskClient(link)
+                task_id = await client.submit(loaded)
+                await client.wait(task_id)
+                listed = {t.id: t for t in await client.list(detail=True)}[task_id]
+                if len({s.device_id for s in listed.shards or ()}) == pool.members:
+                    return
+        except Exception as exc:  # noqa: BLE001 - the host may still be starting
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pool did not come up: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not all {pool.members} members took work")
+        await asyncio.sleep(0.5)
+
+
+def submittable_copy(example: str, work: Path) -> Path:
+    """The example's folder as this branch can submit it (see the module docstring)."""
+    copy = work / example
+    shutil.copytree(EXAMPLES / example, copy)
+    try:
+        load_task(copy)
+    except TaskFileError as exc:
+        if exc.key != "requirements":
+            raise
+        manifest = next(copy.glob("*.pool.toml"))
+        lines = manifest.read_text().splitlines(keepends=True)
+        manifest.write_text("".join(line for line in lines if not line.startswith("requirements")))
+        print(f"(this branch does not know `requirements` yet: dropped from {manifest.name})")
+    return copy
+
+
+async def measure(members: int, task: Path, repeat: int, root: Path) -> list[float]:
+    pool = Pool(root, members)
+    pool.start()
+    try:
+        probe = root / "probe"
+        probe.mkdir(parents=True)
+        (probe / "probe.pool.toml").write_text('command = ["sleep", "0.3"]\nshards = 8\n')
+        await until_every_member_works(pool, probe)
+        runs = []
+        for _ in range(repeat):
+            seconds, succeeded = await run_task(pool.url, root / "host", task)
+            if succeeded == 0:
+                raise RuntimeError("no shard of the example succeeded")
+            runs.append(seconds)
+        return runs
+    finally:
+        pool.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--example", default="montecarlo", help="a folder of resources/examples")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="poolnet-bench-examples-") as temp:
+        work = Path(temp)
+        task = submittable_copy(args.example, work)
+        results = {}
+        for members in (1, 2):
+            runs = asyncio.run(measure(members, task, args.repeat, work / f"pool{members}"))
+            results[members] = runs
+            print(f"{args.example} on {members} member(s): fastest {min(runs):.2f} s, median "
+                  f"{statistics.median(runs):.2f} s over {len(runs)} runs "
+                  f"({', '.join(f'{r:.2f}' for r in runs)})")
+        print(f"speed-up of two members over one (fastest runs): "
+              f"{min(results[1]) / min(results[2]):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

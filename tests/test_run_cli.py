@@ -1,0 +1,66 @@
+"""``poolnet run -- CMD ARGS`` and ``poolnet tasks ID`` against real ``poolnet host`` and
+``poolnet join`` subprocesses on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.test_cli import POOLNET, environment
+from tests.test_task_cli import Pool, pool, write_manifest  # noqa: F401 (the fixture)
+
+
+def run(pool: Pool, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: F811
+    """``poolnet run ARGS`` as the host's owner: the options go before ``--``, since
+    everything after it is the command."""
+    return subprocess.run(
+        [*POOLNET, "run", "--url", pool.url, "--data-dir", str(pool.host_dir), *args],
+        env=environment(pool.home), capture_output=True, text=True, timeout=60, cwd=pool.home,
+    )
+
+
+def test_run_prints_the_commands_output_and_exits_with_its_success(pool: Pool) -> None:  # noqa: F811
+    hi = run(pool, "--", "echo", "hi")
+    assert (hi.returncode, hi.stdout) == (0, "hi\n"), hi.stderr
+    assert "succeeded, 1/1 shards succeeded" in hi.stderr
+
+    several = run(pool, "--shards", "3", "--", "sh", "-c", "echo shard {shard} of {shards}")
+    assert several.returncode == 0, several.stderr
+    assert sorted(several.stdout.splitlines()) == [
+        f"[{n}] shard {n} of 3" for n in range(3)
+    ]
+
+    failing = run(pool, "--", "sh", "-c", "echo oops >&2; exit 3")
+    assert failing.returncode == 1
+    assert "oops" in failing.stderr and "0/1 shards succeeded" in failing.stderr
+
+    listed = {t["name"]: t for t in pool.tasks()}
+    assert listed["echo"]["state"] == "succeeded"
+
+
+def test_run_refuses_a_missing_command_in_one_line(pool: Pool) -> None:  # noqa: F811
+    for args in ([], ["--"], ["--shards", "0", "--", "true"]):
+        result = run(pool, *args)
+        assert result.returncode == 2
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_tasks_id_shows_each_shards_sweep_values(pool: Pool) -> None:  # noqa: F811
+    manifest = write_manifest(pool.home / "mc", "mc", """
+        command = ["sh", "-c", "echo $POOLNET_PARAM_RATE"]
+        [matrix]
+        rate = [0.1, 0.2]
+        seed = [7, 8]
+    """)
+    submitted = pool.run("submit", str(manifest), "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.split(":")[0]
+    shown = pool.run("tasks", task_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"{task_id} (mc): succeeded, 4/4 done"
+    assert lines[1].split() == ["SHARD", "STATE", "DEVICE", "ATTEMPT", "VALUES", "NOTE"]
+    values = [line.split("  1  ")[-1].strip() for line in lines[2:]]
+    assert values == ["rate=0.1 seed=7", "rate=0.1 seed=8", "rate=0.2 seed=7", "rate=0.2 seed=8"]
+    unknown = pool.run("tasks", "no-such-task")
+    assert unknown.returncode == 1
+    assert unknown.stderr == "poolnet: the pool has no task 'no-such-task'\n"

@@ -21,6 +21,12 @@ from typing import Annotated, Any
 
 import msgspec
 
+from poolnet_desktop.core.environment import (
+    EnvironmentRequest,
+    EnvironmentSpec,
+    check_requirements,
+    is_wheel_path,
+)
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.resources import ResourceVector
 from poolnet_desktop.core.units import BYTES_PER_MB, parse_duration, parse_size
@@ -126,6 +132,9 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     retries: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETRIES)] = 2
     priority: Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
     shell: bool = False
+    # Python packages (issue 16): resolved by the submitter, built once per member; its
+    # wheels are among ``files``.
+    environment: EnvironmentSpec | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -133,6 +142,7 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
         check_outputs(self.outputs)
         check_env(self.env)
         check_file_layout(entry.path for entry in self.files)
+        check_environment_files(self.environment, {entry.path for entry in self.files})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +158,16 @@ class ManifestSpec:
     source: str
     spec: TaskSpec
     declared_files: tuple[str, ...]
+    environment: EnvironmentRequest | None = None
 
-    def with_files(self, entries: Iterable[FileEntry]) -> TaskSpec:
-        """The wire spec with its resolved files (sorted by path, duplicates refused)."""
+    def with_files(
+        self, entries: Iterable[FileEntry], environment: EnvironmentSpec | None = None
+    ) -> TaskSpec:
+        """The wire spec with its resolved files (sorted by path, duplicates refused) and
+        its resolved environment, whose wheels are among ``entries``."""
         return msgspec.structs.replace(
-            self.spec, files=tuple(sorted(entries, key=lambda entry: entry.path))
+            self.spec, files=tuple(sorted(entries, key=lambda entry: entry.path)),
+            environment=environment,
         )
 
 
@@ -210,6 +225,17 @@ def check_env(env: Mapping[str, str]) -> None:
             raise ValueError(f"environment variable {key} contains a NUL character")
 
 
+def check_environment_files(environment: EnvironmentSpec | None, paths: set[str]) -> None:
+    """Every wheel the environment names is one of the task's files, and no other file sits
+    in the wheel folder (a member keeps those out of the shard's working folder)."""
+    wheels = {path for path in paths if is_wheel_path(path)}
+    named = {w for entry in environment.platforms for w in entry.wheels} if environment else set()
+    if named - paths:
+        raise ValueError(f"environment wheel {sorted(named - paths)[0]!r} is not a task file")
+    if wheels - named:
+        raise ValueError(f"{sorted(wheels - named)[0]!r} is in PoolNet's wheel folder")
+
+
 def check_file_layout(paths: Iterable[str]) -> None:
     """No path twice, and no file that is also another file's folder (``a`` and ``a/b``)."""
     files: set[str] = set()
@@ -230,6 +256,8 @@ _TOP_KEYS = frozenset(
     {"name", "command", "shards", "resources", "files", "outputs", "env", "timeout", "retries",
      "priority", "shell"}
 )
+# Python environments (issue 16).
+_TOP_KEYS |= {"requirements", "python"}
 _RESOURCE_KEYS = frozenset({"cpu", "memory", "gpu", "storage"})
 
 
@@ -297,7 +325,7 @@ def parse_manifest(text: bytes, source: str) -> ManifestSpec:
         "shell": shell,
     }
     reader.run_check("name", check_name, fields["name"])
-    return ManifestSpec(source, TaskSpec(**fields), declared)
+    return ManifestSpec(source, TaskSpec(**fields), declared, reader.environment())
 
 
 def script_task(filename: str) -> ManifestSpec:
@@ -433,6 +461,31 @@ class _Reader:
                 "timeout", f"must be above 0 and at most {MAX_TIMEOUT_S:.0f} seconds, not {value}"
             )
         return seconds
+
+    def environment(self) -> EnvironmentRequest | None:
+        """``requirements`` (a list of lines, or a shipped file's name) and ``python``."""
+        python = self.data.get("python")
+        if python is not None and (
+            not isinstance(python, str) or not re.fullmatch(r"3\.\d{1,2}", python)
+        ):
+            raise self.fail("python", f"must be a version such as '3.12', not {_show(python)}")
+        if "requirements" not in self.data:
+            if python is not None:
+                raise self.fail("python", "needs requirements: list the packages to install")
+            return None
+        value = self.data["requirements"]
+        if isinstance(value, str):
+            try:
+                return EnvironmentRequest(requirements_file=canonical_path(value), python=python)
+            except UnsafePathError as exc:
+                raise self.fail("requirements", str(exc)) from None
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail(
+                "requirements",
+                f"must be a list of packages (['numpy>=2']) or a file name, not {_show(value)}",
+            )
+        self.run_check("requirements", check_requirements, value)
+        return EnvironmentRequest(requirements=tuple(value), python=python)
 
     def resources(self) -> ShardResources:
         table = self.data.get("resources", {})

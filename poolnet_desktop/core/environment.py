@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -179,7 +179,7 @@ class BuiltEnvironment:
     last_used: float
 
 
-def lru_victims(built: Iterable[BuiltEnvironment], limit: int, keep: set[str]) -> list[str]:
+def lru_victims(built: Iterable[BuiltEnvironment], limit: int, keep: AbstractSet[str]) -> list[str]:
     """The environments to delete, least recently used first, until the rest fit in
     ``limit`` bytes; those in ``keep`` (in use, or just built) are never chosen, so the cache
     may stay above the limit while they run."""

@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from poolnet_desktop.core.environment import EnvironmentSpec
 from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
 from poolnet_desktop.core.resources import Resources
 from poolnet_desktop.core.tasks import ShardState, Task
@@ -237,6 +238,8 @@ class AssignShards(Message, tag="assign_shards"):
     outputs: list[str]
     files: list[FileEntry]
     items: Annotated[list[Assignment], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    # The task's Python environment (its wheels are among ``files``); None: PoolNet's own.
+    environment: EnvironmentSpec | None = None
 
     def refs(self) -> list[ShardRef]:
         return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]

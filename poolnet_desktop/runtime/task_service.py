@@ -429,6 +429,7 @@ class TaskService:
                 outputs=list(spec.outputs),
                 files=list(spec.files),
                 items=items,
+                environment=spec.environment,
             ))
             if task.cancel_requested:
                 for item in items:

@@ -39,7 +39,9 @@ Target = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,20}-[a-z0-9_.-]{1,40
 _MANYLINUX_LEVELS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 _MANYLINUX = re.compile(r"^(?P<arch>x86_64|aarch64)-manylinux_2_(?P<level>\d+)$")
 _MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-_MISSING = re.compile(r"Because (?P<name>[A-Za-z0-9._-]+)(?: was not found| has no)")
+_MISSING = re.compile(
+    r"Because (?P<name>[A-Za-z0-9._-]+)(?:[=<>!~]=?\S+)? (?P<why>was not found|has no usable wheels)"
+)
 
 
 class EnvironmentFailure(ValueError):
@@ -200,7 +202,10 @@ def explain_uv_failure(stderr: str, target: str) -> str:
     """A one-line reason from uv's error output: the package it could not find for
     ``target`` when it says so, else uv's own last line."""
     found = _MISSING.search(stderr)
+    if found and found["why"] == "was not found":
+        return f"package {found['name']!r} is not available for {target}"
     if found:
-        return f"package {found['name']!r} is not available for {target} (as a wheel)"
+        return (f"package {found['name']!r} has no wheel for {target}, only source code, which "
+                "PoolNet does not build (its build would run on every member)")
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     return f"{lines[-1] if lines else 'uv failed'} (for {target})"

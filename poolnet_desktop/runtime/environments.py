@@ -151,6 +151,11 @@ class EnvironmentCache:
             log.info("removed the Python environment %s (least recently used)", key)
         return victims
 
+    def usage(self) -> tuple[int, int]:
+        """Blocking: how many environments are built here, and their bytes."""
+        built = self.built()
+        return len(built), sum(env.size for env in built)
+
     def built(self) -> list[BuiltEnvironment]:
         """Blocking: every complete environment under the root, with size and last use."""
         found = []

@@ -326,6 +326,7 @@ class Member:
                             hidden=options.hidden_from_tasks),
             env_cache_limit=options.env_cache_limit,
         )
+        self.sampler.environments = self.executor.environments.usage
         self.agent.on_joined = self._remember_pool
         self.agent.rediscover = self._find_pool
 

@@ -198,6 +198,15 @@ def test_a_missing_package_fails_the_submission_with_its_name_and_platform(
     assert caught.value.key == "requirements"
 
 
+def test_a_package_with_only_source_code_is_refused_at_submission(tmp_path: Path) -> None:
+    """Building an sdist runs its code: members never do it, the submitter is told so."""
+    project = make_project(tmp_path, "sourceonly", "1.0", "X = 1\n", [])
+    done = run_uv(["build", "--offline", "--sdist", "--quiet", "-o", str(tmp_path / "sdists"), str(project)])
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(TaskFileError, match="'sourceonly' has no wheel for .*only source code"):
+        load_task(task_folder(tmp_path / "job", ["sourceonly"]), offline(tmp_path / "sdists"))
+
+
 @needs_sandbox
 async def test_a_member_of_another_platform_fails_the_shard_naming_it(
     pool: PoolHost, member: Member, client: TaskClient, wheelhouse: Path, tmp_path: Path

@@ -16,12 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from poolnet_desktop.core.environment import platform_target
+from poolnet_desktop.core.environment import EnvironmentFailure, platform_target
 
 UV_TIMEOUT = 600.0
 
 
-class UvMissing(RuntimeError):
+class UvMissing(EnvironmentFailure):
     """No uv binary here: not installed with PoolNet, not on the PATH."""
 
 
@@ -42,12 +42,18 @@ def uv_binary() -> str:
 
 
 def run_uv(args: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``uv ARGS`` to the end (blocking) and return it, whatever its exit status.
-    ``--no-progress`` keeps its error output to what went wrong."""
-    return subprocess.run(
-        [uv_binary(), *args, "--no-progress"], cwd=cwd, capture_output=True, text=True,
-        timeout=UV_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
-    )
+    """Run ``uv ARGS`` to the end (blocking) and return it, whatever its exit status;
+    ``EnvironmentFailure`` when it cannot run or hangs. ``--no-progress`` keeps its error
+    output to what went wrong."""
+    try:
+        return subprocess.run(
+            [uv_binary(), *args, "--no-progress"], cwd=cwd, capture_output=True, text=True,
+            timeout=UV_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise EnvironmentFailure(f"uv {args[0]} took longer than {UV_TIMEOUT:.0f} s") from None
+    except OSError as exc:
+        raise EnvironmentFailure(f"uv cannot run: {exc.strerror or exc}") from None
 
 
 def this_platform_target() -> str | None:

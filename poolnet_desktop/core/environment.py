@@ -39,6 +39,7 @@ Target = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,20}-[a-z0-9_.-]{1,40
 _MANYLINUX_LEVELS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 _MANYLINUX = re.compile(r"^(?P<arch>x86_64|aarch64)-manylinux_2_(?P<level>\d+)$")
 _MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+_WHEEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+!-]{0,250}\.whl")
 _MISSING = re.compile(
     r"Because (?P<name>[A-Za-z0-9._-]+)(?:[=<>!~]=?\S+)? (?P<why>was not found|has no usable wheels)"
 )
@@ -92,9 +93,10 @@ def check_requirements(lines: Sequence[str]) -> None:
 
 
 def check_wheel_path(path: str) -> None:
-    """A wheel's task path: ``WHEEL_FOLDER/NAME.whl``, nothing deeper."""
+    """A wheel's task path: ``WHEEL_FOLDER/NAME.whl``, nothing deeper, and a name as wheels
+    have (it becomes a file name and a uv argument on the member)."""
     pure = PurePosixPath(path)
-    if str(pure.parent) != WHEEL_FOLDER or pure.suffix != ".whl" or len(pure.name) > 255:
+    if str(pure.parent) != WHEEL_FOLDER or not _WHEEL_NAME.fullmatch(pure.name):
         raise ValueError(f"{path!r} is not a wheel under {WHEEL_FOLDER}/")
 
 

@@ -8,6 +8,11 @@ marker file (``MARKER``, written last) says it is complete and holds its size; i
 when a shard last used it, for the least-recently-used eviction past the owner's limit.
 Bytecode is compiled at build time, because shards see the environment read-only.
 
+The member installs the shipped wheel files, never the task's requirement lines: those came
+from a submitter, and a line such as ``-r /home/me/secret`` would make uv read a file of the
+member's and quote it in its error. Dependencies between the wheels are still checked, from
+the same folder only, so a wheel missing from the shipment fails naming its package.
+
 A key already built costs a dict look-up and one ``utime`` per shard start.
 """
 
@@ -118,17 +123,17 @@ class EnvironmentCache:
         folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with tempfile.TemporaryDirectory(prefix=".wheels-", dir=folder.parent) as scratch:
             links = Path(scratch)
-            for wheel in wheels:  # uv reads a wheel's tags from its file name
-                _link_or_copy(self.blobs / wheel.sha256, links / PurePosixPath(wheel.path).name)
-            requirements = links / "requirements.txt"
-            requirements.write_text("\n".join(spec.requirements) + "\n")
+            files = [links / PurePosixPath(wheel.path).name for wheel in wheels]
+            for wheel, file in zip(wheels, files):  # uv reads a wheel's tags from its name
+                _link_or_copy(self.blobs / wheel.sha256, file)
             common = ["--no-config", "--offline", "--no-python-downloads"]
             steps = [
                 ["venv", "--relocatable", "--quiet", *common, "--python", _base_python(spec.python),
                  str(folder)],
                 ["pip", "install", "--quiet", *common, "--no-index", "--find-links", str(links),
                  "--only-binary", ":all:", "--no-cache", "--link-mode", "copy",
-                 "--compile-bytecode", "--python", str(_interpreter(folder)), "-r", str(requirements)],
+                 "--compile-bytecode", "--python", str(_interpreter(folder)),
+                 *(str(file) for file in files)],
             ]
             for args in steps:
                 done = run_uv(args)

@@ -8,6 +8,7 @@ shipped through the pool.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -242,3 +244,47 @@ async def test_a_shard_cannot_change_its_environment_nor_see_other_tasks_environ
     assert not (cache.root / own / "planted.pth").exists()
     assert printed[0]["envs"] == [own]
 
+
+
+@needs_sandbox
+async def test_a_submitter_cannot_make_a_member_read_its_files_through_the_requirements(
+    pool: PoolHost, member: Member, client: TaskClient, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """The attack: a hand-made spec whose requirement line includes a file of the member's
+    (``-r PATH``); were the member's uv to read the requirements, the file's first line would
+    come back in the shard's failure reason. The member installs the shipped wheel files
+    only: the line is never read, and the secret goes nowhere."""
+    secret = tmp_path / "member-secret.txt"
+    secret.write_text("topsecret-token-0123\n")
+    loaded = await asyncio.to_thread(load_task, task_folder(tmp_path / "job", ["tinya"]), offline(wheelhouse))
+    assert loaded.spec.environment is not None
+    forged = msgspec.structs.replace(loaded.spec.environment, requirements=(f"-r {secret}",))
+    loaded = dataclasses.replace(loaded, spec=msgspec.structs.replace(loaded.spec, environment=forged))
+    task_id = await client.submit(loaded)
+    summary = await client.wait(task_id)
+    told: list[str] = []
+    await client.logs(task_id, lambda out: told.append(out.data))
+    detail = [t for t in await client.list(detail=True) if t.id == task_id][0]
+    told += [s.reason for s in detail.shards or []]
+    assert "topsecret" not in "".join(told)
+    assert summary.state == "succeeded", told
+
+
+@needs_sandbox
+async def test_a_wheel_missing_from_the_shipment_fails_the_shard_naming_its_package(
+    pool: PoolHost, member: Member, client: TaskClient, wheelhouse: Path, tmp_path: Path
+) -> None:
+    loaded = await asyncio.to_thread(load_task, task_folder(tmp_path / "job", ["tinya"]), offline(wheelhouse))
+    assert loaded.spec.environment is not None
+    (platform,) = loaded.spec.environment.platforms
+    kept = tuple(path for path in platform.wheels if "tinyb" not in path)
+    environment = msgspec.structs.replace(
+        loaded.spec.environment, platforms=(msgspec.structs.replace(platform, wheels=kept),))
+    spec = msgspec.structs.replace(
+        loaded.spec, environment=environment,
+        files=tuple(entry for entry in loaded.spec.files if "tinyb" not in entry.path))
+    task_id = await client.submit(dataclasses.replace(loaded, spec=spec))
+    assert (await client.wait(task_id)).state == "failed"
+    detail = [t for t in await client.list(detail=True) if t.id == task_id][0]
+    reasons = {s.reason for s in detail.shards or []}
+    assert any("package 'tinyb' is not available for x86_64-manylinux" in r for r in reasons), reasons

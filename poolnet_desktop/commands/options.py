@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 from poolnet_desktop.core.auth import format_pairing_code
 from poolnet_desktop.core.sandbox_state import describe, sandbox_state
@@ -140,7 +141,15 @@ def size_in_bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def task_sandbox_options(args: argparse.Namespace) -> dict[str, bool | int]:
+class TaskOptions(TypedDict):
+    """The ``MemberOptions`` fields the task flags set, typed for ``MemberOptions(**...)``."""
+
+    task_network: bool
+    allow_unsandboxed: bool
+    env_cache_limit: int
+
+
+def task_sandbox_options(args: argparse.Namespace) -> TaskOptions:
     """The ``MemberOptions`` fields the task flags set (sandbox, environment cache)."""
     return {"task_network": not args.no_task_network, "allow_unsandboxed": args.allow_unsandboxed,
             "env_cache_limit": args.env_cache}

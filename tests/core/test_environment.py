@@ -77,9 +77,9 @@ def test_the_wire_refuses_a_wheel_path_outside_the_wheel_folder() -> None:
     bad = encoded.replace(b".poolnet/wheels/", b"../../.bashrc/")
     with pytest.raises(msgspec.ValidationError, match="not a wheel"):
         msgspec.json.decode(bad, type=EnvironmentSpec)
-    for bad in ("x/../../y.whl", "--index-url=http:evil.whl", "a b.whl", "x.tar.gz"):
+    for name in ("x/../../y.whl", "--index-url=http:evil.whl", "a b.whl", "x.tar.gz"):
         with pytest.raises(ValueError, match="not a wheel"):
-            wheel_path(bad)
+            wheel_path(name)
 
 
 def test_requirement_lines_drop_comments_and_blanks() -> None:

@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import AsyncIterator
@@ -22,6 +24,7 @@ import pytest
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.env_resolve import ResolveOptions
+from poolnet_desktop.runtime.environments import EnvironmentCache
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.sandbox import probe
@@ -288,3 +291,54 @@ async def test_a_wheel_missing_from_the_shipment_fails_the_shard_naming_its_pack
     detail = [t for t in await client.list(detail=True) if t.id == task_id][0]
     reasons = {s.reason for s in detail.shards or []}
     assert any("package 'tinyb' is not available for x86_64-manylinux" in r for r in reasons), reasons
+
+
+def test_requirements_may_come_from_a_shipped_requirements_file(wheelhouse: Path, tmp_path: Path) -> None:
+    folder = task_folder(tmp_path / "job", ["unused"])
+    (folder / "deps").mkdir()
+    (folder / "deps" / "requirements.txt").write_text("# what the probe needs\ntinya>=1  # and tinyb\n")
+    (folder / "job.pool.toml").write_text(
+        'command = ["{python}", "probe.py"]\nfiles = ["probe.py"]\nrequirements = "deps/requirements.txt"\n')
+    loaded = load_task(folder, offline(wheelhouse))
+    assert loaded.spec.environment is not None
+    assert loaded.spec.environment.requirements == ("tinya>=1",)
+    assert sorted(Path(p).name.split("-")[0] for p in loaded.spec.environment.platforms[0].wheels) == [
+        "tinya", "tinyb"]
+
+
+async def test_environments_past_the_owners_limit_are_evicted_least_recently_used_first(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    """Real builds into one cache whose limit holds one environment: building a second
+    removes the first (not in use); one in use is kept even above the limit."""
+    tasks = {name: load_task(task_folder(tmp_path / name, [name]), offline(wheelhouse))
+             for name in ("tinya", "lonely")}
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+
+    async def fetch(entries: object) -> None:
+        for loaded in tasks.values():
+            for entry in loaded.spec.files:
+                shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
+
+    cache = EnvironmentCache(tmp_path / "envs", blobs, limit=1)
+    first = await cache.acquire(tasks["tinya"].spec.environment, tasks["tinya"].spec.files, fetch)  # type: ignore[arg-type]
+    second = await cache.acquire(tasks["lonely"].spec.environment, tasks["lonely"].spec.files, fetch)  # type: ignore[arg-type]
+    assert {env.key for env in cache.built()} == {first.key, second.key}  # both in use
+    cache.release(first.key)
+    assert cache.evict() == [first.key]
+    assert not (cache.root / first.key).exists() and second.interpreter.exists()
+    count, size = cache.usage()
+    assert count == 1 and size > 0
+
+
+def test_poolnet_submit_says_in_one_line_which_package_is_missing(wheelhouse: Path, tmp_path: Path) -> None:
+    """Before any connection: the CLI resolves first and stops with one line, no traceback."""
+    folder = task_folder(tmp_path / "job", ["tinya", "nosuchpackage"])
+    done = subprocess.run(
+        [sys.executable, "-m", "poolnet_desktop", "submit", str(folder), "--find-links", str(wheelhouse),
+         "--no-index", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "'nosuchpackage' is not available for" in done.stderr, done.stderr

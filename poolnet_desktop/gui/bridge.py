@@ -279,6 +279,8 @@ class PoolBridge(QObject):
             self._spawn(self._apply_membership())
         if old.limits != prefs.limits and self._member is not None:
             self._member.agent.set_limits(prefs.limits)
+        if old.env_cache_gb != prefs.env_cache_gb and self._member is not None:
+            self._member.executor.environments.limit = prefs.env_cache_limit  # next build evicts
         self._pause.set_rules(prefs.pause_rules)
         if old.accept_tasks != prefs.accept_tasks:
             self._spawn(self._apply_accepting())
@@ -363,6 +365,7 @@ class PoolBridge(QObject):
                 accept_tasks=self._accepting(),
                 task_network=prefs.task_network,
                 allow_unsandboxed=prefs.allow_unsandboxed,
+                env_cache_limit=prefs.env_cache_limit,
                 hidden_from_tasks=(self._data_dir,),
                 code=self._code,
                 discovery=self._discovery(),

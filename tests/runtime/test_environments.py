@@ -30,7 +30,7 @@ from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.sandbox import probe
 from poolnet_desktop.runtime.task_client import TaskClient
 from poolnet_desktop.runtime.task_files import TaskFileError, load_task
-from poolnet_desktop.runtime.uv_tool import run_uv
+from poolnet_desktop.runtime.uv_tool import run_uv, this_platform_target
 from tests.runtime.conftest import PAIRING_CODE
 
 # What each shard prints: where its interpreter lives, what it imported, what it sees.
@@ -342,3 +342,28 @@ def test_poolnet_submit_says_in_one_line_which_package_is_missing(wheelhouse: Pa
     )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "'nosuchpackage' is not available for" in done.stderr, done.stderr
+
+
+# One real wheel from PyPI, kept small (23 kB): MarkupSafe 3.0.3 (BSD-3-Clause), compiled for
+# CPython 3.11 on manylinux x86_64, so the platform tags and a C extension are exercised.
+REAL_WHEELS = Path(__file__).parent / "wheels"
+real_wheel_fits = pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11) or this_platform_target() is None
+    or not str(this_platform_target()).startswith("x86_64-manylinux"),
+    reason="the real wheel kept here is for CPython 3.11 on manylinux x86_64",
+)
+
+
+@needs_sandbox
+@real_wheel_fits
+async def test_a_real_compiled_wheel_from_pypi_runs_in_a_shard(
+    pool: PoolHost, member: Member, client: TaskClient, tmp_path: Path
+) -> None:
+    script = "import markupsafe, markupsafe._speedups\nprint(markupsafe.escape('<b>&</b>'))\n"
+    folder = task_folder(tmp_path / "job", ["markupsafe>=3"], script=script)
+    loaded = await asyncio.to_thread(load_task, folder, offline(REAL_WHEELS))
+    task_id = await client.submit(loaded)
+    assert (await client.wait(task_id)).state == "succeeded"
+    told: list[str] = []
+    await client.logs(task_id, lambda out: told.append(out.data))
+    assert "".join(told) == "&lt;b&gt;&amp;&lt;/b&gt;\n"

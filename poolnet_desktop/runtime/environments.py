@@ -19,6 +19,7 @@ A key already built costs a dict look-up and one ``utime`` per shard start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -90,12 +91,31 @@ class EnvironmentCache:
             if building is None:
                 building = asyncio.ensure_future(self._make(key, spec, chosen.target, wheels, fetch))
                 self._building[key] = building
-                building.add_done_callback(lambda _: self._building.pop(key, None))
+                building.add_done_callback(functools.partial(self._built, key))
             ready = await asyncio.shield(building)
         else:
             _touch(self.root / key / MARKER)
         self._users[key] += 1
         return ready
+
+    def _built(self, key: str, building: asyncio.Future[ReadyEnvironment]) -> None:
+        """A build ended: the next shard that wants its key finds it ready, or builds anew
+        after a failure (whose error each waiting shard has reported; marked as seen here
+        for when every one of them was cancelled)."""
+        if not building.cancelled():
+            building.exception()
+        del self._building[key]
+
+    def remove_unfinished(self) -> None:
+        """Blocking: delete what builds cut short by a kill left (no marker). Only at the
+        member's start, when no build runs."""
+        try:
+            folders = list(self.root.iterdir())
+        except OSError:
+            return
+        for folder in folders:
+            if not (folder / MARKER).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
 
     def release(self, key: str) -> None:
         self._users[key] -= 1

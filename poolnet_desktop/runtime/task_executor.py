@@ -178,6 +178,7 @@ class TaskExecutor:
         self.work.mkdir(parents=True, mode=0o700)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.environments.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.environments.remove_unfinished()
         return run_id
 
     @property

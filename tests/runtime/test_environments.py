@@ -24,7 +24,7 @@ import pytest
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.env_resolve import ResolveOptions
-from poolnet_desktop.runtime.environments import EnvironmentCache
+from poolnet_desktop.runtime.environments import MARKER, EnvironmentCache
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.sandbox import probe
@@ -367,3 +367,24 @@ async def test_a_real_compiled_wheel_from_pypi_runs_in_a_shard(
     told: list[str] = []
     await client.logs(task_id, lambda out: told.append(out.data))
     assert "".join(told) == "&lt;b&gt;&amp;&lt;/b&gt;\n"
+
+
+async def test_a_build_cut_short_is_removed_at_start_and_built_again(wheelhouse: Path, tmp_path: Path) -> None:
+    loaded = load_task(task_folder(tmp_path / "job", ["tinya"]), offline(wheelhouse))
+    assert loaded.spec.environment is not None
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+
+    async def fetch(entries: object) -> None:
+        for entry in loaded.spec.files:
+            shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
+
+    cache = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
+    ready = await cache.acquire(loaded.spec.environment, loaded.spec.files, fetch)
+    (cache.root / ready.key / MARKER).unlink()  # as if the member was killed mid-build
+    (cache.root / ".wheels-left").mkdir()
+    restarted = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
+    restarted.remove_unfinished()
+    assert list(restarted.root.iterdir()) == []
+    again = await restarted.acquire(loaded.spec.environment, loaded.spec.files, fetch)
+    assert again.key == ready.key and again.interpreter.exists() and restarted.usage()[0] == 1

@@ -134,6 +134,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
             share=not args.no_member,
             task_network=not args.no_task_network,
             allow_unsandboxed=args.allow_unsandboxed,
+            env_cache_limit=args.env_cache,
             discovery=discovery,
         ),
         printer,

@@ -134,6 +134,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         forget_pin=args.forget_pin,
         task_network=not args.no_task_network,
         allow_unsandboxed=args.allow_unsandboxed,
+        env_cache_limit=args.env_cache,
         pause_rules=PauseRules(when_in_use=args.pause_when_busy is not None,
                                in_use_threshold=args.pause_when_busy or 0.0, on_battery=args.pause_on_battery),
         discovery=settings,

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from poolnet_desktop.core.auth import format_pairing_code
 from poolnet_desktop.core.sandbox_state import describe, sandbox_state
+from poolnet_desktop.core.units import parse_size
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.identity import Identity
@@ -144,6 +145,17 @@ def add_task_sandbox(parser: argparse.ArgumentParser) -> None:
                         help="tasks run without network access (each shard in a network namespace of its own)")
     parser.add_argument("--allow-unsandboxed", action="store_true",
                         help="where no sandbox can be made (no bubblewrap, not Linux), run tasks anyway, without one")
+    parser.add_argument("--env-cache", type=size_in_bytes, default="10 GB", metavar="SIZE",
+                        help="room for the Python environments built for tasks; the least recently "
+                             "used go past it (default 10 GB)")
+
+
+def size_in_bytes(text: str) -> int:
+    """argparse type: a size with its unit (``"10 GB"``, ``"500 MiB"``) in bytes."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sandbox_line(allow_unsandboxed: bool) -> str:

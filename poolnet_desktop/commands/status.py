@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_table(devices: list[dict[str, Any]], pool: dict[str, Any]) -> str:
-    header = ("DEVICE", "PLATFORM", "ADDRESS", "STATE", "CPU", "MEMORY", "STORAGE FREE", "GPU", "TASKS RUN")
+    header = ("DEVICE", "PLATFORM", "ADDRESS", "STATE", "CPU", "MEMORY", "STORAGE FREE", "GPU", "TASKS RUN",
+              "PYTHON ENVS")
     rows = [header]
     for d in sorted(devices, key=lambda d: (not d["isOnline"], d["name"].lower())):
         r = d["resources"]
@@ -106,6 +107,7 @@ def render_table(devices: list[dict[str, Any]], pool: dict[str, Any]) -> str:
                 format_mb(r["storageAvailable"]),
                 (r.get("gpuName") or "yes") if r.get("hasGPU") else "-",
                 short_sandbox(d.get("sandbox", "")) or "-",
+                f"{r['environments']} ({format_mb(r['environmentsSize'])})" if r.get("environments") else "-",
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]

@@ -40,6 +40,11 @@ from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.task_client import TaskClient
 from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
 
+
+from poolnet_desktop.runtime.env_resolve import ResolveOptions
+from poolnet_desktop.runtime.task_files import TaskFileError, load_task
+from poolnet_desktop.runtime.uv_tool import this_platform_target
+
 BAR_WIDTH = 30
 
 
@@ -48,6 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("file", help="a *.pool.toml manifest, a script, or a folder with one manifest")
     submit.add_argument("--wait", action="store_true", help="follow it to the end and fetch results")
     submit.add_argument("--results", default="results", help="where results go (default ./results)")
+    submit.add_argument("--find-links", action="append", default=[], metavar="DIR", type=Path,
+                        help="a folder of wheels for the task's requirements (besides uv's configured index)")
+    submit.add_argument("--no-index", action="store_true",
+                        help="take the task's requirements only from --find-links folders")
+    submit.add_argument("--platform", action="append", dest="platforms", metavar="TARGET",
+                        help="resolve the requirements for this platform too, as uv names it "
+                             "(x86_64-manylinux_2_28, aarch64-apple-darwin, x86_64-pc-windows-msvc)")
     _common(submit, run_submit)
 
     run = subparsers.add_parser(
@@ -128,9 +140,18 @@ def _print_json(value: Any) -> None:
     print(json.dumps(msgspec.to_builtins(value), indent=2))
 
 
+def _resolve_options(args: argparse.Namespace) -> ResolveOptions:
+    """Where the task's wheels come from, and the platforms to resolve for (this machine's
+    always, and each ``--platform``)."""
+    own = this_platform_target()
+    extra = tuple(args.platforms or ())
+    targets = None if not extra else tuple(dict.fromkeys(((own,) if own else ()) + extra))
+    return ResolveOptions(find_links=tuple(args.find_links), no_index=args.no_index, targets=targets)
+
+
 def run_submit(args: argparse.Namespace) -> int:
     try:
-        loaded = load_task(Path(args.file))
+        loaded = load_task(Path(args.file), _resolve_options(args))
     except TaskFileError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 1

@@ -21,6 +21,12 @@ from typing import Annotated, Any
 
 import msgspec
 
+from poolnet_desktop.core.environment import (
+    EnvironmentRequest,
+    EnvironmentSpec,
+    check_requirements,
+    is_wheel_path,
+)
 from poolnet_desktop.core.matrix import (
     MatrixAxis,
     MatrixValue,
@@ -143,6 +149,11 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     matrix: tuple[MatrixAxis, ...] = ()
     platform: tuple[str, ...] = ()
 
+
+    # Python packages (issue 16): resolved by the submitter, built once per member; its
+    # wheels are among ``files``.
+    environment: EnvironmentSpec | None = None
+
     def __post_init__(self) -> None:
         check_name(self.name)
         check_command(self.command, self.shell)
@@ -156,6 +167,7 @@ class TaskSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
             )
         if self.platform:
             check_platforms(self.platform)
+        check_environment_files(self.environment, {entry.path for entry in self.files})
 
     def platform_need(self) -> PlatformNeed:
         """Where the shards may run: the ``platform`` list, else where the command can."""
@@ -175,11 +187,16 @@ class ManifestSpec:
     source: str
     spec: TaskSpec
     declared_files: tuple[str, ...]
+    environment: EnvironmentRequest | None = None
 
-    def with_files(self, entries: Iterable[FileEntry]) -> TaskSpec:
-        """The wire spec with its resolved files (sorted by path, duplicates refused)."""
+    def with_files(
+        self, entries: Iterable[FileEntry], environment: EnvironmentSpec | None = None
+    ) -> TaskSpec:
+        """The wire spec with its resolved files (sorted by path, duplicates refused) and
+        its resolved environment, whose wheels are among ``entries``."""
         return msgspec.structs.replace(
-            self.spec, files=tuple(sorted(entries, key=lambda entry: entry.path))
+            self.spec, files=tuple(sorted(entries, key=lambda entry: entry.path)),
+            environment=environment,
         )
 
 
@@ -237,6 +254,17 @@ def check_env(env: Mapping[str, str]) -> None:
             raise ValueError(f"environment variable {key} contains a NUL character")
 
 
+def check_environment_files(environment: EnvironmentSpec | None, paths: set[str]) -> None:
+    """Every wheel the environment names is one of the task's files, and no other file sits
+    in the wheel folder (a member keeps those out of the shard's working folder)."""
+    wheels = {path for path in paths if is_wheel_path(path)}
+    named = {w for entry in environment.platforms for w in entry.wheels} if environment else set()
+    if named - paths:
+        raise ValueError(f"environment wheel {sorted(named - paths)[0]!r} is not a task file")
+    if wheels - named:
+        raise ValueError(f"{sorted(wheels - named)[0]!r} is in PoolNet's wheel folder")
+
+
 def check_file_layout(paths: Iterable[str]) -> None:
     """No path twice, and no file that is also another file's folder (``a`` and ``a/b``)."""
     files: set[str] = set()
@@ -255,8 +283,9 @@ def check_file_layout(paths: Iterable[str]) -> None:
 
 _TOP_KEYS = frozenset(
     {"name", "command", "shards", "resources", "files", "outputs", "env", "timeout", "retries",
-     "priority", "shell", "matrix", "platform"}
+     "priority", "shell", "matrix", "platform", "requirements", "python"}
 )
+# Python environments (issue 16).
 _RESOURCE_KEYS = frozenset({"cpu", "memory", "gpu", "storage"})
 
 
@@ -329,7 +358,7 @@ def parse_manifest(text: bytes, source: str) -> ManifestSpec:
         "platform": reader.platform(),
     }
     reader.run_check("name", check_name, fields["name"])
-    return ManifestSpec(source, TaskSpec(**fields), declared)
+    return ManifestSpec(source, TaskSpec(**fields), declared, reader.environment())
 
 
 def script_task(filename: str) -> ManifestSpec:
@@ -543,6 +572,32 @@ class _Reader:
             raise self.fail("platform", f"must be a list such as ['linux', 'macos'], not {_show(value)}")
         self.run_check("platform", check_platforms, value)
         return tuple(value)
+
+
+    def environment(self) -> EnvironmentRequest | None:
+        """``requirements`` (a list of lines, or a shipped file's name) and ``python``."""
+        python = self.data.get("python")
+        if python is not None and (
+            not isinstance(python, str) or not re.fullmatch(r"3\.\d{1,2}", python)
+        ):
+            raise self.fail("python", f"must be a version such as '3.12', not {_show(python)}")
+        if "requirements" not in self.data:
+            if python is not None:
+                raise self.fail("python", "needs requirements: list the packages to install")
+            return None
+        value = self.data["requirements"]
+        if isinstance(value, str):
+            try:
+                return EnvironmentRequest(requirements_file=canonical_path(value), python=python)
+            except UnsafePathError as exc:
+                raise self.fail("requirements", str(exc)) from None
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail(
+                "requirements",
+                f"must be a list of packages (['numpy>=2']) or a file name, not {_show(value)}",
+            )
+        self.run_check("requirements", check_requirements, value)
+        return EnvironmentRequest(requirements=tuple(value), python=python)
 
     def resources(self) -> ShardResources:
         table = self.data.get("resources", {})

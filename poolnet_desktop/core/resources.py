@@ -52,6 +52,9 @@ class Resources(msgspec.Struct, rename="camel", frozen=True, omit_defaults=False
     gpu_memory_total: MegaBytes = 0.0
     gpu_memory_used: MegaBytes = 0.0
     limits: SharingLimits | None = None
+    # Python environments a member keeps built for tasks (issue 16): how many, and their size.
+    environments: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    environments_size: MegaBytes = 0.0
 
     @property
     def gpus(self) -> int:

@@ -31,6 +31,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from poolnet_desktop.core.environment import EnvironmentSpec
 from poolnet_desktop.core.manifest import FileEntry, ShardResources, TaskSpec
 from poolnet_desktop.core.matrix import MatrixAxis, MatrixValue, shard_values
 from poolnet_desktop.core.resources import Resources
@@ -284,6 +285,10 @@ class AssignShards(Message, tag="assign_shards"):
     files: list[FileEntry]
     items: Annotated[list[Assignment], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
     matrix: list[MatrixAxis] = msgspec.field(default_factory=list)
+
+
+    # The task's Python environment (its wheels are among ``files``); None: PoolNet's own.
+    environment: EnvironmentSpec | None = None
 
     def refs(self) -> list[ShardRef]:
         return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]

@@ -293,6 +293,7 @@ class PoolBridge(QObject):
             accept_tasks=prefs.accept_tasks,
             task_network=prefs.task_network,
             allow_unsandboxed=prefs.allow_unsandboxed,
+            env_cache_limit=prefs.env_cache_limit,
             pause_rules=prefs.pause_rules,
             discovery=discovery,
         )

@@ -149,6 +149,8 @@ class DeviceCard(QWidget):
         gpu_name = r.gpu_name or ("GPU" if r.gpus else "No GPU")
         shards = d.running_shards
         work = f"{shards} shard{'s' if shards != 1 else ''} running" if shards else "idle"
+        if r.environments:  # Python environments kept for tasks (issue 16)
+            work += f" · {r.environments} Python env{'s' if r.environments != 1 else ''}"
         footer_w = CARD_WIDTH - 2 * _PAD - (self.forget_button.width() + 8 if not online else 0)
         line = QFontMetrics(small).elidedText(f"{gpu_name} · {work}", Qt.TextElideMode.ElideRight, footer_w)
         if shards and online:

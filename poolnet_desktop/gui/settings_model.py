@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
+from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.datadir import default_data_dir
@@ -39,6 +40,7 @@ class Preferences:
     accept_tasks: bool = True
     task_network: bool = True  # tasks may use the network
     allow_unsandboxed: bool = False  # run tasks where no sandbox can be made
+    env_cache_gb: float = DEFAULT_CACHE_LIMIT / 1e9  # room for tasks' Python environments
     pause_when_in_use: bool = False
     in_use_threshold: float = 40.0  # other programs' CPU, in percent of the whole machine
     pause_on_battery: bool = True
@@ -54,6 +56,11 @@ class Preferences:
             storage_percent=self.storage_percent,
             gpu=self.share_gpu,
         )
+
+    @property
+    def env_cache_limit(self) -> int:
+        """The environment cache's limit in bytes."""
+        return int(self.env_cache_gb * 1e9)
 
     @property
     def pause_rules(self) -> PauseRules:

@@ -247,6 +247,15 @@ class SettingsPage(QScrollArea):
         section.form.addRow(self.accept_check)
         section.form.addRow(self.task_network_check)
         section.form.addRow(self.unsandboxed_check)
+        self.env_cache_spin = QDoubleSpinBox()
+        self.env_cache_spin.setRange(0.5, 10_000)
+        self.env_cache_spin.setSuffix(" GB")
+        self.env_cache_spin.setDecimals(1)
+        self.env_cache_spin.setFixedWidth(110)
+        self.env_cache_spin.setToolTip("Python environments built for tasks are kept up to this size; "
+                                       "the least recently used go first")
+        self._bind(self.env_cache_spin.editingFinished, lambda: {"env_cache_gb": self.env_cache_spin.value()})
+        section.form.addRow("Python environments", self.env_cache_spin)
         return section
 
     def _pause_section(self) -> Section:
@@ -383,6 +392,7 @@ class SettingsPage(QScrollArea):
             self.accept_check.setChecked(prefs.accept_tasks)
             self.task_network_check.setChecked(prefs.task_network)
             self.unsandboxed_check.setChecked(prefs.allow_unsandboxed)
+            self.env_cache_spin.setValue(prefs.env_cache_gb)
             self.in_use_check.setChecked(prefs.pause_when_in_use)
             self.threshold_spin.setValue(prefs.in_use_threshold)
             self.battery_check.setChecked(prefs.pause_on_battery)

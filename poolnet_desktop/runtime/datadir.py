@@ -47,11 +47,25 @@ def work_root(data_dir: Path) -> Path:
     """Where a member with this data folder runs its shards: a folder of the user's cache,
     outside the data folder (a shard must never be a sibling of the keys), one per data
     folder (two instances on one machine do not share it). The member creates it 0700."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
+    return user_cache() / f"work-{_folder_digest(data_dir)}"
+
+
+def environments_root(data_dir: Path) -> Path:
+    """Where a member with this data folder keeps the Python environments it built for tasks
+    (issue 16): beside its work root, outside the data folder, one per data folder."""
+    return user_cache() / f"envs-{_folder_digest(data_dir)}"
+
+
+def user_cache() -> Path:
+    """PoolNet's folder in the user's cache (XDG, Caches on macOS, LOCALAPPDATA on Windows)."""
     if sys.platform == "win32":
         cache = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
     elif sys.platform == "darwin":
         cache = Path.home() / "Library" / "Caches"
     else:
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "poolnet" / f"work-{digest}"
+    return cache / "poolnet"
+
+
+def _folder_digest(data_dir: Path) -> str:
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]

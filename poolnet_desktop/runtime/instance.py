@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from poolnet_desktop.core.devices import DeviceView, iso8601, pool_totals
+from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
@@ -76,6 +77,7 @@ class InstanceConfig:
     accept_tasks: bool = True
     task_network: bool = True
     allow_unsandboxed: bool = False
+    env_cache_limit: int = DEFAULT_CACHE_LIMIT  # room for tasks' Python environments, in bytes
     pause_rules: PauseRules = field(default_factory=PauseRules)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
 
@@ -197,6 +199,8 @@ class Instance:
             return
         if old.limits != config.limits and self.member is not None:
             self.member.agent.set_limits(config.limits)
+        if old.env_cache_limit != config.env_cache_limit and self.member is not None:
+            self.member.executor.environments.limit = config.env_cache_limit  # the next build evicts
         self._pause.set_rules(config.pause_rules)
         if old.accept_tasks != config.accept_tasks:
             self.spawn(self._apply_accepting())
@@ -338,6 +342,7 @@ class Instance:
                 accept_tasks=config.accept_tasks and not self._pause.reason,
                 task_network=config.task_network,
                 allow_unsandboxed=config.allow_unsandboxed,
+                env_cache_limit=config.env_cache_limit,
                 hidden_from_tasks=(config.data_dir,) if self.host is not None else (),
                 code=None if self.host is not None else config.code,
                 forget_pin=config.forget_pin,

@@ -32,6 +32,7 @@ from poolnet_desktop.runtime.identity import Identity, replace_identity, write_p
 from poolnet_desktop.runtime.metrics import PoolMetrics
 from poolnet_desktop.runtime.rest import load_or_create_rest_token
 from poolnet_desktop.runtime.sampler import ResourceSampler
+from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
 from poolnet_desktop.runtime.sandbox import SandboxSettings
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.task_executor import TaskExecutor
@@ -290,6 +291,8 @@ class MemberOptions:
     # More folders shards must not see: the host's data folder, for the host's own member
     # (its own folder lies inside it, and may lie outside the home, hidden anyway).
     hidden_from_tasks: tuple[Path, ...] = ()
+    # Bytes of built Python environments kept for tasks (least recently used go first).
+    env_cache_limit: int = DEFAULT_CACHE_LIMIT
     code: str | None = None
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     # Drop the pin of the pool this member joined, to pair again with ``code`` after its owner
@@ -338,7 +341,9 @@ class Member:
             self.agent, options.data_dir, self.sampler,
             SandboxSettings(network=options.task_network, allow_unsandboxed=options.allow_unsandboxed,
                             hidden=options.hidden_from_tasks),
+            env_cache_limit=options.env_cache_limit,
         )
+        self.sampler.environments = self.executor.environments.usage
         self.agent.on_joined = self._remember_pool
         self.agent.rediscover = self._find_pool
 

@@ -60,8 +60,9 @@ class ShardSpec:
     """What to run. The caller has already placed the shard's files in ``workdir``.
 
     ``command`` is an argument list, or with ``shell=True`` one command line (a list is then
-    joined with shell quoting). An argument that is exactly ``{python}`` becomes
-    ``python_command()``; in a shell line ``{python}`` is replaced by its quoted form.
+    joined with shell quoting). An argument that is exactly ``{python}`` becomes ``python``
+    (a task's environment) or else ``python_command()``; in a shell line ``{python}`` is
+    replaced by its quoted form.
     ``gpus`` are the GPU indices this shard may see (empty hides every GPU); ``cpu_cores``
     the cores it is pinned to (None: no pinning); ``memory_limit`` bytes of resident memory
     for the whole process tree; ``timeout`` seconds of wall time. With a ``sandbox`` the
@@ -82,6 +83,10 @@ class ShardSpec:
     output_cap: int = DEFAULT_OUTPUT_CAP
     memory_poll_interval: float = 0.1
     sandbox: Sandbox | None = None
+    # The interpreter ``{python}`` means (a task's environment), and the folders it needs
+    # bound read-only in the sandbox; None: PoolNet's own.
+    python: Path | None = None
+    python_visible: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str) and not self.shell:
@@ -123,21 +128,22 @@ def build_argv(spec: ShardSpec) -> list[str]:
     all of it wrapped in the spec's sandbox if it has one."""
     argv = _command_argv(spec)
     if spec.sandbox is not None:
-        return spec.sandbox.wrap(argv, spec.workdir, spec.gpus)
+        return spec.sandbox.wrap(argv, spec.workdir, spec.gpus, spec.python_visible)
     return argv
 
 
 def _command_argv(spec: ShardSpec) -> list[str]:
+    python = [str(spec.python)] if spec.python is not None else python_command()
     if spec.shell:
         line = spec.command if isinstance(spec.command, str) else shlex.join(spec.command)
-        line = line.replace(PYTHON_PLACEHOLDER, shlex.join(python_command()))
+        line = line.replace(PYTHON_PLACEHOLDER, shlex.join(python))
         if os.name == "nt":
             return [os.environ.get("COMSPEC", "cmd.exe"), "/c", line]
         return ["/bin/sh", "-c", line]
     argv: list[str] = []
     for arg in spec.command:
         if arg == PYTHON_PLACEHOLDER:
-            argv.extend(python_command())
+            argv.extend(python)
         else:
             argv.append(arg)
     return argv

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -23,6 +25,8 @@ class ResourceSampler:
         self._storage_path = storage_path
         self._gpu = gpu if gpu is not None else GpuProbe()
         self._cores = psutil.cpu_count(logical=True) or 1
+        # The member's task environments as (count, bytes), once it has an executor.
+        self.environments: Callable[[], tuple[int, int]] | None = None
         psutil.cpu_percent(interval=None)
 
     def sample(self, limits: SharingLimits) -> Resources:
@@ -47,7 +51,14 @@ class ResourceSampler:
             gpu_memory_total=sum(g.memory_total_mb for g in gpus),
             gpu_memory_used=sum(g.memory_used_mb for g in gpus),
             limits=limits,
+            **self._environments(),
         )
+
+    def _environments(self) -> dict[str, Any]:
+        if self.environments is None:
+            return {}
+        count, size = self.environments()
+        return {"environments": count, "environments_size": bytes_to_mb(size)}
 
     def close(self) -> None:
         self._gpu.close()

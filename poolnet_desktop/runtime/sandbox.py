@@ -53,11 +53,15 @@ class Sandbox:
     network: bool
     hidden: tuple[Path, ...]
 
-    def wrap(self, argv: Sequence[str], workdir: Path, gpus: Sequence[int]) -> list[str]:
-        """``argv`` run inside this sandbox with ``workdir`` as its only writable folder."""
+    def wrap(
+        self, argv: Sequence[str], workdir: Path, gpus: Sequence[int],
+        visible: Sequence[Path] = (),
+    ) -> list[str]:
+        """``argv`` run inside this sandbox with ``workdir`` as its only writable folder;
+        ``visible`` folders (the shard's Python environment) are bound in read-only."""
         return bwrap_argv(
             argv, workdir, network=self.network, gpus=bool(gpus),
-            visible_ro=interpreter_prefixes(), hidden=list(self.hidden),
+            visible_ro=[*interpreter_prefixes(), *visible], hidden=list(self.hidden),
             gpu_devices=gpu_device_nodes() if gpus else [],
         )
 

@@ -31,11 +31,14 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
+
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT, is_wheel_path
 from poolnet_desktop.core.manifest import FileEntry, expand_command
 from poolnet_desktop.core.matrix import param_env, shard_values
 from poolnet_desktop.core.task_protocol import (
@@ -58,7 +61,8 @@ from poolnet_desktop.core.transfer import TransferError, decode_chunk
 from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.agent import Agent, AgentState
-from poolnet_desktop.runtime.datadir import work_root
+from poolnet_desktop.runtime.datadir import environments_root, work_root
+from poolnet_desktop.runtime.environments import EnvironmentCache, ReadyEnvironment
 from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
@@ -118,6 +122,7 @@ class TaskExecutor:
     def __init__(
         self, agent: Agent, data_dir: Path, sampler: ResourceSampler,
         sandbox: SandboxSettings = SandboxSettings(),
+        env_cache_limit: int = DEFAULT_CACHE_LIMIT,
     ) -> None:
         self.agent = agent
         self.sandbox_settings = sandbox
@@ -128,6 +133,7 @@ class TaskExecutor:
         self.data_dir = data_dir
         self.work = work_root(data_dir)
         self.cache = data_dir / "cache"
+        self.environments = EnvironmentCache(environments_root(data_dir), self.cache, env_cache_limit)
         self._env: dict[str, str] = {}
         self.spool = Spool(data_dir / "spool")
         self._jobs: dict[ShardRef, _Job] = {}
@@ -157,7 +163,9 @@ class TaskExecutor:
         available, self.sandbox_why_not = await asyncio.to_thread(probe)
         self.sandbox_state = sandbox_state(available, self.sandbox_settings.allow_unsandboxed)
         if available:
-            hidden = hidden_folders(self.data_dir, self.work) + self.sandbox_settings.hidden
+            # Every environment is hidden; a shard sees its own one, bound back read-only.
+            hidden = (hidden_folders(self.data_dir, self.work) + (self.environments.root,)
+                      + self.sandbox_settings.hidden)
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
@@ -173,6 +181,8 @@ class TaskExecutor:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True, mode=0o700)
         self.cache.mkdir(parents=True, exist_ok=True)
+        self.environments.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.environments.remove_unfinished()
         return run_id
 
     @property
@@ -276,9 +286,14 @@ class TaskExecutor:
         ref, message = job.ref, job.assign
         workdir = self._take_folder()
         cores: list[int] = []
+        environment: ReadyEnvironment | None = None
         try:
             if self.sandbox_state is None or not takes_tasks(self.sandbox_state):
                 raise ValueError(describe(self.sandbox_state or "none", self.sandbox_why_not))
+            if message.environment is not None:
+                environment = await self.environments.acquire(
+                    message.environment, message.files, self._fetch_blobs
+                )
             if message.files:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
@@ -299,6 +314,8 @@ class TaskExecutor:
                 timeout=message.timeout,
                 outputs=message.outputs,
                 sandbox=self.sandbox,
+                python=environment.interpreter if environment else None,
+                python_visible=environment.visible if environment else (),
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner
@@ -313,6 +330,8 @@ class TaskExecutor:
             outcome = _failure(f"could not prepare the shard: {exc}")
         finally:
             self._free_cores.update(cores)
+            if environment is not None:
+                self.environments.release(environment.key)
             if not self._stopping:
                 self._ended(ref)
         await self._finish(ref, outcome, workdir)
@@ -416,6 +435,14 @@ class TaskExecutor:
     # ---- input files -------------------------------------------------------------------------
 
     async def _place_files(self, files: list[FileEntry], workdir: Path) -> None:
+        """Fetch the shard's inputs and copy them into its folder; a task's wheels stay in
+        the cache (its environment was built from them)."""
+        inputs = [entry for entry in files if not is_wheel_path(entry.path)]
+        await self._fetch_blobs(inputs)
+        await asyncio.to_thread(_copy_inputs, self.cache, inputs, workdir)
+
+    async def _fetch_blobs(self, files: Sequence[FileEntry]) -> None:
+        """Bring the files this member lacks into its content-addressed cache."""
         missing = {f.sha256: f for f in files if not (self.cache / f.sha256).is_file()}
         wanted = [sha for sha in missing if sha not in self._blobs]
         for sha in wanted:
@@ -431,7 +458,6 @@ class TaskExecutor:
             fetch = self._blobs.get(sha)
             if fetch is not None:
                 await asyncio.shield(fetch.done)
-        await asyncio.to_thread(_copy_inputs, self.cache, files, workdir)
 
     async def _on_chunk(self, frame: bytes) -> None:
         try:

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from poolnet_desktop.core.environment import EnvironmentFailure, EnvironmentSpec
 from poolnet_desktop.core.manifest import (
     FileEntry,
     ManifestError,
@@ -30,6 +31,7 @@ from poolnet_desktop.core.manifest import (
     parse_manifest,
     script_task,
 )
+from poolnet_desktop.runtime.env_resolve import ResolveOptions, resolve_environment
 
 # A task folder with more files than this is almost surely a mistake (a home folder listed).
 MAX_FILES = 100_000
@@ -56,9 +58,11 @@ class LoadedTask:
         return self.local_files[entry.path]
 
 
-def load_task(path: Path) -> LoadedTask:
+def load_task(path: Path, resolve: ResolveOptions | None = None) -> LoadedTask:
     """Load ``path``: a ``NAME.pool.toml``, a ``.py``/``.sh``/``.bat``/``.ps1`` script, or a
-    folder holding exactly one ``*.pool.toml``. Raises ``TaskFileError``."""
+    folder holding exactly one ``*.pool.toml``. A manifest's ``requirements`` are resolved
+    here (``resolve``: where wheels come from) and their wheels join the files to ship.
+    Raises ``TaskFileError``."""
     manifest_path = _find_manifest(path) if path.is_dir() else path
     source = str(manifest_path)
     try:
@@ -74,9 +78,17 @@ def load_task(path: Path) -> LoadedTask:
         raise TaskFileError(source, exc.key, exc.message) from None
     root = manifest_path.parent.resolve()
     local_files = _collect(manifest, root, source)
+    environment: EnvironmentSpec | None = None
+    if manifest.environment is not None:
+        try:
+            resolved = resolve_environment(manifest.environment, root, resolve or ResolveOptions())
+        except EnvironmentFailure as exc:
+            raise TaskFileError(source, "requirements", str(exc)) from None
+        environment = resolved.spec
+        local_files.update(resolved.local_wheels)
     entries = [_entry(rel, local, source) for rel, local in local_files.items()]
     try:
-        spec = manifest.with_files(entries)
+        spec = manifest.with_files(entries, environment)
     except ValueError as exc:
         raise TaskFileError(source, "files", str(exc)) from None
     return LoadedTask(spec, manifest_path, root, local_files)

@@ -450,6 +450,9 @@ class TaskService:
                 files=list(spec.files),
                 items=items,
                 matrix=list(spec.matrix),
+
+
+                environment=spec.environment,
             ))
             if task.cancel_requested:
                 for item in items:

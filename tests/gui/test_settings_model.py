@@ -48,3 +48,10 @@ def test_a_hand_edited_value_of_the_wrong_kind_falls_back_to_the_default(tmp_pat
     prefs = store_at(path).prefs
     assert prefs.host_port == Preferences().host_port
     assert prefs.cpu_percent == 55.0
+
+
+def test_the_room_for_task_environments_is_kept_and_given_in_bytes(tmp_path: Path) -> None:
+    store_at(tmp_path / "s.ini").update(env_cache_gb=2.5)
+    prefs = store_at(tmp_path / "s.ini").prefs
+    assert prefs.env_cache_gb == 2.5 and prefs.env_cache_limit == 2_500_000_000
+    assert Preferences().env_cache_limit == 10 * 1000**3

@@ -14,9 +14,10 @@ Pure: no file system, no clock.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 from poolnet_desktop.core.devices import DeviceView
+from poolnet_desktop.core.environment import EnvironmentSpec
 from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, SHARD_PLACEHOLDER, FileEntry, TaskSpec
 
 WORKER_FILE = "poolnet_pool_worker.py"
@@ -73,32 +74,19 @@ def call_spec(
     function_name: str,
     shards: int,
     files: Iterable[FileEntry],
-    requirements: Sequence[str] = (),
+    environment: EnvironmentSpec | None = None,
 ) -> TaskSpec:
     """The task that runs ``shards`` chunks of calls: every shard runs the worker with its
-    index and brings back its result file; ``requirements`` as ``check_requirements`` takes
-    them."""
-    check_requirements(requirements)
-    fields = {"requirements": tuple(requirements)} if requirements else {}
+    index and brings back its result file, on the task environment's Python if one is given
+    (its wheels among ``files``)."""
     return TaskSpec(
         name=task_name(function_name),
         command=(PYTHON_PLACEHOLDER, WORKER_FILE, SHARD_PLACEHOLDER),
         shards=shards,
         files=tuple(sorted(files, key=lambda entry: entry.path)),
         outputs=(RESULT_FILE,),
-        **fields,  # type: ignore[arg-type]
+        environment=environment,
     )
-
-
-def check_requirements(requirements: Sequence[str]) -> None:
-    """Requirements need the manifest field that task environments add; without it they are
-    refused (``ValueError``) rather than dropped, which would run the calls where the
-    packages they need are missing."""
-    if requirements and "requirements" not in TaskSpec.__struct_fields__:
-        raise ValueError(
-            "this PoolNet cannot ship requirements yet (no task environments): "
-            "install the packages on every member, or leave requirements out"
-        )
 
 
 def shared_cores(devices: Iterable[DeviceView]) -> int:

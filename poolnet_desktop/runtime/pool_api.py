@@ -43,7 +43,7 @@ from typing import Any
 
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
-from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, check_requirements, plan_chunks, shared_cores
+from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, plan_chunks, shared_cores
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import (
     ShardOutput,
@@ -55,6 +55,7 @@ from poolnet_desktop.core.task_protocol import (
 )
 from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.env_resolve import ResolveOptions
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import default_pool_url, normalise_pool_url
 from poolnet_desktop.runtime.pool_payload import (
@@ -65,6 +66,7 @@ from poolnet_desktop.runtime.pool_payload import (
     code_files,
     read_outcomes,
     resolve,
+    resolve_requirements,
     write_task,
 )
 from poolnet_desktop.runtime.task_client import TaskClient, has_ended
@@ -92,7 +94,9 @@ class Pool(concurrent.futures.Executor):
     ``url``: the pool (default: the one ``poolnet submit`` would use: the one this data folder
     hosts or joined last). ``data_dir``: this machine's PoolNet data folder (identity).
     ``max_workers``: how many shards a ``map`` without ``chunksize`` splits into (default: the
-    cores the pool shares). ``requirements``: packages the calls need, for task environments.
+    cores the pool shares). ``requirements``: packages the calls need: resolved here once (from
+    uv's index, or only ``find_links`` folders with ``no_index``), their wheels shipped, and an
+    environment built once per member that the calls run in.
     ``code``: a pairing code, where this device has not joined the pool yet.
     """
 
@@ -103,6 +107,8 @@ class Pool(concurrent.futures.Executor):
         data_dir: str | Path | None = None,
         max_workers: int | None = None,
         requirements: Sequence[str] = (),
+        find_links: Sequence[str | Path] = (),
+        no_index: bool = False,
         code: str | None = None,
         trust_members: bool = False,
     ) -> None:
@@ -112,8 +118,10 @@ class Pool(concurrent.futures.Executor):
         self.url = normalise_pool_url(url or default_pool_url(self._data_dir))
         self._max_workers = max_workers
         self._trust_members = trust_members
-        check_requirements(requirements)
-        self._requirements = tuple(requirements)
+        self._environment = (
+            resolve_requirements(requirements, ResolveOptions(tuple(Path(f) for f in find_links), no_index, offline=no_index))
+            if requirements else None
+        )
         self._devices: dict[str, DeviceView] = {}
         self._batches: set[_Batch] = set()
         self._runners: set[asyncio.Future[None]] = set()
@@ -190,7 +198,7 @@ class Pool(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
         folder = self._scratch / f"task-{next(self._serial)}"
-        loaded = write_task(folder, fn, calls, chunks, self._requirements)
+        loaded = write_task(folder, fn, calls, chunks, self._environment)
         batch = _Batch([concurrent.futures.Future() for _ in calls], chunks, code_files(fn))
         for future in batch.futures:
             future.add_done_callback(functools.partial(self._call_done, batch))

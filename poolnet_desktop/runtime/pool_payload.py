@@ -17,6 +17,7 @@ import linecache
 import pickle
 import sys
 import sysconfig
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
+from poolnet_desktop.core.environment import EnvironmentFailure, EnvironmentRequest
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.pool_calls import (
     FUNCTION_FILE,
@@ -35,6 +37,7 @@ from poolnet_desktop.core.pool_calls import (
     restore_sources,
 )
 from poolnet_desktop.runtime import pool_worker, safe_pickle
+from poolnet_desktop.runtime.env_resolve import ResolvedEnvironment, ResolveOptions, resolve_environment
 from poolnet_desktop.runtime.task_files import LoadedTask, file_sha256
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
@@ -63,12 +66,28 @@ class RemoteError(Exception):
     """A remote exception that could not be pickled back: its repr, with its traceback."""
 
 
+def resolve_requirements(requirements: Sequence[str], options: ResolveOptions) -> ResolvedEnvironment:
+    """The task environment for ``requirements``, resolved once for a ``Pool``'s calls.
+    Raises ``PoolError`` naming a package that cannot be had (and the platform)."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="poolnet-pool-") as scratch:
+            return resolve_environment(EnvironmentRequest(requirements=tuple(requirements)), Path(scratch), options)
+    except (EnvironmentFailure, ValueError) as exc:
+        raise PoolError(f"requirements: {exc}") from None
+
+
 def write_task(
-    folder: Path, fn: Callable[..., Any], calls: list[Call], chunks: list[range], requirements: Sequence[str]
+    folder: Path, fn: Callable[..., Any], calls: list[Call], chunks: list[range],
+    environment: ResolvedEnvironment | None = None,
 ) -> LoadedTask:
-    """The task's files on disk (worker, function, one calls file per shard) and its spec."""
+    """The task's files on disk (worker, function, one calls file per shard) and its spec;
+    with ``environment`` the calls run on its Python (its wheels shipped). This process's own
+    cloudpickle goes with the worker, so a member's shard unpickles with the very version that
+    pickled, whichever Python runs it."""
     (folder / "calls").mkdir(parents=True)
-    local = {WORKER_FILE: Path(pool_worker.__file__)}
+    local = {WORKER_FILE: Path(pool_worker.__file__), **_cloudpickle_files()}
+    if environment is not None:
+        local.update(environment.local_wheels)
     with _module_by_value(fn):
         (folder / FUNCTION_FILE).write_bytes(cloudpickle.dumps(fn))
         local[FUNCTION_FILE] = folder / FUNCTION_FILE
@@ -78,8 +97,15 @@ def write_task(
             local[name] = folder / name
     entries = [FileEntry(path=name, size=size, sha256=digest)
                for name, (size, digest) in ((n, file_sha256(p)) for n, p in local.items())]
-    spec = call_spec(getattr(fn, "__name__", type(fn).__name__), len(chunks), entries, requirements)
+    spec = call_spec(getattr(fn, "__name__", type(fn).__name__), len(chunks), entries,
+                     environment.spec if environment is not None else None)
     return LoadedTask(spec, folder, folder, local)
+
+
+def _cloudpickle_files() -> dict[str, Path]:
+    """cloudpickle's source files (pure Python), as task files beside the worker."""
+    package = Path(cloudpickle.__file__).parent
+    return {f"cloudpickle/{source.name}": source for source in sorted(package.glob("*.py"))}
 
 
 @contextlib.contextmanager

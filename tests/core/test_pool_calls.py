@@ -51,11 +51,6 @@ def test_the_spec_runs_the_worker_per_shard_and_brings_back_its_result() -> None
     assert (spec.shards, spec.outputs, spec.files) == (1, ("result.pkl",), (entry,))
 
 
-def test_requirements_without_task_environments_are_refused_not_dropped() -> None:
-    with pytest.raises(ValueError, match="cannot ship requirements"):
-        call_spec("square", 1, [], requirements=["numpy"])
-
-
 def device(cores: int, percent: float | None, online: bool = True, accept: bool = True) -> DeviceView:
     limits = None if percent is None else SharingLimits(cpu_percent=percent)
     return DeviceView(id=f"d{cores}{percent}{online}{accept}", name="d", platform="linux", ip_address="ip",

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
 from tests.runtime.conftest import PAIRING_CODE
+from tests.runtime.test_environments import REAL_WHEELS, real_wheel_fits
 
 
 class PoolThread:
@@ -254,9 +255,21 @@ def test_a_shard_that_dies_fails_its_calls_with_the_reason(pool_thread: PoolThre
             future.result(timeout=60)
 
 
-def test_requirements_the_pool_cannot_ship_are_refused_at_once(pool_thread: PoolThread) -> None:
-    with pytest.raises(ValueError, match="cannot ship requirements"):
-        open_pool(pool_thread, requirements=["numpy"])
+def escaped(text: str) -> str:
+    import markupsafe  # only in the calls' task environment, not in this process's Python
+
+    return str(markupsafe.escape(text)) + f" ({markupsafe.__file__.rsplit('/', 3)[-3]})"
+
+
+@real_wheel_fits
+def test_calls_run_in_an_environment_of_the_requirements_with_wheels_shipped(pool_thread: PoolThread) -> None:
+    """Pool(requirements=...) resolves once here (offline, from a folder of wheels), ships the
+    wheels, and each member builds the environment the calls run in; a package that cannot be
+    had is refused at Pool(), naming it."""
+    with open_pool(pool_thread, requirements=["markupsafe>=3"], find_links=[REAL_WHEELS], no_index=True) as pool:
+        assert list(pool.map(escaped, ["<b>", "&"])) == ["&lt;b&gt; (site-packages)", "&amp; (site-packages)"]
+    with pytest.raises(poolnet.PoolError, match="requirements: .*'nosuchpackage' is not available"):
+        open_pool(pool_thread, requirements=["nosuchpackage"], find_links=[REAL_WHEELS], no_index=True)
 
 
 def test_an_unreachable_pool_is_one_clear_error(tmp_path: Path) -> None:

@@ -138,6 +138,7 @@ class Coordination:
             self.uploading.add(task_id)
         effects: list[Effect] = []
         self._save_all(task, files_ready, effects)
+        effects.append(TaskChanged(task_id, False))
         return effects
 
     def files_arrived(self, task_id: str) -> list[Effect]:
@@ -171,6 +172,9 @@ class Coordination:
             Send(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt)))
             for index, device_id, attempt in task.cancel(now, reason)
         ]
+        for shard in task.shards:
+            if shard.state in RESULT_STATES:
+                self._stop_abandoned(task, shard.index, effects)
         self._hand_over(task)
         self._save_all(task, task_id not in self.uploading, effects)
         effects.append(TaskChanged(task.id, task.state in ENDED))
@@ -196,23 +200,26 @@ class Coordination:
 
     def forget(self, task_id: str) -> list[Effect]:
         """Drop an ended task from the records, with everything kept for it (results,
-        abandoned attempts, deadlines). Refused for a task that has not ended: cancel it
-        first."""
+        abandoned attempts, deadlines); attempts of it that members may still run are
+        stopped. Refused for a task that has not ended: cancel it first."""
         task = self.tasks.get(task_id)
         if task is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
         if task.state not in ENDED or task_id in self.uploading:
             raise ProtocolError(ErrorCode.FORBIDDEN,
                                 f"task {task_id} is {task.state}: cancel it before forgetting it")
+        effects: list[Effect] = []
+        for shard in task.shards:
+            self._stop_abandoned(task, shard.index, effects)
         del self.tasks[task_id]
         self.scheduler.remove_task(task_id)
         self._durations.pop(task_id, None)
         for shard in task.shards:
             key = (task_id, shard.index)
             self.recorded.pop(key, None)
-            self.abandoned.pop(key, None)
             self.unconfirmed.pop(key, None)
-        return [Forgotten(task_id), TaskChanged(task_id, True)]
+        effects += [Forgotten(task_id), TaskChanged(task_id, True)]
+        return effects
 
     # ---- placing ------------------------------------------------------------------------------
 
@@ -476,9 +483,7 @@ class Coordination:
         shard = task.shards[index]
         key = (task.id, index)
         if shard.state in RESULT_STATES:
-            for device_id, attempt in self.abandoned.pop(key, ()):
-                if attempt not in shard.reported:
-                    effects.append(Send(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt))))
+            self._stop_abandoned(task, index, effects)
         effects.append(SaveShard(task.id, shard, result or self.recorded.get(key)))
         if shard.device_id is not None:
             effects.append(self._running(shard.device_id))
@@ -487,6 +492,14 @@ class Coordination:
             self._hand_over(task)
         effects.append(TaskChanged(task.id, ended))
         self._schedule(effects)
+
+    def _stop_abandoned(self, task: Task, index: int, effects: list[Effect]) -> None:
+        """The shard needs no other attempt (it has its result, or it is cancelled or
+        forgotten): tell the members that may still run one taken from them to stop it."""
+        shard = task.shards[index]
+        for device_id, attempt in self.abandoned.pop((task.id, index), ()):
+            if attempt not in shard.reported:
+                effects.append(Send(device_id, ShardCancel(shard=ShardRef(task.id, index, attempt))))
 
     def _hand_over(self, task: Task) -> None:
         """Make the scheduler hold exactly the task's queued shards. A task with shards still

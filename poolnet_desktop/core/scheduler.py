@@ -426,6 +426,11 @@ class Scheduler:
         task = self._tasks.get(task_id)
         return len(task.pending) if task else 0
 
+    def queued(self, task_id: str) -> tuple[int, ...]:
+        """The task's shards waiting to be placed, next first."""
+        task = self._tasks.get(task_id)
+        return tuple(task.pending) if task else ()
+
     def waiting_reason(self, task_id: str) -> str | None:
         """Why the task's queued shards are not running, in words; None if none are queued."""
         task = self._tasks.get(task_id)

@@ -237,6 +237,7 @@ def test_a_result_spooled_across_a_host_restart_is_recorded_once() -> None:
     [(_, ref)] = place(core)
     core.record("m1", ref, success(), None, 3.0)
     core = restarted(core, 10.0)
+    assert core.tasks[task.id].shards[0].reported == {1}
     core.member_reported("m1", ONE_CORE, [], [ref], 11.0)  # the ack never reached it
     assert core.record("m1", ref, success(), None, 12.0) == [AckAfterCommit("m1", ref)]
 

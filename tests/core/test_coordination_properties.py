@@ -17,7 +17,8 @@ Whatever the history:
 * no shard is both queued and placed; every shard the records say runs is held on its member
   (or awaits that member after a host restart);
 * a member never holds more than its share;
-* only the device an attempt was placed on can report it;
+* only the device an attempt was placed on can report it, and no member holds an attempt the
+  committed records do not give it;
 * a member that leaves or falls silent has none of its shards left running in the records:
   they are queued again at once (or end, when no retry is left).
 """
@@ -35,7 +36,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
 )
 
@@ -110,6 +110,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.after_commit: list[Callable[[], None]] = []  # what waits for them
         self.recorded_once: dict[tuple[str, int, int], int] = {}  # by this host, since it started
         self.first_success: dict[tuple[str, int], ShardResult] = {}  # committed
+        self.forgotten: set[str] = set()  # tasks whose forgetting was committed
         self.core = Coordination(grace=GRACE, ahead=2)
         self.submitted = 0
 
@@ -145,6 +146,7 @@ class PoolMachine(RuleBasedStateMachine):
                 f"{key}: a second success was stored over the first"
 
     def drop_stored(self, task_id: str) -> None:
+        self.forgotten.add(task_id)
         self.stored_tasks.pop(task_id)
         for key in [key for key in self.stored_shards if key[0] == task_id]:
             del self.stored_shards[key]
@@ -412,6 +414,17 @@ class PoolMachine(RuleBasedStateMachine):
                     assert key in scheduler.placed_on(shard.device_id) or key in self.core.unconfirmed
                 else:
                     assert key not in placed
+
+    @invariant()
+    def members_hold_only_attempts_the_committed_records_give_them(self) -> None:
+        """A member is sent an attempt only once its placement is committed: whatever crashes,
+        no member holds an attempt without a recorded owner."""
+        for device_id, member in self.members.items():
+            for ref in member.running:
+                if ref.task_id in self.forgotten:
+                    continue
+                stored = self.stored_shards[(ref.task_id, ref.shard)][0]
+                assert stored.placed.get(ref.attempt) == device_id, f"{device_id} holds {ref}"
 
     @invariant()
     def first_success_stays(self) -> None:

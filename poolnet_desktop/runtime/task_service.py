@@ -7,14 +7,11 @@ time and returns effects. This module turns the network's messages into calls on
 carries the effects out: it sends to members, queues writes to ``TaskStore`` (SQLite, one
 writer thread), moves result files, coalesces placement passes to one per loop iteration and
 keeps the one timer (the grace deadline of shards whose member has not come back since a
-host restart). It also holds what is I/O only: the members' sessions, and the file transfers
-in flight (a submitter's uploads, members' result files).
+host restart). It also holds what is I/O only: the members' sessions, a submitter's uploads
+in flight, and members' result files in flight (``runtime.result_intake``).
 
 Nothing is lost: a member is told to forget a result (``shard_ack``) only once it is
-committed, and a member is sent an attempt only once its placement is committed. Result
-files are checked before a byte is written (``core.transfer.incoming_refusal``: the task's
-``storage``, bytes in flight per member and in all, the free disk) and deleted when their
-transfer fails or their member leaves.
+committed, and a member is sent an attempt only once its placement is committed.
 
 Files: inputs land in a content-addressed blob folder (``tasks/blobs/SHA256``) that members
 fetch from; accepted outputs in ``tasks/results/TASK/SHARD/``.
@@ -36,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolnet_desktop.core.coordination import Coordination, refused_result
+from poolnet_desktop.core.coordination import Coordination
 from poolnet_desktop.core.coordination_effects import (
     AckAfterCommit,
     AppendLog,
@@ -54,7 +51,7 @@ from poolnet_desktop.core.coordination_effects import (
     TaskChanged,
     WakeAt,
 )
-from poolnet_desktop.core.manifest import FileEntry, TaskSpec
+from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
     ErrorCode,
@@ -74,17 +71,15 @@ from poolnet_desktop.core.task_protocol import (
     ShardStarted,
     SubmitTask,
     TaskAccepted,
-    result_transfer_id,
 )
 from poolnet_desktop.core.tasks import SubmitQuota, Task
 from poolnet_desktop.core.transfer import (
     IncomingLimits,
     TransferError,
     decode_chunk,
-    incoming_refusal,
-    output_allowance,
 )
 from poolnet_desktop.runtime.coordinator import Coordinator
+from poolnet_desktop.runtime.result_intake import ResultIntake
 from poolnet_desktop.runtime.server import PoolServer
 from poolnet_desktop.runtime.session import Session
 from poolnet_desktop.runtime.task_requests import TaskRequests
@@ -132,16 +127,6 @@ class _Upload:
     task: Task
 
 
-@dataclass(slots=True)
-class _IncomingResult:
-    device_id: str
-    ref: ShardRef
-    result: ShardResult
-    receiver: FileReceiver
-    size: int  # the announced total, counted against the caps until it ends
-
-
-
 class TaskService:
     """Call ``start()`` after the server started and ``stop()`` before it stops."""
 
@@ -167,10 +152,8 @@ class TaskService:
         self.clock = clock
         self._members: dict[str, Session] = {}
         self._uploads: dict[str, _Upload] = {}
-        self._incoming: dict[str, _IncomingResult] = {}
-        # Per member: result transfers it announced that were refused or failed; their
-        # chunks still on the way are dropped quietly, not counted as invalid messages.
-        self._dropping: dict[str, set[str]] = {}
+        self.intake = ResultIntake(self.core, self.config, self.incoming, self.results,
+                                   self._record, self.spawn)
         self._acks: dict[str, list[ShardRef]] = {}
         self._pass_pending = False
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -424,11 +407,7 @@ class TaskService:
         if upload is not None and upload.session is session:
             await self._upload_chunk(upload, header, data)
             return
-        incoming = self._incoming.get(header.transfer_id)
-        if incoming is not None and incoming.device_id == session.device_id:
-            await self._result_chunk(incoming, header, data)
-            return
-        if header.transfer_id in self._dropping.get(session.device_id or "", ()):
+        if await self.intake.chunk(session.device_id, header, data):
             return
         self.coordinator.refuse(
             session, ProtocolError(ErrorCode.FORBIDDEN, f"no transfer {header.transfer_id!r} here")
@@ -532,78 +511,9 @@ class TaskService:
             except ProtocolError as exc:
                 refused = refused or exc
                 continue
-            await self._finished(device_id, finished.shard, finished.result)
+            await self.intake.announced(device_id, finished.shard, finished.result)
         if refused is not None:
             raise refused
-
-    async def _finished(self, device_id: str, ref: ShardRef, result: ShardResult) -> None:
-        """Record a result at once, or once its output files have arrived. A transfer is
-        checked before its receiver opens: a result the records would not take has its files
-        dropped unread, and one whose files would break a cap is recorded as failed."""
-        outputs = result.outputs
-        transfer = result_transfer_id(ref.task_id, ref.shard, ref.attempt)
-        previous = self._incoming.pop(transfer, None)
-        if previous is not None:  # a resend after a reconnect replaces the half-received one
-            await self._drop_incoming(previous)
-        if not outputs:
-            await self._record(device_id, ref, result, None)
-            return
-        if not self.core.wants_result(ref, result):
-            self._dropping.setdefault(device_id, set()).add(transfer)
-            await self._record(device_id, ref, result, None)  # a duplicate or stale: acked
-            return
-        refusal = await self._incoming_refusal(device_id, self.core.tasks[ref.task_id], outputs)
-        if refusal is not None:
-            log.warning("refused the outputs of %s from %s: %s", ref, device_id, refusal)
-            self._dropping.setdefault(device_id, set()).add(transfer)
-            await self._record(device_id, ref, refused_result(result, refusal), None)
-            return
-        self._dropping.get(device_id, set()).discard(transfer)
-        receiver = FileReceiver(
-            transfer,
-            self.incoming / transfer,
-            expected_files((f.path, f.size, f.sha256) for f in outputs),
-            max_file_size=self.config.max_file_size,
-            max_transfer_size=self.config.max_output_bytes,
-        )
-        size = sum(f.size for f in outputs)
-        self._incoming[transfer] = _IncomingResult(device_id, ref, result, receiver, size)
-
-    async def _incoming_refusal(
-        self, device_id: str, task: Task, outputs: list[FileEntry]
-    ) -> str | None:
-        """Why these announced outputs may not come in (``core.transfer.incoming_refusal``).
-        The transfers in flight are counted after the one await, so that the caller opens
-        this one before any other result is checked against the same counts."""
-        usage = await asyncio.to_thread(shutil.disk_usage, self.results)
-        member = sum(i.size for i in self._incoming.values() if i.device_id == device_id)
-        total = sum(i.size for i in self._incoming.values())
-        storage = task.spec.resources.storage_mb
-        allowance = output_allowance(storage, self.config.max_output_bytes)
-        return incoming_refusal(sum(f.size for f in outputs), allowance, member, total,
-                                usage.free, self.config.incoming)
-
-    async def _drop_incoming(self, incoming: _IncomingResult) -> None:
-        """Delete whatever arrived of a result transfer that will not complete."""
-        await incoming.receiver.discard()
-        await asyncio.to_thread(shutil.rmtree, incoming.receiver.target, True)
-
-    async def _result_chunk(self, incoming: _IncomingResult, header: Any, data: bytes) -> None:
-        transfer = header.transfer_id
-        try:
-            await incoming.receiver.accept(header, data)
-        except TransferError as exc:
-            del self._incoming[transfer]
-            self._dropping.setdefault(incoming.device_id, set()).add(transfer)
-            await self._drop_incoming(incoming)
-            refused = refused_result(incoming.result, exc.message)
-            await self._record(incoming.device_id, incoming.ref, refused, None)
-            return
-        if incoming.receiver.complete:
-            del self._incoming[transfer]
-            await self._record(
-                incoming.device_id, incoming.ref, incoming.result, incoming.receiver.target
-            )
 
     async def _record(
         self, device_id: str, ref: ShardRef, result: ShardResult, files: Path | None
@@ -635,11 +545,7 @@ class TaskService:
         they are first); an upload it was sending ends its task."""
         if device_id is not None and self._members.get(device_id) is session:
             del self._members[device_id]
-            self._dropping.pop(device_id, None)
-            for transfer, incoming in list(self._incoming.items()):
-                if incoming.device_id == device_id:
-                    del self._incoming[transfer]
-                    self.spawn(self._drop_incoming(incoming))
+            self.intake.member_left(device_id)
             self._carry_out(self.core.member_left(device_id, self.clock()))
         for task_id, upload in list(self._uploads.items()):
             if upload.session is session:

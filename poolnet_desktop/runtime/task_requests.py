@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from poolnet_desktop.core.coordination import Coordination
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.permissions import Action, may
 from poolnet_desktop.core.protocol import (
@@ -42,7 +43,6 @@ from poolnet_desktop.core.task_protocol import (
     WatchTask,
     task_summary,
 )
-from poolnet_desktop.core.coordination import Coordination
 from poolnet_desktop.core.tasks import ENDED, ShardState, Task
 from poolnet_desktop.runtime.rest import json_response
 from poolnet_desktop.runtime.session import Session

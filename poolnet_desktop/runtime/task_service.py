@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from poolnet_desktop.core.coordination import Coordination
 from poolnet_desktop.core.coordination_effects import (
@@ -93,6 +93,8 @@ from poolnet_desktop.runtime.task_transfer import (
 )
 
 log = logging.getLogger(__name__)
+
+Listener = TypeVar("Listener")
 
 GIB = 1024**3
 
@@ -220,11 +222,9 @@ class TaskService:
 
     async def stop(self) -> None:
         """Stop listening and sending, then commit what is queued. Safe to call twice."""
-        for listeners, listener in ((self.coordinator.left_listeners, self._on_left),
-                                    (self.coordinator.share_listeners, self._on_share),
-                                    (self.coordinator.overdue_listeners, self._on_overdue)):
-            if listener in listeners:
-                listeners.remove(listener)
+        _unlisten(self.coordinator.left_listeners, self._on_left)
+        _unlisten(self.coordinator.share_listeners, self._on_share)
+        _unlisten(self.coordinator.overdue_listeners, self._on_overdue)
         if self._grace_timer is not None:
             self._grace_timer.cancel()
         self.requests.stop()
@@ -580,3 +580,8 @@ class TaskService:
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _unlisten(listeners: list[Listener], listener: Listener) -> None:
+    if listener in listeners:
+        listeners.remove(listener)

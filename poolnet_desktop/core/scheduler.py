@@ -379,10 +379,12 @@ class Scheduler:
         self, task: _Queued, members: Iterable[_Member], reserved: set[str]
     ) -> list[Placement]:
         """Queue the task's shards behind running shards that ask at least as much, the
-        shortest chain first, up to the task's ``ahead`` deep (see the module docstring)."""
+        shortest chain first, up to the task's ``ahead`` deep (see the module docstring).
+        Never on a member whose share shrank below what its shards hold: a shard waiting
+        there would inherit a hold the member no longer lends."""
         heap: list[tuple[int, int, ShardKey, str]] = []
         for member in members:
-            if member.id in reserved:
+            if member.id in reserved or not member.used.fits_in(member.capacity):
                 continue
             for head in member.shards:
                 tail, depth = head, 0

@@ -407,11 +407,14 @@ class Scheduler:
         self, task: _Queued, members: Iterable[_Member], reserved: set[str]
     ) -> list[Placement]:
         """Queue the task's shards behind running shards that ask at least as much, the
-        shortest chain first, up to the task's ``ahead`` deep (see the module docstring)."""
+        shortest chain first, up to the task's ``ahead`` deep (see the module docstring).
+        Never on a member whose share shrank below what its shards hold: a shard waiting
+        there would inherit a hold the member no longer lends."""
         heap: list[tuple[int, int, ShardKey, str]] = []
         platforms = task.need.platforms  # looked up once, as in ``place``
         for member in members:
-            if member.id in reserved or (platforms is not None and member.platform not in platforms):
+            if (member.id in reserved or not member.used.fits_in(member.capacity)
+                    or (platforms is not None and member.platform not in platforms)):
                 continue
             for head in member.shards:
                 tail, depth = head, 0
@@ -454,6 +457,11 @@ class Scheduler:
         """How many shards of the task are waiting to be placed."""
         task = self._tasks.get(task_id)
         return len(task.pending) if task else 0
+
+    def queued(self, task_id: str) -> tuple[int, ...]:
+        """The task's shards waiting to be placed, next first."""
+        task = self._tasks.get(task_id)
+        return tuple(task.pending) if task else ()
 
     def waiting_reason(self, task_id: str) -> str | None:
         """Why the task's queued shards are not running, in words; None if none are queued."""

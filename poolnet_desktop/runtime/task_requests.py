@@ -3,18 +3,21 @@
 ``TaskRequests`` answers ``cancel_task``, ``retry_task``, ``watch_task``,
 ``fetch_results``, ``GET /api/tasks`` and the seed protocol's ``task_submit``, and keeps the
 watchers: ``TaskService`` calls ``changed(task)`` after every change to a task, and
-``relay(...)`` with each line of a shard's live output. The records, the scheduler and the
-members stay with ``TaskService``; this module only reads them and asks it for changes
-(``save_all``, ``admit``, ``queue``, ``cancel``).
+``relay(...)`` with each line of a shard's live output. The records and every decision on
+them stay with the coordination core (``core.coordination``); this module reads them and
+asks the service (``TaskActions``: the part of ``TaskService`` it uses, so that the two
+modules do not import each other) to carry out changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from poolnet_desktop.core.coordination import Coordination
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
@@ -41,10 +44,8 @@ from poolnet_desktop.core.task_protocol import (
 from poolnet_desktop.core.tasks import ENDED, ShardState, Task
 from poolnet_desktop.runtime.rest import json_response
 from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.task_store import TaskStore
 from poolnet_desktop.runtime.task_transfer import Outgoing, send_files
-
-if TYPE_CHECKING:
-    from poolnet_desktop.runtime.task_service import TaskService
 
 UPDATE_INTERVAL = 0.25
 SEED_OUTPUT_CAP = 64 * 1024
@@ -67,10 +68,27 @@ class _Watcher:
             self.session.post(message)
 
 
+class TaskActions(Protocol):
+    """What the requests need of the task service (``runtime.task_service.TaskService``)."""
+
+    core: Coordination
+    results: Path
+
+    def is_connected(self, session: Session) -> bool: ...
+    def store_or_fail(self) -> TaskStore: ...
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
+    def admit(self, spec: TaskSpec, submitter: str) -> Task: ...
+    def submitter_of(self, session: Session) -> str: ...
+    def save_all(self, task: Task, files_ready: bool) -> None: ...
+    def queue(self, task: Task) -> None: ...
+    def cancel(self, task: Task, reason: str = ...) -> None: ...
+    async def retry(self, task: Task) -> None: ...
+
+
 class TaskRequests:
     """Made by ``TaskService``, which registers ``handlers()`` and calls ``stop()``."""
 
-    def __init__(self, service: TaskService) -> None:
+    def __init__(self, service: TaskActions) -> None:
         self.service = service
         self._watchers: dict[str, list[_Watcher]] = {}
         self._seed_waiters: dict[str, tuple[Session, str]] = {}
@@ -101,7 +119,7 @@ class TaskRequests:
 
     def _task(self, session: Session, task_id: str, action: Action) -> Task:
         """The task ``task_id`` if this session may take ``action`` on it."""
-        task = self.service.tasks.get(task_id)
+        task = self.service.core.tasks.get(task_id)
         if task is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
         session.require(action, task.submitter)
@@ -116,17 +134,7 @@ class TaskRequests:
         """Run the task's unsuccessful shards again (``Task.retry``), if its inputs are
         still here."""
         task = self._task(session, message.task_id, Action.RETRY)
-        if self.service.uploading(task.id):
-            raise ProtocolError(ErrorCode.FORBIDDEN, f"task {task.id}: its files are still uploading")
-        missing = await asyncio.to_thread(self.service.missing_blobs, task.spec)
-        if missing:
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND,
-                f"task {task.id} cannot run again: its input {missing[0]!r} is gone; submit it again",
-            )
-        if task.retry(self.service.clock()):
-            self.service.save_all(task, files_ready=True)
-            self.service.queue(task)
+        await self.service.retry(task)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_watch(self, session: Session, message: WatchTask) -> None:
@@ -161,7 +169,7 @@ class TaskRequests:
         task = self._task(session, message.task_id, Action.FETCH)
         entries, outgoing = [], []
         for shard in task.shards:
-            result = self.service.recorded.get((task.id, shard.index))
+            result = self.service.core.recorded.get((task.id, shard.index))
             if result is None or shard.state is not ShardState.SUCCEEDED:
                 continue
             for entry in result.outputs:
@@ -173,15 +181,11 @@ class TaskRequests:
         await send_files(session.connection.send, task.id, outgoing)
 
     def summary(self, task: Task, detail: bool = False) -> TaskSummary:
-        reason = self.service.scheduler.waiting_reason(task.id) or ""
-        if self.service.uploading(task.id):
-            reason = "waiting for its files to arrive"
-        return task_summary(task, reason, detail)
+        return task_summary(task, self.service.core.waiting_reason(task.id), detail)
 
     def changed(self, task: Task) -> None:
         """Tell watchers (at most every ``UPDATE_INTERVAL``, at once when the task ends) and
-        seed submitters at the end; subscribers hear it on the next batch."""
-        self.service.changes.changed(task.id)
+        seed submitters at the end."""
         self._dirty.add(task.id)
         loop = asyncio.get_running_loop()
         if task.state in ENDED:  # the end is news at once: a waiting submitter is done
@@ -195,11 +199,11 @@ class TaskRequests:
         self._update_timer = None
         dirty, self._dirty = self._dirty, set()
         for task_id in dirty:
-            task = self.service.tasks.get(task_id)
+            task = self.service.core.tasks.get(task_id)
             if task is None:  # forgotten since it changed
                 self._watchers.pop(task_id, None)
                 continue
-            watchers = [w for w in self._watchers.get(task_id, ()) if self.service.coordinator.is_connected(w.session)]
+            watchers = [w for w in self._watchers.get(task_id, ()) if self.service.is_connected(w.session)]
             if watchers:
                 self._watchers[task_id] = watchers
                 update = encode(TaskUpdate(task=self.summary(task)))
@@ -210,8 +214,14 @@ class TaskRequests:
             if task_id in self._seed_waiters and task.state in ENDED:
                 self.service.spawn(self._answer_seed(task))
 
+    def forget(self, task_id: str) -> None:
+        """A task left the records: nobody follows it any more."""
+        self._watchers.pop(task_id, None)
+        self._seed_waiters.pop(task_id, None)
+        self._dirty.discard(task_id)
+
     def rest_tasks(self) -> Any:
-        return json_response(200, {"tasks": [self.summary(t) for t in self.service.tasks.values()]})
+        return json_response(200, {"tasks": [self.summary(t) for t in self.service.core.tasks.values()]})
 
     # ---- the seed's task_submit --------------------------------------------------------------
 

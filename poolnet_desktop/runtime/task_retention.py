@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,29 +60,20 @@ class TaskRetention:
         return doomed
 
     async def forget(self, task_ids: Iterable[str]) -> None:
-        """Forget ended tasks (the caller checked they ended): records, rows, logs, files."""
+        """Forget ended tasks (the caller checked they ended): the task service drops each
+        (records, store rows, logs, result folder), then the input files no other task names
+        are deleted."""
         service = self.service
-        gone, inputs = [], set()
+        inputs: set[str] = set()
         for task_id in task_ids:
-            task = service.tasks.pop(task_id, None)
-            if task is None:
-                continue
-            gone.append(task_id)
-            inputs |= {entry.sha256 for entry in task.spec.files}
-            service.scheduler.remove_task(task_id)
-            for index in range(len(task.shards)):
-                service.recorded.pop((task_id, index), None)
-            service.changes.removed(task_id)
-        if not gone:
-            return
-        service.store_or_fail().forget(gone)
+            task = service.tasks.get(task_id)
+            if task is not None:
+                await service.forget(task_id)
+                inputs |= {entry.sha256 for entry in task.spec.files}
         kept = {entry.sha256 for task in service.tasks.values() for entry in task.spec.files}
-        await asyncio.to_thread(_delete_files, service.results, gone, service.blobs, inputs - kept)
+        await asyncio.to_thread(_delete_blobs, service.blobs, inputs - kept)
 
 
-def _delete_files(results: Path, task_ids: list[str], blobs: Path, unused: set[str]) -> None:
-    """The tasks' result folders, and their input blobs that no other task names."""
-    for task_id in task_ids:
-        shutil.rmtree(results / task_id, ignore_errors=True)
+def _delete_blobs(blobs: Path, unused: set[str]) -> None:
     for sha256 in unused:
         (blobs / sha256).unlink(missing_ok=True)

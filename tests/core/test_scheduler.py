@@ -432,6 +432,23 @@ def test_shards_wait_ahead_behind_running_ones_and_take_over_their_hold() -> Non
     assert sched.remove_member("a") == [("t", 2), ("t", 3), ("t", 4)]
 
 
+def test_nothing_waits_ahead_on_a_member_that_stopped_sharing() -> None:
+    """A paused member (share zero) or one whose share shrank under its running shards gets
+    no shard queued behind them: it would inherit a hold the member no longer lends."""
+    sched = Scheduler(ahead=2)
+    sched.set_member("a", cores(1))
+    sched.submit("t", ONE_CORE, range(5))
+    sched.set_ahead("t", 2)
+    assert [p.after for p in sched.place()] == [None, ("t", 0), ("t", 1)]
+    sched.set_member("a", ResourceVector())  # paused
+    sched.release("t", 1)  # a waiting shard ended: the chain behind 0 has room again
+    assert sched.place() == []
+    sched.set_member("a", cores(0.5))  # shrank under the running shard
+    assert sched.place() == []
+    sched.set_member("a", cores(1))
+    assert [(p.shard, p.after) for p in sched.place()] == [(3, ("t", 2))]
+
+
 def test_how_deep_shards_wait_ahead_follows_how_long_they_take() -> None:
     assert ahead_for(None) == 1  # not known yet: one, so the first round trips overlap
     assert ahead_for(0.002) == 25 and ahead_for(0.05) == 1

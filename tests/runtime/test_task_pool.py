@@ -164,6 +164,30 @@ async def test_cancel_kills_the_whole_process_tree(
     await wait_for(lambda: not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE)
 
 
+async def test_an_ended_task_is_forgotten_with_its_result_files_but_a_running_one_is_not(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    token = unique_sleep()
+    running = await submit_manifest(client, tmp_path / "running", f"""
+        command = ["sleep", "{token}"]
+    """)
+    done = await submit_manifest(client, tmp_path / "done", """
+        command = "mkdir out && echo kept > out/a.txt"
+        shell = true
+        outputs = ["out/*.txt"]
+    """)
+    assert (await client.wait(done)).state == "succeeded"
+    results = pool.tasks.results / done
+    assert (results / "0" / "out" / "a.txt").read_text() == "kept\n"
+    with pytest.raises(ProtocolError, match="cancel it before forgetting it"):
+        await pool.tasks.forget(running)
+    await pool.tasks.forget(done)
+    assert done not in pool.tasks.tasks and (done, 0) not in pool.tasks.recorded
+    assert not results.exists()
+    await client.cancel(running)
+    assert (await client.wait(running)).state == "cancelled"
+
+
 def unique_sleep() -> str:
     """A ``sleep`` argument no other process on the machine has (1000 s and a random part)."""
     return f"1000.{uuid.uuid4().int % 10**9}"

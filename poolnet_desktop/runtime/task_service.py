@@ -50,6 +50,7 @@ from typing import Any
 from poolnet_desktop.core.manifest import FileEntry, TaskSpec
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
+    Error,
     ErrorCode,
     ProtocolError,
     encode,
@@ -359,19 +360,29 @@ class TaskService:
         task = upload.task
         try:
             done = await upload.receiver.accept(header, data)
+            if done is not None:
+                sha256 = upload.receiver.expected[str(done)].sha256
+                await asyncio.to_thread(os.replace, upload.receiver.target / done, self.blobs / sha256)
         except TransferError as exc:
-            self.cancel(task, f"upload refused: {exc.message}")
-            del self._uploads[task.id]
-            await upload.receiver.discard()
+            await self._end_upload(upload, f"upload refused: {exc.message}")
             self.coordinator.refuse(upload.session, exc)
             return
-        if done is not None:
-            sha256 = upload.receiver.expected[str(done)].sha256
-            await asyncio.to_thread(os.replace, upload.receiver.target / done, self.blobs / sha256)
+        except OSError as exc:  # the host's disk (full, say): the submitter did nothing wrong
+            why = f"the host could not store its files: {exc.strerror or exc}"
+            log.warning("task %s: %s", task.id, why)
+            await self._end_upload(upload, why)
+            upload.session.post(encode(Error(code=ErrorCode.STORAGE_FAILED, message=why)))
+            return
         if upload.receiver.complete:
             del self._uploads[task.id]
             self.store_or_fail().save_task(task, files_ready=True)
             self.queue(task)
+
+    async def _end_upload(self, upload: _Upload, reason: str) -> None:
+        """Cancel a task whose upload failed and delete what arrived of it."""
+        self.cancel(upload.task, reason)
+        del self._uploads[upload.task.id]
+        await upload.receiver.discard()
 
     def cancel(self, task: Task, reason: str = "cancelled") -> None:
         """Stop a task (a person asked, or its upload failed or stopped): its queued shards
@@ -409,7 +420,7 @@ class TaskService:
         if batches:
             # A member learns of an attempt only once the records say it is the member's:
             # after a crash, no member holds an attempt the coordinator has no owner for.
-            committed = store.committed(urgent=True)
+            committed = store.committed(urgent=True, patient=True)
             committed.add_done_callback(lambda _: self._send_batches(batches))
 
     def _send_batches(self, batches: dict[tuple[str, str], list[Assignment]]) -> None:
@@ -612,11 +623,11 @@ class TaskService:
         try:
             await incoming.receiver.accept(header, data)
         except TransferError as exc:
-            del self._incoming[transfer]
-            self._dropping.setdefault(incoming.device_id, set()).add(transfer)
-            await self._drop_incoming(incoming)
-            refused = _refused(incoming.result, exc.message)
-            await self._record(incoming.device_id, incoming.ref, refused, None)
+            await self._fail_incoming(incoming, _refused(incoming.result, exc.message))
+            return
+        except OSError as exc:  # the host's disk (full, say): this shard fails, nothing else
+            log.warning("could not store the outputs of %s: %s", incoming.ref, exc)
+            await self._fail_incoming(incoming, _not_stored(incoming.result, exc))
             return
         if incoming.receiver.complete:
             del self._incoming[transfer]
@@ -624,12 +635,28 @@ class TaskService:
                 incoming.device_id, incoming.ref, incoming.result, incoming.receiver.target
             )
 
+    async def _fail_incoming(self, incoming: _IncomingResult, failed: ShardResult) -> None:
+        """Drop a result transfer that cannot complete (its later chunks quietly too), delete
+        what arrived of it, and record its shard's attempt as ``failed``."""
+        transfer = incoming.receiver.transfer_id
+        del self._incoming[transfer]
+        self._dropping.setdefault(incoming.device_id, set()).add(transfer)
+        await self._drop_incoming(incoming)
+        await self._record(incoming.device_id, incoming.ref, failed, None)
+
     async def _record(
         self, device_id: str, ref: ShardRef, result: ShardResult, files: Path | None
     ) -> None:
         """Record one attempt's result (once), keep its files if accepted, and acknowledge it
         to the member as soon as the record is committed."""
         task = self.tasks[ref.task_id]
+        if files is not None:
+            try:  # the one step of keeping them that needs room, before the record
+                await asyncio.to_thread((self.results / task.id).mkdir, exist_ok=True)
+            except OSError as exc:
+                log.warning("could not keep the outputs of %s: %s", ref, exc)
+                await asyncio.to_thread(shutil.rmtree, files, True)
+                result, files = _not_stored(result, exc), None
         outcome = OUTCOME_STATES[result.reason]
         reason = result.message or ("" if outcome is ShardState.SUCCEEDED else result.reason)
         change = task.record_result(
@@ -694,7 +721,7 @@ class TaskService:
         pending = self._acks.setdefault(device_id, [])
         pending.append(ref)
         if len(pending) == 1:
-            self.store_or_fail().committed().add_done_callback(
+            self.store_or_fail().committed(patient=True).add_done_callback(
                 lambda future: self._send_acks(device_id, future)
             )
 
@@ -830,6 +857,13 @@ class TaskService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+
+
+def _not_stored(result: ShardResult, exc: OSError) -> ShardResult:
+    """The failed result recorded for an attempt whose outputs the host could not store."""
+    return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
+                       ended=result.ended,
+                       message=f"the host could not store its outputs: {exc.strerror or exc}")
 
 
 def _refused(result: ShardResult, why: str) -> ShardResult:

@@ -73,10 +73,12 @@ def _scale(rows: list[Row]) -> str:
 def _gui(figures: Row) -> str:
     return _table(
         ["devices", "seconds", "Qt thread busy (CPU time / wall)", "heartbeat lateness p99 / worst",
-         "worst part of a gap spent working on the thread", "first batch"],
+         "worst part of a gap spent working on the thread", "first batch", "then at rest: CPU / peak RSS"],
         [[f"{figures['devices']:,}", _num(figures["seconds"], 0, " s"), _num(figures["busy_pct"], 1, " %"),
           f"{figures['late_p99_ms']:.1f} / {figures['late_max_ms']:.0f} ms",
-          _num(figures["own_stall_max_ms"], 1, " ms"), _num(figures["first_batch_ms"], 0, " ms")]],
+          _num(figures["own_stall_max_ms"], 1, " ms"), _num(figures["first_batch_ms"], 0, " ms"),
+          "–" if "rest_cpu_pct" not in figures else
+          f"{figures['rest_cpu_pct']:.2f} % / {figures['rest_rss_mib']:.0f} MiB"]],
     )
 
 

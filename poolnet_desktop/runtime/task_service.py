@@ -187,8 +187,9 @@ class TaskService:
         self._abandoned: dict[ShardKey, list[tuple[str, int]]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._incoming: dict[str, _IncomingResult] = {}
-        # Per member: result transfers it announced that were refused or failed; their
-        # chunks still on the way are dropped quietly, not counted as invalid messages.
+        # Per member (or submitter): result transfers it announced that were refused or
+        # failed, and uploads the host could not store; their chunks still on the way are
+        # dropped quietly, not counted as invalid messages.
         self._dropping: dict[str, set[str]] = {}
         self._acks: dict[str, list[ShardRef]] = {}
         self._pass_pending = False
@@ -371,6 +372,7 @@ class TaskService:
             why = f"the host could not store its files: {exc.strerror or exc}"
             log.warning("task %s: %s", task.id, why)
             await self._end_upload(upload, why)
+            self._dropping.setdefault(upload.session.device_id or "", set()).add(task.id)
             upload.session.post(encode(Error(code=ErrorCode.STORAGE_FAILED, message=why)))
             return
         if upload.receiver.complete:
@@ -758,12 +760,13 @@ class TaskService:
         they are first); an upload it was sending ends its task."""
         if device_id is not None and self._members.get(device_id) is session:
             del self._members[device_id]
-            self._dropping.pop(device_id, None)
             for transfer, incoming in list(self._incoming.items()):
                 if incoming.device_id == device_id:
                     del self._incoming[transfer]
                     self.spawn(self._drop_incoming(incoming))
             self._lose_shards_of(device_id, f"its member {device_id} left")
+        if device_id is not None and device_id not in self._members:
+            self._dropping.pop(device_id, None)  # its transfers still dropped: none are coming
         for task_id, upload in list(self._uploads.items()):
             if upload.session is session:
                 self.cancel(upload.task, "the submitter left before its files arrived")

@@ -175,6 +175,12 @@ async def test_an_input_upload_that_fills_the_hosts_disk_ends_its_task_and_leave
     await wait_for(lambda: task.state == "cancelled")
     assert "No space left on device" in task.shards[0].reason, task.shards[0].reason
     assert leftovers(pool.tasks.incoming) == []
+    # The submitter is told once why; the rest of its upload is dropped quietly, and its
+    # link goes on working.
+    with pytest.raises(ProtocolError) as told:
+        await asyncio.wait_for(client.wait(task_id), 10)
+    assert told.value.code == ErrorCode.STORAGE_FAILED, told.value
+    assert (await asyncio.wait_for(client.wait(task_id), 10)).state == "cancelled"
 
 
 async def test_logins_and_tasks_go_on_while_the_hosts_disk_is_full_and_catch_up_when_it_frees(

@@ -13,7 +13,10 @@ measured in the same run: compare ratios, not absolute figures, on a shared mach
 
 ``benchmarks/render_readme.py FILE`` then makes the README's figure tables from that file.
 
-    ./dev bench [--only throughput,recovery] [--out FILE]
+    ./dev bench [--only throughput,recovery] [--set 'scale=--members 5000 --hold-s 300'] [--out FILE]
+
+``--set NAME=ARGS`` runs one benchmark with other arguments than its quick size (the file
+records which), for the figures a quick run cannot give, such as 5,000 members held 5 minutes.
 
 A benchmark that fails is recorded with its error (the others still run) and the exit code
 is 1. Loopback only; each benchmark stops what it started.
@@ -26,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -96,9 +100,9 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_one(name: str, timeout: float) -> dict[str, Any]:
+def run_one(name: str, arguments: list[str], timeout: float) -> dict[str, Any]:
     """One benchmark as a subprocess: its arguments, seconds, figures (or error) and targets."""
-    script, arguments, targets = BENCHMARKS[name]
+    script, _, targets = BENCHMARKS[name]
     entry: dict[str, Any] = {"script": f"benchmarks/{script}", "args": arguments, "targets": targets}
     with tempfile.TemporaryDirectory(prefix=f"poolnet-bench-{name}-") as folder:
         out = Path(folder) / "figures.json"
@@ -125,9 +129,16 @@ def main() -> int:
                         help="comma-separated, from: " + ", ".join(BENCHMARKS))
     parser.add_argument("--out", type=Path, default=None,
                         help="the results file (default: benchmarks/results/DATE-COMMIT.json)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=ARGS",
+                        help="run benchmark NAME with these arguments instead of its quick size")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per benchmark at most")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
+    arguments = {name: spec[1] for name, spec in BENCHMARKS.items()}
+    for setting in args.set:
+        name, _, line = setting.partition("=")
+        arguments[name] = shlex.split(line)
+        names += [name] if name not in names else []
     if unknown := [n for n in names if n not in BENCHMARKS]:
         parser.error(f"no benchmark {unknown[0]!r}; they are {', '.join(BENCHMARKS)}")
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -138,7 +149,7 @@ def main() -> int:
     }
     for name in names:
         print(f"==> {name}", file=sys.stderr, flush=True)
-        results["benchmarks"][name] = entry = run_one(name, args.timeout)
+        results["benchmarks"][name] = entry = run_one(name, arguments[name], args.timeout)
         print(f"    {entry['seconds']} s" + (f": FAILED {entry['error']}" if "error" in entry else ""),
               file=sys.stderr, flush=True)
     results["load_average_after"] = load_average()

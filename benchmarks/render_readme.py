@@ -42,7 +42,7 @@ def _throughput(rows: list[Row]) -> str:
         ["members on", "sandbox", "shards", "`xargs -P 2` /s", "PoolNet /s", "ratio to `xargs -P 2`",
          "host CPU per shard", "members' own CPU per shard", "gap between two 1 s shards, median / max"],
         [[r["member_loop"], "on" if r["sandbox"] else "off", f"{r['shards']:,}", _num(r["xargs_per_s"], 0),
-          _num(r["poolnet_per_s"], 0), f"{r['ratio']:.0%}", _num(r["host_cpu_ms_per_shard"], 2, " ms"),
+          _num(r["poolnet_per_s"], 0), f"{r['ratio'] * 100:.0f} %", _num(r["host_cpu_ms_per_shard"], 2, " ms"),
           _num(r["member_cpu_ms_per_shard"], 2, " ms"),
           "–" if r["gap_median_ms"] is None else f"{r['gap_median_ms']:.1f} / {r['gap_max_ms']:.1f} ms"]
          for r in rows],

@@ -423,11 +423,16 @@ class TaskService:
             # A member learns of an attempt only once the records say it is the member's:
             # after a crash, no member holds an attempt the coordinator has no owner for.
             committed = store.committed(urgent=True, patient=True)
-            committed.add_done_callback(lambda _: self._send_batches(batches))
+            committed.add_done_callback(lambda done: self._send_batches(batches, done))
 
-    def _send_batches(self, batches: dict[tuple[str, str], list[Assignment]]) -> None:
-        """Send each member the shards placed on it (their records are committed). A task
-        cancelled meanwhile is told again to cancel them: its first cancel came before them."""
+    def _send_batches(
+        self, batches: dict[tuple[str, str], list[Assignment]], committed: asyncio.Future[None]
+    ) -> None:
+        """Send each member the shards placed on it once their records are committed (never,
+        if the store closed without writing them). A task cancelled meanwhile is told again
+        to cancel them: its first cancel came before them."""
+        if not _stored(committed):
+            return
         for (device_id, task_id), items in batches.items():
             task = self.tasks[task_id]
             spec = task.spec
@@ -729,7 +734,7 @@ class TaskService:
 
     def _send_acks(self, device_id: str, committed: asyncio.Future[None]) -> None:
         refs = self._acks.pop(device_id, [])
-        if committed.cancelled() or committed.exception() is not None:
+        if not _stored(committed):
             return  # not stored: the member keeps them and sends them again
         self.post(device_id, ShardAck(shards=refs))
 
@@ -860,6 +865,12 @@ class TaskService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+
+
+def _stored(committed: asyncio.Future[None]) -> bool:
+    """Whether a ``TaskStore.committed`` future says the writes are on disk (a patient one
+    fails only when the store closed with them unwritten)."""
+    return not committed.cancelled() and committed.exception() is None
 
 
 def _not_stored(result: ShardResult, exc: OSError) -> ShardResult:

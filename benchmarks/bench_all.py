@@ -44,7 +44,7 @@ REPO = HERE.parent
 BENCHMARKS: dict[str, tuple[str, list[str], dict[str, Any]]] = {
     "throughput": (
         "bench_throughput.py",
-        ["--shards", "400", "--latency-tasks", "10", "--gap-shards", "4",
+        ["--shards", "2000", "--latency-tasks", "20", "--gap-shards", "4",
          "--member-loops", "uvloop,asyncio", "--sandbox", "both"],
         {"ratio_to_xargs_min": 1.0, "gap_median_ms_max": 5.0},
     ),

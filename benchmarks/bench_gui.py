@@ -1,6 +1,7 @@
 """How busy the real main window keeps the Qt thread with 500 devices updating every second.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui.py [--devices 500] [--seconds 60]
+        [--rest-seconds 0] [--json FILE]
 
 The real ``MainWindow`` (its bridge built but not started: no network) is fed one ``PoolState``
 batch a second in which every device changed, from a QTimer, as the observer link would deliver
@@ -14,12 +15,18 @@ Measured on the Qt thread:
   and the worst part of a gap the thread spent on the CPU itself (on a loaded machine a gap can
   also be time spent waiting for a core, which no GUI code can shorten).
 Targets (issue 4): busy under 10 %, no stall over 50 ms.
+
+``--rest-seconds``: then the window is left at rest (no more batches) that long, and the whole
+process's CPU over that time and its resident memory are measured (issue 14: a member's cost
+when idle, the window's side).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import resource
 import os
 import statistics
 import sys
@@ -35,13 +42,14 @@ sys.path.insert(0, str(ROOT))
 from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from poolnet_desktop.core.devices import pool_totals  # noqa: E402
 from poolnet_desktop.core.protocol import PoolState  # noqa: E402
 from poolnet_desktop.gui.bridge import PoolBridge  # noqa: E402
 from poolnet_desktop.gui.main_window import MainWindow  # noqa: E402
 from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import install_theme  # noqa: E402
 from poolnet_desktop.gui.tray import PoolTray  # noqa: E402
-from tools.screenshot_widgets import device_at, simulated_fleet, totals_of  # noqa: E402
+from tools.screenshot_widgets import device_at, simulated_fleet  # noqa: E402
 
 HEARTBEAT_MS = 10
 FIRST_BATCH_S = 2.0  # the one-off start-up (cards created, pyqtgraph's first draw) ends by then
@@ -52,7 +60,7 @@ def batches(devices: int, seconds: int) -> list[PoolState]:
     out = []
     for second in range(seconds + 1):
         views = [device_at(m, second, online=True) for m in fleet]
-        out.append(PoolState(seq=second + 1, full=second == 0, devices=views, removed=[], pool=totals_of(views),
+        out.append(PoolState(seq=second + 1, full=second == 0, devices=views, removed=[], pool=pool_totals([v.resources for v in views]),
                              tasks={"queued": 3, "running": 12, "succeeded": 40}))
     return out
 
@@ -89,6 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--rest-seconds", type=float, default=0.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here as JSON")
     args = parser.parse_args()
 
     app = QApplication.instance() or QApplication([])
@@ -140,8 +150,31 @@ def main() -> None:
           f"p99 {steady[int(len(steady) * 0.99)]:.1f} ms, median {statistics.median(steady):.2f} ms; "
           f"worst spent working on the thread itself: {own:.1f} ms (target: no stall > 50 ms)")
     print(f"the first batch ({args.devices} new cards, pyqtgraph's first draw): {first:.0f} ms")
+    figures = {
+        "devices": args.devices, "seconds": round(wall, 1), "batches": sent,
+        "busy_pct": round(cpu / wall * 100, 2),
+        "late_p99_ms": round(steady[int(len(steady) * 0.99)], 1), "late_max_ms": round(steady[-1], 1),
+        "own_stall_max_ms": round(own, 1), "first_batch_ms": round(first),
+    }
+    if args.rest_seconds > 0:
+        figures.update(at_rest(app, args.rest_seconds))
+        print(f"at rest for {args.rest_seconds:g} s: {figures['rest_cpu_pct']:.2f} % of a core, "
+              f"{figures['rest_rss_mib']:.0f} MiB resident (most ever)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     window.deleteLater()
     scratch.cleanup()
+
+
+def at_rest(app: QApplication, seconds: float) -> dict[str, float]:
+    """The whole process's CPU (percent of one core) while the window is left alone, and its
+    peak resident memory."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    QTimer.singleShot(int(seconds * 1000), app.quit)
+    app.exec()
+    percent = (time.process_time() - cpu_started) / (time.perf_counter() - started) * 100
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"rest_seconds": seconds, "rest_cpu_pct": round(percent, 3), "rest_rss_mib": round(peak_mib, 1)}
 
 
 if __name__ == "__main__":

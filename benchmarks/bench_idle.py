@@ -7,6 +7,7 @@ alone for a short settling time, then each member's CPU time is read before and 
 after the other. Target (issue 14): an idle member under 0.5 % of one core.
 
     .venv/bin/python benchmarks/bench_idle.py [--seconds 60] [--member-loops uvloop,asyncio]
+        [--json FILE]
 
 Loopback only; stops by itself; every process started here is stopped here, by PID.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -49,16 +51,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--member-loops", default="uvloop,asyncio")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here as JSON")
     args = parser.parse_args()
     loops = args.member_loops.split(",")
     if not set(loops) <= set(MEMBER_COMMANDS) or not 0 < args.seconds <= 600:
         parser.error(f"member loops are {', '.join(MEMBER_COMMANDS)}; --seconds in (0, 600]")
+    rows = []
     for loop in loops:
         with tempfile.TemporaryDirectory(prefix="poolnet-idle-") as folder:
             figures = asyncio.run(measure(loop, args.seconds, Path(folder)))
         for index, (percent, rss) in enumerate(figures):
             print(f"member {index} on {loop:>7}: {percent:5.2f} % of a core over "
                   f"{args.seconds:.0f} s at rest, {rss / 2**20:5.1f} MiB resident", flush=True)
+            rows.append({"member": index, "member_loop": loop, "seconds": args.seconds,
+                         "cpu_pct": round(percent, 3), "rss_mib": round(rss / 2**20, 1)})
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

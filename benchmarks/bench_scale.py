@@ -226,7 +226,7 @@ def main() -> int:
     parser.add_argument("--sample-s", type=float, default=5.0,
                         help="seconds between samples of the host (/proc and a /metrics scrape)")
     parser.add_argument("--probe-interval", type=float, default=2.0, help="seconds between probe tasks")
-    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    parser.add_argument("--out", "--json", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--keep", type=Path, default=None, help="keep host data, logs and figures in this folder")
     args = parser.parse_args()
     rows = []

@@ -18,6 +18,9 @@ against ``xargs -P 2`` in the same run; ``--repeat`` runs the whole comparison a
 
     .venv/bin/python benchmarks/bench_throughput.py [--shards 2000] [--latency-tasks 50]
         [--gap-shards 12] [--member-loops uvloop,asyncio] [--sandbox on|off|both] [--repeat 1]
+        [--json FILE]
+
+``--json`` also writes every row (run, members' loop, sandbox and its figures) to FILE.
 
 ``--sandbox`` runs the members' shards in the bubblewrap sandbox (on, as members do by
 default), without it (``--allow-unsandboxed`` with no ``bwrap`` on their PATH), or both, one
@@ -233,6 +236,7 @@ def main() -> None:
     parser.add_argument("--sandbox", choices=["on", "off", "both"], default="on",
                         help="members run shards in the bubblewrap sandbox, without it, or both")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here as JSON")
     args = parser.parse_args()
     sandboxes = {"on": [True], "off": [False], "both": [True, False]}[args.sandbox]
     loops = args.member_loops.split(",")
@@ -240,17 +244,22 @@ def main() -> None:
         parser.error(f"member loops are {', '.join(MEMBER_COMMANDS)}; --gap-shards at least 4")
     print(f"{'run':>3} {'members on':>10} {'sandbox':>7} {'xargs/s':>8} {'PoolNet/s':>9} {'ratio':>6} "
           f"{'host ms':>7} {'members ms':>10} {'latency ms':>10} {'gap med/max ms':>15}")
+    rows = []
     for run in range(1, args.repeat + 1):
         for loop, sandbox in [(loop, sandbox) for loop in loops for sandbox in sandboxes]:
             with tempfile.TemporaryDirectory(prefix="poolnet-bench-") as folder:
                 f = asyncio.run(measure(
                     args.shards, args.latency_tasks, args.gap_shards, loop, Path(folder), sandbox))
+            rows.append({"run": run, "member_loop": loop, "sandbox": sandbox, "shards": args.shards,
+                         **{k: None if v != v else round(v, 3) for k, v in f.items()}})  # NaN: none
             print(f"{run:>3} {loop:>10} {'on' if sandbox else 'off':>7} {f['xargs_per_s']:8.0f} {f['poolnet_per_s']:9.0f} "
                   f"{f['ratio']:6.0%} {f['host_cpu_ms_per_shard']:7.2f} "
                   f"{f['member_cpu_ms_per_shard']:10.2f} {f['latency_median_ms']:10.1f} "
                   f"{f['gap_median_ms']:7.1f}/{f['gap_max_ms']:.1f}", flush=True)
     print("host/members ms: CPU per shard of the host and of the members themselves (shards "
           "excluded); gap: a member's idle time between two 1 s shards")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

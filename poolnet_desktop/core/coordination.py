@@ -556,3 +556,10 @@ def refused_result(result: ShardResult, why: str) -> ShardResult:
     """The failed result recorded for an attempt whose outputs the coordinator refused."""
     return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
                        ended=result.ended, message=f"its outputs were refused: {why}")
+
+
+def unstored_result(result: ShardResult, why: str) -> ShardResult:
+    """The failed result recorded for an attempt whose outputs the host could not store (its
+    disk full, say): the shard fails with the reason, and its retries decide what follows."""
+    return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
+                       ended=result.ended, message=f"the host could not store its outputs: {why}")

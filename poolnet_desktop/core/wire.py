@@ -45,6 +45,9 @@ class ErrorCode:
     # Said by a member of itself: the host at its pool's address is not the pool it paired
     # with (another certificate or pool id). Retried, unlike a first pairing that failed.
     HOST_CHANGED = "host_changed"
+    # The host could not write what the request needs (its disk is full, say); nothing was
+    # wrong with the request, which may be sent again once the host has room.
+    STORAGE_FAILED = "storage_failed"
 
 
 class ProtocolError(Exception):
@@ -54,6 +57,12 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class StorageError(Exception):
+    """The host's own records or files could not be written (a full disk, say). Not the
+    peer's fault: the request that needed the write is answered ``storage_failed``, and the
+    server goes on serving everyone else."""
 
 
 class Message(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):

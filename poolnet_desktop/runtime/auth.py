@@ -73,6 +73,7 @@ from poolnet_desktop.core.protocol import (
 )
 from poolnet_desktop.core.pairing_gate import PairingGate, approval_refusal
 from poolnet_desktop.core.ratelimit import FailureLimiter
+from poolnet_desktop.core.wire import StorageError
 from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.tls import InsecureConnection, peer_fingerprint
 from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
@@ -427,12 +428,14 @@ class Authenticator:
             await self.store.approve(device)
         except ValueError:
             raise AuthRefused(ErrorCode.REVOKED, "this device has been revoked by the host") from None
+        except StorageError as exc:
+            raise AuthRefused(ErrorCode.STORAGE_FAILED, f"{exc}; try again once it has room") from None
         how = "by pairing code" if method == "code" else "by the host's owner"
         await self.store.record("approve", at=device.approved_at, device_id=hello.device_id, address=address,
                                 detail=f"{hello.device_name!r} {how}")
 
     async def _refuse(self, conn: HostSide, hello: Hello, address: str, refusal: AuthRefused) -> None:
-        if refusal.code != ErrorCode.RATE_LIMITED and not refusal.counted:
+        if refusal.code not in (ErrorCode.RATE_LIMITED, ErrorCode.STORAGE_FAILED) and not refusal.counted:
             self.limiter.record_failure(address, self._monotonic())
         log.warning("refused %s from %s: %s", hello.device_id, address, refusal.message)
         await self.store.record("refused", at=self._wall_clock(), device_id=hello.device_id, address=address,

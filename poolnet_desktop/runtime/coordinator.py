@@ -23,6 +23,7 @@ from poolnet_desktop.core.allocation import allocate
 from poolnet_desktop.core.devices import Device, DeviceRegistry, iso8601
 from poolnet_desktop.core.dialects import SEED_MESSAGES, SEED_ROLE, SeedAdmission, may_send, seed_id_refusal
 from poolnet_desktop.core.permissions import Action
+from poolnet_desktop.core.wire import StorageError
 from poolnet_desktop.core.protocol import (
     PROTOCOL_VERSION,
     ClientMessage,
@@ -290,6 +291,10 @@ class Coordinator:
             await handler(session, message)
         except ProtocolError as exc:
             self.refuse(session, exc)
+        except StorageError as exc:
+            # The host's disk, not the peer: answered, not counted against the session.
+            log.warning("could not store what %s from %s needs: %s", tag, session.address, exc)
+            session.post(encode(Error(code=ErrorCode.STORAGE_FAILED, message=str(exc))))
         finally:
             self._handled(message, started)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from poolnet_desktop.core.coordination import Coordination, refused_result
+from poolnet_desktop.core.coordination import Coordination, refused_result, unstored_result
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.task_protocol import ShardRef, ShardResult, result_transfer_id
 from poolnet_desktop.core.tasks import Task
@@ -67,8 +67,9 @@ class ResultIntake:
         self.record = record
         self.spawn = spawn
         self._incoming: dict[str, _IncomingResult] = {}
-        # Per member: result transfers it announced that were refused or failed; their
-        # chunks still on the way are dropped quietly, not counted as invalid messages.
+        # Per member (or submitter): result transfers it announced that were refused or
+        # failed, and uploads the host could not store; their chunks still on the way are
+        # dropped quietly, not counted as invalid messages.
         self._dropping: dict[str, set[str]] = {}
 
     async def announced(self, device_id: str, ref: ShardRef, result: ShardResult) -> None:
@@ -82,13 +83,13 @@ class ResultIntake:
             await self.record(device_id, ref, result, None)
             return
         if not self.core.wants_result(ref, result):
-            self._dropping.setdefault(device_id, set()).add(transfer)
+            self.drop_quietly(device_id, transfer)
             await self.record(device_id, ref, result, None)  # a duplicate or stale: acked
             return
         refusal = await self._refusal(device_id, self.core.tasks[ref.task_id], outputs)
         if refusal is not None:
             log.warning("refused the outputs of %s from %s: %s", ref, device_id, refusal)
-            self._dropping.setdefault(device_id, set()).add(transfer)
+            self.drop_quietly(device_id, transfer)
             await self.record(device_id, ref, refused_result(result, refusal), None)
             return
         self._dropping.get(device_id, set()).discard(transfer)
@@ -124,17 +125,31 @@ class ResultIntake:
         try:
             await incoming.receiver.accept(header, data)
         except TransferError as exc:
-            del self._incoming[transfer]
-            self._dropping.setdefault(incoming.device_id, set()).add(transfer)
-            await self._drop(incoming)
-            refused = refused_result(incoming.result, exc.message)
-            await self.record(incoming.device_id, incoming.ref, refused, None)
+            await self._fail(incoming, refused_result(incoming.result, exc.message))
+            return True
+        except OSError as exc:  # the host's disk (full, say): this shard fails, nothing else
+            log.warning("could not store the outputs of %s: %s", incoming.ref, exc)
+            await self._fail(incoming, unstored_result(incoming.result, exc.strerror or str(exc)))
             return True
         if incoming.receiver.complete:
             del self._incoming[transfer]
             await self.record(incoming.device_id, incoming.ref, incoming.result,
                               incoming.receiver.target)
         return True
+
+    async def _fail(self, incoming: _IncomingResult, failed: ShardResult) -> None:
+        """Drop a transfer that cannot complete (its later chunks quietly too), delete what
+        arrived of it, and record its attempt as failed."""
+        transfer = incoming.receiver.transfer_id
+        del self._incoming[transfer]
+        self.drop_quietly(incoming.device_id, transfer)
+        await self._drop(incoming)
+        await self.record(incoming.device_id, incoming.ref, failed, None)
+
+    def drop_quietly(self, device_id: str, transfer: str) -> None:
+        """Chunks of ``transfer`` still on their way from ``device_id`` are dropped, not
+        counted as invalid messages (a refused or failed result, an upload not stored)."""
+        self._dropping.setdefault(device_id, set()).add(transfer)
 
     def member_left(self, device_id: str) -> None:
         """Delete what arrived of the member's transfers: it sends them again when it comes

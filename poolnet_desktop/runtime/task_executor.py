@@ -67,7 +67,7 @@ from poolnet_desktop.runtime.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.sampler import ResourceSampler
 from poolnet_desktop.runtime.sandbox import Sandbox, SandboxSettings, hidden_folders, probe
-from poolnet_desktop.runtime.spool import Spool, SpoolEntry
+from poolnet_desktop.runtime.spool import Spool, SpoolEntry, SpoolError
 from poolnet_desktop.runtime.task_transfer import (
     FileReceiver,
     Outgoing,
@@ -421,7 +421,12 @@ class TaskExecutor:
     async def _park(self, ref: ShardRef, outcome: ShardResult, workdir: Path) -> None:
         key = _key(ref)
         meta = {"task": ref.task_id, "shard": str(ref.shard), "attempt": str(ref.attempt)}
-        await asyncio.to_thread(self.spool.put, key, outcome, workdir, meta)
+        try:
+            await asyncio.to_thread(self.spool.put, key, outcome, workdir, meta)
+        except SpoolError as exc:
+            # Not kept: the coordinator hears nothing of this attempt when the member is back
+            # and runs the shard again (within its retries), so only this result is lost.
+            log.error("result of %s lost: %s", key, exc)
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _on_ack(self, message: ShardAck) -> None:
@@ -470,7 +475,7 @@ class TaskExecutor:
             return
         try:
             await fetch.receiver.accept(header, data)
-        except TransferError as exc:
+        except (TransferError, OSError) as exc:  # a bad chunk, or this disk is full
             del self._blobs[header.transfer_id]
             await fetch.receiver.discard()
             fetch.done.set_exception(exc)

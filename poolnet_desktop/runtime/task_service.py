@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from poolnet_desktop.core.coordination import Coordination
+from poolnet_desktop.core.coordination import Coordination, unstored_result
 from poolnet_desktop.core.coordination_effects import (
     AckAfterCommit,
     AppendLog,
@@ -54,6 +54,7 @@ from poolnet_desktop.core.coordination_effects import (
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.permissions import Action
 from poolnet_desktop.core.protocol import (
+    Error,
     ErrorCode,
     ProtocolError,
     encode,
@@ -280,11 +281,14 @@ class TaskService:
                                         effect.data)
 
     def _send_after_commit(self, effect: SendAfterCommit) -> None:
-        committed = self.store_or_fail().committed(urgent=True)
-        committed.add_done_callback(lambda _: self._send_batches(effect.batches))
+        committed = self.store_or_fail().committed(urgent=True, patient=True)
+        committed.add_done_callback(lambda done: self._send_batches(effect.batches, done))
 
-    def _send_batches(self, batches: Batches) -> None:
-        self._carry_out(self.core.assignments_committed(batches))
+    def _send_batches(self, batches: Batches, committed: asyncio.Future[None]) -> None:
+        """Send the placements once their records are committed (never, if the store closed
+        without writing them)."""
+        if _stored(committed):
+            self._carry_out(self.core.assignments_committed(batches))
 
     def _acknowledge(self, effect: AckAfterCommit) -> None:
         """Batch acks per member; send them when everything recorded so far is committed."""
@@ -292,13 +296,13 @@ class TaskService:
         pending = self._acks.setdefault(device_id, [])
         pending.append(effect.ref)
         if len(pending) == 1:
-            self.store_or_fail().committed().add_done_callback(
+            self.store_or_fail().committed(patient=True).add_done_callback(
                 lambda future: self._send_acks(device_id, future)
             )
 
     def _send_acks(self, device_id: str, committed: asyncio.Future[None]) -> None:
         refs = self._acks.pop(device_id, [])
-        if committed.cancelled() or committed.exception() is not None:
+        if not _stored(committed):
             return  # not stored: the member keeps them and sends them again
         self.post(device_id, ShardAck(shards=refs))
 
@@ -434,14 +438,22 @@ class TaskService:
         task = upload.task
         try:
             done = await upload.receiver.accept(header, data)
+            if done is not None:
+                sha256 = upload.receiver.expected[str(done)].sha256
+                await asyncio.to_thread(os.replace, upload.receiver.target / done, self.blobs / sha256)
         except TransferError as exc:
             self._abandon_upload(task.id, f"upload refused: {exc.message}")
             await upload.receiver.discard()
             self.coordinator.refuse(upload.session, exc)
             return
-        if done is not None:
-            sha256 = upload.receiver.expected[str(done)].sha256
-            await asyncio.to_thread(os.replace, upload.receiver.target / done, self.blobs / sha256)
+        except OSError as exc:  # the host's disk (full, say): the submitter did nothing wrong
+            why = f"the host could not store its files: {exc.strerror or exc}"
+            log.warning("task %s: %s", task.id, why)
+            self._abandon_upload(task.id, why)
+            await upload.receiver.discard()
+            self.intake.drop_quietly(upload.session.device_id or "", task.id)
+            upload.session.post(encode(Error(code=ErrorCode.STORAGE_FAILED, message=why)))
+            return
         if upload.receiver.complete:
             del self._uploads[task.id]
             self._carry_out(self.core.files_arrived(task.id))
@@ -541,6 +553,13 @@ class TaskService:
     async def _record(
         self, device_id: str, ref: ShardRef, result: ShardResult, files: Path | None
     ) -> None:
+        if files is not None:
+            try:  # the one step of keeping them that needs room, before the record
+                await asyncio.to_thread((self.results / ref.task_id).mkdir, exist_ok=True)
+            except OSError as exc:
+                log.warning("could not keep the outputs of %s: %s", ref, exc)
+                await asyncio.to_thread(shutil.rmtree, files, True)
+                result, files = unstored_result(result, exc.strerror or str(exc)), None
         await self._carry_out_in_order(self.core.record(device_id, ref, result, files,
                                                         self.clock()))
 
@@ -608,3 +627,9 @@ class TaskService:
 def _unlisten(listeners: list[Listener], listener: Listener) -> None:
     if listener in listeners:
         listeners.remove(listener)
+
+
+def _stored(committed: asyncio.Future[None]) -> bool:
+    """Whether a ``TaskStore.committed`` future says the writes are on disk (a patient one
+    fails only when the store closed with them unwritten)."""
+    return not committed.cancelled() and committed.exception() is None

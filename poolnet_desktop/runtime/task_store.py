@@ -6,6 +6,10 @@ and one writer thread commits whatever has queued up in one transaction. ``commi
 a future that resolves once everything queued so far is on disk, which is what a result's
 acknowledgement waits for: a member forgets a result only after it is stored.
 
+A commit the disk cannot take (it is full) loses nothing: its rows stay queued (a newer save
+of the same row still replaces them) and the writer tries again every ``RETRY_DELAY`` until the
+disk has room, so the records catch up by themselves once space returns.
+
 ``synchronous=NORMAL`` under WAL survives the coordinator being killed (SIGKILL) at any
 moment; only a power cut may lose the last transactions, which members then run again.
 """
@@ -28,6 +32,7 @@ import msgspec
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.core.tasks import Shard, ShardState, Task
+from poolnet_desktop.core.wire import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,11 @@ _LOG_SQL = "INSERT INTO logs VALUES (?, ?, ?, ?, ?)"
 # acknowledgements wait for commits, and nothing waits for an acknowledgement; a placement
 # waits too (a member is sent an attempt only once it is stored), and asks for no delay.
 BATCH_DELAY = 0.02
+# After a failed commit (a full disk), the writer waits this long before it tries again.
+RETRY_DELAY = 0.5
+# While commits fail, at most this many output rows wait in memory; older ones are dropped
+# (said in the log) so that shards printing to a pool with a full disk cannot exhaust memory.
+MAX_HELD_LOGS = 50_000
 
 _json = msgspec.json.Encoder()
 _ints = msgspec.json.Decoder(list[int])
@@ -144,8 +154,10 @@ class TaskStore:
         self._shards: dict[tuple[str, int], tuple[object, ...]] = {}
         self._logs: list[tuple[object, ...]] = []
         self._forget: set[str] = set()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         self._closing = False
+        self._closed = threading.Event()  # cuts a retry's wait short
+        self._failing = False  # the last commit failed (the writer thread's own)
         self._hurry = threading.Event()  # an urgent ``committed``: cut the batch delay short
         self._writer = threading.Thread(target=self._run, name="task-store", daemon=True)
         self._writer.start()
@@ -245,13 +257,16 @@ class TaskStore:
             self._forget |= doomed
             self._wake.notify()
 
-    def committed(self, urgent: bool = False) -> asyncio.Future[None]:
+    def committed(self, urgent: bool = False, patient: bool = False) -> asyncio.Future[None]:
         """A future done once every write queued before this call is committed. ``urgent``:
-        commit without waiting for more writes to join (someone is kept waiting on it)."""
+        commit without waiting for more writes to join (someone is kept waiting on it).
+        A commit that fails fails the future with ``StorageError`` (a request then says so),
+        unless ``patient``: then it waits through failures until the writes are stored (what
+        may go out only once stored, such as a placement or an acknowledgement)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            self._waiters.append((loop, future))
+            self._waiters.append(_Waiter(loop, future, patient))
             if urgent:
                 self._hurry.set()
             self._wake.notify()
@@ -264,6 +279,7 @@ class TaskStore:
                 return
             self._closing = True
             self._wake.notify()
+        self._closed.set()
         await asyncio.to_thread(self._writer.join)
         self._db.close()
 
@@ -288,13 +304,59 @@ class TaskStore:
                 closing = self._closing
             with self._db_lock:
                 error = self._commit(tasks, shards, logs, forget)
-            for loop, future in waiters:
-                loop.call_soon_threadsafe(_settle, future, error)
+            self._note(error, closing)
+            if error is not None and not closing:
+                self._hold(tasks, shards, logs, forget, [w for w in waiters if w.patient])
+                waiters = [w for w in waiters if not w.patient]
+            failure = None if error is None else StorageError(
+                f"the host could not store its task records ({error}); they are kept and "
+                "written once its disk has room")
+            for waiter in waiters:
+                waiter.loop.call_soon_threadsafe(_settle, waiter.future, failure)
+            if error is not None and not closing:
+                self._closed.wait(RETRY_DELAY)
+                continue
             if closing:
                 with self._lock:
                     if not (self._tasks or self._shards or self._logs or self._forget
                             or self._waiters):
                         return
+
+    def _note(self, error: Exception | None, closing: bool) -> None:
+        """Log when commits start failing and when they work again, not every retry."""
+        if error is not None and closing:
+            log.error("closing with task records not stored in %s: %s", self.path, error)
+        elif error is not None and not self._failing:
+            log.error("cannot store task records in %s: %s; trying again every %g s",
+                      self.path, error, RETRY_DELAY)
+        elif error is None and self._failing:
+            log.warning("task records are stored in %s again", self.path)
+        self._failing = error is not None
+
+    def _hold(
+        self,
+        tasks: dict[str, tuple[object, ...]],
+        shards: dict[tuple[str, int], tuple[object, ...]],
+        logs: list[tuple[object, ...]],
+        forget: set[str],
+        patient: list[_Waiter],
+    ) -> None:
+        """Queue the rows of a failed commit again, under any newer save of the same row (a
+        task forgotten meanwhile stays forgotten)."""
+        with self._lock:
+            self._forget |= forget
+            tasks = {k: v for k, v in tasks.items() if k not in self._forget}
+            shards = {k: v for k, v in shards.items() if k[0] not in self._forget}
+            logs = [row for row in logs if row[0] not in self._forget]
+            self._tasks = {**tasks, **self._tasks}
+            self._shards = {**shards, **self._shards}
+            held = logs + self._logs
+            if len(held) > MAX_HELD_LOGS:
+                log.error("dropped %d lines of shard output: %s cannot store them",
+                          len(held) - MAX_HELD_LOGS, self.path)
+                held = held[-MAX_HELD_LOGS:]
+            self._logs = held
+            self._waiters = patient + self._waiters
 
     def _commit(
         self,
@@ -315,11 +377,17 @@ class TaskStore:
                 self._db.executemany(f"DELETE FROM {table} = ?", doomed)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.error("cannot store task records in %s: %s", self.path, exc)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             return exc
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    patient: bool
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:

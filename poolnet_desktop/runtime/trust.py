@@ -5,6 +5,9 @@ log. Every statement runs on one dedicated thread, so the event loop never waits
 and writes keep their order. Lookups read the database, not a cache, so a revocation written
 by another process (``poolnet devices revoke ID``) takes effect at the next handshake.
 
+A write the disk cannot take (it is full) raises ``StorageError`` for the request that needed
+it, except an audit entry: that is logged instead, so a full disk never locks anyone out.
+
 ``PinnedHosts`` is a member's small JSON file: pool id -> certificate fingerprint.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -21,11 +25,13 @@ from pathlib import Path
 from typing import Literal, TypeVar, get_args
 
 from poolnet_desktop.core.permissions import ALL_PERMISSIONS, format_permissions, parse_permissions
+from poolnet_desktop.core.wire import StorageError
 from poolnet_desktop.runtime.identity import write_private_file
 
 AuditEvent = Literal["join", "approve", "revoke", "refused", "submit", "permissions", "new_identity"]
 AUDIT_EVENTS: frozenset[str] = frozenset(get_args(AuditEvent))
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -123,7 +129,10 @@ class TrustStore:
         db = self._db
         if db is None:
             raise RuntimeError("the trust store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        except sqlite3.OperationalError as exc:  # "database or disk is full", an I/O error
+            raise StorageError(f"the host could not write its trust records ({exc})") from exc
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -217,15 +226,21 @@ class TrustStore:
     # ---- audit log
 
     async def record(self, event: AuditEvent, *, at: float, device_id: str = "", address: str = "", detail: str = "") -> None:
-        """Append one line to the audit log (``at``: wall-clock seconds)."""
+        """Append one line to the audit log (``at``: wall-clock seconds). A line the disk
+        cannot take is written to the program's log instead: what it records (a login, a
+        refusal) already happened, and refusing it over a full disk would lock everyone out."""
         if event not in AUDIT_EVENTS:
             raise ValueError(f"unknown audit event {event!r}; one of {sorted(AUDIT_EVENTS)}")
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO audit (time, event, device_id, address, detail) VALUES (?, ?, ?, ?, ?)",
-                (at, event, device_id, address, detail[:1000]),
+        try:
+            await self._run(
+                lambda db: db.execute(
+                    "INSERT INTO audit (time, event, device_id, address, detail) VALUES (?, ?, ?, ?, ?)",
+                    (at, event, device_id, address, detail[:1000]),
+                )
             )
-        )
+        except StorageError as exc:
+            log.error("audit entry not stored (%s): %s device=%s address=%s %s",
+                      exc, event, device_id, address, detail[:1000])
 
     async def audit_log(
         self,

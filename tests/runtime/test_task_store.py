@@ -3,13 +3,17 @@ the commit, older stores are brought up to date, and closing commits what is que
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.core.tasks import ShardState, Task
+from poolnet_desktop.core.wire import StorageError
 from poolnet_desktop.runtime.task_store import TaskStore
 
 SPEC = TaskSpec(name="sweep", command=("echo", "{shard}"), shards=3, env={"MODE": "fast"})
@@ -145,3 +149,33 @@ async def test_forget_deletes_a_tasks_rows_and_logs_even_those_still_queued(tmp_
     with sqlite3.connect(reopened.path) as db:
         assert db.execute("SELECT count(*) FROM shards WHERE task_id = ?", (doomed.id,)).fetchone() == (0,)
     await reopened.close()
+
+
+async def test_writes_the_database_cannot_take_are_kept_and_stored_once_it_has_room(
+    tmp_path: Path,
+) -> None:
+    """SQLite's own page limit makes the file "full" (SQLITE_FULL, what a full disk answers),
+    without root; raising the limit is space coming back."""
+    store = TaskStore(tmp_path / "tasks.sqlite3")
+    with store._db_lock:  # the writer thread's connection
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+    task = finished_task()
+    store.save_task(task, files_ready=True)
+    for shard in task.shards:
+        store.save_shard(task.id, shard)
+    store.append_log(task.id, 0, 1, "stdout", "x" * 100_000)
+    patient = store.committed(patient=True)
+    with pytest.raises(StorageError, match="database or disk is full"):
+        await store.committed()
+    assert not patient.done()
+
+    store.save_shard(task.id, task.shards[2])  # a newer save while full: still one row
+    with store._db_lock:
+        store._db.execute("PRAGMA max_page_count = 1000000")
+    await asyncio.wait_for(patient, 10)
+    await store.committed()
+    [stored] = store.load()
+    assert stored.task.shards == task.shards
+    assert [len(r.data) for r in store.logs(task.id)] == [100_000]
+    await store.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from poolnet_desktop.core.wire import StorageError
 from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
 
 
@@ -142,3 +143,23 @@ async def test_forgetting_all_approvals_keeps_only_the_one_named(store: TrustSto
     assert sorted(await store.forget_all_except("pn-2")) == ["pn-1", "pn-3"]
     assert [d.device_id for d in await store.devices()] == ["pn-2"]
     assert await store.revoked() == []  # dropped, not revoked: they may pair again
+
+
+@pytest.mark.asyncio
+async def test_a_full_store_logs_the_audit_entries_it_cannot_keep_and_refuses_other_writes(
+    store: TrustStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's page limit makes the file full (SQLITE_FULL, what a full disk answers): a
+    login's audit entry must never refuse the login, an approval must say it was not kept."""
+    pages = await store._run(lambda db: db.execute("PRAGMA page_count").fetchone()[0])
+    await store._run(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"))
+    for n in range(50):
+        await store.record("join", at=1.0, device_id=f"pn-{n}", detail="x" * 1000)  # never raises
+    assert "audit entry not stored" in caplog.text and "pn-49" in caplog.text
+    with pytest.raises(StorageError, match="database or disk is full"):
+        for n in range(50):
+            await store.approve(ApprovedDevice(f"pn-{n}", "box", "k" * 1000, 1.0))
+
+    await store._run(lambda db: db.execute("PRAGMA max_page_count = 1000000"))  # room again
+    await store.record("join", at=2.0, device_id="pn-back")
+    assert (await store.audit_log(limit=1))[0].device_id == "pn-back"

@@ -118,8 +118,10 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
     pausing: set[asyncio.Task[None]] = set()
 
     def paused(reason: str) -> None:
-        """The window's pause rules, for a headless member: say so, and take no new tasks."""
+        """The window's pause rules, for a headless member: say so, suspend the running shards
+        and take no new tasks."""
         print(f"Sharing paused: {reason}." if reason else "Sharing again.", flush=True)
+        member.executor.set_paused(bool(reason))
         accept = not reason and member.executor.may_take_tasks
         pausing.add(change := asyncio.ensure_future(member.agent.set_accept_tasks(accept)))
         change.add_done_callback(pausing.discard)

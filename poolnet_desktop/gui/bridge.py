@@ -369,6 +369,7 @@ class PoolBridge(QObject):
             )
         )
         member.agent.state_listeners.append(lambda state: self.member_changed.emit(state, member.agent.last_error or ""))
+        member.executor.set_paused(bool(self._pause.reason))
         self._member = member
         self._member_task = self._spawn(member.run())
         self._observer = self._spawn(self._observe())
@@ -480,6 +481,8 @@ class PoolBridge(QObject):
 
     def _on_pause_changed(self, reason: str) -> None:
         self.paused_changed.emit(reason)
+        if self._member is not None:
+            self._member.executor.set_paused(bool(reason))
         self._spawn(self._apply_accepting())
 
     async def _apply_accepting(self) -> None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
+from poolnet_desktop.runtime.sharing_config import SHARING_FILE, read_pause_rules
 
 
 def store_at(path: Path) -> SettingsStore:
@@ -25,7 +27,7 @@ def test_changes_survive_a_new_store_and_keep_their_types(tmp_path: Path) -> Non
     seen: list[Preferences] = []
     first.changed.connect(seen.append)
     first.update(host_pool=True, host_port=4100, cpu_percent=35.0, share_gpu=False, device_name="lab",
-                 pause_when_in_use=True, in_use_threshold=25.0, data_dir="/tmp/x")
+                 pause_when_in_use=True, in_use_threshold=25.0, data_dir=str(tmp_path / "data"))
     assert len(seen) == 1 and seen[0].host_pool
 
     again = store_at(tmp_path / "s.ini").prefs
@@ -48,3 +50,18 @@ def test_a_hand_edited_value_of_the_wrong_kind_falls_back_to_the_default(tmp_pat
     prefs = store_at(path).prefs
     assert prefs.host_port == Preferences().host_port
     assert prefs.cpu_percent == 55.0
+
+
+def test_the_pause_rules_are_shared_with_poolnet_join_through_the_data_folder(tmp_path: Path) -> None:
+    """The window writes its pause rules where ``poolnet join`` reads them, and a hand edit of
+    that file is what the window shows at its next start."""
+    data = tmp_path / "data"
+    store = store_at(tmp_path / "s.ini")
+    store.update(data_dir=str(data), pause_when_in_use=True, idle_minutes=7.0, in_use_threshold=30.0,
+                 pause_on_battery=False)
+    assert read_pause_rules(data) == PauseRules(when_in_use=True, in_use_threshold=30.0, on_battery=False,
+                                                idle_minutes=7.0)
+
+    (data / SHARING_FILE).write_text("pause_when_in_use = false\nidle_minutes = 12\n")
+    prefs = store_at(tmp_path / "s.ini").prefs
+    assert (prefs.pause_when_in_use, prefs.idle_minutes, prefs.in_use_threshold) == (False, 12.0, 30.0)

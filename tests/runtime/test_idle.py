@@ -1,0 +1,80 @@
+"""The time since the last keyboard or mouse input, read from a real X server (Xvfb)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from poolnet_desktop.runtime.idle import x11_idle_seconds
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="X11 and Xvfb are tested on Linux"),
+    pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed"),
+]
+
+
+def free_display() -> int:
+    """A display number no X server here uses."""
+    for number in range(150, 400):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            return number
+    pytest.skip("no free X display number")
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """A private Xvfb (unix socket only, no TCP), ended by its PID."""
+    number = free_display()
+    server = subprocess.Popen(["Xvfb", f":{number}", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            assert server.poll() is None, "Xvfb ended at start"
+            assert time.monotonic() < deadline, "Xvfb did not start"
+            time.sleep(0.05)
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def move_the_pointer(display_name: str) -> None:
+    """Input as a person's mouse gives it, through the XTest extension."""
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+    xtst = ctypes.CDLL(ctypes.util.find_library("Xtst") or "libXtst.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong]
+    handle = x11.XOpenDisplay(display_name.encode())
+    assert handle
+    xtst.XTestFakeMotionEvent(handle, -1, 40, 60, 0)
+    x11.XFlush(handle)
+    x11.XCloseDisplay(handle)
+
+
+def test_idle_time_grows_without_input_and_restarts_at_a_pointer_move(display: str) -> None:
+    first = x11_idle_seconds(display)
+    assert first is not None
+    time.sleep(1.2)
+    later = x11_idle_seconds(display)
+    assert later is not None and later >= first + 1.0
+    move_the_pointer(display)
+    after_input = x11_idle_seconds(display)
+    assert after_input is not None and after_input < later
+
+
+def test_no_reading_without_an_x_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    number = free_display()
+    assert x11_idle_seconds(f":{number}") is None
+    monkeypatch.delenv("DISPLAY", raising=False)
+    assert x11_idle_seconds() is None

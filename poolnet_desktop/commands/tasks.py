@@ -4,12 +4,15 @@
 Each opens one authenticated link to the pool (``runtime.link``) and talks through
 ``runtime.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
 stderr, brings every output back to ``--results`` and exits 0 only if every shard succeeded.
+``submit --wait`` and ``logs`` ride out a restart of the pool's host: they say the pool was
+lost, reconnect with backoff, and go on (``TaskClient.resuming``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -28,12 +31,14 @@ from poolnet_desktop.commands.options import (
     waiting_notice,
 )
 from poolnet_desktop.core.log_lines import LineJoiner
+from poolnet_desktop.core.output_replay import OutputReplay
 from poolnet_desktop.core.protocol import ProtocolError
-from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
+from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary
+from poolnet_desktop.core.tasks import shard_note
 from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.link import PoolLink, open_link
+from poolnet_desktop.runtime.task_client import LINK_LOST, TaskClient
 from poolnet_desktop.runtime.task_files import TaskFileError, load_task
 
 BAR_WIDTH = 30
@@ -46,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--results", default="results", help="where results go (default ./results)")
     _common(submit, run_submit)
 
-    listing = subparsers.add_parser("tasks", help="list the pool's tasks")
+    listing = subparsers.add_parser("tasks", help="list the pool's tasks, or one task's shards")
+    listing.add_argument("task_id", metavar="ID", nargs="?", help="show this task's shards: where each runs or waits")
     _common(listing, run_tasks)
 
     cancel = subparsers.add_parser("cancel", help="cancel a task")
@@ -80,8 +86,17 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
 
     async def main(code: str | None) -> int:
         data_dir = resolve_data_dir(args.data_dir)
-        async with await open_link(url, data_dir, code=code, on_pending=waiting_notice(data_dir)) as link:
-            return await conversation(TaskClient(link))
+        notice = waiting_notice(data_dir)
+
+        async def reopen() -> PoolLink:
+            return await open_link(url, data_dir, on_pending=notice)  # paired by now: no code
+
+        client = TaskClient(await open_link(url, data_dir, code=code, on_pending=notice), reopen)
+        try:
+            return await conversation(client)
+        finally:
+            with contextlib.suppress(*LINK_LOST):
+                await client.link.close()
 
     try:
         return asyncio.run(main(read_pairing_code(args)))
@@ -92,9 +107,23 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
         print(f"poolnet: not connected to {url}: {exc.message}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
-    except OSError as exc:
+    except LINK_LOST as exc:
         print(f"poolnet: cannot reach the pool at {url}: {exc}", file=sys.stderr)
     return 1
+
+
+def _riding_out(args: argparse.Namespace) -> dict[str, Callable[..., None]]:
+    """What a command following a task says when it loses the pool and finds it again."""
+    url = pool_url(args)
+
+    def lost(reason: str) -> None:
+        print(f"\npoolnet: lost the pool at {url} ({reason}); reconnecting… (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+
+    def back() -> None:
+        print(f"poolnet: reconnected to {url}", file=sys.stderr, flush=True)
+
+    return {"on_lost": lost, "on_back": back}
 
 
 def _print_json(value: Any) -> None:
@@ -117,9 +146,13 @@ def run_submit(args: argparse.Namespace) -> int:
                 print(task_id)
             return 0
         bar = ProgressBar(time.monotonic)
-        summary = await client.wait(task_id, None if args.json else bar.draw)
-        bar.close()
-        folder = await client.fetch_results(task_id, Path(args.results))
+
+        async def follow(client: TaskClient) -> tuple[TaskSummary, Path]:
+            summary = await client.wait(task_id, None if args.json else bar.draw)
+            bar.close()
+            return summary, await client.fetch_results(task_id, Path(args.results))
+
+        summary, folder = await client.resuming(follow, **_riding_out(args))
         if args.json:
             _print_json({"task": summary, "results": str(folder)})
         else:
@@ -132,11 +165,19 @@ def run_submit(args: argparse.Namespace) -> int:
 
 def run_tasks(args: argparse.Namespace) -> int:
     async def conversation(client: TaskClient) -> int:
-        tasks = await client.list()
+        tasks = await client.list(detail=args.task_id is not None)
+        if args.task_id is not None:
+            tasks = [t for t in tasks if t.id == args.task_id]
+            if not tasks:
+                print(f"poolnet: no task {args.task_id!r} in this pool", file=sys.stderr)
+                return 1
         if args.json:
-            _print_json(tasks)
+            _print_json(tasks[0] if args.task_id else tasks)
         else:
             print(render_tasks(tasks))
+            if args.task_id:
+                print()
+                print(render_shards(tasks[0].shards or []))
         return 0
 
     return _talk(args, conversation)
@@ -169,8 +210,10 @@ def _change(
 
 def run_logs(args: argparse.Namespace) -> int:
     """A task's output: one shard's as it was written, or every shard's as whole lines, each
-    labelled ``[N]`` with its shard (chunks of several shards interleave mid-line)."""
+    labelled ``[N]`` with its shard (chunks of several shards interleave mid-line). After a
+    reconnect the pool replays the output from its start: what was shown is not shown again."""
     joiner = LineJoiner()
+    replay = OutputReplay()
 
     def write(stream: str, text: str) -> None:
         out = sys.stdout if stream == "stdout" else sys.stderr
@@ -178,6 +221,10 @@ def run_logs(args: argparse.Namespace) -> int:
         out.flush()
 
     def show(output: ShardOutput) -> None:
+        fresh = replay.new_part((output.shard, output.stream), output.data)
+        if not fresh:
+            return
+        output = msgspec.structs.replace(output, data=fresh)
         if args.json:
             print(json.dumps(msgspec.to_builtins(output)), flush=True)
         elif args.shard is not None:
@@ -186,8 +233,12 @@ def run_logs(args: argparse.Namespace) -> int:
             for line in joiner.feed(output.shard.shard, output.stream, output.data):
                 write(line.stream, line.labelled())
 
-    async def conversation(client: TaskClient) -> int:
+    async def follow(client: TaskClient) -> None:
+        replay.restart()
         await client.logs(args.task_id, show, shard=args.shard, follow=args.follow)
+
+    async def conversation(client: TaskClient) -> int:
+        await client.resuming(follow, **_riding_out(args))
         for line in joiner.rest():
             write(line.stream, line.labelled())
         return 0
@@ -197,11 +248,23 @@ def run_logs(args: argparse.Namespace) -> int:
 
 def render_tasks(tasks: list[TaskSummary]) -> str:
     header = ("ID", "NAME", "STATE", "DONE", "RUNNING", "NOTE")
-    rows = [header] + [
+    return _table(header, [
         (t.id, t.name, t.state, f"{t.done}/{t.total}", f"{t.running}" + (f" +{t.waiting} waiting" if t.waiting else ""),
          t.reason)
         for t in tasks
-    ]
+    ])
+
+
+def render_shards(shards: list[ShardSummary]) -> str:
+    """One line per shard: a shard held ahead says what it waits for, not "running"."""
+    header = ("SHARD", "ATTEMPT", "DEVICE", "STATE")
+    return _table(header, [
+        (str(s.index), str(s.attempt), s.device_id or "", shard_note(s.state, s.reason)) for s in shards
+    ])
+
+
+def _table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
+    rows = [header, *body]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows

@@ -87,6 +87,7 @@ from poolnet_desktop.core.tasks import (
     ShardState,
     SubmitQuota,
     Task,
+    held_ahead,
     quota_refusal,
 )
 from poolnet_desktop.core.transfer import (
@@ -401,7 +402,8 @@ class TaskService:
         batches: dict[tuple[str, str], list[Assignment]] = {}
         for placement in self.scheduler.place():
             task = self.tasks[placement.task_id]
-            attempt = task.assign(placement.shard, placement.device_id, placement.gpu_indices, now)
+            attempt = task.assign(placement.shard, placement.device_id, placement.gpu_indices, now,
+                                  self._held_ahead(placement))
             store.save_shard(task.id, task.shards[placement.shard])
             batch = batches.setdefault((placement.device_id, task.id), [])
             batch.append(Assignment(placement.shard, attempt, list(placement.gpu_indices),
@@ -437,6 +439,15 @@ class TaskService:
             self.requests.changed(task)
         for device_id in {device_id for device_id, _ in batches}:
             self._count_running(device_id)
+
+    def _held_ahead(self, placement: Placement) -> str:
+        """What a shard placed ahead waits for, as people read it ("" if it starts at once)."""
+        if placement.after is None:
+            return ""
+        task_id, index = placement.after
+        device = self.coordinator.registry.get(placement.device_id)
+        return held_ahead(device.name if device else placement.device_id, self.tasks[task_id].spec.name or task_id,
+                          index)
 
     def _after(self, placement: Placement) -> ShardRef | None:
         """The attempt a shard placed ahead waits for, as the member knows it."""

@@ -19,6 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import posix_only
+
+pytestmark = posix_only("signals (SIGTERM, SIGINT) and select on pipes")
+
 POOLNET = [sys.executable, "-m", "poolnet_desktop"]
 
 

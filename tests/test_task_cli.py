@@ -16,7 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.test_cli import POOLNET, environment, free_port, read_line_with
+
+pytestmark = linux_only(SANDBOXED_SHARDS)
 
 CODE = "TEST-CODE"
 

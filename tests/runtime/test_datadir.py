@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from poolnet_desktop.runtime.datadir import resolve_data_dir, work_root
+from tests.conftest import posix_only
 
 
 def test_the_work_root_is_in_the_cache_outside_the_data_folder(tmp_path: Path, monkeypatch) -> None:
@@ -19,6 +20,7 @@ def test_the_work_root_is_in_the_cache_outside_the_data_folder(tmp_path: Path, m
     assert root != work_root(tmp_path / "other-data")
 
 
+@posix_only("POSIX file modes")
 def test_a_world_readable_data_folder_is_closed_at_start(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
@@ -28,6 +30,7 @@ def test_a_world_readable_data_folder_is_closed_at_start(tmp_path: Path) -> None
     assert data.stat().st_mode & 0o777 == 0o700
 
 
+@posix_only("POSIX file modes")
 def test_the_cli_creates_files_for_its_user_only(tmp_path: Path) -> None:
     """A real ``poolnet`` process: whatever it writes in a fresh data folder is private."""
     data = tmp_path / "fresh"

@@ -16,8 +16,11 @@ from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import client, submit_manifest, unique_sleep, wait_for
+
+pytestmark = linux_only(SANDBOXED_SHARDS)
 
 __all__ = ["client"]  # the fixture, used by name
 

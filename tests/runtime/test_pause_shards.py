@@ -8,7 +8,6 @@ member meanwhile, since the member's heartbeats go on.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,10 +18,11 @@ from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import client, running_with, submit_manifest, unique_sleep, wait_for
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SIGSTOP and the bwrap sandbox are Linux's")
+pytestmark = linux_only(f"{SANDBOXED_SHARDS}; SIGSTOP and the process states of /proc")
 __all__ = ["client"]  # the fixture, used by name
 
 

@@ -22,7 +22,12 @@ from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.datadir import default_data_dir
-from poolnet_desktop.runtime.sharing_config import SharingConfigError, read_pause_rules, write_pause_rules
+from poolnet_desktop.runtime.sharing_config import (
+    SHARING_FILE,
+    SharingConfigError,
+    read_pause_rules,
+    write_pause_rules,
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class SettingsStore(QObject):
         """Apply ``changes`` (field names of ``Preferences``), save them, and emit ``changed``
         if anything differs. Raises ``TypeError`` for an unknown name."""
         new = replace(self._prefs, **changes)
+        if new.data_path != self._prefs.data_path:
+            new = _with_rules_of_folder(new)  # another data folder: its own rules, if it has some
         if new == self._prefs:
             return new
         old, self._prefs = self._prefs, new
@@ -102,13 +109,23 @@ class SettingsStore(QObject):
             self._settings.setValue(name, value)
         self._settings.sync()
         if (old.pause_rules, old.data_path) != (new.pause_rules, new.data_path):
-            try:
-                new.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-                write_pause_rules(new.data_path, new.pause_rules)
-            except OSError as exc:
-                log.warning("cannot save the pause rules for poolnet join in %s: %s", new.data_path, exc)
+            self._write_pause_rules()
         self.changed.emit(new)
         return new
+
+    def share_pause_rules(self) -> None:
+        """Write the pause rules to a data folder that has none yet, so ``poolnet join`` there
+        pauses as the window does. Called once the data folder is made (and an old one moved)."""
+        if not (self._prefs.data_path / SHARING_FILE).exists():
+            self._write_pause_rules()
+
+    def _write_pause_rules(self) -> None:
+        folder = self._prefs.data_path
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_pause_rules(folder, self._prefs.pause_rules)
+        except OSError as exc:
+            log.warning("cannot save the pause rules for poolnet join in %s: %s", folder, exc)
 
     def window_layout(self) -> tuple[QByteArray | None, int]:
         """Where the window was and which page it showed when it was last hidden (none on a
@@ -133,14 +150,18 @@ class SettingsStore(QObject):
                     values[name] = _convert(self._settings.value(name), kind)
                 except ValueError:  # a hand-edited file: keep the default
                     log.warning("ignoring the setting %s=%r: not a %s", name, self._settings.value(name), kind.__name__)
-        prefs = replace(_DEFAULTS, **values)
-        try:
-            rules = read_pause_rules(prefs.data_path, prefs.pause_rules)
-        except SharingConfigError as exc:
-            log.warning("ignoring the pause rules file: %s", exc)
-            return prefs
-        return replace(prefs, pause_when_in_use=rules.when_in_use, idle_minutes=rules.idle_minutes,
-                       in_use_threshold=rules.in_use_threshold, pause_on_battery=rules.on_battery)
+        return _with_rules_of_folder(replace(_DEFAULTS, **values))
+
+
+def _with_rules_of_folder(prefs: Preferences) -> Preferences:
+    """``prefs`` with the pause rules of its data folder's file, where it has a readable one."""
+    try:
+        rules = read_pause_rules(prefs.data_path, prefs.pause_rules)
+    except SharingConfigError as exc:
+        log.warning("ignoring the pause rules file: %s", exc)
+        return prefs
+    return replace(prefs, pause_when_in_use=rules.when_in_use, idle_minutes=rules.idle_minutes,
+                   in_use_threshold=rules.in_use_threshold, pause_on_battery=rules.on_battery)
 
 
 def _convert(raw: object, kind: type) -> Any:

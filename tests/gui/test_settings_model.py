@@ -65,3 +65,19 @@ def test_the_pause_rules_are_shared_with_poolnet_join_through_the_data_folder(tm
     (data / SHARING_FILE).write_text("pause_when_in_use = false\nidle_minutes = 12\n")
     prefs = store_at(tmp_path / "s.ini").prefs
     assert (prefs.pause_when_in_use, prefs.idle_minutes, prefs.in_use_threshold) == (False, 12.0, 30.0)
+
+
+def test_another_data_folder_brings_its_own_rules_and_one_without_gets_the_windows(tmp_path: Path) -> None:
+    joined = tmp_path / "joined"
+    joined.mkdir()
+    (joined / SHARING_FILE).write_text("pause_on_battery = false\nidle_minutes = 9\n")
+    store = store_at(tmp_path / "s.ini")
+    assert store.update(data_dir=str(joined)).idle_minutes == 9.0  # the folder's file wins
+    assert store.prefs.pause_on_battery is False
+
+    fresh = tmp_path / "fresh"  # a window started on a folder that has no rules yet
+    (tmp_path / "fresh.ini").write_text(f"[General]\ndata_dir={fresh}\npause_when_in_use=true\n")
+    started = store_at(tmp_path / "fresh.ini")
+    assert not (fresh / SHARING_FILE).exists()
+    started.share_pause_rules()
+    assert read_pause_rules(fresh) == started.prefs.pause_rules == PauseRules(True, 40.0, True, 3.0)

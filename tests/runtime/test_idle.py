@@ -31,9 +31,11 @@ def free_display() -> int:
 
 @pytest.fixture
 def display() -> Iterator[str]:
-    """A private Xvfb (unix socket only, no TCP), ended by its PID."""
+    """A private Xvfb (unix socket only, no TCP), ended by its PID. ``-noreset``: a desktop's
+    X server has clients all along; this one would reset (and its idle time with it) each time
+    its last client, the probe, disconnects."""
     number = free_display()
-    server = subprocess.Popen(["Xvfb", f":{number}", "-nolisten", "tcp"],
+    server = subprocess.Popen(["Xvfb", f":{number}", "-nolisten", "tcp", "-noreset"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -68,6 +70,9 @@ def test_idle_time_grows_without_input_and_restarts_at_a_pointer_move(display: s
     time.sleep(1.2)
     later = x11_idle_seconds(display)
     assert later is not None and later >= first + 1.0
+    time.sleep(1.2)
+    latest = x11_idle_seconds(display)  # reading it is no input: it goes on growing
+    assert latest is not None and latest >= later + 1.0
     move_the_pointer(display)
     after_input = x11_idle_seconds(display)
     assert after_input is not None and after_input < later

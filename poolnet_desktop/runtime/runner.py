@@ -228,10 +228,6 @@ class ShardRunner:
         self._cancel_requested = True
         self._kill("cancelled", "cancelled on request")
 
-    @property
-    def suspended(self) -> bool:
-        return self._suspended
-
     def suspend(self) -> None:
         """Stop the shard's whole tree where it stands, and its timeout with it; a shard not
         started yet is suspended as soon as it starts. ``resume()`` undoes it."""

@@ -1,10 +1,12 @@
 """How long since the owner last touched the keyboard or mouse, where the platform tells.
 
 "In use" for the pause rules (``core.pause.in_use``) means recent input, as BOINC reads it; each
-platform's own call is used through ctypes, so no dependency is added: X11's screen-saver
-extension (libXss) when ``DISPLAY`` is set, Windows' ``GetLastInputInfo``, macOS's
-``CGEventSourceSecondsSinceLastEventType``. Where none answers (no display, a server, Wayland
-without XWayland) the reading is None and the rules fall back to the CPU load. Blocking, but
+platform's own call is used, so no dependency is added: on Wayland (``WAYLAND_DISPLAY``) GNOME's
+Mutter through the session bus (``dbus-send``: Wayland gives plain clients no idle time, and
+XWayland's sees only input to X windows), X11's screen-saver extension (libXss, through ctypes)
+when ``DISPLAY`` is set, Windows' ``GetLastInputInfo``, macOS's
+``CGEventSourceSecondsSinceLastEventType``. Where none answers (no display, a server, another
+Wayland desktop) the reading is None and the rules fall back to the CPU load. Blocking, but
 quick: the watcher calls it off the event loop.
 """
 
@@ -14,6 +16,9 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -113,10 +118,37 @@ def macos_idle_seconds() -> float | None:
     return float(seconds_since(hid_system_state, any_input_event))
 
 
+# GNOME's idle monitor on the session bus: milliseconds since the last input, as a uint64.
+MUTTER_IDLE_CALL = (
+    "--dest=org.gnome.Mutter.IdleMonitor", "/org/gnome/Mutter/IdleMonitor/Core",
+    "org.gnome.Mutter.IdleMonitor.GetIdletime",
+)
+
+
+def wayland_idle_seconds() -> float | None:
+    """Seconds since the last input in a Wayland session whose compositor tells (GNOME)."""
+    dbus_send = shutil.which("dbus-send")
+    if not os.environ.get("WAYLAND_DISPLAY") or dbus_send is None:
+        return None
+    try:
+        done = subprocess.run([dbus_send, "--session", "--print-reply=literal", *MUTTER_IDLE_CALL],
+                              capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.fullmatch(r"\s*uint64 (\d+)\s*", done.stdout)
+    return int(found.group(1)) / 1000.0 if done.returncode == 0 and found else None
+
+
+def desktop_idle_seconds() -> float | None:
+    """A Linux (or BSD) desktop's reading: Wayland's where it answers, else X11's."""
+    seconds = wayland_idle_seconds()
+    return seconds if seconds is not None else x11_idle_seconds()
+
+
 def idle_probe() -> IdleProbe:
     """This platform's reading of the time since the last input."""
     if sys.platform == "win32":
         return windows_idle_seconds
     if sys.platform == "darwin":
         return macos_idle_seconds
-    return x11_idle_seconds
+    return desktop_idle_seconds

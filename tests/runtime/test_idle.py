@@ -1,4 +1,5 @@
-"""The time since the last keyboard or mouse input, read from a real X server (Xvfb)."""
+"""The time since the last keyboard or mouse input, read from a real X server (Xvfb) and from
+a session bus as a GNOME Wayland session serves it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from poolnet_desktop.runtime.idle import x11_idle_seconds
+from poolnet_desktop.runtime.idle import desktop_idle_seconds, wayland_idle_seconds, x11_idle_seconds
+from tests.conftest import linux_only
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux", reason="X11 and Xvfb are tested on Linux"),
-    pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed"),
-]
+pytestmark = linux_only("X11 (Xvfb) and D-Bus desktops are tested on Linux")
 
 
 def free_display() -> int:
@@ -34,6 +33,8 @@ def display() -> Iterator[str]:
     """A private Xvfb (unix socket only, no TCP), ended by its PID. ``-noreset``: a desktop's
     X server has clients all along; this one would reset (and its idle time with it) each time
     its last client, the probe, disconnects."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
     number = free_display()
     server = subprocess.Popen(["Xvfb", f":{number}", "-nolisten", "tcp", "-noreset"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -83,3 +84,56 @@ def test_no_reading_without_an_x_server(monkeypatch: pytest.MonkeyPatch) -> None
     assert x11_idle_seconds(f":{number}") is None
     monkeypatch.delenv("DISPLAY", raising=False)
     assert x11_idle_seconds() is None
+
+
+# GNOME's compositor cannot run here: this stand-in serves its idle monitor's one call on a
+# private session bus, as Mutter does (milliseconds since the last input, a uint64).
+MUTTER_STAND_IN = """
+import sys
+from PySide6.QtCore import QCoreApplication, QObject, Slot
+from PySide6.QtDBus import QDBusConnection
+
+class IdleMonitor(QObject):
+    @Slot(result="qulonglong")
+    def GetIdletime(self):
+        return int(sys.argv[1])
+
+app = QCoreApplication(sys.argv)
+bus = QDBusConnection.sessionBus()
+monitor = IdleMonitor()
+assert bus.registerService("org.gnome.Mutter.IdleMonitor"), bus.lastError().message()
+assert bus.registerObject("/org/gnome/Mutter/IdleMonitor/Core", "org.gnome.Mutter.IdleMonitor", monitor,
+                          QDBusConnection.RegisterOption.ExportAllSlots)
+print("ready", flush=True)
+app.exec()
+"""
+
+
+@pytest.fixture
+def session_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A private D-Bus session bus (dbus-daemon), ended by its PID; this process uses it."""
+    if shutil.which("dbus-daemon") is None or shutil.which("dbus-send") is None:
+        pytest.skip("dbus-daemon and dbus-send are not installed")
+    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stdout is not None
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", daemon.stdout.readline().strip())
+        monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-poolnet-test")
+        monkeypatch.delenv("DISPLAY", raising=False)
+        yield
+    finally:
+        daemon.terminate()
+        daemon.communicate(timeout=10)
+
+
+def test_a_gnome_wayland_session_tells_the_idle_time_over_the_session_bus(session_bus: None) -> None:
+    assert desktop_idle_seconds() is None  # no compositor on the bus: no reading (the CPU decides)
+    mutter = subprocess.Popen([sys.executable, "-c", MUTTER_STAND_IN, "4321"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert mutter.stdout is not None and mutter.stdout.readline() == "ready\n"
+        assert wayland_idle_seconds() == 4.321
+        assert desktop_idle_seconds() == 4.321
+    finally:
+        mutter.terminate()
+        mutter.communicate(timeout=10)

@@ -141,6 +141,7 @@ async def _run(args: argparse.Namespace) -> int:
     if isinstance(lock, int):
         return lock
     log_to_file(data_dir, WINDOW)
+    store.share_pause_rules()
     try:
         app = DesktopApp(store)
         _stop_on_signals(app)

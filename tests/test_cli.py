@@ -19,6 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import posix_only
+
+pytestmark = posix_only("signals (SIGTERM, SIGINT) and select on pipes")
+
 POOLNET = [sys.executable, "-m", "poolnet_desktop"]
 
 
@@ -414,7 +418,9 @@ def test_join_pauses_while_other_programs_keep_the_cpu_busy(hosted, tmp_path: Pa
     joining = subprocess.Popen(
         [*POOLNET, "join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "laptop"), "--no-discovery",
          "--name", "laptop", "--pause-when-busy", "10"],
-        env=environment(tmp_path, code="TEST-CODE"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        # No display: "in use" is read from the CPU (with one, keyboard and mouse would decide).
+        env={k: v for k, v in environment(tmp_path, code="TEST-CODE").items() if k != "DISPLAY"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -16,7 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_cli import POOLNET, environment, free_port
+from tests.conftest import SANDBOXED_SHARDS, linux_only
+from tests.test_cli import POOLNET, environment, free_port, read_line_with
+
+pytestmark = linux_only(SANDBOXED_SHARDS)
 
 CODE = "TEST-CODE"
 
@@ -284,3 +287,62 @@ def test_tasks_follow_prints_pushed_changes_and_forget_deletes_a_task(pool: Pool
     again = pool.run("forget", task_id)
     assert again.returncode == 1 and f"no task '{task_id}'" in again.stderr and "Traceback" not in again.stderr
     follow.terminate()
+
+
+def online_members(pool: Pool) -> int:
+    result = pool.run("status", "--json", timeout=20)
+    if result.returncode != 0:
+        return 0
+    return sum(1 for d in json.loads(result.stdout)["devices"] if d["isOnline"] and d["resources"]["cpuCores"] > 0)
+
+
+def test_submit_wait_and_logs_follow_ride_out_a_host_restart(
+    pool: Pool, tmp_path: Path, visible_to_shards: Path
+) -> None:
+    """The host is killed while shards wait on a file the test writes after its restart:
+    ``submit --wait`` and ``logs --follow`` (which traced back before) reconnect, the results
+    come back, and no log line is shown twice."""
+    go = visible_to_shards / "go"
+    manifest = write_manifest(tmp_path / "held", "held", f"""
+        command = "echo before-{{shard}}; while [ ! -e {go} ]; do sleep 0.1; done; mkdir -p out; echo {{shard}} > out/n.txt; echo after-{{shard}}"
+        shell = true
+        shards = 2
+        outputs = ["out/n.txt"]
+        [resources]
+        cpu = 0.25
+    """)
+    as_owner = ["--url", pool.url, "--data-dir", str(pool.host_dir)]
+    submitted = pool.run("submit", str(manifest))
+    assert submitted.returncode == 0, submitted.stderr
+    logged_id = submitted.stdout.strip()
+    following = subprocess.Popen([*POOLNET, "logs", logged_id, "--follow", *as_owner],
+                                 env=environment(pool.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pool.processes.append(following)
+    waiting = subprocess.Popen(
+        [*POOLNET, "submit", str(manifest), "--wait", "--results", str(tmp_path / "res"), *as_owner],
+        env=environment(pool.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=pool.home,
+    )
+    pool.processes.append(waiting)
+    first_line = read_line_with(following, "stdout", "before-")
+    wait_until(lambda: sum(t["running"] for t in pool.tasks()) == 4, "both tasks' shards to run")
+
+    host = pool.processes[0]
+    host.send_signal(signal.SIGKILL)
+    host.communicate()
+    pool.start_host()
+    wait_until(lambda: online_members(pool) == 2, "the members back in the restarted pool", timeout=90)
+    go.write_text("")
+
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert "lost the pool" in err and "reconnected" in err and "Traceback" not in err
+    task_id = out.split(":")[0]
+    for shard in range(2):
+        assert (tmp_path / "res" / task_id / str(shard) / "out" / "n.txt").read_text() == f"{shard}\n"
+
+    following.wait(timeout=120)  # then read through the pipe's buffer, which read_line_with filled
+    out, err = following.stdout.read(), following.stderr.read()
+    assert following.returncode == 0, err
+    assert "reconnected" in err and "Traceback" not in err
+    lines = [first_line.rstrip("\n"), *out.splitlines()]
+    assert sorted(lines) == ["[0] after-0", "[0] before-0", "[1] after-1", "[1] before-1"], (lines, err)

@@ -19,12 +19,13 @@ from poolnet_desktop.commands.options import (
     sandbox_line,
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
-from poolnet_desktop.core.pause import PauseRules
+from poolnet_desktop.core.pause import PauseRules, rules_from_settings
 from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
 from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
 from poolnet_desktop.runtime.node import Member, joined_pool_url, normalise_pool_url
+from poolnet_desktop.runtime.sharing_config import SHARING_FILE, SharingConfigError, read_pause_rules
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +41,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--name", default=socket.gethostname(), help="this device's name in the pool")
     parser.add_argument("--pause-when-busy", type=float, metavar="PERCENT",
-                        help="take no new tasks while other programs use more than PERCENT of the CPU")
-    parser.add_argument("--pause-on-battery", action="store_true", help="take no new tasks while on battery")
+                        help="pause while the computer is in use: keyboard or mouse used in the last --idle-minutes "
+                             "where that can be read, else other programs above PERCENT of the CPU "
+                             f"(default: DATA/{SHARING_FILE}, which the window writes)")
+    parser.add_argument("--no-pause-when-busy", dest="pause_when_busy", action="store_const", const=False,
+                        help="share even while the computer is in use")
+    parser.add_argument("--idle-minutes", type=float, metavar="MINUTES",
+                        help="in use: keyboard or mouse input this recent (default: 3)")
+    parser.add_argument("--pause-on-battery", action=argparse.BooleanOptionalAction,
+                        help="pause while on battery")
     add_data_dir(parser)
     add_discovery(parser)
     add_task_sandbox(parser)
@@ -66,6 +74,20 @@ async def single_pool_on_lan(settings: DiscoverySettings, wait: float = 3.0) -> 
         for pool in pools:
             print(f"  poolnet join {pool.url}    ({pool.name})", file=sys.stderr)
     return None
+
+
+def pause_rules(args: argparse.Namespace, data_dir: Path) -> PauseRules:
+    """The data folder's pause rules (the window's), with this command's flags over them."""
+    flags: dict[str, object] = {}
+    if args.pause_when_busy is not None:
+        flags["pause_when_in_use"] = args.pause_when_busy is not False
+        if args.pause_when_busy is not False:
+            flags["busy_percent"] = args.pause_when_busy
+    if args.idle_minutes is not None:
+        flags["idle_minutes"] = args.idle_minutes
+    if args.pause_on_battery is not None:
+        flags["pause_on_battery"] = args.pause_on_battery
+    return rules_from_settings(flags, read_pause_rules(data_dir))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +128,11 @@ class _JoinPrinter(InstanceEvents):
 
 
 def _share(args: argparse.Namespace, data_dir: Path) -> int:
+    try:
+        rules = pause_rules(args, data_dir)
+    except (SharingConfigError, ValueError) as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
+        return 2
     settings = discovery_settings(args)
     joined = joined_pool_url(data_dir)
     url = args.url or joined
@@ -135,8 +162,7 @@ def _share(args: argparse.Namespace, data_dir: Path) -> int:
         task_network=not args.no_task_network,
         allow_unsandboxed=args.allow_unsandboxed,
         env_cache_limit=args.env_cache,
-        pause_rules=PauseRules(when_in_use=args.pause_when_busy is not None,
-                               in_use_threshold=args.pause_when_busy or 0.0, on_battery=args.pause_on_battery),
+        pause_rules=rules,
         discovery=settings,
     )
     instance = Instance(config, _JoinPrinter(args.name))

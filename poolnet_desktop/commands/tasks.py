@@ -6,12 +6,15 @@ Each opens one authenticated link to the pool (``runtime.link``) and talks throu
 stderr, brings every output back to ``--results`` and exits 0 only if every shard succeeded.
 ``tasks --follow`` prints the list, then a line per task change the pool pushes.
 ``run -- CMD ARGS`` submits a one-off command the same way and prints its output as it comes.
+``submit --wait`` and ``logs`` ride out a restart of the pool's host: they say the pool was
+lost, reconnect with backoff, and go on (``TaskClient.resuming``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -32,17 +35,16 @@ from poolnet_desktop.commands.options import (
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError, inline_task
 from poolnet_desktop.core.matrix import describe_values
+from poolnet_desktop.core.output_replay import OutputReplay
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary
+from poolnet_desktop.core.tasks import ShardState
 from poolnet_desktop.runtime.auth import AuthRefused
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
-
-
 from poolnet_desktop.runtime.env_resolve import ResolveOptions
-from poolnet_desktop.runtime.task_files import TaskFileError, load_task
+from poolnet_desktop.runtime.link import PoolLink, open_link
+from poolnet_desktop.runtime.task_client import LINK_LOST, TaskClient
+from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
 from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 BAR_WIDTH = 30
@@ -119,8 +121,17 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
 
     async def main(code: str | None) -> int:
         data_dir = resolve_data_dir(args.data_dir)
-        async with await open_link(url, data_dir, code=code, on_pending=waiting_notice(data_dir)) as link:
-            return await conversation(TaskClient(link))
+        notice = waiting_notice(data_dir)
+
+        async def reopen() -> PoolLink:
+            return await open_link(url, data_dir, on_pending=notice)  # paired by now: no code
+
+        client = TaskClient(await open_link(url, data_dir, code=code, on_pending=notice), reopen)
+        try:
+            return await conversation(client)
+        finally:
+            with contextlib.suppress(*LINK_LOST):
+                await client.link.close()
 
     try:
         return asyncio.run(main(read_pairing_code(args)))
@@ -131,9 +142,23 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
         print(f"poolnet: not connected to {url}: {exc.message}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
-    except OSError as exc:
+    except LINK_LOST as exc:
         print(f"poolnet: cannot reach the pool at {url}: {exc}", file=sys.stderr)
     return 1
+
+
+def _riding_out(args: argparse.Namespace) -> dict[str, Callable[..., None]]:
+    """What a command following a task says when it loses the pool and finds it again."""
+    url = pool_url(args)
+
+    def lost(reason: str) -> None:
+        print(f"\npoolnet: lost the pool at {url} ({reason}); reconnecting… (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+
+    def back() -> None:
+        print(f"poolnet: reconnected to {url}", file=sys.stderr, flush=True)
+
+    return {"on_lost": lost, "on_back": back}
 
 
 def _print_json(value: Any) -> None:
@@ -165,9 +190,13 @@ def run_submit(args: argparse.Namespace) -> int:
                 print(task_id)
             return 0
         bar = ProgressBar(time.monotonic)
-        summary = await client.wait(task_id, None if args.json else bar.draw)
-        bar.close()
-        folder = await client.fetch_results(task_id, Path(args.results))
+
+        async def follow(client: TaskClient) -> tuple[TaskSummary, Path]:
+            summary = await client.wait(task_id, None if args.json else bar.draw)
+            bar.close()
+            return summary, await client.fetch_results(task_id, Path(args.results))
+
+        summary, folder = await client.resuming(follow, **_riding_out(args))
         if args.json:
             _print_json({"task": summary, "results": str(folder)})
         else:
@@ -219,7 +248,7 @@ def run_tasks(args: argparse.Namespace) -> int:
             return 0
         tasks = await (client.subscribe() if args.follow else client.list())
         if args.json:
-            _print_json(tasks)
+            _print_json(tasks[0] if args.task_id else tasks)
         else:
             print(render_tasks(tasks), flush=True)
         if args.follow:
@@ -299,17 +328,28 @@ def _write(stream: str, text: str) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    """A task's output: one shard's, or every shard's as labelled lines (``OutputPrinter``)."""
+    """A task's output: one shard's, or every shard's as labelled lines (``OutputPrinter``).
+    After a reconnect the pool replays the output from its start: what was shown is not
+    shown again."""
     printer = OutputPrinter(labelled=args.shard is None)
+    replay = OutputReplay()
 
     def show(output: ShardOutput) -> None:
+        fresh = replay.new_part((output.shard, output.stream), output.data)
+        if not fresh:
+            return
+        output = msgspec.structs.replace(output, data=fresh)
         if args.json:
             print(json.dumps(msgspec.to_builtins(output)), flush=True)
         else:
             printer.show(output)
 
-    async def conversation(client: TaskClient) -> int:
+    async def follow(client: TaskClient) -> None:
+        replay.restart()
         await client.logs(args.task_id, show, shard=args.shard, follow=args.follow)
+
+    async def conversation(client: TaskClient) -> int:
+        await client.resuming(follow, **_riding_out(args))
         printer.finish()
         return 0
 
@@ -327,13 +367,14 @@ def render_tasks(tasks: list[TaskSummary]) -> str:
 
 
 def render_shards(task: TaskSummary, shards: Sequence[ShardSummary]) -> str:
-    """One task's shards, one line each: state, device, attempt and, for a sweep, values
-    (the pool shows them only to the task's submitter and its owner)."""
+    """One task's shards, one line each: state, device, attempt, for a sweep its values, and
+    a note (a shard held ahead on a member is "waiting", and says on what, never "running").
+    The pool shows them only to the task's submitter and its owner."""
     title = f"{task.id} ({task.name}): {task.state}, {task.done}/{task.total} done"
     header = ("SHARD", "STATE", "DEVICE", "ATTEMPT", "VALUES", "NOTE")
     rows = [header] + [
-        (str(s.index), s.state, s.device_id or "-", str(s.attempt),
-         describe_values(s.values) if s.values else "-", s.reason)
+        (str(s.index), "waiting" if s.state == ShardState.ASSIGNED else s.state, s.device_id or "-",
+         str(s.attempt), describe_values(s.values) if s.values else "-", s.reason)
         for s in shards
     ]
     return f"{title}\n{_table(rows)}"

@@ -25,7 +25,7 @@ owner.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from poolnet_desktop.core.coordination_effects import (
@@ -61,6 +61,7 @@ from poolnet_desktop.core.task_protocol import (
 from poolnet_desktop.core.tasks import (
     ACTIVE,
     ENDED,
+    held_ahead,
     RESULT_STATES,
     Change,
     ShardState,
@@ -223,14 +224,16 @@ class Coordination:
 
     # ---- placing ------------------------------------------------------------------------------
 
-    def place(self, now: float) -> list[Effect]:
+    def place(self, now: float, device_name: Callable[[str], str] = str) -> list[Effect]:
         """One placement pass: records of the attempts placed, then their sending once those
-        records are committed (one message per member and task)."""
+        records are committed (one message per member and task). ``device_name`` names a
+        member for people: a shard placed ahead says whom it waits on."""
         effects: list[Effect] = []
         batches: Batches = {}
         for placement in self.scheduler.place():
             task = self.tasks[placement.task_id]
-            attempt = task.assign(placement.shard, placement.device_id, placement.gpu_indices, now)
+            attempt = task.assign(placement.shard, placement.device_id, placement.gpu_indices, now,
+                                  self._held_ahead(placement, device_name))
             effects.append(SaveShard(task.id, task.shards[placement.shard]))
             batch = batches.setdefault((placement.device_id, task.id), [])
             batch.append(Assignment(placement.shard, attempt, list(placement.gpu_indices),
@@ -527,6 +530,13 @@ class Coordination:
         mean = seconds if mean is None else 0.8 * mean + 0.2 * seconds
         self._durations[task_id] = mean
         self.scheduler.set_ahead(task_id, ahead_for(mean))
+
+    def _held_ahead(self, placement: Placement, device_name: Callable[[str], str]) -> str:
+        """What a shard placed ahead waits for, as people read it ("" if it starts at once)."""
+        if placement.after is None:
+            return ""
+        task_id, index = placement.after
+        return held_ahead(device_name(placement.device_id), self.tasks[task_id].spec.name or task_id, index)
 
     def _after(self, placement: Placement) -> ShardRef | None:
         """The attempt a shard placed ahead waits for, as the member knows it."""

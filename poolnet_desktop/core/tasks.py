@@ -143,6 +143,20 @@ class Change:
     cancel: tuple[str, int] | None = None
 
 
+def held_ahead(device_name: str, task_name: str, shard: int) -> str:
+    """Why a shard placed ahead on a member does not run yet: it waits there for another
+    shard to end (``core.scheduler``'s ``ahead``), which may belong to another task."""
+    return f"waiting on {device_name} behind {task_name} (shard {shard})"
+
+
+def shard_note(state: str, reason: str) -> str:
+    """A shard's state as people read it: one placed on a member but not started is waiting
+    (and says on what), never "running"."""
+    if state == ShardState.ASSIGNED:
+        return reason or "waiting to start on its member"
+    return f"{state}: {reason}" if reason else state
+
+
 class Task:
     """A submitted task and its shards.
 
@@ -209,8 +223,11 @@ class Task:
 
     # --- changes ---
 
-    def assign(self, index: int, device_id: str, gpu_indices: tuple[int, ...], now: float) -> int:
-        """A queued shard placed on a member; returns the new attempt number to send along."""
+    def assign(
+        self, index: int, device_id: str, gpu_indices: tuple[int, ...], now: float, reason: str = ""
+    ) -> int:
+        """A queued shard placed on a member; returns the new attempt number to send along.
+        ``reason`` says why it does not run at once (``held_ahead``), until it starts."""
         shard = self._shard(index)
         self._move(shard, S.ASSIGNED)
         shard.attempt += 1
@@ -218,7 +235,7 @@ class Task:
         shard.device_id = device_id
         shard.gpu_indices = gpu_indices
         shard.exit_code = None
-        shard.reason = ""
+        shard.reason = reason
         shard.assigned_at = now
         shard.started_at = shard.finished_at = None
         return shard.attempt
@@ -230,6 +247,7 @@ class Task:
             return Change(False, "stale", shard.state)
         self._move(shard, S.RUNNING)
         shard.started_at = now
+        shard.reason = ""
         return Change(True, "started", shard.state)
 
     def record_result(

@@ -3,6 +3,10 @@
 ``Preferences`` is one immutable value holding every setting; ``SettingsStore`` reads it from and
 writes it to a ``QSettings`` and emits ``changed`` with the new value, so the bridge and the
 pages react to one signal instead of one per key. Tests pass an INI file under ``tmp_path``.
+
+The pause rules are also kept in the data folder's ``sharing.toml`` (``runtime.sharing_config``),
+which ``poolnet join`` reads: the file wins when the window starts, and every change made here
+is written to it, so the window and the CLI pause by one rule.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.datadir import default_data_dir
+from poolnet_desktop.runtime.sharing_config import (
+    SHARING_FILE,
+    SharingConfigError,
+    read_pause_rules,
+    write_pause_rules,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,8 @@ class Preferences:
     allow_unsandboxed: bool = False  # run tasks where no sandbox can be made
     env_cache_gb: float = DEFAULT_CACHE_LIMIT / 1e9  # room for tasks' Python environments
     pause_when_in_use: bool = False
-    in_use_threshold: float = 40.0  # other programs' CPU, in percent of the whole machine
+    idle_minutes: float = 3.0  # in use: keyboard or mouse input this recently
+    in_use_threshold: float = 40.0  # where input cannot be read: other programs' CPU, in percent
     pause_on_battery: bool = True
     start_minimised: bool = False
     discovery: bool = True
@@ -64,7 +75,7 @@ class Preferences:
 
     @property
     def pause_rules(self) -> PauseRules:
-        return PauseRules(self.pause_when_in_use, self.in_use_threshold, self.pause_on_battery)
+        return PauseRules(self.pause_when_in_use, self.in_use_threshold, self.pause_on_battery, self.idle_minutes)
 
     @property
     def data_path(self) -> Path:
@@ -96,14 +107,32 @@ class SettingsStore(QObject):
         """Apply ``changes`` (field names of ``Preferences``), save them, and emit ``changed``
         if anything differs. Raises ``TypeError`` for an unknown name."""
         new = replace(self._prefs, **changes)
+        if new.data_path != self._prefs.data_path:
+            new = _with_rules_of_folder(new)  # another data folder: its own rules, if it has some
         if new == self._prefs:
             return new
-        self._prefs = new
+        old, self._prefs = self._prefs, new
         for name, value in asdict(new).items():
             self._settings.setValue(name, value)
         self._settings.sync()
+        if (old.pause_rules, old.data_path) != (new.pause_rules, new.data_path):
+            self._write_pause_rules()
         self.changed.emit(new)
         return new
+
+    def share_pause_rules(self) -> None:
+        """Write the pause rules to a data folder that has none yet, so ``poolnet join`` there
+        pauses as the window does. Called once the data folder is made (and an old one moved)."""
+        if not (self._prefs.data_path / SHARING_FILE).exists():
+            self._write_pause_rules()
+
+    def _write_pause_rules(self) -> None:
+        folder = self._prefs.data_path
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_pause_rules(folder, self._prefs.pause_rules)
+        except OSError as exc:
+            log.warning("cannot save the pause rules for poolnet join in %s: %s", folder, exc)
 
     def window_layout(self) -> tuple[QByteArray | None, int]:
         """Where the window was and which page it showed when it was last hidden (none on a
@@ -128,7 +157,18 @@ class SettingsStore(QObject):
                     values[name] = _convert(self._settings.value(name), kind)
                 except ValueError:  # a hand-edited file: keep the default
                     log.warning("ignoring the setting %s=%r: not a %s", name, self._settings.value(name), kind.__name__)
-        return replace(_DEFAULTS, **values)
+        return _with_rules_of_folder(replace(_DEFAULTS, **values))
+
+
+def _with_rules_of_folder(prefs: Preferences) -> Preferences:
+    """``prefs`` with the pause rules of its data folder's file, where it has a readable one."""
+    try:
+        rules = read_pause_rules(prefs.data_path, prefs.pause_rules)
+    except SharingConfigError as exc:
+        log.warning("ignoring the pause rules file: %s", exc)
+        return prefs
+    return replace(prefs, pause_when_in_use=rules.when_in_use, idle_minutes=rules.idle_minutes,
+                   in_use_threshold=rules.in_use_threshold, pause_on_battery=rules.on_battery)
 
 
 def _convert(raw: object, kind: type) -> Any:

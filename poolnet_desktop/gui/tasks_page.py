@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 
 from poolnet_desktop.core.matrix import describe_values
 from poolnet_desktop.core.task_protocol import ShardSummary, TaskSummary
-from poolnet_desktop.core.tasks import ENDED
+from poolnet_desktop.core.tasks import ENDED, ShardState, shard_note
 from poolnet_desktop.gui.drop_zone import DropZone
 from poolnet_desktop.gui.theme import Theme, theme_for
 
@@ -434,5 +434,6 @@ class TasksPage(QWidget):
             f"on {', '.join(devices)}" if devices else "",
             f"took {duration_label(self.model.duration(task))}" if task.state in ENDED else "",
             task.reason,
+            *sorted({shard_note(s.state, s.reason) for s in self._shards if s.state == ShardState.ASSIGNED}),
         ]
         self.detail_label.setText(" · ".join(p for p in parts if p))

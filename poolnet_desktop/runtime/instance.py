@@ -270,7 +270,10 @@ class Instance:
         return self.config.accept_tasks and not self._pause.reason and contained
 
     def _on_pause_changed(self, reason: str) -> None:
+        """Paused: running shards are suspended and no new task is taken; resumed, both go on."""
         self.events.paused_changed(reason)
+        if self.member is not None:
+            self.member.executor.set_paused(bool(reason))
         self.spawn(self._apply_accepting())
 
     async def _apply_accepting(self) -> None:
@@ -350,6 +353,7 @@ class Instance:
             )
         )
         member.agent.state_listeners.append(lambda state: self.events.member_state(state, member.agent.last_error or ""))
+        member.executor.set_paused(bool(self._pause.reason))
         self.member = member
         self.events.member_started(member)
         self._member_task = self.spawn(member.run())

@@ -1,8 +1,9 @@
 """Watching what the computer does, to pause sharing by the owner's rules (``core.pause``).
 
-One watcher serves the window and ``poolnet join`` alike: a timer samples the other programs'
-CPU (a walk of PoolNet's own process tree, done off the event loop) and the battery, and says
-when the reason to pause changes. A change of rules or of the manual pause re-decides on the
+One watcher serves the window and ``poolnet join`` alike: a timer reads the time since the last
+keyboard or mouse input (``runtime.idle``) or, where the platform does not tell, samples the
+other programs' CPU (a walk of PoolNet's own process tree), both off the event loop, and the
+battery, and says when the reason to pause changes. A change of rules or of the manual pause re-decides on the
 timer's last reading rather than sampling again.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import psutil
 
 from poolnet_desktop.core.pause import PauseRules, why_paused
+from poolnet_desktop.runtime.idle import IdleProbe, idle_probe
 
 
 class OtherProgramsCpu:
@@ -65,24 +67,30 @@ class PauseWatcher:
         interval: float = 5.0,
         cpu: Callable[[], float] | None = None,
         battery: Callable[[], bool] | None = None,
+        idle: IdleProbe | None = None,
     ) -> None:
-        """``cpu`` and ``battery`` read the computer (default: ``OtherProgramsCpu``, made on
-        the first sample that needs it, and ``on_battery``)."""
+        """``idle``, ``cpu`` and ``battery`` read the computer (default: this platform's
+        ``idle_probe``, ``OtherProgramsCpu`` made on the first sample that needs it, and
+        ``on_battery``)."""
         self.rules = rules
         self.reason = ""
         self._on_change = on_change
         self._interval = interval
         self._cpu = cpu
         self._battery = battery
+        self._idle = idle or idle_probe()
         self._manual = False
         self._other_cpu = 0.0
+        self._idle_seconds: float | None = None
 
     async def run(self) -> None:
         while True:
             if self.rules.when_in_use:
-                if self._cpu is None:
-                    self._cpu = OtherProgramsCpu().sample
-                self._other_cpu = await asyncio.to_thread(self._cpu)
+                self._idle_seconds = await asyncio.to_thread(self._idle)
+                if self._idle_seconds is None:
+                    if self._cpu is None:
+                        self._cpu = OtherProgramsCpu().sample
+                    self._other_cpu = await asyncio.to_thread(self._cpu)
             self.decide()
             await asyncio.sleep(self._interval)
 
@@ -97,7 +105,8 @@ class PauseWatcher:
 
     def decide(self) -> None:
         battery = (self._battery or on_battery)()
-        reason = why_paused(self.rules, manual=self._manual, on_battery=battery, other_cpu=self._other_cpu)
+        reason = why_paused(self.rules, manual=self._manual, on_battery=battery, other_cpu=self._other_cpu,
+                            idle_seconds=self._idle_seconds)
         if reason != self.reason:
             self.reason = reason
             self._on_change(reason)

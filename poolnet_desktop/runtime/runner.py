@@ -9,6 +9,10 @@ Every shard runs in a new session (POSIX) or process group (Windows), so that ki
 kills its whole tree; when the main process exits, whatever it left running in its group is
 killed too, so that no stray grandchild keeps the pipes (or the GPU) busy.
 
+A running shard can be suspended and resumed (``suspend``/``resume``: SIGSTOP and SIGCONT to
+its whole tree, the platform's suspend on Windows) when its owner's computer pauses sharing,
+as BOINC does; its timeout does not count while it is suspended.
+
 Per-shard overhead is kept low because a pool may push thousands of tiny shards: the timeout
 is a loop timer, the memory watch runs only when a limit is set, and the process is started
 and reaped the same cheap way on every event loop (see ``runtime/shard_process.py``).
@@ -213,6 +217,9 @@ class ShardRunner:
         self._queue: asyncio.Queue[tuple[Stream, bytes] | None] | None = None
         self._deliverer: asyncio.Task[None] | None = None
         self._output_error = ""
+        self._suspended = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_left = spec.timeout
 
     @property
     def pid(self) -> int | None:
@@ -226,6 +233,42 @@ class ShardRunner:
         """
         self._cancel_requested = True
         self._kill("cancelled", "cancelled on request")
+
+    def suspend(self) -> None:
+        """Stop the shard's whole tree where it stands, and its timeout with it; a shard not
+        started yet is suspended as soon as it starts. ``resume()`` undoes it."""
+        if self._suspended:
+            return
+        self._suspended = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            _suspend_tree(process.pid, suspend=True)
+            self._hold_timeout()
+
+    def resume(self) -> None:
+        """Let a suspended shard run on; its timeout counts again from where it stopped."""
+        if not self._suspended:
+            return
+        self._suspended = False
+        process = self._process
+        if process is not None and process.returncode is None:
+            _suspend_tree(process.pid, suspend=False)
+            self._arm_timeout()
+
+    def _arm_timeout(self) -> None:
+        if self._timeout_left is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + self._timeout_left, self._timed_out)
+
+    def _hold_timeout(self) -> None:
+        """Keep what is left of the timeout while the shard does not run."""
+        if self._timer is not None:
+            self._timeout_left = max(0.0, self._timer.when() - asyncio.get_running_loop().time())
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._kill("timeout", f"timed out after {self.spec.timeout} s")
 
     async def run(self) -> ShardResult:
         """Start, watch and reap the shard; always returns an outcome (runs once only)."""
@@ -265,19 +308,18 @@ class ShardRunner:
             self._kill("cancelled", "cancelled on request")
         if self.spec.cpu_cores is not None and not hasattr(os, "sched_setaffinity"):
             self._pin_after_start(pid, self.spec.cpu_cores)
-        timer = None
-        if self.spec.timeout is not None:
-            timer = asyncio.get_running_loop().call_later(
-                self.spec.timeout, self._kill, "timeout", f"timed out after {self.spec.timeout} s"
-            )
+        if self._suspended:  # suspend() arrived before the process existed
+            _suspend_tree(pid, suspend=True)
+        else:
+            self._arm_timeout()
         watcher = None
         if self.spec.memory_limit is not None:
             watcher = asyncio.ensure_future(self._watch_memory(pid, self.spec.memory_limit))
         try:
             await process.exited
         finally:
-            if timer is not None:
-                timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
@@ -440,6 +482,38 @@ def _kill_tree(pid: int) -> None:
             child.kill()
         except psutil.Error:
             pass
+
+
+def _suspend_tree(pid: int, *, suspend: bool) -> None:
+    """Stop (SIGSTOP) or continue (SIGCONT) the shard's process group and every descendant.
+
+    A sandboxed shard runs in a session of its own inside bwrap (``--new-session``), out of
+    reach of the group's signal, so the descendants are walked too; a second walk after
+    stopping catches what was forked meanwhile. Windows suspends each process's threads.
+    """
+    if os.name != "nt":
+        try:
+            os.killpg(pid, signal.SIGSTOP if suspend else signal.SIGCONT)
+        except (ProcessLookupError, PermissionError):
+            pass
+    done: set[int] = set()
+    for _ in range(2 if suspend else 1):
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for process in processes:
+            if process.pid in done:
+                continue
+            try:
+                if suspend:
+                    process.suspend()
+                else:
+                    process.resume()
+            except psutil.Error:
+                continue
+            done.add(process.pid)
 
 
 def tree_memory(pid: int) -> int:

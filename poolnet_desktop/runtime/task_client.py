@@ -4,16 +4,24 @@ results, forget.
 One ``TaskClient`` wraps one authenticated ``PoolLink`` (``runtime.link.open_link``); the
 command line and the window use it alike. Each method is one short conversation; messages the
 pool pushes meanwhile (``pool_state`` batches to observers) are skipped.
+
+A client given a way to reopen its link rides out a host restart in ``resuming``: following a
+task (``wait``, ``fetch_results``, ``logs``) is safe to start again on a new link, so a lost link
+is reopened with backoff and the conversation starts over (a submission is not: it would
+submit twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-
-
 from pathlib import Path
+from typing import TypeVar
+
+from websockets.exceptions import ConnectionClosed
 
 from poolnet_desktop.core.paths import UnsafePathError
 from poolnet_desktop.core.protocol import ErrorCode, ProtocolError
@@ -42,6 +50,7 @@ from poolnet_desktop.core.task_protocol import (
 )
 from poolnet_desktop.core.tasks import ENDED
 from poolnet_desktop.core.transfer import decode_chunk
+from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.link import PoolLink
 from poolnet_desktop.runtime.task_files import LoadedTask
 from poolnet_desktop.runtime.task_transfer import FileReceiver, Outgoing, expected_files, send_files
@@ -50,13 +59,55 @@ MAX_RESULT_FILE = 64 * 1024**3
 # Named here: inside ``TaskClient`` the name ``list`` is its method.
 Summaries = list[TaskSummary]
 Shards = list[ShardSummary]
+# What ends a link without the pool refusing anything: its host restarted, the network dropped.
+LINK_LOST = (ConnectionClosed, OSError, TimeoutError)
+# How long ``resuming`` keeps trying to reach a pool it lost before giving up.
+RECONNECT_FOR = 600.0
+T = TypeVar("T")
 
 
 class TaskClient:
-    """Task conversations over one open link; the caller closes the link."""
+    """Task conversations over one open link; the caller closes the link (``self.link``, which
+    ``resuming`` may replace). ``reopen`` opens a new link to the same pool."""
 
-    def __init__(self, link: PoolLink) -> None:
+    def __init__(self, link: PoolLink, reopen: Callable[[], Awaitable[PoolLink]] | None = None) -> None:
         self.link = link
+        self._reopen = reopen
+
+    async def resuming(
+        self,
+        step: Callable[[TaskClient], Awaitable[T]],
+        on_lost: Callable[[str], None] = lambda _reason: None,
+        on_back: Callable[[], None] = lambda: None,
+    ) -> T:
+        """Run ``step``; when the link is lost, reopen one (backoff between tries) and run
+        ``step`` again from its start. Gives up with ``ConnectionError`` after ``RECONNECT_FOR``
+        seconds without the pool; refusals (``ProtocolError``, ``AuthRefused``) end it at once."""
+        while True:
+            try:
+                return await step(self)
+            except LINK_LOST as exc:
+                if self._reopen is None:
+                    raise
+                reason = _describe(exc)
+            on_lost(reason)
+            with contextlib.suppress(*LINK_LOST):
+                await self.link.close()
+            self.link = await self._reopened(reason)
+            on_back()
+
+    async def _reopened(self, reason: str) -> PoolLink:
+        assert self._reopen is not None
+        backoff = Backoff()
+        give_up = time.monotonic() + RECONNECT_FOR
+        while True:
+            await asyncio.sleep(backoff.next_delay())
+            try:
+                return await self._reopen()
+            except LINK_LOST as exc:
+                reason = _describe(exc)
+            if time.monotonic() > give_up:
+                raise ConnectionError(f"no answer for {RECONNECT_FOR:.0f} s ({reason})")
 
     async def submit(
         self, task: LoadedTask, on_accepted: Callable[[str], Awaitable[None]] | None = None
@@ -254,3 +305,7 @@ class TaskListing:
             apply_changes(self._tasks, change)
             return None
         return change.tasks, change.removed
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

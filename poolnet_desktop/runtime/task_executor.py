@@ -22,6 +22,10 @@ once.
 
 ``shard_started`` is sent only for shards still running after ``STARTED_DELAY``: a quick shard
 reports its result alone, which halves the messages for a stream of tiny shards.
+
+When the owner's computer pauses sharing (``set_paused``), running shards are suspended where
+they stand and resumed after, as BOINC does; the member keeps its link and heartbeats, so the
+coordinator keeps them placed here rather than taking them as lost.
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ class TaskExecutor:
         self._jobs: dict[ShardRef, _Job] = {}
         self._next: dict[ShardRef, ShardRef] = {}  # a job -> the waiting job behind it
         self._stopping = False
+        self._paused = False
         self._delivered: dict[str, _Delivered] = {}
         self._outbox: list[_Delivered] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -189,6 +194,16 @@ class TaskExecutor:
     def running(self) -> list[ShardRef]:
         """Every attempt held here: running, or waiting to run behind another."""
         return list(self._jobs)
+
+    def set_paused(self, paused: bool) -> None:
+        """Suspend every running shard (and each that starts from now on), or resume them."""
+        self._paused = paused
+        for job in self._jobs.values():
+            if job.runner is not None:
+                if paused:
+                    job.runner.suspend()
+                else:
+                    job.runner.resume()
 
     async def stop(self) -> None:
         """Cancel every running shard and wait for them to end (their results are spooled).
@@ -319,6 +334,8 @@ class TaskExecutor:
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner
+            if self._paused:
+                runner.suspend()
             if job.cancelled:
                 runner.cancel()
             timer = asyncio.get_running_loop().call_later(STARTED_DELAY, self._started, ref)

@@ -473,7 +473,7 @@ class TaskService:
 
     def _place(self) -> None:
         self._pass_pending = False
-        self._carry_out(self.core.place(self.clock()))
+        self._carry_out(self.core.place(self.clock(), self._device_name))
 
     def post(self, device_id: str, message: Any) -> None:
         """Queue a message to a member without waiting (a closed link is reported by
@@ -488,6 +488,10 @@ class TaskService:
     def _capacity(self, device_id: str) -> ResourceVector | None:
         device = self.coordinator.registry.get(device_id)
         return None if device is None else device.capacity()
+
+    def _device_name(self, device_id: str) -> str:
+        device = self.coordinator.registry.get(device_id)
+        return device.name if device is not None else device_id
 
     def _platform(self, device_id: str) -> str:
         """The platform the member's hello named (``core.platforms``), "" if unknown."""

@@ -11,6 +11,8 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_API", "pyside6")
 os.environ.setdefault("PYTEST_QT_API", "pyside6")
+# The window writes its pause rules into the data folder (sharing.toml): never the real one.
+os.environ.setdefault("POOLNET_HOME", __import__("tempfile").mkdtemp(prefix="poolnet-gui-tests-"))
 
 from collections.abc import Callable, Sequence  # noqa: E402
 from typing import Any  # noqa: E402

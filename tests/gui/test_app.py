@@ -27,6 +27,7 @@ from poolnet_desktop.gui.bridge import DiscoverySettings
 from poolnet_desktop.gui.pool_model import Resource
 from poolnet_desktop.gui.settings_model import SettingsStore
 from poolnet_desktop.runtime.instance_lock import InstanceLock
+from tests.conftest import SANDBOXED_SHARDS, linux_only, posix_only
 
 OFF = DiscoverySettings(enabled=False)
 
@@ -116,6 +117,7 @@ async def test_host_pool_toggle_opens_and_closes_the_port(tmp_path: Path) -> Non
             await asyncio.open_connection("127.0.0.1", port)
 
 
+@posix_only("SIGKILL")
 async def test_a_member_in_another_process_appears_then_greys_when_killed_and_can_be_forgotten(
     tmp_path: Path
 ) -> None:
@@ -162,6 +164,7 @@ def drop_files(widget, paths: list[Path]) -> None:  # noqa: ANN001 (a QWidget)
     QApplication.sendEvent(widget, QDropEvent(QPointF(10, 10), *args))
 
 
+@linux_only(SANDBOXED_SHARDS)
 async def test_a_dropped_manifest_runs_to_the_end_shows_its_log_and_opens_its_results(
     tmp_path: Path
 ) -> None:
@@ -324,6 +327,7 @@ async def test_join_a_pool_from_the_first_start_goes_to_the_address_field(tmp_pa
         assert desktop.window.stack.currentWidget() is desktop.window.settings
 
 
+@linux_only(SANDBOXED_SHARDS)
 async def test_retry_failed_shards_reruns_the_task_and_submit_again_makes_a_new_one(tmp_path: Path) -> None:
     async with running_desktop(tmp_path) as desktop:
         await desktop.host()
@@ -347,6 +351,7 @@ async def test_retry_failed_shards_reruns_the_task_and_submit_again_makes_a_new_
         await wait_for(lambda: [t.name for t in tasks.model.tasks].count("flaky") == 2, 30)
 
 
+@posix_only("SIGKILL")
 async def test_the_host_panel_shows_each_devices_permissions_and_takes_submit_away(tmp_path: Path) -> None:
     async with running_desktop(tmp_path) as desktop:
         port, code = await desktop.host()

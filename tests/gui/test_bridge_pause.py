@@ -42,6 +42,7 @@ async def test_only_pause_settings_reapply_the_pause_on_the_timers_last_reading(
 
     monkeypatch.setattr(pause_module, "OtherProgramsCpu", lambda: cpu)
     monkeypatch.setattr(pause_module, "on_battery", on_mains)
+    monkeypatch.setattr(pause_module, "idle_probe", lambda: lambda: None)  # no display: the CPU decides
     store = SettingsStore(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     store.update(discovery=False, data_dir=str(tmp_path / "data"), pause_when_in_use=True, in_use_threshold=40.0)
     bridge = PoolBridge(store, bind="127.0.0.1", discovery=DiscoverySettings(enabled=False), activity_interval=3600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,15 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The runner must behave the same on every loop PoolNet runs on, so its tests run on
-    each; every other test keeps asyncio's own loop (one factory adds nothing to its id)."""
-    import uvloop
+    each; every other test keeps asyncio's own loop (one factory adds nothing to its id).
+    Windows has no uvloop (PoolNet does not install it there)."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    if sys.platform != "win32":
+        import uvloop
 
-    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-        "asyncio": asyncio.new_event_loop,
-        "uvloop": uvloop.new_event_loop,
-    }
-    return {name: factories[name] for name in LOOPS_BY_MODULE.get(item.path.name, ("asyncio",))}
+        factories["uvloop"] = uvloop.new_event_loop
+    wanted = LOOPS_BY_MODULE.get(item.path.name, ("asyncio",))
+    return {name: factories[name] for name in wanted if name in factories}
 
 
 @pytest.fixture

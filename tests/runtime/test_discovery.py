@@ -34,6 +34,7 @@ from poolnet_desktop.runtime.discovery import (
     PoolAnnouncer,
     PoolBrowser,
 )
+from tests.conftest import linux_only
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = DiscoverySettings(interfaces=("127.0.0.1",))
@@ -224,6 +225,7 @@ def loopback_only() -> None:
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
 
 
+@linux_only("unshare -n makes the private network namespace")
 def test_loopback_tests_in_private_namespace() -> None:
     """Run the ``loopback`` tests of this file in a fresh ``unshare -n`` (and so prove they pass)."""
     if _isolated():

@@ -19,12 +19,14 @@ from poolnet_desktop.runtime.identity import (
     IdentityError,
     write_private_file,
 )
+from tests.conftest import posix_only
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@posix_only("POSIX file modes")
 def test_identity_is_created_private_and_stable_across_reloads(tmp_path: Path) -> None:
     first = Identity.load_or_create(tmp_path / "data")
     second = Identity.load_or_create(tmp_path / "data")
@@ -97,6 +99,7 @@ def test_a_signing_key_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
         Identity.load_or_create(tmp_path)
 
 
+@posix_only("POSIX file modes")
 def test_write_private_file_replaces_atomically(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "secret"
     write_private_file(target, b"one")

@@ -39,8 +39,11 @@ from poolnet_desktop.runtime.identity import Identity
 from poolnet_desktop.runtime.link import PoolLink, open_link
 from poolnet_desktop.runtime.node import PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import join_subprocess, submit_manifest, wait_for
+
+pytestmark = linux_only(SANDBOXED_SHARDS)
 
 FORGED = b"forged by mallory\n"
 # What a member that lends a few cores and some disk reports about itself.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from poolnet_desktop.runtime.metrics import BUCKETS, Histogram, LoopLagSampler, parse_samples
 from poolnet_desktop.runtime.rest import read_rest_token
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import seed_resources
 from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)
 
@@ -76,6 +77,7 @@ async def test_metrics_report_devices_sessions_messages_and_dispatch(pool, raw_c
     assert text.endswith("\n")
 
 
+@linux_only(SANDBOXED_SHARDS)
 async def test_metrics_count_the_pools_shards_by_state(pool, members, client, tmp_path: Path) -> None:
     done = await submit_manifest(client, tmp_path / "quick", 'command = ["true"]\nshards = 2\n')
     await client.wait(done)

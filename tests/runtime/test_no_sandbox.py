@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.runtime.node import PoolHost
+from tests.conftest import linux_only
 from tests.runtime.conftest import PAIRING_CODE
+
+pytestmark = linux_only("the bwrap probe and its messages")
 
 
 async def wait_for(condition, timeout: float = 30.0) -> None:

@@ -13,6 +13,9 @@ import psutil
 import pytest
 
 from poolnet_desktop.runtime.orphans import RUN_FILE, RUN_VARIABLE, kill_run, reap_and_stamp
+from tests.conftest import linux_only
+
+pytestmark = linux_only("orphans are found by the environment in /proc; sh")
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(300)"]
 

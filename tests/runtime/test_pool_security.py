@@ -28,6 +28,7 @@ from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import Member, MemberOptions
 from poolnet_desktop.runtime.rest import read_rest_token
 from poolnet_desktop.runtime.tls import InsecureConnection, client_ssl_context
+from tests.conftest import posix_only
 from tests.runtime.conftest import PAIRING_CODE
 
 
@@ -194,6 +195,7 @@ async def test_a_device_joining_as_member_and_observer_is_let_in_on_both_by_one_
         await sharing
 
 
+@posix_only("POSIX file modes")
 async def test_the_main_ports_rest_answers_the_owners_token_over_https(pool) -> None:
     def fetch() -> dict:
         context = ssl.create_default_context()

@@ -22,10 +22,11 @@ from poolnet_desktop.runtime.discovery import DiscoverySettings
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import HostOptions, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import join_subprocess, submit_manifest, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, linux_only(f"{SANDBOXED_SHARDS}; SIGSTOP")]
 
 
 @pytest.fixture

@@ -26,6 +26,9 @@ from poolnet_desktop.runtime.runner import (
     python_command,
     tree_memory,
 )
+from tests.conftest import posix_only
+
+pytestmark = posix_only("shell lines run /bin/sh; POSIX commands and process groups")
 
 
 def script(tmp_path: Path, name: str, body: str) -> Path:

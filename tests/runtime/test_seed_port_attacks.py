@@ -18,6 +18,7 @@ from poolnet_desktop.runtime.agent import AgentState
 from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import Member, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import RawClient
 from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)
 
@@ -39,6 +40,7 @@ async def register(client: RawClient, device_id: str) -> dict:
     return reply
 
 
+@linux_only(SANDBOXED_SHARDS)
 async def test_a_seed_client_cannot_list_read_fetch_cancel_or_retry_tasks(
     pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
 ) -> None:
@@ -200,6 +202,7 @@ async def test_an_authenticated_flood_is_cut_off_past_a_generous_budget(pool: Po
         await bystander.close()
 
 
+@linux_only(SANDBOXED_SHARDS)
 async def test_a_shard_printing_line_by_line_never_meets_the_message_limit(
     pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path  # noqa: F811
 ) -> None:

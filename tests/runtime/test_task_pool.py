@@ -31,7 +31,10 @@ from poolnet_desktop.runtime.link import open_link
 from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
 from poolnet_desktop.runtime.task_client import TaskClient
 from poolnet_desktop.runtime.task_files import load_task
+from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
+
+pytestmark = linux_only(SANDBOXED_SHARDS)
 
 
 async def wait_for(condition, timeout: float = 20.0) -> None:

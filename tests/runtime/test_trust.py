@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from poolnet_desktop.core.wire import StorageError
 from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
+from tests.conftest import posix_only
 
 
 @pytest_asyncio.fixture
@@ -27,6 +28,7 @@ def device(n: int) -> ApprovedDevice:
 
 
 @pytest.mark.asyncio
+@posix_only("POSIX file modes")
 async def test_approved_devices_persist_across_reopen(tmp_path: Path, store: TrustStore) -> None:
     await store.approve(device(1))
     await store.approve(device(2))
@@ -85,6 +87,7 @@ async def test_a_closed_store_says_so(store: TrustStore) -> None:
         await store.devices()
 
 
+@posix_only("POSIX file modes")
 def test_pins_persist_privately_and_never_change_silently(tmp_path: Path) -> None:
     path = tmp_path / "member" / "pinned_hosts.json"
     pins = PinnedHosts.load(path)

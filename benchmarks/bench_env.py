@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poolnet_desktop.runtime.env_resolve import ResolveOptions  # noqa: E402
-from poolnet_desktop.runtime.environments import EnvironmentCache  # noqa: E402
-from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec  # noqa: E402
-from poolnet_desktop.runtime.sandbox import Sandbox, probe  # noqa: E402
-from poolnet_desktop.runtime.task_files import LoadedTask, load_task  # noqa: E402
+from poolnet_desktop.runtime.client.env_resolve import ResolveOptions  # noqa: E402
+from poolnet_desktop.runtime.client.task_files import LoadedTask, load_task  # noqa: E402
+from poolnet_desktop.runtime.member.environments import EnvironmentCache  # noqa: E402
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec  # noqa: E402
+from poolnet_desktop.runtime.member.sandbox import Sandbox, probe  # noqa: E402
 from poolnet_desktop.runtime.uv_tool import run_uv  # noqa: E402
 
 

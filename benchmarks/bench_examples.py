@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 from bench_support import free_port  # noqa: E402
 from bench_throughput import CODE, POOLNET, run_task  # noqa: E402
 
-from poolnet_desktop.runtime.link import open_link  # noqa: E402
-from poolnet_desktop.runtime.task_client import TaskClient  # noqa: E402
-from poolnet_desktop.runtime.task_files import TaskFileError, load_task  # noqa: E402
+from poolnet_desktop.runtime.client.link import open_link  # noqa: E402
+from poolnet_desktop.runtime.client.task_client import TaskClient  # noqa: E402
+from poolnet_desktop.runtime.client.task_files import TaskFileError, load_task  # noqa: E402
 
 EXAMPLES = REPO / "resources" / "examples"
 

@@ -31,11 +31,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_support import free_port, raise_fd_limit, scrape  # noqa: E402
-from loadgen import member_keys, light_identity  # noqa: E402
+from loadgen import light_identity, member_keys  # noqa: E402
 
-from poolnet_desktop.runtime.identity import Identity  # noqa: E402
-from poolnet_desktop.runtime.node import load_pool_identity  # noqa: E402
-from poolnet_desktop.runtime.trust import ApprovedDevice, TrustStore  # noqa: E402
+from poolnet_desktop.runtime.host.pool_host import load_pool_identity  # noqa: E402
+from poolnet_desktop.runtime.security.identity import Identity  # noqa: E402
+from poolnet_desktop.runtime.security.trust import ApprovedDevice, TrustStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024

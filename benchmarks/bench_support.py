@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 
 from poolnet_desktop.runtime.fdlimit import raise_fd_limit
-from poolnet_desktop.runtime.metrics import parse_samples
-from poolnet_desktop.runtime.rest import read_rest_token
+from poolnet_desktop.runtime.host.metrics import parse_samples
+from poolnet_desktop.runtime.host.rest import read_rest_token
 
 __all__ = ["free_port", "raise_fd_limit", "scrape"]
 

@@ -47,8 +47,8 @@ from poolnet_desktop.gui.bridge import DiscoverySettings, PoolBridge  # noqa: E4
 from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.tasks_page import TasksPage  # noqa: E402
 from poolnet_desktop.runtime.datadir import resolve_data_dir  # noqa: E402
-from poolnet_desktop.runtime.session import Session  # noqa: E402
-from poolnet_desktop.runtime.task_store import TaskStore  # noqa: E402
+from poolnet_desktop.runtime.host.session import Session  # noqa: E402
+from poolnet_desktop.runtime.host.task_store import TaskStore  # noqa: E402
 
 DAY = 86_400.0
 

@@ -55,9 +55,9 @@ sys.path.insert(0, str(REPO))
 
 from bench_support import free_port  # noqa: E402
 
-from poolnet_desktop.runtime.link import open_link  # noqa: E402
-from poolnet_desktop.runtime.task_client import TaskClient  # noqa: E402
-from poolnet_desktop.runtime.task_files import load_task  # noqa: E402
+from poolnet_desktop.runtime.client.link import open_link  # noqa: E402
+from poolnet_desktop.runtime.client.task_client import TaskClient  # noqa: E402
+from poolnet_desktop.runtime.client.task_files import load_task  # noqa: E402
 
 POOLNET = [sys.executable, "-m", "poolnet_desktop"]
 # ``poolnet`` with uvloop unimportable: the member falls back to asyncio's own loop.

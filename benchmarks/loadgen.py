@@ -1,6 +1,6 @@
 """Load generator: thousands of simulated members, observers and seed clients on loopback.
 
-Simulated members speak exactly what ``runtime.agent`` speaks, minus the sampling and the
+Simulated members speak exactly what ``runtime.member.agent`` speaks, minus the sampling and the
 subprocesses: TLS, ``member_hello`` + ``authenticate_to_host`` with an Ed25519 key (approved
 beforehand in the host's ``TrustStore``, as pairing would have done), ``welcome``, a
 ``shards_report``, then ``resource_update`` every 2 s and ``heartbeat`` every 5 s. A
@@ -35,16 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from bench_support import raise_fd_limit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from bench_support import raise_fd_limit
-
 from poolnet_desktop.core.auth import device_id_for
 from poolnet_desktop.core.manifest import ShardResources, TaskSpec
 from poolnet_desktop.core.protocol import (
+    MAX_FRAME,
     PROTOCOL_VERSION,
     Error,
     Heartbeat,
@@ -67,11 +67,10 @@ from poolnet_desktop.core.task_protocol import (
     SubmitTask,
     TaskAccepted,
 )
-from poolnet_desktop.runtime.auth import AuthRefused, authenticate_to_host, member_hello
-from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.server import MAX_FRAME
-from poolnet_desktop.runtime.tls import client_ssl_context
-from poolnet_desktop.runtime.trust import PinnedHosts
+from poolnet_desktop.runtime.security.auth import AuthRefused, authenticate_to_host, member_hello
+from poolnet_desktop.runtime.security.identity import Identity
+from poolnet_desktop.runtime.security.tls import client_ssl_context
+from poolnet_desktop.runtime.security.trust import PinnedHosts
 
 PROBE_MARK = "poolnet-probe"
 HISTOGRAM_MS = 60_000  # 1 ms buckets up to a minute; anything later lands in the last one
@@ -230,7 +229,7 @@ class Worker:
 
     async def _open(self, identity: Identity, role: str, source: str) -> tuple[ClientConnection, Welcome]:
         """Connect from ``source`` (a loopback address: LAN members have one each, and the
-        host rate-limits failures per address) and authenticate exactly as ``runtime.agent``."""
+        host rate-limits failures per address) and authenticate exactly as ``runtime.member.agent``."""
         connection = await connect(
             self.plan.url, ssl=self.ssl, proxy=None, max_size=MAX_FRAME, open_timeout=30,
             ping_interval=20, ping_timeout=20, close_timeout=2, local_addr=(source, 0),

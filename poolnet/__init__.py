@@ -7,9 +7,9 @@
         future = pool.submit(fit, data, rate=0.1)
 
 Each call runs as a shard of a task in a member's sandbox (the window shows it); see
-``poolnet_desktop.runtime.pool_api`` for how.
+``poolnet_desktop.runtime.client.pool_api`` for how.
 """
 
-from poolnet_desktop.runtime.pool_api import Pool, PoolError, RemoteError, RemoteTraceback
+from poolnet_desktop.runtime.client.pool_api import Pool, PoolError, RemoteError, RemoteTraceback
 
 __all__ = ["Pool", "PoolError", "RemoteError", "RemoteTraceback"]

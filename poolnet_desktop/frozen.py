@@ -1,7 +1,7 @@
 """Lets a frozen (PyInstaller) PoolNet bundle act as its own Python interpreter.
 
 A member that installed PoolNet from an installer has no Python beside it, yet tasks are ``.py``
-scripts. In a frozen build ``runtime.runner.python_command()`` therefore starts the bundle's own
+scripts. In a frozen build ``runtime.member.runner.python_command()`` therefore starts the bundle's own
 executable as ``EXE --poolnet-run-python SCRIPT ARGS...``. Each frozen entry point
 (``packaging/entry_*.py``) calls :func:`run_python_if_asked` before importing anything else:
 importing the CLI costs about 0.75 s and the window more, which every task start would pay.
@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-# Must equal runtime.runner.FROZEN_PYTHON_FLAG; tests/test_frozen.py holds the two together
+# Must equal runtime.member.runner.FROZEN_PYTHON_FLAG; tests/test_frozen.py holds the two together
 # (importing the runner here would cost every task start its psutil and msgspec imports).
 FLAG = "--poolnet-run-python"
 USAGE = f"usage: {FLAG} (SCRIPT | -m MODULE | -c CODE) [ARG...]"

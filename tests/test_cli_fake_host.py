@@ -26,10 +26,10 @@ from poolnet_desktop.core.auth import b64encode
 from poolnet_desktop.core.protocol import PROTOCOL_VERSION, AuthOk, Challenge, Hello, Welcome, decode_client, encode
 from poolnet_desktop.core.transfer import chunk_headers, encode_chunk
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.node import HostOptions, PoolHost
-from poolnet_desktop.runtime.tls import server_ssl_context
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
+from poolnet_desktop.runtime.security.identity import Identity
+from poolnet_desktop.runtime.security.tls import server_ssl_context
 from tests.test_cli import POOLNET, environment
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from poolnet_desktop import frozen
-from poolnet_desktop.runtime.runner import FROZEN_PYTHON_FLAG
+from poolnet_desktop.runtime.member.runner import FROZEN_PYTHON_FLAG
 
 ENTRY = "from poolnet_desktop.frozen import run_python_if_asked; run_python_if_asked(); print('app started')"
 

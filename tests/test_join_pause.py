@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from poolnet_desktop.runtime.idle import x11_idle_seconds
+from poolnet_desktop.runtime.member.idle import x11_idle_seconds
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.test_idle import display, move_the_pointer
 from tests.runtime.test_task_pool import running_with, unique_sleep

@@ -35,8 +35,8 @@ from poolnet_desktop.app import DesktopApp  # noqa: E402
 from poolnet_desktop.gui.main_window import PAGES  # noqa: E402
 from poolnet_desktop.gui.settings_model import SettingsStore  # noqa: E402
 from poolnet_desktop.gui.theme import apply_theme  # noqa: E402
-from poolnet_desktop.runtime.discovery import DiscoverySettings  # noqa: E402
-from poolnet_desktop.runtime.node import Member, MemberOptions  # noqa: E402
+from poolnet_desktop.runtime.member.member import Member, MemberOptions  # noqa: E402
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings  # noqa: E402
 
 EXAMPLE = ROOT / "resources" / "examples" / "sweep"
 OFF = DiscoverySettings(enabled=False)

@@ -21,8 +21,8 @@ from poolnet_desktop.core.protocol import (
     RevokeDevice,
     SetPermissions,
 )
+from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.link import open_link
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -26,10 +26,10 @@ from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import addresses_to_show
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.host.server import ListenError
 from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
-from poolnet_desktop.runtime.node import HostOptions, PoolHost
-from poolnet_desktop.runtime.server import ListenError
+from poolnet_desktop.runtime.net.discovery import addresses_to_show
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

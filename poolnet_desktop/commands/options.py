@@ -15,10 +15,10 @@ from poolnet_desktop.core.auth import format_pairing_code
 from poolnet_desktop.core.sandbox_state import describe, sandbox_state
 from poolnet_desktop.core.units import parse_size
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.node import default_pool_url
-from poolnet_desktop.runtime.sandbox import probe
+from poolnet_desktop.runtime.member.sandbox import probe
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
+from poolnet_desktop.runtime.pool_files import default_pool_url
+from poolnet_desktop.runtime.security.identity import Identity
 
 CODE_ENV = "POOLNET_PAIRING_CODE"
 

@@ -29,8 +29,8 @@ from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.sandbox_state import short as short_sandbox
 from poolnet_desktop.core.units import format_mb
+from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.link import open_link
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,8 +1,8 @@
 """``poolnet submit``, ``poolnet run``, ``poolnet tasks``, ``poolnet cancel``,
 ``poolnet retry``, ``poolnet logs`` and ``poolnet forget``.
 
-Each opens one authenticated link to the pool (``runtime.link``) and talks through
-``runtime.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
+Each opens one authenticated link to the pool (``runtime.client.link``) and talks through
+``runtime.client.task_client``. ``submit --wait`` draws a progress bar (shards done of total, ETA) on
 stderr, brings every output back to ``--results`` and exits 0 only if every shard succeeded.
 ``tasks --follow`` prints the list, then a line per task change the pool pushes.
 ``run -- CMD ARGS`` submits a one-off command the same way and prints its output as it comes.
@@ -39,12 +39,12 @@ from poolnet_desktop.core.output_replay import OutputReplay
 from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary
 from poolnet_desktop.core.tasks import ShardState
-from poolnet_desktop.runtime.auth import AuthRefused
+from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
+from poolnet_desktop.runtime.client.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.task_client import LINK_LOST, TaskClient
+from poolnet_desktop.runtime.client.task_files import LoadedTask, TaskFileError, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.env_resolve import ResolveOptions
-from poolnet_desktop.runtime.link import PoolLink, open_link
-from poolnet_desktop.runtime.task_client import LINK_LOST, TaskClient
-from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
+from poolnet_desktop.runtime.security.auth import AuthRefused
 from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 BAR_WIDTH = 30

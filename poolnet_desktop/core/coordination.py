@@ -6,7 +6,7 @@ come back after a host restart, and the attempts taken from members that left. E
 takes one message (a submission, a member's report, start, output or result, a member
 leaving or falling silent, a person's cancel, retry or forget, a deadline passing) and returns
 the effects to carry out (``core.coordination_effects``), in order. The runtime
-(``runtime.task_service``) carries them out: it sends, stores, moves files and keeps timers.
+(``runtime.host.task_service``) carries them out: it sends, stores, moves files and keeps timers.
 Refusals are raised as ``ProtocolError``, to be sent back to whoever asked.
 
 Recovery: when a member leaves or misses its heartbeats its shards are lost at once and
@@ -61,12 +61,12 @@ from poolnet_desktop.core.task_protocol import (
 from poolnet_desktop.core.tasks import (
     ACTIVE,
     ENDED,
-    held_ahead,
     RESULT_STATES,
     Change,
     ShardState,
     SubmitQuota,
     Task,
+    held_ahead,
     quota_refusal,
 )
 

@@ -3,7 +3,7 @@
 Every method of ``Coordination`` returns a list of these, in the order they must be carried
 out. They are plain values, so a test can read a decision without a socket or a database:
 "send this member that cancel", "store this shard's record", "move these result files",
-"place shards soon", "wake me at this time". The runtime (``runtime.task_service``) carries
+"place shards soon", "wake me at this time". The runtime (``runtime.host.task_service``) carries
 each out and decides nothing.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Union
 
 from poolnet_desktop.core.task_protocol import (
-    AssignShards,
     Assignment,
+    AssignShards,
     ShardCancel,
     ShardRef,
     ShardResult,

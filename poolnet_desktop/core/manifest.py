@@ -2,7 +2,7 @@
 
 Two shapes, two stages. ``parse_manifest`` and ``script_task`` read text only and return a
 ``ManifestSpec``: the task plus the file and folder names it declares. The runtime
-(``runtime.task_files``) then walks those names on disk and fills ``TaskSpec.files`` with a
+(``runtime.client.task_files``) then walks those names on disk and fills ``TaskSpec.files`` with a
 ``FileEntry`` (size, sha256) per file. The ``TaskSpec`` is what travels between submitter,
 coordinator and member; it re-checks its own invariants when decoded (``__post_init__`` runs
 under ``msgspec`` decoding), so a spec from the network is as safe as one read from disk.
@@ -180,7 +180,7 @@ class ManifestSpec:
     the declared file and folder names, canonical and relative to the manifest's folder (they
     may overlap: a folder and a file inside it).
 
-    Next step: ``runtime.task_files.load_task`` walks ``declared_files`` and calls
+    Next step: ``runtime.client.task_files.load_task`` walks ``declared_files`` and calls
     ``with_files``.
     """
 

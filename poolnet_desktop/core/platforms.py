@@ -2,7 +2,7 @@
 platforms its command can run on.
 
 A member says its platform in its ``hello`` (``linux``, ``windows``, ``macos``, as
-``runtime.discovery.platform_name`` names it). A task either lists the platforms it runs on
+``runtime.net.discovery.platform_name`` names it). A task either lists the platforms it runs on
 (``platform = ["linux", "macos"]``), or gets them from its command: a POSIX shell (``sh``,
 ``bash``, a ``.sh`` script) never runs on Windows, ``cmd``/``.bat`` and Windows PowerShell
 (``powershell``/``.ps1``) only there, and anything else (``{python}``, a program on the PATH,

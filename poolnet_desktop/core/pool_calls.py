@@ -5,8 +5,8 @@ One task per ``submit`` (one shard, one call) and per ``map`` (one shard per chu
 a thousand trivial calls as a thousand one-call shards would pay a thousand interpreter starts,
 while a few chunks of calls pay a few, as ``ProcessPoolExecutor``'s ``chunksize`` does.
 
-Each shard runs the worker (``runtime.pool_worker``) on the files named here; the layout is
-shared by the submitter (``runtime.pool_api``) and the worker, which reads the same names.
+Each shard runs the worker (``runtime.client.pool_worker``) on the files named here; the layout is
+shared by the submitter (``runtime.client.pool_api``) and the worker, which reads the same names.
 
 Pure: no file system, no clock.
 """

@@ -60,7 +60,10 @@ from poolnet_desktop.core.wire import (
     Role,
 )
 
-__all__ = ["MAX_CONTROL_MESSAGE", "PROTOCOL_VERSION", "ErrorCode", "ProtocolError", "Message"]
+# Room for a file chunk's header on top of the largest control message.
+MAX_FRAME = MAX_CONTROL_MESSAGE + 64 * 1024
+
+__all__ = ["MAX_CONTROL_MESSAGE", "MAX_FRAME", "PROTOCOL_VERSION", "ErrorCode", "ProtocolError", "Message"]
 
 # ---- seed dialect, client to server ---------------------------------------------------------
 
@@ -120,7 +123,7 @@ class Hello(Message, tag="hello"):
     # How a member runs shards (``core.sandbox_state``): "bwrap", "none", "unsandboxed";
     # empty from members older than the sandbox.
     sandbox: Literal["", "bwrap", "none", "unsandboxed"] = ""
-    # Authentication (runtime/auth.py): the raw Ed25519 key and a fresh 32-byte nonce, base64.
+    # Authentication (runtime/security/auth.py): the raw Ed25519 key and a fresh 32-byte nonce, base64.
     public_key: Base64Text | None = None
     nonce: Base64Text | None = None
 
@@ -230,7 +233,7 @@ class ServerShutdown(Message, tag="server_shutdown"):
 # ---- authentication ------------------------------------------------------------------------
 # After ``hello`` (carrying ``publicKey`` and ``nonce``) the host sends ``challenge``; the member
 # answers ``auth``; the host replies ``auth_ok`` and then ``welcome``, or ``auth_pending`` while
-# a person decides, or ``error`` and a close. The exchange itself is in runtime/auth.py.
+# a person decides, or ``error`` and a close. The exchange itself is in runtime/security/auth.py.
 
 Base64Text = Annotated[str, msgspec.Meta(max_length=128)]
 

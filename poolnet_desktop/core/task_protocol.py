@@ -89,7 +89,7 @@ class ShardRef(msgspec.Struct, rename="camel", frozen=True, array_like=True):
 
 
 class ShardResult(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    """How an attempt ended: what the member's runner (``runtime.runner``) returns, spools and
+    """How an attempt ended: what the member's runner (``runtime.member.runner``) returns, spools and
     sends as is. ``exit_code`` is None when the process never started, negative when a signal
     ended it (POSIX); ``started``/``ended`` are wall-clock seconds; ``outputs`` are relative to
     the working folder; ``refused`` lists outputs that matched a glob but were not taken (a

@@ -19,7 +19,7 @@ from poolnet_desktop.gui import formatting as fmt
 
 
 class Waiting(Protocol):
-    """What a waiting device shows (``runtime.auth.PendingApproval`` has these fields)."""
+    """What a waiting device shows (``runtime.security.auth.PendingApproval`` has these fields)."""
 
     device_id: str
     name: str
@@ -71,7 +71,7 @@ class ApprovalsPanel(QWidget):
 
 
 class Trusted(Protocol):
-    """What an approved device shows (``runtime.trust.ApprovedDevice`` has these fields)."""
+    """What an approved device shows (``runtime.security.trust.ApprovedDevice`` has these fields)."""
 
     device_id: str
     name: str

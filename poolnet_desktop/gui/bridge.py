@@ -28,16 +28,18 @@ from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Forget, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
-from poolnet_desktop.runtime.agent import AgentState
-from poolnet_desktop.runtime.auth import PendingApproval
+from poolnet_desktop.runtime.client.task_client import ENDED, TaskClient
+from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, addresses_to_show
-from poolnet_desktop.runtime.identity import Identity
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.instance import LINK_ERRORS, Instance, InstanceConfig, InstanceEvents, describe
-from poolnet_desktop.runtime.node import HostOptions, Member, PoolHost, normalise_pool_url
-from poolnet_desktop.runtime.task_client import ENDED, TaskClient
-from poolnet_desktop.runtime.task_files import load_task
-from poolnet_desktop.runtime.trust import ApprovedDevice
+from poolnet_desktop.runtime.member.agent import AgentState
+from poolnet_desktop.runtime.member.member import Member
+from poolnet_desktop.runtime.net.discovery import DiscoveryError, DiscoverySettings, FoundPool, addresses_to_show
+from poolnet_desktop.runtime.pool_files import normalise_pool_url
+from poolnet_desktop.runtime.security.auth import PendingApproval
+from poolnet_desktop.runtime.security.identity import Identity
+from poolnet_desktop.runtime.security.trust import ApprovedDevice
 
 log = logging.getLogger(__name__)
 

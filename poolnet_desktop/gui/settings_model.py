@@ -4,7 +4,7 @@
 writes it to a ``QSettings`` and emits ``changed`` with the new value, so the bridge and the
 pages react to one signal instead of one per key. Tests pass an INI file under ``tmp_path``.
 
-The pause rules are also kept in the data folder's ``sharing.toml`` (``runtime.sharing_config``),
+The pause rules are also kept in the data folder's ``sharing.toml`` (``runtime.member.sharing_config``),
 which ``poolnet join`` reads: the file wins when the window starts, and every change made here
 is written to it, so the window and the CLI pause by one rule.
 """
@@ -23,7 +23,7 @@ from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.datadir import default_data_dir
-from poolnet_desktop.runtime.sharing_config import (
+from poolnet_desktop.runtime.member.sharing_config import (
     SHARING_FILE,
     SharingConfigError,
     read_pause_rules,

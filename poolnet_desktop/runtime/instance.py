@@ -34,17 +34,18 @@ from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.core.task_protocol import ListTasks, SubscribeTasks, TaskList, TasksChanged, TaskSummary
-from poolnet_desktop.runtime.auth import AuthRefused, PendingApproval
-from poolnet_desktop.runtime.backoff import Backoff
-from poolnet_desktop.runtime.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
-from poolnet_desktop.runtime.link import PoolLink, open_link
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.pause import PauseWatcher
-from poolnet_desktop.runtime.sampler import ResourceSampler
-from poolnet_desktop.runtime.server import ListenError
-from poolnet_desktop.runtime.task_client import TaskClient, TaskListing
-from poolnet_desktop.runtime.tls import InsecureConnection
-from poolnet_desktop.runtime.trust import ApprovedDevice
+from poolnet_desktop.runtime.client.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient, TaskListing
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.host.server import ListenError
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.member.pause import PauseWatcher
+from poolnet_desktop.runtime.member.sampler import ResourceSampler
+from poolnet_desktop.runtime.net.backoff import Backoff
+from poolnet_desktop.runtime.net.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
+from poolnet_desktop.runtime.security.auth import AuthRefused, PendingApproval
+from poolnet_desktop.runtime.security.tls import InsecureConnection
+from poolnet_desktop.runtime.security.trust import ApprovedDevice
 
 log = logging.getLogger(__name__)
 

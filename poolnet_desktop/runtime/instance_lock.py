@@ -22,7 +22,7 @@ from pathlib import Path
 
 import filelock
 
-from poolnet_desktop.runtime.identity import write_private_file
+from poolnet_desktop.runtime.security.identity import write_private_file
 
 log = logging.getLogger(__name__)
 

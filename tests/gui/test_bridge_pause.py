@@ -10,7 +10,7 @@ from PySide6.QtCore import QSettings
 
 from poolnet_desktop.gui.bridge import DiscoverySettings, PoolBridge
 from poolnet_desktop.gui.settings_model import SettingsStore
-from poolnet_desktop.runtime import pause as pause_module
+from poolnet_desktop.runtime.member import pause as pause_module
 
 
 class BusyCpu:

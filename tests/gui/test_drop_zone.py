@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 from pytestqt.qtbot import QtBot
 
 from poolnet_desktop.gui.drop_zone import DropZone, task_in
-from poolnet_desktop.runtime.task_files import load_task
+from poolnet_desktop.runtime.client.task_files import load_task
 
 
 def make_zone(qtbot: QtBot) -> DropZone:

@@ -9,7 +9,7 @@ from PySide6.QtCore import QSettings
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
-from poolnet_desktop.runtime.sharing_config import SHARING_FILE, read_pause_rules
+from poolnet_desktop.runtime.member.sharing_config import SHARING_FILE, read_pause_rules
 
 
 def store_at(path: Path) -> SettingsStore:

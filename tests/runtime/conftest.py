@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.node import HostOptions, PoolHost
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 
 PAIRING_CODE = "TEST-CODE"
 # Test modules whose async tests run once on each of these event loops: asyncio's own (tests,

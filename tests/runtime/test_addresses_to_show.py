@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from poolnet_desktop.runtime import discovery
+from poolnet_desktop.runtime.net import discovery
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0", "", "::"])

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import psutil
 
-from poolnet_desktop.runtime.agent import AgentState
-from poolnet_desktop.runtime.backoff import Backoff
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.agent import AgentState
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.backoff import Backoff
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 
 NO_DISCOVERY = DiscoverySettings(enabled=False)

@@ -33,7 +33,7 @@ from poolnet_desktop.core.protocol import (
     encode,
 )
 from poolnet_desktop.core.ratelimit import FailureLimiter
-from poolnet_desktop.runtime.auth import (
+from poolnet_desktop.runtime.security.auth import (
     Authenticator,
     AuthRefused,
     AuthResult,
@@ -42,15 +42,15 @@ from poolnet_desktop.runtime.auth import (
     authenticate_to_host,
     member_hello,
 )
-from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.tls import (
+from poolnet_desktop.runtime.security.identity import Identity
+from poolnet_desktop.runtime.security.tls import (
     InsecureConnection,
     client_ssl_context,
     client_ssl_for_url,
     peer_fingerprint,
     server_ssl_context,
 )
-from poolnet_desktop.runtime.trust import PinnedHosts, TrustStore
+from poolnet_desktop.runtime.security.trust import PinnedHosts, TrustStore
 
 POOL = "pool-test"
 CODE = "K7QD-M2XP"

@@ -1,4 +1,4 @@
-"""The pool server's own WebSocket connection (``runtime.connection``): real sockets on loopback,
+"""The pool server's own WebSocket connection (``runtime.net.connection``): real sockets on loopback,
 real websockets clients on the other end."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from poolnet_desktop.runtime import session as session_module
-from poolnet_desktop.runtime.connection import PoolConnection
-from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.host import session as session_module
+from poolnet_desktop.runtime.host.session import Session
+from poolnet_desktop.runtime.net.connection import PoolConnection
 
 
 class Recorder:

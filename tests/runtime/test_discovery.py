@@ -24,8 +24,8 @@ import pytest_asyncio
 from zeroconf.asyncio import AsyncServiceInfo
 
 from poolnet_desktop import __version__
-from poolnet_desktop.runtime import discovery
-from poolnet_desktop.runtime.discovery import (
+from poolnet_desktop.runtime.net import discovery
+from poolnet_desktop.runtime.net.discovery import (
     SERVICE_TYPE,
     DiscoveryDisabledError,
     DiscoveryError,
@@ -354,7 +354,7 @@ async def test_loopback_failing_callback_does_not_stop_discovery(
     browser = PoolBrowser(LOOPBACK, on_added=broken, on_removed=seen.callbacks()["on_removed"])
     await _started(closer, browser)
     announcer = _announcer()
-    with caplog.at_level(logging.ERROR, logger="poolnet_desktop.runtime.discovery"):
+    with caplog.at_level(logging.ERROR, logger="poolnet_desktop.runtime.net.discovery"):
         await _started(closer, announcer)
         assert await browser.find_pool("pool-1", 10.0) is not None
         await announcer.stop()

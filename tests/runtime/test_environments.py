@@ -21,15 +21,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.client.task_files import TaskFileError, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.env_resolve import ResolveOptions
-from poolnet_desktop.runtime.environments import MARKER, EnvironmentCache
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.sandbox import probe
-from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import TaskFileError, load_task
+from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.member.environments import MARKER, EnvironmentCache
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.member.sandbox import probe
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from poolnet_desktop.runtime.uv_tool import run_uv, this_platform_target
 from tests.runtime.conftest import PAIRING_CODE
 

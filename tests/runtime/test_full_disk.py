@@ -19,12 +19,13 @@ import pytest
 
 from poolnet_desktop.core.transfer import IncomingLimits
 from poolnet_desktop.core.wire import ErrorCode, ProtocolError
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import load_task
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import wait_for, write
 

@@ -1,4 +1,4 @@
-"""runtime.identity on real files: stable across restarts, private, and self-consistent."""
+"""runtime.security.identity on real files: stable across restarts, private, and self-consistent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from poolnet_desktop.core.auth import device_id_for, handshake_transcript, verify_challenge
-from poolnet_desktop.runtime.identity import (
+from poolnet_desktop.runtime.security.identity import (
     SIGNING_KEY_FILE,
     TLS_CERT_FILE,
     TLS_KEY_FILE,
@@ -116,7 +116,7 @@ def test_processes_creating_one_identity_at_once_agree(tmp_path: Path) -> None:
     import sys
 
     program = (
-        "import sys; from pathlib import Path; from poolnet_desktop.runtime.identity import Identity; "
+        "import sys; from pathlib import Path; from poolnet_desktop.runtime.security.identity import Identity; "
         "print(Identity.load_or_create(Path(sys.argv[1])).device_id)"
     )
     processes = [

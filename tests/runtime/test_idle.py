@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from poolnet_desktop.runtime.idle import desktop_idle_seconds, wayland_idle_seconds, x11_idle_seconds
+from poolnet_desktop.runtime.member.idle import desktop_idle_seconds, wayland_idle_seconds, x11_idle_seconds
 from tests.conftest import linux_only
 
 pytestmark = linux_only("X11 (Xvfb) and D-Bus desktops are tested on Linux")

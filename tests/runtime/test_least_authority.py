@@ -25,14 +25,15 @@ from poolnet_desktop.core.protocol import (
     ProtocolError,
     RevokeDevice,
 )
-from poolnet_desktop.runtime.agent import AgentState
-from poolnet_desktop.runtime.auth import AuthRefused
+from poolnet_desktop.runtime.client.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import PoolLink, open_link
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import load_task
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.agent import AgentState
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
+from poolnet_desktop.runtime.security.auth import AuthRefused
 from tests.runtime.conftest import PAIRING_CODE
 
 

@@ -35,10 +35,10 @@ from poolnet_desktop.core.task_protocol import (
 )
 from poolnet_desktop.core.tasks import SubmitQuota
 from poolnet_desktop.core.transfer import ChunkHeader, IncomingLimits, encode_chunk
-from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.link import PoolLink, open_link
-from poolnet_desktop.runtime.node import PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.client.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.security.identity import Identity
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import join_subprocess, submit_manifest, wait_for

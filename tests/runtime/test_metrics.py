@@ -9,8 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from poolnet_desktop.runtime.metrics import BUCKETS, Histogram, LoopLagSampler, parse_samples
-from poolnet_desktop.runtime.rest import read_rest_token
+from poolnet_desktop.runtime.host.metrics import BUCKETS, Histogram, LoopLagSampler, parse_samples
+from poolnet_desktop.runtime.host.rest import read_rest_token
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import seed_resources
 from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)

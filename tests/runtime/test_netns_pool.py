@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from poolnet_desktop.runtime.identity import SIGNING_KEY_FILE, Identity
-from poolnet_desktop.runtime.node import OWN_MEMBER_FOLDER
+from poolnet_desktop.runtime.host.pool_host import OWN_MEMBER_FOLDER
+from poolnet_desktop.runtime.security.identity import SIGNING_KEY_FILE, Identity
 from tests.netns import JsonLines, NetnsLan, netns_unavailable_reason
 
 PROGRAMS = Path(__file__).with_name("netns_programs")

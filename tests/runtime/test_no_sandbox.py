@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from poolnet_desktop.runtime.node import PoolHost
+from poolnet_desktop.runtime.host.pool_host import PoolHost
 from tests.conftest import linux_only
 from tests.runtime.conftest import PAIRING_CODE
 

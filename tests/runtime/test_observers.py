@@ -8,7 +8,7 @@ import pytest
 from websockets.protocol import State
 
 from poolnet_desktop.core.protocol import Error, Forget, PoolState, ProtocolError, Welcome
-from poolnet_desktop.runtime.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.link import PoolLink, open_link
 from tests.runtime.conftest import register_members, seed_resources
 
 

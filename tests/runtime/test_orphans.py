@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from poolnet_desktop.runtime.orphans import RUN_FILE, RUN_VARIABLE, kill_run, reap_and_stamp
+from poolnet_desktop.runtime.member.orphans import RUN_FILE, RUN_VARIABLE, kill_run, reap_and_stamp
 from tests.conftest import linux_only
 
 pytestmark = linux_only("orphans are found by the environment in /proc; sh")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from poolnet_desktop.core.pause import IN_USE, PAUSED_BY_YOU, PauseRules
-from poolnet_desktop.runtime.pause import OtherProgramsCpu, PauseWatcher
+from poolnet_desktop.runtime.member.pause import OtherProgramsCpu, PauseWatcher
 
 
 async def test_reasons_change_with_readings_rules_and_the_manual_pause() -> None:

@@ -15,9 +15,10 @@ import psutil
 import pytest
 
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.node import Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec
+from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import client, running_with, submit_manifest, unique_sleep, wait_for

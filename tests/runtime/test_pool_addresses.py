@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.core.protocol import ErrorCode
-from poolnet_desktop.runtime.auth import AuthRefused
+from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import HostOptions, PoolHost
-from poolnet_desktop.runtime.pool_addresses import PoolAddresses, address_of
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
+from poolnet_desktop.runtime.security.auth import AuthRefused
+from poolnet_desktop.runtime.security.pool_addresses import PoolAddresses, address_of
 
 
 def host_at(data_dir: Path, port: int, code: str) -> PoolHost:

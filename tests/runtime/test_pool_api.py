@@ -22,11 +22,12 @@ import pytest
 
 import poolnet
 from poolnet_desktop.core.task_protocol import TaskSummary
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_environments import REAL_WHEELS, real_wheel_fits
 

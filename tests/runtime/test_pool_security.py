@@ -21,13 +21,13 @@ from poolnet_desktop.core.protocol import (
     ProtocolError,
     RevokeDevice,
 )
-from poolnet_desktop.runtime.agent import AgentState
+from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import Member, MemberOptions
-from poolnet_desktop.runtime.rest import read_rest_token
-from poolnet_desktop.runtime.tls import InsecureConnection, client_ssl_context
+from poolnet_desktop.runtime.host.rest import read_rest_token
+from poolnet_desktop.runtime.member.agent import AgentState
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
+from poolnet_desktop.runtime.security.tls import InsecureConnection, client_ssl_context
 from tests.conftest import posix_only
 from tests.runtime.conftest import PAIRING_CODE
 
@@ -244,7 +244,7 @@ async def test_a_member_refuses_a_host_with_another_certificate(pool, tmp_path: 
     await paired.stop()
     await running
     # An impostor: another host claiming the same pool id, with its own certificate.
-    from poolnet_desktop.runtime.node import HostOptions, PoolHost
+    from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 
     impostor_dir = resolve_data_dir(tmp_path / "impostor")
     (impostor_dir / "pool.json").write_text(json.dumps({"poolId": pool.coordinator.config.pool_id, "poolName": "evil"}))

@@ -10,9 +10,9 @@ import pytest
 
 from poolnet_desktop.commands.status import observed_status
 from poolnet_desktop.core.protocol import PoolState
-from poolnet_desktop.runtime import coordinator as coordinator_module
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.session import Session
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.host import coordinator as coordinator_module
+from poolnet_desktop.runtime.host.session import Session
 from tests.runtime.conftest import register_members, seed_resources
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import HostOptions, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import join_subprocess, submit_manifest, wait_for

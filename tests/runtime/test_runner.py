@@ -18,7 +18,7 @@ import msgspec
 import psutil
 import pytest
 
-from poolnet_desktop.runtime.runner import (
+from poolnet_desktop.runtime.member.runner import (
     ShardResult,
     ShardRunner,
     ShardSpec,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poolnet_desktop.runtime.safe_pickle import PickleRefused, loads
+from poolnet_desktop.runtime.client.safe_pickle import PickleRefused, loads
 
 
 class RunsACommand:

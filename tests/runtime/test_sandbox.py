@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from poolnet_desktop.runtime.sandbox import bwrap_argv, probe
+from poolnet_desktop.runtime.member.sandbox import bwrap_argv, probe
 
 HOME = Path("/home/u")
 DATA = HOME / ".local/share/poolnet"

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from poolnet_desktop.runtime import runner as runner_module
-from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec
-from poolnet_desktop.runtime.sandbox import Sandbox, hidden_folders, probe
+from poolnet_desktop.runtime.member import runner as runner_module
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
+from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
 

@@ -14,10 +14,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from poolnet_desktop.runtime.agent import AgentState
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import Member, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.member.agent import AgentState
+from poolnet_desktop.runtime.member.member import Member
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import RawClient
 from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from poolnet_desktop.runtime import shard_process
-from poolnet_desktop.runtime.runner import ShardRunner, ShardSpec
-from poolnet_desktop.runtime.shard_process import _LoopSubprocess, start_shard_process
+from poolnet_desktop.runtime.member import shard_process
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
+from poolnet_desktop.runtime.member.shard_process import _LoopSubprocess, start_shard_process
 from tests.conftest import posix_only
 
 pytestmark = posix_only("POSIX commands and process groups")

@@ -10,7 +10,7 @@ import pytest
 from poolnet_desktop.cli import build_parser
 from poolnet_desktop.commands.join import pause_rules
 from poolnet_desktop.core.pause import PauseRules
-from poolnet_desktop.runtime.sharing_config import (
+from poolnet_desktop.runtime.member.sharing_config import (
     SHARING_FILE,
     SharingConfigError,
     read_pause_rules,

@@ -16,7 +16,7 @@ import pytest
 
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.task_protocol import ShardResult
-from poolnet_desktop.runtime.spool import Spool, SpoolError
+from poolnet_desktop.runtime.member.spool import Spool, SpoolError
 
 
 def make_outputs(workdir: Path, files: dict[str, bytes]) -> ShardResult:
@@ -121,7 +121,7 @@ import hashlib, json, os, sys
 from pathlib import Path
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.task_protocol import ShardResult
-from poolnet_desktop.runtime.spool import Spool, SpoolError
+from poolnet_desktop.runtime.member.spool import Spool, SpoolError
 
 work, root = Path(sys.argv[1]), Path(sys.argv[2])
 big = os.urandom(256 * 1024)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.core.matrix import shard_values
-from poolnet_desktop.runtime.task_files import LoadedTask, load_task
+from poolnet_desktop.runtime.client.task_files import LoadedTask, load_task
 from tests.runtime.test_task_files import EXAMPLES, run_shards
 
 

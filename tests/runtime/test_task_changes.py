@@ -18,12 +18,13 @@ import pytest
 from poolnet_desktop.core.protocol import MAX_CONTROL_MESSAGE, ProtocolError, encode
 from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.task_protocol import TasksChanged, TaskSummary
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient, apply_changes
+from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import HostOptions, Member, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient, apply_changes
-from poolnet_desktop.runtime.task_files import load_task
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.member import Member
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_least_authority import new_member
 from tests.runtime.test_task_pool import client, members, wait_for  # noqa: F401 (fixtures)

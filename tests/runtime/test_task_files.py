@@ -14,8 +14,8 @@ import pytest
 
 from poolnet_desktop.core.manifest import expand_command
 from poolnet_desktop.core.matrix import param_env, shard_values
-from poolnet_desktop.runtime.runner import ShardSpec, build_argv, build_env
-from poolnet_desktop.runtime.task_files import LoadedTask, TaskFileError, load_task
+from poolnet_desktop.runtime.client.task_files import LoadedTask, TaskFileError, load_task
+from poolnet_desktop.runtime.member.runner import ShardSpec, build_argv, build_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "resources" / "examples"
 

@@ -25,12 +25,13 @@ from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.core.task_protocol import SubmitTask, TaskAccepted
 from poolnet_desktop.core.transfer import ChunkHeader, encode_chunk
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.discovery import DiscoverySettings
-from poolnet_desktop.runtime.link import open_link
-from poolnet_desktop.runtime.node import HostOptions, Member, MemberOptions, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import load_task
+from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
 
@@ -395,7 +396,7 @@ async def test_a_member_killed_by_sigkill_takes_its_sandboxed_shards_with_it(
     pool: PoolHost, tmp_path: Path, client: TaskClient
 ) -> None:
     """Before the sandbox, such shards outlived their member until its next start reaped
-    them (``runtime.orphans``, still there for members without a sandbox); bwrap's
+    them (``runtime.member.orphans``, still there for members without a sandbox); bwrap's
     --die-with-parent now ends the shard's PID namespace with the member."""
     token = unique_sleep()
     member = join_subprocess(pool, tmp_path / "member", "restarted")

@@ -14,7 +14,7 @@ from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.core.tasks import ShardState, Task
 from poolnet_desktop.core.wire import StorageError
-from poolnet_desktop.runtime.task_store import TaskStore
+from poolnet_desktop.runtime.host.task_store import TaskStore
 
 SPEC = TaskSpec(name="sweep", command=("echo", "{shard}"), shards=3, env={"MODE": "fast"})
 

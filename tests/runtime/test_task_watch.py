@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from poolnet_desktop.runtime.node import Member, PoolHost
-from poolnet_desktop.runtime.task_client import TaskClient
-from poolnet_desktop.runtime.task_files import load_task
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.client.task_files import load_task
+from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.member.member import Member
 from tests.runtime.test_task_pool import client, members, wait_for, write  # noqa: F401 - fixtures
 
 

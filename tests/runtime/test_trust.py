@@ -1,4 +1,4 @@
-"""runtime.trust on real files: the coordinator's SQLite store and a member's pins."""
+"""runtime.security.trust on real files: the coordinator's SQLite store and a member's pins."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from poolnet_desktop.core.wire import StorageError
-from poolnet_desktop.runtime.trust import ApprovedDevice, PinnedHosts, TrustStore
+from poolnet_desktop.runtime.security.trust import ApprovedDevice, PinnedHosts, TrustStore
 from tests.conftest import posix_only
 
 

@@ -12,7 +12,7 @@ from contextlib import aclosing
 
 from jsonio import commands, emit
 
-from poolnet_desktop.runtime.discovery import DiscoverySettings, PoolAnnouncer
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings, PoolAnnouncer
 
 
 async def main() -> None:

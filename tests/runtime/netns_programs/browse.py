@@ -12,7 +12,7 @@ from contextlib import aclosing
 
 from jsonio import commands, emit, pool_fields
 
-from poolnet_desktop.runtime.discovery import DiscoverySettings, PoolBrowser
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings, PoolBrowser
 
 
 async def main() -> None:

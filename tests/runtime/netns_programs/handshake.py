@@ -25,11 +25,11 @@ from websockets.exceptions import ConnectionClosed
 
 from poolnet_desktop import __version__
 from poolnet_desktop.core.protocol import PROTOCOL_VERSION, Hello, Welcome, decode_server, encode
-from poolnet_desktop.runtime.auth import authenticate_to_host, member_hello
-from poolnet_desktop.runtime.discovery import platform_name
-from poolnet_desktop.runtime.identity import Identity
-from poolnet_desktop.runtime.tls import client_ssl_for_url
-from poolnet_desktop.runtime.trust import PinnedHosts
+from poolnet_desktop.runtime.net.discovery import platform_name
+from poolnet_desktop.runtime.security.auth import authenticate_to_host, member_hello
+from poolnet_desktop.runtime.security.identity import Identity
+from poolnet_desktop.runtime.security.tls import client_ssl_for_url
+from poolnet_desktop.runtime.security.trust import PinnedHosts
 
 TIMEOUT = 20.0
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from poolnet_desktop.runtime.discovery import FoundPool
+from poolnet_desktop.runtime.net.discovery import FoundPool
 
 
 def emit(event: str, **fields: Any) -> None:

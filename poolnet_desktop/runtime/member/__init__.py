@@ -1,0 +1,1 @@
+"""A member: the agent that joins a pool, and the sandboxed runner of its shards."""

@@ -1,0 +1,1 @@
+"""What every wing uses to talk: connections, backoff, discovery and file transfer."""

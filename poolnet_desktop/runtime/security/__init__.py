@@ -1,0 +1,1 @@
+"""Identity, TLS, both halves of authentication, the trust store and pinned hosts."""

@@ -129,21 +129,14 @@ class TaskChanges:
         self._subscribers.add(session)
         await session.send(self._page(session, None, message.limit))
 
-    def _task(self, session: Session, task_id: str, action: Action) -> Task:
-        task = self.service.tasks.get(task_id)
-        if task is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no task {task_id!r}")
-        session.require(action, task.submitter)
-        return task
-
     async def _on_list_shards(self, session: Session, message: ListShards) -> None:
-        task = self._task(session, message.task_id, Action.SEE_DETAIL)
+        task = self.service.requests.task_for(session, message.task_id, Action.SEE_DETAIL)
         shards, following = shard_page(task, message.start, message.limit)
         await session.send(ShardList(task_id=task.id, shards=[shard_summary(task, s) for s in shards],
                                      next=following))
 
     async def _on_forget(self, session: Session, message: ForgetTask) -> None:
-        task = self._task(session, message.task_id, Action.FORGET_TASK)
+        task = self.service.requests.task_for(session, message.task_id, Action.FORGET_TASK)
         if task.state not in ENDED:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"task {task.id} has not ended: cancel it first")
         await self.service.retention.forget([task.id])

@@ -117,7 +117,7 @@ class TaskRequests:
             for watcher in watchers:
                 watcher.post(json)
 
-    def _task(self, session: Session, task_id: str, action: Action) -> Task:
+    def task_for(self, session: Session, task_id: str, action: Action) -> Task:
         """The task ``task_id`` if this session may take ``action`` on it."""
         task = self.service.core.tasks.get(task_id)
         if task is None:
@@ -126,14 +126,14 @@ class TaskRequests:
         return task
 
     async def _on_cancel(self, session: Session, message: CancelTask) -> None:
-        task = self._task(session, message.task_id, Action.CANCEL)
+        task = self.task_for(session, message.task_id, Action.CANCEL)
         self.service.cancel(task)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
     async def _on_retry(self, session: Session, message: RetryTask) -> None:
         """Run the task's unsuccessful shards again (``Task.retry``), if its inputs are
         still here."""
-        task = self._task(session, message.task_id, Action.RETRY)
+        task = self.task_for(session, message.task_id, Action.RETRY)
         await self.service.retry(task)
         await session.send(TaskUpdate(task=self.summary(task, detail=True)))
 
@@ -142,7 +142,7 @@ class TaskRequests:
         and holds live output and task updates until the history is sent, and the history is
         cut at that moment: no chunk or update (a task that ends meanwhile) is lost between
         the two, and no chunk is sent twice."""
-        task = self._task(session, message.task_id, Action.WATCH)
+        task = self.task_for(session, message.task_id, Action.WATCH)
         watcher = _Watcher(session, message.shard, backlog=[])  # listed before any await
         self._watchers.setdefault(task.id, []).append(watcher)
         try:
@@ -166,7 +166,7 @@ class TaskRequests:
         await session.send(WatchReady(task_id=task.id))
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
-        task = self._task(session, message.task_id, Action.FETCH)
+        task = self.task_for(session, message.task_id, Action.FETCH)
         entries, outgoing = [], []
         for shard in task.shards:
             result = self.service.core.recorded.get((task.id, shard.index))

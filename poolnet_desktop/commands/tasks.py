@@ -32,6 +32,7 @@ from poolnet_desktop.commands.options import (
     read_pairing_code,
     waiting_notice,
 )
+from poolnet_desktop.core.environment import targets_to_resolve
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError, inline_task
 from poolnet_desktop.core.matrix import describe_values
@@ -165,13 +166,21 @@ def _print_json(value: Any) -> None:
     print(json.dumps(msgspec.to_builtins(value), indent=2))
 
 
-def _resolve_options(args: argparse.Namespace) -> ResolveOptions:
-    """Where the task's wheels come from, and the platforms to resolve for (this machine's
-    always, and each ``--platform``)."""
+def _resolve_options(args: argparse.Namespace, pool: Sequence[str] = ()) -> ResolveOptions:
+    """Where the task's wheels come from, and the platforms to resolve for: this machine's
+    always, then each ``--platform``, or (without it) each member platform of the pool."""
     own = this_platform_target()
     extra = tuple(args.platforms or ())
-    targets = None if not extra else tuple(dict.fromkeys(((own,) if own else ()) + extra))
+    if extra:
+        targets: tuple[str, ...] | None = tuple(dict.fromkeys(((own,) if own else ()) + extra))
+    else:
+        targets = targets_to_resolve(own, pool) if pool else None
     return ResolveOptions(find_links=tuple(args.find_links), no_index=args.no_index, targets=targets)
+
+
+def _resolved_for(task: LoadedTask) -> set[str]:
+    environment = task.spec.environment
+    return {entry.target for entry in environment.platforms} if environment is not None else set()
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -182,7 +191,18 @@ def run_submit(args: argparse.Namespace) -> int:
         return 1
 
     async def conversation(client: TaskClient) -> int:
-        task_id = await client.submit(loaded)
+        task = loaded
+        if task.spec.environment is not None and not args.platforms:
+            # Resolved for this machine (its manifest checked before any link); the members'
+            # platforms are known now: each one this machine's wheels do not serve is added.
+            options = _resolve_options(args, await client.member_platforms())
+            if options.targets is not None and set(options.targets) != _resolved_for(task):
+                try:
+                    task = await asyncio.to_thread(load_task, Path(args.file), options)
+                except TaskFileError as exc:
+                    print(f"poolnet: {exc}", file=sys.stderr)
+                    return 1
+        task_id = await client.submit(task)
         if not args.wait:
             if args.json:
                 _print_json({"taskId": task_id})

@@ -149,6 +149,17 @@ def target_runs_on(target: str, member: str) -> bool:
     )
 
 
+def targets_to_resolve(own: str | None, members: Iterable[str]) -> tuple[str, ...]:
+    """The platforms to resolve a task's requirements for: this machine's, then each member
+    platform in the pool that none of those already serves (a newer manylinux level of the
+    same architecture is served by an older one, not the other way round)."""
+    chosen = [own] if own else []
+    for member in sorted(set(members)):
+        if member and not any(target_runs_on(target, member) for target in chosen):
+            chosen.append(member)
+    return tuple(chosen)
+
+
 def pick_platform(spec: EnvironmentSpec, member: str | None) -> PlatformWheels:
     """The wheels this member installs: the newest resolved target that runs here.
     Raises ``EnvironmentFailure`` naming this member's platform and the ones resolved."""

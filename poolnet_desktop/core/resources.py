@@ -55,6 +55,9 @@ class Resources(msgspec.Struct, rename="camel", frozen=True, omit_defaults=False
     # Python environments a member keeps built for tasks (issue 16): how many, and their size.
     environments: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     environments_size: MegaBytes = 0.0
+    # The member's Python as uv names a platform (``x86_64-manylinux_2_36``; "" unknown): a
+    # submitter resolves a task's requirements for each one present in the pool.
+    python_target: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
     @property
     def gpus(self) -> int:

@@ -370,6 +370,33 @@ async def test_a_real_compiled_wheel_from_pypi_runs_in_a_shard(
     assert "".join(told) == "&lt;b&gt;&amp;&lt;/b&gt;\n"
 
 
+async def test_members_report_their_python_platform_and_a_submitter_reads_the_pools(
+    pool: PoolHost, member: Member
+) -> None:
+    """What ``poolnet submit`` resolves a task's requirements for: the platforms of the
+    members that take tasks, as their reports say (here, this machine's)."""
+    async with await open_link(pool.local_url, pool.options.data_dir) as link:
+        assert await TaskClient(link).member_platforms() == [t for t in [this_platform_target()] if t]
+
+
+@needs_sandbox
+async def test_poolnet_submit_resolves_for_the_pools_platforms_and_its_task_runs(
+    pool: PoolHost, member: Member, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """The CLI asks the pool for its members' platforms before it sends a task with
+    requirements, and the task runs on its environment."""
+    folder = task_folder(tmp_path / "job", ["tinya"])
+    submitting = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "poolnet_desktop", "submit", str(folder), "--wait", "--results", str(tmp_path / "res"),
+        "--find-links", str(wheelhouse), "--no-index", "--url", pool.local_url,
+        "--data-dir", str(pool.options.data_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(submitting.communicate(), 120)
+    assert submitting.returncode == 0, err.decode()
+    assert b"1/1 shards succeeded" in out
+
+
 async def test_a_build_cut_short_is_removed_at_start_and_built_again(wheelhouse: Path, tmp_path: Path) -> None:
     loaded = load_task(task_folder(tmp_path / "job", ["tinya"]), offline(wheelhouse))
     assert loaded.spec.environment is not None

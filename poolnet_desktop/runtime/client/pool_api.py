@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 from poolnet_desktop.core.devices import DeviceView
+from poolnet_desktop.core.environment import targets_to_resolve
 from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
 from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, plan_chunks, shared_cores
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
@@ -53,7 +54,7 @@ from poolnet_desktop.core.task_protocol import (
     WatchReady,
     WatchTask,
 )
-from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
+from poolnet_desktop.runtime.client.env_resolve import ResolvedEnvironment, ResolveOptions
 from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.client.pool_payload import (
     Call,
@@ -71,6 +72,7 @@ from poolnet_desktop.runtime.client.task_files import LoadedTask
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.pool_files import default_pool_url, normalise_pool_url
 from poolnet_desktop.runtime.security.auth import AuthRefused
+from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 __all__ = ["Pool", "PoolError", "RemoteError", "RemoteTraceback"]
 
@@ -118,10 +120,7 @@ class Pool(concurrent.futures.Executor):
         self.url = normalise_pool_url(url or default_pool_url(self._data_dir))
         self._max_workers = max_workers
         self._trust_members = trust_members
-        self._environment = (
-            resolve_requirements(requirements, ResolveOptions(tuple(Path(f) for f in find_links), no_index, offline=no_index))
-            if requirements else None
-        )
+        self._environment: ResolvedEnvironment | None = None
         self._devices: dict[str, DeviceView] = {}
         self._batches: set[_Batch] = set()
         self._runners: set[asyncio.Future[None]] = set()
@@ -141,6 +140,22 @@ class Pool(concurrent.futures.Executor):
             self._stop_loop()
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise
+        if requirements:
+            try:
+                self._environment = self._resolve(requirements, find_links, no_index)
+            except BaseException:
+                self.shutdown(wait=False)
+                raise
+
+    def _resolve(self, requirements: Sequence[str], find_links: Sequence[str | Path],
+                 no_index: bool) -> ResolvedEnvironment:
+        """The calls' environment, resolved once for this machine and each member platform in
+        the pool (``PoolError`` naming a package that cannot be had)."""
+        members = self._await(self._requests.member_platforms())
+        targets = targets_to_resolve(this_platform_target(), members)
+        options = ResolveOptions(tuple(Path(f) for f in find_links), no_index, offline=no_index,
+                                 targets=targets or None)
+        return resolve_requirements(requirements, options)
 
     # ---- the executor's face -------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 from websockets.exceptions import ConnectionClosed
 
 from poolnet_desktop.core.paths import UnsafePathError
-from poolnet_desktop.core.protocol import ErrorCode, ProtocolError
+from poolnet_desktop.core.protocol import ErrorCode, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import (
     CancelTask,
     FetchResults,
@@ -175,6 +175,18 @@ class TaskClient:
         await self.link.send(RetryTask(task_id=task_id))
         update: TaskUpdate = await self.link.expect(TaskUpdate)
         return update.task
+
+    async def member_platforms(self, timeout: float = 5.0) -> list[str]:
+        """The Python platforms (uv targets) of the pool's online members that take tasks, from
+        the first ``pool_state`` an observer link gets (a full one); [] if none comes in
+        ``timeout`` seconds. Call it first on a new link: later batches hold changes only."""
+        try:
+            async with asyncio.timeout(timeout):
+                state: PoolState = await self.link.expect(PoolState)
+        except TimeoutError:
+            return []
+        return sorted({d.resources.python_target for d in state.devices
+                       if d.is_online and d.accept_tasks and d.resources.python_target})
 
     async def list(self) -> list[TaskSummary]:
         """Every task of the pool, newest first, read a page at a time."""

@@ -11,6 +11,7 @@ import psutil
 from poolnet_desktop.core.resources import Resources, SharingLimits
 from poolnet_desktop.core.units import bytes_to_mb
 from poolnet_desktop.runtime.member.gpu import GpuProbe
+from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 
 class ResourceSampler:
@@ -27,6 +28,7 @@ class ResourceSampler:
         self._cores = psutil.cpu_count(logical=True) or 1
         # The member's task environments as (count, bytes), once it has an executor.
         self.environments: Callable[[], tuple[int, int]] | None = None
+        self._python_target = this_platform_target() or ""
         psutil.cpu_percent(interval=None)
 
     def sample(self, limits: SharingLimits) -> Resources:
@@ -51,6 +53,7 @@ class ResourceSampler:
             gpu_memory_total=sum(g.memory_total_mb for g in gpus),
             gpu_memory_used=sum(g.memory_used_mb for g in gpus),
             limits=limits,
+            python_target=self._python_target,
             **self._environments(),
         )
 

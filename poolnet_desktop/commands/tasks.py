@@ -32,7 +32,6 @@ from poolnet_desktop.commands.options import (
     read_pairing_code,
     waiting_notice,
 )
-from poolnet_desktop.core.environment import targets_to_resolve
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError, inline_task
 from poolnet_desktop.core.matrix import describe_values
@@ -43,7 +42,7 @@ from poolnet_desktop.core.tasks import ShardState
 from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
 from poolnet_desktop.runtime.client.link import PoolLink, open_link
 from poolnet_desktop.runtime.client.task_client import LINK_LOST, TaskClient
-from poolnet_desktop.runtime.client.task_files import LoadedTask, TaskFileError, load_task
+from poolnet_desktop.runtime.client.task_files import LoadedTask, TaskFileError, for_platforms, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.security.auth import AuthRefused
 from poolnet_desktop.runtime.uv_tool import this_platform_target
@@ -166,21 +165,13 @@ def _print_json(value: Any) -> None:
     print(json.dumps(msgspec.to_builtins(value), indent=2))
 
 
-def _resolve_options(args: argparse.Namespace, pool: Sequence[str] = ()) -> ResolveOptions:
-    """Where the task's wheels come from, and the platforms to resolve for: this machine's
-    always, then each ``--platform``, or (without it) each member platform of the pool."""
+def _resolve_options(args: argparse.Namespace) -> ResolveOptions:
+    """Where the task's wheels come from, and the platforms to resolve for (this machine's
+    always, and each ``--platform``; without one, ``for_platforms`` adds the pool's)."""
     own = this_platform_target()
     extra = tuple(args.platforms or ())
-    if extra:
-        targets: tuple[str, ...] | None = tuple(dict.fromkeys(((own,) if own else ()) + extra))
-    else:
-        targets = targets_to_resolve(own, pool) if pool else None
+    targets = None if not extra else tuple(dict.fromkeys(((own,) if own else ()) + extra))
     return ResolveOptions(find_links=tuple(args.find_links), no_index=args.no_index, targets=targets)
-
-
-def _resolved_for(task: LoadedTask) -> set[str]:
-    environment = task.spec.environment
-    return {entry.target for entry in environment.platforms} if environment is not None else set()
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -195,13 +186,12 @@ def run_submit(args: argparse.Namespace) -> int:
         if task.spec.environment is not None and not args.platforms:
             # Resolved for this machine (its manifest checked before any link); the members'
             # platforms are known now: each one this machine's wheels do not serve is added.
-            options = _resolve_options(args, await client.member_platforms())
-            if options.targets is not None and set(options.targets) != _resolved_for(task):
-                try:
-                    task = await asyncio.to_thread(load_task, Path(args.file), options)
-                except TaskFileError as exc:
-                    print(f"poolnet: {exc}", file=sys.stderr)
-                    return 1
+            members = await client.member_platforms()
+            try:
+                task = await asyncio.to_thread(for_platforms, loaded, _resolve_options(args), members)
+            except TaskFileError as exc:
+                print(f"poolnet: {exc}", file=sys.stderr)
+                return 1
         task_id = await client.submit(task)
         if not args.wait:
             if args.json:

@@ -149,11 +149,12 @@ def target_runs_on(target: str, member: str) -> bool:
     )
 
 
-def targets_to_resolve(own: str | None, members: Iterable[str]) -> tuple[str, ...]:
-    """The platforms to resolve a task's requirements for: this machine's, then each member
-    platform in the pool that none of those already serves (a newer manylinux level of the
-    same architecture is served by an older one, not the other way round)."""
-    chosen = [own] if own else []
+def targets_to_resolve(base: Iterable[str | None], members: Iterable[str]) -> tuple[str, ...]:
+    """The platforms to resolve a task's requirements for: ``base`` (this machine's, or those
+    resolved already), then each member platform in the pool that none of those serves (a
+    newer manylinux level of the same architecture is served by an older one, not the other
+    way round)."""
+    chosen = [target for target in base if target]
     for member in sorted(set(members)):
         if member and not any(target_runs_on(target, member) for target in chosen):
             chosen.append(member)

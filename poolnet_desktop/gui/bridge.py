@@ -28,8 +28,9 @@ from poolnet_desktop.core.permissions import Permission
 from poolnet_desktop.core.protocol import Forget, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
+from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
 from poolnet_desktop.runtime.client.task_client import ENDED, TaskClient
-from poolnet_desktop.runtime.client.task_files import load_task
+from poolnet_desktop.runtime.client.task_files import for_platforms, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.instance import LINK_ERRORS, Instance, InstanceConfig, InstanceEvents, describe
@@ -341,6 +342,13 @@ class PoolBridge(QObject):
         if not await self._instance.wait_connected(SUBMIT_WAIT):
             self.task_problem.emit(f"{path.name} was not sent: not connected to a pool")
             return
+        if loaded.spec.environment is not None:  # its packages, for every member's platform too
+            members = await self._instance.member_platforms()
+            try:
+                loaded = await asyncio.to_thread(for_platforms, loaded, ResolveOptions(), members)
+            except ManifestError as exc:
+                self.task_problem.emit(str(exc))
+                return
         task_id = await self._task_call(lambda client: client.submit(loaded))
         if task_id is not None:
             self._sources[task_id] = path

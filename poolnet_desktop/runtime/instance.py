@@ -420,6 +420,16 @@ class Instance:
         return await open_link(agent.url, config.data_dir, "observer", config.device_name, config.code,
                                identity=agent.identity, pinned=agent.pinned)
 
+    async def member_platforms(self) -> list[str]:
+        """The Python platforms of the pool's members that take tasks, read from the pool's
+        first state on a short-lived link; [] when it cannot be read."""
+        try:
+            async with await self.open_link() as link:
+                return await TaskClient(link).member_platforms()
+        except LINK_ERRORS as exc:
+            log.info("cannot read the pool's platforms: %s", describe(exc))
+            return []
+
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the observer link is open (just after start or a switch of pool it may
         be moments away); False after ``timeout`` seconds."""

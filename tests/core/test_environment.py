@@ -157,12 +157,15 @@ def test_a_uv_failure_names_the_missing_package_and_platform() -> None:
 
 def test_a_task_is_resolved_for_this_machine_and_each_member_platform_it_does_not_serve() -> None:
     own = "x86_64-manylinux_2_36"
-    assert targets_to_resolve(own, []) == (own,)
+    assert targets_to_resolve([own], []) == (own,)
     # A member on a newer glibc runs this machine's wheels; one on an older glibc, another
     # architecture or another system needs wheels of its own.
     members = ["x86_64-manylinux_2_39", "x86_64-manylinux_2_28", "aarch64-apple-darwin",
                "x86_64-pc-windows-msvc", "x86_64-manylinux_2_28", ""]
-    assert targets_to_resolve(own, members) == (
+    assert targets_to_resolve([own], members) == (
         own, "aarch64-apple-darwin", "x86_64-manylinux_2_28", "x86_64-pc-windows-msvc",
     )
-    assert targets_to_resolve(None, ["aarch64-apple-darwin"]) == ("aarch64-apple-darwin",)
+    assert targets_to_resolve([None], ["aarch64-apple-darwin"]) == ("aarch64-apple-darwin",)
+    assert targets_to_resolve([own, "x86_64-manylinux_2_28"], ["x86_64-manylinux_2_31"]) == (
+        own, "x86_64-manylinux_2_28",  # served already by the older level
+    )

@@ -24,7 +24,7 @@ import pytest
 from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
 from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.client.task_client import TaskClient
-from poolnet_desktop.runtime.client.task_files import TaskFileError, load_task
+from poolnet_desktop.runtime.client.task_files import TaskFileError, for_platforms, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.member.environments import MARKER, EnvironmentCache
@@ -377,6 +377,18 @@ async def test_members_report_their_python_platform_and_a_submitter_reads_the_po
     members that take tasks, as their reports say (here, this machine's)."""
     async with await open_link(pool.local_url, pool.options.data_dir) as link:
         assert await TaskClient(link).member_platforms() == [t for t in [this_platform_target()] if t]
+
+
+def test_a_task_is_resolved_again_only_for_member_platforms_its_wheels_do_not_serve(
+    wheelhouse: Path, tmp_path: Path
+) -> None:
+    loaded = load_task(task_folder(tmp_path / "job", ["tinya"]), offline(wheelhouse))
+    assert loaded.spec.environment is not None
+    own = [entry.target for entry in loaded.spec.environment.platforms]
+    assert for_platforms(loaded, offline(wheelhouse), own) is loaded  # nothing to add
+    wider = for_platforms(loaded, offline(wheelhouse), [*own, "aarch64-apple-darwin"])
+    assert wider.spec.environment is not None
+    assert [entry.target for entry in wider.spec.environment.platforms] == [*own, "aarch64-apple-darwin"]
 
 
 @needs_sandbox

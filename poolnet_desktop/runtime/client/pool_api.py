@@ -152,7 +152,7 @@ class Pool(concurrent.futures.Executor):
         """The calls' environment, resolved once for this machine and each member platform in
         the pool (``PoolError`` naming a package that cannot be had)."""
         members = self._await(self._requests.member_platforms())
-        targets = targets_to_resolve(this_platform_target(), members)
+        targets = targets_to_resolve([this_platform_target()], members)
         options = ResolveOptions(tuple(Path(f) for f in find_links), no_index, offline=no_index,
                                  targets=targets or None)
         return resolve_requirements(requirements, options)

@@ -12,13 +12,14 @@ loop or duplicate), and anything that is not a regular file (sockets, devices, p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from poolnet_desktop.core.environment import EnvironmentFailure, EnvironmentSpec
+from poolnet_desktop.core.environment import EnvironmentFailure, EnvironmentSpec, targets_to_resolve
 from poolnet_desktop.core.manifest import (
     FileEntry,
     ManifestError,
@@ -92,6 +93,21 @@ def load_task(path: Path, resolve: ResolveOptions | None = None) -> LoadedTask:
     except ValueError as exc:
         raise TaskFileError(source, "files", str(exc)) from None
     return LoadedTask(spec, manifest_path, root, local_files)
+
+
+def for_platforms(task: LoadedTask, options: ResolveOptions, members: Sequence[str]) -> LoadedTask:
+    """``task`` with its requirements resolved also for the ``members``' platforms that the
+    wheels it has do not serve (``core.environment.targets_to_resolve``); the same task when
+    it has no requirements or they already serve every member. Blocking; raises
+    ``TaskFileError`` as ``load_task`` does."""
+    environment = task.spec.environment
+    if environment is None:
+        return task
+    resolved = tuple(entry.target for entry in environment.platforms)
+    targets = targets_to_resolve(resolved, members)
+    if targets == resolved:
+        return task
+    return load_task(task.source, dataclasses.replace(options, targets=targets))
 
 
 def _find_manifest(folder: Path) -> Path:

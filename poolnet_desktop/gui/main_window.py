@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self._open_path = open_path
         self._link = ("offline", "")
         self._paused = ""
+        self._queued_notice: str | None = None  # the task the drop zone says is queued
         self._told_about_tray = False
         self.setWindowTitle("PoolNet")
         self.setWindowIcon(app_icon())
@@ -303,9 +304,13 @@ class MainWindow(QMainWindow):
 
     def _on_submitted(self, task_id: str, name: str) -> None:
         self.tasks.drop_zone.show_message(f"{name} is in the pool's queue.", error=False)
+        self._queued_notice = task_id
         self.tasks.select_task(task_id)
 
     def _on_finished(self, task: TaskSummary) -> None:
+        if task.id == self._queued_notice:  # "in the pool's queue" is no longer true
+            self.tasks.drop_zone.clear_message()
+            self._queued_notice = None
         ok = task.state == "succeeded"
         text = f"{task.name}: {task.succeeded} of {task.total} shards succeeded"
         if not self.tray.notify(f"Task {task.state}", text, error=not ok):

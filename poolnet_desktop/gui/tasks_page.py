@@ -338,6 +338,7 @@ class TasksPage(QWidget):
         layout.addWidget(splitter, 1)
         self._current: str | None = None
         self._shards: list[ShardSummary] = []  # the selected task's, as last listed
+        self._select_when_listed: str | None = None  # a task submitted here, until its row comes
         self._update_details()
 
     # ---- fed by the bridge ------------------------------------------------------------------
@@ -352,6 +353,8 @@ class TasksPage(QWidget):
         has_tasks = self.model.rowCount() > 0
         self.empty_label.setVisible(not has_tasks)
         self.table.setVisible(has_tasks)
+        if self._select_when_listed is not None and self.model.row_of(self._select_when_listed) is not None:
+            self.select_task(self._select_when_listed)
         if self._current is not None and self.model.row_of(self._current) is None:
             self._current = None  # the selected task was forgotten
             self.log_view.clear()
@@ -377,7 +380,9 @@ class TasksPage(QWidget):
         return None if row is None else self.model.task(row)
 
     def select_task(self, task_id: str) -> None:
+        """Select a task, or (one just submitted, not listed yet) select it once it is."""
         row = self.model.row_of(task_id)
+        self._select_when_listed = task_id if row is None else None
         if row is not None:
             self.table.selectRow(row)
 

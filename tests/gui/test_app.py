@@ -200,6 +200,7 @@ async def test_a_dropped_manifest_runs_to_the_end_shows_its_log_and_opens_its_re
         await wait_for(lambda: any(t.name == "squares" and t.state == "succeeded" for t in tasks.model.tasks), 60)
         task = next(t for t in tasks.model.tasks if t.name == "squares")
         assert (task.done, task.total, task.succeeded) == (3, 3, 3)
+        await wait_for(lambda: tasks.drop_zone.message_label.text() == "")  # "in the queue" is gone
         row = tasks.model.row_of(task.id)
         assert tasks.model.index(row, 2).data() == "3 / 3"
         assert tasks.model.index(row, 3).data() == "this-box"

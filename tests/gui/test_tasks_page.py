@@ -127,3 +127,20 @@ def test_a_huge_sweep_shows_the_first_lines_and_how_many_more() -> None:
     lines = sweep_lines(sweep_shards([{"n": n} for n in range(12)]), limit=10).splitlines()
     assert lines[-2].split() == ["9", "queued", "n=9"]
     assert lines[-1] == "… and 2 more shards"
+
+
+def test_a_task_submitted_here_is_selected_once_the_pool_lists_it(qtbot) -> None:  # noqa: ANN001
+    """The window selects a task it just sent (to show its log); its row comes with the next
+    pushed change, after the submission's answer."""
+    page = TasksPage(lambda device_id: device_id)
+    qtbot.addWidget(page)
+    chosen: list[object] = []
+    page.selected.connect(chosen.append)
+    page.select_task("new")  # not listed yet
+    assert page.current_task() is None
+    page.apply_changes([summary("new", 1.0, state="queued")], [])
+    current = page.current_task()
+    assert current is not None and current.id == "new" and chosen == ["new"]
+    page.apply_changes([summary("other", 2.0)], [])  # later changes do not move the selection
+    current = page.current_task()
+    assert current is not None and current.id == "new"

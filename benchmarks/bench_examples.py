@@ -8,9 +8,10 @@ fastest and the median run per pool and the speed-up of two members over one.
 
     .venv/bin/python benchmarks/bench_examples.py [--example montecarlo] [--repeat 3]
 
-Packages: an example's ``requirements`` are dropped from the copy that is submitted when the
-manifest reader does not know the key yet (before environments, issue 16 item 1); the shards
-then need the package importable by PoolNet's own Python, as numpy is in the dev virtualenv.
+Packages: an example's ``requirements`` are resolved by uv as ``poolnet submit`` does (its
+configured index; here a local mirror, ``UV_DEFAULT_INDEX=file:///opt/pypi/simple``, run in
+``unshare -n``); the members build the environment on the first run (the fastest run is
+reported, which is a reuse).
 
 Loopback only; every process started here is stopped here, by PID.
 """
@@ -36,7 +37,7 @@ from bench_throughput import CODE, POOLNET, run_task  # noqa: E402
 
 from poolnet_desktop.runtime.client.link import open_link  # noqa: E402
 from poolnet_desktop.runtime.client.task_client import TaskClient  # noqa: E402
-from poolnet_desktop.runtime.client.task_files import TaskFileError, load_task  # noqa: E402
+from poolnet_desktop.runtime.client.task_files import load_task  # noqa: E402
 
 EXAMPLES = REPO / "resources" / "examples"
 
@@ -92,8 +93,7 @@ async def until_every_member_works(pool: Pool, probe: Path, timeout: float = 90.
                 client = TaskClient(link)
                 task_id = await client.submit(loaded)
                 await client.wait(task_id)
-                listed = {t.id: t for t in await client.list(detail=True)}[task_id]
-                if len({s.device_id for s in listed.shards or ()}) == pool.members:
+                if len({s.device_id for s in await client.shards(task_id)}) == pool.members:
                     return
         except Exception as exc:  # noqa: BLE001 - the host may still be starting
             if time.monotonic() > deadline:
@@ -101,22 +101,6 @@ async def until_every_member_works(pool: Pool, probe: Path, timeout: float = 90.
         if time.monotonic() > deadline:
             raise RuntimeError(f"not all {pool.members} members took work")
         await asyncio.sleep(0.5)
-
-
-def submittable_copy(example: str, work: Path) -> Path:
-    """The example's folder as this branch can submit it (see the module docstring)."""
-    copy = work / example
-    shutil.copytree(EXAMPLES / example, copy)
-    try:
-        load_task(copy)
-    except TaskFileError as exc:
-        if exc.key != "requirements":
-            raise
-        manifest = next(copy.glob("*.pool.toml"))
-        lines = manifest.read_text().splitlines(keepends=True)
-        manifest.write_text("".join(line for line in lines if not line.startswith("requirements")))
-        print(f"(this branch does not know `requirements` yet: dropped from {manifest.name})")
-    return copy
 
 
 async def measure(members: int, task: Path, repeat: int, root: Path) -> list[float]:
@@ -145,7 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="poolnet-bench-examples-") as temp:
         work = Path(temp)
-        task = submittable_copy(args.example, work)
+        task = work / args.example
+        shutil.copytree(EXAMPLES / args.example, task)
         results = {}
         for members in (1, 2):
             runs = asyncio.run(measure(members, task, args.repeat, work / f"pool{members}"))

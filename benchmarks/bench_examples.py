@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,54 +30,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_support import free_port  # noqa: E402
-from bench_throughput import CODE, POOLNET, run_task  # noqa: E402
+from bench_throughput import Pool, run_task  # noqa: E402
 
 from poolnet_desktop.runtime.client.link import open_link  # noqa: E402
 from poolnet_desktop.runtime.client.task_client import TaskClient  # noqa: E402
 from poolnet_desktop.runtime.client.task_files import load_task  # noqa: E402
 
 EXAMPLES = REPO / "resources" / "examples"
-
-
-class Pool:
-    """A host and ``members`` members as subprocesses."""
-
-    def __init__(self, root: Path, members: int) -> None:
-        self.root = root
-        self.members = members
-        self.port = free_port()
-        self.url = f"wss://127.0.0.1:{self.port}/ws"
-        self.env = dict(os.environ, POOLNET_DISCOVERY="off", POOLNET_HOME=str(root),
-                        POOLNET_PAIRING_CODE=CODE)
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        self._spawn(["host", "--port", str(self.port), "--bind", "127.0.0.1", "--no-member",
-                     "--no-discovery", "--legacy-port", str(free_port()),
-                     "--data-dir", str(self.root / "host")])
-        cores = sorted(os.sched_getaffinity(0))
-        for index in range(self.members):
-            pin = (["taskset", "-c", str(cores[index])]
-                   if len(cores) >= self.members and shutil.which("taskset") else [])
-            self._spawn(["join", self.url, "--no-discovery", "--name", f"member-{index}",
-                         "--data-dir", str(self.root / f"m{index}")], prefix=pin)
-
-    def _spawn(self, args: list[str], prefix: list[str] | None = None) -> None:
-        self.processes.append(subprocess.Popen(
-            [*(prefix or []), *POOLNET, *args], env=self.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 async def until_every_member_works(pool: Pool, probe: Path, timeout: float = 90.0) -> None:
@@ -104,7 +61,7 @@ async def until_every_member_works(pool: Pool, probe: Path, timeout: float = 90.
 
 
 async def measure(members: int, task: Path, repeat: int, root: Path) -> list[float]:
-    pool = Pool(root, members)
+    pool = Pool(root, members=members)
     pool.start()
     try:
         probe = root / "probe"

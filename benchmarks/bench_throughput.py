@@ -106,10 +106,12 @@ def member_gaps(log: Path) -> list[float]:
 
 
 class Pool:
-    """The host and its two members as subprocesses."""
+    """The host and its ``members`` members (two by default) as subprocesses, each member
+    pinned to a core of its own where the machine has enough."""
 
-    def __init__(self, root: Path, member_loop: str, sandbox: bool = True) -> None:
+    def __init__(self, root: Path, member_loop: str = "uvloop", sandbox: bool = True, members: int = 2) -> None:
         self.root = root
+        self.members = members
         self.member_command = MEMBER_COMMANDS[member_loop]
         self.port = free_port()
         self.url = f"wss://127.0.0.1:{self.port}/ws"
@@ -123,8 +125,9 @@ class Pool:
                          "--no-discovery", "--legacy-port", str(free_port()),
                          "--data-dir", str(self.root / "host")], code=CODE)
         cores = sorted(os.sched_getaffinity(0))
-        for index in range(2):
-            pin = ["taskset", "-c", str(cores[index])] if len(cores) >= 2 and shutil.which("taskset") else []
+        for index in range(self.members):
+            pin = (["taskset", "-c", str(cores[index])]
+                   if len(cores) >= self.members and shutil.which("taskset") else [])
             self._spawn([*pin, *self.member_command], ["join", self.url, "--no-discovery", *self.member_flags,
                               "--name", f"member-{index}", "--data-dir", str(self.root / f"m{index}")],
                         code=CODE, env=self.member_env)

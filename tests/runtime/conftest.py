@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
@@ -132,3 +134,12 @@ async def register_members(raw_client: Any, count: int) -> list[RawClient]:
         await member.receive_type("devices")
         members.append(member)
     return members
+
+
+@pytest.fixture
+async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
+    """The host owner's own task client (its identity is trusted without pairing), for the
+    modules that define a ``pool``."""
+    link = await open_link(pool.local_url, pool.options.data_dir)
+    yield TaskClient(link)
+    await link.close()

@@ -133,12 +133,6 @@ async def join(pool: PoolHost, tmp_path: Path) -> AsyncIterator[Member]:
     await running
 
 
-@pytest.fixture
-async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
-    link = await open_link(pool.local_url, pool.options.data_dir)
-    yield TaskClient(link)
-    await link.close()
-
 
 async def run_task(client: TaskClient, folder: Path, options: ResolveOptions) -> tuple[str, list[dict]]:
     """Submit, wait, and return the end state with each shard's printed JSON."""

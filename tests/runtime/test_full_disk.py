@@ -109,12 +109,6 @@ async def member(pool: PoolHost, tmp_path: Path) -> AsyncIterator[Member]:
     await running
 
 
-@pytest.fixture
-async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
-    link = await open_link(pool.local_url, pool.options.data_dir)
-    yield TaskClient(link)
-    await link.close()
-
 
 async def submit(client: TaskClient, folder: Path, manifest: str) -> str:
     write(folder, "job.pool.toml", manifest)

@@ -19,11 +19,10 @@ from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
-from tests.runtime.test_task_pool import client, submit_manifest, unique_sleep, wait_for
+from tests.runtime.test_task_pool import submit_manifest, unique_sleep, wait_for
 
 pytestmark = linux_only(SANDBOXED_SHARDS)
 
-__all__ = ["client"]  # the fixture, used by name
 
 
 @pytest.fixture

@@ -51,13 +51,6 @@ LENDER = Resources(cpu_cores=4, memory_total=8192, memory_available=8192,
                    storage_total=100_000, storage_available=100_000)
 
 
-@pytest.fixture
-async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
-    """The host owner's task client: the submitter the forged results are aimed at."""
-    link = await open_link(pool.local_url, pool.options.data_dir)
-    yield TaskClient(link)
-    await link.close()
-
 
 @asynccontextmanager
 async def mallory(

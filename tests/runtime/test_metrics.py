@@ -13,7 +13,7 @@ from poolnet_desktop.runtime.host.metrics import BUCKETS, Histogram, LoopLagSamp
 from poolnet_desktop.runtime.host.rest import read_rest_token
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import seed_resources
-from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)
+from tests.runtime.test_task_pool import members, submit_manifest, wait_for  # noqa: F401 (fixtures)
 
 
 def scrape(port: int, data_dir: Path) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import PAIRING_CODE
-from tests.runtime.test_task_pool import client, running_with, submit_manifest, unique_sleep, wait_for
+from tests.runtime.test_task_pool import running_with, submit_manifest, unique_sleep, wait_for
 
 pytestmark = linux_only(f"{SANDBOXED_SHARDS}; SIGSTOP and the process states of /proc")
 __all__ = ["client"]  # the fixture, used by name

@@ -21,7 +21,7 @@ from poolnet_desktop.runtime.member.agent import AgentState
 from poolnet_desktop.runtime.member.member import Member
 from tests.conftest import SANDBOXED_SHARDS, linux_only
 from tests.runtime.conftest import RawClient
-from tests.runtime.test_task_pool import client, members, submit_manifest, wait_for  # noqa: F401 (fixtures)
+from tests.runtime.test_task_pool import members, submit_manifest, wait_for  # noqa: F401 (fixtures)
 
 TASK_REQUESTS = ["list_tasks", "watch_task", "fetch_results", "cancel_task", "retry_task",
                  "subscribe_tasks", "list_shards", "forget_task"]

@@ -20,7 +20,7 @@ from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
-from tests.runtime.test_task_pool import client, members, submit_manifest, write  # noqa: F401 (fixtures)
+from tests.runtime.test_task_pool import members, submit_manifest, write  # noqa: F401 (fixtures)
 
 
 async def test_a_matrix_runs_one_shard_per_combination_each_seeing_its_values(

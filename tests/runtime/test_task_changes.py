@@ -27,7 +27,7 @@ from poolnet_desktop.runtime.member.member import Member
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_least_authority import new_member
-from tests.runtime.test_task_pool import client, members, wait_for  # noqa: F401 (fixtures)
+from tests.runtime.test_task_pool import members, wait_for  # noqa: F401 (fixtures)
 
 
 async def submit(client: TaskClient, folder: Path, body: str) -> str:

@@ -25,7 +25,6 @@ from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.core.task_protocol import SubmitTask, TaskAccepted
 from poolnet_desktop.core.transfer import ChunkHeader, encode_chunk
-from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
@@ -61,13 +60,6 @@ async def members(pool: PoolHost, tmp_path: Path) -> AsyncIterator[list[Member]]
         await member.stop()
         await running
 
-
-@pytest.fixture
-async def client(pool: PoolHost) -> AsyncIterator[TaskClient]:
-    """The host owner's own task client (its identity is trusted without pairing)."""
-    link = await open_link(pool.local_url, pool.options.data_dir)
-    yield TaskClient(link)
-    await link.close()
 
 
 def join_subprocess(pool: PoolHost, data_dir: Path, name: str) -> subprocess.Popen[bytes]:

@@ -10,7 +10,7 @@ from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.member.member import Member
-from tests.runtime.test_task_pool import client, members, wait_for, write  # noqa: F401 - fixtures
+from tests.runtime.test_task_pool import members, wait_for, write  # noqa: F401 - fixtures
 
 
 async def test_a_task_that_ends_while_its_stored_output_is_read_still_ends_for_the_watcher(

@@ -24,7 +24,6 @@ from tests.runtime.test_task_pool import submit_manifest, unique_sleep, wait_for
 pytestmark = linux_only(SANDBOXED_SHARDS)
 
 
-
 @pytest.fixture
 async def desk(pool: PoolHost, tmp_path: Path) -> AsyncIterator[Member]:
     """A member named desk2 sharing 1.5 cores: one ``cpu = 1`` shard runs, the next waits."""

@@ -149,14 +149,26 @@ def target_runs_on(target: str, member: str) -> bool:
     )
 
 
+def is_platform_target(text: str) -> bool:
+    """Whether ``text`` is a target ``platform_target`` could name (and so a value uv takes):
+    a member reports its own, and a member's word is no argument for the submitter's uv."""
+    arch, _, system = text.partition("-")
+    if arch not in _MACHINES.values():
+        return False
+    manylinux = _MANYLINUX.match(text)
+    if manylinux is not None:
+        return int(manylinux["level"]) in _MANYLINUX_LEVELS
+    return system in ("apple-darwin", "pc-windows-msvc")
+
+
 def targets_to_resolve(base: Iterable[str | None], members: Iterable[str]) -> tuple[str, ...]:
     """The platforms to resolve a task's requirements for: ``base`` (this machine's, or those
     resolved already), then each member platform in the pool that none of those serves (a
     newer manylinux level of the same architecture is served by an older one, not the other
-    way round)."""
+    way round). A member's report that names no real target is left out."""
     chosen = [target for target in base if target]
     for member in sorted(set(members)):
-        if member and not any(target_runs_on(target, member) for target in chosen):
+        if is_platform_target(member) and not any(target_runs_on(target, member) for target in chosen):
             chosen.append(member)
     return tuple(chosen)
 

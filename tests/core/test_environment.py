@@ -169,3 +169,14 @@ def test_a_task_is_resolved_for_this_machine_and_each_member_platform_it_does_no
     assert targets_to_resolve([own, "x86_64-manylinux_2_28"], ["x86_64-manylinux_2_31"]) == (
         own, "x86_64-manylinux_2_28",  # served already by the older level
     )
+
+
+def test_a_members_report_that_names_no_real_platform_is_not_resolved_for() -> None:
+    """A member writes its own ``python_target``; the submitter passes targets to uv's command
+    line, so a made-up one (an option, an index URL, junk, a level no glibc has) is dropped
+    rather than resolved for (which would fail every submission, or steer uv)."""
+    own = "x86_64-manylinux_2_36"
+    forged = ["--index-url=http://attacker.example/simple", "-rsecret", "x86_64-manylinux_2_99",
+              "sparc-apple-darwin", "aarch64-pc-windows-msvc extra", "x" * 64]
+    assert targets_to_resolve([own], forged) == (own,)
+    assert targets_to_resolve([own], [*forged, "aarch64-manylinux_2_28"]) == (own, "aarch64-manylinux_2_28")

@@ -15,6 +15,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from poolnet_desktop.runtime.host import session as session_module
+from poolnet_desktop.runtime.host import task_requests as task_requests_module
 from poolnet_desktop.runtime.host.session import Session
 from poolnet_desktop.runtime.net.connection import PoolConnection
 
@@ -198,3 +199,21 @@ async def test_ping_returns_with_the_pong_and_close_ends_both_sides(served) -> N
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
     with pytest.raises(ConnectionClosed):
         await server_side.recv()
+
+
+async def test_a_watcher_whose_history_is_still_being_sent_holds_at_most_the_limit(served, monkeypatch) -> None:
+    """Live output held for a task watcher until its stored history is sent counts against
+    the same limit as unread output: past it the watcher is closed, not buffered for ever."""
+    monkeypatch.setattr(task_requests_module, "MAX_PENDING_OUTPUT", 1_000_000)
+    owner, port = served
+    client, server_side = await peer_that_stopped_reading(owner, port)
+    assert client.transport is not None
+    watcher = task_requests_module._Watcher(Session(server_side, "127.0.0.1"), None, backlog=[])
+    chunk = b'"' + b"x" * 60_000 + b'"'
+    for _ in range(400):  # a chatty task while the history is read: 24 MB offered
+        watcher.post(chunk)
+    assert watcher.held > 1_000_000 and watcher.backlog == []
+    async with asyncio.timeout(5):
+        await server_side.wait_closed()
+    assert owner.gone == [server_side]
+    client.transport.abort()

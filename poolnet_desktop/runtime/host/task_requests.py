@@ -43,7 +43,7 @@ from poolnet_desktop.core.task_protocol import (
 )
 from poolnet_desktop.core.tasks import ENDED, ShardState, Task
 from poolnet_desktop.runtime.host.rest import json_response
-from poolnet_desktop.runtime.host.session import Session
+from poolnet_desktop.runtime.host.session import CLOSE_TOO_SLOW, MAX_PENDING_OUTPUT, Session
 from poolnet_desktop.runtime.host.task_store import TaskStore
 from poolnet_desktop.runtime.net.task_transfer import Outgoing, send_files
 
@@ -60,12 +60,20 @@ class _Watcher:
     session: Session
     shard: int | None
     backlog: list[bytes] | None = None
+    held: int = 0  # bytes in ``backlog``
 
     def post(self, message: bytes) -> None:
-        if self.backlog is not None:
-            self.backlog.append(message)
-        else:
+        """Send, or hold until the history is sent; a watcher whose history takes so long that
+        more than ``MAX_PENDING_OUTPUT`` waits is closed as too slow, as ``Session.post`` does."""
+        if self.backlog is None:
             self.session.post(message)
+            return
+        self.held += len(message)
+        if self.held > MAX_PENDING_OUTPUT:
+            self.backlog.clear()
+            self.session.connection.fail(CLOSE_TOO_SLOW, "too slow to keep up with the pool")
+        else:
+            self.backlog.append(message)
 
 
 class TaskActions(Protocol):

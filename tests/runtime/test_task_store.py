@@ -84,6 +84,20 @@ async def test_history_is_cut_where_a_watcher_started_to_get_output_live(tmp_pat
     await store.close()
 
 
+async def test_forgetting_a_task_drops_its_output_counts(tmp_path: Path) -> None:
+    """The counts a watcher's history is cut by go with their task (a host that prunes old
+    tasks for months keeps none of theirs)."""
+    store = TaskStore(tmp_path / "tasks.sqlite3")
+    store.append_log("t-1", 0, 1, "stdout", "a")
+    store.append_log("t-1", 1, 1, "stdout", "b")
+    store.append_log("t-2", 0, 1, "stdout", "c")
+    store.forget(["t-1"])
+    assert (store.appended_logs("t-1"), store.appended_logs("t-1", 0)) == (0, 0)
+    assert (store.appended_logs("t-2"), store.appended_logs("t-2", 0)) == (1, 1)
+    assert store._appended.keys() == {"t-2"}
+    await store.close()
+
+
 async def test_committed_resolves_once_the_rows_are_on_disk(tmp_path: Path) -> None:
     path = tmp_path / "tasks.sqlite3"
     store = TaskStore(path)

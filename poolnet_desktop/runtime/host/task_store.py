@@ -143,7 +143,7 @@ class TaskStore:
         # Output stored before this store was opened has rowids up to here; each task's
         # output appended since is counted, so a reader can take history up to a moment.
         self._opened_at_rowid: int = self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM logs").fetchone()[0]
-        self._appended: Counter[tuple[str, int]] = Counter()
+        self._appended: dict[str, Counter[int]] = {}  # task -> shard -> chunks
         self._appended_by_task: Counter[str] = Counter()
         self._db_lock = threading.Lock()  # the connection: the writer, and rare reads
         self._lock = threading.Lock()  # the queues: held only for microseconds
@@ -212,7 +212,9 @@ class TaskStore:
     def appended_logs(self, task_id: str, shard: int | None = None) -> int:
         """How many output chunks of the task (or one shard) were appended since the store
         opened; ``logs(..., appended=)`` then reads the history up to this moment."""
-        return self._appended_by_task[task_id] if shard is None else self._appended[(task_id, shard)]
+        if shard is None:
+            return self._appended_by_task[task_id]
+        return self._appended.get(task_id, Counter())[shard]
 
     # ---- queued writes (from the event loop; never block) ------------------------------------
 
@@ -237,7 +239,7 @@ class TaskStore:
             self._wake.notify()
 
     def append_log(self, task_id: str, shard: int, attempt: int, stream: str, data: str) -> None:
-        self._appended[(task_id, shard)] += 1
+        self._appended.setdefault(task_id, Counter())[shard] += 1
         self._appended_by_task[task_id] += 1
         with self._lock:
             self._logs.append((task_id, shard, attempt, stream, data))
@@ -247,6 +249,9 @@ class TaskStore:
         """Queue the deletion of tasks with their shards and logs; writes of theirs still
         queued are dropped, and the deletion commits after every earlier write."""
         doomed = set(task_ids)
+        for task_id in doomed:  # the event loop's own counts (``appended_logs``)
+            self._appended.pop(task_id, None)
+            self._appended_by_task.pop(task_id, None)
         with self._lock:
             for task_id in doomed:
                 self._tasks.pop(task_id, None)

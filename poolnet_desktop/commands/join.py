@@ -102,7 +102,7 @@ class _JoinPrinter(InstanceEvents):
     def __init__(self, name: str) -> None:
         self._name = name
         self._member: Member | None = None
-        self._told: list[str] = []
+        self._last = ""  # the state last told
 
     def member_started(self, member: Member) -> None:
         self._member = member
@@ -117,9 +117,9 @@ class _JoinPrinter(InstanceEvents):
         elif state == AgentState.WAITING:
             print(f"Waiting for the owner of the pool at {url} to approve this device "
                   f"{member.identity.device_id}… (Ctrl-C to stop)", flush=True)
-        elif state == AgentState.DISCONNECTED and self._told[-1:] == [AgentState.CONNECTED]:
+        elif state == AgentState.DISCONNECTED and self._last == AgentState.CONNECTED:
             print(f"Lost the pool at {url}: {detail}; trying again.", flush=True)
-        self._told.append(state)
+        self._last = state
 
     def paused_changed(self, reason: str) -> None:
         print(f"Sharing paused: {reason}." if reason else "Sharing again.", flush=True)

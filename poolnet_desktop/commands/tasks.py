@@ -258,7 +258,7 @@ def run_tasks(args: argparse.Namespace) -> int:
             return 0
         tasks = await (client.subscribe() if args.follow else client.list())
         if args.json:
-            _print_json(tasks[0] if args.task_id else tasks)
+            _print_json(tasks)
         else:
             print(render_tasks(tasks), flush=True)
         if args.follow:

@@ -313,10 +313,9 @@ class Coordination:
     def _is_current(self, device_id: str, ref: ShardRef) -> bool:
         """Whether ``ref`` is the member's own current attempt (anything else it runs is
         stopped: superseded, or never given to it whatever it claims)."""
-        task = self.tasks.get(ref.task_id)
-        if task is None or not task.may_report(ref.shard, ref.attempt, device_id):
+        if not self.was_given(device_id, ref):
             return False
-        shard = task.shards[ref.shard]
+        shard = self.tasks[ref.task_id].shards[ref.shard]
         return shard.attempt == ref.attempt and shard.state in ACTIVE
 
     def was_given(self, device_id: str, ref: ShardRef) -> bool:
@@ -562,14 +561,9 @@ class Coordination:
                        for shard in task.shards)
 
 
-def refused_result(result: ShardResult, why: str) -> ShardResult:
-    """The failed result recorded for an attempt whose outputs the coordinator refused."""
+def failed_result(result: ShardResult, message: str) -> ShardResult:
+    """The failed result recorded for an attempt whose outputs the coordinator refused or
+    could not store (its disk full, say): the shard fails with ``message``, and its retries
+    decide what follows."""
     return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
-                       ended=result.ended, message=f"its outputs were refused: {why}")
-
-
-def unstored_result(result: ShardResult, why: str) -> ShardResult:
-    """The failed result recorded for an attempt whose outputs the host could not store (its
-    disk full, say): the shard fails with the reason, and its retries decide what follows."""
-    return ShardResult(reason="error", exit_code=result.exit_code, started=result.started,
-                       ended=result.ended, message=f"the host could not store its outputs: {why}")
+                       ended=result.ended, message=message)

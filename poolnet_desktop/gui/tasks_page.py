@@ -337,7 +337,7 @@ class TasksPage(QWidget):
         layout.addWidget(self.drop_zone)
         layout.addWidget(splitter, 1)
         self._current: str | None = None
-        self._shards: list[ShardSummary] = []  # the selected task's, as last listed
+        self._held_notes: list[str] = []  # what the selected task's held shards wait on
         self._select_when_listed: str | None = None  # a task submitted here, until its row comes
         self._update_details()
 
@@ -357,6 +357,7 @@ class TasksPage(QWidget):
             self.select_task(self._select_when_listed)
         if self._current is not None and self.model.row_of(self._current) is None:
             self._current = None  # the selected task was forgotten
+            self._take_shards([])
             self.log_view.clear()
             self.selected.emit(None)
         self._update_details()
@@ -364,8 +365,17 @@ class TasksPage(QWidget):
     def show_shards(self, task_id: str, shards: list[ShardSummary]) -> None:
         """A task's shards as the pool listed them (asked for on selection and at its end)."""
         if task_id == self._current:
-            self._shards = shards
+            self._take_shards(shards)
             self._update_details()
+
+    def _take_shards(self, shards: list[ShardSummary]) -> None:
+        """The selected task's shards: its sweep values shown, and its held shards' notes
+        kept for the detail line (made here once, not at every pushed change)."""
+        values = sweep_lines(shards)
+        self.values_view.setVisible(bool(values))
+        if values != self.values_view.toPlainText():  # unchanged: keep its scroll position
+            self.values_view.setPlainText(values)
+        self._held_notes = sorted({shard_note(s.state, s.reason) for s in shards if s.state == ShardState.ASSIGNED})
 
     def append_log(self, task_id: str, text: str) -> None:
         if task_id == self._current:
@@ -406,7 +416,7 @@ class TasksPage(QWidget):
         task_id = self.model.task(current.row()).id if current.isValid() else None
         if task_id != self._current:
             self._current = task_id
-            self._shards = []
+            self._take_shards([])
             self.log_view.clear()
             self.selected.emit(task_id)
             if task_id is not None:
@@ -417,10 +427,6 @@ class TasksPage(QWidget):
         task = self.current_task()
         for button in self._task_buttons():
             button.setEnabled(task is not None)
-        values = sweep_lines(self._shards) if task is not None else ""
-        self.values_view.setVisible(bool(values))
-        if values != self.values_view.toPlainText():  # unchanged: keep its scroll position
-            self.values_view.setPlainText(values)
         if task is None:
             self.title_label.setText("Select a task to see its log")
             self.detail_label.setText("")
@@ -439,6 +445,6 @@ class TasksPage(QWidget):
             f"on {', '.join(devices)}" if devices else "",
             f"took {duration_label(self.model.duration(task))}" if task.state in ENDED else "",
             task.reason,
-            *sorted({shard_note(s.state, s.reason) for s in self._shards if s.state == ShardState.ASSIGNED}),
+            *self._held_notes,
         ]
         self.detail_label.setText(" · ".join(p for p in parts if p))

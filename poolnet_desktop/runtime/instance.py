@@ -35,7 +35,7 @@ from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.core.task_protocol import ListTasks, SubscribeTasks, TaskList, TasksChanged, TaskSummary
 from poolnet_desktop.runtime.client.link import PoolLink, open_link
-from poolnet_desktop.runtime.client.task_client import TaskClient, TaskListing
+from poolnet_desktop.runtime.client.task_client import TaskClient, TaskListing, describe
 from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.host.server import ListenError
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
@@ -255,10 +255,6 @@ class Instance:
         self.spawn(read())
 
     # ---- pausing --------------------------------------------------------------------------------
-
-    @property
-    def pause_reason(self) -> str:
-        return self._pause.reason
 
     def set_manual_pause(self, paused: bool) -> None:
         self._pause.set_manual(paused)
@@ -545,13 +541,6 @@ class Instance:
         if not task.cancelled() and task.exception() is not None:
             log.error("instance task failed", exc_info=task.exception())
             self.events.problem(f"internal error: {task.exception()}")
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a link failure."""
-    if isinstance(exc, (AuthRefused, ProtocolError)):
-        return exc.message
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["LINK_ERRORS", "THIS_COMPUTER", "Instance", "InstanceConfig", "InstanceEvents", "describe"]

@@ -33,15 +33,16 @@ MEMBERSHIP_FILE = "membership.json"
 def last_pool_url(data_dir: Path) -> str | None:
     """The pool this data folder's commands mean by default: the one it hosts while it does
     (on its real port), else the one it joined last; None if neither."""
-    for name in (HOSTING_FILE, MEMBERSHIP_FILE):
-        if isinstance(url := read_pool_file(data_dir / name).get("url"), str) and url:
-            return url
-    return None
+    return _url_in(data_dir / HOSTING_FILE) or joined_pool_url(data_dir)
 
 
 def joined_pool_url(data_dir: Path) -> str | None:
     """The pool this data folder's member joined last (None if it never joined one)."""
-    url = read_pool_file(data_dir / MEMBERSHIP_FILE).get("url")
+    return _url_in(data_dir / MEMBERSHIP_FILE)
+
+
+def _url_in(path: Path) -> str | None:
+    url = read_pool_file(path).get("url")
     return url if isinstance(url, str) and url else None
 
 

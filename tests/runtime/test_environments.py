@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -401,6 +402,54 @@ async def test_poolnet_submit_resolves_for_the_pools_platforms_and_its_task_runs
     out, err = await asyncio.wait_for(submitting.communicate(), 120)
     assert submitting.returncode == 0, err.decode()
     assert b"1/1 shards succeeded" in out
+
+
+def hostile_wheel(folder: Path, marker: Path, home: Path) -> Path:
+    """What a submitter could ship: a wheel with a ``.pth`` line that runs when any Python
+    starts on the environment, and a ``pyvenv.cfg`` that points the environment's ``home``
+    into a folder the sandbox hides."""
+    wheel = folder / "evil-1.0-py3-none-any.whl"
+    files = {
+        "evil/__init__.py": "",
+        "evil.pth": f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran outside the sandbox')\n",
+        "evil-1.0.data/data/pyvenv.cfg": f"home = {home}\ninclude-system-site-packages = false\n",
+        "evil-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n",
+        "evil-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr("evil-1.0.dist-info/RECORD", "".join(f"{name},,\n" for name in files)
+                         + "evil-1.0.dist-info/RECORD,,\n")
+    return wheel
+
+
+async def test_a_shipped_wheel_runs_nothing_on_the_member_and_cannot_widen_the_sandbox(
+    tmp_path: Path,
+) -> None:
+    """The member builds the environment outside the sandbox: nothing of a wheel may run
+    there (a ``.pth`` runs whenever a Python starts on the environment; compiling its bytecode
+    with that Python did), and the folders a shard sees come from the build, not from a
+    ``pyvenv.cfg`` the wheel wrote (its ``home`` would have been bound back into the sandbox).
+    Both held before the fix: the marker was written and the hidden folder made visible."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    marker, secret = tmp_path / "owned", tmp_path / "hidden-home" / "bin"
+    hostile_wheel(wheels, marker, secret)
+    loaded = load_task(task_folder(tmp_path / "job", ["evil"]), offline(wheels))
+    assert loaded.spec.environment is not None
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+
+    async def fetch(entries: object) -> None:
+        for entry in loaded.spec.files:
+            shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
+
+    cache = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
+    ready = await cache.acquire(loaded.spec.environment, loaded.spec.files, fetch)
+    assert not marker.exists()
+    assert (cache.root / ready.key / "evil.pth").exists() or any((cache.root / ready.key).rglob("evil.pth"))
+    assert all(not folder.is_relative_to(secret.parent) for folder in ready.visible), ready.visible
 
 
 async def test_a_build_cut_short_is_removed_at_start_and_built_again(wheelhouse: Path, tmp_path: Path) -> None:

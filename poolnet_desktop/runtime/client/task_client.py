@@ -54,6 +54,7 @@ from poolnet_desktop.runtime.client.link import PoolLink
 from poolnet_desktop.runtime.client.task_files import LoadedTask
 from poolnet_desktop.runtime.net.backoff import Backoff
 from poolnet_desktop.runtime.net.task_transfer import FileReceiver, Outgoing, expected_files, send_files
+from poolnet_desktop.runtime.security.auth import AuthRefused
 
 MAX_RESULT_FILE = 64 * 1024**3
 # Named here: inside ``TaskClient`` the name ``list`` is its method.
@@ -89,7 +90,7 @@ class TaskClient:
             except LINK_LOST as exc:
                 if self._reopen is None:
                     raise
-                reason = _describe(exc)
+                reason = describe(exc)
             on_lost(reason)
             with contextlib.suppress(*LINK_LOST):
                 await self.link.close()
@@ -105,7 +106,7 @@ class TaskClient:
             try:
                 return await self._reopen()
             except LINK_LOST as exc:
-                reason = _describe(exc)
+                reason = describe(exc)
             if time.monotonic() > give_up:
                 raise ConnectionError(f"no answer for {RECONNECT_FOR:.0f} s ({reason})")
 
@@ -319,5 +320,8 @@ class TaskListing:
         return change.tasks, change.removed
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """One line for a link failure (the pool's own words for a refusal)."""
+    if isinstance(exc, (AuthRefused, ProtocolError)):
+        return exc.message
     return str(exc) or type(exc).__name__

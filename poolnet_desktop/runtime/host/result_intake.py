@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from poolnet_desktop.core.coordination import Coordination, refused_result, unstored_result
+from poolnet_desktop.core.coordination import Coordination, failed_result
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.task_protocol import ShardRef, ShardResult, result_transfer_id
 from poolnet_desktop.core.tasks import Task
@@ -90,7 +90,7 @@ class ResultIntake:
         if refusal is not None:
             log.warning("refused the outputs of %s from %s: %s", ref, device_id, refusal)
             self.drop_quietly(device_id, transfer)
-            await self.record(device_id, ref, refused_result(result, refusal), None)
+            await self.record(device_id, ref, failed_result(result, f"its outputs were refused: {refusal}"), None)
             return
         self._dropping.get(device_id, set()).discard(transfer)
         receiver = FileReceiver(
@@ -125,11 +125,11 @@ class ResultIntake:
         try:
             await incoming.receiver.accept(header, data)
         except TransferError as exc:
-            await self._fail(incoming, refused_result(incoming.result, exc.message))
+            await self._fail(incoming, failed_result(incoming.result, f"its outputs were refused: {exc.message}"))
             return True
         except OSError as exc:  # the host's disk (full, say): this shard fails, nothing else
             log.warning("could not store the outputs of %s: %s", incoming.ref, exc)
-            await self._fail(incoming, unstored_result(incoming.result, exc.strerror or str(exc)))
+            await self._fail(incoming, failed_result(incoming.result, unstored(exc)))
             return True
         if incoming.receiver.complete:
             del self._incoming[transfer]
@@ -164,3 +164,8 @@ class ResultIntake:
         """Delete whatever arrived of a result transfer that will not complete."""
         await incoming.receiver.discard()
         await asyncio.to_thread(shutil.rmtree, incoming.receiver.target, True)
+
+
+def unstored(exc: OSError) -> str:
+    """Why an attempt failed whose outputs the host could not keep (its disk full, say)."""
+    return f"the host could not store its outputs: {exc.strerror or exc}"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from poolnet_desktop.core.coordination import Coordination, unstored_result
+from poolnet_desktop.core.coordination import Coordination, failed_result
 from poolnet_desktop.core.coordination_effects import (
     AckAfterCommit,
     AppendLog,
@@ -81,7 +81,7 @@ from poolnet_desktop.core.transfer import (
     decode_chunk,
 )
 from poolnet_desktop.runtime.host.coordinator import Coordinator
-from poolnet_desktop.runtime.host.result_intake import ResultIntake
+from poolnet_desktop.runtime.host.result_intake import ResultIntake, unstored
 from poolnet_desktop.runtime.host.server import PoolServer
 from poolnet_desktop.runtime.host.session import Session
 from poolnet_desktop.runtime.host.task_changes import TaskChanges
@@ -149,14 +149,14 @@ class TaskService:
         self.coordinator = coordinator
         self.server = server
         self.config = config or TaskServiceConfig()
-        self.grace = self.config.grace or coordinator.config.heartbeat_timeout
         root = data_dir / "tasks"
         self.blobs = root / "blobs"
         self.results = root / "results"
         self.incoming = root / "incoming"
         self._db_path = root / "tasks.sqlite3"
         self.store: TaskStore | None = None
-        self.core = Coordination(grace=self.grace, ahead=self.config.ahead)
+        self.core = Coordination(grace=self.config.grace or coordinator.config.heartbeat_timeout,
+                                 ahead=self.config.ahead)
         self.clock = clock
         self._members: dict[str, Session] = {}
         self._uploads: dict[str, _Upload] = {}
@@ -388,10 +388,6 @@ class TaskService:
         return self.core.admit(spec, submitter, uuid.uuid4().hex[:10], self.clock(),
                                self.config.quota)
 
-    def uploading(self, task_id: str) -> bool:
-        """Whether the task's input files are still arriving (it cannot run yet)."""
-        return task_id in self.core.uploading
-
     def missing_blobs(self, spec: TaskSpec) -> list[str]:
         return [f.path for f in spec.files if not (self.blobs / f.sha256).is_file()]
 
@@ -563,7 +559,7 @@ class TaskService:
             except OSError as exc:
                 log.warning("could not keep the outputs of %s: %s", ref, exc)
                 await asyncio.to_thread(shutil.rmtree, files, True)
-                result, files = unstored_result(result, exc.strerror or str(exc)), None
+                result, files = failed_result(result, unstored(exc)), None
         await self._carry_out_in_order(self.core.record(device_id, ref, result, files,
                                                         self.clock()))
 

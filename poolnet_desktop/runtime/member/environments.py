@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -148,24 +149,32 @@ class EnvironmentCache:
             for wheel, file in zip(wheels, files):  # uv reads a wheel's tags from its name
                 _link_or_copy(self.blobs / wheel.sha256, file)
             common = ["--no-config", "--offline", "--no-python-downloads"]
-            steps = [
-                ["venv", "--relocatable", "--quiet", *common, "--python", _base_python(spec.python),
-                 str(folder)],
-                ["pip", "install", "--quiet", *common, "--no-index", "--find-links", str(links),
-                 "--only-binary", ":all:", "--no-cache", "--link-mode", "copy",
-                 "--compile-bytecode", "--python", str(_interpreter(folder)),
-                 *(str(file) for file in files)],
-            ]
-            for args in steps:
-                done = run_uv(args)
-                if done.returncode != 0:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    raise EnvironmentFailure(
-                        f"could not build the Python environment: {explain_uv_failure(done.stderr, target)}"
-                    )
+            self._uv(["venv", "--relocatable", "--quiet", *common, "--python", _base_python(spec.python),
+                      str(folder)], folder, target)
+            # Read before any wheel lands: a wheel may overwrite pyvenv.cfg and bin/python.
+            home, base = _home(folder), _interpreter(folder).resolve()
+            self._uv(["pip", "install", "--quiet", *common, "--no-index", "--find-links", str(links),
+                      "--only-binary", ":all:", "--no-cache", "--link-mode", "copy",
+                      "--python", str(_interpreter(folder)), *(str(file) for file in files)], folder, target)
+        # Bytecode, compiled by the base interpreter with no site (-S) and no user paths (-I):
+        # compiling runs nothing, while any Python started on the environment (uv's
+        # --compile-bytecode) would run the wheels' .pth lines here, outside the sandbox.
+        subprocess.run([str(base), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(folder)],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=600, check=False)
         size = _folder_size(folder)
-        (folder / MARKER).write_text(json.dumps({"size": size, "python": spec.python, "target": target}))
+        (folder / MARKER).write_text(json.dumps(
+            {"size": size, "python": spec.python, "target": target, "home": str(home) if home else None}
+        ))
         log.info("built a Python environment for tasks (%s, %.1f MB)", folder.name, size / 1e6)
+
+    @staticmethod
+    def _uv(args: list[str], folder: Path, target: str) -> None:
+        done = run_uv(args)
+        if done.returncode != 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise EnvironmentFailure(
+                f"could not build the Python environment: {explain_uv_failure(done.stderr, target)}"
+            )
 
     def evict(self, keep: AbstractSet[str] = frozenset()) -> list[str]:
         """Blocking: delete the least recently used environments past the limit (never one in
@@ -211,16 +220,28 @@ def _interpreter(folder: Path) -> Path:
 
 
 def _visible(folder: Path) -> tuple[Path, ...]:
-    """The environment and the prefix of the Python it links to (``home`` in pyvenv.cfg)."""
+    """The environment and the prefix of the Python it was made from, as the build recorded
+    it in the marker (never the environment's own pyvenv.cfg, which a wheel may rewrite)."""
     visible = [folder.resolve()]
+    try:
+        home = json.loads((folder / MARKER).read_text()).get("home")
+    except (OSError, ValueError, AttributeError):
+        home = None
+    if isinstance(home, str) and home:
+        visible.append(Path(home).resolve().parent)
+    return tuple(visible)
+
+
+def _home(folder: Path) -> str | None:
+    """``home`` of the pyvenv.cfg uv wrote (read before any wheel is installed)."""
     try:
         for line in (folder / "pyvenv.cfg").read_text().splitlines():
             name, _, value = line.partition("=")
             if name.strip() == "home":
-                visible.append(Path(value.strip()).resolve().parent)
+                return value.strip()
     except OSError:
         pass
-    return tuple(visible)
+    return None
 
 
 def _base_python(version: str) -> str:

@@ -6,6 +6,7 @@ unsandboxed runner (checked by running these with the sandbox taken away).
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import textwrap
 import uuid
@@ -212,3 +213,30 @@ async def test_a_timed_out_shards_escaped_daemon_dies_too(tmp_path: Path) -> Non
         process.kill()
     assert not left, f"still running after the timeout: {left}"
 
+
+
+async def test_a_shard_cannot_reach_the_users_session_sockets(tmp_path: Path, monkeypatch) -> None:
+    """A read-only bind does not stop ``connect()`` on a Unix socket: the session's D-Bus in
+    the user's runtime folder (``XDG_RUNTIME_DIR``, ``/run/user/UID``) would let a shard ask
+    systemd to run a command outside the sandbox. The runtime folder is hidden: the shard
+    finds no socket there (it connected before the fix)."""
+    runtime = Path("/run") / f"poolnet-test-{uuid.uuid4().hex[:8]}"
+    runtime.mkdir(mode=0o700)
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(str(runtime / "bus"))
+        listening.listen(1)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        member = Member(tmp_path)
+        out, _ = await member.run(f"""
+            import socket
+            try:
+                socket.socket(socket.AF_UNIX).connect({str(runtime / "bus")!r})
+                print("connected")
+            except OSError as exc:
+                print("refused", exc.errno)
+        """)
+        assert out.startswith("refused"), out
+    finally:
+        listening.close()
+        shutil.rmtree(runtime, ignore_errors=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import os
 import shutil
 import subprocess
 import sys
@@ -132,8 +133,13 @@ def gpu_device_nodes() -> list[str]:
 
 def hidden_folders(data_dir: Path, work_root: Path) -> tuple[Path, ...]:
     """What a shard must not see: the user's home, root's home, the data folder, the work
-    root (every shard's folder; its own is bound back)."""
-    return tuple(p.resolve() for p in (Path.home(), Path("/root"), data_dir, work_root))
+    root (every shard's folder; its own is bound back), and the session's sockets: the
+    user's runtime folder and the system bus (a read-only bind does not stop ``connect()``,
+    and the session bus can have systemd run a command outside the sandbox)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or (f"/run/user/{os.getuid()}" if hasattr(os, "getuid") else "")
+    sockets = [Path(runtime), Path("/run/dbus")] if runtime else [Path("/run/dbus")]
+    return (*(p.resolve() for p in (Path.home(), Path("/root"), data_dir, work_root)),
+            *(p.resolve() for p in sockets if p.is_dir()))
 
 
 @functools.cache

@@ -471,3 +471,18 @@ async def test_a_build_cut_short_is_removed_at_start_and_built_again(wheelhouse:
     assert list(restarted.root.iterdir()) == []
     again = await restarted.acquire(loaded.spec.environment, loaded.spec.files, fetch)
     assert again.key == ready.key and again.interpreter.exists() and restarted.usage()[0] == 1
+
+
+
+@real_wheel_fits
+def test_a_member_platform_the_packages_have_no_wheels_for_does_not_stop_the_task(tmp_path: Path) -> None:
+    """A member reports its own platform: one naming a platform the task's packages have no
+    wheels for (MarkupSafe's wheel here is for manylinux x86_64 only) is left out, so the task
+    still goes out, resolved for this machine and every member platform that can be had."""
+    loaded = load_task(task_folder(tmp_path / "job", ["markupsafe>=3"]), offline(REAL_WHEELS))
+    assert loaded.spec.environment is not None
+    own = [entry.target for entry in loaded.spec.environment.platforms]
+    assert for_platforms(loaded, offline(REAL_WHEELS), ["aarch64-apple-darwin"]) is loaded
+    wider = for_platforms(loaded, offline(REAL_WHEELS), ["aarch64-apple-darwin", "x86_64-manylinux_2_28"])
+    assert wider.spec.environment is not None
+    assert [entry.target for entry in wider.spec.environment.platforms] == [*own, "x86_64-manylinux_2_28"]

@@ -15,14 +15,15 @@ Blocking (subprocesses, downloads, hashing): run it off the event loop, as ``loa
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 import tomllib
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from poolnet_desktop.core.environment import (
     EnvironmentFailure,
@@ -35,6 +36,9 @@ from poolnet_desktop.core.environment import (
 )
 from poolnet_desktop.runtime.datadir import user_cache
 from poolnet_desktop.runtime.uv_tool import run_uv, this_platform_target, this_python
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DOWNLOAD_TIMEOUT = 120.0
 
@@ -173,3 +177,28 @@ def _download(url: str, target: Path, sha256: str) -> None:
         partial.unlink(missing_ok=True)
         raise EnvironmentFailure(f"{target.name} from {url} does not match the lock's sha256")
     partial.replace(target)
+
+
+def for_members_if_possible(
+    resolve: Callable[[tuple[str, ...]], T], required: tuple[str, ...], members: Sequence[str],
+    failure: type[Exception], fallback: Callable[[], T],
+) -> T:
+    """``resolve`` for the ``required`` targets and each of the ``members``' platforms that can
+    be had. The members' are best effort: a member reports its own, and one naming a platform
+    few packages have wheels for must not fail every submission (its shards fail instead,
+    naming both platforms). ``fallback``: the result for ``required`` alone."""
+    if not members:
+        return fallback()
+    try:
+        return resolve((*required, *members))
+    except failure:
+        pass
+    fitting = []
+    for target in members:
+        try:
+            resolve((*required, target))
+        except failure as exc:
+            log.warning("the task's requirements are not resolved for a member platform: %s", exc)
+        else:
+            fitting.append(target)
+    return resolve((*required, *fitting)) if fitting else fallback()

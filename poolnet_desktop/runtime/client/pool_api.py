@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import itertools
 import shutil
@@ -54,7 +55,7 @@ from poolnet_desktop.core.task_protocol import (
     WatchReady,
     WatchTask,
 )
-from poolnet_desktop.runtime.client.env_resolve import ResolvedEnvironment, ResolveOptions
+from poolnet_desktop.runtime.client.env_resolve import ResolvedEnvironment, ResolveOptions, for_members_if_possible
 from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.client.pool_payload import (
     Call,
@@ -152,10 +153,14 @@ class Pool(concurrent.futures.Executor):
         """The calls' environment, resolved once for this machine and each member platform in
         the pool (``PoolError`` naming a package that cannot be had)."""
         members = self._await(self._requests.member_platforms())
-        targets = targets_to_resolve([this_platform_target()], members)
-        options = ResolveOptions(tuple(Path(f) for f in find_links), no_index, offline=no_index,
-                                 targets=targets or None)
-        return resolve_requirements(requirements, options)
+        own = tuple(t for t in [this_platform_target()] if t)
+        options = ResolveOptions(tuple(Path(f) for f in find_links), no_index, offline=no_index)
+
+        def resolve(targets: tuple[str, ...]) -> ResolvedEnvironment:
+            return resolve_requirements(requirements, dataclasses.replace(options, targets=targets or None))
+
+        return for_members_if_possible(resolve, own, targets_to_resolve(own, members)[len(own):], PoolError,
+                                       lambda: resolve(own))
 
     # ---- the executor's face -------------------------------------------------------------
 

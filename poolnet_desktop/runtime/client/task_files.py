@@ -31,7 +31,7 @@ from poolnet_desktop.core.manifest import (
     parse_manifest,
     script_task,
 )
-from poolnet_desktop.runtime.client.env_resolve import ResolveOptions, resolve_environment
+from poolnet_desktop.runtime.client.env_resolve import ResolveOptions, for_members_if_possible, resolve_environment
 from poolnet_desktop.runtime.net.task_transfer import file_sha256
 
 # A task folder with more files than this is almost surely a mistake (a home folder listed).
@@ -97,17 +97,17 @@ def load_task(path: Path, resolve: ResolveOptions | None = None) -> LoadedTask:
 
 def for_platforms(task: LoadedTask, options: ResolveOptions, members: Sequence[str]) -> LoadedTask:
     """``task`` with its requirements resolved also for the ``members``' platforms that the
-    wheels it has do not serve (``core.environment.targets_to_resolve``); the same task when
-    it has no requirements or they already serve every member. Blocking; raises
-    ``TaskFileError`` as ``load_task`` does."""
+    wheels it has do not serve (``core.environment.targets_to_resolve``) and that can be had
+    (``for_members_if_possible``); the same task when there is nothing to add. Blocking."""
     environment = task.spec.environment
     if environment is None:
         return task
     resolved = tuple(entry.target for entry in environment.platforms)
-    targets = targets_to_resolve(resolved, members)
-    if targets == resolved:
-        return task
-    return load_task(task.source, dataclasses.replace(options, targets=targets))
+    extra = targets_to_resolve(resolved, members)[len(resolved):]
+    return for_members_if_possible(
+        lambda targets: load_task(task.source, dataclasses.replace(options, targets=targets)),
+        resolved, extra, TaskFileError, lambda: task,
+    )
 
 
 def _find_manifest(folder: Path) -> Path:

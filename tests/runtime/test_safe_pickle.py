@@ -68,3 +68,11 @@ def test_other_classes_are_refused_by_name() -> None:
         loads(pickle.dumps(CallersOwnValue()))
     with pytest.raises(PickleRefused, match="builtins.eval"):
         loads(b"cbuiltins\neval\n(S'1+1'\ntR.")
+
+
+def test_a_tiny_pickle_cannot_allocate_a_huge_buffer() -> None:
+    """A member's few bytes of pickle that would allocate a terabyte here
+    (``bytearray(10**12)``) are refused before anything is made; bytes still come back."""
+    with pytest.raises(PickleRefused, match="bytearray"):
+        loads(b"cbuiltins\nbytearray\n(L1000000000000L\ntR.")
+    assert loads(pickle.dumps(bytearray(b"ok"), protocol=5)) == bytearray(b"ok")

@@ -41,6 +41,8 @@ class PickleRefused(pickle.UnpicklingError):
 
 
 def _allowed(module: str, name: str) -> bool:
+    if "." in name:  # pickle would follow the dots through attributes of an allowed name
+        return False
     if name in _VALUE_TYPES.get(module, ()):
         return True
     if module == "builtins":  # the built-in exceptions, so a remote ValueError stays one
@@ -49,10 +51,20 @@ def _allowed(module: str, name: str) -> bool:
     return module == "numpy.dtypes" and name.endswith("DType")  # numpy 2's dtype classes
 
 
+def _bytearray_of(data: Any = b"", *args: Any) -> bytearray:
+    """``bytearray`` of existing bytes only: ``bytearray(10**12)`` is a few bytes of pickle
+    that would allocate a terabyte here."""
+    if isinstance(data, int):
+        raise PickleRefused("builtins", "bytearray of a size")
+    return bytearray(data, *args)
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if not _allowed(module, name):
             raise PickleRefused(module, name)
+        if (module, name) == ("builtins", "bytearray"):
+            return _bytearray_of
         return super().find_class(module, name)
 
 

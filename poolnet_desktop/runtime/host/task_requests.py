@@ -222,6 +222,16 @@ class TaskRequests:
             if task_id in self._seed_waiters and task.state in ENDED:
                 self.service.spawn(self._answer_seed(task))
 
+    def session_left(self, session: Session) -> None:
+        """A session ended: it follows nothing any more (a task that does not change again,
+        an ended one, would otherwise keep its watchers, and their sessions, for good)."""
+        for task_id, watchers in list(self._watchers.items()):
+            kept = [w for w in watchers if w.session is not session]
+            if kept:
+                self._watchers[task_id] = kept
+            else:
+                del self._watchers[task_id]
+
     def forget(self, task_id: str) -> None:
         """A task left the records: nobody follows it any more."""
         self._watchers.pop(task_id, None)

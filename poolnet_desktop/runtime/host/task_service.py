@@ -584,7 +584,8 @@ class TaskService:
     def _on_left(self, session: Session, device_id: str | None) -> None:
         """A session ended. A member's shards run again elsewhere now, and the result files it
         was sending are deleted (it sends them again when it comes back, and they count if
-        they are first); an upload it was sending ends its task."""
+        they are first); an upload it was sending ends its task; what it watched is let go."""
+        self.requests.session_left(session)
         if device_id is not None and self._members.get(device_id) is session:
             del self._members[device_id]
             self.intake.member_left(device_id)

@@ -63,6 +63,7 @@ from poolnet_desktop.runtime.client.pool_payload import (
     RemoteError,
     RemoteTraceback,
     code_files,
+    fixed_files,
     read_outcomes,
     resolve,
     resolve_requirements,
@@ -147,6 +148,7 @@ class Pool(concurrent.futures.Executor):
             except BaseException:
                 self.shutdown(wait=False)
                 raise
+        self._fixed = fixed_files(self._environment)
 
     def _resolve(self, requirements: Sequence[str], find_links: Sequence[str | Path],
                  no_index: bool) -> ResolvedEnvironment:
@@ -218,7 +220,8 @@ class Pool(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new calls after shutdown")
         folder = self._scratch / f"task-{next(self._serial)}"
-        loaded = write_task(folder, fn, calls, chunks, self._environment)
+        loaded = write_task(folder, fn, calls, chunks, self._fixed,
+                            self._environment.spec if self._environment is not None else None)
         batch = _Batch([concurrent.futures.Future() for _ in calls], chunks, code_files(fn))
         for future in batch.futures:
             future.add_done_callback(functools.partial(self._call_done, batch))

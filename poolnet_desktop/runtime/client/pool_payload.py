@@ -19,14 +19,14 @@ import sys
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from poolnet_desktop.core.environment import EnvironmentFailure, EnvironmentRequest
+from poolnet_desktop.core.environment import EnvironmentFailure, EnvironmentRequest, EnvironmentSpec
 from poolnet_desktop.core.manifest import FileEntry
 from poolnet_desktop.core.pool_calls import (
     FUNCTION_FILE,
@@ -76,30 +76,40 @@ def resolve_requirements(requirements: Sequence[str], options: ResolveOptions) -
         raise PoolError(f"requirements: {exc}") from None
 
 
-def write_task(
-    folder: Path, fn: Callable[..., Any], calls: list[Call], chunks: list[range],
-    environment: ResolvedEnvironment | None = None,
-) -> LoadedTask:
-    """The task's files on disk (worker, function, one calls file per shard) and its spec;
-    with ``environment`` the calls run on its Python (its wheels shipped). This process's own
-    cloudpickle goes with the worker, so a member's shard unpickles with the very version that
-    pickled, whichever Python runs it."""
-    (folder / "calls").mkdir(parents=True)
+def fixed_files(environment: ResolvedEnvironment | None) -> dict[str, tuple[Path, FileEntry]]:
+    """The files every task of a ``Pool`` ships, hashed once for all its calls: the worker,
+    this process's own cloudpickle (so a member's shard unpickles with the very version that
+    pickled, whichever Python runs it), and the environment's wheels."""
     local = {WORKER_FILE: Path(pool_worker.__file__), **_cloudpickle_files()}
     if environment is not None:
         local.update(environment.local_wheels)
+    return {name: (path, _entry(name, path)) for name, path in local.items()}
+
+
+def write_task(
+    folder: Path, fn: Callable[..., Any], calls: list[Call], chunks: list[range],
+    fixed: Mapping[str, tuple[Path, FileEntry]], environment: EnvironmentSpec | None = None,
+) -> LoadedTask:
+    """The task's files on disk (the function and one calls file per shard, beside the
+    ``fixed`` ones) and its spec; with ``environment`` the calls run on its Python."""
+    (folder / "calls").mkdir(parents=True)
+    written: dict[str, Path] = {}
     with _module_by_value(fn):
         (folder / FUNCTION_FILE).write_bytes(cloudpickle.dumps(fn))
-        local[FUNCTION_FILE] = folder / FUNCTION_FILE
+        written[FUNCTION_FILE] = folder / FUNCTION_FILE
         for shard, chunk in enumerate(chunks):
             name = calls_file(shard)
             (folder / name).write_bytes(cloudpickle.dumps([calls[i] for i in chunk]))
-            local[name] = folder / name
-    entries = [FileEntry(path=name, size=size, sha256=digest)
-               for name, (size, digest) in ((n, file_sha256(p)) for n, p in local.items())]
-    spec = call_spec(getattr(fn, "__name__", type(fn).__name__), len(chunks), entries,
-                     environment.spec if environment is not None else None)
+            written[name] = folder / name
+    entries = [entry for _, entry in fixed.values()] + [_entry(n, p) for n, p in written.items()]
+    local = {**{name: path for name, (path, _) in fixed.items()}, **written}
+    spec = call_spec(getattr(fn, "__name__", type(fn).__name__), len(chunks), entries, environment)
     return LoadedTask(spec, folder, folder, local)
+
+
+def _entry(name: str, path: Path) -> FileEntry:
+    size, digest = file_sha256(path)
+    return FileEntry(path=name, size=size, sha256=digest)
 
 
 def _cloudpickle_files() -> dict[str, Path]:

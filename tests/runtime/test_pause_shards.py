@@ -72,7 +72,8 @@ async def test_a_pause_stops_the_running_shards_tree_and_a_resume_runs_it_again(
 
     member.executor.set_paused(False)
     await wait_for(lambda: psutil.STATUS_STOPPED not in states(tree))
-    assert sleeper.status() == psutil.STATUS_SLEEPING
+    # Woken by SIGCONT, the sleep is briefly 'running' before its nanosleep goes on.
+    await wait_for(lambda: sleeper.status() == psutil.STATUS_SLEEPING)
     await client.cancel(task_id)
     assert (await client.wait(task_id)).state == "cancelled"
 

@@ -65,5 +65,5 @@ def test_input_pauses_join_and_suspends_its_shard_until_the_computer_is_idle_aga
     wait_until(lambda: shard.status() == psutil.STATUS_STOPPED, "the shard to be suspended", timeout=10)
 
     read_line_with(joining, "stdout", "Sharing again", timeout=IDLE_MINUTES * 60 + 30)
-    wait_until(lambda: shard.status() != psutil.STATUS_STOPPED, "the shard to run again", timeout=10)
-    assert shard.status() == psutil.STATUS_SLEEPING  # its sleep goes on
+    # Woken by SIGCONT it is 'running' for a moment, then its sleep goes on.
+    wait_until(lambda: shard.status() == psutil.STATUS_SLEEPING, "the shard to run again", timeout=10)

@@ -240,3 +240,30 @@ async def test_a_shard_cannot_reach_the_users_session_sockets(tmp_path: Path, mo
     finally:
         listening.close()
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+async def test_a_shard_on_a_member_run_as_root_cannot_unmount_what_hides_the_keys(tmp_path: Path) -> None:
+    """Run as root (a headless member started by a service manager; CI), bwrap keeps every
+    capability unless told to drop them: the shard could unmount the empty tmpfs mounts that
+    hide the data folder, read the keys beneath them, and remount ``/`` writable (it did both
+    before the fix, as root). Unprivileged, bwrap drops them itself and this attack fails."""
+    member = Member(tmp_path)
+    planted = tmp_path / f"planted-{member.marker}"
+    out, _ = await member.run(f"""
+        import ctypes, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        for line in reversed(open("/proc/self/mountinfo").read().splitlines()):
+            if " - tmpfs " in line:
+                libc.umount2(line.split()[4].encode(), 2)  # MNT_DETACH
+        libc.mount(b"none", b"/", None, 32 | 4096 | 32, None)  # MS_REMOUNT | MS_BIND
+        try:
+            print(open(os.path.join(sys.argv[1], "identity.key")).read())
+        except OSError as exc:
+            print("denied", exc.errno)
+        try:
+            open({str(planted)!r}, "w").write("x")
+        except OSError as exc:
+            print("denied", exc.errno)
+    """)
+    assert member.marker not in out
+    assert not planted.exists()

@@ -4,7 +4,8 @@ A shard is untrusted code. In the sandbox it sees the system read-only, a privat
 its own working folder read-write and nothing else writable; the user's home, PoolNet's data
 folder and the work root of other shards are hidden under empty tmpfs mounts (only the
 interpreter's prefix is bound back, read-only, when it lives under one of them, so that
-``{python}`` still runs). It gets its own PID, IPC and UTS namespaces (it cannot see or
+``{python}`` still runs). It holds no capability, even on a member run as root. It gets
+its own PID, IPC and UTS namespaces (it cannot see or
 signal the member's processes), no network when the member's setting says so, and GPU device
 nodes only when it was given GPUs.
 
@@ -90,6 +91,9 @@ def bwrap_argv(
     """
     out = [
         "bwrap", "--die-with-parent", "--new-session",
+        # Run as root, bwrap keeps every capability unless told: the shard could unmount
+        # what hides the keys and remount / writable. Unprivileged, it drops them anyway.
+        "--cap-drop", "ALL",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
     ]

@@ -44,7 +44,6 @@ from poolnet_desktop.runtime.member.shard_process import (
     Stream,
     start_shard_process,
 )
-from poolnet_desktop.runtime.member.task_sandbox import RequestTooLarge, SandboxEnded, TaskSandbox
 from poolnet_desktop.runtime.net.task_transfer import file_sha256
 
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
@@ -71,9 +70,7 @@ class ShardSpec:
     ``gpus`` are the GPU indices this shard may see (empty hides every GPU); ``cpu_cores``
     the cores it is pinned to (None: no pinning); ``memory_limit`` bytes of resident memory
     for the whole process tree; ``timeout`` seconds of wall time. With a ``sandbox`` the
-    command runs inside it and inherits nothing of this process's environment: started by
-    ``task_sandbox``'s launcher (the task's sandbox, already made, ``workdir`` inside its
-    folder), else in a sandbox of its own.
+    command runs inside it and inherits nothing of this process's environment.
     """
 
     command: Sequence[str] | str
@@ -90,7 +87,6 @@ class ShardSpec:
     output_cap: int = DEFAULT_OUTPUT_CAP
     memory_poll_interval: float = 0.1
     sandbox: Sandbox | None = None
-    task_sandbox: TaskSandbox | None = None
     # The interpreter ``{python}`` means (a task's environment), and the folders it needs
     # bound read-only in the sandbox; None: PoolNet's own.
     python: Path | None = None
@@ -133,9 +129,9 @@ def python_command() -> list[str]:
 
 def build_argv(spec: ShardSpec) -> list[str]:
     """The argv to start: ``{python}`` expanded, a shell line wrapped in the platform shell,
-    all of it wrapped in a sandbox of its own if it has one but no task's sandbox."""
+    all of it wrapped in the spec's sandbox if it has one."""
     argv = _command_argv(spec)
-    if spec.sandbox is not None and spec.task_sandbox is None:
+    if spec.sandbox is not None:
         return spec.sandbox.wrap(argv, spec.workdir, spec.gpus, spec.python_visible)
     return argv
 
@@ -282,12 +278,17 @@ class ShardRunner:
         started = self._clock()
         if self._cancel_requested:
             return self._outcome("cancelled", None, started, message="cancelled before start")
+        cores = self.spec.cpu_cores
         try:
-            process = await self._start()
+            process = await start_shard_process(
+                build_argv(self.spec),
+                cwd=self.spec.workdir,
+                env=build_env(self.spec),
+                on_data=self._received,
+                pin_to=cores if hasattr(os, "sched_setaffinity") else None,
+            )
         except PinError as exc:
             return self._outcome("error", None, started, message=str(exc))
-        except SandboxEnded as exc:
-            return self._outcome("error", None, started, message=exc.strerror or str(exc))
         except (OSError, ValueError) as exc:
             return self._outcome("error", None, started, message=_start_error(self.spec, exc))
         self._process = process
@@ -300,22 +301,6 @@ class ShardRunner:
             process.close()
             if self._deliverer is not None and not self._deliverer.done():
                 self._deliverer.cancel()
-
-    async def _start(self) -> ShardProcess:
-        spec = self.spec
-        cores = spec.cpu_cores if hasattr(os, "sched_setaffinity") else None
-        env = build_env(spec)
-        if spec.task_sandbox is not None:
-            try:
-                return await spec.task_sandbox.start(
-                    _command_argv(spec), spec.workdir, env, self._received, cores
-                )
-            except RequestTooLarge:  # a huge command line: it gets a sandbox of its own
-                assert spec.sandbox is not None
-                argv = spec.sandbox.wrap(_command_argv(spec), spec.workdir, spec.gpus, spec.python_visible)
-        else:
-            argv = build_argv(spec)
-        return await start_shard_process(argv, spec.workdir, env, self._received, cores)
 
     async def _watch(self, process: ShardProcess, started: float) -> ShardResult:
         pid = process.pid

@@ -74,7 +74,8 @@ async def start_shard_process(
     loop = asyncio.get_running_loop()
     if not pidfd_supported():
         return await _LoopSubprocess.start(loop, argv, cwd, env, on_data, pin_to)
-    (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     try:
         with _pinned(pin_to):
             popen = subprocess.Popen(
@@ -101,7 +102,11 @@ async def start_shard_process(
         os.close(out_read)
         os.close(err_read)
         raise
-    await process.connect_pipes()
+    try:
+        await process.connect_pipes()
+    except BaseException:  # cancelled meanwhile: nobody else will ever stop this shard
+        process.abandon()
+        raise
     return process
 
 
@@ -161,7 +166,7 @@ class _ReadEnd:
 class _PipeReader(asyncio.Protocol):
     """One of the shard's pipes: hands its data on and reports its end."""
 
-    def __init__(self, process: PipedProcess, stream: Stream) -> None:
+    def __init__(self, process: _PidfdProcess, stream: Stream) -> None:
         self._process = process
         self._stream = stream
 
@@ -172,71 +177,8 @@ class _PipeReader(asyncio.Protocol):
         self._process.pipe_ended()
 
 
-class PipedProcess(ShardProcess):
-    """A started process whose stdout and stderr pipes are read through the loop; whoever
-    learns of its end calls ``ended``. Subclasses differ in how that is learnt."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, pid: int, on_data: OnData, stdout: int, stderr: int
-    ) -> None:
-        self._loop = loop
-        self.pid = pid
-        self.on_data = on_data
-        self.exited = loop.create_future()
-        self.closed = loop.create_future()
-        self._returncode: int | None = None
-        self._open_pipes = 2
-        # Read ends not yet handed to the loop: from then on, their transport owns them.
-        self._unconnected: dict[Stream, int] = {"stdout": stdout, "stderr": stderr}
-        self._transports: list[asyncio.BaseTransport] = []
-
-    @property
-    def returncode(self) -> int | None:
-        return self._returncode
-
-    def ended(self, returncode: int) -> None:
-        """The process ended with ``returncode`` (and was reaped)."""
-        if not self.exited.done():
-            self._returncode = returncode
-            self.exited.set_result(None)
-
-    async def connect_pipes(self) -> None:
-        """Hand both read ends to the loop. Cancelled meanwhile, the process is killed (nobody
-        else would ever stop it) and the pipes closed."""
-        loop_closes_it = type(self._loop).__module__.startswith("uvloop")
-        try:
-            for stream in ("stdout", "stderr"):
-                fd = self._unconnected.pop(stream)
-                transport, _ = await self._loop.connect_read_pipe(
-                    functools.partial(_PipeReader, self, stream), _ReadEnd(fd, loop_closes_it)
-                )
-                self._transports.append(transport)
-        except BaseException:
-            self.abandon()
-            raise
-
-    def pipe_ended(self) -> None:
-        self._open_pipes -= 1
-        if self._open_pipes == 0:
-            self.give_up_on_pipes(closed=True)
-
-    def close(self) -> None:
-        for transport in self._transports:
-            transport.close()
-
-    def abandon(self) -> None:
-        """Kill a process whose start was cancelled and close its pipes (one whose connection
-        was under way when the cancel came was closed by the loop)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.close()
-        for fd in self._unconnected.values():
-            os.close(fd)
-        self._unconnected.clear()
-
-
-class _PidfdProcess(PipedProcess):
-    """A ``Popen`` child whose end is seen through a pidfd."""
+class _PidfdProcess(ShardProcess):
+    """A ``Popen`` child watched through a pidfd and two read-pipe transports."""
 
     def __init__(
         self,
@@ -246,10 +188,36 @@ class _PidfdProcess(PipedProcess):
         stdout: int,
         stderr: int,
     ) -> None:
-        super().__init__(loop, popen.pid, on_data, stdout, stderr)
+        self._loop = loop
         self._popen = popen
+        self.pid = popen.pid
+        self.on_data = on_data
+        self.exited = loop.create_future()
+        self.closed = loop.create_future()
+        self._open_pipes = 2
+        # Read ends not yet handed to the loop: from then on, their transport owns them.
+        self._unconnected: dict[Stream, int] = {"stdout": stdout, "stderr": stderr}
+        self._transports: list[asyncio.BaseTransport] = []
         self._pidfd = os.pidfd_open(popen.pid)
         loop.add_reader(self._pidfd, self._reap)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def connect_pipes(self) -> None:
+        loop_closes_it = type(self._loop).__module__.startswith("uvloop")
+        for stream in ("stdout", "stderr"):
+            fd = self._unconnected.pop(stream)
+            transport, _ = await self._loop.connect_read_pipe(
+                functools.partial(_PipeReader, self, stream), _ReadEnd(fd, loop_closes_it)
+            )
+            self._transports.append(transport)
+
+    def pipe_ended(self) -> None:
+        self._open_pipes -= 1
+        if self._open_pipes == 0:
+            self.give_up_on_pipes(closed=True)
 
     def _reap(self) -> None:
         """The pidfd is readable: the process ended. Reap it now, so no zombie stays."""
@@ -262,7 +230,22 @@ class _PidfdProcess(PipedProcess):
             returncode = 255  # reaped elsewhere; asyncio's own watchers report 255 too
         # Setting it also keeps Popen from ever waiting for this pid again.
         self._popen.returncode = returncode
-        self.ended(returncode)
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+
+    def abandon(self) -> None:
+        """Kill a shard whose start was cancelled and close its pipes (one whose connection
+        was under way when the cancel came was closed by the loop)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.close()
+        for fd in self._unconnected.values():
+            os.close(fd)
+        self._unconnected.clear()
 
 
 class _LoopSubprocess(ShardProcess, asyncio.SubprocessProtocol):

@@ -2,9 +2,7 @@
 
 Each shard runs with ``runtime.member.runner.ShardRunner`` in its own working folder under the
 member's work root (``runtime.datadir.work_root``: in the user's cache, outside the data
-folder, so a shard never sits next to the keys); a sandboxed shard's folder lies in its task's
-sandbox's folder (``runtime.member.task_sandbox``: one sandbox per task here, reused by its
-shards). The folder holds copies of its input files taken
+folder, so a shard never sits next to the keys), holding copies of its input files taken
 from a content-addressed cache (``DATA/cache/SHA256``): a member fetches each input once (``fetch_blobs``), however many
 shards use it. Copies rather than hard links, so a shard that rewrites an input in place
 cannot corrupt the cache for the next one.
@@ -68,12 +66,10 @@ from poolnet_desktop.runtime.datadir import environments_root, work_root
 from poolnet_desktop.runtime.member.agent import Agent, AgentState
 from poolnet_desktop.runtime.member.environments import EnvironmentCache, ReadyEnvironment
 from poolnet_desktop.runtime.member.orphans import RUN_VARIABLE, reap_and_stamp
-from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, Stream, python_command
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, Stream
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
 from poolnet_desktop.runtime.member.sandbox import Sandbox, SandboxSettings, hidden_folders, probe
 from poolnet_desktop.runtime.member.spool import Spool, SpoolEntry, SpoolError
-from poolnet_desktop.runtime.member.task_sandbox import TaskSandbox, TaskSandboxes
-from poolnet_desktop.runtime.member.work_folders import WorkFolders
 from poolnet_desktop.runtime.net.task_transfer import (
     FileReceiver,
     Outgoing,
@@ -133,7 +129,6 @@ class TaskExecutor:
         self.agent = agent
         self.sandbox_settings = sandbox
         self.sandbox: Sandbox | None = None
-        self.task_sandboxes: TaskSandboxes | None = None
         self.sandbox_state: SandboxState | None = None  # known once prepared
         self.sandbox_why_not = ""
         self.sampler = sampler
@@ -154,7 +149,8 @@ class TaskExecutor:
         self._blobs: dict[str, _BlobFetch] = {}
         self._own_cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         self._free_cores = set(self._own_cores)
-        self._folders = WorkFolders(self.work)
+        self._free_folders: list[Path] = []
+        self._folder_seq = 0
         self._tasks: set[asyncio.Task[object]] = set()
         agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)
@@ -174,7 +170,6 @@ class TaskExecutor:
             hidden = (hidden_folders(self.data_dir, self.work) + (self.environments.root,)
                       + self.sandbox_settings.hidden)
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
-            self.task_sandboxes = TaskSandboxes(self.sandbox, self.work, python_command())
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False
@@ -219,8 +214,6 @@ class TaskExecutor:
             if job.runner is not None:
                 job.runner.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.task_sandboxes is not None:
-            self.task_sandboxes.close_all()
 
     # ---- the link ----------------------------------------------------------------------------
 
@@ -278,7 +271,7 @@ class TaskExecutor:
         if job.after is not None:  # never started: it ends here, cancelled
             self._drop(job.ref)
             outcome = _failure("cancelled before it started", reason="cancelled")
-            await self._finish(job.ref, outcome, self._folders.take())
+            await self._finish(job.ref, outcome, self._take_folder())
         elif job.runner is not None:
             job.runner.cancel()
 
@@ -304,11 +297,9 @@ class TaskExecutor:
 
     async def _run(self, job: _Job) -> None:
         ref, message = job.ref, job.assign
-        workdir: Path | None = None
+        workdir = self._take_folder()
         cores: list[int] = []
         environment: ReadyEnvironment | None = None
-        box: TaskSandbox | None = None
-        box_key: tuple[object, ...] = ()
         try:
             if self.sandbox_state is None or not takes_tasks(self.sandbox_state):
                 raise ValueError(describe(self.sandbox_state or "none", self.sandbox_why_not))
@@ -316,14 +307,6 @@ class TaskExecutor:
                 environment = await self.environments.acquire(
                     message.environment, message.files, self._fetch_blobs
                 )
-            visible = environment.visible if environment else ()
-            if self.task_sandboxes is not None and message.shards > 1:
-                box_key = (ref.task_id, bool(job.gpus), environment.key if environment else None)
-                box = self.task_sandboxes.ready(box_key, job.gpus, visible)
-            if box is not None and self.task_sandboxes is not None:
-                workdir = self.task_sandboxes.take_folder(box)
-            else:
-                workdir = self._folders.take()
             if message.files:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
@@ -344,9 +327,8 @@ class TaskExecutor:
                 timeout=message.timeout,
                 outputs=message.outputs,
                 sandbox=self.sandbox,
-                task_sandbox=box,
                 python=environment.interpreter if environment else None,
-                python_visible=visible,
+                python_visible=environment.visible if environment else (),
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner
@@ -363,22 +345,28 @@ class TaskExecutor:
             outcome = _failure(f"could not prepare the shard: {exc}")
         finally:
             self._free_cores.update(cores)
-            if box is not None and self.task_sandboxes is not None:
-                self.task_sandboxes.release(box_key, box)
             if environment is not None:
                 self.environments.release(environment.key)
             if not self._stopping:
                 self._ended(ref)
-        await self._finish(ref, outcome, workdir if workdir is not None else self._folders.take())
+        await self._finish(ref, outcome, workdir)
+
+    def _take_folder(self) -> Path:
+        """An empty working folder: a reused one, or a new one. Creating and removing a folder
+        per shard cost about 2 ms here, more than starting the shard's process."""
+        if self._free_folders:
+            return self._free_folders.pop()
+        self._folder_seq += 1
+        folder = self.work / f"slot-{self._folder_seq}"
+        folder.mkdir(exist_ok=True)
+        return folder
 
     async def _give_back(self, folder: Path) -> None:
         """Keep an emptied folder for the next shard; one that holds files is removed."""
         with os.scandir(folder) as entries:
             empty = next(entries, None) is None
-        if self.task_sandboxes is not None and self.task_sandboxes.owns(folder):
-            await self.task_sandboxes.give_back(folder, empty)
-        elif empty:
-            self._folders.keep(folder)
+        if empty:
+            self._free_folders.append(folder)
         else:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
@@ -454,10 +442,7 @@ class TaskExecutor:
             # Not kept: the coordinator hears nothing of this attempt when the member is back
             # and runs the shard again (within its retries), so only this result is lost.
             log.error("result of %s lost: %s", key, exc)
-        if self.task_sandboxes is not None and self.task_sandboxes.owns(workdir):
-            await self.task_sandboxes.give_back(workdir, empty=False)
-        else:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _on_ack(self, message: ShardAck) -> None:
         for ref in message.shards:

@@ -24,8 +24,8 @@ from poolnet_desktop.runtime.member.runner import (
     ShardSpec,
     build_argv,
     python_command,
-    tree_memory,
 )
+from poolnet_desktop.runtime.member.shard_process import tree_memory
 from tests.conftest import posix_only
 
 pytestmark = posix_only("shell lines run /bin/sh; POSIX commands and process groups")

@@ -5,10 +5,12 @@ unsandboxed runner (checked by running these with the sandbox taken away).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import psutil
 import pytest
 
 from poolnet_desktop.runtime.member import runner as runner_module
+from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 
@@ -215,6 +218,17 @@ async def test_a_timed_out_shards_escaped_daemon_dies_too(tmp_path: Path) -> Non
 
 
 
+# A shard that connects to a Unix socket at ADDRESS and says whether it could.
+CONNECT = """
+    import socket
+    try:
+        socket.socket(socket.AF_UNIX).connect({address!r})
+        print("connected")
+    except OSError as exc:
+        print("refused", exc.errno)
+"""
+
+
 async def test_a_shard_cannot_reach_the_users_session_sockets(tmp_path: Path, monkeypatch) -> None:
     """A read-only bind does not stop ``connect()`` on a Unix socket: the session's D-Bus in
     the user's runtime folder (``XDG_RUNTIME_DIR``, ``/run/user/UID``) would let a shard ask
@@ -227,15 +241,7 @@ async def test_a_shard_cannot_reach_the_users_session_sockets(tmp_path: Path, mo
         listening.bind(str(runtime / "bus"))
         listening.listen(1)
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-        member = Member(tmp_path)
-        out, _ = await member.run(f"""
-            import socket
-            try:
-                socket.socket(socket.AF_UNIX).connect({str(runtime / "bus")!r})
-                print("connected")
-            except OSError as exc:
-                print("refused", exc.errno)
-        """)
+        out, _ = await Member(tmp_path).run(CONNECT.format(address=str(runtime / "bus")))
         assert out.startswith("refused"), out
     finally:
         listening.close()
@@ -267,3 +273,73 @@ async def test_a_shard_on_a_member_run_as_root_cannot_unmount_what_hides_the_key
     """)
     assert member.marker not in out
     assert not planted.exists()
+
+
+needs_scopes = pytest.mark.skipif(not scopes_supported(), reason="no Landlock scopes in this kernel (Linux 6.12+)")
+
+
+@needs_scopes
+async def test_a_shard_cannot_hand_its_folder_to_a_shard_in_another_sandbox(tmp_path: Path) -> None:
+    """With the network on, sandboxes share the abstract Unix socket namespace: shard A held
+    its folder open and passed it to shard B, of another task, over an abstract socket; B
+    could then swap what the member reads and writes there for symlinks (an attacker's review
+    did it). Each sandbox is now in a Landlock domain of its own: B cannot connect."""
+    member = Member(tmp_path, network=True)
+    name = f"poolnet-test-{uuid.uuid4().hex[:8]}"
+    listener = asyncio.ensure_future(member.run(f"""
+        import os, socket
+        server = socket.socket(socket.AF_UNIX)
+        server.bind("\\0{name}")
+        server.listen(1)
+        server.settimeout(8)
+        try:
+            peer, _ = server.accept()
+            folder = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+            socket.send_fds(peer, [b"here"], [folder])
+            print("handed over")
+        except OSError as exc:
+            print("nobody came", exc)
+    """, slot="slot-a"))
+    await asyncio.sleep(1.0)
+    out, _ = await member.run(f"""
+        import socket
+        try:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect("\\0{name}")
+            print("received", socket.recv_fds(sock, 16, 1))
+        except OSError as exc:
+            print("refused", exc.errno)
+    """, slot="slot-b")
+    assert out.startswith("refused"), out
+    assert (await listener)[0].startswith("nobody came")
+
+
+@needs_scopes
+async def test_a_shard_cannot_reach_the_desktops_abstract_sockets(tmp_path: Path) -> None:
+    """An X server listens on an abstract socket (@/tmp/.X11-unix/X0): with the network on, a
+    shard could connect and read the screen or type into the owner's windows."""
+    name = f"poolnet-test-x-{uuid.uuid4().hex[:8]}"
+    display = socket.socket(socket.AF_UNIX)
+    display.bind(f"\0{name}")
+    display.listen(1)
+    try:
+        out, _ = await Member(tmp_path, network=True).run(CONNECT.format(address=f"\\0{name}"))
+        assert out.startswith("refused"), out
+    finally:
+        display.close()
+
+
+@needs_scopes
+async def test_a_sandbox_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
+    """Each sandbox is started from a thread of its own (its Landlock domain), and bwrap's
+    --die-with-parent takes the starting thread as the parent: when the thread ended at once,
+    the sandbox was killed under its shard (exit -9) whenever bwrap was quicker than the
+    thread's end, as under load. The thread now stays until its sandbox ends."""
+    member = Member(tmp_path)
+    running = asyncio.ensure_future(member.run("import time; time.sleep(1); print('alive')"))
+    await asyncio.sleep(0.5)
+    assert "poolnet-sandbox-parent" in {thread.name for thread in threading.enumerate()}
+    out, _ = await running
+    assert out == "alive\n"
+    await asyncio.sleep(0.2)
+    assert "poolnet-sandbox-parent" not in {thread.name for thread in threading.enumerate()}

@@ -24,7 +24,6 @@ import asyncio
 import functools
 import os
 import shlex
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +36,7 @@ import psutil
 from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
+from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.sandbox import KEPT_LOCALE_VARIABLES, SCRUBBED_PATH, Sandbox
 from poolnet_desktop.runtime.member.shard_process import (
     PinError,
@@ -44,6 +44,7 @@ from poolnet_desktop.runtime.member.shard_process import (
     Stream,
     start_shard_process,
 )
+from poolnet_desktop.runtime.member.task_sandbox import RequestTooLarge, SandboxEnded, TaskSandbox
 from poolnet_desktop.runtime.net.task_transfer import file_sha256
 
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
@@ -70,7 +71,9 @@ class ShardSpec:
     ``gpus`` are the GPU indices this shard may see (empty hides every GPU); ``cpu_cores``
     the cores it is pinned to (None: no pinning); ``memory_limit`` bytes of resident memory
     for the whole process tree; ``timeout`` seconds of wall time. With a ``sandbox`` the
-    command runs inside it and inherits nothing of this process's environment.
+    command runs inside it and inherits nothing of this process's environment: in a lane of
+    its task (``task_sandbox``: made already, ``workdir`` is the lane's), else in a sandbox of
+    its own.
     """
 
     command: Sequence[str] | str
@@ -87,6 +90,7 @@ class ShardSpec:
     output_cap: int = DEFAULT_OUTPUT_CAP
     memory_poll_interval: float = 0.1
     sandbox: Sandbox | None = None
+    task_sandbox: TaskSandbox | None = None
     # The interpreter ``{python}`` means (a task's environment), and the folders it needs
     # bound read-only in the sandbox; None: PoolNet's own.
     python: Path | None = None
@@ -129,9 +133,9 @@ def python_command() -> list[str]:
 
 def build_argv(spec: ShardSpec) -> list[str]:
     """The argv to start: ``{python}`` expanded, a shell line wrapped in the platform shell,
-    all of it wrapped in the spec's sandbox if it has one."""
+    all of it wrapped in a sandbox of its own if it has one but no task's sandbox."""
     argv = _command_argv(spec)
-    if spec.sandbox is not None:
+    if spec.sandbox is not None and spec.task_sandbox is None:
         return spec.sandbox.wrap(argv, spec.workdir, spec.gpus, spec.python_visible)
     return argv
 
@@ -203,6 +207,9 @@ class ShardRunner:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
+        # Where the shard's files are once it ended (a lane's shard's are moved out of it).
+        self.workdir = spec.workdir
+        self._sealed_by: TaskSandbox | None = None  # a lane whose folder a shard ran in alone
         self._on_output = on_output
         self._clock = clock
         self._process: ShardProcess | None = None
@@ -242,7 +249,7 @@ class ShardRunner:
         self._suspended = True
         process = self._process
         if process is not None and process.returncode is None:
-            _suspend_tree(process.pid, suspend=True)
+            process.suspend_tree(True)
             self._hold_timeout()
 
     def resume(self) -> None:
@@ -252,7 +259,7 @@ class ShardRunner:
         self._suspended = False
         process = self._process
         if process is not None and process.returncode is None:
-            _suspend_tree(process.pid, suspend=False)
+            process.suspend_tree(False)
             self._arm_timeout()
 
     def _arm_timeout(self) -> None:
@@ -278,17 +285,12 @@ class ShardRunner:
         started = self._clock()
         if self._cancel_requested:
             return self._outcome("cancelled", None, started, message="cancelled before start")
-        cores = self.spec.cpu_cores
         try:
-            process = await start_shard_process(
-                build_argv(self.spec),
-                cwd=self.spec.workdir,
-                env=build_env(self.spec),
-                on_data=self._received,
-                pin_to=cores if hasattr(os, "sched_setaffinity") else None,
-            )
+            process = await self._start()
         except PinError as exc:
             return self._outcome("error", None, started, message=str(exc))
+        except SandboxEnded as exc:
+            return self._outcome("error", None, started, message=exc.strerror or str(exc))
         except (OSError, ValueError) as exc:
             return self._outcome("error", None, started, message=_start_error(self.spec, exc))
         self._process = process
@@ -297,10 +299,26 @@ class ShardRunner:
             return await self._watch(process, started)
         finally:
             if process.returncode is None:  # run() itself was cancelled
-                _kill_tree(process.pid)
+                process.kill_tree()
             process.close()
             if self._deliverer is not None and not self._deliverer.done():
                 self._deliverer.cancel()
+
+    async def _start(self) -> ShardProcess:
+        spec = self.spec
+        cores = spec.cpu_cores if hasattr(os, "sched_setaffinity") else None
+        env = build_env(spec)
+        if spec.task_sandbox is not None:
+            try:
+                return await spec.task_sandbox.start(_command_argv(spec), env, self._received, cores)
+            except RequestTooLarge:  # a huge command line: a sandbox of its own, in the lane's folder
+                assert spec.sandbox is not None
+                argv = spec.sandbox.wrap(_command_argv(spec), spec.workdir, spec.gpus, spec.python_visible)
+                self._sealed_by = spec.task_sandbox
+        else:
+            argv = build_argv(spec)
+        scoped = spec.sandbox is not None and scopes_supported()
+        return await start_shard_process(argv, spec.workdir, env, self._received, cores, scoped)
 
     async def _watch(self, process: ShardProcess, started: float) -> ShardResult:
         pid = process.pid
@@ -309,12 +327,12 @@ class ShardRunner:
         if self.spec.cpu_cores is not None and not hasattr(os, "sched_setaffinity"):
             self._pin_after_start(pid, self.spec.cpu_cores)
         if self._suspended:  # suspend() arrived before the process existed
-            _suspend_tree(pid, suspend=True)
+            process.suspend_tree(True)
         else:
             self._arm_timeout()
         watcher = None
         if self.spec.memory_limit is not None:
-            watcher = asyncio.ensure_future(self._watch_memory(pid, self.spec.memory_limit))
+            watcher = asyncio.ensure_future(self._watch_memory(process, self.spec.memory_limit))
         try:
             await process.exited
         finally:
@@ -323,9 +341,7 @@ class ShardRunner:
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-        if os.name != "nt":
-            # Whatever the shard left running in its group dies with it (and frees the pipes).
-            _signal_group(pid)
+        process.end_group()  # what the shard left running dies with it (and frees the pipes)
         if not process.closed.done():
             # A timer, not wait_for: this runs for every shard and wait_for costs a task.
             grace = asyncio.get_running_loop().call_later(_PIPE_GRACE, process.give_up_on_pipes)
@@ -344,10 +360,13 @@ class ShardRunner:
             reason = "succeeded" if exit_code == 0 else "failed"
         outputs: list[FileEntry] = []
         refused: list[str] = []
+        if self._sealed_by is not None:
+            self.workdir, note = await self._sealed_by.seal()
+        else:
+            self.workdir, note = await process.settle(self.workdir)
+        self._message = "; ".join(m for m in (self._message, note) if m)
         if self.spec.outputs:
-            outputs, refused = await asyncio.to_thread(
-                collect_outputs, self.spec.workdir, self.spec.outputs
-            )
+            outputs, refused = await asyncio.to_thread(collect_outputs, self.workdir, self.spec.outputs)
         message = "; ".join(m for m in (self._message, self._output_error) if m)
         return self._outcome(
             reason, exit_code, started, outputs=outputs, refused=refused, message=message
@@ -378,7 +397,7 @@ class ShardRunner:
         if self._kill_reason is None:
             self._kill_reason = reason
             self._message = message
-        _kill_tree(process.pid)
+        process.kill_tree()
 
     def _pin_after_start(self, pid: int, cores: Sequence[int]) -> None:
         """Where affinity cannot be inherited from the spawning thread (Windows: psutil),
@@ -429,11 +448,11 @@ class ShardRunner:
                 failed = True
                 self._output_error = f"output delivery stopped: {exc!r}"
 
-    async def _watch_memory(self, pid: int, limit: int) -> None:
+    async def _watch_memory(self, process: ShardProcess, limit: int) -> None:
         """Sum the tree's resident memory a few times a second; kill it past ``limit``."""
         interval = self.spec.memory_poll_interval
         while True:
-            used = await asyncio.to_thread(tree_memory, pid)
+            used = await asyncio.to_thread(process.tree_memory)
             self._peak_memory = max(self._peak_memory, used)
             if used > limit:
                 self._kill("memory", f"used {used} bytes of memory, over the limit of {limit}")
@@ -450,89 +469,6 @@ def _start_error(spec: ShardSpec, exc: Exception) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot start {program!r}: permission denied"
     return f"cannot start {program!r}: {exc}"
-
-
-def _signal_group(pgid: int) -> None:
-    """SIGKILL a process group; a group that no longer exists is fine."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_tree(pid: int) -> None:
-    """Kill the shard's process group, and every descendant still linked to it.
-
-    The group catches what the shard forked; the psutil walk (done first, before the kill
-    orphans them) catches descendants that moved to a session of their own.
-    """
-    try:
-        descendants = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    if os.name == "nt":
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
-    else:
-        _signal_group(pid)
-    for child in descendants:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-
-
-def _suspend_tree(pid: int, *, suspend: bool) -> None:
-    """Stop (SIGSTOP) or continue (SIGCONT) the shard's process group and every descendant.
-
-    A sandboxed shard runs in a session of its own inside bwrap (``--new-session``), out of
-    reach of the group's signal, so the descendants are walked too; a second walk after
-    stopping catches what was forked meanwhile. Windows suspends each process's threads.
-    """
-    if os.name != "nt":
-        try:
-            os.killpg(pid, signal.SIGSTOP if suspend else signal.SIGCONT)
-        except (ProcessLookupError, PermissionError):
-            pass
-    done: set[int] = set()
-    for _ in range(2 if suspend else 1):
-        try:
-            root = psutil.Process(pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for process in processes:
-            if process.pid in done:
-                continue
-            try:
-                if suspend:
-                    process.suspend()
-                else:
-                    process.resume()
-            except psutil.Error:
-                continue
-            done.add(process.pid)
-
-
-def tree_memory(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (0 once it is gone).
-
-    RSS counts shared pages once per process, so this errs on the high side: safe for a limit.
-    """
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def collect_outputs(workdir: Path, patterns: Sequence[str]) -> tuple[list[FileEntry], list[str]]:

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from poolnet_desktop.runtime.member.landlock import scopes_supported, spawn_scoped
+
 # Only these are inherited by a sandboxed shard; everything else is the task's or PoolNet's.
 SCRUBBED_PATH = "/usr/local/bin:/usr/bin:/bin"
 KEPT_LOCALE_VARIABLES = ("LANG", "LC_ALL")
@@ -158,13 +160,23 @@ def probe() -> tuple[bool, str]:
     try:
         # The program run inside is bwrap itself, by its full path: this process's PATH (a
         # launcher's may be bare) must not decide whether a sandbox can be made.
-        done = subprocess.run(
-            [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", bwrap, "--version"],
-            capture_output=True, timeout=_PROBE_TIMEOUT, check=False,
-        )
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", bwrap, "--version"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+
+        # Scoped as every sandbox is (no_new_privs included): a setuid bwrap would fail here.
+        running = spawn_scoped(start) if scopes_supported() else start()
+        try:
+            _, stderr = running.communicate(timeout=_PROBE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            running.kill()
+            running.communicate()
+            raise
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"bwrap cannot run: {exc}"
-    if done.returncode != 0:
-        why = done.stderr.decode(errors="replace").strip().splitlines()
-        return False, f"bwrap cannot make a sandbox: {why[-1] if why else done.returncode}"
+    if running.returncode != 0:
+        why = stderr.decode(errors="replace").strip().splitlines()
+        return False, f"bwrap cannot make a sandbox: {why[-1] if why else running.returncode}"
     return True, ""

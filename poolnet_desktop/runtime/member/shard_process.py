@@ -23,6 +23,10 @@ from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, S
 from pathlib import Path
 from typing import Any, Literal
 
+import psutil
+
+from poolnet_desktop.runtime.member.landlock import spawn_scoped
+
 Stream = Literal["stdout", "stderr"]
 # Called from the loop for each chunk read from the shard's stdout or stderr, in arrival order.
 OnData = Callable[[Stream, bytes], None]
@@ -57,6 +61,28 @@ class ShardProcess(abc.ABC):
         if not self.closed.done():
             self.closed.set_result(closed)
 
+    def kill_tree(self) -> None:
+        """Kill the shard's process group and every descendant still linked to it."""
+        kill_tree(self.pid)
+
+    def suspend_tree(self, suspend: bool) -> None:
+        """Stop (SIGSTOP) or continue (SIGCONT) the shard and every descendant."""
+        suspend_tree(self.pid, suspend=suspend)
+
+    def tree_memory(self) -> int:
+        """Resident bytes of the shard and its descendants (blocking: call it off the loop)."""
+        return tree_memory(self.pid)
+
+    def end_group(self) -> None:
+        """The main process ended: kill what it left running in its group (POSIX)."""
+        if os.name != "nt":
+            signal_group(self.pid)
+
+    async def settle(self, workdir: Path) -> tuple[Path, str]:
+        """Once it ended: the folder that holds its files, now out of every process's reach,
+        and a note if something was wrong with it. Here that is ``workdir`` itself."""
+        return workdir, ""
+
 
 async def start_shard_process(
     argv: Sequence[str],
@@ -64,21 +90,24 @@ async def start_shard_process(
     env: Mapping[str, str],
     on_data: OnData,
     pin_to: Sequence[int] | None = None,
+    scoped: bool = False,
 ) -> ShardProcess:
     """Start ``argv`` in a new session (Windows: process group) with stdin from the null device.
 
     ``pin_to`` (needs ``os.sched_setaffinity``) pins the spawning thread to those cores while
-    the child is created, so the child inherits the pin from its first instruction. Raises
-    ``PinError`` for cores that cannot be used, ``OSError``/``ValueError`` when it cannot start.
+    the child is created, so the child inherits the pin from its first instruction. ``scoped``
+    (a sandbox, where the kernel can) starts it in a Landlock domain of its own
+    (``runtime/member/landlock.py``). Raises ``PinError`` for cores that cannot be used,
+    ``OSError``/``ValueError`` when it cannot start.
     """
     loop = asyncio.get_running_loop()
     if not pidfd_supported():
         return await _LoopSubprocess.start(loop, argv, cwd, env, on_data, pin_to)
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    try:
+    (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+
+    def spawn() -> subprocess.Popen[bytes]:
         with _pinned(pin_to):
-            popen = subprocess.Popen(
+            return subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=env,
@@ -87,6 +116,9 @@ async def start_shard_process(
                 stderr=err_write,
                 start_new_session=True,
             )
+
+    try:
+        popen = spawn_scoped(spawn) if scoped else spawn()
     except BaseException:
         os.close(out_read)
         os.close(err_read)
@@ -102,11 +134,7 @@ async def start_shard_process(
         os.close(out_read)
         os.close(err_read)
         raise
-    try:
-        await process.connect_pipes()
-    except BaseException:  # cancelled meanwhile: nobody else will ever stop this shard
-        process.abandon()
-        raise
+    await process.connect_pipes()
     return process
 
 
@@ -166,7 +194,7 @@ class _ReadEnd:
 class _PipeReader(asyncio.Protocol):
     """One of the shard's pipes: hands its data on and reports its end."""
 
-    def __init__(self, process: _PidfdProcess, stream: Stream) -> None:
+    def __init__(self, process: PipedProcess, stream: Stream) -> None:
         self._process = process
         self._stream = stream
 
@@ -177,8 +205,75 @@ class _PipeReader(asyncio.Protocol):
         self._process.pipe_ended()
 
 
-class _PidfdProcess(ShardProcess):
-    """A ``Popen`` child watched through a pidfd and two read-pipe transports."""
+class PipedProcess(ShardProcess):
+    """A started process whose stdout and stderr pipes are read through the loop; whoever
+    learns of its end calls ``ended``. Subclasses differ in how that is learnt."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, pid: int, on_data: OnData, stdout: int, stderr: int
+    ) -> None:
+        self._loop = loop
+        self.pid = pid
+        self.on_data = on_data
+        self.exited = loop.create_future()
+        self.closed = loop.create_future()
+        self._returncode: int | None = None
+        self._open_pipes = 2
+        # Read ends not yet handed to the loop: from then on, their transport owns them.
+        self._unconnected: dict[Stream, int] = {"stdout": stdout, "stderr": stderr}
+        self._transports: list[asyncio.BaseTransport] = []
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    def ended(self, returncode: int) -> None:
+        """The process ended with ``returncode`` (and was reaped)."""
+        if not self.exited.done():
+            self._returncode = returncode
+            self.exited.set_result(None)
+
+    async def connect_pipes(self) -> None:
+        """Hand both read ends to the loop. Cancelled meanwhile, the process is killed (nobody
+        else would ever stop it) and the pipes closed."""
+        loop_closes_it = type(self._loop).__module__.startswith("uvloop")
+        try:
+            for stream in ("stdout", "stderr"):
+                fd = self._unconnected.pop(stream)
+                transport, _ = await self._loop.connect_read_pipe(
+                    functools.partial(_PipeReader, self, stream), _ReadEnd(fd, loop_closes_it)
+                )
+                self._transports.append(transport)
+        except BaseException:
+            self.abandon()
+            raise
+
+    def pipe_ended(self) -> None:
+        self._open_pipes -= 1
+        if self._open_pipes == 0:
+            self.give_up_on_pipes(closed=True)
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+
+    def abandon(self) -> None:
+        """Kill a process whose start was cancelled and close its pipes."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.close_pipes()
+
+    def close_pipes(self) -> None:
+        """Close both pipes (one whose connection was under way when a cancel came was closed
+        by the loop)."""
+        self.close()
+        for fd in self._unconnected.values():
+            os.close(fd)
+        self._unconnected.clear()
+
+
+class _PidfdProcess(PipedProcess):
+    """A ``Popen`` child whose end is seen through a pidfd."""
 
     def __init__(
         self,
@@ -188,36 +283,10 @@ class _PidfdProcess(ShardProcess):
         stdout: int,
         stderr: int,
     ) -> None:
-        self._loop = loop
+        super().__init__(loop, popen.pid, on_data, stdout, stderr)
         self._popen = popen
-        self.pid = popen.pid
-        self.on_data = on_data
-        self.exited = loop.create_future()
-        self.closed = loop.create_future()
-        self._open_pipes = 2
-        # Read ends not yet handed to the loop: from then on, their transport owns them.
-        self._unconnected: dict[Stream, int] = {"stdout": stdout, "stderr": stderr}
-        self._transports: list[asyncio.BaseTransport] = []
         self._pidfd = os.pidfd_open(popen.pid)
         loop.add_reader(self._pidfd, self._reap)
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
-
-    async def connect_pipes(self) -> None:
-        loop_closes_it = type(self._loop).__module__.startswith("uvloop")
-        for stream in ("stdout", "stderr"):
-            fd = self._unconnected.pop(stream)
-            transport, _ = await self._loop.connect_read_pipe(
-                functools.partial(_PipeReader, self, stream), _ReadEnd(fd, loop_closes_it)
-            )
-            self._transports.append(transport)
-
-    def pipe_ended(self) -> None:
-        self._open_pipes -= 1
-        if self._open_pipes == 0:
-            self.give_up_on_pipes(closed=True)
 
     def _reap(self) -> None:
         """The pidfd is readable: the process ended. Reap it now, so no zombie stays."""
@@ -230,22 +299,7 @@ class _PidfdProcess(ShardProcess):
             returncode = 255  # reaped elsewhere; asyncio's own watchers report 255 too
         # Setting it also keeps Popen from ever waiting for this pid again.
         self._popen.returncode = returncode
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def close(self) -> None:
-        for transport in self._transports:
-            transport.close()
-
-    def abandon(self) -> None:
-        """Kill a shard whose start was cancelled and close its pipes (one whose connection
-        was under way when the cancel came was closed by the loop)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.close()
-        for fd in self._unconnected.values():
-            os.close(fd)
-        self._unconnected.clear()
+        self.ended(returncode)
 
 
 class _LoopSubprocess(ShardProcess, asyncio.SubprocessProtocol):
@@ -358,3 +412,86 @@ class _PinnedFirstStep:
                     step = coro.send(sent)
                 except StopIteration as done:
                     return done.value
+
+
+def signal_group(pgid: int) -> None:
+    """SIGKILL a process group; a group that no longer exists is fine."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_tree(pid: int) -> None:
+    """Kill the shard's process group, and every descendant still linked to it.
+
+    The group catches what the shard forked; the psutil walk (done first, before the kill
+    orphans them) catches descendants that moved to a session of their own.
+    """
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    if os.name == "nt":
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    else:
+        signal_group(pid)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def suspend_tree(pid: int, *, suspend: bool) -> None:
+    """Stop (SIGSTOP) or continue (SIGCONT) the shard's process group and every descendant.
+
+    A sandboxed shard runs in a session of its own inside bwrap (``--new-session``), out of
+    reach of the group's signal, so the descendants are walked too; a second walk after
+    stopping catches what was forked meanwhile. Windows suspends each process's threads.
+    """
+    if os.name != "nt":
+        try:
+            os.killpg(pid, signal.SIGSTOP if suspend else signal.SIGCONT)
+        except (ProcessLookupError, PermissionError):
+            pass
+    done: set[int] = set()
+    for _ in range(2 if suspend else 1):
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for process in processes:
+            if process.pid in done:
+                continue
+            try:
+                if suspend:
+                    process.suspend()
+                else:
+                    process.resume()
+            except psutil.Error:
+                continue
+            done.add(process.pid)
+
+
+def tree_memory(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 once it is gone).
+
+    RSS counts shared pages once per process, so this errs on the high side: safe for a limit.
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total

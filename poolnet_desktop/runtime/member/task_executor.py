@@ -2,7 +2,10 @@
 
 Each shard runs with ``runtime.member.runner.ShardRunner`` in its own working folder under the
 member's work root (``runtime.datadir.work_root``: in the user's cache, outside the data
-folder, so a shard never sits next to the keys), holding copies of its input files taken
+folder, so a shard never sits next to the keys). A sandboxed shard of a task of several shards
+runs in a lane when one is free (``runtime.member.task_sandbox``: a sandbox kept for the task
+and reused by its shards one at a time), and its folder is moved out of the lane when it ends.
+The folder holds copies of its input files taken
 from a content-addressed cache (``DATA/cache/SHA256``): a member fetches each input once (``fetch_blobs``), however many
 shards use it. Copies rather than hard links, so a shard that rewrites an input in place
 cannot corrupt the cache for the next one.
@@ -43,7 +46,12 @@ from typing import Any
 from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT, is_wheel_path
 from poolnet_desktop.core.manifest import FileEntry, expand_command
 from poolnet_desktop.core.matrix import param_env, shard_values
-from poolnet_desktop.core.sandbox_state import SandboxState, describe, sandbox_state, takes_tasks
+from poolnet_desktop.core.sandbox_state import (
+    SandboxState,
+    describe,
+    sandbox_state,
+    takes_tasks,
+)
 from poolnet_desktop.core.task_protocol import (
     AssignShards,
     FetchBlobs,
@@ -64,12 +72,31 @@ from poolnet_desktop.core.units import BYTES_PER_MB
 from poolnet_desktop.core.wire import ProtocolError
 from poolnet_desktop.runtime.datadir import environments_root, work_root
 from poolnet_desktop.runtime.member.agent import Agent, AgentState
-from poolnet_desktop.runtime.member.environments import EnvironmentCache, ReadyEnvironment
+from poolnet_desktop.runtime.member.environments import (
+    EnvironmentCache,
+    ReadyEnvironment,
+)
+from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.orphans import RUN_VARIABLE, reap_and_stamp
-from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, Stream
+from poolnet_desktop.runtime.member.runner import (
+    ShardRunner,
+    ShardSpec,
+    Stream,
+    python_command,
+)
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
-from poolnet_desktop.runtime.member.sandbox import Sandbox, SandboxSettings, hidden_folders, probe
+from poolnet_desktop.runtime.member.sandbox import (
+    Sandbox,
+    SandboxSettings,
+    hidden_folders,
+    probe,
+)
 from poolnet_desktop.runtime.member.spool import Spool, SpoolEntry, SpoolError
+from poolnet_desktop.runtime.member.task_sandbox import (
+    TaskSandbox,
+    TaskSandboxes,
+    remove_tree,
+)
 from poolnet_desktop.runtime.net.task_transfer import (
     FileReceiver,
     Outgoing,
@@ -129,6 +156,7 @@ class TaskExecutor:
         self.agent = agent
         self.sandbox_settings = sandbox
         self.sandbox: Sandbox | None = None
+        self.lanes: TaskSandboxes | None = None
         self.sandbox_state: SandboxState | None = None  # known once prepared
         self.sandbox_why_not = ""
         self.sampler = sampler
@@ -170,6 +198,11 @@ class TaskExecutor:
             hidden = (hidden_folders(self.data_dir, self.work) + (self.environments.root,)
                       + self.sandbox_settings.hidden)
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
+            if scopes_supported():  # else a lane's long-lived folder could be reached from outside
+                self.lanes = TaskSandboxes(self.sandbox, self.work, python_command(), self._take_folder)
+            elif self.sandbox_settings.network:
+                log.warning("this kernel has no Landlock scopes (Linux 6.12+): while tasks may use the "
+                            "network, their shards can reach each other's and the desktop's abstract sockets")
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False
@@ -181,7 +214,7 @@ class TaskExecutor:
 
     def _clean_up_last_run(self) -> str:
         run_id = reap_and_stamp(self.data_dir)
-        shutil.rmtree(self.work, ignore_errors=True)
+        remove_tree(self.work)
         self.work.mkdir(parents=True, mode=0o700)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.environments.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -214,6 +247,8 @@ class TaskExecutor:
             if job.runner is not None:
                 job.runner.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.lanes is not None:
+            self.lanes.close_all()
 
     # ---- the link ----------------------------------------------------------------------------
 
@@ -297,9 +332,11 @@ class TaskExecutor:
 
     async def _run(self, job: _Job) -> None:
         ref, message = job.ref, job.assign
-        workdir = self._take_folder()
+        workdir: Path | None = None
         cores: list[int] = []
         environment: ReadyEnvironment | None = None
+        lane: TaskSandbox | None = None
+        lane_key: tuple[object, ...] = ()
         try:
             if self.sandbox_state is None or not takes_tasks(self.sandbox_state):
                 raise ValueError(describe(self.sandbox_state or "none", self.sandbox_why_not))
@@ -307,6 +344,11 @@ class TaskExecutor:
                 environment = await self.environments.acquire(
                     message.environment, message.files, self._fetch_blobs
                 )
+            visible = environment.visible if environment else ()
+            if self.lanes is not None and message.shards > 1:  # one shard would never reuse a lane
+                lane_key = (ref.task_id, bool(job.gpus), environment.key if environment else None)
+                lane = self.lanes.ready(lane_key, job.gpus, visible)
+            workdir = lane.workdir if lane is not None else self._take_folder()
             if message.files:
                 await self._place_files(message.files, workdir)
             cores = self._take_cores(message.resources.cpu)
@@ -327,8 +369,9 @@ class TaskExecutor:
                 timeout=message.timeout,
                 outputs=message.outputs,
                 sandbox=self.sandbox,
+                task_sandbox=lane,
                 python=environment.interpreter if environment else None,
-                python_visible=environment.visible if environment else (),
+                python_visible=visible,
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner
@@ -341,14 +384,19 @@ class TaskExecutor:
                 outcome = await runner.run()
             finally:
                 timer.cancel()
+            workdir = runner.workdir
         except (OSError, ValueError, ConnectionError, TransferError) as exc:
             outcome = _failure(f"could not prepare the shard: {exc}")
         finally:
             self._free_cores.update(cores)
+            if lane is not None and self.lanes is not None:
+                await self.lanes.release(lane_key, lane)
             if environment is not None:
                 self.environments.release(environment.key)
             if not self._stopping:
                 self._ended(ref)
+        if workdir is None or (lane is not None and workdir == lane.workdir):
+            workdir = self._take_folder()  # it never ran, or never left its lane: nothing to keep
         await self._finish(ref, outcome, workdir)
 
     def _take_folder(self) -> Path:
@@ -363,12 +411,15 @@ class TaskExecutor:
 
     async def _give_back(self, folder: Path) -> None:
         """Keep an emptied folder for the next shard; one that holds files is removed."""
-        with os.scandir(folder) as entries:
-            empty = next(entries, None) is None
+        try:
+            with os.scandir(folder) as entries:
+                empty = next(entries, None) is None
+        except OSError:  # a shard made it unreadable
+            empty = False
         if empty:
             self._free_folders.append(folder)
         else:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+            await asyncio.to_thread(remove_tree, folder)
 
     def _take_cores(self, cpu: float) -> list[int]:
         """Whole free cores of this process's own set for the shard, or none (unpinned)."""
@@ -442,7 +493,7 @@ class TaskExecutor:
             # Not kept: the coordinator hears nothing of this attempt when the member is back
             # and runs the shard again (within its retries), so only this result is lost.
             log.error("result of %s lost: %s", key, exc)
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await asyncio.to_thread(remove_tree, workdir)
 
     async def _on_ack(self, message: ShardAck) -> None:
         for ref in message.shards:

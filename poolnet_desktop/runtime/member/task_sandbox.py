@@ -1,0 +1,676 @@
+"""Sandboxes a member keeps for a task and reuses for its shards, one shard at a time (lanes).
+
+A sandbox costs 2-3.5 ms of CPU to make, several times what a small shard costs to run, so a
+member that made one per shard ran 2,000 shards of ``true`` at a fifth of ``xargs -P 2``'s
+rate (issue 14). A lane is a sandbox with ``runtime/member/sandbox_launcher.py`` inside that
+runs a task's shards one after another; a member keeps as many lanes of a task as it runs
+shards of it at once, and closes one idle for a few seconds.
+
+Each lane is what a sandbox of one shard was, for every party but the task itself:
+- It binds one folder, ``LANE/``, and its shard works in ``LANE/work``. Before a shard starts
+  nothing else runs in the lane, and when it has ended nothing does either (the launcher kills
+  every other process in the sandbox before it reports the end, or the member ends the whole
+  sandbox and waits for its PID namespace to be empty). Only then does the member move
+  ``LANE/work`` out, to a folder of its work root that no sandbox binds, and check that it moved
+  a real folder (a shard may have left a symlink in its place): its outputs are read there,
+  where nothing can change them. Then the lane folder is emptied and a fresh ``work`` made.
+- The shard's tree is everything in the sandbox under the launcher (the launcher is a
+  subreaper: even what left with ``clone(CLONE_PARENT)`` stays there): suspended, measured and
+  killed as one. A kill ends the whole sandbox.
+- Its ``/tmp`` and ``/var/tmp`` are emptied between shards.
+
+The launcher lives among the task's code, so nothing it says is believed beyond that lane: a
+message that is not what was asked for, a descriptor that is no pidfd, or no answer in time
+ends the sandbox. A shard's pid comes from the pidfd, and its end from the pidfd too: a
+launcher stopped by its shard cannot hold a runner past the shard's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from poolnet_desktop.runtime.member import sandbox_launcher as launcher
+from poolnet_desktop.runtime.member.landlock import spawn_scoped
+from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
+from poolnet_desktop.runtime.member.shard_process import OnData, PipedProcess
+
+log = logging.getLogger(__name__)
+
+# A task with no shard in a lane for this long gives the lane back.
+IDLE_CLOSE_AFTER = 10.0
+# The launcher starts within this (a cold interpreter on a busy machine), and answers each
+# request within it; past it, it is taken as broken.
+ANSWER_TIMEOUT = 30.0
+# After the kernel says a shard's main process ended, its exit code (sent once the launcher
+# emptied the sandbox, at most ``launcher.CLEAN_UP_LIMIT``) must come within this.
+EXIT_REPORT_TIMEOUT = launcher.CLEAN_UP_LIMIT + 3.0
+# The largest message read from a launcher: its messages are a few dozen bytes.
+_MAX_ANSWER = 4096
+# Walks of a lane's processes to stop them all before it is taken as one that will not stop.
+_STOP_WALKS = 50
+# Room for as many descriptors as one message can carry (SCM_MAX_FD): any the buffer had no
+# room for would be closed by the kernel in this thread, and a lingering socket's close blocks.
+_MAX_DESCRIPTORS = 253
+
+
+class SandboxEnded(OSError):
+    """The lane's sandbox ended or broke; the shard cannot start in it."""
+
+
+class RequestTooLarge(Exception):
+    """The shard's command and environment do not fit in one request to the launcher."""
+
+
+def launcher_argv(python: Sequence[str], code_fd: int, socket_fd: int) -> list[str]:
+    """How the member's interpreter runs the launcher: from its text on ``code_fd``,
+    isolated from the folder it runs in (the task's files), from ``PYTHON*`` variables and
+    from site-packages (it needs none, and starts 10 ms sooner); a frozen build runs its
+    bundled module."""
+    if getattr(sys, "frozen", False):
+        return [*python, "-m", launcher.__name__, str(socket_fd)]
+    return [*python, "-I", "-S", "-c", launcher.BOOTSTRAP, str(code_fd), str(socket_fd)]
+
+
+@functools.cache
+def _launcher_source() -> bytes:
+    return Path(launcher.__file__).read_bytes()
+
+
+def _status(process: psutil.Process) -> str | None:
+    """Its state ('T' stopped, 'Z' zombie...), or None once it is gone."""
+    try:
+        status = process.status()
+    except psutil.Error:
+        return None
+    return None if status == psutil.STATUS_ZOMBIE else str(status)
+
+
+def is_pidfd(fd: int) -> bool:
+    """Whether ``fd`` is a pidfd (the kernel names its file so, old pidfds and pidfs alike)."""
+    return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+
+
+def _discard(fd: int) -> None:
+    """Close a descriptor a launcher should not have sent, without waiting: the close of a
+    socket set to linger waits for its unsent data, so a socket is reset (linger 0) first."""
+    if stat.S_ISSOCK(os.fstat(fd).st_mode):
+        try:
+            sock = socket.socket(fileno=fd)  # owns the descriptor from here on
+        except OSError:
+            pass
+        else:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return
+    os.close(fd)
+
+
+def pid_of_pidfd(pidfd: int) -> int:
+    """The pid, in this process's namespace, of the process ``pidfd`` refers to; raises
+    ``ValueError`` if that process was reaped already."""
+    with open(f"/proc/self/fdinfo/{pidfd}", encoding="ascii") as info:
+        for line in info:
+            if line.startswith("Pid:"):
+                pid = int(line.split()[1])
+                if pid > 0:
+                    return pid
+    raise ValueError("a pidfd of no living process")
+
+
+class LaneProcess(PipedProcess):
+    """A shard started in a lane: its tree is everything under the lane's launcher."""
+
+    def __init__(self, lane: TaskSandbox, pid: int, pidfd: int, on_data: OnData, stdout: int, stderr: int) -> None:
+        super().__init__(lane.loop, pid, on_data, stdout, stderr)
+        self.lane = lane
+        self._pidfd = pidfd
+        self._late: asyncio.TimerHandle | None = None
+        lane.loop.add_reader(pidfd, self._main_ended)
+
+    def _main_ended(self) -> None:
+        """The kernel says the main process ended: the launcher's report must follow soon."""
+        self._stop_watching()
+        if not self.exited.done():
+            self._late = self.lane.loop.call_later(EXIT_REPORT_TIMEOUT, self.lane.fail, "its end was not reported")
+
+    def _stop_watching(self) -> None:
+        if self._pidfd >= 0:
+            self.lane.loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def ended(self, returncode: int) -> None:
+        if self._late is not None:
+            self._late.cancel()
+        self._stop_watching()
+        super().ended(returncode)
+
+    def kill_tree(self) -> None:
+        self.lane.fail("its shard was killed", quiet=True)
+
+    def suspend_tree(self, suspend: bool) -> None:
+        self.lane.suspend_contents(suspend)
+
+    def tree_memory(self) -> int:
+        return self.lane.contents_memory()
+
+    def end_group(self) -> None:
+        """Nothing to do: the launcher emptied the sandbox before it reported the end."""
+
+    async def settle(self, workdir: Path) -> tuple[Path, str]:
+        return await self.lane.seal()
+
+    def abandon(self) -> None:
+        """A start given up: the whole lane goes (never a signal to a pid that may be stale)."""
+        self.lane.fail("a shard's start was given up", quiet=True)
+        self.close_pipes()
+
+
+@dataclass
+class _Pending:
+    answer: asyncio.Future[LaneProcess]
+    on_data: OnData
+    stdout: int
+    stderr: int
+
+
+class TaskSandbox:
+    """A lane: a running sandbox with its launcher, for one shard at a time in ``workdir``."""
+
+    def __init__(
+        self, folder: Path, popen: subprocess.Popen[bytes], sock: socket.socket,
+        take_folder: Callable[[], Path],
+    ) -> None:
+        self.folder = folder
+        self.workdir = folder / "work"
+        self.loop = asyncio.get_running_loop()
+        self._popen = popen
+        self._sock = sock
+        self._take_folder = take_folder
+        self._ready: asyncio.Future[None] = self.loop.create_future()
+        self._pending: dict[int, _Pending] = {}
+        self._shards: dict[int, LaneProcess] = {}
+        self._next_id = 0
+        self._launcher = 0  # its pid here, once ready
+        self._init_gone: asyncio.Future[None] = self.loop.create_future()
+        self.ended = ""  # why it ended; empty while it runs
+        self._bwrap_pidfd = os.pidfd_open(popen.pid)
+        self.loop.add_reader(self._bwrap_pidfd, self.fail, "it exited")
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    @classmethod
+    async def open(
+        cls, sandbox: Sandbox, folder: Path, python: Sequence[str], gpus: Sequence[int],
+        visible: Sequence[Path], take_folder: Callable[[], Path],
+    ) -> TaskSandbox:
+        """Make a lane in ``folder`` (empty) and wait for its launcher to be ready."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code_read, code_write = os.pipe()
+        try:
+            try:  # the text fits in the pipe's buffer (64 KiB): no reader needs to be waited for
+                os.write(code_write, _launcher_source())
+            finally:
+                os.close(code_write)
+            argv = sandbox.wrap(launcher_argv(python, code_read, theirs.fileno()), folder, gpus, visible)
+
+            def spawn() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    argv, cwd=folder, env={"PATH": SCRUBBED_PATH}, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    pass_fds=[theirs.fileno(), code_read], start_new_session=True,
+                )
+
+            popen = spawn_scoped(spawn)  # its own Landlock domain: runtime/member/landlock.py
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(code_read)
+        ours.setblocking(False)
+        lane = cls(folder, popen, ours, take_folder)
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                await lane._ready
+            lane.workdir.mkdir(mode=0o700)
+        except BaseException:
+            lane.close()
+            raise
+        return lane
+
+    # ---- a shard ---------------------------------------------------------------------------
+
+    async def start(
+        self, argv: Sequence[str], env: Mapping[str, str], on_data: OnData, pin_to: Sequence[int] | None,
+    ) -> LaneProcess:
+        """Start ``argv`` in ``workdir`` in a new session, its pipes read through the loop.
+
+        Raises ``SandboxEnded`` if the sandbox is gone, ``RequestTooLarge`` if the request does
+        not fit in a message, ``OSError`` (the launcher's errno) if it could not start."""
+        if self.ended:
+            raise SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {self.ended}")
+        self._next_id += 1
+        request_id = self._next_id
+        request = launcher.encode({
+            "op": launcher.START, "id": request_id, "argv": list(argv), "cwd": str(self.workdir),
+            "env": dict(env), "cores": list(pin_to) if pin_to else None,
+        })
+        if len(request) > launcher.MAX_MESSAGE:
+            raise RequestTooLarge
+        (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+        pending = _Pending(self.loop.create_future(), on_data, out_read, err_read)
+        self._pending[request_id] = pending
+        try:
+            try:
+                await self._send(request, [out_write, err_write])
+            finally:
+                os.close(out_write)
+                os.close(err_write)
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                process = await pending.answer
+        except RequestTooLarge:
+            self._drop_pending(request_id)
+            raise
+        except TimeoutError:
+            self.fail("it did not answer a start request")
+            raise SandboxEnded(errno.ETIMEDOUT, "the task's sandbox did not answer") from None
+        except BaseException:
+            self._drop_pending(request_id)
+            if pending.answer.done() and not pending.answer.cancelled() and not pending.answer.exception():
+                pending.answer.result().abandon()  # started, but nobody waits for it any more
+            raise
+        await process.connect_pipes()
+        return process
+
+    async def seal(self) -> tuple[Path, str]:
+        """The shard ended: once nothing runs in the sandbox, move its folder out to one that
+        no sandbox binds, and return that (and a note if the shard had replaced it)."""
+        if self.ended:
+            await self.gone()
+        destination = self._take_folder()
+        try:
+            info = os.lstat(self.workdir)
+        except FileNotFoundError:
+            return destination, "the shard removed its working folder"
+        if not stat.S_ISDIR(info.st_mode):
+            return destination, "the shard replaced its working folder; its files were not kept"
+        os.rename(self.workdir, destination)  # over an empty folder: allowed, and atomic
+        return destination, ""
+
+    async def renew(self) -> None:
+        """Make the lane as new for the next shard: its folder emptied (what the shard left
+        there, off the loop: it may be a huge tree), a fresh ``work``. Only while no shard
+        runs in it (after ``seal``). Raises ``OSError`` if the folder cannot be emptied."""
+        with os.scandir(self.folder) as entries:
+            left = next(entries, None) is not None
+        if left:
+            await asyncio.to_thread(_empty_folder, self.folder)
+        self.workdir.mkdir(mode=0o700)
+
+    # ---- what runs in it -------------------------------------------------------------------
+
+    def _contents(self) -> list[psutil.Process]:
+        """Every process in the sandbox under the launcher: the shard's whole tree."""
+        if not self._launcher or self.ended:
+            return []
+        try:
+            return psutil.Process(self._launcher).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def suspend_contents(self, suspend: bool) -> None:
+        """SIGSTOP (SIGCONT) everything under the launcher (which keeps running). Stopping
+        walks again until a walk finds nothing running: a process that forks and exits over
+        and over outruns any fixed number of walks. One that will not be stopped ends the lane."""
+        if not suspend:
+            for process in self._contents():
+                with contextlib.suppress(psutil.Error):
+                    process.resume()
+            return
+        for _ in range(_STOP_WALKS):
+            running = [p for p in self._contents() if _status(p) not in (psutil.STATUS_STOPPED, None)]
+            if not running:
+                return
+            for process in running:
+                with contextlib.suppress(psutil.Error):
+                    process.suspend()
+        self.fail("its shard would not be suspended")
+
+    def contents_memory(self) -> int:
+        total = 0
+        for process in self._contents():
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+        return total
+
+    # ---- the launcher's messages -----------------------------------------------------------
+
+    async def _send(self, message: bytes, fds: list[int]) -> None:
+        """Send without ever blocking the loop: a launcher that stops reading fills the
+        socket, and is then given ``ANSWER_TIMEOUT`` before it is taken as broken."""
+        while True:
+            try:
+                socket.send_fds(self._sock, [message], fds)
+                return
+            except BlockingIOError:
+                writable = self.loop.create_future()
+                self.loop.add_writer(self._sock.fileno(), writable.set_result, None)
+                try:
+                    async with asyncio.timeout(ANSWER_TIMEOUT):
+                        await writable
+                finally:
+                    self.loop.remove_writer(self._sock.fileno())
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    raise RequestTooLarge from None
+                self.fail(f"its socket failed: {exc}")
+                raise SandboxEnded(exc.errno or errno.EPIPE, f"the task's sandbox ended: {exc}") from None
+
+    def _readable(self) -> None:
+        while not self.ended:
+            try:
+                data, fds, flags, _ = socket.recv_fds(self._sock, _MAX_ANSWER, _MAX_DESCRIPTORS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.fail(f"its socket failed: {exc}")
+                return
+            pidfd = -1
+            try:
+                if len(fds) > 1 or (fds and not is_pidfd(fds[0])):
+                    for fd in fds:
+                        _discard(fd)
+                    raise ValueError("descriptors that are no pidfd")
+                if fds:
+                    pidfd = fds[0]
+                if not data:
+                    self.fail("its launcher ended")
+                    return
+                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise ValueError("an oversized message")
+                if self._answer(json.loads(data), pidfd):
+                    pidfd = -1  # a shard's process owns it now
+            except (ValueError, TypeError, KeyError) as exc:
+                self.fail(f"its launcher sent a bad message ({exc})")
+            finally:
+                if pidfd >= 0:
+                    os.close(pidfd)
+
+    def _answer(self, message: object, pidfd: int) -> bool:
+        """Act on one message; True if it took ``pidfd`` over. Raises ``ValueError`` or
+        ``TypeError`` for one that is not what was asked for (the caller then ends the
+        sandbox, which closes every pipe pending)."""
+        if not isinstance(message, dict):
+            raise ValueError("not a JSON object")
+        op, request_id = message.get("op"), message.get("id")
+        if op == launcher.READY and not self._ready.done() and pidfd >= 0:
+            self._ready_with(pid_of_pidfd(pidfd))
+            return False
+        if not isinstance(request_id, int):
+            raise ValueError(f"an unexpected message: {op!r}")
+        if op == launcher.EXITED and request_id in self._shards:
+            code = message.get("code")
+            if not isinstance(code, int):
+                raise TypeError("an exit code that is no integer")
+            self._shards.pop(request_id).ended(code)
+            return False
+        pending = self._pending.get(request_id)
+        if pending is None:
+            raise ValueError(f"an answer nobody asked for: {op!r}")
+        if op == launcher.FAILED:
+            code = message.get("errno")
+            self._drop_pending(request_id)
+            pending.answer.set_exception(OSError(code if isinstance(code, int) else errno.EIO,
+                                                 str(message.get("error", "could not start"))))
+            return False
+        if op == launcher.STARTED and pidfd >= 0:
+            pid = pid_of_pidfd(pidfd)
+            del self._pending[request_id]
+            process = LaneProcess(self, pid, pidfd, pending.on_data, pending.stdout, pending.stderr)
+            self._shards[request_id] = process
+            pending.answer.set_result(process)
+            self._tell({"op": launcher.WATCHING, "id": request_id})
+            return True
+        raise ValueError(f"an unexpected answer: {op!r}")
+
+    def _ready_with(self, launcher_pid: int) -> None:
+        """The launcher is up: learn its pid, and its parent's (the sandbox's init, a child of
+        our bwrap), whose end means the sandbox's PID namespace is empty."""
+        try:
+            init = psutil.Process(launcher_pid).ppid()
+            if psutil.Process(init).ppid() != self._popen.pid:
+                raise ValueError("a launcher outside its sandbox")
+            init_pidfd = os.pidfd_open(init)
+        except (psutil.Error, OSError) as exc:
+            raise ValueError(f"no sandbox around its launcher: {exc}") from None
+        self._launcher = launcher_pid
+        self.loop.add_reader(init_pidfd, self._init_ended, init_pidfd)
+        self._ready.set_result(None)
+
+    def _init_ended(self, init_pidfd: int) -> None:
+        self.loop.remove_reader(init_pidfd)
+        os.close(init_pidfd)
+        if not self._init_gone.done():
+            self._init_gone.set_result(None)
+        self.fail("its init ended")
+
+    def _tell(self, message: dict[str, object]) -> None:
+        """Send a short message from a callback; a launcher whose socket is full has stopped
+        reading, and is taken as broken."""
+        try:
+            self._sock.send(launcher.encode(message))
+        except OSError as exc:
+            self.fail(f"it stopped reading: {exc}")
+
+    def _drop_pending(self, request_id: int) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            os.close(pending.stdout)
+            os.close(pending.stderr)
+
+    # ---- its end ---------------------------------------------------------------------------
+
+    def fail(self, why: str, quiet: bool = False) -> None:
+        """End the sandbox and everything in it; shards waiting to start get
+        ``SandboxEnded``, running ones end as killed."""
+        if not self.ended and self._ready.done() and not quiet:
+            log.warning("a task's sandbox ended: %s", why)
+        self.close(why)
+
+    def close(self, why: str = "closed") -> None:
+        """Kill the sandbox and everything in it (bwrap's init dies with bwrap, and the kernel
+        then kills the rest of its PID namespace), and reap bwrap."""
+        if self.ended:
+            return
+        self.ended = why
+        self.loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
+        self.loop.remove_reader(self._bwrap_pidfd)
+        os.close(self._bwrap_pidfd)
+        with contextlib.suppress(ChildProcessError):
+            self._popen.wait()  # SIGKILLed just now: returns at once
+        if not self._ready.done():
+            self._ready.set_exception(SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {why}"))
+            self._ready.exception()  # retrieved here: open() may be gone already
+        for request_id in list(self._pending):
+            pending = self._pending[request_id]
+            self._drop_pending(request_id)
+            if not pending.answer.done():
+                pending.answer.set_exception(SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {why}"))
+        for process in self._shards.values():
+            process.ended(-signal.SIGKILL)
+        self._shards.clear()
+
+    async def gone(self) -> None:
+        """Wait until nothing runs in the ended sandbox any more (its init has ended, and an
+        init ends only once every other process of its PID namespace has)."""
+        if self._launcher:
+            await asyncio.wait_for(asyncio.shield(self._init_gone), ANSWER_TIMEOUT)
+
+
+def _empty_folder(folder: Path) -> None:
+    """Remove everything in ``folder`` (symlinks as links: nothing is followed)."""
+    with os.scandir(folder) as entries:
+        for entry in list(entries):
+            if entry.is_dir(follow_symlinks=False):
+                remove_tree(Path(entry.path))
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    with os.scandir(folder) as entries:
+        if next(entries, None) is not None:
+            raise OSError(errno.ENOTEMPTY, f"what a shard left in {folder} could not be removed")
+
+
+def remove_tree(folder: Path) -> None:
+    """``rmtree`` that never raises, and gets past folders a shard made unreadable (mode
+    000) by making them the owner's again; a tree nested deeper than Python's recursion allows
+    (a shard can make one) is left, with a warning, for the next start's clean-up."""
+
+    def unlock_and_retry(function: Callable[..., object], path: str, _: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                function(path)
+
+    try:
+        shutil.rmtree(folder, onerror=unlock_and_retry)
+    except RecursionError:
+        log.warning("a shard's folder too deep to remove is left at %s", folder)
+    except OSError as exc:
+        log.warning("a shard's folder could not be removed: %s", exc)
+
+
+SandboxKey = tuple[object, ...]
+
+
+class TaskSandboxes:
+    """The member's lanes, by key (a task, and what its shards need bound in); one idle for
+    ``idle_after`` seconds is closed.
+
+    A lane takes some 15-30 ms to make (its launcher is a Python interpreter): ``ready`` never
+    waits for one. Until a lane is free, a task's shards run in sandboxes of their own, as do
+    the shards of one-shard tasks, which would never reuse one."""
+
+    def __init__(self, sandbox: Sandbox, root: Path, python: Sequence[str],
+                 take_folder: Callable[[], Path], idle_after: float = IDLE_CLOSE_AFTER) -> None:
+        self.sandbox = sandbox
+        self.root = root
+        self.python = list(python)
+        self.take_folder = take_folder
+        self.idle_after = idle_after
+        self._free: dict[SandboxKey, list[TaskSandbox]] = {}
+        self._closers: dict[TaskSandbox, asyncio.TimerHandle] = {}
+        self._opening: dict[SandboxKey, asyncio.Task[None]] = {}
+        self._busy: set[TaskSandbox] = set()
+        self._seq = 0
+        self.broken = ""  # why no lane can be made here; then none is tried again
+
+    def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
+        """A free lane for ``key``, held until ``release``; else None, and one is being made."""
+        free = self._free.get(key, [])
+        while free:
+            lane = free.pop()
+            self._closers.pop(lane).cancel()
+            if not lane.ended:
+                self._busy.add(lane)
+                return lane
+            self._discard(lane)
+        if key not in self._opening and not self.broken:
+            self._opening[key] = asyncio.ensure_future(self._open(key, gpus, visible))
+        return None
+
+    async def acquire(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox:
+        """A free lane for ``key``, waited for; raises ``SandboxEnded`` if none can be made."""
+        while (lane := self.ready(key, gpus, visible)) is None:
+            if self.broken:
+                raise SandboxEnded(errno.ENOENT, f"no task sandbox can be made here: {self.broken}")
+            await asyncio.shield(self._opening[key])
+        return lane
+
+    async def _open(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> None:
+        self._seq += 1
+        folder = self.root / f"lane-{self._seq}"
+        try:
+            folder.mkdir(mode=0o700)
+            lane = await TaskSandbox.open(self.sandbox, folder, self.python, gpus, visible, self.take_folder)
+        except (OSError, TimeoutError) as exc:
+            self.broken = str(exc) or type(exc).__name__
+            log.warning("each shard gets a sandbox of its own: no sandbox for a task's shards can be made (%s)",
+                        self.broken)
+            await asyncio.to_thread(remove_tree, folder)
+            return
+        finally:
+            self._opening.pop(key, None)
+        self._park(key, lane)
+
+    async def release(self, key: SandboxKey, lane: TaskSandbox) -> None:
+        """The lane's shard ended and its folder was sealed: renew the lane for the next one."""
+        self._busy.discard(lane)
+        if not lane.ended:
+            try:
+                await lane.renew()
+            except OSError as exc:
+                lane.fail(f"it could not be renewed: {exc}")
+        if lane.ended:
+            self._discard(lane)
+        else:
+            self._park(key, lane)
+
+    def _park(self, key: SandboxKey, lane: TaskSandbox) -> None:
+        self._free.setdefault(key, []).append(lane)
+        self._closers[lane] = asyncio.get_running_loop().call_later(self.idle_after, self._close_idle, key, lane)
+
+    def _close_idle(self, key: SandboxKey, lane: TaskSandbox) -> None:
+        free = self._free.get(key, [])
+        if lane in free:
+            free.remove(lane)
+            if not free:
+                del self._free[key]
+            del self._closers[lane]
+            self._discard(lane)
+
+    def _discard(self, lane: TaskSandbox) -> None:
+        lane.close("no shard of its task is left here")
+        asyncio.ensure_future(self._remove_when_gone(lane))
+
+    @staticmethod
+    async def _remove_when_gone(lane: TaskSandbox) -> None:
+        with contextlib.suppress(TimeoutError):
+            await lane.gone()
+        await asyncio.to_thread(remove_tree, lane.folder)
+
+    def close_all(self) -> None:
+        for opening in self._opening.values():
+            opening.cancel()
+        for lanes in self._free.values():
+            for lane in lanes:
+                self._closers.pop(lane).cancel()
+                lane.close("the member stops")
+        self._free.clear()
+        for lane in self._busy:
+            lane.close("the member stops")

@@ -1,0 +1,483 @@
+"""Lanes: a sandbox kept for a task and reused by its shards one at a time (issue 14), run for
+real: real bubblewrap, the real launcher inside it, real shard processes.
+
+What must hold is what held with a sandbox per shard: a shard's whole tree (even what left its
+session or used ``clone(CLONE_PARENT)``) is suspended, measured and killed as one and does not
+outlive the shard; its folder, once it ended, is out of every process's reach; another task's
+folder stays out of sight. The launcher lives among the task's code, so the attacks below are
+made from a shard (stopping the launcher, replacing the shard's folder with a symlink) and by
+the test playing a hostile launcher. Several of them succeeded against the first design (a
+sandbox shared by a task's running shards, one writable folder for all): an attacker's review.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from poolnet_desktop.core.task_protocol import ShardResult
+from poolnet_desktop.runtime.client.task_client import TaskClient
+from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
+from poolnet_desktop.runtime.member.member import Member
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
+from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
+from poolnet_desktop.runtime.member.sandbox_launcher import encode
+from poolnet_desktop.runtime.member.shard_process import PipedProcess
+from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox, TaskSandboxes
+from tests.runtime.test_task_pool import members, submit_manifest, wait_for
+
+pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
+__all__ = ["members"]  # the fixture, used by name
+
+KEY = ("task-a",)
+
+
+class Lanes:
+    """A member's work root, data folder (with a key in it) and lanes, as the executor lays them
+    out; ``run`` runs a shell line as a shard of task-a in a lane."""
+
+    def __init__(self, root: Path) -> None:
+        self.work = root / "work"
+        self.data = root / "data"
+        self.work.mkdir()
+        self.data.mkdir()
+        self.marker = uuid.uuid4().hex
+        (self.data / "identity.key").write_text(f"secret {self.marker}")
+        self.sandbox = Sandbox(network=False, hidden=hidden_folders(self.data, self.work))
+        self.taken = 0
+        self.lanes = TaskSandboxes(self.sandbox, self.work, python_command(), self.take_folder, idle_after=0.3)
+
+    def take_folder(self) -> Path:
+        self.taken += 1
+        folder = self.work / f"slot-{self.taken}"
+        folder.mkdir()
+        return folder
+
+    async def start(self, command: str, **spec: object) -> tuple[ShardRunner, asyncio.Future[ShardResult], TaskSandbox]:
+        lane = await self.lanes.acquire(KEY, [], [])
+        runner = ShardRunner(ShardSpec(command=command, shell=True, workdir=lane.workdir, sandbox=self.sandbox,
+                                       task_sandbox=lane, **spec))  # type: ignore[arg-type]
+        return runner, asyncio.ensure_future(runner.run()), lane
+
+    async def run(
+        self, command: str, files: dict[str, str] | None = None, **spec: object
+    ) -> tuple[ShardResult, str, Path]:
+        """Run to its end, with ``files`` in its folder; returns its result, its stdout and
+        the folder its files are in then."""
+        out: list[bytes] = []
+
+        async def keep(stream: str, data: bytes) -> None:
+            if stream == "stdout":
+                out.append(data)
+
+        lane = await self.lanes.acquire(KEY, [], [])
+        for name, text in (files or {}).items():
+            (lane.workdir / name).write_text(text)
+        runner = ShardRunner(ShardSpec(command=command, shell=True, workdir=lane.workdir, sandbox=self.sandbox,
+                                       task_sandbox=lane, **spec), keep)  # type: ignore[arg-type]
+        try:
+            result = await runner.run()
+        finally:
+            await self.lanes.release(KEY, lane)
+        return result, b"".join(out).decode(), runner.workdir
+
+    def lane_folders(self) -> list[Path]:
+        return sorted(self.work.glob("lane-*"))
+
+
+@pytest.fixture
+async def lanes(tmp_path: Path) -> AsyncIterator[Lanes]:
+    made = Lanes(tmp_path)
+    yield made
+    made.lanes.close_all()
+
+
+def sleeping(token: str) -> list[psutil.Process]:
+    """The ``sleep TOKEN`` processes (the shells that started them name the token too)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.cmdline() == ["sleep", token] and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def new_token() -> str:
+    return f"1000.{uuid.uuid4().int % 10**9}"
+
+
+async def test_a_tasks_shards_reuse_one_lane_one_after_another(lanes: Lanes) -> None:
+    first, ns1, folder1 = await lanes.run("readlink /proc/self/ns/pid; echo one > out.txt")
+    second, ns2, folder2 = await lanes.run("readlink /proc/self/ns/pid; ls")
+    assert first.reason == second.reason == "succeeded"
+    assert ns1 == ns2.splitlines()[0] + "\n" and ns1.startswith("pid:[")
+    assert ns2.splitlines()[1:] == []  # a fresh folder: nothing of the first shard's
+    assert (folder1 / "out.txt").read_text() == "one\n"  # moved out of the lane, kept
+    assert folder1 != folder2 and lanes.work in folder1.parents
+    assert len(lanes.lane_folders()) == 1
+
+
+async def test_each_shard_starts_with_an_empty_tmp(lanes: Lanes) -> None:
+    await lanes.run("head -c 100000 /dev/zero > /tmp/big; mkdir /var/tmp/d; touch /var/tmp/d/f")
+    _, out, _ = await lanes.run("ls -A /tmp /var/tmp")
+    assert "big" not in out and "d" not in out.split()
+
+
+async def test_a_daemon_that_left_its_session_is_in_the_shards_tree_and_dies_with_it(lanes: Lanes) -> None:
+    token = new_token()
+    runner, running, lane = await lanes.start(f"setsid sh -c 'sleep {token} & :'; sleep 0.5")
+    await wait_for(lambda: bool(sleeping(token)))
+    assert sleeping(token)[0] in lane._contents()
+    assert (await running).reason == "succeeded"
+    assert not sleeping(token)  # gone before the end was reported
+    assert not lane.ended
+    await lanes.lanes.release(KEY, lane)
+
+
+CLONE_PARENT = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0) == 0:  # clone(CLONE_PARENT | SIGCHLD)
+    os.setsid()
+    hog = bytearray(200 * 1024 * 1024)
+    for i in range(0, len(hog), 4096):
+        hog[i] = 1
+time.sleep(float(sys.argv[1]))
+"""
+
+
+async def test_what_left_the_tree_with_clone_parent_counts_against_the_memory_limit(lanes: Lanes) -> None:
+    """clone(CLONE_PARENT) makes a sibling of the shard, a child of the launcher: out of the
+    shard's own tree. It held 200 MB under a 100 MB limit before; the lane counts it."""
+    token = new_token()
+    result, _, _ = await lanes.run(
+        f"exec {python_command()[0]} escape.py {token}", files={"escape.py": CLONE_PARENT},
+        memory_limit=100 * 1024 * 1024, timeout=20.0,
+    )
+    assert result.reason == "memory", result
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and token in p.info["cmdline"]]
+
+
+async def test_a_suspended_shard_stops_with_what_it_started(lanes: Lanes) -> None:
+    token = new_token()
+    runner, running, lane = await lanes.start(f"setsid sh -c 'sleep {token} & :'; sleep 1000")
+    await wait_for(lambda: bool(sleeping(token)))
+    runner.suspend()
+    daemon = sleeping(token)[0]
+    await wait_for(lambda: daemon.status() == psutil.STATUS_STOPPED)
+    runner.cancel()
+    assert (await running).reason == "cancelled"
+    assert not sleeping(token)
+    await lanes.lanes.release(KEY, lane)
+
+
+async def test_a_shard_that_stops_its_launcher_still_times_out(lanes: Lanes) -> None:
+    """SIGSTOP to the launcher (same uid, in reach of signals): its runner hung past the
+    timeout before, with the sandbox left running. The kill ends the whole lane."""
+    token = new_token()
+    started = time.monotonic()
+    result, _, _ = await asyncio.wait_for(lanes.run(f"kill -STOP $PPID; sleep {token}", timeout=1.0), 10)
+    assert result.reason == "timeout" and time.monotonic() - started < 5
+    assert not sleeping(token)
+
+
+async def test_a_shard_that_stops_its_launcher_and_ends_is_reported_all_the_same(
+    lanes: Lanes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(task_sandbox_module, "EXIT_REPORT_TIMEOUT", 0.5)
+    result, _, _ = await asyncio.wait_for(lanes.run("kill -STOP $PPID"), 10)
+    assert result.reason == "failed" and result.exit_code == -9
+    assert len(lanes.lane_folders()) <= 1
+
+
+async def test_a_shard_that_leaves_a_symlink_for_its_folder_gets_nothing_read_through_it(lanes: Lanes) -> None:
+    """The shard swaps its folder for a symlink to the member's data folder: the member read
+    the key there as an output, and uploaded it, before."""
+    result, _, folder = await lanes.run(
+        f'd="$PWD"; cd ..; mv "$d" "$d.x"; ln -s {lanes.data} "$d"', outputs=["*"],
+    )
+    assert result.outputs == []
+    assert "replaced its working folder" in result.message
+    assert not folder.is_symlink() and list(folder.iterdir()) == []
+    assert (lanes.data / "identity.key").exists()
+
+
+async def test_what_a_shard_plants_beside_its_folder_is_gone_before_the_next_one(lanes: Lanes, tmp_path: Path) -> None:
+    """Before, a shard could plant the next shard's folder as a symlink: the member then
+    copied that shard's inputs wherever it pointed. Now the lane's folder is emptied."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    await lanes.run(f"ln -s {victim} ../work2; ln -s {victim} ../slot-9; head -c 1000 /dev/zero > ../junk")
+    (folder,) = lanes.lane_folders()
+    assert sorted(p.name for p in folder.iterdir()) == ["work"]
+    assert not (folder / "work").is_symlink() and list((folder / "work").iterdir()) == []
+
+
+async def test_a_shard_that_kills_the_launcher_ends_only_its_lane(lanes: Lanes) -> None:
+    result, _, _ = await lanes.run("kill -9 $PPID; sleep 5")
+    assert result.reason == "failed" and result.exit_code == -9
+    again, out, _ = await lanes.run("echo fresh")
+    assert (again.reason, out) == ("succeeded", "fresh\n")
+
+
+async def test_a_shard_cannot_reach_the_launchers_descriptors_or_memory(lanes: Lanes) -> None:
+    _, out, _ = await lanes.run("""
+        readlink /proc/$PPID/fd/0 >/dev/null 2>&1 && echo fds-readable
+        head -c1 /proc/$PPID/mem >/dev/null 2>&1 && echo mem-readable
+        echo checked
+    """)
+    assert out == "checked\n"
+
+
+async def test_an_idle_lane_closes_and_its_folder_goes(lanes: Lanes) -> None:
+    await lanes.run("true")
+    (folder,) = lanes.lane_folders()
+    await wait_for(lambda: not folder.exists(), timeout=5)
+
+
+async def test_a_members_shards_of_one_task_share_lanes_end_to_end(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
+) -> None:
+    """Through a real pool: the shards of a ten-shard task reuse their member's lanes once
+    made (the first ones may each get a sandbox of their own meanwhile)."""
+    task_id = await submit_manifest(client, tmp_path / "ns", """
+        command = "sleep 0.3; readlink /proc/self/ns/pid"
+        shell = true
+        shards = 10
+    """)
+    assert (await client.wait(task_id)).state == "succeeded"
+    namespaces = []
+    for shard in range(10):
+        lines: list[str] = []
+        await client.logs(task_id, lambda out: lines.append(out.data), shard=shard)
+        namespaces.append("".join(lines).strip())
+    assert all(ns.startswith("pid:[") for ns in namespaces)
+    assert len(set(namespaces)) < len(namespaces)
+
+
+# ---- a hostile launcher: the test plays it on the other end of the socket -----------------
+
+
+async def lane_played_by_the_test(tmp_path: Path) -> tuple[TaskSandbox, socket.socket, psutil.Process]:
+    """A lane whose launcher is this test, and a 'launcher' process where a real one would be:
+    ``sh`` stands in for bwrap, a child ``sh`` for its init, a ``sleep`` for the launcher."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    bwrap = subprocess.Popen(["sh", "-c", "sh -c 'sleep 60 & wait' & wait"], start_new_session=True)
+    await wait_for(lambda: len(psutil.Process(bwrap.pid).children(recursive=True)) == 2)
+    stand_in = psutil.Process(bwrap.pid).children()[0].children()[0]
+    (tmp_path / "work").mkdir()
+    lane = TaskSandbox(tmp_path, bwrap, ours, lambda: Path(tempfile.mkdtemp(dir=tmp_path)))
+    return lane, theirs, stand_in
+
+
+def say_ready(launcher: socket.socket, pid: int) -> None:
+    me = os.pidfd_open(pid)
+    socket.send_fds(launcher, [encode({"op": "ready"})], [me])
+    os.close(me)
+
+
+@pytest.fixture
+async def hostile(tmp_path: Path) -> AsyncIterator[tuple[TaskSandbox, socket.socket]]:
+    """A ready lane whose launcher is this test."""
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path)
+    say_ready(launcher, stand_in.pid)
+    await asyncio.wait_for(lane._ready, 5)
+    yield lane, launcher
+    lane.close()
+    launcher.close()
+
+
+async def test_a_launcher_that_is_not_inside_its_sandbox_is_refused(tmp_path: Path) -> None:
+    """It names some other process as itself (here, the member): the lane is never used."""
+    lane, launcher, _ = await lane_played_by_the_test(tmp_path)
+    say_ready(launcher, os.getpid())
+    with pytest.raises(SandboxEnded):
+        await asyncio.wait_for(lane._ready, 5)
+    assert lane.ended
+    launcher.close()
+
+
+async def start_in(lane: TaskSandbox) -> asyncio.Future[PipedProcess]:
+    starting = asyncio.ensure_future(lane.start(["true"], {}, lambda s, d: None, None))
+    await asyncio.sleep(0.05)
+    return starting
+
+
+@pytest.mark.parametrize("answer", [
+    b"not json",
+    encode({"op": "exited", "id": 99, "code": 0}),
+    encode({"op": "started", "id": 1}),
+    encode({"op": "exited", "id": 1, "code": "zero"}),
+    encode({"op": "ready"}),
+])
+async def test_a_launcher_that_says_what_was_not_asked_ends_its_sandbox(
+    hostile: tuple[TaskSandbox, socket.socket], answer: bytes
+) -> None:
+    lane, launcher = hostile
+    starting = await start_in(lane)
+    launcher.recv(65536)
+    launcher.send(answer)
+    with pytest.raises(SandboxEnded):
+        await asyncio.wait_for(starting, 5)
+    assert lane.ended
+    assert lane._popen.returncode is not None  # its bwrap was killed and reaped
+
+
+async def test_a_launcher_that_sends_some_other_descriptor_as_the_pidfd_ends_its_sandbox(
+    hostile: tuple[TaskSandbox, socket.socket],
+) -> None:
+    lane, launcher = hostile
+    starting = await start_in(lane)
+    launcher.recv(65536)
+    read, write = os.pipe()
+    socket.send_fds(launcher, [encode({"op": "started", "id": 1})], [read])
+    os.close(read)
+    os.close(write)
+    with pytest.raises(SandboxEnded):
+        await asyncio.wait_for(starting, 5)
+    assert lane.ended
+
+
+@pytest.mark.parametrize("behind_a_pidfd", [False, True])
+async def test_a_lingering_socket_sent_as_a_pidfd_does_not_stall_the_member(
+    hostile: tuple[TaskSandbox, socket.socket], behind_a_pidfd: bool
+) -> None:
+    """A TCP socket with unsent data and SO_LINGER: its last close blocks for the linger
+    time. The member closed it on its loop before (stalled 3.2 s), and as a second descriptor
+    the kernel closed it there (3.1 s); now it is reset first."""
+    lane, launcher = hostile
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.socket()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sender.connect(server.getsockname())
+    peer, _ = server.accept()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sender.setblocking(False)
+    try:
+        while True:
+            sender.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 3))
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.05)
+
+    ticking = asyncio.ensure_future(tick())
+    fds = [sender.fileno()]
+    if behind_a_pidfd:
+        fds.insert(0, os.pidfd_open(os.getpid()))
+    socket.send_fds(launcher, [encode({"op": "ready"})], fds)
+    for fd in fds[:-1]:
+        os.close(fd)
+    sender.close()
+    await asyncio.sleep(1.5)
+    ticking.cancel()
+    assert max(b - a for a, b in zip(ticks, ticks[1:])) < 1.0
+    assert lane.ended
+    peer.close()
+    server.close()
+
+
+async def test_a_launcher_that_never_answers_is_given_up_on(
+    hostile: tuple[TaskSandbox, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(task_sandbox_module, "ANSWER_TIMEOUT", 0.3)
+    lane, launcher = hostile
+    with pytest.raises(SandboxEnded):
+        await asyncio.wait_for(lane.start(["true"], {}, lambda s, d: None, None), 5)
+    assert lane.ended
+    assert json.loads(launcher.recv(65536))["op"] == "start"
+
+
+async def test_a_shards_kill_never_signals_a_pid_the_launcher_named(
+    hostile: tuple[TaskSandbox, socket.socket], tmp_path: Path
+) -> None:
+    """The launcher names an outside process as the shard (or reaps it early, freeing its
+    pid): the member's kill ends the lane; it signals no pid of the launcher's naming."""
+    lane, launcher = hostile
+    outsider = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
+        running = asyncio.ensure_future(runner.run())
+        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+        pidfd = os.pidfd_open(outsider.pid)
+        socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
+        os.close(pidfd)
+        await wait_for(lambda: runner.pid is not None)
+        runner.cancel()
+        result = await asyncio.wait_for(running, 10)
+        assert result.reason == "cancelled"
+        assert outsider.poll() is None  # untouched
+        assert lane.ended
+    finally:
+        outsider.kill()
+        outsider.wait()
+
+
+async def test_a_shard_leaves_no_shared_memory_or_ipc_to_the_next(lanes: Lanes) -> None:
+    await lanes.run(
+        "touch /dev/shm/left 2>/dev/null; "
+        f"{python_command()[0]} -c 'import ctypes; ctypes.CDLL(None).shmget(0, 1 << 20, 0o1600)'"
+    )
+    _, out, _ = await lanes.run("ls -A /dev/shm; tail -n +2 /proc/sysvipc/shm | wc -l")
+    assert out.split() == ["0"]
+
+
+async def test_a_shard_too_large_for_a_request_runs_alone_and_keeps_its_outputs(lanes: Lanes) -> None:
+    # 300 KB: past what one message to the launcher carries, within what exec takes.
+    env = {f"BIG{i}": "x" * 100_000 for i in range(3)}
+    result, _, folder = await lanes.run("echo kept > out.txt", env=env, outputs=["out.txt"])
+    assert result.reason == "succeeded", result
+    assert [o.path for o in result.outputs] == ["out.txt"]
+    assert (folder / "out.txt").read_text() == "kept\n"
+
+
+FORK_CHAIN = r"""
+import os, time
+while True:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+"""
+
+
+async def test_a_shard_that_outruns_the_suspend_is_stopped_or_its_lane_ended(lanes: Lanes) -> None:
+    """A process that forks and exits over and over escaped two walks of the tree and went on
+    running while 'suspended' (2,200 forks a second). Now the walks go on until all is
+    stopped, or the lane ends."""
+    lane = await lanes.lanes.acquire(KEY, [], [])
+    (lane.workdir / "chain.py").write_text(FORK_CHAIN)
+    runner = ShardRunner(ShardSpec(command=f"{python_command()[0]} chain.py & sleep 1000", shell=True,
+                                   workdir=lane.workdir, sandbox=lanes.sandbox, task_sandbox=lane, timeout=30.0))
+    running = asyncio.ensure_future(runner.run())
+    await asyncio.sleep(0.5)
+    runner.suspend()
+    if not lane.ended:
+        before = len(lane._contents())
+        states = {p.status() for p in lane._contents()}
+        await asyncio.sleep(0.5)
+        assert states <= {psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE} and before >= 1
+        runner.cancel()
+    result = await asyncio.wait_for(running, 10)
+    assert result.reason in ("cancelled", "failed")
+    await lanes.lanes.release(KEY, lane)

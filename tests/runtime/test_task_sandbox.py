@@ -481,3 +481,35 @@ async def test_a_shard_that_outruns_the_suspend_is_stopped_or_its_lane_ended(lan
     result = await asyncio.wait_for(running, 10)
     assert result.reason in ("cancelled", "failed")
     await lanes.lanes.release(KEY, lane)
+
+
+PTRACE_INIT = r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(16, 1, None, None) == 0:  # PTRACE_ATTACH to bwrap's init
+    print("attached")
+else:
+    print("refused", ctypes.get_errno())
+"""
+
+
+async def test_a_shard_cannot_ptrace_the_lanes_init(lanes: Lanes) -> None:
+    """bwrap's init is dumpable and lives as long as the lane: a shard attached to it and made
+    it open the shard's folder, then reached that folder after it was sealed and handed on
+    (a third review did it). The launcher, and so every shard, is in a nested Landlock
+    domain, from which no process of the outer one can be traced."""
+    _, out, _ = await lanes.run(f"{python_command()[0]} ptrace.py", files={"ptrace.py": PTRACE_INIT})
+    assert out.startswith("refused"), out
+
+
+async def test_a_lane_outlives_its_starting_thread_in_a_crowded_member(lanes: Lanes) -> None:
+    """A host raises its descriptor limit and holds many sockets: its thread that stays as a
+    sandbox's parent waited with select(), which fails past descriptor 1023; the thread ended
+    and bwrap's --die-with-parent killed the lane."""
+    crowd = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        result, out, _ = await lanes.run("sleep 0.5; echo alive")
+    finally:
+        for fd in crowd:
+            os.close(fd)
+    assert (result.reason, out) == ("succeeded", "alive\n")

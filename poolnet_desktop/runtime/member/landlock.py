@@ -25,6 +25,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -77,6 +78,28 @@ def restrict_this_thread() -> None:
         os.close(ruleset)
 
 
+def _wait_for_end(pid: int) -> None:
+    """Block until process ``pid`` has ended (it may stay unreaped: the member reaps it)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no descriptor to be had: look now and then instead
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(1.0)
+    try:
+        poller = select.poll()  # not select(): a descriptor past 1023 is common in a host
+        poller.register(pidfd, select.POLLIN)
+        while not poller.poll():
+            pass
+    finally:
+        os.close(pidfd)
+
+
 def spawn_scoped(start: Callable[[], P]) -> P:
     """Run ``start`` (it starts a process: a ``Popen``) in a new thread in a new scoped
     domain; return its process, or raise what it raised. Blocking for as long as ``start``
@@ -95,16 +118,8 @@ def spawn_scoped(start: Callable[[], P]) -> P:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             handed.put(exc)
             return
-        try:
-            pidfd = os.pidfd_open(process.pid)
-        except OSError:  # it ended already
-            handed.put(process)
-            return
         handed.put(process)
-        try:
-            select.select([pidfd], [], [])
-        finally:
-            os.close(pidfd)
+        _wait_for_end(process.pid)
 
     threading.Thread(target=run, name="poolnet-sandbox-parent", daemon=True).start()
     outcome = handed.get()

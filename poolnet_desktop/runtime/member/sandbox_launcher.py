@@ -63,6 +63,10 @@ BOOTSTRAP = (
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NO_NEW_PRIVS = 38
+_SYS_LANDLOCK_CREATE_RULESET = 444
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+_LANDLOCK_SCOPES = 1 | 2  # abstract Unix sockets, signals
 _PRIVATE_TEMP = ("/tmp", "/var/tmp", "/dev/shm")
 _IPC_RMID = 0
 
@@ -306,12 +310,38 @@ def _empty(folder: str) -> None:
             continue  # a folder that holds a mount, or one just removed
 
 
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+def _enter_a_nested_domain() -> None:
+    """Put this launcher, and so every shard it starts, in a Landlock domain nested in the
+    sandbox's: Landlock lets no process trace one of an outer domain, so a shard cannot
+    ptrace bwrap's init (dumpable, and alive for the lane's whole life) into holding a
+    descriptor of a shard's folder past the shard's end; scoped, it cannot signal init either.
+    The member makes lanes only where the kernel has these scopes. (Landlock's few calls are
+    repeated from ``runtime/member/landlock.py``: this file runs on its own.)"""
+    libc = _libc()
+    attr = _RulesetAttr(0, 0, _LANDLOCK_SCOPES)
+    ruleset = libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    try:
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        if libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    finally:
+        os.close(ruleset)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: sandbox_launcher SOCKET_FD", file=sys.stderr)
         return 2
     _prctl(_PR_SET_DUMPABLE, 0)  # no shard may ptrace it or read its memory
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _enter_a_nested_domain()
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)
     Launcher(sock).serve()

@@ -202,7 +202,9 @@ class TaskExecutor:
                 self.lanes = TaskSandboxes(self.sandbox, self.work, python_command(), self._take_folder)
             elif self.sandbox_settings.network:
                 log.warning("this kernel has no Landlock scopes (Linux 6.12+): while tasks may use the "
-                            "network, their shards can reach each other's and the desktop's abstract sockets")
+                            "network, shards can reach the desktop's abstract sockets (an X server) and "
+                            "hand each other descriptors of their folders; turn the network off for "
+                            "tasks you do not trust")
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False

@@ -17,7 +17,10 @@ Each lane is what a sandbox of one shard was, for every party but the task itsel
 - The shard's tree is everything in the sandbox under the launcher (the launcher is a
   subreaper: even what left with ``clone(CLONE_PARENT)`` stays there): suspended, measured and
   killed as one. A kill ends the whole sandbox.
-- Its ``/tmp`` and ``/var/tmp`` are emptied between shards.
+- Its ``/tmp``, ``/var/tmp``, ``/dev/shm`` and IPC objects are emptied between shards.
+- The launcher, and so every shard, is in a Landlock domain nested in the sandbox's (its own,
+  ``runtime/member/landlock.py``): a shard can neither trace nor signal bwrap's init, which
+  lives as long as the lane (traced, it could be made to hold a shard's folder open).
 
 The launcher lives among the task's code, so nothing it says is believed beyond that lane: a
 message that is not what was asked for, a descriptor that is no pidfd, or no answer in time
@@ -28,6 +31,7 @@ launcher stopped by its shard cannot hold a runner past the shard's end.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -38,7 +42,6 @@ import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +57,8 @@ from poolnet_desktop.runtime.member.shard_process import OnData, PipedProcess
 
 log = logging.getLogger(__name__)
 
+# After a lane could not be made, shards get a sandbox each for this long before another try.
+RETRY_AFTER = 60.0
 # A task with no shard in a lane for this long gives the lane back.
 IDLE_CLOSE_AFTER = 10.0
 # The launcher starts within this (a cold interpreter on a busy machine), and answers each
@@ -65,7 +70,7 @@ EXIT_REPORT_TIMEOUT = launcher.CLEAN_UP_LIMIT + 3.0
 # The largest message read from a launcher: its messages are a few dozen bytes.
 _MAX_ANSWER = 4096
 # Walks of a lane's processes to stop them all before it is taken as one that will not stop.
-_STOP_WALKS = 50
+_STOP_WALKS = 10
 # Room for as many descriptors as one message can carry (SCM_MAX_FD): any the buffer had no
 # room for would be closed by the kernel in this thread, and a lingering socket's close blocks.
 _MAX_DESCRIPTORS = 253
@@ -108,20 +113,16 @@ def is_pidfd(fd: int) -> bool:
     return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
 
 
+@functools.cache
+def _closer() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolnet-discard")
+
+
 def _discard(fd: int) -> None:
-    """Close a descriptor a launcher should not have sent, without waiting: the close of a
-    socket set to linger waits for its unsent data, so a socket is reset (linger 0) first."""
-    if stat.S_ISSOCK(os.fstat(fd).st_mode):
-        try:
-            sock = socket.socket(fileno=fd)  # owns the descriptor from here on
-        except OSError:
-            pass
-        else:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
-            return
-    os.close(fd)
+    """Close a descriptor a launcher should not have sent, on a thread of its own: the last
+    close of a socket set to linger waits for its unsent data (hours, if a peer never reads),
+    and a Unix socket may carry such sockets in flight."""
+    _closer().submit(os.close, fd)
 
 
 def pid_of_pidfd(pidfd: int) -> int:
@@ -588,7 +589,8 @@ class TaskSandboxes:
         self._opening: dict[SandboxKey, asyncio.Task[None]] = {}
         self._busy: set[TaskSandbox] = set()
         self._seq = 0
-        self.broken = ""  # why no lane can be made here; then none is tried again
+        self.broken = ""  # why the last lane could not be made; none is tried for a while
+        self._retry_at = 0.0
 
     def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
         """A free lane for ``key``, held until ``release``; else None, and one is being made."""
@@ -600,16 +602,17 @@ class TaskSandboxes:
                 self._busy.add(lane)
                 return lane
             self._discard(lane)
-        if key not in self._opening and not self.broken:
+        if key not in self._opening and asyncio.get_running_loop().time() >= self._retry_at:
             self._opening[key] = asyncio.ensure_future(self._open(key, gpus, visible))
         return None
 
     async def acquire(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox:
         """A free lane for ``key``, waited for; raises ``SandboxEnded`` if none can be made."""
         while (lane := self.ready(key, gpus, visible)) is None:
-            if self.broken:
+            opening = self._opening.get(key)
+            if opening is None:  # the last try failed, and the next is not due yet
                 raise SandboxEnded(errno.ENOENT, f"no task sandbox can be made here: {self.broken}")
-            await asyncio.shield(self._opening[key])
+            await asyncio.shield(opening)
         return lane
 
     async def _open(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> None:
@@ -620,12 +623,14 @@ class TaskSandboxes:
             lane = await TaskSandbox.open(self.sandbox, folder, self.python, gpus, visible, self.take_folder)
         except (OSError, TimeoutError) as exc:
             self.broken = str(exc) or type(exc).__name__
+            self._retry_at = asyncio.get_running_loop().time() + RETRY_AFTER
             log.warning("each shard gets a sandbox of its own: no sandbox for a task's shards can be made (%s)",
                         self.broken)
             await asyncio.to_thread(remove_tree, folder)
             return
         finally:
             self._opening.pop(key, None)
+        self.broken = ""
         self._park(key, lane)
 
     async def release(self, key: SandboxKey, lane: TaskSandbox) -> None:
@@ -636,6 +641,10 @@ class TaskSandboxes:
                 await lane.renew()
             except OSError as exc:
                 lane.fail(f"it could not be renewed: {exc}")
+            except BaseException:  # cancelled meanwhile: the lane is no one's, so it goes
+                lane.fail("its renewal was cancelled", quiet=True)
+                self._discard(lane)
+                raise
         if lane.ended:
             self._discard(lane)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable
@@ -23,9 +24,11 @@ from poolnet_desktop.runtime.member.runner import (
     ShardRunner,
     ShardSpec,
     build_argv,
+    collect_outputs,
     python_command,
 )
 from poolnet_desktop.runtime.member.shard_process import tree_memory
+from poolnet_desktop.runtime.net.task_transfer import Outgoing, open_beneath, send_files
 from tests.conftest import posix_only
 
 pytestmark = posix_only("shell lines run /bin/sh; POSIX commands and process groups")
@@ -343,12 +346,13 @@ async def test_outputs_are_hashed_and_escapes_refused(tmp_path: Path) -> None:
     entries = {e.path: (e.size, e.sha256) for e in outcome.outputs}
     assert entries == {
         "out/a.txt": (5, hashlib.sha256(b"hello").hexdigest()),
-        "out/inside_link": (5, hashlib.sha256(b"hello").hexdigest()),
         "out/sub/b.bin": (3000, hashlib.sha256(bytes(3000)).hexdigest()),
     }
+    # No link is followed, even one within the folder: what is sent later is read the same way.
     assert sorted(outcome.refused) == [
         "linkdir/secret.txt: points outside the working folder",
         "out/evil: points outside the working folder",
+        "out/inside_link: is a link; outputs are files",
     ]
 
 
@@ -426,3 +430,33 @@ def test_tree_memory_of_a_missing_process_is_zero() -> None:
     proc.wait()
     assert tree_memory(proc.pid) == 0
     assert tree_memory(os.getpid()) > 0
+
+
+def test_an_output_swapped_for_a_link_after_it_was_hashed_is_never_read(tmp_path: Path) -> None:
+    """Where the kernel has no Landlock scopes, another sandbox can hold a descriptor of a
+    shard's folder and, after the member hashed the outputs, swap a file or a folder on their
+    path for a symlink to the member's files: sending and spooling followed it before. They
+    now open each step with O_NOFOLLOW."""
+    work, secrets = tmp_path / "work", tmp_path / "data"
+    (work / "out").mkdir(parents=True)
+    secrets.mkdir()
+    (secrets / "identity.key").write_text("secret")
+    (work / "out" / "a.txt").write_text("hello")
+    (outputs, _) = collect_outputs(work, ["out/a.txt"])
+    assert [o.path for o in outputs] == ["out/a.txt"]
+    (work / "out" / "a.txt").unlink()
+    (work / "out" / "a.txt").symlink_to(secrets / "identity.key")
+    sent: list[bytes] = []
+
+    async def send(frame: bytes) -> None:
+        sent.append(frame)
+
+    (entry,) = outputs
+    outgoing = Outgoing(entry.path, work / entry.path, entry.size, entry.sha256, beneath=work)
+    with pytest.raises(OSError):
+        asyncio.run(send_files(send, "t/0/1", [outgoing]))
+    assert sent == []
+    shutil.rmtree(work / "out")
+    (work / "out").symlink_to(secrets)
+    with pytest.raises(OSError):
+        open_beneath(work, "out/identity.key")

@@ -9,8 +9,8 @@ reach the desktop's X server. Landlock's scopes (Linux 6.12, ABI 6) close that: 
 scoped domain connects to no abstract socket made outside its domain, and signals no process
 outside it. ``spawn_scoped`` starts a process from a new thread that first restricts itself
 (Landlock and ``no_new_privs`` are per thread and inherited), so each sandbox gets a domain of
-its own, and the member itself stays unrestricted; the thread lives as long as its process. Nothing of the file system is restricted:
-bubblewrap does that.
+its own, and the member itself stays unrestricted; the thread lives as long as its process.
+Nothing of the file system is restricted: bubblewrap does that.
 
 Where the kernel has no scopes, ``scopes_supported`` is False and the member says so.
 """

@@ -21,6 +21,7 @@ and reaped the same cheap way on every event loop (see ``runtime/member/shard_pr
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import shlex
@@ -45,7 +46,7 @@ from poolnet_desktop.runtime.member.shard_process import (
     start_shard_process,
 )
 from poolnet_desktop.runtime.member.task_sandbox import RequestTooLarge, SandboxEnded, TaskSandbox
-from poolnet_desktop.runtime.net.task_transfer import file_sha256
+from poolnet_desktop.runtime.net.task_transfer import file_sha256, open_beneath
 
 OutputCallback = Callable[[Stream, bytes], Awaitable[None]]
 
@@ -474,8 +475,9 @@ def _start_error(spec: ShardSpec, exc: Exception) -> str:
 def collect_outputs(workdir: Path, patterns: Sequence[str]) -> tuple[list[FileEntry], list[str]]:
     """Files under ``workdir`` matching ``patterns``, hashed; and why others were refused.
 
-    Only regular files count. A match that resolves outside the folder (a symlink, or a
-    symlinked folder on the way) is refused, never read. Blocking: call it off the loop.
+    Only regular files count, reached with no link on the way (``open_beneath``: what is sent
+    later is read the same way): a symlink, or a symlinked folder on the way, is refused,
+    never read. Blocking: call it off the loop.
     """
     root = workdir.resolve()
     found: dict[str, FileEntry] = {}
@@ -485,17 +487,18 @@ def collect_outputs(workdir: Path, patterns: Sequence[str]) -> tuple[list[FileEn
             rel = match.relative_to(workdir).as_posix()
             if rel in found:
                 continue
-            real = match.resolve()
-            if not real.is_relative_to(root):
-                refused.append(f"{rel}: points outside the working folder")
-                continue
-            if not real.is_file():
-                continue
             try:
                 safe_relative_path(rel)
+                opened = open_beneath(workdir, rel)
             except UnsafePathError as exc:
                 refused.append(f"{rel}: {exc}")
                 continue
-            size, digest = file_sha256(real)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    inside = match.resolve().is_relative_to(root)
+                    refused.append(f"{rel}: " + ("is a link; outputs are files" if inside
+                                                  else "points outside the working folder"))
+                continue  # a folder, a device, or gone meanwhile
+            size, digest = file_sha256(opened)
             found[rel] = FileEntry(path=rel, size=size, sha256=digest)
     return list(found.values()), refused

@@ -31,6 +31,7 @@ import msgspec
 
 from poolnet_desktop.core.paths import safe_relative_path
 from poolnet_desktop.core.task_protocol import ShardResult
+from poolnet_desktop.runtime.net.task_transfer import open_beneath
 
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 _RECORD = "entry.json"
@@ -163,12 +164,15 @@ def _check_key(key: str) -> None:
 def _copy_output(workdir: Path, files: Path, relative: str, sha256: str) -> None:
     """Copy one output into the entry, refusing escapes and files that changed since hashed."""
     rel = safe_relative_path(relative)
-    source = (workdir / rel).resolve()
-    if not source.is_relative_to(workdir):
-        raise SpoolError(f"output {relative} points outside the working folder")
     target = files / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
+    try:
+        source = open_beneath(workdir, relative)  # no link followed: see open_beneath
+    except FileNotFoundError as exc:
+        raise SpoolError(f"output {relative} is missing from {workdir}") from exc
+    except OSError as exc:
+        raise SpoolError(f"output {relative} is no file in the working folder: {exc}") from exc
     try:
         with open(source, "rb") as src, open(target, "wb") as dst:
             while block := src.read(_COPY_BLOCK):

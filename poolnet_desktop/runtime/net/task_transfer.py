@@ -13,9 +13,11 @@ name only once its sha256 matched.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -45,19 +47,25 @@ class Expected:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A file to send: its name on the wire and where its bytes lie here."""
+    """A file to send: its name on the wire and where its bytes lie here. With ``beneath``
+    (a shard's folder), ``path`` is read within that folder without following any link."""
 
     path: str
     local: Path
     size: int
     sha256: str
+    beneath: Path | None = None
 
 
 async def send_files(send: SendBytes, transfer_id: str, files: Iterable[Outgoing]) -> None:
     """Send each file as chunk frames, in order. Reads happen in a worker thread; each send
     waits for the link's buffer to drain, so memory stays bounded by one chunk."""
     for item in files:
-        with open(item.local, "rb") as handle:
+        if item.beneath is not None:
+            opened = open_beneath(item.beneath, item.path)
+        else:
+            opened = os.open(item.local, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        with os.fdopen(opened, "rb") as handle:
             for header in chunk_headers(transfer_id, item.path, item.size, item.sha256):
                 size = min(CHUNK_SIZE, header.size - header.offset)
                 data = await asyncio.to_thread(handle.read, size) if size else b""
@@ -150,9 +158,42 @@ def replace_folder(source: Path, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(source, destination)
 
-def file_sha256(path: Path) -> tuple[int, str]:
+def file_sha256(path: Path | int) -> tuple[int, str]:
     """A file's size and sha256 from one read, so the two agree even if it changes meanwhile
-    (a size from ``stat`` could describe other bytes than the ones hashed). Blocking."""
+    (a size from ``stat`` could describe other bytes than the ones hashed). ``path`` may be an
+    open descriptor (it is closed). Blocking."""
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
         return handle.tell(), digest
+
+
+_WALK_SAFELY = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW")
+
+
+def open_beneath(root: Path, relative: str) -> int:
+    """A read-only descriptor of the regular file ``relative`` under ``root``, reached with
+    no link followed on the way: each step is opened ``O_NOFOLLOW`` from the one before.
+
+    A shard's folder may have been reached by another sandbox (a descriptor handed over an
+    abstract socket where the kernel has no Landlock scopes), which can swap any part of the
+    path for a symlink after the outputs were checked: the member must read only what lies in
+    the folder. Raises ``OSError``: ``ELOOP``/``ENOTDIR`` for a link on the way, ``EINVAL`` for
+    what is no regular file. (Windows, which has no sandbox here, opens the path as it is.)
+    """
+    parts = safe_relative_path(relative).parts
+    if not _WALK_SAFELY:
+        return os.open(root.joinpath(*parts), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    folder = os.open(root, folder_flags)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, folder_flags, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        opened = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(opened).st_mode):
+        os.close(opened)
+        raise OSError(errno.EINVAL, f"{relative} is not a regular file")
+    return opened

@@ -30,13 +30,17 @@ import pytest
 from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.host.pool_host import PoolHost
+from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.member import task_executor as task_executor_module
 from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
-from poolnet_desktop.runtime.member.member import Member
+from poolnet_desktop.runtime.member.member import Member, MemberOptions
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
 from poolnet_desktop.runtime.member.shard_process import PipedProcess
 from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox, TaskSandboxes
+from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import members, submit_manifest, wait_for
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
@@ -513,3 +517,40 @@ async def test_a_lane_outlives_its_starting_thread_in_a_crowded_member(lanes: La
         for fd in crowd:
             os.close(fd)
     assert (result.reason, out) == ("succeeded", "alive\n")
+
+
+async def test_without_landlock_scopes_a_member_keeps_no_lanes_and_reuses_no_folder(
+    pool: PoolHost, client: TaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a kernel without scopes (played here: this one has them), a descriptor of a shard's
+    folder can reach another sandbox: a lane's long-lived folder, or a folder given to the next
+    shard, could then take inputs wherever a planted link points. So there are no lanes, and
+    every shard gets a new folder, removed once its result is acknowledged."""
+    monkeypatch.setattr(task_executor_module, "scopes_supported", lambda: False)
+    member = Member(MemberOptions(
+        url=pool.local_url, data_dir=resolve_data_dir(tmp_path / "old-kernel"), name="old-kernel",
+        code=PAIRING_CODE, discovery=DiscoverySettings(enabled=False),
+    ))
+    running = asyncio.create_task(member.run())
+    try:
+        await wait_for(lambda: member.agent.config.device_id in pool.tasks._members)
+        task_id = await submit_manifest(client, tmp_path / "job", """
+            command = "pwd"
+            shell = true
+            shards = 4
+            [resources]
+            cpu = 1.5
+        """)
+        assert (await client.wait(task_id)).state == "succeeded"
+        folders = set()
+        for shard in range(4):
+            lines: list[str] = []
+            await client.logs(task_id, lambda out: lines.append(out.data), shard=shard)
+            folders.add("".join(lines).strip())
+        assert len(folders) == 4 and all("/slot-" in folder for folder in folders)
+        assert member.executor.lanes is None
+        await wait_for(lambda: not any(Path(folder).exists() for folder in folders))
+        assert member.executor._free_folders == []
+    finally:
+        await member.stop()
+        await running

@@ -29,17 +29,17 @@ import pytest
 
 from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.runtime.client.task_client import TaskClient
-from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.member import task_executor as task_executor_module
 from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
-from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
 from poolnet_desktop.runtime.member.shard_process import PipedProcess
 from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox, TaskSandboxes
+from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import members, submit_manifest, wait_for
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import textwrap
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -25,10 +25,10 @@ import pytest
 from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
 from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.client.task_client import TaskClient
-from poolnet_desktop.runtime.client.task_files import TaskFileError, for_platforms, load_task
+from poolnet_desktop.runtime.client.task_files import LoadedTask, TaskFileError, for_platforms, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import PoolHost
-from poolnet_desktop.runtime.member.environments import MARKER, EnvironmentCache
+from poolnet_desktop.runtime.member.environments import MARKER, EnvironmentCache, ReadyEnvironment
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.member.sandbox import probe
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
@@ -133,6 +133,28 @@ async def join(pool: PoolHost, tmp_path: Path) -> AsyncIterator[Member]:
     await joined.stop()
     await running
 
+
+
+def shipped(tmp_path: Path, *tasks: LoadedTask) -> tuple[Path, Callable[[object], Awaitable[None]]]:
+    """A blob folder and a fetch that fills it with the tasks' files, as a member fetches them."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+
+    async def fetch(entries: object) -> None:
+        for loaded in tasks:
+            for entry in loaded.spec.files:
+                shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
+
+    return blobs, fetch
+
+
+async def built(loaded: LoadedTask, tmp_path: Path) -> tuple[EnvironmentCache, ReadyEnvironment, Path]:
+    """``loaded``'s environment built in a cache of its own, outside any pool; and the blob
+    folder its files were fetched into."""
+    assert loaded.spec.environment is not None
+    blobs, fetch = shipped(tmp_path, loaded)
+    cache = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
+    return cache, await cache.acquire(loaded.spec.environment, loaded.spec.files, fetch), blobs
 
 
 async def run_task(client: TaskClient, folder: Path, options: ResolveOptions) -> tuple[str, list[dict]]:
@@ -309,14 +331,7 @@ async def test_environments_past_the_owners_limit_are_evicted_least_recently_use
     removes the first (not in use); one in use is kept even above the limit."""
     tasks = {name: load_task(task_folder(tmp_path / name, [name]), offline(wheelhouse))
              for name in ("tinya", "lonely")}
-    blobs = tmp_path / "blobs"
-    blobs.mkdir()
-
-    async def fetch(entries: object) -> None:
-        for loaded in tasks.values():
-            for entry in loaded.spec.files:
-                shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
-
+    blobs, fetch = shipped(tmp_path, *tasks.values())
     cache = EnvironmentCache(tmp_path / "envs", blobs, limit=1)
     first = await cache.acquire(tasks["tinya"].spec.environment, tasks["tinya"].spec.files, fetch)  # type: ignore[arg-type]
     second = await cache.acquire(tasks["lonely"].spec.environment, tasks["lonely"].spec.files, fetch)  # type: ignore[arg-type]
@@ -436,17 +451,7 @@ async def test_a_shipped_wheel_runs_nothing_on_the_member_and_cannot_widen_the_s
     wheels.mkdir()
     marker, secret = tmp_path / "owned", tmp_path / "hidden-home" / "bin"
     hostile_wheel(wheels, marker, secret)
-    loaded = load_task(task_folder(tmp_path / "job", ["evil"]), offline(wheels))
-    assert loaded.spec.environment is not None
-    blobs = tmp_path / "blobs"
-    blobs.mkdir()
-
-    async def fetch(entries: object) -> None:
-        for entry in loaded.spec.files:
-            shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
-
-    cache = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
-    ready = await cache.acquire(loaded.spec.environment, loaded.spec.files, fetch)
+    cache, ready, _ = await built(load_task(task_folder(tmp_path / "job", ["evil"]), offline(wheels)), tmp_path)
     assert not marker.exists()
     assert (cache.root / ready.key / "evil.pth").exists() or any((cache.root / ready.key).rglob("evil.pth"))
     assert all(not folder.is_relative_to(secret.parent) for folder in ready.visible), ready.visible
@@ -454,22 +459,18 @@ async def test_a_shipped_wheel_runs_nothing_on_the_member_and_cannot_widen_the_s
 
 async def test_a_build_cut_short_is_removed_at_start_and_built_again(wheelhouse: Path, tmp_path: Path) -> None:
     loaded = load_task(task_folder(tmp_path / "job", ["tinya"]), offline(wheelhouse))
-    assert loaded.spec.environment is not None
-    blobs = tmp_path / "blobs"
-    blobs.mkdir()
-
-    async def fetch(entries: object) -> None:
-        for entry in loaded.spec.files:
-            shutil.copyfile(loaded.local_path(entry), blobs / entry.sha256)
-
-    cache = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
-    ready = await cache.acquire(loaded.spec.environment, loaded.spec.files, fetch)
+    cache, ready, blobs = await built(loaded, tmp_path)
     (cache.root / ready.key / MARKER).unlink()  # as if the member was killed mid-build
     (cache.root / ".wheels-left").mkdir()
     restarted = EnvironmentCache(tmp_path / "envs", blobs, limit=10**10)
     restarted.remove_unfinished()
     assert list(restarted.root.iterdir()) == []
-    again = await restarted.acquire(loaded.spec.environment, loaded.spec.files, fetch)
+    assert loaded.spec.environment is not None
+
+    async def fetched_already(entries: object) -> None:
+        pass
+
+    again = await restarted.acquire(loaded.spec.environment, loaded.spec.files, fetched_already)
     assert again.key == ready.key and again.interpreter.exists() and restarted.usage()[0] == 1
 
 

@@ -460,3 +460,13 @@ def test_an_output_swapped_for_a_link_after_it_was_hashed_is_never_read(tmp_path
     (work / "out").symlink_to(secrets)
     with pytest.raises(OSError):
         open_beneath(work, "out/identity.key")
+
+
+async def test_the_outputs_not_kept_are_named_in_the_shards_message(tmp_path: Path) -> None:
+    """The submitter sees a shard's message (``poolnet tasks ID``); an output refused without
+    a word there looked as if the shard had never written it."""
+    spec = ShardSpec(command="echo hi > real.txt && ln -s real.txt latest.txt", shell=True,
+                     workdir=tmp_path, outputs=["latest.txt", "real.txt"])
+    outcome = await ShardRunner(spec).run()
+    assert [o.path for o in outcome.outputs] == ["real.txt"]
+    assert outcome.message == "outputs not kept: latest.txt: is a link; outputs are files"

@@ -368,7 +368,9 @@ class ShardRunner:
         self._message = "; ".join(m for m in (self._message, note) if m)
         if self.spec.outputs:
             outputs, refused = await asyncio.to_thread(collect_outputs, self.workdir, self.spec.outputs)
-        message = "; ".join(m for m in (self._message, self._output_error) if m)
+        # Said in the message too: it is what the submitter sees of the shard (poolnet tasks ID).
+        not_kept = f"outputs not kept: {', '.join(refused)}" if refused else ""
+        message = "; ".join(m for m in (self._message, self._output_error, not_kept) if m)
         return self._outcome(
             reason, exit_code, started, outputs=outputs, refused=refused, message=message
         )

@@ -346,3 +346,19 @@ def test_submit_wait_and_logs_follow_ride_out_a_host_restart(
     assert "reconnected" in err and "Traceback" not in err
     lines = [first_line.rstrip("\n"), *out.splitlines()]
     assert sorted(lines) == ["[0] after-0", "[0] before-0", "[1] after-1", "[1] before-1"], (lines, err)
+
+
+def test_what_submitters_and_shards_named_cannot_drive_the_owners_terminal() -> None:
+    """A task's name and a shard's note (a file name an output was refused for) come from the
+    submitter's code; ``poolnet tasks ID`` printed them as they were, escape sequences and all,
+    to whoever reads the pool: its owner too."""
+    from poolnet_desktop.commands.tasks import render_shards
+    from poolnet_desktop.core.task_protocol import ShardSummary, TaskSummary
+
+    task = TaskSummary(id="t-1", name="x\x1b]0;owned\x07", state="succeeded", total=1, done=1,
+                       succeeded=1, running=0, queued=0, submitted_at=0.0)
+    shard = ShardSummary(index=0, state="succeeded", attempt=1, device_id="d", exit_code=0,
+                         reason="outputs not kept: \x1b[2Jevil: is a link; outputs are files")
+    shown = render_shards(task, [shard])
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b]0;owned\\x07" in shown and "\\x1b[2Jevil" in shown

@@ -387,11 +387,14 @@ def render_shards(task: TaskSummary, shards: Sequence[ShardSummary]) -> str:
          str(s.attempt), describe_values(s.values) if s.values else "-", s.reason)
         for s in shards
     ]
-    return f"{title}\n{_table(rows)}"
+    return f"{_printable(title)}\n{_table(rows)}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows (the first a header) as left-aligned columns two spaces apart."""
+    """Rows (the first a header) as left-aligned columns two spaces apart. Cells are shown
+    printable: names and notes come from submitters and shards (a file name an output was
+    refused for), and a control character in them would drive the reader's terminal."""
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
@@ -426,3 +429,10 @@ def _clock_text(seconds: float) -> str:
     minutes, secs = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _printable(text: str) -> str:
+    """``text`` with each control or format character written as its escape (``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

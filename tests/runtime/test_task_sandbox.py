@@ -221,6 +221,67 @@ async def test_a_shard_that_leaves_a_symlink_for_its_folder_gets_nothing_read_th
     assert (lanes.data / "identity.key").exists()
 
 
+async def test_a_shard_whose_files_nobody_wants_leaves_its_empty_folder_to_the_next(lanes: Lanes) -> None:
+    """No outputs named and nothing left: the folder is not moved out (a move and a new
+    folder cost a small shard a sixth of the member's work), and the next shard works in it."""
+    await lanes.run("true")
+    (lane,) = lanes.lane_folders()
+    inode = (lane / "work").stat().st_ino
+    result, out, _ = await lanes.run("ls -A")
+    assert result.reason == "succeeded" and out == ""
+    assert (lane / "work").stat().st_ino == inode and lanes.taken == 0
+
+
+async def test_a_shard_whose_files_nobody_wants_cannot_leave_a_symlink_for_the_next_ones_folder(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    """With no outputs named, a shard swaps its folder for a symlink (or fills it): the next
+    shard still gets a real, empty folder of its own, and the member writes nothing through
+    the link (its inputs are copied into that folder)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    await lanes.run(f'd="$PWD"; cd ..; rmdir "$d"; ln -s {victim} "$d"')
+    await lanes.run("touch left-behind")
+    lane = await lanes.lanes.acquire(KEY, [], [])
+    try:
+        assert not lane.workdir.is_symlink() and list(lane.workdir.iterdir()) == []
+        (lane.workdir / "input.txt").write_text("the next shard's input")
+    finally:
+        await lanes.lanes.release(KEY, lane)
+    assert list(victim.iterdir()) == []
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("no-such-program-here", "program not found"),
+    ("./not-executable", "permission denied"),
+])
+async def test_a_lane_says_why_a_shard_could_not_start(lanes: Lanes, command: str, expected: str) -> None:
+    lane = await lanes.lanes.acquire(KEY, [], [])
+    (lane.workdir / "not-executable").write_text("echo never\n")
+    runner = ShardRunner(ShardSpec(command=[command], workdir=lane.workdir, sandbox=lanes.sandbox, task_sandbox=lane))
+    try:
+        result = await runner.run()
+    finally:
+        await lanes.lanes.release(KEY, lane)
+    assert result.reason == "error" and expected in result.message, result
+
+
+async def test_a_lane_shard_starts_as_from_a_shell(lanes: Lanes) -> None:
+    """Started with ``posix_spawn``: a command found on PATH or in its folder, no signal left
+    ignored (Python ignores SIGPIPE; ``yes | head`` would run forever), a session of its own.
+    glibc's two internal signals (32, 33) are the C library's own to set."""
+    result, out, _ = await lanes.run(
+        "printf '#!/bin/sh\\necho from-folder\\n' > run.sh; chmod +x run.sh; ./run.sh; "
+        "grep SigIgn /proc/self/status; yes | head -n 1; ps -o sid= -p $$; echo $$",
+    )
+    lines = out.split()
+    assert result.reason == "succeeded", result
+    assert lines[0] == "from-folder"
+    assert lines[1] == "SigIgn:" and int(lines[2], 16) & ~(0b11 << 31) == 0
+    assert lines[3] == "y"
+    assert lines[4] == lines[5]  # the shell leads its own session
+
+
 async def test_what_a_shard_plants_beside_its_folder_is_gone_before_the_next_one(lanes: Lanes, tmp_path: Path) -> None:
     """Before, a shard could plant the next shard's folder as a symlink: the member then
     copied that shard's inputs wherever it pointed. Now the lane's folder is emptied."""

@@ -214,7 +214,6 @@ class ShardRunner:
         self._on_output = on_output
         self._clock = clock
         self._process: ShardProcess | None = None
-        self._pid: int | None = None
         self._kill_reason: Reason | None = None
         self._message = ""
         self._cancel_requested = False
@@ -231,8 +230,9 @@ class ShardRunner:
 
     @property
     def pid(self) -> int | None:
-        """The main process's id once started (its process group id too, on POSIX)."""
-        return self._pid
+        """The main process's id once started (its process group id too, on POSIX); None
+        before, and for a lane's shard once it ended."""
+        return self._process.pid if self._process is not None else None
 
     def cancel(self) -> None:
         """Kill the shard's whole tree now; ``run()`` then returns reason ``"cancelled"``.
@@ -295,7 +295,6 @@ class ShardRunner:
         except (OSError, ValueError) as exc:
             return self._outcome("error", None, started, message=_start_error(self.spec, exc))
         self._process = process
-        self._pid = process.pid
         try:
             return await self._watch(process, started)
         finally:
@@ -322,11 +321,10 @@ class ShardRunner:
         return await start_shard_process(argv, spec.workdir, env, self._received, cores, scoped)
 
     async def _watch(self, process: ShardProcess, started: float) -> ShardResult:
-        pid = process.pid
         if self._cancel_requested:  # cancel() arrived while the process was being created
             self._kill("cancelled", "cancelled on request")
-        if self.spec.cpu_cores is not None and not hasattr(os, "sched_setaffinity"):
-            self._pin_after_start(pid, self.spec.cpu_cores)
+        if self.spec.cpu_cores is not None and not hasattr(os, "sched_setaffinity") and process.pid:
+            self._pin_after_start(process.pid, self.spec.cpu_cores)
         if self._suspended:  # suspend() arrived before the process existed
             process.suspend_tree(True)
         else:
@@ -364,7 +362,7 @@ class ShardRunner:
         if self._sealed_by is not None:
             self.workdir, note = await self._sealed_by.seal()
         else:
-            self.workdir, note = await process.settle(self.workdir)
+            self.workdir, note = await process.settle(self.workdir, keep_files=bool(self.spec.outputs))
         self._message = "; ".join(m for m in (self._message, note) if m)
         if self.spec.outputs:
             outputs, refused = await asyncio.to_thread(collect_outputs, self.workdir, self.spec.outputs)

@@ -44,9 +44,14 @@ class ShardProcess(abc.ABC):
     descendant may hold them open forever).
     """
 
-    pid: int
+    _pid: int
     exited: asyncio.Future[None]
     closed: asyncio.Future[bool]
+
+    @property
+    def pid(self) -> int | None:
+        """The main process's id (its process group's too, on POSIX)."""
+        return self._pid
 
     @property
     @abc.abstractmethod
@@ -63,24 +68,25 @@ class ShardProcess(abc.ABC):
 
     def kill_tree(self) -> None:
         """Kill the shard's process group and every descendant still linked to it."""
-        kill_tree(self.pid)
+        kill_tree(self._pid)
 
     def suspend_tree(self, suspend: bool) -> None:
         """Stop (SIGSTOP) or continue (SIGCONT) the shard and every descendant."""
-        suspend_tree(self.pid, suspend=suspend)
+        suspend_tree(self._pid, suspend=suspend)
 
     def tree_memory(self) -> int:
         """Resident bytes of the shard and its descendants (blocking: call it off the loop)."""
-        return tree_memory(self.pid)
+        return tree_memory(self._pid)
 
     def end_group(self) -> None:
         """The main process ended: kill what it left running in its group (POSIX)."""
         if os.name != "nt":
-            signal_group(self.pid)
+            signal_group(self._pid)
 
-    async def settle(self, workdir: Path) -> tuple[Path, str]:
+    async def settle(self, workdir: Path, keep_files: bool = True) -> tuple[Path, str]:
         """Once it ended: the folder that holds its files, now out of every process's reach,
-        and a note if something was wrong with it. Here that is ``workdir`` itself."""
+        and a note if something was wrong with it. Here that is ``workdir`` itself.
+        ``keep_files`` False: nobody will read them (a lane may then keep its folder)."""
         return workdir, ""
 
 
@@ -213,7 +219,7 @@ class PipedProcess(ShardProcess):
         self, loop: asyncio.AbstractEventLoop, pid: int, on_data: OnData, stdout: int, stderr: int
     ) -> None:
         self._loop = loop
-        self.pid = pid
+        self._pid = pid
         self.on_data = on_data
         self.exited = loop.create_future()
         self.closed = loop.create_future()
@@ -260,7 +266,7 @@ class PipedProcess(ShardProcess):
     def abandon(self) -> None:
         """Kill a process whose start was cancelled and close its pipes."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self._pid, signal.SIGKILL)
         self.close_pipes()
 
     def close_pipes(self) -> None:
@@ -293,7 +299,7 @@ class _PidfdProcess(PipedProcess):
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         try:
-            _, status = os.waitpid(self.pid, 0)
+            _, status = os.waitpid(self._pid, 0)
             returncode = os.waitstatus_to_exitcode(status)
         except ChildProcessError:
             returncode = 255  # reaped elsewhere; asyncio's own watchers report 255 too
@@ -339,7 +345,7 @@ class _LoopSubprocess(ShardProcess, asyncio.SubprocessProtocol):
         )
         transport, _ = await (_PinnedFirstStep(spawn, pin_to) if pin_to is not None else spawn)
         process._transport = transport
-        process.pid = transport.get_pid()
+        process._pid = transport.get_pid()
         return process
 
     @property

@@ -37,8 +37,7 @@ from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
-from poolnet_desktop.runtime.member.shard_process import PipedProcess
-from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox, TaskSandboxes
+from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox, TaskSandboxes
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import members, submit_manifest, wait_for
@@ -134,6 +133,16 @@ async def test_a_tasks_shards_reuse_one_lane_one_after_another(lanes: Lanes) -> 
     assert (folder1 / "out.txt").read_text() == "one\n"  # moved out of the lane, kept
     assert folder1 != folder2 and lanes.work in folder1.parents
     assert len(lanes.lane_folders()) == 1
+
+
+async def test_each_shard_gets_all_it_wrote_and_nothing_of_the_others(lanes: Lanes) -> None:
+    """A lane's shards write to the same two pipes: what a shard wrote up to its end (more
+    than a pipe holds, the last of it written as it exits) is its own, all of it."""
+    first, out, _ = await lanes.run("head -c 300000 /dev/zero; head -c 100000 /dev/zero >&2; printf last")
+    second, out2, _ = await lanes.run("echo second; echo err >&2")
+    assert (first.stdout_bytes, first.stderr_bytes) == (300_004, 100_000)
+    assert out.endswith("last") and len(out) == 300_004
+    assert (out2, second.stdout_bytes, second.stderr_bytes) == ("second\n", 7, 4)
 
 
 async def test_each_shard_starts_with_an_empty_tmp(lanes: Lanes) -> None:
@@ -338,16 +347,26 @@ async def test_a_members_shards_of_one_task_share_lanes_end_to_end(
 # ---- a hostile launcher: the test plays it on the other end of the socket -----------------
 
 
-async def lane_played_by_the_test(tmp_path: Path) -> tuple[TaskSandbox, socket.socket, psutil.Process]:
+async def lane_played_by_the_test(
+    tmp_path: Path, writers: dict[str, int] | None = None
+) -> tuple[TaskSandbox, socket.socket, psutil.Process]:
     """A lane whose launcher is this test, and a 'launcher' process where a real one would be:
-    ``sh`` stands in for bwrap, a child ``sh`` for its init, a ``sleep`` for the launcher."""
+    ``sh`` stands in for bwrap, a child ``sh`` for its init, a ``sleep`` for the launcher.
+    The write ends of the lane's pipes go to ``writers``, or are closed."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setblocking(False)
     bwrap = subprocess.Popen(["sh", "-c", "sh -c 'sleep 60 & wait' & wait"], start_new_session=True)
     await wait_for(lambda: len(psutil.Process(bwrap.pid).children(recursive=True)) == 2)
     stand_in = psutil.Process(bwrap.pid).children()[0].children()[0]
     (tmp_path / "work").mkdir()
-    lane = TaskSandbox(tmp_path, bwrap, ours, lambda: Path(tempfile.mkdtemp(dir=tmp_path)))
+    outputs = {}
+    for stream in ("stdout", "stderr"):
+        outputs[stream], write_end = os.pipe()
+        if writers is None:
+            os.close(write_end)
+        else:
+            writers[stream] = write_end
+    lane = TaskSandbox(tmp_path, bwrap, ours, outputs, lambda: Path(tempfile.mkdtemp(dir=tmp_path)))
     return lane, theirs, stand_in
 
 
@@ -378,7 +397,7 @@ async def test_a_launcher_that_is_not_inside_its_sandbox_is_refused(tmp_path: Pa
     launcher.close()
 
 
-async def start_in(lane: TaskSandbox) -> asyncio.Future[PipedProcess]:
+async def start_in(lane: TaskSandbox) -> asyncio.Future[LaneProcess]:
     starting = asyncio.ensure_future(lane.start(["true"], {}, lambda s, d: None, None))
     await asyncio.sleep(0.05)
     return starting
@@ -461,6 +480,40 @@ async def test_a_lingering_socket_sent_as_a_pidfd_does_not_stall_the_member(
     assert lane.ended
     peer.close()
     server.close()
+
+
+async def test_what_a_shard_wrote_before_its_end_was_told_is_its_own(tmp_path: Path) -> None:
+    """The lane's pipes are read to their end before a shard's end is told: here the end is
+    read before the output written ahead of it (without that, the output was lost)."""
+    writers: dict[str, int] = {}
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
+    shard = subprocess.Popen(["sleep", "60"])
+    out: list[bytes] = []
+
+    async def keep(stream: str, data: bytes) -> None:
+        out.append(data)
+
+    try:
+        say_ready(launcher, stand_in.pid)
+        await asyncio.wait_for(lane._ready, 5)
+        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), keep)
+        running = asyncio.ensure_future(runner.run())
+        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+        pidfd = os.pidfd_open(shard.pid)
+        socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
+        os.close(pidfd)
+        await wait_for(lambda: runner.pid is not None)
+        launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
+        os.write(writers["stdout"], b"written last")
+        result = await asyncio.wait_for(running, 10)
+        assert (b"".join(out), result.stdout_bytes) == (b"written last", 12)
+    finally:
+        shard.kill()
+        shard.wait()
+        lane.close()
+        launcher.close()
+        for fd in writers.values():
+            os.close(fd)
 
 
 async def test_a_launcher_that_never_answers_is_given_up_on(

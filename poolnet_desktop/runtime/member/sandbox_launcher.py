@@ -14,10 +14,11 @@ shard started, even with ``clone(CLONE_PARENT)`` or in a session of its own, bel
 one shard, and the member suspends, measures and kills the launcher's descendants as the
 shard's tree.
 
-Messages are JSON on a ``SOCK_SEQPACKET`` socket. The member sends ``start`` (the shard's
-stdout and stderr write ends attached); the launcher answers ``started`` with a pidfd of the
-shard, ``failed`` with the errno, and ``exited`` with its exit code. On ``ready`` it sends a
-pidfd of itself.
+Messages are JSON on a ``SOCK_SEQPACKET`` socket. The member sends ``start``; the launcher
+answers ``started`` with a pidfd of the shard, ``failed`` with the errno, and ``exited`` with
+its exit code. On ``ready`` it sends a pidfd of itself. Every shard of the lane writes to the
+same two pipes, given to the launcher when it starts: what is in them when ``exited`` comes
+was written by that shard, whose processes are all gone by then.
 
 Every step of a shard's start and end is paid once per shard, on the shard's own core, so
 each is the cheapest that does the job: ``posix_spawn`` (vfork and exec, no Python in the
@@ -58,11 +59,12 @@ MAX_MESSAGE = 1 << 20
 # and exits, and the member ends the whole sandbox.
 CLEAN_UP_LIMIT = 2.0
 
-# ``python -I -S -c BOOTSTRAP CODE_FD SOCKET_FD``: the launcher's text comes through a pipe, so
-# that the sandbox needs no view of PoolNet's files and ``ps`` shows a short command.
+# ``python -I -S -c BOOTSTRAP CODE_FD SOCKET_FD STDOUT_FD STDERR_FD``: the launcher's text comes
+# through a pipe, so that the sandbox needs no view of PoolNet's files and ``ps`` shows a short
+# command.
 BOOTSTRAP = (
     "import os,sys;f=os.fdopen(int(sys.argv[1]),encoding='utf-8');c=f.read();f.close();"
-    "sys.argv=['poolnet-sandbox-launcher',sys.argv[2]];"
+    "sys.argv=['poolnet-sandbox-launcher',*sys.argv[2:]];"
     "exec(compile(c,'sandbox_launcher.py','exec'),{'__name__':'__main__'})"
 )
 
@@ -97,12 +99,12 @@ def _prctl(option: int, value: int) -> None:
 class Launcher:
     """Serves one member's socket until it closes (the sandbox's init then kills what is left)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, stdout: int, stderr: int) -> None:
         self.sock = sock
         self.shard: _Shard | None = None
-        self.null = os.open(os.devnull, os.O_RDONLY)
+        self.stdio = (os.open(os.devnull, os.O_RDONLY), stdout, stderr)
         self.buffer = bytearray(MAX_MESSAGE)
-        self.fd_space = socket.CMSG_SPACE(2 * array.array("i").itemsize)
+        self.fd_space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         self.ignored = _ignored_signals()
         self.selector = selectors.DefaultSelector()
         self.wake_read, wake_write = os.pipe()
@@ -133,29 +135,24 @@ class Launcher:
         except OSError:
             return False
         for fd in fds:
-            os.set_inheritable(fd, False)  # a shard gets them as its stdout and stderr only
+            os.close(fd)  # no request carries any
         if not data:
-            for fd in fds:
-                os.close(fd)
             return False
         request: object = None
         try:
             request = json.loads(data)
             if not isinstance(request, dict):
                 raise ValueError("not a JSON object")
-            if request.get("op") != START or len(fds) != 2:
-                raise ValueError("not a start request with two pipes")
-            self._start(request, fds[0], fds[1])
+            if request.get("op") != START or fds:
+                raise ValueError("not a start request")
+            self._start(request)
         except (ValueError, TypeError, KeyError) as exc:
             request_id = request.get("id") if isinstance(request, dict) else None
             self._send({"op": FAILED, "id": request_id, "errno": errno.EINVAL, "error": str(exc)})
-        finally:
-            for fd in fds:
-                os.close(fd)
         return True
 
     def _receive(self) -> tuple[bytes, list[int]]:
-        """One request and the descriptors it carries (at most two), read into a buffer kept
+        """One request and any descriptors it carries (none should), read into a buffer kept
         for the launcher's life: a buffer of ``MAX_MESSAGE`` made per request is mapped and
         unmapped each time, a tenth of a small shard's start."""
         size, ancillary, _, _ = self.sock.recvmsg_into([self.buffer], self.fd_space)
@@ -165,7 +162,7 @@ class Launcher:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         return bytes(self.buffer[:size]), list(fds)
 
-    def _start(self, request: dict[str, object], stdout: int, stderr: int) -> None:
+    def _start(self, request: dict[str, object]) -> None:
         request_id = int(request["id"])  # type: ignore[call-overload]
         if self.shard is not None:
             self._send({"op": FAILED, "id": request_id, "errno": errno.EBUSY, "error": "a shard runs here"})
@@ -175,7 +172,7 @@ class Launcher:
         cores = request.get("cores")
         try:
             with _pinned(cores if isinstance(cores, list) and cores else None):
-                pid = _spawn(argv, str(request["cwd"]), env, (self.null, stdout, stderr), self.ignored)
+                pid = _spawn(argv, str(request["cwd"]), env, self.stdio, self.ignored)
         except OSError as exc:
             self._send({"op": FAILED, "id": request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
@@ -408,15 +405,18 @@ def _enter_a_nested_domain() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: sandbox_launcher SOCKET_FD", file=sys.stderr)
+    if len(argv) != 3 or not all(arg.isdigit() for arg in argv):
+        print("usage: sandbox_launcher SOCKET_FD STDOUT_FD STDERR_FD", file=sys.stderr)
         return 2
     _prctl(_PR_SET_DUMPABLE, 0)  # no shard may ptrace it or read its memory
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _enter_a_nested_domain()
     sock = socket.socket(fileno=int(argv[0]))
     sock.set_inheritable(False)
-    Launcher(sock).serve()
+    stdout, stderr = int(argv[1]), int(argv[2])
+    for fd in (stdout, stderr):
+        os.set_inheritable(fd, False)  # a shard gets them as its stdout and stderr only
+    Launcher(sock, stdout, stderr).serve()
     return 0
 
 

@@ -45,7 +45,6 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -53,7 +52,7 @@ import psutil
 from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
 from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
-from poolnet_desktop.runtime.member.shard_process import OnData, PipedProcess
+from poolnet_desktop.runtime.member.shard_process import OnData, ShardProcess, Stream
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,8 @@ EXIT_REPORT_TIMEOUT = launcher.CLEAN_UP_LIMIT + 3.0
 _MAX_ANSWER = 4096
 # Walks of a lane's processes to stop them all before it is taken as one that will not stop.
 _STOP_WALKS = 10
+# What one read of a lane's pipe takes at most (a transport of the loop's reads as much).
+_READ_SIZE = 256 * 1024
 # Room for as many descriptors as one message can carry (SCM_MAX_FD): any the buffer had no
 # room for would be closed by the kernel in this thread, and a lingering socket's close blocks.
 _MAX_DESCRIPTORS = 253
@@ -84,14 +85,14 @@ class RequestTooLarge(Exception):
     """The shard's command and environment do not fit in one request to the launcher."""
 
 
-def launcher_argv(python: Sequence[str], code_fd: int, socket_fd: int) -> list[str]:
-    """How the member's interpreter runs the launcher: from its text on ``code_fd``,
-    isolated from the folder it runs in (the task's files), from ``PYTHON*`` variables and
-    from site-packages (it needs none, and starts 10 ms sooner); a frozen build runs its
-    bundled module."""
+def launcher_argv(python: Sequence[str], code_fd: int, fds: Sequence[int]) -> list[str]:
+    """How the member's interpreter runs the launcher, given its socket and the write ends of
+    the lane's stdout and stderr (``fds``): from its text on ``code_fd``, isolated from the
+    folder it runs in (the task's files), from ``PYTHON*`` variables and from site-packages
+    (it needs none, and starts 10 ms sooner); a frozen build runs its bundled module."""
     if getattr(sys, "frozen", False):
-        return [*python, "-m", launcher.__name__, str(socket_fd)]
-    return [*python, "-I", "-S", "-c", launcher.BOOTSTRAP, str(code_fd), str(socket_fd)]
+        return [*python, "-m", launcher.__name__, *map(str, fds)]
+    return [*python, "-I", "-S", "-c", launcher.BOOTSTRAP, str(code_fd), *map(str, fds)]
 
 
 @functools.cache
@@ -137,13 +138,16 @@ def pid_of_pidfd(pidfd: int) -> int:
     raise ValueError("a pidfd of no living process")
 
 
-class LaneProcess(PipedProcess):
+class LaneProcess(ShardProcess):
     """A shard started in a lane: its tree is everything under the lane's launcher, and its
-    main process is known by a pidfd alone (the member never signals a pid a launcher gave)."""
+    main process is known by a pidfd alone (the member never signals a pid a launcher gave).
+    Its output comes through the lane's pipes, read to their end before its end is told."""
 
-    def __init__(self, lane: TaskSandbox, pidfd: int, on_data: OnData, stdout: int, stderr: int) -> None:
-        super().__init__(lane.loop, 0, on_data, stdout, stderr)
+    def __init__(self, lane: TaskSandbox, pidfd: int) -> None:
         self.lane = lane
+        self.exited = lane.loop.create_future()
+        self.closed = lane.loop.create_future()
+        self._returncode: int | None = None
         self._pidfd = pidfd
         self._late: asyncio.TimerHandle | None = None
         lane.loop.add_reader(pidfd, self._main_ended)
@@ -159,6 +163,10 @@ class LaneProcess(PipedProcess):
         except (OSError, ValueError):
             return None
 
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
     def _main_ended(self) -> None:
         """The kernel says the main process ended: the launcher's report must follow soon."""
         self._stop_watching()
@@ -172,10 +180,17 @@ class LaneProcess(PipedProcess):
             self._pidfd = -1
 
     def ended(self, returncode: int) -> None:
+        """It ended and its output was read (the lane drained its pipes first)."""
         if self._late is not None:
             self._late.cancel()
         self._stop_watching()
-        super().ended(returncode)
+        if not self.exited.done():
+            self._returncode = returncode
+            self.exited.set_result(None)
+        self.give_up_on_pipes(closed=True)
+
+    def close(self) -> None:
+        """Nothing to close: the pipes are the lane's."""
 
     def kill_tree(self) -> None:
         self.lane.fail("its shard was killed", quiet=True)
@@ -195,22 +210,13 @@ class LaneProcess(PipedProcess):
     def abandon(self) -> None:
         """A start given up: the whole lane goes (never a signal to a pid that may be stale)."""
         self.lane.fail("a shard's start was given up", quiet=True)
-        self.close_pipes()
-
-
-@dataclass
-class _Pending:
-    answer: asyncio.Future[LaneProcess]
-    on_data: OnData
-    stdout: int
-    stderr: int
 
 
 class TaskSandbox:
     """A lane: a running sandbox with its launcher, for one shard at a time in ``workdir``."""
 
     def __init__(
-        self, folder: Path, popen: subprocess.Popen[bytes], sock: socket.socket,
+        self, folder: Path, popen: subprocess.Popen[bytes], sock: socket.socket, outputs: Mapping[Stream, int],
         take_folder: Callable[[], Path],
     ) -> None:
         self.folder = folder
@@ -220,16 +226,23 @@ class TaskSandbox:
         self._sock = sock
         self._take_folder = take_folder
         self._ready: asyncio.Future[None] = self.loop.create_future()
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, asyncio.Future[LaneProcess]] = {}
         self._shards: dict[int, LaneProcess] = {}
         self._next_id = 0
         self._launcher = 0  # its pid here, once ready
         self._init_gone: asyncio.Future[None] = self.loop.create_future()
         self.ended = ""  # why it ended; empty while it runs
         self._kept_clean = False  # the last shard left ``work`` empty, and it stays for the next
+        # The read ends of the pipes every shard here writes to, and who hears what comes next:
+        # the last shard asked for (one at a time), until its end was told.
+        self._outputs = dict(outputs)
+        self._on_data: OnData | None = None
         self._bwrap_pidfd = os.pidfd_open(popen.pid)
         self.loop.add_reader(self._bwrap_pidfd, self.fail, "it exited")
         self.loop.add_reader(sock.fileno(), self._readable)
+        for stream, fd in self._outputs.items():
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, self._read_output, stream, fd)
 
     @classmethod
     async def open(
@@ -239,29 +252,34 @@ class TaskSandbox:
         """Make a lane in ``folder`` (empty) and wait for its launcher to be ready."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code_read, code_write = os.pipe()
+        (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+        theirs_fds = [theirs.fileno(), out_write, err_write]
         try:
             try:  # the text fits in the pipe's buffer (64 KiB): no reader needs to be waited for
                 os.write(code_write, _launcher_source())
             finally:
                 os.close(code_write)
-            argv = sandbox.wrap(launcher_argv(python, code_read, theirs.fileno()), folder, gpus, visible)
+            argv = sandbox.wrap(launcher_argv(python, code_read, theirs_fds), folder, gpus, visible)
 
             def spawn() -> subprocess.Popen[bytes]:
                 return subprocess.Popen(
                     argv, cwd=folder, env={"PATH": SCRUBBED_PATH}, stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    pass_fds=[theirs.fileno(), code_read], start_new_session=True,
+                    pass_fds=[*theirs_fds, code_read], start_new_session=True,
                 )
 
             popen = spawn_scoped(spawn)  # its own Landlock domain: runtime/member/landlock.py
         except BaseException:
             ours.close()
+            os.close(out_read)
+            os.close(err_read)
             raise
         finally:
             theirs.close()
-            os.close(code_read)
+            for fd in (code_read, out_write, err_write):
+                os.close(fd)
         ours.setblocking(False)
-        lane = cls(folder, popen, ours, take_folder)
+        lane = cls(folder, popen, ours, {"stdout": out_read, "stderr": err_read}, take_folder)
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT):
                 await lane._ready
@@ -276,7 +294,7 @@ class TaskSandbox:
     async def start(
         self, argv: Sequence[str], env: Mapping[str, str], on_data: OnData, pin_to: Sequence[int] | None,
     ) -> LaneProcess:
-        """Start ``argv`` in ``workdir`` in a new session, its pipes read through the loop.
+        """Start ``argv`` in ``workdir`` in a new session; what it writes goes to ``on_data``.
 
         Raises ``SandboxEnded`` if the sandbox is gone, ``RequestTooLarge`` if the request does
         not fit in a message, ``OSError`` (the launcher's errno) if it could not start."""
@@ -290,30 +308,24 @@ class TaskSandbox:
         })
         if len(request) > launcher.MAX_MESSAGE:
             raise RequestTooLarge
-        (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
-        pending = _Pending(self.loop.create_future(), on_data, out_read, err_read)
-        self._pending[request_id] = pending
+        answer: asyncio.Future[LaneProcess] = self.loop.create_future()
+        self._pending[request_id] = answer
+        self._on_data = on_data  # it may write before its start is answered
         try:
-            try:
-                await self._send(request, [out_write, err_write])
-            finally:
-                os.close(out_write)
-                os.close(err_write)
+            await self._send(request)
             async with asyncio.timeout(ANSWER_TIMEOUT):
-                process = await pending.answer
+                return await answer
         except RequestTooLarge:
-            self._drop_pending(request_id)
+            self._pending.pop(request_id, None)
             raise
         except TimeoutError:
             self.fail("it did not answer a start request")
             raise SandboxEnded(errno.ETIMEDOUT, "the task's sandbox did not answer") from None
         except BaseException:
-            self._drop_pending(request_id)
-            if pending.answer.done() and not pending.answer.cancelled() and not pending.answer.exception():
-                pending.answer.result().abandon()  # started, but nobody waits for it any more
+            self._pending.pop(request_id, None)
+            if answer.done() and not answer.cancelled() and not answer.exception():
+                answer.result().abandon()  # started, but nobody waits for it any more
             raise
-        await process.connect_pipes()
-        return process
 
     async def seal(self, keep_files: bool = True) -> tuple[Path, str]:
         """The shard ended: once nothing runs in the sandbox, move its folder out to one that
@@ -400,12 +412,12 @@ class TaskSandbox:
 
     # ---- the launcher's messages -----------------------------------------------------------
 
-    async def _send(self, message: bytes, fds: list[int]) -> None:
+    async def _send(self, message: bytes) -> None:
         """Send without ever blocking the loop: a launcher that stops reading fills the
         socket, and is then given ``ANSWER_TIMEOUT`` before it is taken as broken."""
         while True:
             try:
-                socket.send_fds(self._sock, [message], fds)
+                self._sock.send(message)
                 return
             except BlockingIOError:
                 writable = self.loop.create_future()
@@ -454,7 +466,7 @@ class TaskSandbox:
     def _answer(self, message: object, pidfd: int) -> bool:
         """Act on one message; True if it took ``pidfd`` over. Raises ``ValueError`` or
         ``TypeError`` for one that is not what was asked for (the caller then ends the
-        sandbox, which closes every pipe pending)."""
+        sandbox)."""
         if not isinstance(message, dict):
             raise ValueError("not a JSON object")
         op, request_id = message.get("op"), message.get("id")
@@ -467,22 +479,24 @@ class TaskSandbox:
             code = message.get("code")
             if not isinstance(code, int):
                 raise TypeError("an exit code that is no integer")
+            self._drain()  # all it wrote is in the pipes: every process of it is gone
+            self._on_data = None
             self._shards.pop(request_id).ended(code)
             return False
-        pending = self._pending.get(request_id)
-        if pending is None:
+        answer = self._pending.get(request_id)
+        if answer is None:
             raise ValueError(f"an answer nobody asked for: {op!r}")
         if op == launcher.FAILED:
             code = message.get("errno")
-            self._drop_pending(request_id)
-            pending.answer.set_exception(OSError(code if isinstance(code, int) else errno.EIO,
-                                                 str(message.get("error", "could not start"))))
+            del self._pending[request_id]
+            answer.set_exception(OSError(code if isinstance(code, int) else errno.EIO,
+                                         str(message.get("error", "could not start"))))
             return False
         if op == launcher.STARTED and pidfd >= 0:
             del self._pending[request_id]
-            process = LaneProcess(self, pidfd, pending.on_data, pending.stdout, pending.stderr)
+            process = LaneProcess(self, pidfd)
             self._shards[request_id] = process
-            pending.answer.set_result(process)
+            answer.set_result(process)
             return True
         raise ValueError(f"an unexpected answer: {op!r}")
 
@@ -507,11 +521,35 @@ class TaskSandbox:
             self._init_gone.set_result(None)
         self.fail("its init ended")
 
-    def _drop_pending(self, request_id: int) -> None:
-        pending = self._pending.pop(request_id, None)
-        if pending is not None:
-            os.close(pending.stdout)
-            os.close(pending.stderr)
+    # ---- what its shards write ------------------------------------------------------------
+
+    def _read_output(self, stream: Stream, fd: int) -> bool:
+        """Read what came on one pipe and hand it on; False once there is nothing to read.
+        What comes when no shard is started (the launcher's own writes) goes nowhere."""
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:  # every write end is closed: the launcher is gone, and the lane with it
+            self.loop.remove_reader(fd)
+            return False
+        if self._on_data is not None:
+            self._on_data(stream, data)
+        return True
+
+    def _drain(self) -> None:
+        """Read both pipes to what is in them now (bounded: their writers are gone)."""
+        for stream, fd in self._outputs.items():
+            while self._read_output(stream, fd):
+                pass
+
+    def _close_outputs(self) -> None:
+        for fd in self._outputs.values():
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self._outputs.clear()
 
     # ---- its end ---------------------------------------------------------------------------
 
@@ -539,11 +577,13 @@ class TaskSandbox:
         if not self._ready.done():
             self._ready.set_exception(SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {why}"))
             self._ready.exception()  # retrieved here: open() may be gone already
-        for request_id in list(self._pending):
-            pending = self._pending[request_id]
-            self._drop_pending(request_id)
-            if not pending.answer.done():
-                pending.answer.set_exception(SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {why}"))
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {why}"))
+        self._pending.clear()
+        self._drain()  # what its shard wrote before the kill
+        self._close_outputs()
+        self._on_data = None
         for process in self._shards.values():
             process.ended(-signal.SIGKILL)
         self._shards.clear()

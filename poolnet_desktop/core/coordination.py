@@ -63,6 +63,7 @@ from poolnet_desktop.core.tasks import (
     ENDED,
     RESULT_STATES,
     Change,
+    Shard,
     ShardState,
     SubmitQuota,
     Task,
@@ -243,12 +244,17 @@ class Coordination:
         return effects
 
     def assignments_committed(self, batches: Batches) -> list[Effect]:
-        """Send each member the shards placed on it. A task cancelled (or forgotten) since
-        is told again to cancel them: its first cancel came before them."""
+        """Send each member the shards placed on it that are still its to run. A task
+        cancelled since is told again to cancel them: its first cancel came before them. An
+        attempt given up meanwhile (its member left and came back, the task was retried) is
+        not sent at all: that member would run a shard nobody waits for any more."""
         effects: list[Effect] = []
-        for (device_id, task_id), items in batches.items():
+        for (device_id, task_id), placed in batches.items():
             task = self.tasks.get(task_id)
             if task is None:
+                continue
+            items = [item for item in placed if _still_placed(task.shards[item.shard], item.attempt, device_id)]
+            if not items:
                 continue
             spec = task.spec
             effects.append(Send(device_id, AssignShards(
@@ -559,6 +565,11 @@ class Coordination:
         effects.append(SaveTask(task, files_ready))
         effects.extend(SaveShard(task.id, shard, self.recorded.get((task.id, shard.index)))
                        for shard in task.shards)
+
+
+def _still_placed(shard: Shard, attempt: int, device_id: str) -> bool:
+    """Whether ``attempt`` is the shard's current one, placed on ``device_id`` and not ended."""
+    return shard.attempt == attempt and shard.device_id == device_id and shard.state in ACTIVE
 
 
 def failed_result(result: ShardResult, message: str) -> ShardResult:

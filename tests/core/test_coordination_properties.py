@@ -455,3 +455,27 @@ PoolMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestPool = PoolMachine.TestCase
+
+
+def test_an_attempt_given_up_before_its_placement_was_committed_is_never_sent() -> None:
+    """Found by the machine above: a placement waits for its commit; meanwhile its member
+    crashes and comes back, and the task is retried and cancelled. The commit then sent the old
+    attempt to the member, which ran it with nobody waiting for it: the cancel that came next
+    reached no one, and the member ran a cancelled shard."""
+    machine = PoolMachine()
+    machine.first_member()
+    machine.submit(shards=1, retries=0)
+    machine.place()
+    machine.crash_member("m0")
+    machine.join("m0")
+    core = machine.core
+    for step in ("retry", "cancel", "retry", "commit", "cancel"):
+        machine.tick()
+        if step == "retry":
+            machine.apply(core.retry("t-0001", machine.now, None))
+        elif step == "cancel":
+            machine.apply(core.cancel("t-0001", "cancelled", machine.now))
+        else:
+            machine.commit()
+    machine.no_useless_attempt_runs_on_a_connected_member()
+    assert machine.members["m0"].running == set()

@@ -33,11 +33,12 @@ from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.member import task_executor as task_executor_module
 from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
+from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
-from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox, TaskSandboxes
+from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import members, submit_manifest, wait_for
@@ -61,7 +62,7 @@ class Lanes:
         (self.data / "identity.key").write_text(f"secret {self.marker}")
         self.sandbox = Sandbox(network=False, hidden=hidden_folders(self.data, self.work))
         self.taken = 0
-        self.lanes = TaskSandboxes(self.sandbox, self.work, python_command(), self.take_folder, idle_after=0.3)
+        self.lanes = LanePool(self.sandbox, self.work, python_command(), self.take_folder, idle_after=0.3)
 
     def take_folder(self) -> Path:
         self.taken += 1

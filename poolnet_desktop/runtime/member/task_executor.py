@@ -76,7 +76,9 @@ from poolnet_desktop.runtime.member.environments import (
     EnvironmentCache,
     ReadyEnvironment,
 )
+from poolnet_desktop.runtime.member.folders import remove_tree
 from poolnet_desktop.runtime.member.landlock import scopes_supported
+from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.member.runner import (
     ShardRunner,
@@ -92,11 +94,7 @@ from poolnet_desktop.runtime.member.sandbox import (
     probe,
 )
 from poolnet_desktop.runtime.member.spool import Spool, SpoolEntry, SpoolError
-from poolnet_desktop.runtime.member.task_sandbox import (
-    TaskSandbox,
-    TaskSandboxes,
-    remove_tree,
-)
+from poolnet_desktop.runtime.member.task_sandbox import TaskSandbox
 from poolnet_desktop.runtime.net.task_transfer import (
     FileReceiver,
     Outgoing,
@@ -156,7 +154,7 @@ class TaskExecutor:
         self.agent = agent
         self.sandbox_settings = sandbox
         self.sandbox: Sandbox | None = None
-        self.lanes: TaskSandboxes | None = None
+        self.lanes: LanePool | None = None
         self.sandbox_state: SandboxState | None = None  # known once prepared
         self.sandbox_why_not = ""
         self.sampler = sampler
@@ -203,7 +201,7 @@ class TaskExecutor:
                       + self.sandbox_settings.hidden)
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
             if scopes_supported():  # else a lane's long-lived folder could be reached from outside
-                self.lanes = TaskSandboxes(self.sandbox, self.work, python_command(), self._take_folder)
+                self.lanes = LanePool(self.sandbox, self.work, python_command(), self._take_folder)
             elif self.sandbox_settings.network:
                 self._reuse_folders = False
                 log.warning("this kernel has no Landlock scopes (Linux 6.12+): while tasks may use the "

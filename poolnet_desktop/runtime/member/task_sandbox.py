@@ -38,7 +38,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -50,16 +49,13 @@ from pathlib import Path
 import psutil
 
 from poolnet_desktop.runtime.member import sandbox_launcher as launcher
+from poolnet_desktop.runtime.member.folders import empty_folder
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
 from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
 from poolnet_desktop.runtime.member.shard_process import OnData, ShardProcess, Stream
 
 log = logging.getLogger(__name__)
 
-# After a lane could not be made, shards get a sandbox each for this long before another try.
-RETRY_AFTER = 60.0
-# A task with no shard in a lane for this long gives the lane back.
-IDLE_CLOSE_AFTER = 10.0
 # The launcher starts within this (a cold interpreter on a busy machine), and answers each
 # request within it; past it, it is taken as broken.
 ANSWER_TIMEOUT = 30.0
@@ -371,7 +367,7 @@ class TaskSandbox:
         with os.scandir(self.folder) as entries:
             left = next(entries, None) is not None
         if left:
-            await asyncio.to_thread(_empty_folder, self.folder)
+            await asyncio.to_thread(empty_folder, self.folder)
         self.workdir.mkdir(mode=0o700)
 
     # ---- what runs in it -------------------------------------------------------------------
@@ -593,158 +589,3 @@ class TaskSandbox:
         init ends only once every other process of its PID namespace has)."""
         if self._launcher:
             await asyncio.wait_for(asyncio.shield(self._init_gone), ANSWER_TIMEOUT)
-
-
-def _empty_folder(folder: Path) -> None:
-    """Remove everything in ``folder`` (symlinks as links: nothing is followed)."""
-    with os.scandir(folder) as entries:
-        for entry in list(entries):
-            if entry.is_dir(follow_symlinks=False):
-                remove_tree(Path(entry.path))
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-    with os.scandir(folder) as entries:
-        if next(entries, None) is not None:
-            raise OSError(errno.ENOTEMPTY, f"what a shard left in {folder} could not be removed")
-
-
-def remove_tree(folder: Path) -> None:
-    """``rmtree`` that never raises, and gets past folders a shard made unreadable (mode
-    000) by making them the owner's again; a tree nested deeper than Python's recursion allows
-    (a shard can make one) is left, with a warning, for the next start's clean-up."""
-
-    def unlock_and_retry(function: Callable[..., object], path: str, _: object) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, 0o700)
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                function(path)
-
-    try:
-        shutil.rmtree(folder, onerror=unlock_and_retry)
-    except RecursionError:
-        log.warning("a shard's folder too deep to remove is left at %s", folder)
-    except OSError as exc:
-        log.warning("a shard's folder could not be removed: %s", exc)
-
-
-SandboxKey = tuple[object, ...]
-
-
-class TaskSandboxes:
-    """The member's lanes, by key (a task, and what its shards need bound in); one idle for
-    ``idle_after`` seconds is closed.
-
-    A lane takes some 15-30 ms to make (its launcher is a Python interpreter): ``ready`` never
-    waits for one. Until a lane is free, a task's shards run in sandboxes of their own, as do
-    the shards of one-shard tasks, which would never reuse one."""
-
-    def __init__(self, sandbox: Sandbox, root: Path, python: Sequence[str],
-                 take_folder: Callable[[], Path], idle_after: float = IDLE_CLOSE_AFTER) -> None:
-        self.sandbox = sandbox
-        self.root = root
-        self.python = list(python)
-        self.take_folder = take_folder
-        self.idle_after = idle_after
-        self._free: dict[SandboxKey, list[TaskSandbox]] = {}
-        self._closers: dict[TaskSandbox, asyncio.TimerHandle] = {}
-        self._opening: dict[SandboxKey, asyncio.Task[None]] = {}
-        self._busy: set[TaskSandbox] = set()
-        self._seq = 0
-        self.broken = ""  # why the last lane could not be made; none is tried for a while
-        self._retry_at = 0.0
-
-    def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
-        """A free lane for ``key``, held until ``release``; else None, and one is being made."""
-        free = self._free.get(key, [])
-        while free:
-            lane = free.pop()
-            self._closers.pop(lane).cancel()
-            if not lane.ended:
-                self._busy.add(lane)
-                return lane
-            self._discard(lane)
-        if key not in self._opening and asyncio.get_running_loop().time() >= self._retry_at:
-            self._opening[key] = asyncio.ensure_future(self._open(key, gpus, visible))
-        return None
-
-    async def acquire(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox:
-        """A free lane for ``key``, waited for; raises ``SandboxEnded`` if none can be made."""
-        while (lane := self.ready(key, gpus, visible)) is None:
-            opening = self._opening.get(key)
-            if opening is None:  # the last try failed, and the next is not due yet
-                raise SandboxEnded(errno.ENOENT, f"no task sandbox can be made here: {self.broken}")
-            await asyncio.shield(opening)
-        return lane
-
-    async def _open(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> None:
-        self._seq += 1
-        folder = self.root / f"lane-{self._seq}"
-        try:
-            folder.mkdir(mode=0o700)
-            lane = await TaskSandbox.open(self.sandbox, folder, self.python, gpus, visible, self.take_folder)
-        except (OSError, TimeoutError) as exc:
-            self.broken = str(exc) or type(exc).__name__
-            self._retry_at = asyncio.get_running_loop().time() + RETRY_AFTER
-            log.warning("each shard gets a sandbox of its own: no sandbox for a task's shards can be made (%s)",
-                        self.broken)
-            await asyncio.to_thread(remove_tree, folder)
-            return
-        finally:
-            self._opening.pop(key, None)
-        self.broken = ""
-        self._park(key, lane)
-
-    async def release(self, key: SandboxKey, lane: TaskSandbox) -> None:
-        """The lane's shard ended and its folder was sealed: renew the lane for the next one."""
-        self._busy.discard(lane)
-        if not lane.ended:
-            try:
-                await lane.renew()
-            except OSError as exc:
-                lane.fail(f"it could not be renewed: {exc}")
-            except BaseException:  # cancelled meanwhile: the lane is no one's, so it goes
-                lane.fail("its renewal was cancelled", quiet=True)
-                self._discard(lane)
-                raise
-        if lane.ended:
-            self._discard(lane)
-        else:
-            self._park(key, lane)
-
-    def _park(self, key: SandboxKey, lane: TaskSandbox) -> None:
-        self._free.setdefault(key, []).append(lane)
-        self._closers[lane] = asyncio.get_running_loop().call_later(self.idle_after, self._close_idle, key, lane)
-
-    def _close_idle(self, key: SandboxKey, lane: TaskSandbox) -> None:
-        free = self._free.get(key, [])
-        if lane in free:
-            free.remove(lane)
-            if not free:
-                del self._free[key]
-            del self._closers[lane]
-            self._discard(lane)
-
-    def _discard(self, lane: TaskSandbox) -> None:
-        lane.close("no shard of its task is left here")
-        asyncio.ensure_future(self._remove_when_gone(lane))
-
-    @staticmethod
-    async def _remove_when_gone(lane: TaskSandbox) -> None:
-        with contextlib.suppress(TimeoutError):
-            await lane.gone()
-        await asyncio.to_thread(remove_tree, lane.folder)
-
-    def close_all(self) -> None:
-        for opening in self._opening.values():
-            opening.cancel()
-        for lanes in self._free.values():
-            for lane in lanes:
-                self._closers.pop(lane).cancel()
-                lane.close("the member stops")
-        self._free.clear()
-        for lane in self._busy:
-            lane.close("the member stops")

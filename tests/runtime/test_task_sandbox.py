@@ -488,7 +488,8 @@ async def test_what_a_shard_wrote_before_its_end_was_told_is_its_own(tmp_path: P
     read before the output written ahead of it (without that, the output was lost)."""
     writers: dict[str, int] = {}
     lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
-    shard = subprocess.Popen(["sleep", "60"])
+    shard = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, shard.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: its pidfd says so
     out: list[bytes] = []
 
     async def keep(stream: str, data: bytes) -> None:
@@ -503,13 +504,13 @@ async def test_what_a_shard_wrote_before_its_end_was_told_is_its_own(tmp_path: P
         pidfd = os.pidfd_open(shard.pid)
         socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
         os.close(pidfd)
-        await wait_for(lambda: runner.pid is not None)
+        await wait_for(lambda: bool(lane._shards))  # its start was read
         launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
         os.write(writers["stdout"], b"written last")
         result = await asyncio.wait_for(running, 10)
-        assert (b"".join(out), result.stdout_bytes) == (b"written last", 12)
+        assert (result.reason, b"".join(out), result.stdout_bytes) == ("succeeded", b"written last", 12)
+        assert not lane.ended
     finally:
-        shard.kill()
         shard.wait()
         lane.close()
         launcher.close()

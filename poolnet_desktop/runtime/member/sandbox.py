@@ -98,6 +98,9 @@ def bwrap_argv(
         "--cap-drop", "ALL",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        # The namespace's POSIX message queues, where a lane's launcher can see and remove
+        # what a shard left in them (its IPC namespace outlives the shard).
+        "--mqueue", "/dev/mqueue",
     ]
     masked = [*PRIVATE_TEMP, *hidden]
     for folder in _outermost(masked):

@@ -16,9 +16,14 @@ shard's tree.
 
 Messages are JSON on a ``SOCK_SEQPACKET`` socket. The member sends ``start``; the launcher
 answers ``started`` with a pidfd of the shard, ``failed`` with the errno, and ``exited`` with
-its exit code. On ``ready`` it sends a pidfd of itself. Every shard of the lane writes to the
-same two pipes, given to the launcher when it starts: what is in them when ``exited`` comes
-was written by that shard, whose processes are all gone by then.
+its exit code, and ``last`` when the lane cannot be made as new again (the member then ends
+it). On ``ready`` it sends a pidfd of itself. Every shard of the lane writes to the same two
+pipes, given to the launcher when it starts, each shard through a fresh opening of them (the
+flags, owner and size a shard sets on its own die with it): what is in them when ``exited``
+comes was written by that shard, whose processes are all gone by then.
+
+A shard may also change what the launcher passes on: its resource limits (``prlimit`` needs
+only the same uid) are set back after each shard, or the lane ends.
 
 Every step of a shard's start and end is paid once per shard, on the shard's own core, so
 each is the cheapest that does the job: ``posix_spawn`` (vfork and exec, no Python in the
@@ -38,9 +43,11 @@ import array
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -74,10 +81,13 @@ _PR_SET_NO_NEW_PRIVS = 38
 _SYS_LANDLOCK_CREATE_RULESET = 444
 _SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_SCOPES = 1 | 2  # abstract Unix sockets, signals
-_PRIVATE_TEMP = ("/tmp", "/var/tmp", "/dev/shm")
+_PRIVATE_TEMP = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")  # POSIX queues: /dev/mqueue
 _IPC_RMID = 0
+_F_SETPIPE_SZ = 1031
+_F_GETPIPE_SZ = 1032
 # ``*ctl(0, *_INFO)``: how many objects of each kind this IPC namespace holds, and where the
 # count is in the answer (the struct's int fields).
+_RESOURCE_LIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 _IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}  # SHM_INFO used_ids, MSG_INFO msgpool, SEM_INFO semusz
 
 
@@ -102,7 +112,9 @@ class Launcher:
     def __init__(self, sock: socket.socket, stdout: int, stderr: int) -> None:
         self.sock = sock
         self.shard: _Shard | None = None
-        self.stdio = (os.open(os.devnull, os.O_RDONLY), stdout, stderr)
+        self.null = os.open(os.devnull, os.O_RDONLY)
+        self.outputs = {stdout: fcntl.fcntl(stdout, _F_GETPIPE_SZ), stderr: fcntl.fcntl(stderr, _F_GETPIPE_SZ)}
+        self.limits = _limits()
         self.buffer = bytearray(MAX_MESSAGE)
         self.fd_space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         self.ignored = _ignored_signals()
@@ -145,7 +157,7 @@ class Launcher:
                 raise ValueError("not a JSON object")
             if request.get("op") != START or fds:
                 raise ValueError("not a start request")
-            self._start(request)
+            return self._start(request)
         except (ValueError, TypeError, KeyError) as exc:
             request_id = request.get("id") if isinstance(request, dict) else None
             self._send({"op": FAILED, "id": request_id, "errno": errno.EINVAL, "error": str(exc)})
@@ -162,28 +174,42 @@ class Launcher:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         return bytes(self.buffer[:size]), list(fds)
 
-    def _start(self, request: dict[str, object]) -> None:
+    def _start(self, request: dict[str, object]) -> bool:
+        """Start the shard asked for; False once this launcher must end."""
         request_id = int(request["id"])  # type: ignore[call-overload]
         if self.shard is not None:
             self._send({"op": FAILED, "id": request_id, "errno": errno.EBUSY, "error": "a shard runs here"})
-            return
+            return True
         argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
         env = {str(k): str(v) for k, v in request["env"].items()}  # type: ignore[attr-defined]
         cores = request.get("cores")
         try:
-            with _pinned(cores if isinstance(cores, list) and cores else None):
-                pid = _spawn(argv, str(request["cwd"]), env, self.stdio, self.ignored)
+            stdout, stderr = (self._fresh_output(fd) for fd in self.outputs)
+            try:
+                with _pinned(cores if isinstance(cores, list) and cores else None):
+                    pid = _spawn(argv, str(request["cwd"]), env, (self.null, stdout, stderr), self.ignored)
+            finally:
+                os.close(stdout)
+                os.close(stderr)
         except OSError as exc:
             self._send({"op": FAILED, "id": request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
-            return
+            return True
         self.shard = _Shard(request_id, pid)
         pidfd = os.pidfd_open(pid)
         try:
             self._send({"op": STARTED, "id": request_id}, [pidfd])
         finally:
             os.close(pidfd)
-        self._children()  # it may have ended already, its signal come and gone
+        return self._children()  # it may have ended already, its signal come and gone
+
+    def _fresh_output(self, fd: int) -> int:
+        """A new opening of the lane's pipe ``fd`` for one shard (its own file description:
+        ``O_NONBLOCK``, ``O_ASYNC`` and an owner set on it end with the shard), at its size."""
+        fresh = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY)
+        if fcntl.fcntl(fresh, _F_GETPIPE_SZ) != self.outputs[fd]:
+            fcntl.fcntl(fresh, _F_SETPIPE_SZ, self.outputs[fd])
+        return fresh
 
     def _children(self) -> bool:
         """Reap every child that ended; once the shard has, clean the lane and report it."""
@@ -204,10 +230,14 @@ class Launcher:
                 os.waitpid(ended.si_pid, 0)  # an orphan that came here and died
         _, status = os.waitpid(shard.pid, 0)
         self.shard = None
-        if not _empty_the_sandbox():
-            return False  # exit: the member ends this sandbox
-        self._send({"op": EXITED, "id": shard.request_id, "code": os.waitstatus_to_exitcode(status)})
-        return True
+        if not _kill_the_rest():
+            return False  # exit, unreported: the member ends this sandbox, and waits for its end
+        left = _empty_the_temporary_folders() + _restore_limits(self.limits)
+        message: dict[str, object] = {"op": EXITED, "id": shard.request_id, "code": os.waitstatus_to_exitcode(status)}
+        if left:
+            message["last"] = "; ".join(left)
+        self._send(message)
+        return not left
 
     def _send(self, message: dict[str, object], fds: list[int] | None = None) -> None:
         try:
@@ -231,14 +261,18 @@ def _spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], stdio: tuple[i
     """Start ``argv`` in ``cwd``, in a session of its own, as ``subprocess`` would (its
     command looked up in ``env``'s PATH, no signal left ignored), with vfork and exec and no
     Python in between: 0.1 ms of the shard's core where ``Popen`` took 0.3. This launcher
-    runs one thread, so its working folder is the child's to inherit. Every other descriptor
+    runs one thread, so its working folder is the child's to inherit (and is "/" again right
+    after: the shard's folder is moved out of the lane once it ends). Every other descriptor
     it holds is close-on-exec."""
     os.chdir(cwd)
-    return os.posix_spawn(
-        _executable(argv[0], env.get("PATH", os.defpath)), list(argv), env,
-        file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
-        setsid=True, setsigdef=ignored,
-    )
+    try:
+        return os.posix_spawn(
+            _executable(argv[0], env.get("PATH", os.defpath)), list(argv), env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
+            setsid=True, setsigdef=ignored,
+        )
+    finally:
+        os.chdir("/")
 
 
 def _ignored_signals() -> tuple[int, ...]:
@@ -302,10 +336,9 @@ def _others() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, me)]
 
 
-def _empty_the_sandbox() -> bool:
-    """SIGKILL and reap every other process in the sandbox (orphans come here: a subreaper),
-    then empty the private temporary folders and IPC namespace. False if something would not
-    go in time, or a tree was nested too deep to remove."""
+def _kill_the_rest() -> bool:
+    """SIGKILL and reap every other process in the sandbox (orphans come here: a subreaper).
+    False if some would not go in time (stuck in the kernel)."""
     deadline = time.monotonic() + CLEAN_UP_LIMIT
     while _has_children() and (others := _others()):
         if time.monotonic() > deadline:
@@ -317,13 +350,38 @@ def _empty_the_sandbox() -> bool:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
         time.sleep(0.001)
-    try:
-        for folder in _PRIVATE_TEMP:
-            _empty(folder)
-    except RecursionError:
-        return False
-    _remove_ipc()
     return True
+
+
+def _empty_the_temporary_folders() -> list[str]:
+    """Empty the private temporary folders and the IPC namespace; what could not be (a tree
+    nested too deep, a path too long) is named."""
+    left = []
+    for folder in _PRIVATE_TEMP:
+        try:
+            if not _empty(folder):
+                left.append(f"{folder} could not be emptied")
+        except RecursionError:
+            left.append(f"{folder} holds a tree too deep to remove")
+    _remove_ipc()
+    return left
+
+
+def _limits() -> dict[int, tuple[int, int]]:
+    return {limit: resource.getrlimit(limit) for limit in _RESOURCE_LIMITS}
+
+
+def _restore_limits(saved: dict[int, tuple[int, int]]) -> list[str]:
+    """Set back the resource limits a shard changed on this launcher (the next shard would
+    inherit them); one lowered for good (a hard limit) is named."""
+    left = []
+    for limit, values in saved.items():
+        if resource.getrlimit(limit) != values:
+            try:
+                resource.setrlimit(limit, values)
+            except (OSError, ValueError):
+                left.append(f"a shard lowered resource limit {limit} for good")
+    return left
 
 
 def _remove_ipc() -> None:
@@ -358,25 +416,47 @@ def _ipc_count(table: str) -> int:
     return -1 if done < 0 else answer[field]
 
 
-def _empty(folder: str) -> None:
+def _empty(folder: str) -> bool:
     """Remove what ``folder`` holds on its own file system; a folder bound in from the host (a
-    lane's own folder, a Python environment) is another mount, and is left alone."""
+    lane's own folder, a Python environment) is another mount, and is left alone, as are the
+    folders that lead to one. A folder a shard made unreadable or unwritable is made its
+    owner's again. False if something is left that should not be."""
     try:
         device = os.lstat(folder).st_dev
-        entries = list(os.scandir(folder))
+        entries = _entries(folder)
+    except FileNotFoundError:
+        return True
     except OSError:
-        return
+        return False
+    emptied = True
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                if entry.stat(follow_symlinks=False).st_dev != device:
-                    continue
-                _empty(entry.path)
-                os.rmdir(entry.path)
+                if entry.stat(follow_symlinks=False).st_dev == device:
+                    emptied = _empty(entry.path) and emptied
+                    with contextlib.suppress(OSError):  # one that leads to a mount stays
+                        os.rmdir(entry.path)
             else:
-                os.unlink(entry.path)
+                _unlink(folder, entry.path)
         except OSError:
-            continue  # a folder that holds a mount, or one just removed
+            emptied = False
+    return emptied
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
+    except PermissionError:
+        os.chmod(folder, 0o700)
+        return list(os.scandir(folder))
+
+
+def _unlink(folder: str, path: str) -> None:
+    try:
+        os.unlink(path)
+    except PermissionError:
+        os.chmod(folder, 0o700)
+        os.unlink(path)
 
 
 class _RulesetAttr(ctypes.Structure):

@@ -35,14 +35,17 @@ import concurrent.futures
 import contextlib
 import errno
 import functools
+import fcntl
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import termios
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -122,6 +125,13 @@ def _discard(fd: int) -> None:
     _closer().submit(os.close, fd)
 
 
+def _made(folder: Path) -> tuple[object, ...]:
+    """What a folder's next user inherits besides its entries: its type, mode, owner and
+    extended attributes (no link followed)."""
+    info = os.lstat(folder)
+    return info.st_mode, info.st_uid, info.st_gid, tuple(sorted(os.listxattr(folder, follow_symlinks=False)))
+
+
 def pid_of_pidfd(pidfd: int) -> int:
     """The pid, in this process's namespace, of the process ``pidfd`` refers to; raises
     ``ValueError`` if that process was reaped already."""
@@ -162,6 +172,14 @@ class LaneProcess(ShardProcess):
     @property
     def returncode(self) -> int | None:
         return self._returncode
+
+    def main_ended(self) -> bool:
+        """Whether the kernel says its main process ended (its pidfd is readable)."""
+        if self._pidfd < 0:
+            return True
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _main_ended(self) -> None:
         """The kernel says the main process ended: the launcher's report must follow soon."""
@@ -229,6 +247,7 @@ class TaskSandbox:
         self._init_gone: asyncio.Future[None] = self.loop.create_future()
         self.ended = ""  # why it ended; empty while it runs
         self._kept_clean = False  # the last shard left ``work`` empty, and it stays for the next
+        self._made: tuple[object, ...] = ()  # ``work`` as the member made it (``_made``)
         # The read ends of the pipes every shard here writes to, and who hears what comes next:
         # the last shard asked for (one at a time), until its end was told.
         self._outputs = dict(outputs)
@@ -279,7 +298,7 @@ class TaskSandbox:
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT):
                 await lane._ready
-            lane.workdir.mkdir(mode=0o700)
+            lane._make_workdir()
         except BaseException:
             lane.close()
             raise
@@ -345,12 +364,12 @@ class TaskSandbox:
         return destination, ""
 
     def _left_clean(self) -> bool:
-        """Whether the lane holds nothing but its ``work`` folder, a real one (no link in its
-        place), and empty. Asked once nothing runs in the lane, so the answer holds."""
+        """Whether the lane holds nothing but its ``work`` folder, as the member made it (a
+        real folder, no link in its place, with the same owner, mode and extended attributes:
+        a setgid bit, an ACL or a note left on it would pass on to the next shard) and empty.
+        Asked once nothing runs in the lane, so the answer holds."""
         try:
-            if os.listdir(self.folder) != [self.workdir.name]:
-                return False
-            if not stat.S_ISDIR(os.lstat(self.workdir).st_mode):
+            if os.listdir(self.folder) != [self.workdir.name] or _made(self.workdir) != self._made:
                 return False
             with os.scandir(self.workdir) as entries:
                 return next(entries, None) is None
@@ -368,7 +387,11 @@ class TaskSandbox:
             left = next(entries, None) is not None
         if left:
             await asyncio.to_thread(empty_folder, self.folder)
+        self._make_workdir()
+
+    def _make_workdir(self) -> None:
         self.workdir.mkdir(mode=0o700)
+        self._made = _made(self.workdir)
 
     # ---- what runs in it -------------------------------------------------------------------
 
@@ -472,12 +495,16 @@ class TaskSandbox:
         if not isinstance(request_id, int):
             raise ValueError(f"an unexpected message: {op!r}")
         if op == launcher.EXITED and request_id in self._shards:
-            code = message.get("code")
+            code, last = message.get("code"), message.get("last")
             if not isinstance(code, int):
                 raise TypeError("an exit code that is no integer")
+            if not self._shards[request_id].main_ended():
+                raise ValueError("the end of a shard still running")
             self._drain()  # all it wrote is in the pipes: every process of it is gone
             self._on_data = None
             self._shards.pop(request_id).ended(code)
+            if last:
+                self.fail(f"it cannot be made as new: {last}", quiet=True)
             return False
         answer = self._pending.get(request_id)
         if answer is None:
@@ -519,27 +546,35 @@ class TaskSandbox:
 
     # ---- what its shards write ------------------------------------------------------------
 
-    def _read_output(self, stream: Stream, fd: int) -> bool:
-        """Read what came on one pipe and hand it on; False once there is nothing to read.
-        What comes when no shard is started (the launcher's own writes) goes nowhere."""
+    def _read_output(self, stream: Stream, fd: int) -> None:
+        """Hand on what came on one pipe. What comes when no shard is started (the launcher's
+        own writes) goes nowhere."""
+        data = self._read_once(fd, _READ_SIZE)
+        if data and self._on_data is not None:
+            self._on_data(stream, data)
+
+    def _read_once(self, fd: int, size: int) -> bytes:
+        """Up to ``size`` bytes, or none; at the pipe's end (every write end closed: the
+        launcher is gone, and the lane with it) the pipe is no longer watched."""
         try:
-            data = os.read(fd, _READ_SIZE)
+            data = os.read(fd, size)
         except BlockingIOError:
-            return False
+            return b""
         except OSError:
             data = b""
-        if not data:  # every write end is closed: the launcher is gone, and the lane with it
+        if not data:
             self.loop.remove_reader(fd)
-            return False
-        if self._on_data is not None:
-            self._on_data(stream, data)
-        return True
+        return data
 
     def _drain(self) -> None:
-        """Read both pipes to what is in them now (bounded: their writers are gone)."""
+        """Read what is in both pipes now, and no more: their writers are gone (unless the
+        launcher lies), and the loop must not be held by a pipe that is written on and on."""
         for stream, fd in self._outputs.items():
-            while self._read_output(stream, fd):
-                pass
+            waiting = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+            while waiting > 0 and (data := self._read_once(fd, min(waiting, _READ_SIZE))):
+                waiting -= len(data)
+                if self._on_data is not None:
+                    self._on_data(stream, data)
 
     def _close_outputs(self) -> None:
         for fd in self._outputs.values():

@@ -1,0 +1,167 @@
+"""What one shard may leave to the next in its lane, and what the member must not take from
+a launcher on its word (issue 14's lanes, after an attacker's review of them).
+
+A lane's shards are one task's, one after another in one sandbox, so each must find the
+lane as new: no process, no file in a temporary folder or queue, no setting on its pipes or
+folder, no resource limit that the one before left. Run for real (bubblewrap, the real
+launcher), from a shard, as the review did; the launcher's lies are played by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
+from poolnet_desktop.runtime.member.sandbox import probe
+from poolnet_desktop.runtime.member.sandbox_launcher import encode
+from tests.runtime.test_task_sandbox import KEY, Lanes, lane_played_by_the_test, lanes, say_ready, wait_for
+
+pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
+__all__ = ["lanes"]  # the fixture, used by name
+
+PYTHON = python_command()[0]
+
+
+def python(code: str) -> str:
+    """A shell line that runs ``code`` with the member's Python (visible in the sandbox)."""
+    return f"{PYTHON} -c {json.dumps(code)}"
+
+
+async def test_a_shard_that_makes_its_stdout_non_blocking_leaves_the_next_one_a_blocking_pipe(lanes: Lanes) -> None:
+    """Each shard gets its own opening of the lane's pipes. They were shared before: after a
+    shard (Node does it) set O_NONBLOCK, the next shard's big write failed with EAGAIN."""
+    await lanes.run(python("import fcntl, os; fcntl.fcntl(1, fcntl.F_SETFL, os.O_NONBLOCK)"))
+    result, _, _ = await lanes.run("head -c 5000000 /dev/zero")
+    assert (result.reason, result.stdout_bytes) == ("succeeded", 5_000_000), result
+
+
+async def test_a_shard_that_shrinks_its_pipe_leaves_the_next_one_the_usual_size(lanes: Lanes) -> None:
+    await lanes.run(python("import fcntl; fcntl.fcntl(1, 1031, 4096)"))  # F_SETPIPE_SZ
+    _, out, _ = await lanes.run(python("import fcntl; print(fcntl.fcntl(1, 1032))"))  # F_GETPIPE_SZ
+    assert out == "65536\n"
+
+
+async def test_a_shard_that_arms_sigio_on_its_stdout_does_not_kill_the_launcher_later(lanes: Lanes) -> None:
+    """Owner and signal set on the shared pipe: the member's next read signalled the launcher
+    (SIGKILL) during a later shard of the task."""
+    await lanes.run(python("import fcntl; fcntl.fcntl(1, fcntl.F_SETOWN, 2); fcntl.fcntl(1, 10, 9); "
+                           "fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | fcntl.FASYNC)"))
+    result, out, _ = await lanes.run("head -c 300000 /dev/zero >/dev/null; sleep 0.2; echo alive")
+    assert (result.reason, out) == ("succeeded", "alive\n"), result
+
+
+async def test_a_kept_folder_carries_no_mode_owner_or_note_to_the_next_shard(lanes: Lanes) -> None:
+    """A shard with no outputs leaves its empty folder to the next one only as the member made
+    it: a setgid bit and a user xattr were handed on before."""
+    await lanes.run(python("import os; os.chmod('.', 0o2777); os.setxattr('.', 'user.note', b'from shard one')"))
+    _, out, _ = await lanes.run(python(
+        "import os; print(oct(os.stat('.').st_mode & 0o7777), os.listxattr('.'))"))
+    assert out == "0o700 []\n"
+
+
+async def test_a_shard_that_locks_its_folder_does_not_stop_the_next(lanes: Lanes) -> None:
+    await lanes.run("chmod 0 .")
+    result, out, _ = await lanes.run("echo next")
+    assert (result.reason, out) == ("succeeded", "next\n"), result
+
+
+async def test_the_launcher_stays_out_of_a_sealed_folder(lanes: Lanes) -> None:
+    """It worked in the shard's folder and stayed there: once the folder was moved out (and
+    could be another task's next), an idle launcher still held it as its working folder."""
+    _, _, sealed = await lanes.run("echo data > out.txt", outputs=["out.txt"])
+    (lane,) = lanes.lanes._free[KEY]
+    assert os.readlink(f"/proc/{lane._launcher}/cwd") == "/"
+    assert os.stat(sealed).st_ino != os.stat(f"/proc/{lane._launcher}/cwd").st_ino
+
+
+async def test_a_shard_that_lowers_the_launchers_limits_leaves_the_next_one_the_usual_ones(lanes: Lanes) -> None:
+    """``prlimit`` on the launcher (same uid: allowed) was inherited by every later shard of
+    the task: a soft limit is set back, a hard one lowered for good ends the lane."""
+    _, usual, _ = await lanes.run("prlimit --fsize --nproc --nofile --noheadings")
+    await lanes.run("prlimit --pid $PPID --fsize=1000: --nofile=7:")
+    _, after_soft, _ = await lanes.run("prlimit --fsize --nproc --nofile --noheadings")
+    first, _, _ = await lanes.run("prlimit --pid $PPID --fsize=1000:1000 --nproc=5:5")
+    _, after_hard, _ = await lanes.run("prlimit --fsize --nproc --nofile --noheadings")
+    assert first.reason == "succeeded", first  # its own result stands; the lane goes after it
+    assert after_soft == usual and after_hard == usual
+
+
+async def test_what_a_shard_locks_in_a_temporary_folder_is_gone_for_the_next(lanes: Lanes) -> None:
+    """A folder made unreadable (mode 000) in /tmp or /dev/shm: its files were kept for the
+    next shard before (the emptying could not read it, and said nothing)."""
+    await lanes.run("for d in /tmp /var/tmp /dev/shm; do mkdir $d/x; echo secret > $d/x/f; chmod 000 $d/x; done")
+    _, out, _ = await lanes.run("ls -A /tmp /var/tmp /dev/shm")
+    assert "x" not in out.split()
+
+
+async def test_a_posix_message_queue_is_gone_for_the_next_shard(lanes: Lanes) -> None:
+    """The lane's IPC namespace outlives its shards: a queue left by one was read by the next."""
+    made, _, _ = await lanes.run(python(
+        "import ctypes, os; rt = ctypes.CDLL('librt.so.1', use_errno=True); "
+        "q = rt.mq_open(b'/left', os.O_CREAT | os.O_WRONLY, 0o600, None); assert q >= 0; "
+        "assert rt.mq_send(q, b'secret', 6, 0) == 0"))
+    assert made.reason == "succeeded", made
+    _, out, _ = await lanes.run(python(
+        "import ctypes, os; rt = ctypes.CDLL('librt.so.1', use_errno=True); "
+        "print(rt.mq_open(b'/left', os.O_RDONLY), os.listdir('/dev/mqueue'))"))
+    assert out == "-1 []\n"
+
+
+async def test_the_member_reads_a_lanes_pipe_no_further_than_what_was_in_it(tmp_path: Path) -> None:
+    """Once a shard's end is told, the member reads what is in the pipes then, and no more:
+    it read on while anything came, so writers that kept a pipe full (a launcher that lied,
+    vmsplice from several processes in the review) held the member's loop, every task's, for
+    as long as they wrote. Here each chunk read is followed at once by another written."""
+    writers: dict[str, int] = {}
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
+    read: list[bytes] = []
+
+    def refill(stream: str, data: bytes) -> None:
+        read.append(data)
+        if len(read) < 1000:
+            os.write(writers["stdout"], b"more")
+
+    try:
+        say_ready(launcher, stand_in.pid)
+        await asyncio.wait_for(lane._ready, 5)
+        os.write(writers["stdout"], b"there when the end was told")
+        lane._on_data = refill
+        lane._drain()
+        assert b"".join(read) == b"there when the end was told"
+    finally:
+        lane.close()
+        launcher.close()
+        for fd in writers.values():
+            os.close(fd)
+
+
+async def test_a_launcher_that_says_a_running_shard_ended_ends_its_lane(tmp_path: Path) -> None:
+    """Told of an end the kernel has not seen (the shard's pidfd is not readable), the member
+    would seal or reuse a folder a process still works in: the lane ends instead."""
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path)
+    shard = subprocess.Popen(["sleep", "60"])
+    try:
+        say_ready(launcher, stand_in.pid)
+        await asyncio.wait_for(lane._ready, 5)
+        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
+        running = asyncio.ensure_future(runner.run())
+        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+        pidfd = os.pidfd_open(shard.pid)
+        socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
+        os.close(pidfd)
+        await wait_for(lambda: runner.pid is not None)
+        launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
+        result = await asyncio.wait_for(running, 10)
+        assert lane.ended and result.exit_code == -9
+    finally:
+        shard.kill()
+        shard.wait()
+        lane.close()
+        launcher.close()

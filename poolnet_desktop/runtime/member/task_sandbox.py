@@ -34,8 +34,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import functools
 import fcntl
+import functools
 import json
 import logging
 import os

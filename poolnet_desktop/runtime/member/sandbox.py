@@ -162,10 +162,12 @@ def probe() -> tuple[bool, str]:
         return False, "bubblewrap (bwrap) is not installed"
     try:
         # The program run inside is bwrap itself, by its full path: this process's PATH (a
-        # launcher's may be bare) must not decide whether a sandbox can be made.
+        # launcher's may be bare) must not decide whether a sandbox can be made. The
+        # namespaces and file systems are those every sandbox makes.
         def start() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", bwrap, "--version"],
+                [bwrap, "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/", "--dev", "/dev",
+                 "--proc", "/proc", "--mqueue", "/dev/mqueue", bwrap, "--version"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
 

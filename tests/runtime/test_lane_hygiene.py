@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
+from poolnet_desktop.runtime.member.runner import python_command
 from poolnet_desktop.runtime.member.sandbox import probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
-from tests.runtime.test_task_sandbox import KEY, Lanes, lane_played_by_the_test, lanes, say_ready, wait_for
+from tests.runtime.test_task_sandbox import KEY, Lanes, lane_played_by_the_test, lanes, say_ready, start_played
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
 __all__ = ["lanes"]  # the fixture, used by name
@@ -150,14 +149,8 @@ async def test_a_launcher_that_says_a_running_shard_ended_ends_its_lane(tmp_path
     try:
         say_ready(launcher, stand_in.pid)
         await asyncio.wait_for(lane._ready, 5)
-        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
-        running = asyncio.ensure_future(runner.run())
-        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
-        pidfd = os.pidfd_open(shard.pid)
-        socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
-        os.close(pidfd)
-        await wait_for(lambda: runner.pid is not None)
-        launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
+        _, running, request_id = await start_played(lane, launcher, shard.pid)
+        launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
         result = await asyncio.wait_for(running, 10)
         assert lane.ended and result.exit_code == -9
     finally:

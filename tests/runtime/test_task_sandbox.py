@@ -35,7 +35,7 @@ from poolnet_desktop.runtime.member import task_executor as task_executor_module
 from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
 from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
-from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
+from poolnet_desktop.runtime.member.runner import OutputCallback, ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
 from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox
@@ -377,6 +377,21 @@ def say_ready(launcher: socket.socket, pid: int) -> None:
     os.close(me)
 
 
+async def start_played(
+    lane: TaskSandbox, launcher: socket.socket, pid: int, on_data: OutputCallback | None = None,
+) -> tuple[ShardRunner, asyncio.Future[ShardResult], int]:
+    """A shard started in a lane whose launcher is this test, its start answered with a
+    pidfd of ``pid``: the runner, its run, and the request's id."""
+    runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), on_data)
+    running = asyncio.ensure_future(runner.run())
+    request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+    pidfd = os.pidfd_open(pid)
+    socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
+    os.close(pidfd)
+    await wait_for(lambda: bool(lane._shards))  # its start was read
+    return runner, running, request["id"]
+
+
 @pytest.fixture
 async def hostile(tmp_path: Path) -> AsyncIterator[tuple[TaskSandbox, socket.socket]]:
     """A ready lane whose launcher is this test."""
@@ -498,14 +513,8 @@ async def test_what_a_shard_wrote_before_its_end_was_told_is_its_own(tmp_path: P
     try:
         say_ready(launcher, stand_in.pid)
         await asyncio.wait_for(lane._ready, 5)
-        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), keep)
-        running = asyncio.ensure_future(runner.run())
-        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
-        pidfd = os.pidfd_open(shard.pid)
-        socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
-        os.close(pidfd)
-        await wait_for(lambda: bool(lane._shards))  # its start was read
-        launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
+        _, running, request_id = await start_played(lane, launcher, shard.pid, keep)
+        launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
         os.write(writers["stdout"], b"written last")
         result = await asyncio.wait_for(running, 10)
         assert (result.reason, b"".join(out), result.stdout_bytes) == ("succeeded", b"written last", 12)
@@ -537,13 +546,7 @@ async def test_a_shards_kill_never_signals_a_pid_the_launcher_named(
     lane, launcher = hostile
     outsider = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
-        running = asyncio.ensure_future(runner.run())
-        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
-        pidfd = os.pidfd_open(outsider.pid)
-        socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
-        os.close(pidfd)
-        await wait_for(lambda: runner.pid is not None)
+        runner, running, _ = await start_played(lane, launcher, outsider.pid)
         runner.cancel()
         result = await asyncio.wait_for(running, 10)
         assert result.reason == "cancelled"

@@ -204,9 +204,9 @@ async def test_a_shard_that_stops_its_launcher_still_times_out(lanes: Lanes) -> 
     """SIGSTOP to the launcher (same uid, in reach of signals): its runner hung past the
     timeout before, with the sandbox left running. The kill ends the whole lane."""
     token = new_token()
-    started = time.monotonic()
-    result, _, _ = await asyncio.wait_for(lanes.run(f"kill -STOP $PPID; sleep {token}", timeout=1.0), 10)
-    assert result.reason == "timeout" and time.monotonic() - started < 5
+    # It sleeps for ~1000 s unless the timeout ends it: the wait bounds the test, not a clock.
+    result, _, _ = await asyncio.wait_for(lanes.run(f"kill -STOP $PPID; sleep {token}", timeout=1.0), 30)
+    assert result.reason == "timeout"
     assert not sleeping(token)
 
 

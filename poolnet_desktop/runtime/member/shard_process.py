@@ -4,9 +4,10 @@ Each event loop brings its own process machinery, and their costs differ a lot: 
 through libuv, which cost a member 1.6-2.0 ms of its own CPU per shard against 0.5 ms on
 asyncio with a pidfd child watcher (issue 14), and asyncio on Python 3.11 needs a child watcher
 that is bound to one loop. So on Linux the shard is started with what every loop offers alike:
-``subprocess.Popen`` (vfork and exec, in a new session), its two pipes read through
-``loop.connect_read_pipe``, and its exit seen through a pidfd watched with ``loop.add_reader``
-and reaped with ``waitpid`` at once. Where pidfds do not exist (Windows, macOS, kernels before
+``subprocess.Popen`` (vfork and exec, in a new session), its two pipes and its exit (a
+pidfd) watched with ``loop.add_reader``, the pipes read with ``os.read`` and the process
+reaped with ``waitpid`` at once. (A loop's pipe transports cost a member more per shard than
+the reads they make, asyncio's most: they are Python.) Where pidfds do not exist (Windows, macOS, kernels before
 5.3) the loop's own ``subprocess_exec`` is used.
 """
 
@@ -30,6 +31,9 @@ from poolnet_desktop.runtime.member.landlock import spawn_scoped
 Stream = Literal["stdout", "stderr"]
 # Called from the loop for each chunk read from the shard's stdout or stderr, in arrival order.
 OnData = Callable[[Stream, bytes], None]
+# The most one read of a shard's pipe takes: a pipe holds 64 KiB unless made bigger, and a
+# larger buffer would be mapped and unmapped for every read.
+READ_SIZE = 64 * 1024
 
 
 class PinError(Exception):
@@ -133,15 +137,13 @@ async def start_shard_process(
         os.close(out_write)
         os.close(err_write)
     try:
-        process = _PidfdProcess(loop, popen, on_data, out_read, err_read)
+        return _PidfdProcess(loop, popen, on_data, out_read, err_read)
     except OSError:  # no pidfd to be had (descriptors exhausted): end what was started
         os.killpg(popen.pid, signal.SIGKILL)
         popen.wait()
         os.close(out_read)
         os.close(err_read)
         raise
-    await process.connect_pipes()
-    return process
 
 
 @functools.cache
@@ -173,47 +175,10 @@ def _pinned(cores: Sequence[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, previous)
 
 
-class _ReadEnd:
-    """A pipe's read end as ``loop.connect_read_pipe`` wants it: an object with ``fileno()``
-    and ``close()``.
-
-    Loops disagree on who closes the descriptor. asyncio's transports (qasync's too) call
-    ``close()`` on the object they were given; uvloop's close the descriptor through libuv and
-    then call ``close()`` as well, expecting EBADF. A real file object would close the number
-    twice under uvloop, and if another thread had just been given that number, close its file.
-    So ``close()`` here closes the descriptor only where the loop leaves that to it.
-    """
-
-    def __init__(self, fd: int, loop_closes_it: bool) -> None:
-        self._fd = fd
-        self._loop_closes_it = loop_closes_it
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0 and not self._loop_closes_it:
-            os.close(fd)
-
-
-class _PipeReader(asyncio.Protocol):
-    """One of the shard's pipes: hands its data on and reports its end."""
-
-    def __init__(self, process: PipedProcess, stream: Stream) -> None:
-        self._process = process
-        self._stream = stream
-
-    def data_received(self, data: bytes) -> None:
-        self._process.on_data(self._stream, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._process.pipe_ended()
-
-
 class PipedProcess(ShardProcess):
-    """A started process whose stdout and stderr pipes are read through the loop; whoever
-    learns of its end calls ``ended``. Subclasses differ in how that is learnt."""
+    """A started process whose stdout and stderr pipes are read as the loop finds them
+    readable; whoever learns of its end calls ``ended``. Subclasses differ in how that is
+    learnt."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, pid: int, on_data: OnData, stdout: int, stderr: int
@@ -224,10 +189,10 @@ class PipedProcess(ShardProcess):
         self.exited = loop.create_future()
         self.closed = loop.create_future()
         self._returncode: int | None = None
-        self._open_pipes = 2
-        # Read ends not yet handed to the loop: from then on, their transport owns them.
-        self._unconnected: dict[Stream, int] = {"stdout": stdout, "stderr": stderr}
-        self._transports: list[asyncio.BaseTransport] = []
+        self._pipes: dict[int, Stream] = {stdout: "stdout", stderr: "stderr"}  # open, watched
+        for fd in self._pipes:
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._readable, fd)
 
     @property
     def returncode(self) -> int | None:
@@ -239,43 +204,34 @@ class PipedProcess(ShardProcess):
             self._returncode = returncode
             self.exited.set_result(None)
 
-    async def connect_pipes(self) -> None:
-        """Hand both read ends to the loop. Cancelled meanwhile, the process is killed (nobody
-        else would ever stop it) and the pipes closed."""
-        loop_closes_it = type(self._loop).__module__.startswith("uvloop")
+    def _readable(self, fd: int) -> None:
         try:
-            for stream in ("stdout", "stderr"):
-                fd = self._unconnected.pop(stream)
-                transport, _ = await self._loop.connect_read_pipe(
-                    functools.partial(_PipeReader, self, stream), _ReadEnd(fd, loop_closes_it)
-                )
-                self._transports.append(transport)
-        except BaseException:
-            self.abandon()
-            raise
-
-    def pipe_ended(self) -> None:
-        self._open_pipes -= 1
-        if self._open_pipes == 0:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.on_data(self._pipes[fd], data)
+            return
+        self._close_pipe(fd)  # its end: every write end is closed
+        if not self._pipes:
             self.give_up_on_pipes(closed=True)
 
+    def _close_pipe(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        del self._pipes[fd]
+
     def close(self) -> None:
-        for transport in self._transports:
-            transport.close()
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
 
     def abandon(self) -> None:
         """Kill a process whose start was cancelled and close its pipes."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._pid, signal.SIGKILL)
-        self.close_pipes()
-
-    def close_pipes(self) -> None:
-        """Close both pipes (one whose connection was under way when a cancel came was closed
-        by the loop)."""
         self.close()
-        for fd in self._unconnected.values():
-            os.close(fd)
-        self._unconnected.clear()
 
 
 class _PidfdProcess(PipedProcess):
@@ -289,9 +245,9 @@ class _PidfdProcess(PipedProcess):
         stdout: int,
         stderr: int,
     ) -> None:
+        self._pidfd = os.pidfd_open(popen.pid)  # first: if none is to be had, nothing is watched yet
         super().__init__(loop, popen.pid, on_data, stdout, stderr)
         self._popen = popen
-        self._pidfd = os.pidfd_open(popen.pid)
         loop.add_reader(self._pidfd, self._reap)
 
     def _reap(self) -> None:

@@ -55,7 +55,7 @@ from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.folders import empty_folder
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
 from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
-from poolnet_desktop.runtime.member.shard_process import OnData, ShardProcess, Stream
+from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,6 @@ EXIT_REPORT_TIMEOUT = launcher.CLEAN_UP_LIMIT + 3.0
 _MAX_ANSWER = 4096
 # Walks of a lane's processes to stop them all before it is taken as one that will not stop.
 _STOP_WALKS = 10
-# What one read of a lane's pipe takes at most (a transport of the loop's reads as much).
-_READ_SIZE = 256 * 1024
 # Room for as many descriptors as one message can carry (SCM_MAX_FD): any the buffer had no
 # room for would be closed by the kernel in this thread, and a lingering socket's close blocks.
 _MAX_DESCRIPTORS = 253
@@ -549,7 +547,7 @@ class TaskSandbox:
     def _read_output(self, stream: Stream, fd: int) -> None:
         """Hand on what came on one pipe. What comes when no shard is started (the launcher's
         own writes) goes nowhere."""
-        data = self._read_once(fd, _READ_SIZE)
+        data = self._read_once(fd, READ_SIZE)
         if data and self._on_data is not None:
             self._on_data(stream, data)
 
@@ -571,7 +569,7 @@ class TaskSandbox:
         launcher lies), and the loop must not be held by a pipe that is written on and on."""
         for stream, fd in self._outputs.items():
             waiting = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
-            while waiting > 0 and (data := self._read_once(fd, min(waiting, _READ_SIZE))):
+            while waiting > 0 and (data := self._read_once(fd, min(waiting, READ_SIZE))):
                 waiting -= len(data)
                 if self._on_data is not None:
                     self._on_data(stream, data)

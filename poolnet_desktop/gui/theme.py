@@ -152,10 +152,13 @@ def apply_theme(app: QApplication, dark: bool | None = None) -> Theme:
     """Style the whole application light or dark (``None``: as the system prefers).
 
     Uses the Fusion style, the one that honours a palette on every platform, so the colours
-    look the same on Windows, macOS and Linux.
+    look the same on Windows, macOS and Linux. The style is set once: setting it again (the
+    system's scheme changes at any time) deletes the style object in use, which a widget
+    still waiting for its deletion then calls into.
     """
     theme = DARK if (system_prefers_dark(app) if dark is None else dark) else LIGHT
-    app.setStyle("Fusion")
+    if app.style().name().lower() != "fusion":
+        app.setStyle("Fusion")
     app.setPalette(palette_for(theme))
     return theme
 

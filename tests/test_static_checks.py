@@ -37,3 +37,22 @@ def test_imports_keep_to_the_layers() -> None:
     result = _run([lint_imports, "--no-cache"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 broken" in result.stdout
+
+
+# Python's Unix-only modules the member's lane code uses: a member on Windows (unsandboxed, no
+# lanes) must still import it. Played here by faking the platform once the stdlib is loaded.
+WINDOWS_IMPORT = """
+import asyncio, selectors, shutil, signal, socket, subprocess, sys
+import psutil
+for name in ("fcntl", "termios", "resource"):
+    sys.modules[name] = None
+sys.platform = "win32"
+import poolnet_desktop.runtime.member.task_executor
+"""
+
+
+def test_the_member_imports_where_unix_only_modules_are_missing() -> None:
+    """The lanes' launcher and pipes (fcntl, termios, resource) broke the member's import on
+    Windows, where those modules do not exist."""
+    result = _run([sys.executable, "-c", WINDOWS_IMPORT])
+    assert result.returncode == 0, result.stderr

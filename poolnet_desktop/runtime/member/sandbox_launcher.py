@@ -43,17 +43,19 @@ import array
 import contextlib
 import ctypes
 import errno
-import fcntl
 import functools
 import json
 import os
-import resource
 import selectors
 import signal
 import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
+
+if sys.platform != "win32":  # the launcher runs on Linux; the member imports this file everywhere
+    import fcntl
+    import resource
 
 READY = "ready"
 START = "start"
@@ -87,7 +89,6 @@ _F_SETPIPE_SZ = 1031
 _F_GETPIPE_SZ = 1032
 # ``*ctl(0, *_INFO)``: how many objects of each kind this IPC namespace holds, and where the
 # count is in the answer (the struct's int fields).
-_RESOURCE_LIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 _IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}  # SHM_INFO used_ids, MSG_INFO msgpool, SEM_INFO semusz
 
 
@@ -368,7 +369,9 @@ def _empty_the_temporary_folders() -> list[str]:
 
 
 def _limits() -> dict[int, tuple[int, int]]:
-    return {limit: resource.getrlimit(limit) for limit in _RESOURCE_LIMITS}
+    """Every resource limit this launcher has (read once, when it starts)."""
+    names = [name for name in dir(resource) if name.startswith("RLIMIT_")]
+    return {getattr(resource, name): resource.getrlimit(getattr(resource, name)) for name in names}
 
 
 def _restore_limits(saved: dict[int, tuple[int, int]]) -> list[str]:

@@ -34,7 +34,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import fcntl
 import functools
 import json
 import logging
@@ -45,11 +44,14 @@ import socket
 import stat
 import subprocess
 import sys
-import termios
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
+
+if sys.platform != "win32":  # lanes are Linux's; the executor imports this file everywhere
+    import fcntl
+    import termios
 
 from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.folders import empty_folder

@@ -439,6 +439,63 @@ async def test_a_launcher_that_says_what_was_not_asked_ends_its_sandbox(
     assert lane._popen.returncode is not None  # its bwrap was killed and reaped
 
 
+async def test_a_shard_that_ends_before_it_is_told_started_is_answered_by_its_end_alone(tmp_path: Path) -> None:
+    """Most small shards end within the launcher's ``STARTED_DELAY``: their one message is
+    ``exited``, and what they wrote is theirs."""
+    writers: dict[str, int] = {}
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
+    out: list[bytes] = []
+
+    async def keep(stream: str, data: bytes) -> None:
+        out.append(data)
+
+    try:
+        say_ready(launcher, stand_in.pid)
+        await asyncio.wait_for(lane._ready, 5)
+        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), keep)
+        running = asyncio.ensure_future(runner.run())
+        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+        os.write(writers["stdout"], b"all of it")
+        launcher.send(encode({"op": "exited", "id": request["id"], "code": 3}))
+        result = await asyncio.wait_for(running, 10)
+        assert (result.reason, result.exit_code, b"".join(out)) == ("failed", 3, b"all of it")
+        assert not lane.ended and not lane._shards and not lane._pending
+    finally:
+        lane.close()
+        launcher.close()
+        for fd in writers.values():
+            os.close(fd)
+
+
+async def test_a_shard_that_runs_on_is_told_with_a_pidfd_and_a_quick_one_is_not(
+    lanes: Lanes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launcher tells of a start only once the shard has run for ``STARTED_DELAY``: the
+    member then knows its pid and hears its end from the kernel. A quick shard's one message
+    is its end."""
+    told: list[object] = []
+
+    def listen(lane: TaskSandbox) -> None:
+        answer = lane._answer
+        monkeypatch.setattr(lane, "_answer", lambda message, pidfd: told.append(message["op"]) or answer(message, pidfd))
+
+    token = new_token()
+    runner, running, lane = await lanes.start(f"sleep {token}")
+    listen(lane)
+    await wait_for(lambda: runner.pid is not None)
+    assert psutil.Process(runner.pid).cmdline()[-1].endswith(token)
+    assert not lane._shards[max(lane._shards)].main_ended()
+    runner.cancel()  # the lane goes with it
+    assert (await asyncio.wait_for(running, 10)).reason == "cancelled"
+    await lanes.lanes.release(KEY, lane)
+    assert told == ["started"]
+    told.clear()
+    listen(lane := await lanes.lanes.acquire(KEY, [], []))
+    await lanes.lanes.release(KEY, lane)
+    quick, _, _ = await lanes.run("true")
+    assert quick.reason == "succeeded" and told == ["exited"]
+
+
 async def test_a_launcher_that_sends_some_other_descriptor_as_the_pidfd_ends_its_sandbox(
     hostile: tuple[TaskSandbox, socket.socket],
 ) -> None:

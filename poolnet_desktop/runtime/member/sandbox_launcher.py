@@ -15,9 +15,11 @@ one shard, and the member suspends, measures and kills the launcher's descendant
 shard's tree.
 
 Messages are JSON on a ``SOCK_SEQPACKET`` socket. The member sends ``start``; the launcher
-answers ``started`` with a pidfd of the shard, ``failed`` with the errno, and ``exited`` with
-its exit code, and ``last`` when the lane cannot be made as new again (the member then ends
-it). On ``ready`` it sends a pidfd of itself. Every shard of the lane writes to the same two
+answers ``failed`` with the errno, or ``exited`` with the exit code once the shard ended (and
+``last`` when the lane cannot be made as new again: the member then ends it). A shard still
+running ``STARTED_DELAY`` after its start is told first with ``started`` and a pidfd of it:
+most small shards end before that, and one message per shard instead of two spares the member
+a wake-up, a sixth of what it spends on such a shard. On ``ready`` it sends a pidfd of itself. Every shard of the lane writes to the same two
 pipes, given to the launcher when it starts, each shard through a fresh opening of them (the
 flags, owner and size a shard sets on its own die with it): what is in them when ``exited``
 comes was written by that shard, whose processes are all gone by then.
@@ -64,6 +66,8 @@ FAILED = "failed"
 EXITED = "exited"
 # Larger than any request the member sends (it checks); a bigger one is refused, not cut.
 MAX_MESSAGE = 1 << 20
+# How long a shard runs before the member is told of it (``started``, with its pidfd).
+STARTED_DELAY = 0.02
 # A shard's leftovers not gone by then (a process stuck in the kernel): the launcher gives up
 # and exits, and the member ends the whole sandbox.
 CLEAN_UP_LIMIT = 2.0
@@ -136,9 +140,13 @@ class Launcher:
         finally:
             os.close(me)
         while True:
-            for key, _ in self.selector.select():
+            shard = self.shard
+            wait = None if shard is None or shard.told else max(0.0, shard.tell_at - time.monotonic())
+            for key, _ in self.selector.select(wait):
                 if key.data() is False:
                     return
+            if self.shard is not None and not self.shard.told and time.monotonic() >= self.shard.tell_at:
+                self._tell_started(self.shard)
 
     def _request(self) -> bool:
         try:
@@ -196,13 +204,19 @@ class Launcher:
             self._send({"op": FAILED, "id": request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
             return True
-        self.shard = _Shard(request_id, pid)
-        pidfd = os.pidfd_open(pid)
+        # Its end, even one before this line, is heard through the wakeup descriptor.
+        self.shard = _Shard(request_id, pid, time.monotonic() + STARTED_DELAY)
+        return True
+
+    def _tell_started(self, shard: _Shard) -> None:
+        """The shard still runs: send the member a pidfd of it (not reaped yet: its pid is
+        still its own)."""
+        shard.told = True
+        pidfd = os.pidfd_open(shard.pid)
         try:
-            self._send({"op": STARTED, "id": request_id}, [pidfd])
+            self._send({"op": STARTED, "id": shard.request_id}, [pidfd])
         finally:
             os.close(pidfd)
-        return self._children()  # it may have ended already, its signal come and gone
 
     def _fresh_output(self, fd: int) -> int:
         """A new opening of the lane's pipe ``fd`` for one shard (its own file description:
@@ -248,13 +262,16 @@ class Launcher:
 
 
 class _Shard:
-    """The running shard: its request and its pid."""
+    """The running shard: its request, its pid, and when (and whether) the member was told
+    that it started."""
 
-    __slots__ = ("request_id", "pid")
+    __slots__ = ("request_id", "pid", "tell_at", "told")
 
-    def __init__(self, request_id: int, pid: int) -> None:
+    def __init__(self, request_id: int, pid: int, tell_at: float) -> None:
         self.request_id = request_id
         self.pid = pid
+        self.tell_at = tell_at
+        self.told = False
 
 
 def _spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], stdio: tuple[int, int, int],

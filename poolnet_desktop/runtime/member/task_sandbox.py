@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 # The launcher starts within this (a cold interpreter on a busy machine), and answers each
 # request within it; past it, it is taken as broken.
 ANSWER_TIMEOUT = 30.0
+# How often a start with no answer yet is looked into (``_answer_late``).
+_ANSWER_CHECK = 0.25
 # After the kernel says a shard's main process ended, its exit code (sent once the launcher
 # emptied the sandbox, at most ``launcher.CLEAN_UP_LIMIT``) must come within this.
 EXIT_REPORT_TIMEOUT = launcher.CLEAN_UP_LIMIT + 3.0
@@ -154,9 +156,10 @@ class LaneProcess(ShardProcess):
         self.exited = lane.loop.create_future()
         self.closed = lane.loop.create_future()
         self._returncode: int | None = None
-        self._pidfd = pidfd
+        self._pidfd = pidfd  # -1: it ended before the launcher sent one
         self._late: asyncio.TimerHandle | None = None
-        lane.loop.add_reader(pidfd, self._main_ended)
+        if pidfd >= 0:
+            lane.loop.add_reader(pidfd, self._main_ended)
 
     @property
     def pid(self) -> int | None:
@@ -253,7 +256,7 @@ class TaskSandbox:
         self._outputs = dict(outputs)
         self._on_data: OnData | None = None
         self._bwrap_pidfd = os.pidfd_open(popen.pid)
-        self.loop.add_reader(self._bwrap_pidfd, self.fail, "it exited")
+        self.loop.add_reader(self._bwrap_pidfd, self._ended_within, "it exited")
         self.loop.add_reader(sock.fileno(), self._readable)
         for stream, fd in self._outputs.items():
             os.set_blocking(fd, False)
@@ -326,21 +329,59 @@ class TaskSandbox:
         answer: asyncio.Future[LaneProcess] = self.loop.create_future()
         self._pending[request_id] = answer
         self._on_data = on_data  # it may write before its start is answered
+        check: asyncio.TimerHandle | None = None
         try:
             await self._send(request)
-            async with asyncio.timeout(ANSWER_TIMEOUT):
-                return await answer
+            check = self.loop.call_later(_ANSWER_CHECK, self._answer_late, request_id, self.loop.time())
+            return await answer
         except RequestTooLarge:
             self._pending.pop(request_id, None)
             raise
-        except TimeoutError:
-            self.fail("it did not answer a start request")
-            raise SandboxEnded(errno.ETIMEDOUT, "the task's sandbox did not answer") from None
         except BaseException:
             self._pending.pop(request_id, None)
             if answer.done() and not answer.cancelled() and not answer.exception():
                 answer.result().abandon()  # started, but nobody waits for it any more
             raise
+        finally:
+            if check is not None:
+                check.cancel()
+
+    def _answer_late(self, request_id: int, asked: float) -> None:
+        """A start has had no answer for a while (most come within the launcher's
+        ``STARTED_DELAY``). If the launcher is stopped, its shard did it (nothing else runs in
+        the lane, and the member stops only what is under the launcher): the shard is the
+        launcher's child, and is watched by a pidfd of the member's own, as if the launcher had
+        sent it. No answer within ``ANSWER_TIMEOUT`` otherwise ends the lane."""
+        answer = self._pending.get(request_id)
+        if answer is None or answer.done() or self.ended:
+            return
+        if self._launcher_stopped():
+            pidfd = self._launchers_first_child()
+            if pidfd >= 0:
+                del self._pending[request_id]
+                self._shards[request_id] = LaneProcess(self, pidfd)
+                answer.set_result(self._shards[request_id])
+                return
+        if self.loop.time() - asked > ANSWER_TIMEOUT:
+            self.fail("it did not answer a start request")
+            return
+        self.loop.call_later(_ANSWER_CHECK, self._answer_late, request_id, asked)
+
+    def _launcher_stopped(self) -> bool:
+        try:
+            return psutil.Process(self._launcher).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        except psutil.Error:
+            return False
+
+    def _launchers_first_child(self) -> int:
+        """A pidfd of the launcher's oldest child (the shard it started: the children that
+        came to it as orphans are younger), or -1 if it has none."""
+        try:
+            with open(f"/proc/{self._launcher}/task/{self._launcher}/children", encoding="ascii") as listing:
+                children = listing.read().split()
+            return os.pidfd_open(int(children[0])) if children else -1
+        except (OSError, ValueError):
+            return -1
 
     async def seal(self, keep_files: bool = True) -> tuple[Path, str]:
         """The shard ended: once nothing runs in the sandbox, move its folder out to one that
@@ -453,34 +494,37 @@ class TaskSandbox:
                 raise SandboxEnded(exc.errno or errno.EPIPE, f"the task's sandbox ended: {exc}") from None
 
     def _readable(self) -> None:
-        while not self.ended:
-            try:
-                data, fds, flags, _ = socket.recv_fds(self._sock, _MAX_ANSWER, _MAX_DESCRIPTORS)
-            except (BlockingIOError, InterruptedError):
+        """Read and act on one message (the loop calls again while another waits: a read
+        that finds none costs more than that)."""
+        if self.ended:
+            return
+        try:
+            data, fds, flags, _ = socket.recv_fds(self._sock, _MAX_ANSWER, _MAX_DESCRIPTORS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.fail(f"its socket failed: {exc}")
+            return
+        pidfd = -1
+        try:
+            if len(fds) > 1 or (fds and not is_pidfd(fds[0])):
+                for fd in fds:
+                    _discard(fd)
+                raise ValueError("descriptors that are no pidfd")
+            if fds:
+                pidfd = fds[0]
+            if not data:
+                self._ended_within("its launcher ended")
                 return
-            except OSError as exc:
-                self.fail(f"its socket failed: {exc}")
-                return
-            pidfd = -1
-            try:
-                if len(fds) > 1 or (fds and not is_pidfd(fds[0])):
-                    for fd in fds:
-                        _discard(fd)
-                    raise ValueError("descriptors that are no pidfd")
-                if fds:
-                    pidfd = fds[0]
-                if not data:
-                    self.fail("its launcher ended")
-                    return
-                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                    raise ValueError("an oversized message")
-                if self._answer(json.loads(data), pidfd):
-                    pidfd = -1  # a shard's process owns it now
-            except (ValueError, TypeError, KeyError) as exc:
-                self.fail(f"its launcher sent a bad message ({exc})")
-            finally:
-                if pidfd >= 0:
-                    os.close(pidfd)
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                raise ValueError("an oversized message")
+            if self._answer(json.loads(data), pidfd):
+                pidfd = -1  # a shard's process owns it now
+        except (ValueError, TypeError, KeyError) as exc:
+            self.fail(f"its launcher sent a bad message ({exc})")
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
 
     def _answer(self, message: object, pidfd: int) -> bool:
         """Act on one message; True if it took ``pidfd`` over. Raises ``ValueError`` or
@@ -494,19 +538,11 @@ class TaskSandbox:
             return False
         if not isinstance(request_id, int):
             raise ValueError(f"an unexpected message: {op!r}")
-        if op == launcher.EXITED and request_id in self._shards:
-            code, last = message.get("code"), message.get("last")
-            if not isinstance(code, int):
-                raise TypeError("an exit code that is no integer")
-            if not self._shards[request_id].main_ended():
-                raise ValueError("the end of a shard still running")
-            self._drain()  # all it wrote is in the pipes: every process of it is gone
-            self._on_data = None
-            self._shards.pop(request_id).ended(code)
-            if last:
-                self.fail(f"it cannot be made as new: {last}", quiet=True)
-            return False
         answer = self._pending.get(request_id)
+        if op == launcher.EXITED:
+            return self._exited(request_id, answer, message.get("code"), message.get("last"))
+        if op == launcher.STARTED and request_id in self._shards:
+            return False  # stopped before it told, then let go by its shard: watched already
         if answer is None:
             raise ValueError(f"an answer nobody asked for: {op!r}")
         if op == launcher.FAILED:
@@ -522,6 +558,29 @@ class TaskSandbox:
             answer.set_result(process)
             return True
         raise ValueError(f"an unexpected answer: {op!r}")
+
+    def _exited(self, request_id: int, answer: asyncio.Future[LaneProcess] | None, code: object,
+                last: object) -> bool:
+        """The launcher says a shard ended, and that nothing of it runs any more: a running
+        one, or one that ended before it was worth a ``started``."""
+        if not isinstance(code, int):
+            raise TypeError("an exit code that is no integer")
+        if answer is not None:
+            del self._pending[request_id]
+            self._shards[request_id] = LaneProcess(self, -1)
+            answer.set_result(self._shards[request_id])
+        process = self._shards.get(request_id)
+        if process is None:
+            raise ValueError("the end of a shard nobody asked for")
+        if not process.main_ended():
+            raise ValueError("the end of a shard still running")
+        self._drain()  # all it wrote is in the pipes: every process of it is gone
+        self._on_data = None
+        del self._shards[request_id]
+        process.ended(code)
+        if last:
+            self.fail(f"it cannot be made as new: {last}", quiet=True)
+        return False
 
     def _ready_with(self, launcher_pid: int) -> None:
         """The launcher is up: learn its pid, and its parent's (the sandbox's init, a child of
@@ -542,7 +601,7 @@ class TaskSandbox:
         os.close(init_pidfd)
         if not self._init_gone.done():
             self._init_gone.set_result(None)
-        self.fail("its init ended")
+        self._ended_within("its init ended")
 
     # ---- what its shards write ------------------------------------------------------------
 
@@ -590,6 +649,17 @@ class TaskSandbox:
         if not self.ended and self._ready.done() and not quiet:
             log.warning("a task's sandbox ended: %s", why)
         self.close(why)
+
+    def _ended_within(self, why: str) -> None:
+        """Its launcher or its sandbox ended by itself. A start not answered yet was read, and
+        its shard is what ended them (nothing else in the lane can), so it ends as killed."""
+        if self._ready.done():
+            for request_id, answer in self._pending.items():
+                if not answer.done():
+                    self._shards[request_id] = LaneProcess(self, -1)
+                    answer.set_result(self._shards[request_id])
+            self._pending.clear()
+        self.fail(why)
 
     def close(self, why: str = "closed") -> None:
         """Kill the sandbox and everything in it (bwrap's init dies with bwrap, and the kernel

@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -37,8 +38,8 @@ from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.member.runner import OutputCallback, ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
-from poolnet_desktop.runtime.member.sandbox_launcher import encode
-from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox
+from poolnet_desktop.runtime.member.sandbox_launcher import BOOTSTRAP, encode
+from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox, _launcher_source
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import members, submit_manifest, wait_for
@@ -401,6 +402,29 @@ async def hostile(tmp_path: Path) -> AsyncIterator[tuple[TaskSandbox, socket.soc
     yield lane, launcher
     lane.close()
     launcher.close()
+
+
+def test_the_launcher_will_not_serve_outside_a_sandbox(tmp_path: Path) -> None:
+    """Started by hand on the machine itself, its clean-up after a first shard would have
+    emptied the machine's /tmp (it did, in a profiling run) and killed every process it could
+    see. It refuses before it answers anything (no request is sent here either way)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    code_read, code_write = os.pipe()
+    os.write(code_write, _launcher_source())
+    os.close(code_write)
+    (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+    fds = [theirs.fileno(), out_write, err_write]
+    launched = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(code_read), *map(str, fds)],
+        pass_fds=[code_read, *fds], capture_output=True, text=True, timeout=10,
+    )
+    for fd in (code_read, out_read, out_write, err_read, err_write):
+        os.close(fd)
+    theirs.close()
+    ours.settimeout(5)
+    assert ours.recv(4096) == b""  # its end, and no "ready" before it
+    ours.close()
+    assert launched.returncode == 2 and "only as the command of a sandbox" in launched.stderr
 
 
 async def test_a_launcher_that_is_not_inside_its_sandbox_is_refused(tmp_path: Path) -> None:

@@ -508,6 +508,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3 or not all(arg.isdigit() for arg in argv):
         print("usage: sandbox_launcher SOCKET_FD STDOUT_FD STDERR_FD", file=sys.stderr)
         return 2
+    if (os.getpid(), os.getppid()) != (2, 1):
+        # Outside a sandbox's own PID namespace (bwrap's init is 1, its command 2), the
+        # clean-up after a shard would empty this machine's /tmp and kill what it can.
+        print("sandbox_launcher runs only as the command of a sandbox a member made", file=sys.stderr)
+        return 2
     _prctl(_PR_SET_DUMPABLE, 0)  # no shard may ptrace it or read its memory
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _enter_a_nested_domain()

@@ -96,8 +96,11 @@ _F_GETPIPE_SZ = 1032
 _IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}  # SHM_INFO used_ids, MSG_INFO msgpool, SEM_INFO semusz
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: ``json.dumps`` with options makes one per call
+
+
 def encode(message: dict[str, object]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _ENCODER.encode(message).encode()
 
 
 @functools.cache
@@ -195,7 +198,7 @@ class Launcher:
         try:
             stdout, stderr = (self._fresh_output(fd) for fd in self.outputs)
             try:
-                with _pinned(cores if isinstance(cores, list) and cores else None):
+                with _pinned(cores) if isinstance(cores, list) and cores else contextlib.nullcontext():
                     pid = _spawn(argv, str(request["cwd"]), env, (self.null, stdout, stderr), self.ignored)
             finally:
                 os.close(stdout)
@@ -229,8 +232,7 @@ class Launcher:
     def _children(self) -> bool:
         """Reap every child that ended; once the shard has, clean the lane and report it."""
         with contextlib.suppress(BlockingIOError):
-            while os.read(self.wake_read, 4096):
-                pass
+            os.read(self.wake_read, 4096)  # a byte per signal: one read takes them (or the loop comes again)
         shard = self.shard
         while True:
             try:  # which child ended, not reaping it yet: only the shard's status is wanted
@@ -256,7 +258,10 @@ class Launcher:
 
     def _send(self, message: dict[str, object], fds: list[int] | None = None) -> None:
         try:
-            socket.send_fds(self.sock, [encode(message)], fds or [])
+            if fds:
+                socket.send_fds(self.sock, [encode(message)], fds)
+            else:
+                self.sock.send(encode(message))
         except OSError:
             pass  # the member is gone; the next read sees it
 
@@ -322,11 +327,8 @@ def _executable(command: str, search_path: str) -> str:
 
 
 @contextlib.contextmanager
-def _pinned(cores: list[int] | None):  # type: ignore[no-untyped-def]
+def _pinned(cores: list[int]):  # type: ignore[no-untyped-def]
     """Pin this thread to ``cores`` while the shard is created: it inherits the pin."""
-    if cores is None:
-        yield
-        return
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cores)
     try:

@@ -113,16 +113,22 @@ class _Member:
         return demand.fits_in(self.spare)
 
     def _recount(self) -> None:
-        rest = self.capacity - self.used
-        self.spare = ResourceVector(rest.cpu, rest.memory_mb, rest.storage_mb, len(self.free_gpus()))
-        # The fullest dimension's share in use: what "least loaded" compares.
-        pairs = (
-            (self.used.cpu, self.capacity.cpu),
-            (self.used.memory_mb, self.capacity.memory_mb),
-            (self.used.storage_mb, self.capacity.storage_mb),
-            (len(self.held_gpus), len(self.gpu_indices)),
-        )
-        self.load = max((used / total for used, total in pairs if total > 0), default=1.0)
+        """Twice per shard (taken, given back): plain arithmetic, no generator."""
+        used, capacity = self.used, self.capacity
+        rest = capacity - used
+        self.spare = ResourceVector(rest.cpu, rest.memory_mb, rest.storage_mb,
+                                    len(self.free_gpus()) if self.gpu_indices else 0)
+        # The fullest dimension's share in use: what "least loaded" compares (1 if none is lent).
+        load = -math.inf
+        if capacity.cpu > 0:
+            load = used.cpu / capacity.cpu
+        if capacity.memory_mb > 0:
+            load = max(load, used.memory_mb / capacity.memory_mb)
+        if capacity.storage_mb > 0:
+            load = max(load, used.storage_mb / capacity.storage_mb)
+        if self.gpu_indices:
+            load = max(load, len(self.held_gpus) / len(self.gpu_indices))
+        self.load = 1.0 if load == -math.inf else load
 
 
 @dataclass(slots=True)

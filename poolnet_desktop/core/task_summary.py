@@ -8,7 +8,6 @@ opaque cursor that stays valid while tasks come and go. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 from poolnet_desktop.core.tasks import ENDED, Shard, Task
@@ -20,7 +19,7 @@ MAX_SUMMARY_DEVICES = 16
 
 def state_counts(task: Task) -> dict[str, int]:
     """Shards by state (only the states some shard is in)."""
-    return dict(Counter(shard.state.value for shard in task.shards))
+    return {state.value: n for state, n in task.counts().items()}
 
 
 def devices_used(task: Task) -> list[str]:

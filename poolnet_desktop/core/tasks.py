@@ -195,7 +195,7 @@ class Task:
         counts = self._counts
         if counts[S.SUCCEEDED] == total:
             return TaskState.SUCCEEDED
-        if sum(counts[state] for state in FINAL) == total:
+        if sum(map(counts.__getitem__, FINAL)) == total:  # no generator: read for every result
             return TaskState.CANCELLED if self.cancel_requested else TaskState.FAILED
         if counts[S.QUEUED] == total:
             return TaskState.QUEUED
@@ -204,9 +204,14 @@ class Task:
     def count(self, state: ShardState) -> int:
         return self._counts[state]
 
+    def counts(self) -> dict[ShardState, int]:
+        """Shards by state, only the states some shard is in (kept as shards move: a summary
+        of a task of 100,000 shards must not walk them)."""
+        return {state: n for state, n in self._counts.items() if n}
+
     def progress(self) -> tuple[int, int]:
         """(shards that will not run again, all shards): what a progress bar shows."""
-        return sum(self._counts[state] for state in FINAL), len(self.shards)
+        return sum(map(self._counts.__getitem__, FINAL)), len(self.shards)
 
     def may_report(self, index: int, attempt: int, device_id: str) -> bool:
         """Whether ``device_id`` may report on this attempt (started, output, result, files):

@@ -26,6 +26,7 @@ Whatever the history:
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -414,6 +415,12 @@ class PoolMachine(RuleBasedStateMachine):
                     assert key in scheduler.placed_on(shard.device_id) or key in self.core.unconfirmed
                 else:
                     assert key not in placed
+
+    @invariant()
+    def a_tasks_kept_counts_are_its_shards_states(self) -> None:
+        """Summaries read the counts a task keeps as its shards move, never the shards."""
+        for task in self.core.tasks.values():
+            assert task.counts() == dict(Counter(shard.state for shard in task.shards))
 
     @invariant()
     def members_hold_only_attempts_the_committed_records_give_them(self) -> None:

@@ -12,15 +12,29 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
-from poolnet_desktop.runtime.member.runner import python_command
+from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
-from tests.runtime.test_task_sandbox import KEY, Lanes, lane_played_by_the_test, lanes, say_ready, start_played
+from poolnet_desktop.runtime.member.task_sandbox import TaskSandbox
+from tests.runtime.test_task_pool import wait_for
+from tests.runtime.test_task_sandbox import (
+    KEY,
+    Lanes,
+    lane_played_by_the_test,
+    lanes,
+    new_token,
+    say_ready,
+    sleeping,
+    start_played,
+)
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
 __all__ = ["lanes"]  # the fixture, used by name
@@ -156,5 +170,69 @@ async def test_a_launcher_that_says_a_running_shard_ended_ends_its_lane(tmp_path
     finally:
         shard.kill()
         shard.wait()
+        lane.close()
+        launcher.close()
+
+
+HOLD_ITS_PIDFD = r"""
+import os, signal, socket, subprocess, sys, time
+launcher = os.getppid()
+held, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+null = os.open("/dev/null", os.O_RDONLY)
+for _ in range(4):
+    socket.send_fds(held, [b"x"], [null] * 250)  # 1000 descriptors in flight, counted to this uid
+subprocess.run(["prlimit", "--pid", str(launcher), "--nofile=64:"], check=True)
+os.kill(launcher, signal.SIGCONT)  # its "started" (a pidfd) now fails with ETOOMANYREFS, unheard
+time.sleep(0.2)
+os.execvp("sleep", ["sleep", sys.argv[1]])
+"""
+
+
+async def test_a_shard_whose_start_is_never_told_still_times_out(lanes: Lanes) -> None:
+    """The launcher tells of a start only after ``STARTED_DELAY``, and only once. The shard
+    stops it for that moment (the member adopted a shard only from a launcher still stopped
+    at its next look, 0.25 s on), makes the one send of its pidfd fail (descriptors in flight
+    past the launcher's RLIMIT_NOFILE, set by ``prlimit``: same uid), and lets it go. The
+    member then waited ``ANSWER_TIMEOUT`` (30 s) for an answer, with no timeout, memory
+    limit, suspend or cancel on the shard. Now it takes the launcher's child at its look."""
+    token = new_token()
+    started = asyncio.get_running_loop().time()
+    try:
+        result, _, _ = await asyncio.wait_for(
+            lanes.run(f"kill -STOP $PPID; exec {PYTHON} hold.py {token}", files={"hold.py": HOLD_ITS_PIDFD},
+                      timeout=1.0), 10)
+    finally:
+        still_running = bool(sleeping(token))
+        lanes.lanes.close_all()
+    assert result.reason == "timeout", (result, asyncio.get_running_loop().time() - started, still_running)
+
+
+async def test_a_launcher_that_tells_only_the_end_of_a_shard_still_running_ends_its_lane(tmp_path: Path) -> None:
+    """A start answered by ``exited`` alone (no ``started``, so no pidfd to check it against)
+    while a process still runs under the launcher: the member sealed and reused the folder of
+    a shard still at work. Now it asks the kernel whether the launcher has a child. Its ``started``-then-``exited`` twin ends the lane (the test above);
+    here the launcher just skips the ``started``. (As ``lane_played_by_the_test``, with a
+    stand-in launcher that has a child: bwrap, init, launcher, shard.)"""
+    bwrap = subprocess.Popen(["sh", "-c", "sh -c \"sh -c 'sleep 60 & wait' & wait\" & wait"], start_new_session=True)
+    await wait_for(lambda: len(psutil.Process(bwrap.pid).children(recursive=True)) == 3)
+    stand_in = psutil.Process(bwrap.pid).children()[0].children()[0]
+    (tmp_path / "work").mkdir()
+    outputs = {}
+    for stream in ("stdout", "stderr"):
+        outputs[stream], write_end = os.pipe()
+        os.close(write_end)
+    ours, launcher = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    lane = TaskSandbox(tmp_path, bwrap, ours, outputs, lambda: Path(tempfile.mkdtemp(dir=tmp_path)))
+    try:
+        say_ready(launcher, stand_in.pid)
+        await asyncio.wait_for(lane._ready, 5)
+        runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
+        running = asyncio.ensure_future(runner.run())
+        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+        launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
+        result = await asyncio.wait_for(running, 10)
+        assert lane.ended and result.exit_code == -9, result  # it ran on, and its lane was kept
+    finally:
         lane.close()
         launcher.close()

@@ -754,3 +754,18 @@ async def test_without_landlock_scopes_a_member_keeps_no_lanes_and_reuses_no_fol
     finally:
         await member.stop()
         await running
+
+
+async def test_a_start_given_up_while_unanswered_leaves_no_shard_running_in_a_free_lane(lanes: Lanes) -> None:
+    """A shard keeps its start unanswered (it stops its launcher within ``STARTED_DELAY``),
+    and its run is cancelled meanwhile (the member stops, the job is dropped): the lane went
+    back to the free ones with the shard running in it, and the next shard's start, with the
+    launcher still stopped, adopted the launcher's oldest child, the previous shard, as its own."""
+    token = new_token()
+    _, running, lane = await lanes.start(f"kill -STOP $PPID; sleep {token}")
+    await asyncio.sleep(0.1)  # no answer yet; the member's first look is 0.25 s after the start
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await lanes.lanes.release(KEY, lane)  # as the executor does, whatever its run did
+    assert lane.ended or not sleeping(token), "a free lane with the last shard still in it"

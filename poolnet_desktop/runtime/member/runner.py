@@ -286,6 +286,7 @@ class ShardRunner:
         started = self._clock()
         if self._cancel_requested:
             return self._outcome("cancelled", None, started, message="cancelled before start")
+        asked = asyncio.get_running_loop().time()
         try:
             process = await self._start()
         except PinError as exc:
@@ -295,6 +296,10 @@ class ShardRunner:
         except (OSError, ValueError) as exc:
             return self._outcome("error", None, started, message=_start_error(self.spec, exc))
         self._process = process
+        if self._timeout_left is not None and not self._suspended:
+            # The timeout counts from the start request: a lane answers it only once the shard
+            # has run for a while (its launcher's STARTED_DELAY), or later if the shard hinders it.
+            self._timeout_left = max(0.0, self._timeout_left - (asyncio.get_running_loop().time() - asked))
         try:
             return await self._watch(process, started)
         finally:

@@ -270,7 +270,7 @@ class _Shard:
     """The running shard: its request, its pid, and when (and whether) the member was told
     that it started."""
 
-    __slots__ = ("request_id", "pid", "tell_at", "told")
+    __slots__ = ("pid", "request_id", "tell_at", "told")
 
     def __init__(self, request_id: int, pid: int, tell_at: float) -> None:
         self.request_id = request_id

@@ -12,19 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
-from poolnet_desktop.runtime.member.task_sandbox import TaskSandbox
-from tests.runtime.test_task_pool import wait_for
 from tests.runtime.test_task_sandbox import (
     KEY,
     Lanes,
@@ -210,20 +205,9 @@ async def test_a_shard_whose_start_is_never_told_still_times_out(lanes: Lanes) -
 async def test_a_launcher_that_tells_only_the_end_of_a_shard_still_running_ends_its_lane(tmp_path: Path) -> None:
     """A start answered by ``exited`` alone (no ``started``, so no pidfd to check it against)
     while a process still runs under the launcher: the member sealed and reused the folder of
-    a shard still at work. Now it asks the kernel whether the launcher has a child. Its ``started``-then-``exited`` twin ends the lane (the test above);
-    here the launcher just skips the ``started``. (As ``lane_played_by_the_test``, with a
-    stand-in launcher that has a child: bwrap, init, launcher, shard.)"""
-    bwrap = subprocess.Popen(["sh", "-c", "sh -c \"sh -c 'sleep 60 & wait' & wait\" & wait"], start_new_session=True)
-    await wait_for(lambda: len(psutil.Process(bwrap.pid).children(recursive=True)) == 3)
-    stand_in = psutil.Process(bwrap.pid).children()[0].children()[0]
-    (tmp_path / "work").mkdir()
-    outputs = {}
-    for stream in ("stdout", "stderr"):
-        outputs[stream], write_end = os.pipe()
-        os.close(write_end)
-    ours, launcher = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    ours.setblocking(False)
-    lane = TaskSandbox(tmp_path, bwrap, ours, outputs, lambda: Path(tempfile.mkdtemp(dir=tmp_path)))
+    a shard still at work. Now it asks the kernel whether the launcher has a child. (Its
+    ``started``-then-``exited`` twin is the test above; here the launcher skips ``started``.)"""
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, launcher_has_a_child=True)
     try:
         say_ready(launcher, stand_in.pid)
         await asyncio.wait_for(lane._ready, 5)

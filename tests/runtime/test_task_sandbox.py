@@ -350,15 +350,17 @@ async def test_a_members_shards_of_one_task_share_lanes_end_to_end(
 
 
 async def lane_played_by_the_test(
-    tmp_path: Path, writers: dict[str, int] | None = None
+    tmp_path: Path, writers: dict[str, int] | None = None, launcher_has_a_child: bool = False,
 ) -> tuple[TaskSandbox, socket.socket, psutil.Process]:
     """A lane whose launcher is this test, and a 'launcher' process where a real one would be:
-    ``sh`` stands in for bwrap, a child ``sh`` for its init, a ``sleep`` for the launcher.
-    The write ends of the lane's pipes go to ``writers``, or are closed."""
+    ``sh`` stands in for bwrap, a child ``sh`` for its init, a ``sleep`` for the launcher (or
+    an ``sh`` with a ``sleep`` under it: a shard still running). The write ends of the lane's
+    pipes go to ``writers``, or are closed."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setblocking(False)
-    bwrap = subprocess.Popen(["sh", "-c", "sh -c 'sleep 60 & wait' & wait"], start_new_session=True)
-    await wait_for(lambda: len(psutil.Process(bwrap.pid).children(recursive=True)) == 2)
+    launcher = "sh -c \"sh -c 'sleep 60 & wait' & wait\"" if launcher_has_a_child else "sh -c 'sleep 60 & wait'"
+    bwrap = subprocess.Popen(["sh", "-c", f"{launcher} & wait"], start_new_session=True)
+    await wait_for(lambda: len(psutil.Process(bwrap.pid).children(recursive=True)) == 2 + launcher_has_a_child)
     stand_in = psutil.Process(bwrap.pid).children()[0].children()[0]
     (tmp_path / "work").mkdir()
     outputs = {}

@@ -36,6 +36,17 @@ OnData = Callable[[Stream, bytes], None]
 READ_SIZE = 64 * 1024
 
 
+def read_pipe(fd: int, size: int = READ_SIZE) -> bytes | None:
+    """Up to ``size`` bytes of a non-blocking pipe: ``b""`` at its end (every write end closed,
+    or the read failed), None when nothing is there yet."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
 class PinError(Exception):
     """The requested CPU cores cannot be used on this machine."""
 
@@ -205,12 +216,9 @@ class PipedProcess(ShardProcess):
             self.exited.set_result(None)
 
     def _readable(self, fd: int) -> None:
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
+        data = read_pipe(fd)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data:
             self.on_data(self._pipes[fd], data)
             return

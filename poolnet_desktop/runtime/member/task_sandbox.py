@@ -57,7 +57,7 @@ from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.folders import empty_folder
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
 from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
-from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream
+from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe
 
 log = logging.getLogger(__name__)
 
@@ -361,9 +361,7 @@ class TaskSandbox:
             return
         pidfd = self._launchers_first_child()
         if pidfd >= 0:
-            del self._pending[request_id]
-            self._shards[request_id] = LaneProcess(self, pidfd)
-            answer.set_result(self._shards[request_id])
+            self._started(request_id, pidfd)
             return
         if self.loop.time() - asked > ANSWER_TIMEOUT:
             self.fail("it did not answer a start request")
@@ -560,12 +558,15 @@ class TaskSandbox:
                                          str(message.get("error", "could not start"))))
             return False
         if op == launcher.STARTED and pidfd >= 0:
-            del self._pending[request_id]
-            process = LaneProcess(self, pidfd)
-            self._shards[request_id] = process
-            answer.set_result(process)
+            self._started(request_id, pidfd)
             return True
         raise ValueError(f"an unexpected answer: {op!r}")
+
+    def _started(self, request_id: int, pidfd: int) -> None:
+        """Answer a start: its shard runs, watched by ``pidfd`` (-1: none, it ended)."""
+        answer = self._pending.pop(request_id)
+        self._shards[request_id] = LaneProcess(self, pidfd)
+        answer.set_result(self._shards[request_id])
 
     def _exited(self, request_id: int, answer: asyncio.Future[LaneProcess] | None, code: object,
                 last: object) -> bool:
@@ -574,9 +575,7 @@ class TaskSandbox:
         if not isinstance(code, int):
             raise TypeError("an exit code that is no integer")
         if answer is not None:  # never told started: it started all the same
-            del self._pending[request_id]
-            self._shards[request_id] = LaneProcess(self, -1)
-            answer.set_result(self._shards[request_id])
+            self._started(request_id, -1)
         process = self._shards.get(request_id)
         if process is None:
             raise ValueError("the end of a shard nobody asked for")
@@ -629,15 +628,10 @@ class TaskSandbox:
     def _read_once(self, fd: int, size: int) -> bytes:
         """Up to ``size`` bytes, or none; at the pipe's end (every write end closed: the
         launcher is gone, and the lane with it) the pipe is no longer watched."""
-        try:
-            data = os.read(fd, size)
-        except BlockingIOError:
-            return b""
-        except OSError:
-            data = b""
-        if not data:
+        data = read_pipe(fd, size)
+        if data == b"":
             self.loop.remove_reader(fd)
-        return data
+        return data or b""
 
     def _drain(self) -> None:
         """Read what is in both pipes now, and no more: their writers are gone (unless the
@@ -665,14 +659,13 @@ class TaskSandbox:
         self.close(why)
 
     def _ended_within(self, why: str) -> None:
-        """Its launcher or its sandbox ended by itself. A start not answered yet was read, and
-        its shard is what ended them (nothing else in the lane can), so it ends as killed."""
+        """Its launcher or its sandbox ended by itself. A start not answered yet most likely
+        started its shard, and that shard ended them (nothing else in the lane can; the kernel's
+        OOM killer or a local root could): it ends as killed, not as never started."""
         if self._ready.done():
-            for request_id, answer in self._pending.items():
+            for request_id, answer in list(self._pending.items()):
                 if not answer.done():
-                    self._shards[request_id] = LaneProcess(self, -1)
-                    answer.set_result(self._shards[request_id])
-            self._pending.clear()
+                    self._started(request_id, -1)
         self.fail(why)
 
     def close(self, why: str = "closed") -> None:

@@ -101,6 +101,17 @@ async def test_a_shard_that_lowers_the_launchers_limits_leaves_the_next_one_the_
     assert after_soft == usual and after_hard == usual
 
 
+async def test_a_shard_that_leaves_its_launcher_no_descriptor_to_spare_still_runs_to_its_end(lanes: Lanes) -> None:
+    """Its soft ``RLIMIT_NOFILE`` at 3 (``prlimit``, same uid): the launcher's pidfd for
+    ``started`` could not be made, and it died of that, killing the shard with the lane. Now
+    the member finds the shard itself, and the launcher sets its limits back before it
+    cleans up (emptying the temporary folders opens them)."""
+    first, out, _ = await lanes.run("prlimit --pid $PPID --nofile=3:; sleep 0.4; echo ran on")
+    again, out_again, _ = await lanes.run("echo same lane")
+    assert (first.reason, out) == ("succeeded", "ran on\n"), first
+    assert (again.reason, out_again) == ("succeeded", "same lane\n") and len(lanes.lane_folders()) == 1
+
+
 async def test_what_a_shard_locks_in_a_temporary_folder_is_gone_for_the_next(lanes: Lanes) -> None:
     """A folder made unreadable (mode 000) in /tmp or /dev/shm: its files were kept for the
     next shard before (the emptying could not read it, and said nothing)."""

@@ -23,10 +23,9 @@ from poolnet_desktop.runtime.member.sandbox_launcher import encode
 from tests.runtime.test_task_sandbox import (
     KEY,
     Lanes,
-    lane_played_by_the_test,
     lanes,
     new_token,
-    say_ready,
+    ready_lane_played_by_the_test,
     sleeping,
     start_played,
 )
@@ -139,7 +138,6 @@ async def test_the_member_reads_a_lanes_pipe_no_further_than_what_was_in_it(tmp_
     vmsplice from several processes in the review) held the member's loop, every task's, for
     as long as they wrote. Here each chunk read is followed at once by another written."""
     writers: dict[str, int] = {}
-    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
     read: list[bytes] = []
 
     def refill(stream: str, data: bytes) -> None:
@@ -147,37 +145,26 @@ async def test_the_member_reads_a_lanes_pipe_no_further_than_what_was_in_it(tmp_
         if len(read) < 1000:
             os.write(writers["stdout"], b"more")
 
-    try:
-        say_ready(launcher, stand_in.pid)
-        await asyncio.wait_for(lane._ready, 5)
+    async with ready_lane_played_by_the_test(tmp_path, writers) as (lane, _, _):
         os.write(writers["stdout"], b"there when the end was told")
         lane._on_data = refill
         lane._drain()
         assert b"".join(read) == b"there when the end was told"
-    finally:
-        lane.close()
-        launcher.close()
-        for fd in writers.values():
-            os.close(fd)
 
 
 async def test_a_launcher_that_says_a_running_shard_ended_ends_its_lane(tmp_path: Path) -> None:
     """Told of an end the kernel has not seen (the shard's pidfd is not readable), the member
     would seal or reuse a folder a process still works in: the lane ends instead."""
-    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path)
     shard = subprocess.Popen(["sleep", "60"])
     try:
-        say_ready(launcher, stand_in.pid)
-        await asyncio.wait_for(lane._ready, 5)
-        _, running, request_id = await start_played(lane, launcher, shard.pid)
-        launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
-        result = await asyncio.wait_for(running, 10)
-        assert lane.ended and result.exit_code == -9
+        async with ready_lane_played_by_the_test(tmp_path) as (lane, launcher, _):
+            _, running, request_id = await start_played(lane, launcher, shard.pid)
+            launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
+            result = await asyncio.wait_for(running, 10)
+            assert lane.ended and result.exit_code == -9
     finally:
         shard.kill()
         shard.wait()
-        lane.close()
-        launcher.close()
 
 
 HOLD_ITS_PIDFD = r"""
@@ -218,16 +205,10 @@ async def test_a_launcher_that_tells_only_the_end_of_a_shard_still_running_ends_
     while a process still runs under the launcher: the member sealed and reused the folder of
     a shard still at work. Now it asks the kernel whether the launcher has a child. (Its
     ``started``-then-``exited`` twin is the test above; here the launcher skips ``started``.)"""
-    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, launcher_has_a_child=True)
-    try:
-        say_ready(launcher, stand_in.pid)
-        await asyncio.wait_for(lane._ready, 5)
+    async with ready_lane_played_by_the_test(tmp_path, launcher_has_a_child=True) as (lane, launcher, _):
         runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
         running = asyncio.ensure_future(runner.run())
         request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
         launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
         result = await asyncio.wait_for(running, 10)
         assert lane.ended and result.exit_code == -9, result  # it ran on, and its lane was kept
-    finally:
-        lane.close()
-        launcher.close()

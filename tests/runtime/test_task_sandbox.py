@@ -13,6 +13,7 @@ sandbox shared by a task's running shards, one writable folder for all): an atta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -374,6 +375,24 @@ async def lane_played_by_the_test(
     return lane, theirs, stand_in
 
 
+@contextlib.asynccontextmanager
+async def ready_lane_played_by_the_test(
+    tmp_path: Path, writers: dict[str, int] | None = None, launcher_has_a_child: bool = False,
+) -> AsyncIterator[tuple[TaskSandbox, socket.socket, psutil.Process]]:
+    """``lane_played_by_the_test``, its launcher said ready; the lane, the test's end of its
+    socket and the pipes' write ends are closed after."""
+    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers, launcher_has_a_child)
+    try:
+        say_ready(launcher, stand_in.pid)
+        await asyncio.wait_for(lane._ready, 5)
+        yield lane, launcher, stand_in
+    finally:
+        lane.close()
+        launcher.close()
+        for fd in (writers or {}).values():
+            os.close(fd)
+
+
 def say_ready(launcher: socket.socket, pid: int) -> None:
     me = os.pidfd_open(pid)
     socket.send_fds(launcher, [encode({"op": "ready"})], [me])
@@ -418,7 +437,7 @@ def test_the_launcher_will_not_serve_outside_a_sandbox(tmp_path: Path) -> None:
     fds = [theirs.fileno(), out_write, err_write]
     launched = subprocess.run(
         [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(code_read), *map(str, fds)],
-        pass_fds=[code_read, *fds], capture_output=True, text=True, timeout=10,
+        pass_fds=[code_read, *fds], capture_output=True, text=True, timeout=10, check=False,
     )
     for fd in (code_read, out_read, out_write, err_read, err_write):
         os.close(fd)
@@ -469,15 +488,12 @@ async def test_a_shard_that_ends_before_it_is_told_started_is_answered_by_its_en
     """Most small shards end within the launcher's ``STARTED_DELAY``: their one message is
     ``exited``, and what they wrote is theirs."""
     writers: dict[str, int] = {}
-    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
     out: list[bytes] = []
 
     async def keep(stream: str, data: bytes) -> None:
         out.append(data)
 
-    try:
-        say_ready(launcher, stand_in.pid)
-        await asyncio.wait_for(lane._ready, 5)
+    async with ready_lane_played_by_the_test(tmp_path, writers) as (lane, launcher, _):
         runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), keep)
         running = asyncio.ensure_future(runner.run())
         request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
@@ -486,11 +502,6 @@ async def test_a_shard_that_ends_before_it_is_told_started_is_answered_by_its_en
         result = await asyncio.wait_for(running, 10)
         assert (result.reason, result.exit_code, b"".join(out)) == ("failed", 3, b"all of it")
         assert not lane.ended and not lane._shards and not lane._pending
-    finally:
-        lane.close()
-        launcher.close()
-        for fd in writers.values():
-            os.close(fd)
 
 
 async def test_a_shard_that_runs_on_is_told_with_a_pidfd_and_a_quick_one_is_not(
@@ -585,7 +596,6 @@ async def test_what_a_shard_wrote_before_its_end_was_told_is_its_own(tmp_path: P
     """The lane's pipes are read to their end before a shard's end is told: here the end is
     read before the output written ahead of it (without that, the output was lost)."""
     writers: dict[str, int] = {}
-    lane, launcher, stand_in = await lane_played_by_the_test(tmp_path, writers)
     shard = subprocess.Popen(["true"])
     os.waitid(os.P_PID, shard.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: its pidfd says so
     out: list[bytes] = []
@@ -594,20 +604,15 @@ async def test_what_a_shard_wrote_before_its_end_was_told_is_its_own(tmp_path: P
         out.append(data)
 
     try:
-        say_ready(launcher, stand_in.pid)
-        await asyncio.wait_for(lane._ready, 5)
-        _, running, request_id = await start_played(lane, launcher, shard.pid, keep)
-        launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
-        os.write(writers["stdout"], b"written last")
-        result = await asyncio.wait_for(running, 10)
-        assert (result.reason, b"".join(out), result.stdout_bytes) == ("succeeded", b"written last", 12)
-        assert not lane.ended
+        async with ready_lane_played_by_the_test(tmp_path, writers) as (lane, launcher, _):
+            _, running, request_id = await start_played(lane, launcher, shard.pid, keep)
+            launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
+            os.write(writers["stdout"], b"written last")
+            result = await asyncio.wait_for(running, 10)
+            assert (result.reason, b"".join(out), result.stdout_bytes) == ("succeeded", b"written last", 12)
+            assert not lane.ended
     finally:
         shard.wait()
-        lane.close()
-        launcher.close()
-        for fd in writers.values():
-            os.close(fd)
 
 
 async def test_a_launcher_that_never_answers_is_given_up_on(

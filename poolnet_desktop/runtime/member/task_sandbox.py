@@ -24,7 +24,10 @@ Each lane is what a sandbox of one shard was, for every party but the task itsel
 
 The launcher lives among the task's code, so nothing it says is believed beyond that lane: a
 message that is not what was asked for, a descriptor that is no pidfd, or no answer in time
-ends the sandbox. A shard's pid comes from the pidfd, and its end from the pidfd too: a
+ends the sandbox. A shard's pid and its end come from the kernel: the pidfd the launcher
+sends for a shard still running after ``STARTED_DELAY``, or the member's own of the launcher's
+child when no answer comes (its shard stopped the launcher, or kept it from sending), or, for
+a shard answered by its end alone, the kernel's listing of the launcher's children, empty. A
 launcher stopped by its shard cannot hold a runner past the shard's end.
 """
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,27 @@ async def test_what_a_shard_locks_in_a_temporary_folder_is_gone_for_the_next(lan
     await lanes.run("for d in /tmp /var/tmp /dev/shm; do mkdir $d/x; echo secret > $d/x/f; chmod 000 $d/x; done")
     _, out, _ = await lanes.run("ls -A /tmp /var/tmp /dev/shm")
     assert "x" not in out.split()
+
+
+async def test_what_a_shard_leaves_in_a_temporary_folder_it_found_empty_is_gone_for_the_next() -> None:
+    """A lane whose folder is outside ``/tmp`` finds its ``/tmp`` empty: the launcher then
+    checks it after each shard by its size alone (tmpfs counts entries in it), and must still
+    see and remove every kind of entry. (The other tests' lanes are under ``/tmp``: there it
+    is listed every time.)"""
+    root = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/tmp"))
+    outside = Lanes(root)
+    try:
+        leave = ("cd {d} && touch f && mkdir -p d/e && ln -s f l && mkfifo p && chmod 000 d; "
+                 "ls -A {d} | wc -l")
+        for folder in ("/tmp", "/dev/shm"):
+            made, count, _ = await outside.run(leave.format(d=folder))
+            assert (made.reason, count) == ("succeeded", "4\n"), made
+            _, listing, _ = await outside.run(f"ls -A {folder}")
+            assert listing == "", listing
+        assert len(outside.lane_folders()) == 1  # the same lane, made as new
+    finally:
+        outside.lanes.close_all()
+        shutil.rmtree(root)
 
 
 async def test_a_posix_message_queue_is_gone_for_the_next_shard(lanes: Lanes) -> None:

@@ -49,12 +49,12 @@ import errno
 import functools
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 if sys.platform != "win32":  # the launcher runs on Linux; the member imports this file everywhere
     import fcntl
@@ -90,18 +90,27 @@ _SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_SCOPES = 1 | 2  # abstract Unix sockets, signals
 _PRIVATE_TEMP = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")  # POSIX queues: /dev/mqueue
 _IPC_RMID = 0
+# File systems whose folders grow by a fixed size per entry (tmpfs, mqueue): one of them whose
+# size is back to what it was when empty holds nothing.
+_SIZE_COUNTS_ENTRIES = {0x01021994, 0x19800202}
 _F_SETPIPE_SZ = 1031
 _F_GETPIPE_SZ = 1032
-# ``*ctl(0, *_INFO)``: how many objects of each kind this IPC namespace holds, and where the
-# count is in the answer (the struct's int fields).
-_IPC_COUNTS = {"shm": (14, 0), "msg": (12, 0), "sem": (19, 7)}  # SHM_INFO used_ids, MSG_INFO msgpool, SEM_INFO semusz
+# ``*ctl(0, *_INFO)``: how many objects of a kind this IPC namespace holds (SHM_INFO's
+# used_ids, MSG_INFO's msgpool, SEM_INFO's semusz).
+_SHM_INFO, _MSG_INFO, _SEM_INFO = 14, 12, 19
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: ``json.dumps`` with options makes one per call
+_DECODER = json.JSONDecoder()  # ``json.loads`` of bytes first guesses their encoding
 
 
 def encode(message: dict[str, object]) -> bytes:
     return _ENCODER.encode(message).encode()
+
+
+def decode(data: bytes | bytearray) -> object:
+    """A message's JSON value; ``ValueError`` for one that is no UTF-8 JSON."""
+    return _DECODER.decode(data.decode())
 
 
 @functools.cache
@@ -127,7 +136,9 @@ class Launcher:
         self.buffer = bytearray(MAX_MESSAGE)
         self.fd_space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         self.ignored = _ignored_signals()
-        self.selector = selectors.DefaultSelector()
+        self.poller = select.epoll()
+        self.handlers: dict[int, Callable[[], bool]] = {}
+        self.empty_sizes = _empty_sizes()
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(wake_write, False)
@@ -136,8 +147,9 @@ class Launcher:
         signal.set_wakeup_fd(wake_write)
 
     def serve(self) -> None:
-        self.selector.register(self.sock, selectors.EVENT_READ, self._request)
-        self.selector.register(self.wake_read, selectors.EVENT_READ, self._children)
+        for fd, handler in ((self.sock.fileno(), self._request), (self.wake_read, self._children)):
+            self.handlers[fd] = handler
+            self.poller.register(fd, select.EPOLLIN)
         me = os.pidfd_open(os.getpid())
         try:
             self._send({"op": READY}, [me])
@@ -145,9 +157,9 @@ class Launcher:
             os.close(me)
         while True:
             shard = self.shard
-            wait = None if shard is None or shard.told else max(0.0, shard.tell_at - time.monotonic())
-            for key, _ in self.selector.select(wait):
-                if key.data() is False:
+            wait = -1.0 if shard is None or shard.told else max(0.0, shard.tell_at - time.monotonic())
+            for fd, _ in self.poller.poll(wait):
+                if self.handlers[fd]() is False:
                     return
             if self.shard is not None and not self.shard.told and time.monotonic() >= self.shard.tell_at:
                 self._tell_started(self.shard)
@@ -165,13 +177,13 @@ class Launcher:
             return False
         request: object = None
         try:
-            request = json.loads(data)
+            request = decode(data)
             if not isinstance(request, dict):
                 raise ValueError("not a JSON object")
             if request.get("op") != START or fds:
                 raise ValueError("not a start request")
             return self._start(request)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, LookupError) as exc:
             request_id = request.get("id") if isinstance(request, dict) else None
             self._send({"op": FAILED, "id": request_id, "errno": errno.EINVAL, "error": str(exc)})
         return True
@@ -256,7 +268,7 @@ class Launcher:
         lowered = _restore_limits(self.limits)  # first: the clean-up opens folders (a descriptor limit)
         if not _kill_the_rest():
             return False  # exit, unreported: the member ends this sandbox, and waits for its end
-        left = lowered + _empty_the_temporary_folders()
+        left = lowered + _empty_the_temporary_folders(self.empty_sizes)
         message: dict[str, object] = {"op": EXITED, "id": shard.request_id, "code": os.waitstatus_to_exitcode(status)}
         if left:
             message["last"] = "; ".join(left)
@@ -292,12 +304,16 @@ def _spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], stdio: tuple[i
     command looked up in ``env``'s PATH, no signal left ignored), with vfork and exec and no
     Python in between: 0.1 ms of the shard's core where ``Popen`` took 0.3. This launcher
     runs one thread, so its working folder is the child's to inherit (and is "/" again right
-    after: the shard's folder is moved out of the lane once it ends). Every other descriptor
-    it holds is close-on-exec."""
+    after: the shard's folder is moved out of the lane once it ends), and so is its PATH,
+    which glibc's ``posix_spawnp`` searches (in C: a search in Python cost a twentieth of
+    the launcher's time per shard). Every other descriptor it holds is close-on-exec."""
+    search_path = env.get("PATH", os.defpath)
+    if os.environ.get("PATH") != search_path:
+        os.environ["PATH"] = search_path
     os.chdir(cwd)
     try:
-        return os.posix_spawn(
-            _executable(argv[0], env.get("PATH", os.defpath)), list(argv), env,
+        return os.posix_spawnp(
+            argv[0], list(argv), env,
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
             setsid=True, setsigdef=ignored,
         )
@@ -312,25 +328,6 @@ def _ignored_signals() -> tuple[int, ...]:
     program that uses them, through glibc or musl, sets their handlers itself.)"""
     return tuple(s for s in sorted(signal.valid_signals()) if s not in (signal.SIGKILL, signal.SIGSTOP)
                  and signal.getsignal(s) == signal.SIG_IGN)
-
-
-def _executable(command: str, search_path: str) -> str:
-    """``command`` as ``execvp`` finds it: a path as given (from the working folder), else the
-    first executable file of that name in ``search_path``."""
-    if not command:
-        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), command)
-    if "/" in command:
-        return command
-    denied = False
-    for folder in search_path.split(os.pathsep):
-        candidate = os.path.join(folder or ".", command)
-        if os.access(candidate, os.X_OK):
-            if not os.path.isdir(candidate):
-                return candidate
-        elif not denied and os.path.exists(candidate):
-            denied = True
-    code = errno.EACCES if denied else errno.ENOENT
-    raise OSError(code, os.strerror(code), command)
 
 
 @contextlib.contextmanager
@@ -380,11 +377,41 @@ def _kill_the_rest() -> bool:
     return True
 
 
-def _empty_the_temporary_folders() -> list[str]:
-    """Empty the private temporary folders and the IPC namespace; what could not be (a tree
-    nested too deep, a path too long) is named."""
+def _empty_sizes() -> dict[str, int]:
+    """The size of each private temporary folder that is empty now (a lane's start) on a file
+    system whose folders grow with each entry: a shard that leaves one at that size left it
+    empty, which one ``stat`` tells (listing the four took a tenth of the launcher's time per
+    shard). A folder that holds something now (the folders that lead to a lane's own folder,
+    when its work root is in ``/tmp``) is listed after every shard."""
+    sizes = {}
+    for folder in _PRIVATE_TEMP:
+        try:
+            if _file_system(folder) in _SIZE_COUNTS_ENTRIES and not _entries(folder):
+                sizes[folder] = os.lstat(folder).st_size
+        except OSError:
+            pass
+    return sizes
+
+
+def _file_system(path: str) -> int:
+    """The kind of file system ``path`` is on (``statfs``'s ``f_type``)."""
+    answer = (ctypes.c_long * 16)()  # struct statfs, f_type first
+    if _libc().statfs(path.encode(), ctypes.byref(answer)) != 0:
+        raise OSError(ctypes.get_errno(), f"statfs({path}) failed")
+    return answer[0]
+
+
+def _empty_the_temporary_folders(empty_sizes: Mapping[str, int]) -> list[str]:
+    """Empty the private temporary folders (each listed only when its size says it holds
+    something) and the IPC namespace; what could not be (a tree nested too deep, a path too
+    long) is named."""
     left = []
     for folder in _PRIVATE_TEMP:
+        try:
+            if folder in empty_sizes and os.lstat(folder).st_size == empty_sizes[folder]:
+                continue
+        except OSError:
+            pass
         try:
             if not _empty(folder):
                 left.append(f"{folder} could not be emptied")
@@ -415,12 +442,8 @@ def _restore_limits(saved: dict[int, tuple[int, int]]) -> list[str]:
 
 def _remove_ipc() -> None:
     """Remove the System V shared memory, queues and semaphores left in this IPC namespace."""
-    libc = _libc()
-    removers = {"shm": lambda i: libc.shmctl(i, _IPC_RMID, None),
-                "msg": lambda i: libc.msgctl(i, _IPC_RMID, None),
-                "sem": lambda i: libc.semctl(i, 0, _IPC_RMID)}
-    for table, remove in removers.items():
-        if _ipc_count(table) == 0:
+    for table, count, remove in _ipc_kinds():
+        if count() == 0:
             continue
         try:
             with open(f"/proc/sysvipc/{table}", encoding="ascii") as listing:
@@ -433,16 +456,23 @@ def _remove_ipc() -> None:
                 remove(int(fields[1]))
 
 
-def _ipc_count(table: str) -> int:
-    """How many objects of this kind the namespace holds (-1 where the kernel will not say)."""
-    command, field = _IPC_COUNTS[table]
-    answer = (ctypes.c_int * 32)()
+@functools.cache
+def _ipc_kinds() -> tuple[tuple[str, Callable[[], int], Callable[[int], object]], ...]:
+    """For each kind of System V IPC object: its ``/proc/sysvipc`` table, how many this
+    namespace holds (-1 where the kernel will not say: ``*ctl(0, *_INFO)``), and how to remove
+    one. Made once: they run after every shard."""
     libc = _libc()
-    if table == "sem":
-        done = libc.semctl(0, 0, command, ctypes.byref(answer))
-    else:
-        done = getattr(libc, f"{table}ctl")(0, command, ctypes.byref(answer))
-    return -1 if done < 0 else answer[field]
+    answer = (ctypes.c_int * 32)()  # the *_INFO struct's int fields
+    where = ctypes.byref(answer)
+
+    def counter(call: Callable[[], int], field: int) -> Callable[[], int]:
+        return lambda: -1 if call() < 0 else answer[field]
+
+    return (
+        ("shm", counter(lambda: libc.shmctl(0, _SHM_INFO, where), 0), lambda i: libc.shmctl(i, _IPC_RMID, None)),
+        ("msg", counter(lambda: libc.msgctl(0, _MSG_INFO, where), 0), lambda i: libc.msgctl(i, _IPC_RMID, None)),
+        ("sem", counter(lambda: libc.semctl(0, 0, _SEM_INFO, where), 7), lambda i: libc.semctl(i, 0, _IPC_RMID)),
+    )
 
 
 def _empty(folder: str) -> bool:

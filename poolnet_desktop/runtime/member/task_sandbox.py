@@ -38,7 +38,6 @@ import concurrent.futures
 import contextlib
 import errno
 import functools
-import json
 import logging
 import os
 import select
@@ -79,6 +78,7 @@ _STOP_WALKS = 10
 # Room for as many descriptors as one message can carry (SCM_MAX_FD): any the buffer had no
 # room for would be closed by the kernel in this thread, and a lingering socket's close blocks.
 _MAX_DESCRIPTORS = 253
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)  # an int: flags of enum members are slow to combine
 
 
 class SandboxEnded(OSError):
@@ -525,9 +525,9 @@ class TaskSandbox:
             if not data:
                 self._ended_within("its launcher ended")
                 return
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            if flags & _TRUNCATED:
                 raise ValueError("an oversized message")
-            if self._answer(json.loads(data), pidfd):
+            if self._answer(launcher.decode(data), pidfd):
                 pidfd = -1  # a shard's process owns it now
         except (ValueError, TypeError, KeyError) as exc:
             self.fail(f"its launcher sent a bad message ({exc})")

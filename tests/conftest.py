@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import platformdirs
 import pytest
 
 # The CI runs the suite on Windows and macOS too: tests that need what only Linux has (the bwrap
@@ -23,6 +24,30 @@ def linux_only(why: str) -> pytest.MarkDecorator:
 
 def posix_only(why: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(os.name != "posix", reason=f"needs POSIX: {why}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_cache_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user's cache is a folder of this run's own (Linux: ``XDG_CACHE_HOME``), for this
+    process and the ``poolnet`` processes tests start. A member keeps its work root and its
+    Python environments there, named after its data folder (``runtime/datadir.py``), and a
+    data folder's path comes again once pytest's numbered folders do: an environment left in
+    ``~/.cache/poolnet`` by an earlier run was taken as built, and no test removed them. uv
+    keeps its own cache where it was (the offline wheel builds need what it holds)."""
+    if sys.platform != "linux":
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("XDG_CACHE_HOME", "UV_CACHE_DIR")}
+    os.environ.setdefault("UV_CACHE_DIR", str(platformdirs.user_cache_path("uv", appauthor=False)))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("users-cache"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ A shard may also change what the launcher passes on: its resource limits (``prli
 only the same uid) are set back after each shard, or the lane ends.
 
 Every step of a shard's start and end is paid once per shard, on the shard's own core, so
-each is the cheapest that does the job: ``posix_spawn`` (vfork and exec, no Python in the
-child), a lane found empty by ``waitpid`` alone (no child left means no process left: every
-process in the sandbox descends from this subreaper), and System V IPC counted by one call per
+each is the cheapest that does the job: ``posix_spawnp`` (vfork and exec, no Python in the
+child, the PATH searched in C), a lane found empty by ``waitpid`` alone (no child left means no
+process left: every process in the sandbox descends from this subreaper), a temporary folder
+found empty by its size (tmpfs counts its entries), and System V IPC counted by one call per
 kind before any listing is read.
 
 The launcher lives among the task's code: a shard may stop or kill it, and the member

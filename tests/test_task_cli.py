@@ -260,6 +260,27 @@ def test_logs_of_several_shards_come_as_whole_lines_labelled_by_shard(pool: Pool
     assert pool.run("logs", task_id, "--shard", "1").stdout == "start-1 end-1\nno newline"
 
 
+def test_a_task_may_be_given_by_its_name_and_its_newest_namesake_is_meant(pool: Pool, tmp_path: Path) -> None:
+    """``poolnet logs sweep`` answered "no task 'sweep'": only IDs were taken. What cannot be
+    undone is refused a name that several tasks share."""
+    ids = []
+    for word in ("first", "second"):
+        manifest = write_manifest(tmp_path / "named", "named", f'command = ["echo", "{word}"]\nshards = 1\n')
+        result = pool.run("submit", str(manifest), "--wait")
+        assert result.returncode == 0, result.stderr
+        ids.append(result.stdout.split(":")[0])
+    first, second = ids
+    assert pool.run("logs", "named").stdout == "[0] second\n"
+    assert pool.run("tasks", "named").stdout.startswith(f"{second} (named): succeeded")
+    refused = pool.run("forget", "named")
+    assert refused.returncode == 1
+    assert refused.stderr == f"poolnet: 2 tasks are named 'named': give the ID of one ({second}, {first})\n"
+    assert pool.run("forget", first).returncode == 0
+    assert pool.run("forget", "named").stdout == f"{second}: forgotten\n"
+    unknown = pool.run("logs", "named")
+    assert unknown.returncode == 1 and "no task 'named'" in unknown.stderr
+
+
 def test_tasks_follow_prints_pushed_changes_and_forget_deletes_a_task(pool: Pool, tmp_path: Path) -> None:
     follow = subprocess.Popen(
         [*POOLNET, "tasks", "--follow", "--url", pool.url, "--data-dir", str(pool.host_dir)],

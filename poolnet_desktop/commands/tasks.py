@@ -48,6 +48,8 @@ from poolnet_desktop.runtime.security.auth import AuthRefused
 from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 BAR_WIDTH = 30
+# What a command's task argument may be.
+TASK_ID_HELP = "(a task's ID, or its name: the newest task of that name)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,31 +82,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     listing = subparsers.add_parser("tasks", help="list the pool's tasks, or one task's shards")
     listing.add_argument("task_id", nargs="?", metavar="ID",
-                         help="show this task's shards: state, device and sweep values")
+                         help="show this task's shards: state, device and sweep values " + TASK_ID_HELP)
     listing.add_argument("--follow", action="store_true", help="then print each change as it happens")
     _common(listing, run_tasks)
 
     forget = subparsers.add_parser(
         "forget", help="delete an ended task from the pool: its records, logs and results"
     )
-    forget.add_argument("task_id", metavar="ID")
+    forget.add_argument("task_id", metavar="ID", help=TASK_ID_HELP)
     _common(forget, run_forget)
 
     cancel = subparsers.add_parser("cancel", help="cancel a task")
-    cancel.add_argument("task_id", metavar="ID")
+    cancel.add_argument("task_id", metavar="ID", help=TASK_ID_HELP)
     _common(cancel, run_cancel)
 
     retry = subparsers.add_parser(
         "retry", help="run a task's failed, timed-out, cancelled and lost shards again"
     )
-    retry.add_argument("task_id", metavar="ID")
+    retry.add_argument("task_id", metavar="ID", help=TASK_ID_HELP)
     _common(retry, run_retry)
 
     logs = subparsers.add_parser("logs", help="print a task's output")
-    logs.add_argument("task_id", metavar="ID")
+    logs.add_argument("task_id", metavar="ID", help=TASK_ID_HELP)
     logs.add_argument("--shard", type=int, help="only this shard")
     logs.add_argument("--follow", action="store_true", help="keep printing until the task ends")
     _common(logs, run_logs)
+
+
+class TaskNameError(Exception):
+    """A name given for a task that names several, where only one may be meant."""
+
+
+async def _task_id(client: TaskClient, given: str, *, several: bool = True) -> str:
+    """The ID of the task ``given`` stands for, among the tasks this client may list."""
+    return _pick(await client.list(), given, several=several)
+
+
+def _pick(tasks: Sequence[TaskSummary], given: str, *, several: bool = True) -> str:
+    """The ID of the task ``given`` stands for: a task's ID as it is, else the newest task of
+    that name (``poolnet logs sweep``; ``tasks`` come newest first). Where it cannot be undone
+    (``forget``, ``cancel``) a name that several tasks share is refused (``TaskNameError``)
+    unless ``several``. A name no task has is passed on: the pool answers it as an ID it does
+    not know."""
+    if any(task.id == given for task in tasks):
+        return given
+    named = [task for task in tasks if task.name == given]
+    if len(named) > 1 and not several:
+        ids = ", ".join(task.id for task in named[:3]) + (", ..." if len(named) > 3 else "")
+        raise TaskNameError(f"{len(named)} tasks are named {given!r}: give the ID of one ({ids})")
+    return named[0].id if named else given
 
 
 def _common(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
@@ -142,6 +168,8 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
         print(f"poolnet: not connected to {url}: {exc.message}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
+    except TaskNameError as exc:
+        print(f"poolnet: {exc}", file=sys.stderr)
     except LINK_LOST as exc:
         print(f"poolnet: cannot reach the pool at {url}: {exc}", file=sys.stderr)
     return 1
@@ -246,11 +274,13 @@ def run_inline(args: argparse.Namespace) -> int:
 def run_tasks(args: argparse.Namespace) -> int:
     async def conversation(client: TaskClient) -> int:
         if args.task_id is not None:
-            found = [task for task in await client.list() if task.id == args.task_id]
+            listed = await client.list()
+            task_id = _pick(listed, args.task_id)
+            found = [task for task in listed if task.id == task_id]
             if not found:
                 print(f"poolnet: the pool has no task {args.task_id!r}", file=sys.stderr)
                 return 1
-            shards = await client.shards(args.task_id)
+            shards = await client.shards(task_id)
             if args.json:
                 _print_json({"task": found[0], "shards": shards})
             else:
@@ -277,28 +307,29 @@ def run_tasks(args: argparse.Namespace) -> int:
 
 def run_forget(args: argparse.Namespace) -> int:
     async def conversation(client: TaskClient) -> int:
-        await client.forget(args.task_id)
-        print(f"{args.task_id}: forgotten")
+        task_id = await _task_id(client, args.task_id, several=False)
+        await client.forget(task_id)
+        print(f"{task_id}: forgotten")
         return 0
 
     return _talk(args, conversation)
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    return _change(args, TaskClient.cancel)
+    return _change(args, TaskClient.cancel, several=False)
 
 
 def run_retry(args: argparse.Namespace) -> int:
-    return _change(args, TaskClient.retry)
+    return _change(args, TaskClient.retry, several=True)
 
 
 def _change(
-    args: argparse.Namespace, change: Callable[[TaskClient, str], Awaitable[TaskSummary]]
+    args: argparse.Namespace, change: Callable[[TaskClient, str], Awaitable[TaskSummary]], several: bool
 ) -> int:
     """Cancel or retry: one request, then the task's state (``--json``: its summary)."""
 
     async def conversation(client: TaskClient) -> int:
-        summary = await change(client, args.task_id)
+        summary = await change(client, await _task_id(client, args.task_id, several=several))
         if args.json:
             _print_json(summary)
         else:
@@ -354,11 +385,15 @@ def run_logs(args: argparse.Namespace) -> int:
         else:
             printer.show(output)
 
+    task_id = args.task_id
+
     async def follow(client: TaskClient) -> None:
         replay.restart()
-        await client.logs(args.task_id, show, shard=args.shard, follow=args.follow)
+        await client.logs(task_id, show, shard=args.shard, follow=args.follow)
 
     async def conversation(client: TaskClient) -> int:
+        nonlocal task_id
+        task_id = await _task_id(client, args.task_id)
         await client.resuming(follow, **_riding_out(args))
         printer.finish()
         return 0

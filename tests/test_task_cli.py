@@ -281,6 +281,24 @@ def test_a_task_may_be_given_by_its_name_and_its_newest_namesake_is_meant(pool: 
     assert unknown.returncode == 1 and "no task 'named'" in unknown.stderr
 
 
+def test_logs_read_by_a_reader_that_leaves_end_quietly(pool: Pool, tmp_path: Path) -> None:
+    """``poolnet logs ID | head``: the closed pipe was taken for the pool's link lost, so it
+    said "lost the pool ... Broken pipe; reconnecting" and fetched the logs again."""
+    manifest = write_manifest(tmp_path / "long", "long", 'command = ["seq", "1", "100000"]\nshards = 1\n')
+    result = pool.run("submit", str(manifest), "--wait")
+    assert result.returncode == 0, result.stderr
+    task_id = result.stdout.split(":")[0]
+    reading = subprocess.Popen([*POOLNET, "logs", task_id, "--url", pool.url, "--data-dir", str(pool.host_dir)],
+                               env=environment(pool.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=pool.home)
+    assert reading.stdout is not None and reading.stderr is not None
+    assert reading.stdout.readline() == "[0] 1\n"
+    reading.stdout.close()  # as head does once it has its lines
+    with reading.stderr:
+        assert reading.wait(timeout=30) == 1
+        assert reading.stderr.read() == ""
+
+
 def test_tasks_follow_prints_pushed_changes_and_forget_deletes_a_task(pool: Pool, tmp_path: Path) -> None:
     follow = subprocess.Popen(
         [*POOLNET, "tasks", "--follow", "--url", pool.url, "--data-dir", str(pool.host_dir)],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import sys
 import time
@@ -170,6 +171,8 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
         print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
     except TaskNameError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
+    except _ReaderGone:
+        raise BrokenPipeError(errno.EPIPE, "the reader went away") from None  # main() ends quietly
     except LINK_LOST as exc:
         print(f"poolnet: cannot reach the pool at {url}: {exc}", file=sys.stderr)
     return 1
@@ -290,16 +293,16 @@ def run_tasks(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(tasks)
         else:
-            print(render_tasks(tasks), flush=True)
+            _write("stdout", render_tasks(tasks) + "\n")
         if args.follow:
             async for change in client.changes():
                 if args.json:
-                    print(json.dumps(msgspec.to_builtins(change)), flush=True)
+                    _write("stdout", json.dumps(msgspec.to_builtins(change)) + "\n")
                     continue
                 for task in change.tasks:
-                    print(f"{task.id}  {task.state}  {task.done}/{task.total}", flush=True)
+                    _write("stdout", f"{task.id}  {task.state}  {task.done}/{task.total}\n")
                 for task_id in change.removed:
-                    print(f"{task_id}  forgotten", flush=True)
+                    _write("stdout", f"{task_id}  forgotten\n")
         return 0
 
     return _talk(args, conversation)
@@ -362,10 +365,20 @@ class OutputPrinter:
             _write(line.stream, line.labelled())
 
 
+class _ReaderGone(Exception):
+    """What this command prints has no reader any more (``poolnet logs ID | head``). A
+    ``BrokenPipeError`` is an ``OSError``, which a conversation takes for the pool's link
+    lost: it reconnected and said so."""
+
+
 def _write(stream: str, text: str) -> None:
+    """Print ``text`` now (a follower's lines must not wait in a buffer)."""
     out = sys.stdout if stream == "stdout" else sys.stderr
-    out.write(text)
-    out.flush()
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:
+        raise _ReaderGone from None
 
 
 def run_logs(args: argparse.Namespace) -> int:
@@ -381,7 +394,7 @@ def run_logs(args: argparse.Namespace) -> int:
             return
         output = msgspec.structs.replace(output, data=fresh)
         if args.json:
-            print(json.dumps(msgspec.to_builtins(output)), flush=True)
+            _write("stdout", json.dumps(msgspec.to_builtins(output)) + "\n")
         else:
             printer.show(output)
 

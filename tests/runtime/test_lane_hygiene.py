@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -121,25 +122,75 @@ async def test_what_a_shard_locks_in_a_temporary_folder_is_gone_for_the_next(lan
     assert "x" not in out.split()
 
 
-async def test_what_a_shard_leaves_in_a_temporary_folder_it_found_empty_is_gone_for_the_next() -> None:
-    """A lane whose folder is outside ``/tmp`` finds its ``/tmp`` empty: the launcher then
-    checks it after each shard by its size alone (tmpfs counts entries in it), and must still
-    see and remove every kind of entry. (The other tests' lanes are under ``/tmp``: there it
-    is listed every time.)"""
+@pytest.fixture
+async def lanes_outside_tmp() -> AsyncIterator[Lanes]:
+    """Lanes whose work root is outside ``/tmp`` (under ``/var/tmp``), as a member's is (in
+    its cache): their ``/tmp`` is empty at the lane's start, so the launcher checks it after
+    each shard by its ``lstat`` alone. (The ``lanes`` fixture's are under ``/tmp``: there the
+    folders leading to the lane are in it, and it is listed every time.)"""
     root = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/tmp"))
-    outside = Lanes(root)
+    made = Lanes(root)
     try:
-        leave = ("cd {d} && touch f && mkdir -p d/e && ln -s f l && mkfifo p && chmod 000 d; "
-                 "ls -A {d} | wc -l")
-        for folder in ("/tmp", "/dev/shm"):
-            made, count, _ = await outside.run(leave.format(d=folder))
-            assert (made.reason, count) == ("succeeded", "4\n"), made
-            _, listing, _ = await outside.run(f"ls -A {folder}")
-            assert listing == "", listing
-        assert len(outside.lane_folders()) == 1  # the same lane, made as new
+        yield made
     finally:
-        outside.lanes.close_all()
+        made.lanes.close_all()
         shutil.rmtree(root)
+
+
+async def test_what_a_shard_leaves_in_a_temporary_folder_it_found_empty_is_gone_for_the_next(
+    lanes_outside_tmp: Lanes,
+) -> None:
+    """Checked by size (tmpfs counts entries in a folder's size), every kind of entry must
+    still be seen and removed."""
+    leave = "cd {d} && touch f && mkdir -p d/e && ln -s f l && mkfifo p && chmod 000 d; ls -A {d} | wc -l"
+    for folder in ("/tmp", "/dev/shm"):
+        made, count, _ = await lanes_outside_tmp.run(leave.format(d=folder))
+        assert (made.reason, count) == ("succeeded", "4\n"), made
+        _, listing, _ = await lanes_outside_tmp.run(f"ls -A {folder}")
+        assert listing == "", listing
+    assert len(lanes_outside_tmp.lane_folders()) == 1  # the same lane, made as new
+
+
+async def test_what_a_shard_leaves_in_dev_is_gone_for_the_next(lanes_outside_tmp: Lanes) -> None:
+    """bwrap's /dev was a tmpfs the shard could write, and /dev/shm a plain folder in it
+    (a review of acc0167): a file left in /dev, /dev/shm moved aside full and a new one made,
+    /dev/shm swapped for a 40-byte file or for a link whose target is 40 characters long (the
+    size of an empty folder, which the size check took for one) all reached the next shard.
+    /dev is now read-only once made, and /dev/shm a tmpfs of its own."""
+    target = "/dev/shm/" + "x" * 31  # 40 characters
+    await lanes_outside_tmp.run(
+        "echo secret > /dev/leak; echo secret > /dev/shm/f; mv /dev/shm /dev/aside && mkdir /dev/shm; "
+        f"rmdir /dev/shm && printf secret-{'0' * 33} > /dev/shm; "
+        f"mkdir {target} && echo secret > {target}/f; rmdir /dev/shm && ln -s {target} /dev/shm")
+    _, out, _ = await lanes_outside_tmp.run(
+        "test -d /dev/shm && ! test -L /dev/shm && echo folder; ls -A /dev/shm; "
+        f"cat /dev/leak /dev/aside/f {target}/f 2>/dev/null")
+    assert out == "folder\n", out
+
+
+async def test_a_shard_that_locks_an_empty_temporary_folder_leaves_the_next_one_a_usable_one(
+    lanes_outside_tmp: Lanes,
+) -> None:
+    """Made mode 000 with nothing in it, the size check skipped it and the next shard could
+    neither write to /tmp nor make a queue (a review of acc0167). Now the folder's mode is
+    part of what is checked, and set back to the lane's."""
+    await lanes_outside_tmp.run("chmod 000 /tmp /var/tmp /dev/shm /dev/mqueue")
+    _, out, _ = await lanes_outside_tmp.run(
+        "for d in /tmp /var/tmp /dev/shm; do echo x > $d/f && echo $d; done; touch /dev/mqueue/q && echo queue")
+    assert out == "/tmp\n/var/tmp\n/dev/shm\nqueue\n", out
+
+
+async def test_the_temporary_folders_carry_no_note_or_time_to_the_next_shard(lanes_outside_tmp: Lanes) -> None:
+    """A note (a user xattr) or a time set on /tmp reached the next shard: the folders' own
+    metadata was never set back (a review of acc0167; the shard's own folder is checked for
+    the same: test_a_kept_folder_carries_no_mode_owner_or_note_to_the_next_shard)."""
+    made, _, _ = await lanes_outside_tmp.run(
+        python("import os; os.setxattr('/tmp', 'user.note', b'from shard one')")
+        + " && touch -d '2001-02-03 04:05:06' /tmp /var/tmp")
+    assert made.reason == "succeeded", made
+    _, out, _ = await lanes_outside_tmp.run(python("import os; print(os.listxattr('/tmp'))") + "; stat -c %y /tmp /var/tmp")
+    notes, *times = out.splitlines()
+    assert notes == "[]" and not any(time.startswith("2001") for time in times), out
 
 
 async def test_a_posix_message_queue_is_gone_for_the_next_shard(lanes: Lanes) -> None:

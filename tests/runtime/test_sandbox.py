@@ -29,7 +29,16 @@ def test_the_command_comes_after_the_separator_unchanged() -> None:
 
 
 def test_hidden_folders_get_a_tmpfs_nested_ones_only_once() -> None:
-    assert sorted(_pairs(_argv(), "--tmpfs")) == sorted(["/tmp", "/var/tmp", str(HOME)])
+    assert sorted(_pairs(_argv(), "--tmpfs")) == sorted(["/tmp", "/var/tmp", "/dev/shm", str(HOME)])
+
+
+def test_dev_is_made_read_only_once_every_mount_in_it_is_made() -> None:
+    """bwrap's /dev is a tmpfs: a shard left files in it, or moved /dev/shm aside full, for
+    the next shard of its lane (a review of issue 14's lanes)."""
+    argv = _argv(gpus=True, gpu_devices=["/dev/nvidia0"])
+    remount = argv.index("--remount-ro")
+    assert argv[remount + 1] == "/dev" and remount == argv.index("--") - 2
+    assert remount > argv.index("/dev/shm") and remount > argv.index("/dev/nvidia0")
 
 
 def test_the_workdir_is_the_only_writable_bind_and_the_cwd() -> None:

@@ -1,7 +1,8 @@
 """The bubblewrap sandbox a shard runs in on Linux: what it may see, write and reach.
 
-A shard is untrusted code. In the sandbox it sees the system read-only, a private ``/tmp``,
-its own working folder read-write and nothing else writable; the user's home, PoolNet's data
+A shard is untrusted code. In the sandbox it sees the system read-only (``/dev`` too), a
+private ``/tmp``, ``/var/tmp`` and ``/dev/shm``, its own working folder read-write and nothing
+else writable; the user's home, PoolNet's data
 folder and the work root of other shards are hidden under empty tmpfs mounts (only the
 interpreter's prefix is bound back, read-only, when it lives under one of them, so that
 ``{python}`` still runs). It holds no capability, even on a member run as root. It gets
@@ -70,8 +71,9 @@ class Sandbox:
         )
 
 
-# Each shard gets temporary folders of its own, empty at its start.
-PRIVATE_TEMP = (Path("/tmp"), Path("/var/tmp"))
+# Each shard gets temporary folders of its own, empty at its start: mounts of their own, which
+# a shard can neither move nor replace (a lane's launcher checks them by their ``lstat``).
+PRIVATE_TEMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 
 
 def bwrap_argv(
@@ -114,6 +116,10 @@ def bwrap_argv(
     if gpus:
         for device in gpu_devices:
             out += ["--dev-bind", device, device]
+    # Last, once every mount in it is made: bwrap's /dev is a tmpfs the shard could write,
+    # and a file left there, or /dev/shm moved aside full, would be the next shard's in a lane.
+    # Its devices, /dev/shm, /dev/pts and /dev/mqueue are mounts of their own and stay usable.
+    out += ["--remount-ro", "/dev"]
     return [*out, "--", *argv]
 
 

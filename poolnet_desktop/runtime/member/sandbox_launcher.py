@@ -8,8 +8,9 @@ over a socket to start each shard: the sandbox is paid once per lane, not once p
 
 One shard at a time, and after each one the lane is as new: when the shard's main process
 ends, the launcher (a child subreaper: every orphan in the sandbox comes to it) kills and
-reaps every other process in the sandbox, empties the private ``/tmp``, ``/var/tmp`` and
-``/dev/shm``, removes its System V IPC objects, and only then reports the exit. Whatever the
+reaps every other process in the sandbox, empties the private ``/tmp``, ``/var/tmp``,
+``/dev/shm`` and ``/dev/mqueue`` and sets back their mode, notes and times (``/dev`` itself is
+read-only), removes its System V IPC objects, and only then reports the exit. Whatever the
 shard started, even with ``clone(CLONE_PARENT)`` or in a session of its own, belongs to that
 one shard, and the member suspends, measures and kills the launcher's descendants as the
 shard's tree.
@@ -32,8 +33,8 @@ Every step of a shard's start and end is paid once per shard, on the shard's own
 each is the cheapest that does the job: ``posix_spawnp`` (vfork and exec, no Python in the
 child, the PATH searched in C), a lane found empty by ``waitpid`` alone (no child left means no
 process left: every process in the sandbox descends from this subreaper), a temporary folder
-found empty by its size (tmpfs counts its entries), and System V IPC counted by one call per
-kind before any listing is read.
+found empty and unchanged by one ``lstat`` (tmpfs counts its entries in its size), and System V
+IPC counted by one call per kind before any listing is read.
 
 The launcher lives among the task's code: a shard may stop or kill it, and the member
 believes nothing it says beyond that lane (``task_sandbox.py``). It cannot be ptraced (not
@@ -53,6 +54,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -139,7 +141,7 @@ class Launcher:
         self.ignored = _ignored_signals()
         self.poller = select.epoll()
         self.handlers: dict[int, Callable[[], bool]] = {}
-        self.empty_sizes = _empty_sizes()
+        self.temporary = _temporary_folders()
         self.wake_read, wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(wake_write, False)
@@ -269,7 +271,7 @@ class Launcher:
         lowered = _restore_limits(self.limits)  # first: the clean-up opens folders (a descriptor limit)
         if not _kill_the_rest():
             return False  # exit, unreported: the member ends this sandbox, and waits for its end
-        left = lowered + _empty_the_temporary_folders(self.empty_sizes)
+        left = lowered + _clean_the_temporary_folders(self.temporary)
         message: dict[str, object] = {"op": EXITED, "id": shard.request_id, "code": os.waitstatus_to_exitcode(status)}
         if left:
             message["last"] = "; ".join(left)
@@ -378,20 +380,53 @@ def _kill_the_rest() -> bool:
     return True
 
 
-def _empty_sizes() -> dict[str, int]:
-    """The size of each private temporary folder that is empty now (a lane's start) on a file
-    system whose folders grow with each entry: a shard that leaves one at that size left it
-    empty, which one ``stat`` tells (listing the four took a tenth of the launcher's time per
-    shard). A folder that holds something now (the folders that lead to a lane's own folder,
-    when its work root is in ``/tmp``) is listed after every shard."""
-    sizes = {}
-    for folder in _PRIVATE_TEMP:
+class _TemporaryFolder:
+    """One of the lane's private temporary folders: what it was when the lane began (the
+    mode, times and extended attributes each shard must find again) and its ``lstat`` as the
+    last clean-up left it. One that was empty then, on a file system whose folders grow with
+    each entry (tmpfs, mqueue), and that ``lstat`` finds just as the clean-up left it, holds
+    nothing and carries nothing: listing the four took a tenth of the launcher's time per
+    shard. (Setting a note or a time changes a folder's ctime; on tmpfs since Linux 6.13 a
+    change right after it was read always does, before that within the same tick it may not.)
+    Each is a mount point, so a shard cannot swap it for another folder, a file or a link."""
+
+    __slots__ = ("cleaned", "notes", "path", "skippable", "start")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.start = os.lstat(path)
+        self.notes = frozenset(os.listxattr(path, follow_symlinks=False))
+        self.skippable = _file_system(path) in _SIZE_COUNTS_ENTRIES and not _entries(path)
+        self.cleaned = _signature(self.start)
+
+    def clean(self) -> str | None:
+        """Make it as it began, after a shard; what could not be done is said."""
+        info = os.lstat(self.path)
+        if self.skippable and _signature(info) == self.cleaned:
+            return None
+        if (info.st_dev, info.st_ino) != (self.start.st_dev, self.start.st_ino) or not stat.S_ISDIR(info.st_mode):
+            return f"{self.path} was replaced"
         try:
-            if _file_system(folder) in _SIZE_COUNTS_ENTRIES and not _entries(folder):
-                sizes[folder] = os.lstat(folder).st_size
-        except OSError:
-            pass
-    return sizes
+            emptied = _empty(self.path)
+        except RecursionError:
+            return f"{self.path} holds a tree too deep to remove"
+        if stat.S_IMODE(os.lstat(self.path).st_mode) != stat.S_IMODE(self.start.st_mode):
+            os.chmod(self.path, stat.S_IMODE(self.start.st_mode))
+        for note in set(os.listxattr(self.path, follow_symlinks=False)) - self.notes:
+            os.removexattr(self.path, note, follow_symlinks=False)
+        os.utime(self.path, ns=(self.start.st_atime_ns, self.start.st_mtime_ns), follow_symlinks=False)
+        self.cleaned = _signature(os.lstat(self.path))
+        return None if emptied else f"{self.path} could not be emptied"
+
+
+def _signature(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_mode, info.st_uid, info.st_gid, info.st_size,
+            info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _temporary_folders() -> list[_TemporaryFolder]:
+    """The private temporary folders this sandbox has, as they are at the lane's start."""
+    return [_TemporaryFolder(path) for path in _PRIVATE_TEMP if os.path.lexists(path)]
 
 
 def _file_system(path: str) -> int:
@@ -402,22 +437,17 @@ def _file_system(path: str) -> int:
     return answer[0]
 
 
-def _empty_the_temporary_folders(empty_sizes: Mapping[str, int]) -> list[str]:
-    """Empty the private temporary folders (each listed only when its size says it holds
-    something) and the IPC namespace; what could not be (a tree nested too deep, a path too
-    long) is named."""
+def _clean_the_temporary_folders(folders: Sequence[_TemporaryFolder]) -> list[str]:
+    """Make the private temporary folders as they began, and empty the IPC namespace; what
+    could not be done (a tree nested too deep, a path too long, a note that stays) is said."""
     left = []
-    for folder in _PRIVATE_TEMP:
+    for folder in folders:
         try:
-            if folder in empty_sizes and os.lstat(folder).st_size == empty_sizes[folder]:
-                continue
-        except OSError:
-            pass
-        try:
-            if not _empty(folder):
-                left.append(f"{folder} could not be emptied")
-        except RecursionError:
-            left.append(f"{folder} holds a tree too deep to remove")
+            problem = folder.clean()
+        except OSError as exc:
+            problem = f"{folder.path} could not be made as new: {exc.strerror or exc}"
+        if problem:
+            left.append(problem)
     _remove_ipc()
     return left
 

@@ -235,12 +235,6 @@ class PipedProcess(ShardProcess):
         for fd in list(self._pipes):
             self._close_pipe(fd)
 
-    def abandon(self) -> None:
-        """Kill a process whose start was cancelled and close its pipes."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._pid, signal.SIGKILL)
-        self.close()
-
 
 class _PidfdProcess(PipedProcess):
     """A ``Popen`` child whose end is seen through a pidfd."""

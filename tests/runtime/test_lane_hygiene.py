@@ -286,3 +286,14 @@ async def test_a_launcher_that_tells_only_the_end_of_a_shard_still_running_ends_
         launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
         result = await asyncio.wait_for(running, 10)
         assert lane.ended and result.exit_code == -9, result  # it ran on, and its lane was kept
+
+
+async def test_what_a_shard_leaves_where_the_members_folders_are_hidden_is_gone_for_the_next(
+    lanes_outside_tmp: Lanes,
+) -> None:
+    """The empty file systems laid over the home, the data folder and the work root were
+    writable, and never emptied between a lane's shards: a file left there reached the next."""
+    hidden = [lanes_outside_tmp.data, Path.home(), Path("/root"), lanes_outside_tmp.work]
+    await lanes_outside_tmp.run("; ".join(f"echo secret > {folder}/left; mkdir {folder}/d" for folder in hidden))
+    _, out, _ = await lanes_outside_tmp.run(f"ls -A {' '.join(map(str, hidden))}")
+    assert "left" not in out, out

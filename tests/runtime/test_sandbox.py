@@ -32,13 +32,17 @@ def test_hidden_folders_get_a_tmpfs_nested_ones_only_once() -> None:
     assert sorted(_pairs(_argv(), "--tmpfs")) == sorted(["/tmp", "/var/tmp", "/dev/shm", str(HOME)])
 
 
-def test_dev_is_made_read_only_once_every_mount_in_it_is_made() -> None:
+def test_dev_and_the_hidden_folders_are_made_read_only_once_every_mount_in_them_is_made() -> None:
     """bwrap's /dev is a tmpfs: a shard left files in it, or moved /dev/shm aside full, for
-    the next shard of its lane (a review of issue 14's lanes)."""
-    argv = _argv(gpus=True, gpu_devices=["/dev/nvidia0"])
-    remount = argv.index("--remount-ro")
-    assert argv[remount + 1] == "/dev" and remount == argv.index("--") - 2
-    assert remount > argv.index("/dev/shm") and remount > argv.index("/dev/nvidia0")
+    the next shard of its lane (a review of issue 14's lanes). So was the tmpfs over a hidden
+    folder (the home here, which holds the data folder and the work root). The temporary
+    folders stay writable: the lane's launcher empties them after each shard."""
+    argv = _argv(gpus=True, gpu_devices=["/dev/nvidia0"], visible_ro=[HOME / "proj/.venv"])
+    assert _pairs(argv, "--remount-ro") == [str(HOME), "/dev"]
+    first = argv.index("--remount-ro")
+    assert argv[first:argv.index("--")] == ["--remount-ro", str(HOME), "--remount-ro", "/dev"]
+    assert first > max(argv.index(str(SLOT)), argv.index(str(HOME / "proj/.venv")), argv.index("/dev/shm"),
+                       argv.index("/dev/nvidia0"))
 
 
 def test_the_workdir_is_the_only_writable_bind_and_the_cwd() -> None:

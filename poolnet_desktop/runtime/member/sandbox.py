@@ -104,11 +104,11 @@ def bwrap_argv(
         # what a shard left in them (its IPC namespace outlives the shard).
         "--mqueue", "/dev/mqueue",
     ]
-    masked = [*PRIVATE_TEMP, *hidden]
-    for folder in _outermost(masked):
+    masks = _outermost([*PRIVATE_TEMP, *hidden])
+    for folder in masks:
         out += ["--tmpfs", str(folder)]
     for folder in _outermost(visible_ro):
-        if any(folder.is_relative_to(m) for m in masked):
+        if any(folder.is_relative_to(m) for m in masks):
             out += ["--ro-bind", str(folder), str(folder)]
     out += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     if not network:
@@ -116,9 +116,14 @@ def bwrap_argv(
     if gpus:
         for device in gpu_devices:
             out += ["--dev-bind", device, device]
-    # Last, once every mount in it is made: bwrap's /dev is a tmpfs the shard could write,
-    # and a file left there, or /dev/shm moved aside full, would be the next shard's in a lane.
-    # Its devices, /dev/shm, /dev/pts and /dev/mqueue are mounts of their own and stay usable.
+    # Last, once every mount in them is made: the tmpfs over a hidden folder, and bwrap's
+    # /dev, are file systems the shard could write. What it left there would be the next
+    # shard's in a lane (only the temporary folders are emptied), and each could hold half
+    # the machine's memory. What is bound inside them (the shard's folder, the interpreter,
+    # /dev's devices, /dev/shm, /dev/pts, /dev/mqueue) is a mount of its own and unchanged.
+    for folder in masks:
+        if folder not in PRIVATE_TEMP:
+            out += ["--remount-ro", str(folder)]
     out += ["--remount-ro", "/dev"]
     return [*out, "--", *argv]
 

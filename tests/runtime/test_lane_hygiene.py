@@ -10,6 +10,7 @@ launcher), from a shard, as the review did; the launcher's lies are played by th
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import shutil
@@ -297,3 +298,13 @@ async def test_what_a_shard_leaves_where_the_members_folders_are_hidden_is_gone_
     await lanes_outside_tmp.run("; ".join(f"echo secret > {folder}/left; mkdir {folder}/d" for folder in hidden))
     _, out, _ = await lanes_outside_tmp.run(f"ls -A {' '.join(map(str, hidden))}")
     assert "left" not in out, out
+
+
+async def test_a_shard_in_a_lane_cannot_use_the_kernel_keyrings(lanes_outside_tmp: Lanes) -> None:
+    """The launcher and every shard of a lane run under the sandbox's seccomp filter: a note
+    left in a keyring would reach the next shard of the lane, or another task's."""
+    _, out, _ = await lanes_outside_tmp.run(python(
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+        "add_key = {'x86_64': 248, 'aarch64': 217}[os.uname().machine]; "
+        "print(libc.syscall(add_key, b'user', b'note', b'x', 1, -4), ctypes.get_errno())"))
+    assert out == f"-1 {errno.EPERM}\n", out

@@ -6,7 +6,10 @@ unsandboxed runner (checked by running these with the sandbox taken away).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import json
+import os
 import shutil
 import socket
 import textwrap
@@ -343,3 +346,49 @@ async def test_a_sandbox_outlives_the_thread_that_started_it(tmp_path: Path) -> 
     assert out == "alive\n"
     await asyncio.sleep(0.2)
     assert "poolnet-sandbox-parent" not in {thread.name for thread in threading.enumerate()}
+
+
+KEYRING = """
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    calls = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+    add_key, keyctl = calls
+    USER, SESSION, SEARCH, READ = -4, -3, 10, 11
+    found = []
+    for keyring in (USER, SESSION):
+        key = libc.syscall(keyctl, SEARCH, keyring, b"user", sys.argv[2].encode(), 0)
+        if key > 0:
+            data = ctypes.create_string_buffer(256)
+            size = libc.syscall(keyctl, READ, key, data, 256)
+            found.append(data.raw[:max(size, 0)].decode())
+    left = libc.syscall(add_key, b"user", b"note-" + sys.argv[2].encode(), b"from a shard", 12, USER)
+    print(found, left > 0, ctypes.get_errno())
+"""
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="the filter is built for these")
+async def test_a_shard_can_neither_read_nor_leave_anything_in_the_kernel_keyrings(tmp_path: Path) -> None:
+    """The keyrings are not namespaced: a shard of a member run as root read the keys in
+    root's user keyring (every root process's, every sandbox's) and could leave notes there
+    for another task's shards. Now each keyring call fails with EPERM."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    add_key, keyctl = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+    name = f"poolnet-test-{uuid.uuid4().hex}"
+    key = libc.syscall(add_key, b"user", name.encode(), b"the owner's secret", 18, -4)  # our user keyring
+    assert key > 0, ctypes.get_errno()
+    try:
+        member = Member(tmp_path)
+        workdir = member.slot("slot-keys")
+        (workdir / "attack.py").write_text(textwrap.dedent(KEYRING))
+        chunks: list[bytes] = []
+
+        async def keep(stream: str, data: bytes) -> None:
+            chunks.append(data)
+
+        spec = ShardSpec(command=["{python}", "attack.py", str(member.data), name], workdir=workdir,
+                         sandbox=member.sandbox)
+        result = await ShardRunner(spec, keep).run()
+        assert result.reason == "succeeded", (result, b"".join(chunks))
+        assert b"".join(chunks).decode() == f"[] False {errno.EPERM}\n"
+    finally:
+        libc.syscall(keyctl, 21, key)  # KEYCTL_INVALIDATE

@@ -39,6 +39,7 @@ from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
 from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.sandbox import KEPT_LOCALE_VARIABLES, SCRUBBED_PATH, Sandbox
+from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 from poolnet_desktop.runtime.member.shard_process import (
     PinError,
     ShardProcess,
@@ -133,15 +134,8 @@ def python_command() -> list[str]:
 
 
 def build_argv(spec: ShardSpec) -> list[str]:
-    """The argv to start: ``{python}`` expanded, a shell line wrapped in the platform shell,
-    all of it wrapped in a sandbox of its own if it has one but no task's sandbox."""
-    argv = _command_argv(spec)
-    if spec.sandbox is not None and spec.task_sandbox is None:
-        return spec.sandbox.wrap(argv, spec.workdir, spec.gpus, spec.python_visible)
-    return argv
-
-
-def _command_argv(spec: ShardSpec) -> list[str]:
+    """The shard's command as an argv: ``{python}`` expanded, a shell line wrapped in the
+    platform shell. (A sandbox of its own wraps it when it starts: ``ShardRunner._start``.)"""
     python = [str(spec.python)] if spec.python is not None else python_command()
     if spec.shell:
         line = spec.command if isinstance(spec.command, str) else shlex.join(spec.command)
@@ -315,15 +309,15 @@ class ShardRunner:
         env = build_env(spec)
         if spec.task_sandbox is not None:
             try:
-                return await spec.task_sandbox.start(_command_argv(spec), env, self._received, cores)
+                return await spec.task_sandbox.start(build_argv(spec), env, self._received, cores)
             except RequestTooLarge:  # a huge command line: a sandbox of its own, in the lane's folder
-                assert spec.sandbox is not None
-                argv = spec.sandbox.wrap(_command_argv(spec), spec.workdir, spec.gpus, spec.python_visible)
                 self._sealed_by = spec.task_sandbox
-        else:
-            argv = build_argv(spec)
-        scoped = spec.sandbox is not None and scopes_supported()
-        return await start_shard_process(argv, spec.workdir, env, self._received, cores, scoped)
+        if spec.sandbox is None:
+            return await start_shard_process(build_argv(spec), spec.workdir, env, self._received, cores)
+        with program_pipe() as seccomp:
+            argv = spec.sandbox.wrap(build_argv(spec), spec.workdir, spec.gpus, spec.python_visible, seccomp)
+            return await start_shard_process(argv, spec.workdir, env, self._received, cores, scopes_supported(),
+                                             pass_fds=() if seccomp is None else (seccomp,))
 
     async def _watch(self, process: ShardProcess, started: float) -> ShardResult:
         if self._cancel_requested:  # cancel() arrived while the process was being created
@@ -469,7 +463,7 @@ class ShardRunner:
 def _start_error(spec: ShardSpec, exc: Exception) -> str:
     if not spec.workdir.is_dir():
         return f"working folder {spec.workdir} does not exist"
-    program = build_argv(spec)[0]
+    program = "bwrap" if spec.sandbox is not None and spec.task_sandbox is None else build_argv(spec)[0]
     if isinstance(exc, FileNotFoundError):
         return f"cannot start {program!r}: program not found"
     if isinstance(exc, PermissionError):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poolnet_desktop.runtime.member.landlock import scopes_supported, spawn_scoped
+from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 
 # Only these are inherited by a sandboxed shard; everything else is the task's or PoolNet's.
 SCRUBBED_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -59,15 +60,16 @@ class Sandbox:
     hidden: tuple[Path, ...]
 
     def wrap(
-        self, argv: Sequence[str], workdir: Path, gpus: Sequence[int],
-        visible: Sequence[Path] = (),
+        self, argv: Sequence[str], workdir: Path, gpus: Sequence[int], visible: Sequence[Path],
+        seccomp_fd: int | None,
     ) -> list[str]:
         """``argv`` run inside this sandbox with ``workdir`` as its only writable folder;
-        ``visible`` folders (the shard's Python environment) are bound in read-only."""
+        ``visible`` folders (the shard's Python environment) are bound in read-only.
+        ``seccomp_fd``: ``seccomp_filter.program_pipe()``'s, for bwrap to inherit."""
         return bwrap_argv(
             argv, workdir, network=self.network, gpus=bool(gpus),
             visible_ro=[*interpreter_prefixes(), *visible], hidden=list(self.hidden),
-            gpu_devices=gpu_device_nodes() if gpus else [],
+            gpu_devices=gpu_device_nodes() if gpus else [], seccomp_fd=seccomp_fd,
         )
 
 
@@ -85,6 +87,7 @@ def bwrap_argv(
     visible_ro: Sequence[Path],
     hidden: Sequence[Path],
     gpu_devices: Sequence[str] = (),
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The bwrap command line that runs ``argv`` in ``workdir``.
 
@@ -92,6 +95,7 @@ def bwrap_argv(
     folder that lies under one of them is bound back read-only (one outside them all is
     visible anyway): PoolNet's own Python may live in a virtualenv under ``/tmp`` or the home.
     ``gpu_devices`` (``/dev/nvidia*``, ``/dev/dri``) are bound in only when ``gpus``.
+    ``seccomp_fd`` holds the seccomp program (``seccomp_filter``) the shard runs under.
     """
     out = [
         "bwrap", "--die-with-parent", "--new-session",
@@ -125,6 +129,8 @@ def bwrap_argv(
         if folder not in PRIVATE_TEMP:
             out += ["--remount-ro", str(folder)]
     out += ["--remount-ro", "/dev"]
+    if seccomp_fd is not None:
+        out += ["--seccomp", str(seccomp_fd)]
     return [*out, "--", *argv]
 
 
@@ -176,11 +182,13 @@ def probe() -> tuple[bool, str]:
         # launcher's may be bare) must not decide whether a sandbox can be made. The
         # namespaces and file systems are those every sandbox makes.
         def start() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                [bwrap, "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/", "--dev", "/dev",
-                 "--proc", "/proc", "--mqueue", "/dev/mqueue", bwrap, "--version"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
+            with program_pipe() as seccomp:
+                filtered = ["--seccomp", str(seccomp)] if seccomp is not None else []
+                return subprocess.Popen(
+                    [bwrap, "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/", "--dev", "/dev",
+                     "--proc", "/proc", "--mqueue", "/dev/mqueue", *filtered, bwrap, "--version"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=[seccomp] if seccomp is not None else [],
+                )
 
         # Scoped as every sandbox is (no_new_privs included): a setuid bwrap would fail here.
         running = spawn_scoped(start) if scopes_supported() else start()

@@ -112,18 +112,20 @@ async def start_shard_process(
     on_data: OnData,
     pin_to: Sequence[int] | None = None,
     scoped: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> ShardProcess:
     """Start ``argv`` in a new session (Windows: process group) with stdin from the null device.
 
     ``pin_to`` (needs ``os.sched_setaffinity``) pins the spawning thread to those cores while
     the child is created, so the child inherits the pin from its first instruction. ``scoped``
     (a sandbox, where the kernel can) starts it in a Landlock domain of its own
-    (``runtime/member/landlock.py``). Raises ``PinError`` for cores that cannot be used,
+    (``runtime/member/landlock.py``). ``pass_fds`` are inherited as they are numbered here
+    (a sandbox's seccomp program). Raises ``PinError`` for cores that cannot be used,
     ``OSError``/``ValueError`` when it cannot start.
     """
     loop = asyncio.get_running_loop()
     if not pidfd_supported():
-        return await _LoopSubprocess.start(loop, argv, cwd, env, on_data, pin_to)
+        return await _LoopSubprocess.start(loop, argv, cwd, env, on_data, pin_to, pass_fds)
     (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -136,6 +138,7 @@ async def start_shard_process(
                 stdout=out_write,
                 stderr=err_write,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
 
     try:
@@ -289,6 +292,7 @@ class _LoopSubprocess(ShardProcess, asyncio.SubprocessProtocol):
         env: Mapping[str, str],
         on_data: OnData,
         pin_to: Sequence[int] | None,
+        pass_fds: Sequence[int],
     ) -> _LoopSubprocess:
         process = cls(loop, on_data)
         spawn = loop.subprocess_exec(
@@ -299,6 +303,7 @@ class _LoopSubprocess(ShardProcess, asyncio.SubprocessProtocol):
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            pass_fds=pass_fds,
             **_new_group(),
         )
         transport, _ = await (_PinnedFirstStep(spawn, pin_to) if pin_to is not None else spawn)

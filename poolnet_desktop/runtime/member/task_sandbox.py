@@ -59,6 +59,7 @@ from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.folders import empty_folder
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
 from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
+from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe
 
 log = logging.getLogger(__name__)
@@ -281,16 +282,18 @@ class TaskSandbox:
                 os.write(code_write, _launcher_source())
             finally:
                 os.close(code_write)
-            argv = sandbox.wrap(launcher_argv(python, code_read, theirs_fds), folder, gpus, visible)
+            with program_pipe() as seccomp:
+                argv = sandbox.wrap(launcher_argv(python, code_read, theirs_fds), folder, gpus, visible, seccomp)
+                passed = [*theirs_fds, code_read, *([seccomp] if seccomp is not None else [])]
 
-            def spawn() -> subprocess.Popen[bytes]:
-                return subprocess.Popen(
-                    argv, cwd=folder, env={"PATH": SCRUBBED_PATH}, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    pass_fds=[*theirs_fds, code_read], start_new_session=True,
-                )
+                def spawn() -> subprocess.Popen[bytes]:
+                    return subprocess.Popen(
+                        argv, cwd=folder, env={"PATH": SCRUBBED_PATH}, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        pass_fds=passed, start_new_session=True,
+                    )
 
-            popen = spawn_scoped(spawn)  # its own Landlock domain: runtime/member/landlock.py
+                popen = spawn_scoped(spawn)  # its own Landlock domain: runtime/member/landlock.py
         except BaseException:
             ours.close()
             os.close(out_read)

@@ -53,7 +53,7 @@ def users_cache_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture
 def visible_to_shards() -> Iterator[Path]:
     """A folder the test writes and sandboxed shards can read: not under /tmp (each shard
-    has a private one) nor the home. Removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/run"))
+    has a private one), the home or /run (hidden). Removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/local"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

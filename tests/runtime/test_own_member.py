@@ -81,9 +81,9 @@ async def test_preparing_the_member_again_keeps_its_identity(pool: PoolHost) -> 
 
 
 async def test_a_shard_on_the_hosts_member_cannot_copy_the_owners_keys_as_outputs(tmp_path: Path) -> None:
-    """The host's data folder lies outside the home and /tmp (hidden from shards anyway): a
-    shard given its path tries to bring its keys back as outputs and gets nothing."""
-    data = Path(tempfile.mkdtemp(prefix="poolnet-test-host-", dir="/run"))
+    """The host's data folder lies outside the home, /tmp and /run (hidden from shards
+    anyway): a shard given its path tries to bring its keys back as outputs and gets nothing."""
+    data = Path(tempfile.mkdtemp(prefix="poolnet-test-host-", dir="/var/local"))
     host = PoolHost(HostOptions(data_dir=resolve_data_dir(data), bind="127.0.0.1", port=0,
                                 discovery=DiscoverySettings(enabled=False)))
     await host.start()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
-from poolnet_desktop.runtime.member.sandbox import bwrap_argv, probe
+from poolnet_desktop.runtime.member.sandbox import bwrap_argv, name_service_files, probe
 
 HOME = Path("/home/u")
 DATA = HOME / ".local/share/poolnet"
@@ -91,3 +93,19 @@ def test_gpu_nodes_are_bound_only_when_the_shard_has_gpus() -> None:
 
 def test_bwrap_can_make_a_sandbox_here() -> None:
     assert probe() == (True, "")
+
+
+def test_a_resolver_configuration_under_run_is_bound_back_alone(tmp_path: Path) -> None:
+    """/run is hidden (its sockets give a shard the machine's root); /etc/resolv.conf is often
+    a link into it, and only that file comes back, read-only."""
+    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/run"))
+    try:
+        (folder / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
+        (tmp_path / "resolv.conf").symlink_to(folder / "stub-resolv.conf")
+        files = name_service_files(tmp_path / "resolv.conf")
+        assert files == [folder / "stub-resolv.conf"]
+        argv = _argv(visible_ro=files, hidden=[Path("/run"), HOME])
+        assert _pairs(argv, "--ro-bind") == ["/", str(folder / "stub-resolv.conf")]
+        assert name_service_files(folder.parent / "nothing-here") == []
+    finally:
+        shutil.rmtree(folder)

@@ -235,9 +235,10 @@ CONNECT = """
 async def test_a_shard_cannot_reach_the_users_session_sockets(tmp_path: Path, monkeypatch) -> None:
     """A read-only bind does not stop ``connect()`` on a Unix socket: the session's D-Bus in
     the user's runtime folder (``XDG_RUNTIME_DIR``, ``/run/user/UID``) would let a shard ask
-    systemd to run a command outside the sandbox. The runtime folder is hidden: the shard
-    finds no socket there (it connected before the fix)."""
-    runtime = Path("/run") / f"poolnet-test-{uuid.uuid4().hex[:8]}"
+    systemd to run a command outside the sandbox. The runtime folder is hidden, even where it
+    is not under /run (here: /var/local): the shard finds no socket there (it connected
+    before the fix)."""
+    runtime = Path("/var/local") / f"poolnet-test-{uuid.uuid4().hex[:8]}"
     runtime.mkdir(mode=0o700)
     listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -249,6 +250,26 @@ async def test_a_shard_cannot_reach_the_users_session_sockets(tmp_path: Path, mo
     finally:
         listening.close()
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+async def test_a_shard_cannot_reach_the_systems_sockets_in_run(tmp_path: Path) -> None:
+    """``/run`` holds the sockets of Docker (``/run/docker.sock``), containerd, libvirt and
+    systemd's private bus: a shard that connects to one as root, or as a user in its group,
+    has the machine's root. A socket put where Docker's would be was reached from a shard
+    with the network off (path sockets are in no network namespace) before ``/run`` was
+    hidden; names still resolve (``/etc/resolv.conf`` may point into ``/run``)."""
+    socket_path = Path("/run") / f"poolnet-test-{uuid.uuid4().hex[:8]}.sock"
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(str(socket_path))
+        listening.listen(1)
+        out, _ = await Member(tmp_path, network=False).run(CONNECT.format(address=str(socket_path)))
+        assert out.startswith("refused"), out
+        resolver, _ = await Member(tmp_path / "dns").run("import socket; print(socket.getaddrinfo('localhost', 1)[0][4][0])")
+        assert resolver.strip() in ("127.0.0.1", "::1"), resolver
+    finally:
+        listening.close()
+        socket_path.unlink(missing_ok=True)
 
 
 async def test_a_shard_on_a_member_run_as_root_cannot_unmount_what_hides_the_keys(tmp_path: Path) -> None:

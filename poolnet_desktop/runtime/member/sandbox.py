@@ -68,7 +68,7 @@ class Sandbox:
         ``seccomp_fd``: ``seccomp_filter.program_pipe()``'s, for bwrap to inherit."""
         return bwrap_argv(
             argv, workdir, network=self.network, gpus=bool(gpus),
-            visible_ro=[*interpreter_prefixes(), *visible], hidden=list(self.hidden),
+            visible_ro=[*interpreter_prefixes(), *name_service_files(), *visible], hidden=list(self.hidden),
             gpu_devices=gpu_device_nodes() if gpus else [], seccomp_fd=seccomp_fd,
         )
 
@@ -157,15 +157,30 @@ def gpu_device_nodes() -> list[str]:
     return sorted(glob.glob("/dev/nvidia*")) + (["/dev/dri"] if Path("/dev/dri").exists() else [])
 
 
+# Where the system keeps sockets that give whoever connects the machine's root (Docker's,
+# containerd's, libvirt's, systemd's private bus, in /run; LXD's and Incus's in /var), or a
+# command run outside the sandbox (the system bus). A read-only bind does not stop
+# ``connect()``, and a path socket is in no network namespace: these folders are hidden.
+SYSTEM_SOCKET_FOLDERS = (Path("/run"), Path("/var/run"), Path("/var/lib/lxd"), Path("/var/snap/lxd"),
+                         Path("/var/lib/incus"))
+
+
 def hidden_folders(data_dir: Path, work_root: Path) -> tuple[Path, ...]:
     """What a shard must not see: the user's home, root's home, the data folder, the work
-    root (every shard's folder; its own is bound back), and the session's sockets: the
-    user's runtime folder and the system bus (a read-only bind does not stop ``connect()``,
-    and the session bus can have systemd run a command outside the sandbox)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or (f"/run/user/{os.getuid()}" if hasattr(os, "getuid") else "")
-    sockets = [Path(runtime), Path("/run/dbus")] if runtime else [Path("/run/dbus")]
+    root (every shard's folder; its own is bound back), the system's sockets, and the user's
+    runtime folder (its session bus) where it is not under /run."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    sockets = [*SYSTEM_SOCKET_FOLDERS, *([Path(runtime)] if runtime else [])]
     return (*(p.resolve() for p in (Path.home(), Path("/root"), data_dir, work_root)),
             *(p.resolve() for p in sockets if p.is_dir()))
+
+
+def name_service_files(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Path]:
+    """The resolver's configuration where it lies under ``/run`` (``/etc/resolv.conf`` is a
+    link into systemd-resolved's or NetworkManager's folder there): bound back read-only, file
+    alone, so that names still resolve where tasks may use the network."""
+    resolver = resolv_conf.resolve()
+    return [resolver] if resolver.is_relative_to("/run") and resolver.is_file() else []
 
 
 @functools.cache

@@ -161,5 +161,6 @@ def size_in_bytes(text: str) -> int:
 def sandbox_line(allow_unsandboxed: bool) -> str:
     """What the member will do with tasks here, for the start banner."""
     available, why_not = probe()
-    return describe(sandbox_state(available, allow_unsandboxed), why_not)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    return describe(sandbox_state(available, allow_unsandboxed), why_not, as_root)
 

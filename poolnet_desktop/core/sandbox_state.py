@@ -25,17 +25,22 @@ def takes_tasks(state: SandboxState) -> bool:
     return state != "none"
 
 
-def describe(state: str, why_not: str = "") -> str:
+def describe(state: str, why_not: str = "", as_root: bool = False) -> str:
     """One line for people: the CLI at start, ``poolnet status``, the device card. An empty
-    state is an older member that did not say."""
+    state is an older member that did not say. ``as_root``: the member runs as root, which
+    its owner is warned of where it takes tasks (a sandbox drops root's capabilities, not its
+    ownership of the files only root may read)."""
     if state == "bwrap":
-        return "tasks run in a sandbox (bubblewrap)"
-    if state == "none":
+        line = "tasks run in a sandbox (bubblewrap)"
+        danger = "shards can read the files only root may read (/etc/shadow, SSH host keys, saved Wi-Fi passwords)"
+    elif state == "unsandboxed":
+        line, danger = "runs tasks without a sandbox", "a task can do anything on this machine"
+    elif state == "none":
         because = f" ({why_not})" if why_not else ""
         return f"no sandbox here{because}: not taking tasks; --allow-unsandboxed runs them without one"
-    if state == "unsandboxed":
-        return "runs tasks without a sandbox"
-    return ""
+    else:
+        return ""
+    return f"{line}; as root, {danger}: run poolnet as an ordinary user" if as_root else line
 
 
 def short(state: str) -> str:

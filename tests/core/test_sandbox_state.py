@@ -21,3 +21,11 @@ def test_the_lines_say_what_happens_and_why() -> None:
     assert describe("") == short("") == ""  # an older member that did not say
     assert [short(s) for s in ("bwrap", "none", "unsandboxed")] == [
         "sandboxed", "no sandbox: no tasks", "no sandbox"]
+
+
+def test_a_member_run_as_root_that_takes_tasks_warns_its_owner() -> None:
+    assert describe("bwrap", as_root=True).startswith("tasks run in a sandbox (bubblewrap); as root, shards can read")
+    assert "a task can do anything" in describe("unsandboxed", as_root=True)
+    for state in ("bwrap", "unsandboxed"):
+        assert describe(state, as_root=True).endswith("run poolnet as an ordinary user")
+    assert "as root" not in describe("none", "bwrap is not installed", as_root=True)

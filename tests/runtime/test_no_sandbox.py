@@ -45,3 +45,4 @@ async def test_a_member_without_bwrap_refuses_tasks_unless_allowed(
         member.terminate()
         out, _ = member.communicate(timeout=30)
     assert line in out
+    assert ("run poolnet as an ordinary user" in out) == (accepts and os.geteuid() == 0)

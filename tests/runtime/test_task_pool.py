@@ -7,6 +7,7 @@ bounded polls, never sleeps that assume a speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -43,22 +44,33 @@ async def wait_for(condition, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def members(pool: PoolHost, tmp_path: Path) -> AsyncIterator[list[Member]]:
-    """Two members of ``pool``, each with its own data folder, ready for shards."""
+@contextlib.asynccontextmanager
+async def running_members(
+    pool: PoolHost, tmp_path: Path, names: tuple[str, ...], limits: SharingLimits | None = None
+) -> AsyncIterator[list[Member]]:
+    """Members of ``pool`` in this process, each with its own data folder, ready for shards."""
     started = []
-    for name in ("alpha", "beta"):
+    for name in names:
         member = Member(MemberOptions(
-            url=pool.local_url, data_dir=resolve_data_dir(tmp_path / name), name=name,
+            url=pool.local_url, data_dir=resolve_data_dir(tmp_path / name), name=name, limits=limits or SharingLimits(),
             code=PAIRING_CODE, discovery=DiscoverySettings(enabled=False),
         ))
         started.append((member, asyncio.create_task(member.run())))
     ready = pool.tasks._members
     await wait_for(lambda: all(m.agent.config.device_id in ready for m, _ in started))
-    yield [m for m, _ in started]
-    for member, running in started:
-        await member.stop()
-        await running
+    try:
+        yield [m for m, _ in started]
+    finally:
+        for member, running in started:
+            await member.stop()
+            await running
+
+
+@pytest.fixture
+async def members(pool: PoolHost, tmp_path: Path) -> AsyncIterator[list[Member]]:
+    """Two members of ``pool``, ready for shards."""
+    async with running_members(pool, tmp_path, ("alpha", "beta")) as started:
+        yield started
 
 
 

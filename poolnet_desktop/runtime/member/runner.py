@@ -236,6 +236,19 @@ class ShardRunner:
         self._cancel_requested = True
         self._kill("cancelled", "cancelled on request")
 
+    def stop_for_memory(self, message: str) -> None:
+        """Kill the shard's whole tree now; ``run()`` then returns reason ``"memory"`` with
+        ``message`` (its machine ran short: ``runtime/member/memory_guard.py``)."""
+        self._kill("memory", message)
+
+    def memory_in_use(self) -> int:
+        """Resident bytes of the shard's tree now; 0 before its start and after its end.
+        Blocking (it reads /proc): call it off the loop."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return 0
+        return process.tree_memory()
+
     def suspend(self) -> None:
         """Stop the shard's whole tree where it stands, and its timeout with it; a shard not
         started yet is suspended as soon as it starts. ``resume()`` undoes it."""

@@ -79,6 +79,7 @@ from poolnet_desktop.runtime.member.environments import (
 from poolnet_desktop.runtime.member.folders import remove_tree
 from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.lane_pool import LanePool
+from poolnet_desktop.runtime.member.memory_guard import MemoryGuard
 from poolnet_desktop.runtime.member.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.member.runner import (
     ShardRunner,
@@ -182,6 +183,8 @@ class TaskExecutor:
         # the next shard's inputs would be written into it. There, each shard gets a new one.
         self._reuse_folders = True
         self._tasks: set[asyncio.Task[object]] = set()
+        self.memory_guard = MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent)
+        self._memory_watch: asyncio.Task[None] | None = None
         agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)
         agent.add_handler(ShardAck, self._on_ack)
@@ -251,6 +254,8 @@ class TaskExecutor:
             job.cancelled = True
             if job.runner is not None:
                 job.runner.cancel()
+        if self._memory_watch is not None:
+            self._memory_watch.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.lanes is not None:
             self.lanes.close_all()
@@ -314,6 +319,9 @@ class TaskExecutor:
             await self._finish(job.ref, outcome, self._take_folder())
         elif job.runner is not None:
             job.runner.cancel()
+
+    def _runners(self) -> dict[ShardRef, ShardRunner]:
+        return {ref: job.runner for ref, job in self._jobs.items() if job.runner is not None}
 
     def _drop(self, ref: ShardRef) -> None:
         """Forget a waiting job; the one behind it follows the one before it instead."""
@@ -380,6 +388,8 @@ class TaskExecutor:
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner
+            if self._memory_watch is None or self._memory_watch.done():  # it ends when no shard runs
+                self._memory_watch = asyncio.ensure_future(self.memory_guard.watch())
             if self._paused:
                 runner.suspend()
             if job.cancelled:

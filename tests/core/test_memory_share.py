@@ -1,0 +1,50 @@
+"""Which shard a member stops to keep its owner's memory (pure decisions)."""
+
+from __future__ import annotations
+
+from poolnet_desktop.core.memory_share import (
+    MIN_FLOOR,
+    MIN_WORTH_STOPPING,
+    memory_floor,
+    shard_to_stop,
+    worth_measuring,
+)
+
+GB, MB = 1024**3, 1024**2
+TOTAL = 16 * GB
+FLOOR = memory_floor(TOTAL)
+
+
+def test_the_floor_is_a_twentieth_of_the_memory_and_never_less_than_256_mib_on_a_real_machine() -> None:
+    assert FLOOR == int(0.8 * GB)
+    assert memory_floor(2 * GB) == MIN_FLOOR
+    assert memory_floor(512 * MB) == 128 * MB  # a quarter of a tiny machine's, not all of it
+
+
+def test_shards_over_the_share_their_owner_lends_lose_the_largest_of_them() -> None:
+    used = {"a": 6 * GB, "b": 8 * GB}  # 14 GB together, 80 % is 12.8 GB
+    key, why = shard_to_stop(TOTAL, 2 * GB, 80.0, FLOOR, used)
+    assert key == "b" and "14336 MB together, more than the 13107 MB (80 %) its owner lends" in why
+    assert shard_to_stop(TOTAL, 2 * GB, 90.0, FLOOR, used) is None  # 90 % is 14.4 GB
+
+
+def test_many_small_shards_over_the_share_still_lose_the_largest() -> None:
+    used = {n: 20 * MB + n for n in range(100)}  # each under MIN_WORTH_STOPPING, 2 GB together
+    key, _ = shard_to_stop(TOTAL, 8 * GB, 10.0, FLOOR, used)
+    assert key == 99
+
+
+def test_a_machine_under_its_floor_loses_the_largest_shard_if_it_is_worth_stopping() -> None:
+    used = {"small": 10 * MB, "big": MIN_WORTH_STOPPING}
+    key, why = shard_to_stop(TOTAL, FLOOR - 1, 80.0, FLOOR, used)
+    assert key == "big" and "give this machine's owner memory back" in why
+    assert shard_to_stop(TOTAL, FLOOR, 80.0, FLOOR, used) is None  # at the floor: nothing to do
+    # The owner's own programs took the memory: stopping a small shard would give nothing back.
+    assert shard_to_stop(TOTAL, FLOOR - 1, 80.0, FLOOR, {"small": 10 * MB}) is None
+    assert shard_to_stop(TOTAL, FLOOR - 1, 80.0, FLOOR, {}) is None
+
+
+def test_the_shards_are_measured_only_when_the_machine_says_they_may_be_over() -> None:
+    assert not worth_measuring(TOTAL, 8 * GB, 80.0, FLOOR)  # 8 GB used by everyone: under 12.8
+    assert worth_measuring(TOTAL, 3 * GB, 80.0, FLOOR)  # 13 GB used
+    assert worth_measuring(TOTAL, FLOOR - 1, 100.0, FLOOR)

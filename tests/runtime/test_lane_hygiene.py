@@ -308,3 +308,15 @@ async def test_a_shard_in_a_lane_cannot_use_the_kernel_keyrings(lanes_outside_tm
         "add_key = {'x86_64': 248, 'aarch64': 217}[os.uname().machine]; "
         "print(libc.syscall(add_key, b'user', b'note', b'x', 1, -4), ctypes.get_errno())"))
     assert out == f"-1 {errno.EPERM}\n", out
+
+
+@pytest.mark.parametrize("folder", ["/tmp", "/var/tmp", "/dev/shm"])
+async def test_what_a_lanes_shard_keeps_in_its_temporary_folders_counts_against_its_memory_limit(
+    lanes_outside_tmp: Lanes, folder: str
+) -> None:
+    """Those folders are tmpfs: memory that no process's resident size shows. A shard held
+    300 MB there under a 100 MB limit (and any amount where no limit is set) and was not
+    stopped; the member's memory guard did not see it either."""
+    result, _, _ = await lanes_outside_tmp.run(f"head -c 300000000 /dev/zero > {folder}/held && sleep 20",
+                                               memory_limit=100 * 1024 * 1024)
+    assert result.reason == "memory", result

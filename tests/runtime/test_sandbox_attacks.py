@@ -413,3 +413,14 @@ async def test_a_shard_can_neither_read_nor_leave_anything_in_the_kernel_keyring
         assert b"".join(chunks).decode() == f"[] False {errno.EPERM}\n"
     finally:
         libc.syscall(keyctl, 21, key)  # KEYCTL_INVALIDATE
+
+
+async def test_what_a_shard_keeps_in_its_temporary_folders_counts_against_its_memory_limit(tmp_path: Path) -> None:
+    """/tmp, /var/tmp and /dev/shm are tmpfs: memory no process's resident size shows. A shard
+    in a sandbox of its own held 300 MB in /dev/shm under a 100 MB limit and was not stopped."""
+    member = Member(tmp_path)
+    workdir = member.slot("slot-tmpfs")
+    spec = ShardSpec(command="head -c 300000000 /dev/zero > /dev/shm/held && sleep 20", shell=True,
+                     workdir=workdir, sandbox=member.sandbox, memory_limit=100 * 1024 * 1024, timeout=60)
+    result = await ShardRunner(spec).run()
+    assert result.reason == "memory", result

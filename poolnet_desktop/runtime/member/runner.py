@@ -21,6 +21,7 @@ and reaped the same cheap way on every event loop (see ``runtime/member/shard_pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
@@ -38,7 +39,7 @@ from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
 from poolnet_desktop.runtime.member.landlock import scopes_supported
-from poolnet_desktop.runtime.member.sandbox import KEPT_LOCALE_VARIABLES, SCRUBBED_PATH, Sandbox
+from poolnet_desktop.runtime.member.sandbox import KEPT_LOCALE_VARIABLES, SCRUBBED_PATH, Sandbox, temporary_files_size
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 from poolnet_desktop.runtime.member.shard_process import (
     PinError,
@@ -205,6 +206,7 @@ class ShardRunner:
         # Where the shard's files are once it ended (a lane's shard's are moved out of it).
         self.workdir = spec.workdir
         self._sealed_by: TaskSandbox | None = None  # a lane whose folder a shard ran in alone
+        self._own_sandbox = False  # started in a sandbox of its own (no lane's)
         self._on_output = on_output
         self._clock = clock
         self._process: ShardProcess | None = None
@@ -247,7 +249,16 @@ class ShardRunner:
         process = self._process
         if process is None or process.returncode is not None:
             return 0
-        return process.tree_memory()
+        return self._memory_of(process)
+
+    def _memory_of(self, process: ShardProcess) -> int:
+        """The tree's resident bytes and, in a sandbox of its own, what its temporary folders
+        hold (a lane's process counts its lane's itself). Blocking."""
+        used = process.tree_memory()
+        if self._own_sandbox and process.pid is not None:
+            with contextlib.suppress(psutil.Error, IndexError):  # bwrap's child: the sandbox's init
+                used += temporary_files_size(psutil.Process(process.pid).children()[0].pid)
+        return used
 
     def suspend(self) -> None:
         """Stop the shard's whole tree where it stands, and its timeout with it; a shard not
@@ -327,6 +338,7 @@ class ShardRunner:
                 self._sealed_by = spec.task_sandbox
         if spec.sandbox is None:
             return await start_shard_process(build_argv(spec), spec.workdir, env, self._received, cores)
+        self._own_sandbox = True
         with program_pipe() as seccomp:
             argv = spec.sandbox.wrap(build_argv(spec), spec.workdir, spec.gpus, spec.python_visible, seccomp)
             return await start_shard_process(argv, spec.workdir, env, self._received, cores, scopes_supported(),
@@ -465,7 +477,7 @@ class ShardRunner:
         """Sum the tree's resident memory a few times a second; kill it past ``limit``."""
         interval = self.spec.memory_poll_interval
         while True:
-            used = await asyncio.to_thread(process.tree_memory)
+            used = await asyncio.to_thread(self._memory_of, process)
             self._peak_memory = max(self._peak_memory, used)
             if used > limit:
                 self._kill("memory", f"used {used} bytes of memory, over the limit of {limit}")

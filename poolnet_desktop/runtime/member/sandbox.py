@@ -134,6 +134,21 @@ def bwrap_argv(
     return [*out, "--", *argv]
 
 
+def temporary_files_size(pid: int) -> int:
+    """Bytes in the private temporary folders of the sandbox process ``pid`` is in: they are
+    tmpfs, memory that no process's resident size counts. Read from outside, through that
+    process's root (which a shard cannot change for another process); 0 for what cannot be
+    read (it ended)."""
+    total = 0
+    for folder in PRIVATE_TEMP:
+        try:
+            usage = os.statvfs(f"/proc/{pid}/root{folder}")
+        except OSError:
+            continue
+        total += (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+    return total
+
+
 def _outermost(folders: Sequence[Path]) -> list[Path]:
     """The folders with those nested in another of them dropped (a mount over the outer
     one would hide the inner mount), in a stable order."""

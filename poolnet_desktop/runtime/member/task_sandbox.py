@@ -58,7 +58,7 @@ if sys.platform != "win32":  # lanes are Linux's; the executor imports this file
 from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.folders import empty_folder
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
-from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox
+from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox, temporary_files_size
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe
 
@@ -476,7 +476,9 @@ class TaskSandbox:
         self.fail("its shard would not be suspended")
 
     def contents_memory(self) -> int:
-        total = 0
+        """Resident bytes of everything under the launcher, and what the temporary folders hold
+        (emptied after each shard: the running shard's)."""
+        total = temporary_files_size(self._launcher) if self._launcher and not self.ended else 0
         for process in self._contents():
             with contextlib.suppress(psutil.Error):
                 total += process.memory_info().rss

@@ -424,3 +424,29 @@ async def test_what_a_shard_keeps_in_its_temporary_folders_counts_against_its_me
                      workdir=workdir, sandbox=member.sandbox, memory_limit=100 * 1024 * 1024, timeout=60)
     result = await ShardRunner(spec).run()
     assert result.reason == "memory", result
+
+
+USER_NAMESPACE = """
+    import ctypes, os, threading, subprocess
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
+    made = libc.unshare(CLONE_NEWUSER | CLONE_NEWNS)
+    print(made, ctypes.get_errno())
+    if made == 0:  # root of its own namespace: a tmpfs whose memory no one measures
+        libc.mount(None, b"/", None, 0x44000, None)
+        print("mounted" if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0 else "not mounted")
+    # Threads and processes are still made (glibc falls back from clone3 to clone).
+    thread = threading.Thread(target=lambda: None)
+    thread.start()
+    thread.join()
+    print(subprocess.run(["echo", "spawned"], capture_output=True, text=True).stdout.strip())
+"""
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="the filter is built for these")
+async def test_a_shard_cannot_make_a_user_namespace_of_its_own(tmp_path: Path) -> None:
+    """In a user namespace of its own a shard holds every capability: it mounted a tmpfs there
+    (memory that no one measures) and reached the kernel's surface that most privilege
+    escalations need. unshare and clone with CLONE_NEWUSER now fail; clone3 says ENOSYS."""
+    out, _ = await Member(tmp_path).run(USER_NAMESPACE)
+    assert out == f"-1 {errno.EPERM}\nspawned\n", out

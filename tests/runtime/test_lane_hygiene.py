@@ -320,3 +320,12 @@ async def test_what_a_lanes_shard_keeps_in_its_temporary_folders_counts_against_
     result, _, _ = await lanes_outside_tmp.run(f"head -c 300000000 /dev/zero > {folder}/held && sleep 20",
                                                memory_limit=100 * 1024 * 1024)
     assert result.reason == "memory", result
+
+
+async def test_a_shard_in_a_lane_cannot_set_the_kernels_settings(lanes_outside_tmp: Lanes) -> None:
+    """A lane is made by the same bwrap command line: on a member run as root its shards
+    could write ``/proc/sys`` (``kernel.core_pattern``: a command run as root outside; a
+    setting left for the next shard and every other process). Only access() is asked."""
+    _, out, _ = await lanes_outside_tmp.run(python(
+        "import os; print(os.access('/proc/sys/kernel/core_pattern', os.W_OK))"))
+    assert out == "False\n", out

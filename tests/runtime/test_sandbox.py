@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
-from poolnet_desktop.runtime.member.sandbox import bwrap_argv, name_service_files, probe
+from poolnet_desktop.runtime.member.sandbox import bwrap_argv, kept_under_run, listening_sockets, probe, socket_masks
 
 HOME = Path("/home/u")
 DATA = HOME / ".local/share/poolnet"
@@ -22,6 +23,22 @@ def _argv(**kw: object) -> list[str]:
 
 def _pairs(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def _bound_back(argv: list[str]) -> list[str]:
+    """What is bound read-only besides the system, /proc/sys and the masks over /proc files."""
+    return [source for source in _pairs(argv, "--ro-bind") if source not in ("/", "/proc/sys", "/dev/null")]
+
+
+def test_the_kernels_settings_are_read_only_and_the_key_list_is_masked() -> None:
+    """A shard of a member run as root could write /proc/sys (kernel.core_pattern: a command
+    run as root outside) and read /proc/keys: the keys of every keyring it may view."""
+    argv = _argv()
+    at = argv.index("/proc/sys")
+    assert argv[at - 1:at + 2] == ["--ro-bind", "/proc/sys", "/proc/sys"] and at > argv.index("--proc")
+    if Path("/proc/keys").exists():
+        at = argv.index("/proc/keys")
+        assert argv[at - 2:at + 1] == ["--ro-bind", "/dev/null", "/proc/keys"]
 
 
 def test_the_command_comes_after_the_separator_unchanged() -> None:
@@ -60,7 +77,7 @@ def test_the_workdir_is_the_only_writable_bind_and_the_cwd() -> None:
 def test_an_interpreter_under_a_hidden_folder_is_bound_back_read_only() -> None:
     venv, system = HOME / "proj/.venv", Path("/usr")
     argv = _argv(visible_ro=[venv, system])
-    assert _pairs(argv, "--ro-bind") == ["/", str(venv)]
+    assert _bound_back(argv) == [str(venv)]
     assert argv.index(str(venv)) > argv.index(str(HOME))
 
 
@@ -69,7 +86,7 @@ def test_an_interpreter_under_tmp_is_bound_back_over_the_private_tmp() -> None:
     (every {python} shard failed with 'execvp .../.venv/bin/python: No such file')."""
     venv = Path("/tmp/ci/main/.venv")
     argv = _argv(visible_ro=[venv])
-    assert _pairs(argv, "--ro-bind") == ["/", str(venv)]
+    assert _bound_back(argv) == [str(venv)]
     assert argv.index(str(venv)) > argv.index("/tmp")
 
 
@@ -102,10 +119,45 @@ def test_a_resolver_configuration_under_run_is_bound_back_alone(tmp_path: Path) 
     try:
         (folder / "stub-resolv.conf").write_text("nameserver 127.0.0.53\n")
         (tmp_path / "resolv.conf").symlink_to(folder / "stub-resolv.conf")
-        files = name_service_files(tmp_path / "resolv.conf")
+        files = kept_under_run(tmp_path / "resolv.conf")
         assert files == [folder / "stub-resolv.conf"]
         argv = _argv(visible_ro=files, hidden=[Path("/run"), HOME])
-        assert _pairs(argv, "--ro-bind") == ["/", str(folder / "stub-resolv.conf")]
-        assert name_service_files(folder.parent / "nothing-here") == []
+        assert _bound_back(argv) == [str(folder / "stub-resolv.conf")]
+        assert kept_under_run(folder.parent / "nothing-here") == []
     finally:
         shutil.rmtree(folder)
+
+
+def test_the_folder_of_a_bound_socket_is_hidden_or_else_the_socket_masked(tmp_path: Path) -> None:
+    """Path sockets are reachable from every namespace: each one bound when a sandbox is
+    made loses its folder (two levels deep or more, holding nothing shown and no temporary
+    folder), or is masked itself."""
+    venv = Path("/opt/tool/.venv")
+    alone = tmp_path / "alone.sock"  # its folder (tmp_path) is hidden below: nothing to do
+    sockets = [Path("/var/lib/db/mysqld.sock"), Path("/var/lib/db/x.sock"), Path("/opt/tool/run.sock"),
+               Path("/run/user/0/bus"), Path("/dev/log"), alone]
+    folders, files = socket_masks(sockets, hidden=[Path("/run"), tmp_path], shown=[venv])
+    assert folders == [Path("/var/lib/db")]
+    assert files == []  # /opt/tool holds the venv, and /opt/tool/run.sock is no socket here
+    with socket.socket(socket.AF_UNIX) as bound:
+        there = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/local")) / "s.sock"
+        try:
+            bound.bind(str(there))
+            _, files = socket_masks([there], hidden=[], shown=[there.parent / "venv"])
+            assert files == [there]
+            argv = _argv(masked=files)
+            at = argv.index(str(there))
+            assert argv[at - 2:at + 1] == ["--ro-bind", "/dev/null", str(there)]
+        finally:
+            shutil.rmtree(there.parent)
+
+
+def test_the_sockets_bound_here_are_read_from_the_kernels_table(tmp_path: Path) -> None:
+    table = tmp_path / "unix"
+    table.write_text(
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
+        "0000: 00000002 00000000 00010000 0001 01 20 /var/lib/db/mysqld.sock\n"
+        "0000: 00000002 00000000 00010000 0001 01 21 @abstract\n"
+        "0000: 00000003 00000000 00000000 0001 03 22\n")
+    assert listening_sockets(table) == [Path("/var/lib/db/mysqld.sock")]
+    assert listening_sockets(tmp_path / "missing") == []

@@ -450,3 +450,107 @@ async def test_a_shard_cannot_make_a_user_namespace_of_its_own(tmp_path: Path) -
     escalations need. unshare and clone with CLONE_NEWUSER now fail; clone3 says ENOSYS."""
     out, _ = await Member(tmp_path).run(USER_NAMESPACE)
     assert out == f"-1 {errno.EPERM}\nspawned\n", out
+
+
+SYSCTLS = """
+    import os
+    writable = []
+    for root, dirs, files in os.walk("/proc/sys"):
+        for name in files:
+            path = os.path.join(root, name)
+            try:  # opened for writing and closed at once: nothing is written
+                os.close(os.open(path, os.O_WRONLY))
+                writable.append(path)
+            except OSError:
+                pass
+    print(len(writable), "/proc/sys/kernel/core_pattern" in writable)
+"""
+
+
+async def test_a_shard_on_a_member_run_as_root_cannot_set_the_kernels_settings(tmp_path: Path) -> None:
+    """``/proc/sys`` is the kernel's own, not the sandbox's: a sysctl checks the writer's uid
+    (root may write the owner's bits), most do not ask for a capability. bwrap's ``--proc``
+    covers ``/proc/sys`` with a read-only bind only where ``access(W_OK)`` says it is
+    writable, and the kernel says EACCES for that folder even to root: on a member run as
+    root, a shard could write 783 sysctls. Through ``kernel.core_pattern`` (``|`` + a script
+    in its own folder, whose path is the same outside) and a crash of its own, the reviewer's
+    shard (an attacker's review of 5e140ba) ran a command as root with every capability in the
+    machine's namespaces: it listed and wrote the hidden data folder. Here only an opening for
+    writing is tried."""
+    out, _ = await Member(tmp_path).run(SYSCTLS)
+    assert out == "0 False\n", out
+
+
+@pytest.mark.skipif(not Path("/proc/keys").exists(), reason="no /proc/keys in this kernel")
+async def test_a_shard_cannot_list_the_keys_in_the_kernel_keyrings(tmp_path: Path) -> None:
+    """The seccomp filter stops the keyring calls, not ``/proc/keys``: the sandbox's own
+    /proc lists every key its uid may view, by type and description, in every keyring on the
+    machine (root's user keyring, other root processes' session keyrings: Kerberos caches
+    named by principal, systemd's cached passwords), and ``/proc/key-users`` counts them. A
+    shard of a member run as root read the description of a key the test left in root's
+    user keyring."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    add_key, keyctl = {"x86_64": (248, 250), "aarch64": (217, 219)}.get(os.uname().machine, (None, None))
+    if add_key is None:
+        pytest.skip("keyring calls numbered for x86-64 and AArch64 only here")
+    name = f"poolnet-test-owner-{uuid.uuid4().hex}"
+    key = libc.syscall(add_key, b"user", name.encode(), b"x", 1, -4)  # our user keyring
+    assert key > 0, ctypes.get_errno()
+    try:
+        out, _ = await Member(tmp_path).run("""
+            for listing in ("/proc/keys", "/proc/key-users"):
+                try:
+                    print(open(listing).read())
+                except OSError as exc:
+                    print("denied", exc.errno)
+        """)
+        assert name not in out, out
+    finally:
+        libc.syscall(keyctl, 21, key)  # KEYCTL_INVALIDATE
+
+
+FIND_SOCKETS = """
+    import socket
+    reached = []
+    for row in open("/proc/net/unix").read().splitlines()[1:]:
+        fields = row.split()
+        if len(fields) > 7 and fields[7].startswith("/") and "poolnet-test" in fields[7]:
+            try:
+                socket.socket(socket.AF_UNIX).connect(fields[7])
+                reached.append(fields[7])
+            except OSError:
+                pass
+    print(reached)
+"""
+
+
+@pytest.mark.parametrize("where", [
+    "/var/snap/microk8s/common/run/containerd.sock",  # MicroK8s's containerd: root
+    "/var/lib/libvirt/qemu/domain-1-poolnet-test/monitor.sock",  # a VM's QEMU monitor (QMP)
+    "/var/lib/kubelet/device-plugins/kubelet.sock",  # the kubelet's device plugin registration
+    "/srv/poolnet-test/daemon/control.sock",  # any daemon's, found in /proc/net/unix: its folder hidden
+    "/srv/control.sock",  # in a folder that cannot be hidden: the socket masked
+])
+async def test_a_shard_cannot_reach_the_systems_sockets_outside_run(tmp_path: Path, where: str) -> None:
+    """Hiding /run and the folders of LXD and Incus leaves the root-owned sockets other
+    daemons keep in /var: MicroK8s's containerd (under /var/snap, beside the hidden
+    /var/snap/lxd), libvirt's QEMU monitors (``migrate exec:`` runs a command outside),
+    the kubelet's. With the network on a shard needs no guess: ``/proc/net/unix`` lists
+    every bound path. A shard reached a socket put at each of these places (an attacker's
+    review of 5e140ba); the folder of every socket bound when the sandbox is made is now
+    hidden too, or the socket masked where its folder cannot be."""
+    path = Path(where.replace("poolnet-test", f"poolnet-test-{uuid.uuid4().hex[:8]}"))
+    top = next(p for p in reversed(path.parents) if not p.exists()) if not path.parent.exists() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    renamed = path.with_name(f"poolnet-test-{uuid.uuid4().hex[:8]}-{path.name}")  # found by the shard's filter
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(str(renamed))
+        listening.listen(1)
+        out, _ = await Member(tmp_path, network=True).run(FIND_SOCKETS)
+        assert out == "[]\n", out
+    finally:
+        listening.close()
+        renamed.unlink(missing_ok=True)
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)

@@ -66,12 +66,23 @@ class Sandbox:
         """``argv`` run inside this sandbox with ``workdir`` as its only writable folder;
         ``visible`` folders (the shard's Python environment) are bound in read-only.
         ``seccomp_fd``: ``seccomp_filter.program_pipe()``'s, for bwrap to inherit."""
+        shown = [*interpreter_prefixes(), *kept_under_run(), *visible]
+        folders, sockets = socket_masks(listening_sockets(), [*self.hidden, *PRIVATE_TEMP], [*shown, workdir])
         return bwrap_argv(
-            argv, workdir, network=self.network, gpus=bool(gpus),
-            visible_ro=[*interpreter_prefixes(), *name_service_files(), *visible], hidden=list(self.hidden),
+            argv, workdir, network=self.network, gpus=bool(gpus), visible_ro=shown,
+            hidden=[*self.hidden, *folders], masked=sockets,
             gpu_devices=gpu_device_nodes() if gpus else [], seccomp_fd=seccomp_fd,
         )
 
+
+# Files of /proc that list what is not the sandbox's: every key a shard's uid may view in every
+# keyring on the machine (their types and descriptions: Kerberos caches named by principal,
+# systemd's cached passwords), and the timers and scheduling of every process. Those this
+# kernel has.
+MASKED_PROC_FILES = tuple(
+    path for path in (Path("/proc/keys"), Path("/proc/key-users"), Path("/proc/timer_list"), Path("/proc/sched_debug"))
+    if path.exists()
+)
 
 # Each shard gets temporary folders of its own, empty at its start: mounts of their own, which
 # a shard can neither move nor replace (a lane's launcher checks them by their ``lstat``).
@@ -88,6 +99,7 @@ def bwrap_argv(
     hidden: Sequence[Path],
     gpu_devices: Sequence[str] = (),
     seccomp_fd: int | None = None,
+    masked: Sequence[Path] = (),
 ) -> list[str]:
     """The bwrap command line that runs ``argv`` in ``workdir``.
 
@@ -96,6 +108,7 @@ def bwrap_argv(
     visible anyway): PoolNet's own Python may live in a virtualenv under ``/tmp`` or the home.
     ``gpu_devices`` (``/dev/nvidia*``, ``/dev/dri``) are bound in only when ``gpus``.
     ``seccomp_fd`` holds the seccomp program (``seccomp_filter``) the shard runs under.
+    ``masked`` files (sockets) get the null device over them.
     """
     out = [
         "bwrap", "--die-with-parent", "--new-session",
@@ -104,16 +117,25 @@ def bwrap_argv(
         "--cap-drop", "ALL",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts",
         "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        # The kernel's settings: bwrap covers /proc/sys only where access(W_OK) says it is
+        # writable, which it never says of the folder, even to root; but root owns most of the
+        # files in it, so a shard of a member run as root set them (kernel.core_pattern: a
+        # command run as root outside the sandbox). Read-only, as Docker has it.
+        "--ro-bind", "/proc/sys", "/proc/sys",
         # The namespace's POSIX message queues, where a lane's launcher can see and remove
         # what a shard left in them (its IPC namespace outlives the shard).
         "--mqueue", "/dev/mqueue",
     ]
+    for listing in MASKED_PROC_FILES:  # the key list and other processes' timers, as Docker hides them
+        out += ["--ro-bind", "/dev/null", str(listing)]
     masks = _outermost([*PRIVATE_TEMP, *hidden])
     for folder in masks:
         out += ["--tmpfs", str(folder)]
     for folder in _outermost(visible_ro):
         if any(folder.is_relative_to(m) for m in masks):
             out += ["--ro-bind", str(folder), str(folder)]
+    for path in masked:
+        out += ["--ro-bind", "/dev/null", str(path)]
     out += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     if not network:
         out.append("--unshare-net")
@@ -173,11 +195,16 @@ def gpu_device_nodes() -> list[str]:
 
 
 # Where the system keeps sockets that give whoever connects the machine's root (Docker's,
-# containerd's, libvirt's, systemd's private bus, in /run; LXD's and Incus's in /var), or a
-# command run outside the sandbox (the system bus). A read-only bind does not stop
-# ``connect()``, and a path socket is in no network namespace: these folders are hidden.
-SYSTEM_SOCKET_FOLDERS = (Path("/run"), Path("/var/run"), Path("/var/lib/lxd"), Path("/var/snap/lxd"),
-                         Path("/var/lib/incus"))
+# containerd's, libvirt's, systemd's private bus, in /run; in /var: LXD's, Incus's, MicroK8s's
+# containerd in /var/snap, libvirt's QEMU monitors, the kubelet's, and containers' own in their
+# storage), or a command run outside the sandbox (the system bus). A read-only bind does not
+# stop ``connect()``, and a path socket is in no network namespace: these folders are hidden,
+# and so is the folder of each socket bound elsewhere when a sandbox is made (``socket_masks``).
+SYSTEM_SOCKET_FOLDERS = (Path("/run"), Path("/var/run"), Path("/var/lib/lxd"), Path("/var/snap"),
+                         Path("/var/lib/incus"), Path("/var/lib/libvirt"), Path("/var/lib/kubelet"),
+                         Path("/var/lib/docker"), Path("/var/lib/containers"))
+# NixOS keeps its programs (on PATH) and its GPU drivers under /run.
+NIXOS_RUN_PATHS = (Path("/run/current-system"), Path("/run/opengl-driver"), Path("/run/opengl-driver-32"))
 
 
 def hidden_folders(data_dir: Path, work_root: Path) -> tuple[Path, ...]:
@@ -190,12 +217,42 @@ def hidden_folders(data_dir: Path, work_root: Path) -> tuple[Path, ...]:
             *(p.resolve() for p in sockets if p.is_dir()))
 
 
-def name_service_files(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Path]:
-    """The resolver's configuration where it lies under ``/run`` (``/etc/resolv.conf`` is a
-    link into systemd-resolved's or NetworkManager's folder there): bound back read-only, file
-    alone, so that names still resolve where tasks may use the network."""
+def kept_under_run(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Path]:
+    """What programs need from the hidden ``/run``, bound back read-only: the resolver's
+    configuration where ``/etc/resolv.conf`` points into it (systemd-resolved's,
+    NetworkManager's; the file alone, as it is when the sandbox is made), and on NixOS the
+    system's programs (on PATH) and its GPU drivers."""
     resolver = resolv_conf.resolve()
-    return [resolver] if resolver.is_relative_to("/run") and resolver.is_file() else []
+    kept = [resolver] if resolver.is_relative_to("/run") and resolver.is_file() else []
+    return kept + [path for path in NIXOS_RUN_PATHS if path.exists()]
+
+
+def listening_sockets(table: Path = Path("/proc/net/unix")) -> list[Path]:
+    """The paths of the Unix sockets bound in this network namespace now (a path socket is
+    reachable from every namespace, so these are what a shard could connect to)."""
+    try:
+        rows = table.read_text(errors="replace").splitlines()[1:]
+    except OSError:
+        return []
+    return [Path(fields[7]) for fields in map(str.split, rows) if len(fields) >= 8 and fields[7].startswith("/")]
+
+
+def socket_masks(sockets: Sequence[Path], hidden: Sequence[Path], shown: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """How to keep ``sockets`` out of a shard's reach besides the ``hidden`` folders: the
+    folders to hide (a socket's folder, two levels deep or more, that holds nothing ``shown``
+    and no temporary folder: whatever else it holds is the daemon's), and the sockets to mask
+    one by one (where their folder cannot go: ``/var``, ``/opt``)."""
+    folders: set[Path] = set()
+    files: set[Path] = set()
+    for socket_path in sockets:
+        if any(socket_path.is_relative_to(place) for place in (*hidden, Path("/dev"), Path("/proc"), Path("/sys"))):
+            continue
+        folder = socket_path.parent
+        if len(folder.parts) >= 3 and not any(path.is_relative_to(folder) for path in (*shown, *PRIVATE_TEMP)):
+            folders.add(folder)
+        elif socket_path.is_socket():
+            files.add(socket_path)
+    return sorted(folders), sorted(f for f in files if not any(f.is_relative_to(folder) for folder in folders))
 
 
 @functools.cache

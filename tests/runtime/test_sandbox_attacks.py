@@ -554,3 +554,28 @@ async def test_a_shard_cannot_reach_the_systems_sockets_outside_run(tmp_path: Pa
         renamed.unlink(missing_ok=True)
         if top is not None:
             shutil.rmtree(top, ignore_errors=True)
+
+
+PROC_WRITABLE = """
+    import os
+    found = []
+    for root, dirs, files in os.walk("/proc"):
+        if root == "/proc":  # not the processes' own files (they are the sandbox's)
+            dirs[:] = [d for d in dirs if not d.isdigit() and d not in ("self", "thread-self")]
+        for name in files:
+            path = os.path.join(root, name)
+            try:  # opened for writing and closed at once: nothing is written
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                found.append(path)
+            except OSError:
+                pass
+    print("\\n".join(sorted(found)))
+"""
+
+
+async def test_nothing_of_the_kernels_in_proc_is_writable_to_a_shard(tmp_path: Path) -> None:
+    """Beyond /proc/sys: whatever else of /proc a uid-0 shard could write is a setting of the
+    machine's. Only the pressure files (a trigger that watches, no setting) may be opened."""
+    out, _ = await Member(tmp_path).run(PROC_WRITABLE)
+    assert set(out.split()) <= {"/proc/pressure/io", "/proc/pressure/cpu", "/proc/pressure/memory",
+                              "/proc/pressure/irq"}, out

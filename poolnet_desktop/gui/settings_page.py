@@ -233,6 +233,9 @@ class SettingsPage(QScrollArea):
             slider.committed.connect(lambda value, key=key: self._store.update(**{key: value}))
             self.sliders[key] = slider
             section.form.addRow(label, slider)
+        self.sliders["memory_percent"].setToolTip(
+            "Tasks running here together stay under this share of memory: past it, or when this"
+            " computer runs short of memory, the one using the most is stopped and runs elsewhere.")
         self.gpu_check = QCheckBox("Share GPUs")
         self._bind(self.gpu_check.toggled, lambda on: {"share_gpu": on})
         self.accept_check = QCheckBox("Accept tasks from the pool")

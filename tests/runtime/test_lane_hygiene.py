@@ -14,8 +14,10 @@ import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -329,3 +331,29 @@ async def test_a_shard_in_a_lane_cannot_set_the_kernels_settings(lanes_outside_t
     _, out, _ = await lanes_outside_tmp.run(python(
         "import os; print(os.access('/proc/sys/kernel/core_pattern', os.W_OK))"))
     assert out == "False\n", out
+
+
+async def test_a_lanes_shard_cannot_reach_a_socket_bound_after_its_lane_was_made(lanes_outside_tmp: Lanes) -> None:
+    """The folders of listening sockets are hidden as /proc/net/unix lists them when a sandbox
+    is made, and a lane lives as long as its task: a daemon started meanwhile (its control
+    socket in /srv, root's) was reached by a later shard of the lane, network off (an
+    attacker's review of 8866096). A lane made before such a socket is no longer lent once
+    the socket is seen (within a second; here at once): the next shard gets a new one, which
+    hides it."""
+    lanes_outside_tmp.lanes.sockets_recheck = 0.0
+    first, _, _ = await lanes_outside_tmp.run("true")  # the lane is made, and kept
+    assert first.reason == "succeeded", first
+    top = Path(f"/srv/poolnet-test-{uuid.uuid4().hex[:8]}")
+    path = top / "daemon" / "control.sock"
+    path.parent.mkdir(parents=True)
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(str(path))
+        listening.listen(1)
+        _, out, _ = await lanes_outside_tmp.run(python(
+            f"import socket; code = socket.socket(socket.AF_UNIX).connect_ex({str(path)!r}); "
+            f"print('connected' if code == 0 else f'refused {{code}}')"))
+        assert out.startswith("refused"), out
+    finally:
+        listening.close()
+        shutil.rmtree(top, ignore_errors=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from poolnet_desktop.runtime.member.folders import remove_tree
-from poolnet_desktop.runtime.member.sandbox import Sandbox
+from poolnet_desktop.runtime.member.sandbox import PRIVATE_TEMP, Sandbox, listening_sockets
 from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 60.0
 # A task with no shard in a lane for this long gives the lane back.
 IDLE_CLOSE_AFTER = 10.0
+# How often the sockets bound on this machine are read again (one read of /proc/net/unix): a
+# lane made before a socket was bound does not hide it, and is not lent again once it is seen.
+SOCKETS_RECHECK = 1.0
 
 SandboxKey = tuple[object, ...]
 
@@ -47,6 +50,9 @@ class LanePool:
         self._seq = 0
         self.broken = ""  # why the last lane could not be made; none is tried for a while
         self._retry_at = 0.0
+        self.sockets_recheck = SOCKETS_RECHECK
+        self._sockets: frozenset[Path] = frozenset()
+        self._sockets_read_at = float("-inf")
 
     def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
         """A free lane for ``key``, held until ``release``; else None, and one is being made."""
@@ -54,13 +60,25 @@ class LanePool:
         while free:
             lane = free.pop()
             self._closers.pop(lane).cancel()
-            if not lane.ended:
+            if not lane.ended and not self._exposed(lane):
                 self._busy.add(lane)
                 return lane
             self._discard(lane)
         if key not in self._opening and asyncio.get_running_loop().time() >= self._retry_at:
             self._opening[key] = asyncio.ensure_future(self._open(key, gpus, visible))
         return None
+
+    def _exposed(self, lane: TaskSandbox) -> bool:
+        """Whether a socket bound since ``lane`` was made lies where no sandbox hides it (its
+        folder, or itself, is hidden only in sandboxes made from now on)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._sockets_read_at >= self.sockets_recheck:
+            self._sockets, self._sockets_read_at = frozenset(listening_sockets()), now
+        hidden = (*self.sandbox.hidden, *PRIVATE_TEMP)
+        new = [path for path in self._sockets - lane.sockets_seen if not any(path.is_relative_to(h) for h in hidden)]
+        if new:
+            log.info("a lane is made anew: a socket was bound since it was made (%s)", new[0])
+        return bool(new)
 
     async def acquire(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox:
         """A free lane for ``key``, waited for; raises ``SandboxEnded`` if none can be made."""

@@ -632,3 +632,14 @@ async def test_memory_a_shard_holds_in_the_kernel_counts_against_its_limit(tmp_p
     spec = ShardSpec(command=["{python}", "attack.py"], workdir=workdir, sandbox=member.sandbox,
                      memory_limit=100 * 2**20, timeout=60)
     assert (await ShardRunner(spec).run()).reason == "memory"  # today: "succeeded", 300 MB held
+
+
+@pytest.mark.skipif(not Path("/run/shm").is_symlink(), reason="no /run/shm link here")
+async def test_the_links_in_the_hidden_run_still_lead_where_they_led(tmp_path: Path) -> None:
+    """/run is hidden (its sockets); Debian's /run/shm led to the sandbox's own /dev/shm, and
+    programs that use it found nothing there."""
+    out, _ = await Member(tmp_path).run("""
+        open("/run/shm/made", "w").write("here")
+        print(open("/dev/shm/made").read())
+    """)
+    assert out == "here\n", out

@@ -71,6 +71,7 @@ class Sandbox:
         return bwrap_argv(
             argv, workdir, network=self.network, gpus=bool(gpus), visible_ro=shown,
             hidden=[*self.hidden, *folders], masked=sockets,
+            links=links_out_of_run() if any(RUN.is_relative_to(folder) for folder in self.hidden) else (),
             gpu_devices=gpu_device_nodes() if gpus else [], seccomp_fd=seccomp_fd,
         )
 
@@ -100,6 +101,7 @@ def bwrap_argv(
     gpu_devices: Sequence[str] = (),
     seccomp_fd: int | None = None,
     masked: Sequence[Path] = (),
+    links: Sequence[tuple[Path, str]] = (),
 ) -> list[str]:
     """The bwrap command line that runs ``argv`` in ``workdir``.
 
@@ -108,7 +110,8 @@ def bwrap_argv(
     visible anyway): PoolNet's own Python may live in a virtualenv under ``/tmp`` or the home.
     ``gpu_devices`` (``/dev/nvidia*``, ``/dev/dri``) are bound in only when ``gpus``.
     ``seccomp_fd`` holds the seccomp program (``seccomp_filter``) the shard runs under.
-    ``masked`` files (sockets) get the null device over them.
+    ``masked`` files (sockets) get the null device over them; each of ``links`` (a path in a
+    hidden folder, and its target) is made again inside.
     """
     out = [
         "bwrap", "--die-with-parent", "--new-session",
@@ -136,6 +139,8 @@ def bwrap_argv(
             out += ["--ro-bind", str(folder), str(folder)]
     for path in masked:
         out += ["--ro-bind", "/dev/null", str(path)]
+    for link, target in links:
+        out += ["--symlink", target, str(link)]
     out += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     if not network:
         out.append("--unshare-net")
@@ -200,7 +205,8 @@ def gpu_device_nodes() -> list[str]:
 # storage), or a command run outside the sandbox (the system bus). A read-only bind does not
 # stop ``connect()``, and a path socket is in no network namespace: these folders are hidden,
 # and so is the folder of each socket bound elsewhere when a sandbox is made (``socket_masks``).
-SYSTEM_SOCKET_FOLDERS = (Path("/run"), Path("/var/run"), Path("/var/lib/lxd"), Path("/var/snap"),
+RUN = Path("/run")
+SYSTEM_SOCKET_FOLDERS = (RUN, Path("/var/run"), Path("/var/lib/lxd"), Path("/var/snap"),
                          Path("/var/lib/incus"), Path("/var/lib/libvirt"), Path("/var/lib/kubelet"),
                          Path("/var/lib/docker"), Path("/var/lib/containers"))
 # NixOS keeps its programs (on PATH) and its GPU drivers under /run.
@@ -225,6 +231,18 @@ def kept_under_run(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Path]:
     resolver = resolv_conf.resolve()
     kept = [resolver] if resolver.is_relative_to("/run") and resolver.is_file() else []
     return kept + [path for path in NIXOS_RUN_PATHS if path.exists()]
+
+
+def links_out_of_run() -> list[tuple[Path, str]]:
+    """The links in /run that lead out of it (Debian's /run/shm, to the sandbox's own
+    /dev/shm): made again in the hidden /run, where they still lead somewhere."""
+    try:
+        entries = list(os.scandir(RUN))
+    except OSError:
+        return []
+    links = [(Path(entry.path), os.readlink(entry.path)) for entry in entries if entry.is_symlink()]
+    return sorted((link, target) for link, target in links
+                  if Path(target).is_absolute() and not Path(target).is_relative_to(RUN))
 
 
 def listening_sockets(table: Path = Path("/proc/net/unix")) -> list[Path]:

@@ -26,6 +26,15 @@ def posix_only(why: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(os.name != "posix", reason=f"needs POSIX: {why}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The window's tests run last. Once one has made the QApplication, pytest-qt processes
+    Qt's events after every test of the run, and a CI run segfaulted there, in a discovery
+    test long after the window's tests (what a window test's qasync loop left, meeting a
+    descriptor number used again: the runtime conftest notes the same). No other test needs
+    Qt, so none runs after them."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/gui/"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def users_cache_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The user's cache is a folder of this run's own (Linux: ``XDG_CACHE_HOME``), for this

@@ -131,25 +131,28 @@ def test_a_resolver_configuration_under_run_is_bound_back_alone(tmp_path: Path) 
 def test_the_folder_of_a_bound_socket_is_hidden_or_else_the_socket_masked(tmp_path: Path) -> None:
     """Path sockets are reachable from every namespace: each one bound when a sandbox is
     made loses its folder (two levels deep or more, holding nothing shown and no temporary
-    folder), or is masked itself."""
-    venv = Path("/opt/tool/.venv")
-    alone = tmp_path / "alone.sock"  # its folder (tmp_path) is hidden below: nothing to do
-    sockets = [Path("/var/lib/db/mysqld.sock"), Path("/var/lib/db/x.sock"), Path("/opt/tool/run.sock"),
-               Path("/run/user/0/bus"), Path("/dev/log"), alone]
-    folders, files = socket_masks(sockets, hidden=[Path("/run"), tmp_path], shown=[venv])
-    assert folders == [Path("/var/lib/db")]
-    assert files == []  # /opt/tool holds the venv, and /opt/tool/run.sock is no socket here
-    with socket.socket(socket.AF_UNIX) as bound:
-        there = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/local")) / "s.sock"
-        try:
-            bound.bind(str(there))
-            _, files = socket_masks([there], hidden=[], shown=[there.parent / "venv"])
-            assert files == [there]
-            argv = _argv(masked=files)
-            at = argv.index(str(there))
-            assert argv[at - 2:at + 1] == ["--ro-bind", "/dev/null", str(there)]
-        finally:
-            shutil.rmtree(there.parent)
+    folder), or is masked itself. A path that is no socket (a forged line of the table)
+    is nothing to hide."""
+    root = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/local"))
+    venv = root / "tool" / ".venv"
+    sockets = [root / "db" / "mysqld.sock", root / "db" / "x.sock", root / "tool" / "run.sock", tmp_path / "alone.sock"]
+    bound = [socket.socket(socket.AF_UNIX) for _ in sockets]
+    try:
+        venv.mkdir(parents=True)
+        (root / "db").mkdir()
+        for listening, path in zip(bound, sockets):
+            listening.bind(str(path))
+        claimed = [*sockets, Path("/usr/lib/x"), Path("/run/user/0/bus"), Path("/dev/log")]
+        folders, files = socket_masks(claimed, hidden=[Path("/run"), tmp_path], shown=[venv])
+        assert folders == [root / "db"]  # tmp_path's is hidden anyway
+        assert files == [root / "tool" / "run.sock"]  # its folder holds the shown venv
+        argv = _argv(masked=files)
+        at = argv.index(str(files[0]))
+        assert argv[at - 2:at + 1] == ["--ro-bind", "/dev/null", str(files[0])]
+    finally:
+        for listening in bound:
+            listening.close()
+        shutil.rmtree(root)
 
 
 def test_the_sockets_bound_here_are_read_from_the_kernels_table(tmp_path: Path) -> None:
@@ -158,6 +161,7 @@ def test_the_sockets_bound_here_are_read_from_the_kernels_table(tmp_path: Path) 
         "Num       RefCount Protocol Flags    Type St Inode Path\n"
         "0000: 00000002 00000000 00010000 0001 01 20 /var/lib/db/mysqld.sock\n"
         "0000: 00000002 00000000 00010000 0001 01 21 @abstract\n"
-        "0000: 00000003 00000000 00000000 0001 03 22\n")
-    assert listening_sockets(table) == [Path("/var/lib/db/mysqld.sock")]
+        "0000: 00000003 00000000 00000000 0001 03 22\n"
+        "0000: 00000002 00000000 00010000 0001 01 23 /srv/my app/control sock\n")
+    assert listening_sockets(table) == [Path("/var/lib/db/mysqld.sock"), Path("/srv/my app/control sock")]
     assert listening_sockets(tmp_path / "missing") == []

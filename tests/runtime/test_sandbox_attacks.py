@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import textwrap
 import threading
 import uuid
@@ -23,7 +24,7 @@ import pytest
 from poolnet_desktop.runtime.member import runner as runner_module
 from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
-from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
+from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, listening_sockets, probe
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
 
@@ -643,3 +644,23 @@ async def test_the_links_in_the_hidden_run_still_lead_where_they_led(tmp_path: P
         print(open("/dev/shm/made").read())
     """)
     assert out == "here\n", out
+
+
+async def test_a_socket_named_to_forge_a_line_of_the_socket_table_hides_nothing(tmp_path: Path) -> None:
+    """The kernel writes a socket's path into /proc/net/unix as it is: a socket whose name
+    holds a line break and a line of the table after it forged an entry for /usr/lib/x, and
+    the sandboxes made from then on hid /usr/lib, so that no shard ran any more (a review of
+    this change). Anyone may bind such a socket: a local user, or a shard where tasks may use
+    the network (it shares the member's network namespace)."""
+    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/local"))
+    name = folder / "a\n0: 2 0 10000 1 1 9 /usr/lib" / "x"
+    listening = socket.socket(socket.AF_UNIX)
+    try:
+        name.parent.mkdir(parents=True)
+        listening.bind(str(name))
+        assert Path("/usr/lib/x") in listening_sockets()  # the forged line
+        out, _ = await Member(tmp_path).run("print('ran')")
+        assert out == "ran\n", out
+    finally:
+        listening.close()
+        shutil.rmtree(folder)

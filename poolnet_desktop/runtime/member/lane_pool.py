@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from poolnet_desktop.runtime.member.folders import remove_tree
-from poolnet_desktop.runtime.member.sandbox import PRIVATE_TEMP, Sandbox, listening_sockets
+from poolnet_desktop.runtime.member.sandbox import PRIVATE_TEMP, Sandbox, listening_sockets, socket_masks
 from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,10 @@ class LanePool:
         now = asyncio.get_running_loop().time()
         if now - self._sockets_read_at >= self.sockets_recheck:
             self._sockets, self._sockets_read_at = frozenset(listening_sockets()), now
-        hidden = (*self.sandbox.hidden, *PRIVATE_TEMP)
-        new = [path for path in self._sockets - lane.sockets_seen if not any(path.is_relative_to(h) for h in hidden)]
-        if new:
-            log.info("a lane is made anew: a socket was bound since it was made (%s)", new[0])
-        return bool(new)
+        folders, files = socket_masks(sorted(self._sockets - lane.sockets_seen), [*self.sandbox.hidden, *PRIVATE_TEMP], ())
+        if folders or files:
+            log.info("a lane is made anew: a socket was bound since it was made (in %s)", (folders or files)[0])
+        return bool(folders or files)
 
     async def acquire(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox:
         """A free lane for ``key``, waited for; raises ``SandboxEnded`` if none can be made."""

@@ -26,6 +26,7 @@ import functools
 import glob
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -61,13 +62,16 @@ class Sandbox:
 
     def wrap(
         self, argv: Sequence[str], workdir: Path, gpus: Sequence[int], visible: Sequence[Path],
-        seccomp_fd: int | None,
+        seccomp_fd: int | None, sockets: Sequence[Path] | None = None,
     ) -> list[str]:
         """``argv`` run inside this sandbox with ``workdir`` as its only writable folder;
         ``visible`` folders (the shard's Python environment) are bound in read-only.
-        ``seccomp_fd``: ``seccomp_filter.program_pipe()``'s, for bwrap to inherit."""
+        ``seccomp_fd``: ``seccomp_filter.program_pipe()``'s, for bwrap to inherit.
+        ``sockets``: those bound on this machine, as ``listening_sockets`` read them (None:
+        read now)."""
         shown = [*interpreter_prefixes(), *kept_under_run(), *visible]
-        folders, sockets = socket_masks(listening_sockets(), [*self.hidden, *PRIVATE_TEMP], [*shown, workdir])
+        bound = listening_sockets() if sockets is None else sockets
+        folders, sockets = socket_masks(bound, [*self.hidden, *PRIVATE_TEMP], [*shown, workdir])
         return bwrap_argv(
             argv, workdir, network=self.network, gpus=bool(gpus), visible_ro=shown,
             hidden=[*self.hidden, *folders], masked=sockets,
@@ -247,30 +251,46 @@ def links_out_of_run() -> list[tuple[Path, str]]:
 
 def listening_sockets(table: Path = Path("/proc/net/unix")) -> list[Path]:
     """The paths of the Unix sockets bound in this network namespace now (a path socket is
-    reachable from every namespace, so these are what a shard could connect to)."""
+    reachable from every namespace, so these are what a shard could connect to). The kernel
+    writes a path as it is, a line break included: a line may be forged, and what it names
+    is only a claim (``socket_masks`` checks it)."""
     try:
         rows = table.read_text(errors="replace").splitlines()[1:]
     except OSError:
         return []
-    return [Path(fields[7]) for fields in map(str.split, rows) if len(fields) >= 8 and fields[7].startswith("/")]
+    fields = (row.split(maxsplit=7) for row in rows)
+    return [Path(cells[7]) for cells in fields if len(cells) == 8 and cells[7].startswith("/")]
 
 
 def socket_masks(sockets: Sequence[Path], hidden: Sequence[Path], shown: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """How to keep ``sockets`` out of a shard's reach besides the ``hidden`` folders: the
     folders to hide (a socket's folder, two levels deep or more, that holds nothing ``shown``
     and no temporary folder: whatever else it holds is the daemon's), and the sockets to mask
-    one by one (where their folder cannot go: ``/var``, ``/opt``)."""
+    one by one (where their folder cannot go: ``/var``, ``/opt``). Only a path that is a
+    socket counts: a user's socket named with a line break and a line of the table after it
+    (``.../a\n0: 2 0 10000 1 1 9 /usr/lib/x``) named /usr/lib, whose hiding broke every
+    sandbox made after it."""
     folders: set[Path] = set()
     files: set[Path] = set()
     for socket_path in sockets:
         if any(socket_path.is_relative_to(place) for place in (*hidden, Path("/dev"), Path("/proc"), Path("/sys"))):
             continue
+        if not _is_socket(socket_path):
+            continue
         folder = socket_path.parent
         if len(folder.parts) >= 3 and not any(path.is_relative_to(folder) for path in (*shown, *PRIVATE_TEMP)):
             folders.add(folder)
-        elif socket_path.is_socket():
+        else:
             files.add(socket_path)
     return sorted(folders), sorted(f for f in files if not any(f.is_relative_to(folder) for folder in folders))
+
+
+def _is_socket(path: Path) -> bool:
+    """Whether ``path`` itself (no link followed) is a socket."""
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 @functools.cache

@@ -275,7 +275,7 @@ class TaskSandbox:
         visible: Sequence[Path], take_folder: Callable[[], Path],
     ) -> TaskSandbox:
         """Make a lane in ``folder`` (empty) and wait for its launcher to be ready."""
-        sockets_seen = frozenset(listening_sockets())  # before the sandbox reads them: it hides these, or more
+        sockets_seen = listening_sockets()  # what its sandbox hides (``LanePool`` looks for newer ones)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code_read, code_write = os.pipe()
         (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
@@ -286,7 +286,8 @@ class TaskSandbox:
             finally:
                 os.close(code_write)
             with program_pipe() as seccomp:
-                argv = sandbox.wrap(launcher_argv(python, code_read, theirs_fds), folder, gpus, visible, seccomp)
+                argv = sandbox.wrap(launcher_argv(python, code_read, theirs_fds), folder, gpus, visible, seccomp,
+                                    sockets_seen)
                 passed = [*theirs_fds, code_read, *([seccomp] if seccomp is not None else [])]
 
                 def spawn() -> subprocess.Popen[bytes]:
@@ -308,7 +309,7 @@ class TaskSandbox:
                 os.close(fd)
         ours.setblocking(False)
         lane = cls(folder, popen, ours, {"stdout": out_read, "stderr": err_read}, take_folder)
-        lane.sockets_seen = sockets_seen
+        lane.sockets_seen = frozenset(sockets_seen)
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT):
                 await lane._ready

@@ -24,16 +24,12 @@ def state_counts(task: Task) -> dict[str, int]:
 
 def devices_used(task: Task) -> list[str]:
     """Every device an attempt of the task was placed on, sorted."""
-    return sorted({device for shard in task.shards for device in shard.placed.values()})
+    return sorted(task.devices)
 
 
 def started_at(task: Task) -> float | None:
-    """When its first shard started running, if one did. A shard whose result came without
-    its start ever being heard of (a member reports tiny shards' starts late or not at all)
-    counts from when it was placed."""
-    starts = (s.started_at if s.started_at is not None else s.assigned_at if s.finished_at is not None else None
-              for s in task.shards)
-    return min((t for t in starts if t is not None), default=None)
+    """When its first shard started running, if one did (``Task.first_started_at``)."""
+    return task.first_started_at
 
 
 def ended_at(task: Task) -> float | None:
@@ -41,8 +37,8 @@ def ended_at(task: Task) -> float | None:
     a task that ended without any shard finishing, which then ended when it was submitted)."""
     if task.state not in ENDED:
         return None
-    return max((s.finished_at for s in task.shards if s.finished_at is not None),
-               default=task.submitted_at)
+    last = task.last_finished_at
+    return task.submitted_at if last is None else last
 
 
 def _order(task: Task) -> tuple[float, str]:

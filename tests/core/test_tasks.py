@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import pytest
@@ -10,8 +11,11 @@ from hypothesis import strategies as st
 
 from poolnet_desktop.core.manifest import TaskSpec
 from poolnet_desktop.core.task_protocol import task_summary
+from poolnet_desktop.core.task_summary import ended_at
 from poolnet_desktop.core.tasks import (
+    ENDED,
     TRANSITIONS,
+    Change,
     IllegalTransition,
     Shard,
     ShardState,
@@ -205,6 +209,25 @@ _EVENT = st.tuples(
 )
 
 
+def _play(task: Task, event: tuple[str, int, int, ShardState], now: float) -> Change | None:
+    """One member's (or person's) message to ``task``; the change a result or loss made."""
+    kind, index, attempt, outcome = event
+    if kind == "assign":
+        if task.shards[index].state is S.QUEUED:
+            task.assign(index, f"dev-{int(now) % 4}", (), now)
+    elif kind == "cancel":
+        task.cancel(now)
+    elif kind == "retry":
+        task.retry(now)
+    elif kind == "start":
+        task.start(index, attempt, now)
+    elif kind == "result":
+        return task.record_result(index, attempt, outcome, now)
+    else:
+        return task.mark_lost(index, now, "gone", attempt=attempt)
+    return None
+
+
 @given(st.lists(_EVENT, max_size=60), st.integers(0, 3))
 def test_any_message_order_keeps_records_consistent(
     events: list[tuple[str, int, int, ShardState]], retries: int
@@ -214,36 +237,44 @@ def test_any_message_order_keeps_records_consistent(
     task = make_task(shards=3, retries=retries)
     accepted: Counter[tuple[int, int]] = Counter()
     successes: Counter[int] = Counter()
-    now = 0.0
-    for kind, index, attempt, outcome in events:
-        now += 1.0
-        shard = task.shards[index]
-        if kind == "assign":
-            if shard.state is S.QUEUED:
-                task.assign(index, "dev", (), now)
-            continue
-        if kind == "cancel":
-            task.cancel(now)
-            continue
-        if kind == "retry":
-            task.retry(now)
-            continue
-        if kind == "start":
-            task.start(index, attempt, now)
-            continue
-        change = (
-            task.record_result(index, attempt, outcome, now)
-            if kind == "result"
-            else task.mark_lost(index, now, "gone", attempt=attempt)
-        )
-        if change.accepted and kind == "result":
+    for step, event in enumerate(events, start=1):
+        kind, index, attempt, _ = event
+        change = _play(task, event, float(step))
+        if change is not None and change.accepted and kind == "result":
             accepted[(index, attempt)] += 1
             successes[index] += change.state is S.SUCCEEDED
+        shard = task.shards[index]
         assert shard.attempt - shard.retry_base <= retries + 1
     assert all(n == 1 for n in accepted.values())
     assert all(n <= 1 for n in successes.values())
     for state in ShardState:
         assert task.count(state) == sum(shard.state is state for shard in task.shards)
+
+
+@given(st.lists(_EVENT, max_size=60), st.integers(0, 3))
+def test_a_tasks_times_and_devices_are_what_its_shards_say(
+    events: list[tuple[str, int, int, ShardState]], retries: int
+) -> None:
+    """Kept as shards move (a summary must not walk 100,000 shards), the devices used, the
+    first start and the end are what a walk of the shards' records gives: the start is the
+    earliest any attempt had (a shard placed again does not move it), the end an ended
+    task's last finish. A task rebuilt from its records agrees."""
+    task = make_task(shards=3, retries=retries)
+    starts: set[float] = set()
+    for step, event in enumerate(events, start=1):
+        _play(task, event, float(step))
+        for shard in task.shards:
+            if shard.started_at is not None:
+                starts.add(shard.started_at)
+            elif shard.finished_at is not None and shard.assigned_at is not None:
+                starts.add(shard.assigned_at)  # its result came before its start was heard
+        assert task.devices == {device for shard in task.shards for device in shard.placed.values()}
+        assert task.first_started_at == min(starts, default=None)
+        finishes = [shard.finished_at for shard in task.shards if shard.finished_at is not None]
+        if task.state in ENDED:
+            assert ended_at(task) == max(finishes, default=task.submitted_at)
+    rebuilt = Task(task.id, task.spec, submitted_at=task.submitted_at, shards=copy.deepcopy(task.shards))
+    assert (rebuilt.devices, ended_at(rebuilt)) == (task.devices, ended_at(task))
 
 
 def test_retry_queues_every_unsuccessful_shard_with_a_fresh_budget() -> None:

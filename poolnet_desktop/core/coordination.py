@@ -466,7 +466,7 @@ class Coordination:
         """Shards by state over every task held, for ``/metrics``."""
         counts: Counter[str] = Counter()
         for task in self.tasks.values():
-            counts.update(shard.state.value for shard in task.shards)
+            counts.update({state.value: n for state, n in task.counts().items()})  # kept, not walked
         return dict(counts)
 
     def task_counts(self) -> dict[str, int]:

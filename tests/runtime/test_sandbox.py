@@ -7,7 +7,16 @@ import socket
 import tempfile
 from pathlib import Path
 
-from poolnet_desktop.runtime.member.sandbox import bwrap_argv, kept_under_run, listening_sockets, probe, socket_masks
+from poolnet_desktop.runtime.member.sandbox import (
+    MAX_PROCESS_LIMIT,
+    MIN_PROCESS_LIMIT,
+    bwrap_argv,
+    kept_under_run,
+    listening_sockets,
+    probe,
+    process_limit,
+    socket_masks,
+)
 
 HOME = Path("/home/u")
 DATA = HOME / ".local/share/poolnet"
@@ -106,6 +115,19 @@ def test_gpu_nodes_are_bound_only_when_the_shard_has_gpus() -> None:
     nodes = ["/dev/nvidia0", "/dev/nvidiactl", "/dev/dri"]
     assert "--dev-bind" not in _argv(gpus=False, gpu_devices=nodes)
     assert _pairs(_argv(gpus=True, gpu_devices=nodes), "--dev-bind") == nodes
+
+
+def test_prlimit_sets_the_process_limit_inside_and_runs_the_command_in_its_place() -> None:
+    argv = _argv(process_limit=("/usr/bin/prlimit", 2048))
+    assert argv[argv.index("--") + 1:] == ["/usr/bin/prlimit", "--nproc=2048:2048", "--", "python", "x.py"]
+
+
+def test_a_sandbox_holds_an_eighth_of_the_machines_room_for_processes_within_bounds() -> None:
+    assert process_limit(32768, 192735, -1) == 4096
+    assert process_limit(4194304, 4194304, -1) == MAX_PROCESS_LIMIT  # systemd's pid_max
+    assert process_limit(4096, 4096, -1) == MIN_PROCESS_LIMIT
+    assert process_limit(32768, 8000, -1) == 1024  # few threads: little memory
+    assert process_limit(32768, 192735, 1500) == 1500  # never more than the member may have
 
 
 def test_bwrap_can_make_a_sandbox_here() -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import textwrap
 import threading
@@ -24,7 +25,14 @@ import pytest
 from poolnet_desktop.runtime.member import runner as runner_module
 from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
-from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, listening_sockets, probe
+from poolnet_desktop.runtime.member.sandbox import (
+    Sandbox,
+    bwrap_argv,
+    hidden_folders,
+    listening_sockets,
+    probe,
+    shard_process_limit,
+)
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
 
@@ -664,3 +672,63 @@ async def test_a_socket_named_to_forge_a_line_of_the_socket_table_hides_nothing(
     finally:
         listening.close()
         shutil.rmtree(folder)
+
+
+FORK_BOMB = """
+import os, time
+started = 0
+try:
+    for _ in range(600):  # bounded: without a limit it ends at 600, not at the machine's last pid
+        if os.fork() == 0:
+            time.sleep(60)  # killed with the sandbox as soon as this script has counted
+            os._exit(0)
+        started += 1
+except OSError:
+    pass
+print(sum(name.isdigit() for name in os.listdir("/proc")))
+"""
+
+
+def _processes_a_fork_bomb_held(limit: tuple[str, int] | None) -> int:
+    """Run the bomb in a sandbox as a member not run as root makes it (as the nobody user
+    where this test runs as root), with ``limit`` or none; how many processes its sandbox
+    held at the end."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 for an unprivileged user to run")
+    folder = Path(tempfile.mkdtemp(prefix="poolnet-fork-bomb-", dir="/tmp"))
+    as_user: dict[str, object] = {}
+    if os.geteuid() == 0:  # root's user id is exempt from the kernel's limit: a member run as root
+        os.chown(folder, 65534, 65534)
+        as_user = {"user": 65534, "group": 65534, "extra_groups": []}
+    try:
+        argv = bwrap_argv([python, "-I", "-c", FORK_BOMB], folder, network=False, gpus=False, visible_ro=[],
+                          hidden=[], process_limit=limit)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/", **as_user)  # type: ignore[call-overload]
+    finally:
+        shutil.rmtree(folder)
+    if done.returncode != 0:
+        pytest.skip(f"an unprivileged user cannot make a sandbox here: {done.stderr.strip()[-200:]}")
+    return int(done.stdout.split()[-1])
+
+
+def test_a_fork_bomb_stops_at_the_sandboxs_process_limit() -> None:
+    """A shard that forks without end took every process id the machine had: its owner's
+    programs could start none until the shard was killed (this machine has 32,768). A sandbox
+    now holds at most ``shard_process_limit`` processes and threads (prlimit inside it, the
+    kernel counting per user namespace). Shown with a small limit against a bomb of 600."""
+    prlimit = shard_process_limit()
+    if prlimit is None:
+        pytest.skip("no prlimit (util-linux) here")
+    assert _processes_a_fork_bomb_held(None) > 600  # the attack, where nothing stops it
+    assert _processes_a_fork_bomb_held((prlimit[0], 64)) <= 64
+
+
+async def test_a_shard_runs_under_the_process_limit(tmp_path: Path) -> None:
+    """What a member runs is under it (a member run as root too, though the kernel exempts
+    root's own user id from it: its start line says what running as root means)."""
+    limit = shard_process_limit()
+    if limit is None:
+        pytest.skip("no prlimit (util-linux) here")
+    out, _ = await Member(tmp_path).run("import resource; print(*resource.getrlimit(resource.RLIMIT_NPROC))")
+    assert out.split() == [str(limit[1])] * 2

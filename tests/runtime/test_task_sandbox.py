@@ -38,7 +38,7 @@ from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
 from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.member.runner import OutputCallback, ShardRunner, ShardSpec, python_command
-from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe
+from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe, shard_process_limit
 from poolnet_desktop.runtime.member.sandbox_launcher import BOOTSTRAP, encode
 from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox, _launcher_source
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
@@ -136,6 +136,20 @@ async def test_a_tasks_shards_reuse_one_lane_one_after_another(lanes: Lanes) -> 
     assert (folder1 / "out.txt").read_text() == "one\n"  # moved out of the lane, kept
     assert folder1 != folder2 and lanes.work in folder1.parents
     assert len(lanes.lane_folders()) == 1
+
+
+async def test_a_lanes_shards_run_under_the_process_limit_even_one_that_lowered_it(lanes: Lanes) -> None:
+    """The launcher runs under the sandbox's process limit, and so does each shard it starts;
+    a limit a shard set on the launcher is set back before the next shard."""
+    limit = shard_process_limit()
+    if limit is None:
+        pytest.skip("no prlimit (util-linux) here")
+    lowered, ns1, _ = await lanes.run("readlink /proc/self/ns/pid; prlimit --pid 2 --nproc=100:")
+    result, out, _ = await lanes.run("readlink /proc/self/ns/pid; grep 'Max processes' /proc/self/limits")
+    assert lowered.reason == result.reason == "succeeded"
+    ns2, limits = out.splitlines()
+    assert ns1 == ns2 + "\n"  # the same lane
+    assert limits.split()[2:4] == [str(limit[1])] * 2, out
 
 
 async def test_each_shard_gets_all_it_wrote_and_nothing_of_the_others(lanes: Lanes) -> None:

@@ -33,6 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+if sys.platform != "win32":  # sandboxes are Linux's; the executor imports this file everywhere
+    import resource
+
 from poolnet_desktop.runtime.member.landlock import scopes_supported, spawn_scoped
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 
@@ -77,6 +80,7 @@ class Sandbox:
             hidden=[*self.hidden, *folders], masked=sockets,
             links=links_out_of_run() if any(RUN.is_relative_to(folder) for folder in self.hidden) else (),
             gpu_devices=gpu_device_nodes() if gpus else [], seccomp_fd=seccomp_fd,
+            process_limit=shard_process_limit(),
         )
 
 
@@ -106,6 +110,7 @@ def bwrap_argv(
     seccomp_fd: int | None = None,
     masked: Sequence[Path] = (),
     links: Sequence[tuple[Path, str]] = (),
+    process_limit: tuple[str, int] | None = None,
 ) -> list[str]:
     """The bwrap command line that runs ``argv`` in ``workdir``.
 
@@ -115,7 +120,9 @@ def bwrap_argv(
     ``gpu_devices`` (``/dev/nvidia*``, ``/dev/dri``) are bound in only when ``gpus``.
     ``seccomp_fd`` holds the seccomp program (``seccomp_filter``) the shard runs under.
     ``masked`` files (sockets) get the null device over them; each of ``links`` (a path in a
-    hidden folder, and its target) is made again inside.
+    hidden folder, and its target) is made again inside. ``process_limit`` (prlimit's path,
+    and a count: ``shard_process_limit``) is the most processes and threads the sandbox may
+    hold, set by prlimit inside it, which then runs ``argv`` in its place (the same process).
     """
     out = [
         "bwrap", "--die-with-parent", "--new-session",
@@ -162,7 +169,46 @@ def bwrap_argv(
     out += ["--remount-ro", "/dev"]
     if seccomp_fd is not None:
         out += ["--seccomp", str(seccomp_fd)]
+    if process_limit is not None:
+        prlimit, count = process_limit
+        return [*out, "--", prlimit, f"--nproc={count}:{count}", "--", *argv]
     return [*out, "--", *argv]
+
+
+# A fork bomb in a shard would take every process id the machine has (32,768 on many
+# kernels) and leave its owner's own programs unable to start any. A sandbox holds at most an
+# eighth of the room, within these bounds (a shard of a big machine's many cores may run a
+# thread per core in each of many processes).
+MIN_PROCESS_LIMIT = 1024
+MAX_PROCESS_LIMIT = 16384
+
+
+def process_limit(pid_max: int, threads_max: int, hard_limit: int) -> int:
+    """The most processes and threads one sandbox may hold at once, on a machine with room
+    for ``pid_max`` processes and ``threads_max`` threads, for a member whose own hard limit
+    is ``hard_limit`` (-1: none; a shard cannot be given more than the member has)."""
+    share = min(MAX_PROCESS_LIMIT, max(MIN_PROCESS_LIMIT, min(pid_max, threads_max) // 8))
+    return share if hard_limit < 0 else min(share, hard_limit)
+
+
+@functools.cache
+def shard_process_limit() -> tuple[str, int] | None:
+    """prlimit's path and this machine's ``process_limit``, or None where util-linux's
+    prlimit is missing. The kernel counts a sandbox's processes apart from the owner's own
+    (the sandbox is a user namespace of its own, RLIMIT_NPROC counts per namespace) and
+    exempts a member run as root: its shards run as root's own user id."""
+    prlimit = shutil.which("prlimit", path=SCRUBBED_PATH)
+    if prlimit is None:
+        return None
+    hard_limit = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    return prlimit, process_limit(_kernel_setting("pid_max"), _kernel_setting("threads-max"), hard_limit)
+
+
+def _kernel_setting(name: str) -> int:
+    try:
+        return int(Path(f"/proc/sys/kernel/{name}").read_text())
+    except (OSError, ValueError):
+        return 32768  # pid_max's smallest default
 
 
 def temporary_files_size(pid: int) -> int:

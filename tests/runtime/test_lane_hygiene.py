@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
+from poolnet_desktop.runtime.member import sandbox as sandbox_module
 from poolnet_desktop.runtime.member.sandbox import probe
 from poolnet_desktop.runtime.member.sandbox_launcher import encode
 from tests.runtime.test_task_sandbox import (
@@ -340,7 +341,7 @@ async def test_a_lanes_shard_cannot_reach_a_socket_bound_after_its_lane_was_made
     attacker's review of 8866096). A lane made before such a socket is no longer lent once
     the socket is seen (within a second; here at once): the next shard gets a new one, which
     hides it."""
-    lanes_outside_tmp.lanes.sockets_recheck = 0.0
+    lanes_outside_tmp.lanes.recheck = 0.0
     first, _, _ = await lanes_outside_tmp.run("true")  # the lane is made, and kept
     assert first.reason == "succeeded", first
     top = Path(f"/srv/poolnet-test-{uuid.uuid4().hex[:8]}")
@@ -357,3 +358,28 @@ async def test_a_lanes_shard_cannot_reach_a_socket_bound_after_its_lane_was_made
     finally:
         listening.close()
         shutil.rmtree(top, ignore_errors=True)
+
+
+async def test_a_lanes_shard_sees_the_resolver_configuration_of_now(
+    lanes_outside_tmp: Lanes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where /etc/resolv.conf points into the hidden /run (systemd-resolved's,
+    NetworkManager's), a sandbox gets that one file bound in, and a bound file stays the file
+    it was. NetworkManager writes a new one when a laptop changes networks: a lane made before
+    showed the old name servers to the rest of its task's shards, for as long as the task ran.
+    A lane made before such a change is no longer lent once the change is seen (within a
+    second; here at once)."""
+    folder = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/run"))
+    try:
+        configuration = folder / "resolv.conf"
+        configuration.write_text("nameserver 10.0.0.1\n")
+        (tmp_path / "resolv.conf").symlink_to(configuration)
+        monkeypatch.setattr(sandbox_module, "RESOLV_CONF", tmp_path / "resolv.conf")
+        lanes_outside_tmp.lanes.recheck = 0.0
+        _, before, _ = await lanes_outside_tmp.run(f"cat {configuration}")
+        (folder / "resolv.conf.new").write_text("nameserver 10.0.0.2\n")
+        os.replace(folder / "resolv.conf.new", configuration)  # as NetworkManager writes it
+        _, after, _ = await lanes_outside_tmp.run(f"cat {configuration}")
+        assert (before, after) == ("nameserver 10.0.0.1\n", "nameserver 10.0.0.2\n")
+    finally:
+        shutil.rmtree(folder)

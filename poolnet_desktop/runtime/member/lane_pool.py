@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from poolnet_desktop.runtime.member.folders import remove_tree
-from poolnet_desktop.runtime.member.sandbox import PRIVATE_TEMP, Sandbox, listening_sockets, socket_masks
+from poolnet_desktop.runtime.member.sandbox import (
+    PRIVATE_TEMP,
+    Sandbox,
+    listening_sockets,
+    resolver_state,
+    socket_masks,
+)
 from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox
 
 log = logging.getLogger(__name__)
@@ -21,9 +27,11 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 60.0
 # A task with no shard in a lane for this long gives the lane back.
 IDLE_CLOSE_AFTER = 10.0
-# How often the sockets bound on this machine are read again (one read of /proc/net/unix): a
-# lane made before a socket was bound does not hide it, and is not lent again once it is seen.
-SOCKETS_RECHECK = 1.0
+# How often what a lane hides and shows is looked at again: the sockets bound on this machine
+# (one read of /proc/net/unix; a lane made before a socket was bound does not hide it) and the
+# resolver configuration (a lane keeps the file it was made with). A lane made before a
+# change is not lent again once it is seen.
+RECHECK = 1.0
 
 SandboxKey = tuple[object, ...]
 
@@ -50,9 +58,10 @@ class LanePool:
         self._seq = 0
         self.broken = ""  # why the last lane could not be made; none is tried for a while
         self._retry_at = 0.0
-        self.sockets_recheck = SOCKETS_RECHECK
+        self.recheck = RECHECK
         self._sockets: frozenset[Path] = frozenset()
-        self._sockets_read_at = float("-inf")
+        self._resolver: tuple[object, ...] = ()
+        self._read_at = float("-inf")
 
     def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
         """A free lane for ``key``, held until ``release``; else None, and one is being made."""
@@ -60,7 +69,7 @@ class LanePool:
         while free:
             lane = free.pop()
             self._closers.pop(lane).cancel()
-            if not lane.ended and not self._exposed(lane):
+            if not lane.ended and not self._outdated(lane):
                 self._busy.add(lane)
                 return lane
             self._discard(lane)
@@ -68,12 +77,16 @@ class LanePool:
             self._opening[key] = asyncio.ensure_future(self._open(key, gpus, visible))
         return None
 
-    def _exposed(self, lane: TaskSandbox) -> bool:
-        """Whether a socket bound since ``lane`` was made lies where no sandbox hides it (its
-        folder, or itself, is hidden only in sandboxes made from now on)."""
+    def _outdated(self, lane: TaskSandbox) -> bool:
+        """Whether the machine changed since ``lane`` was made in a way its sandbox does not
+        follow: a socket bound where no sandbox hides it (its folder, or itself, is hidden
+        only in sandboxes made from now on), or a new resolver configuration."""
         now = asyncio.get_running_loop().time()
-        if now - self._sockets_read_at >= self.sockets_recheck:
-            self._sockets, self._sockets_read_at = frozenset(listening_sockets()), now
+        if now - self._read_at >= self.recheck:
+            self._sockets, self._resolver, self._read_at = frozenset(listening_sockets()), resolver_state(), now
+        if self._resolver != lane.resolver_seen:
+            log.info("a lane is made anew: the resolver configuration changed since it was made")
+            return True
         folders, files = socket_masks(sorted(self._sockets - lane.sockets_seen), [*self.sandbox.hidden, *PRIVATE_TEMP], ())
         if folders or files:
             log.info("a lane is made anew: a socket was bound since it was made (in %s)", (folders or files)[0])

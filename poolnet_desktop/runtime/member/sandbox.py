@@ -256,6 +256,7 @@ def gpu_device_nodes() -> list[str]:
 # stop ``connect()``, and a path socket is in no network namespace: these folders are hidden,
 # and so is the folder of each socket bound elsewhere when a sandbox is made (``socket_masks``).
 RUN = Path("/run")
+RESOLV_CONF = Path("/etc/resolv.conf")
 SYSTEM_SOCKET_FOLDERS = (RUN, Path("/var/run"), Path("/var/lib/lxd"), Path("/var/snap"),
                          Path("/var/lib/incus"), Path("/var/lib/libvirt"), Path("/var/lib/kubelet"),
                          Path("/var/lib/docker"), Path("/var/lib/containers"))
@@ -273,14 +274,30 @@ def hidden_folders(data_dir: Path, work_root: Path) -> tuple[Path, ...]:
             *(p.resolve() for p in sockets if p.is_dir()))
 
 
-def kept_under_run(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[Path]:
+def kept_under_run(resolv_conf: Path | None = None) -> list[Path]:
     """What programs need from the hidden ``/run``, bound back read-only: the resolver's
-    configuration where ``/etc/resolv.conf`` points into it (systemd-resolved's,
-    NetworkManager's; the file alone, as it is when the sandbox is made), and on NixOS the
-    system's programs (on PATH) and its GPU drivers."""
-    resolver = resolv_conf.resolve()
-    kept = [resolver] if resolver.is_relative_to("/run") and resolver.is_file() else []
+    configuration where ``/etc/resolv.conf`` (``RESOLV_CONF``) points into it
+    (systemd-resolved's, NetworkManager's; the file alone, as it is when the sandbox is
+    made), and on NixOS the system's programs (on PATH) and its GPU drivers."""
+    resolver = (resolv_conf or RESOLV_CONF).resolve()
+    kept = [resolver] if resolver.is_relative_to(RUN) and resolver.is_file() else []
     return kept + [path for path in NIXOS_RUN_PATHS if path.exists()]
+
+
+def resolver_state(resolv_conf: Path | None = None) -> tuple[object, ...]:
+    """Which resolver configuration a sandbox made now would show, where it is a file bound
+    in from ``/run`` (``kept_under_run``): its path and its identity. A bound file stays the
+    file it was, and NetworkManager writes a new one (a rename) when the network changes: a
+    lane made before shows the old name servers. Empty where ``/etc/resolv.conf`` lies
+    outside ``/run``: the system's view shows it as it is now."""
+    resolver = (resolv_conf or RESOLV_CONF).resolve()
+    if not resolver.is_relative_to(RUN):
+        return ()
+    try:
+        info = os.stat(resolver)
+    except OSError:
+        return (resolver,)
+    return (resolver, info.st_dev, info.st_ino)
 
 
 def links_out_of_run() -> list[tuple[Path, str]]:

@@ -58,7 +58,13 @@ if sys.platform != "win32":  # lanes are Linux's; the executor imports this file
 from poolnet_desktop.runtime.member import sandbox_launcher as launcher
 from poolnet_desktop.runtime.member.folders import empty_folder
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
-from poolnet_desktop.runtime.member.sandbox import SCRUBBED_PATH, Sandbox, listening_sockets, temporary_files_size
+from poolnet_desktop.runtime.member.sandbox import (
+    SCRUBBED_PATH,
+    Sandbox,
+    listening_sockets,
+    resolver_state,
+    temporary_files_size,
+)
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe
 
@@ -242,8 +248,10 @@ class TaskSandbox:
     ) -> None:
         self.folder = folder
         self.workdir = folder / "work"
-        # The sockets bound when it was made, whose folders it hides (``Sandbox.wrap``).
+        # The sockets bound when it was made, whose folders it hides (``Sandbox.wrap``), and
+        # the resolver configuration it shows (``resolver_state``).
         self.sockets_seen: frozenset[Path] = frozenset()
+        self.resolver_seen: tuple[object, ...] = ()
         self.loop = asyncio.get_running_loop()
         self._popen = popen
         self._sock = sock
@@ -275,7 +283,8 @@ class TaskSandbox:
         visible: Sequence[Path], take_folder: Callable[[], Path],
     ) -> TaskSandbox:
         """Make a lane in ``folder`` (empty) and wait for its launcher to be ready."""
-        sockets_seen = listening_sockets()  # what its sandbox hides (``LanePool`` looks for newer ones)
+        # What its sandbox hides and shows, read before it is made (``LanePool`` looks for newer).
+        sockets_seen, resolver_seen = listening_sockets(), resolver_state()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code_read, code_write = os.pipe()
         (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
@@ -309,7 +318,7 @@ class TaskSandbox:
                 os.close(fd)
         ours.setblocking(False)
         lane = cls(folder, popen, ours, {"stdout": out_read, "stderr": err_read}, take_folder)
-        lane.sockets_seen = frozenset(sockets_seen)
+        lane.sockets_seen, lane.resolver_seen = frozenset(sockets_seen), resolver_seen
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT):
                 await lane._ready

@@ -51,7 +51,6 @@ import errno
 import functools
 import json
 import os
-import select
 import signal
 import socket
 import stat
@@ -139,20 +138,16 @@ class Launcher:
         self.buffer = bytearray(MAX_MESSAGE)
         self.fd_space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         self.ignored = _ignored_signals()
-        self.poller = select.epoll()
-        self.handlers: dict[int, Callable[[], bool]] = {}
         self.temporary = _temporary_folders()
-        self.wake_read, wake_write = os.pipe()
-        os.set_blocking(self.wake_read, False)
-        os.set_blocking(wake_write, False)
-        # A handler, so that the wakeup fd hears of each child's end (exec resets it).
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(wake_write)
+        # Heard with sigtimedwait while a shard runs, never by a handler: one system call per
+        # wait, where a handler, a wakeup descriptor and epoll took four and Python's signal
+        # machinery. Each shard starts with nothing blocked (``_spawn``).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
 
     def serve(self) -> None:
-        for fd, handler in ((self.sock.fileno(), self._request), (self.wake_read, self._children)):
-            self.handlers[fd] = handler
-            self.poller.register(fd, select.EPOLLIN)
+        """One request at a time: while no shard runs, wait for the member's next; while one
+        runs, for a child's end (and for ``tell_at``). The member sends nothing while a shard
+        runs, and ends the whole sandbox if it stops wanting it."""
         me = os.pidfd_open(os.getpid())
         try:
             self._send({"op": READY}, [me])
@@ -160,12 +155,17 @@ class Launcher:
             os.close(me)
         while True:
             shard = self.shard
-            wait = -1.0 if shard is None or shard.told else max(0.0, shard.tell_at - time.monotonic())
-            for fd, _ in self.poller.poll(wait):
-                if self.handlers[fd]() is False:
+            if shard is None:
+                if not self._request():
                     return
-            if self.shard is not None and not self.shard.told and time.monotonic() >= self.shard.tell_at:
-                self._tell_started(self.shard)
+            elif shard.told:
+                signal.sigwaitinfo({signal.SIGCHLD})
+                if not self._children():
+                    return
+            elif signal.sigtimedwait({signal.SIGCHLD}, max(0.0, shard.tell_at - time.monotonic())) is None:
+                self._tell_started(shard)
+            elif not self._children():
+                return
 
     def _request(self) -> bool:
         try:
@@ -223,7 +223,7 @@ class Launcher:
             self._send({"op": FAILED, "id": request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
             return True
-        # Its end, even one before this line, is heard through the wakeup descriptor.
+        # Its end, even one before this line, is pending: SIGCHLD is blocked, not lost.
         self.shard = _Shard(request_id, pid, time.monotonic() + STARTED_DELAY)
         return True
 
@@ -252,8 +252,6 @@ class Launcher:
 
     def _children(self) -> bool:
         """Reap every child that ended; once the shard has, clean the lane and report it."""
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.wake_read, 4096)  # a byte per signal: one read takes them (or the loop comes again)
         shard = self.shard
         while True:
             try:  # which child ended, not reaping it yet: only the shard's status is wanted
@@ -318,7 +316,7 @@ def _spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], stdio: tuple[i
         return os.posix_spawnp(
             argv[0], list(argv), env,
             file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
-            setsid=True, setsigdef=ignored,
+            setsid=True, setsigdef=ignored, setsigmask=(),
         )
     finally:
         os.chdir("/")

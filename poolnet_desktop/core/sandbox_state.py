@@ -34,7 +34,7 @@ def describe(state: str, why_not: str = "", as_root: bool = False) -> str:
     if state == "bwrap":
         line = "tasks run in a sandbox (bubblewrap)"
         danger = ("shards can read the files only root may read (/etc/shadow, SSH host keys, saved Wi-Fi "
-                  "passwords) and start processes without limit")
+                  "passwords) and start processes past the kernel's limit on them")
     elif state == "unsandboxed":
         line, danger = "runs tasks without a sandbox", "a task can do anything on this machine"
     elif state == "none":

@@ -15,7 +15,9 @@ from poolnet_desktop.runtime.client.link import open_link
 from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.member.memory_guard import MemoryGuard
+from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
+from poolnet_desktop.runtime.member.shard_watch import ShardGuard
 from tests.conftest import linux_only
 from tests.runtime.test_recovery import patient_pool
 from tests.runtime.test_task_pool import running_members, submit_manifest
@@ -41,6 +43,23 @@ async def started(runners: dict[str, ShardRunner]) -> None:
             await asyncio.sleep(0.05)
 
 
+async def stops_one_spares_the_other(
+    guard: ShardGuard, runners: dict[str, ShardRunner], runs: dict[str, asyncio.Future[ShardResult]],
+    stopped: str, spared: str,
+) -> ShardResult:
+    """Watch with ``guard`` until it stops ``stopped``; ``spared`` lives through a few more
+    checks, is then cancelled, and the watch ends by itself (no shard runs). The stopped
+    shard's result."""
+    watching = asyncio.ensure_future(guard.watch())
+    result = await asyncio.wait_for(runs[stopped], 30)
+    await asyncio.sleep(0.5)
+    assert not runs[spared].done()
+    runners[spared].cancel()
+    assert (await runs[spared]).reason == "cancelled"
+    await asyncio.wait_for(watching, 5)
+    return result
+
+
 async def test_shards_over_the_memory_their_owner_lends_lose_the_largest(tmp_path: Path) -> None:
     runners = {"big": holding(300, tmp_path / "big"), "small": holding(1, tmp_path / "small")}
     runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
@@ -48,14 +67,8 @@ async def test_shards_over_the_memory_their_owner_lends_lose_the_largest(tmp_pat
     # Lend 200 MB: the big one alone is over it, the small one (a Python, ~10 MB) is not.
     guard = MemoryGuard(lambda: {k: r for k, r in runners.items() if not runs[k].done()},
                         lambda: 200 * MB / TOTAL * 100, interval=0.1)
-    watching = asyncio.ensure_future(guard.watch())
-    big = await asyncio.wait_for(runs["big"], 30)
+    big = await stops_one_spares_the_other(guard, runners, runs, stopped="big", spared="small")
     assert big.reason == "memory" and "its owner lends" in big.message, big
-    await asyncio.sleep(0.5)  # a few more checks: the small one stays
-    assert not runs["small"].done()
-    runners["small"].cancel()
-    assert (await runs["small"]).reason == "cancelled"
-    await asyncio.wait_for(watching, 5)  # no shard runs: the watch ends by itself
 
 
 async def test_a_machine_short_of_memory_loses_its_largest_shard_but_not_a_small_one(tmp_path: Path) -> None:
@@ -65,14 +78,8 @@ async def test_a_machine_short_of_memory_loses_its_largest_shard_but_not_a_small
     # A floor above all the machine's memory: it is always short.
     guard = MemoryGuard(lambda: {k: r for k, r in runners.items() if not runs[k].done()},
                         lambda: 100.0, floor=TOTAL + 1, interval=0.1)
-    watching = asyncio.ensure_future(guard.watch())
-    big = await asyncio.wait_for(runs["big"], 30)
+    big = await stops_one_spares_the_other(guard, runners, runs, stopped="big", spared="small")  # ~10 MB: not worth it
     assert big.reason == "memory" and "give this machine's owner memory back" in big.message, big
-    await asyncio.sleep(0.5)
-    assert not runs["small"].done()  # ~10 MB: not worth stopping
-    runners["small"].cancel()
-    await runs["small"]
-    await asyncio.wait_for(watching, 5)
 
 
 async def test_a_members_shard_using_more_memory_than_its_owner_lends_is_stopped(

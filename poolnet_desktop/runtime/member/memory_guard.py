@@ -11,7 +11,8 @@ from typing import Generic, TypeVar
 import psutil
 
 from poolnet_desktop.core.memory_share import memory_floor, shard_to_stop, worth_measuring
-from poolnet_desktop.runtime.member.runner import MEASURING_SHARE_INVERSE, ShardRunner
+from poolnet_desktop.runtime.member.runner import ShardRunner
+from poolnet_desktop.runtime.member.shard_watch import watch_while_running
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,13 @@ class MemoryGuard(Generic[K]):
         self._interval = interval
 
     async def watch(self) -> None:
-        """Check until no shard runs (or cancelled); after a measurement of the shards, wait
-        at least ``MEASURING_SHARE_INVERSE`` times as long as it took."""
-        clock, pause = asyncio.get_running_loop().time, self._interval
-        while True:
-            await asyncio.sleep(pause)
-            runners = dict(self._running())
-            if not runners:
-                return
-            available, percent, began = psutil.virtual_memory().available, self._percent(), clock()
-            if worth_measuring(self._total, available, percent, self._floor):
-                await self._stop_one(runners, available, percent)
-            pause = max(self._interval, MEASURING_SHARE_INVERSE * (clock() - began))
+        """Check until no shard runs (or cancelled), paced as ``watch_while_running`` says."""
+        await watch_while_running(self._running, self._check, self._interval)
+
+    async def _check(self, runners: dict[K, ShardRunner]) -> None:
+        available, percent = psutil.virtual_memory().available, self._percent()
+        if worth_measuring(self._total, available, percent, self._floor):
+            await self._stop_one(runners, available, percent)
 
     async def _stop_one(self, runners: dict[K, ShardRunner], available: int, percent: float) -> None:
         used = await asyncio.to_thread(lambda: {key: runner.memory_in_use() for key, runner in runners.items()})

@@ -247,6 +247,19 @@ class ShardRunner:
         ``message`` (its machine ran short: ``runtime/member/memory_guard.py``)."""
         self._kill("memory", message)
 
+    def stop_for_processes(self, message: str) -> None:
+        """Kill the shard's whole tree now; ``run()`` then returns reason ``"error"`` with
+        ``message`` (it crowded the machine's processes: ``runtime/member/process_guard.py``)."""
+        self._kill("error", message)
+
+    def processes_in_use(self) -> int:
+        """How many processes the shard's tree is now; 0 before its start and after its end.
+        Blocking (it reads /proc): call it off the loop."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return 0
+        return process.tree_size()
+
     def memory_in_use(self) -> int:
         """Resident bytes of the shard's tree now; 0 before its start and after its end.
         Blocking (it reads /proc): call it off the loop."""

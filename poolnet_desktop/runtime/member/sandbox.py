@@ -183,12 +183,18 @@ MIN_PROCESS_LIMIT = 1024
 MAX_PROCESS_LIMIT = 16384
 
 
-def process_limit(pid_max: int, threads_max: int, hard_limit: int) -> int:
-    """The most processes and threads one sandbox may hold at once, on a machine with room
-    for ``pid_max`` processes and ``threads_max`` threads, for a member whose own hard limit
-    is ``hard_limit`` (-1: none; a shard cannot be given more than the member has)."""
-    share = min(MAX_PROCESS_LIMIT, max(MIN_PROCESS_LIMIT, min(pid_max, threads_max) // 8))
+def process_limit(room: int, hard_limit: int = -1) -> int:
+    """The most processes and threads one sandbox may hold at once, on a machine with
+    ``room`` for them (``process_room``), for a member whose own hard limit is ``hard_limit``
+    (-1: none; a shard cannot be given more than the member has)."""
+    share = min(MAX_PROCESS_LIMIT, max(MIN_PROCESS_LIMIT, room // 8))
     return share if hard_limit < 0 else min(share, hard_limit)
+
+
+def process_room() -> int:
+    """The processes and threads this machine has room for: the smaller of its pid_max and
+    threads-max."""
+    return min(_kernel_setting("pid_max"), _kernel_setting("threads-max"))
 
 
 @functools.cache
@@ -200,8 +206,7 @@ def shard_process_limit() -> tuple[str, int] | None:
     prlimit = shutil.which("prlimit", path=SCRUBBED_PATH)
     if prlimit is None:
         return None
-    hard_limit = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-    return prlimit, process_limit(_kernel_setting("pid_max"), _kernel_setting("threads-max"), hard_limit)
+    return prlimit, process_limit(process_room(), resource.getrlimit(resource.RLIMIT_NPROC)[1])
 
 
 def _kernel_setting(name: str) -> int:

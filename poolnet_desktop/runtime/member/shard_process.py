@@ -93,6 +93,10 @@ class ShardProcess(abc.ABC):
         """Resident bytes of the shard and its descendants (blocking: call it off the loop)."""
         return tree_memory(self._pid)
 
+    def tree_size(self) -> int:
+        """How many processes the shard and its descendants are (blocking)."""
+        return tree_size(self._pid)
+
     def end_group(self) -> None:
         """The main process ended: kill what it left running in its group (POSIX)."""
         if os.name != "nt":
@@ -445,6 +449,14 @@ def suspend_tree(pid: int, *, suspend: bool) -> None:
             except psutil.Error:
                 continue
             done.add(process.pid)
+
+
+def tree_size(pid: int) -> int:
+    """How many processes a process and all its descendants are (0 once it is gone)."""
+    try:
+        return 1 + len(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return 0
 
 
 def tree_memory(pid: int) -> int:

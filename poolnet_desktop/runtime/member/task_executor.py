@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,12 +89,17 @@ from poolnet_desktop.runtime.member.runner import (
     python_command,
 )
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
+from poolnet_desktop.runtime.member.process_guard import ProcessGuard
 from poolnet_desktop.runtime.member.sandbox import (
     Sandbox,
     SandboxSettings,
     hidden_folders,
     probe,
+    process_limit,
+    process_room,
+    shard_process_limit,
 )
+from poolnet_desktop.runtime.member.shard_watch import ShardGuard
 from poolnet_desktop.runtime.member.spool import Spool, SpoolEntry, SpoolError
 from poolnet_desktop.runtime.member.task_sandbox import TaskSandbox
 from poolnet_desktop.runtime.net.task_transfer import (
@@ -183,8 +189,10 @@ class TaskExecutor:
         # the next shard's inputs would be written into it. There, each shard gets a new one.
         self._reuse_folders = True
         self._tasks: set[asyncio.Task[object]] = set()
-        self.memory_guard = MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent)
-        self._memory_watch: asyncio.Task[None] | None = None
+        # Watches while shards run; the process guard joins where the kernel does not bound a
+        # shard's processes (``prepare``).
+        self.guards: list[ShardGuard] = [MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent)]
+        self._watches: dict[ShardGuard, asyncio.Task[None]] = {}
         agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)
         agent.add_handler(ShardAck, self._on_ack)
@@ -211,9 +219,17 @@ class TaskExecutor:
                             "network, shards can reach the desktop's abstract sockets (an X server) and "
                             "hand each other descriptors of their folders (to read and change them while "
                             "in use); turn the network off for tasks you do not trust")
+        if sys.platform.startswith("linux") and not self._kernel_bounds_processes():
+            room = process_room()
+            self.guards.append(ProcessGuard(self._runners, room, process_limit(room)))
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False
+
+    def _kernel_bounds_processes(self) -> bool:
+        """Whether the kernel bounds each shard's processes: in a sandbox, under prlimit's
+        limit, and not as root (whose own user id the kernel exempts)."""
+        return self.sandbox is not None and shard_process_limit() is not None and os.geteuid() != 0
 
     @property
     def may_take_tasks(self) -> bool:
@@ -254,8 +270,8 @@ class TaskExecutor:
             job.cancelled = True
             if job.runner is not None:
                 job.runner.cancel()
-        if self._memory_watch is not None:
-            self._memory_watch.cancel()
+        for watch in self._watches.values():
+            watch.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.lanes is not None:
             self.lanes.close_all()
@@ -388,8 +404,7 @@ class TaskExecutor:
             )
             runner = ShardRunner(spec, lambda stream, data: self._output(ref, stream, data))
             job.runner = runner
-            if self._memory_watch is None or self._memory_watch.done():  # it ends when no shard runs
-                self._memory_watch = asyncio.ensure_future(self.memory_guard.watch())
+            self._keep_watching()
             if self._paused:
                 runner.suspend()
             if job.cancelled:
@@ -413,6 +428,13 @@ class TaskExecutor:
         if workdir is None or (lane is not None and workdir == lane.workdir):
             workdir = self._take_folder()  # it never ran, or never left its lane: nothing to keep
         await self._finish(ref, outcome, workdir)
+
+    def _keep_watching(self) -> None:
+        """Start each guard's watch that is not running (a watch ends when no shard runs)."""
+        for guard in self.guards:
+            watch = self._watches.get(guard)
+            if watch is None or watch.done():
+                self._watches[guard] = asyncio.ensure_future(guard.watch())
 
     def _take_folder(self) -> Path:
         """An empty working folder: a reused one where that is safe, or a new one. Creating

@@ -228,6 +228,9 @@ class LaneProcess(ShardProcess):
     def tree_memory(self) -> int:
         return self.lane.contents_memory()
 
+    def tree_size(self) -> int:
+        return self.lane.contents_size()
+
     def end_group(self) -> None:
         """Nothing to do: the launcher emptied the sandbox before it reported the end."""
 
@@ -488,6 +491,10 @@ class TaskSandbox:
                 with contextlib.suppress(psutil.Error):
                     process.suspend()
         self.fail("its shard would not be suspended")
+
+    def contents_size(self) -> int:
+        """How many processes run under the launcher: the shard's whole tree."""
+        return len(self._contents())
 
     def contents_memory(self) -> int:
         """Resident bytes of everything under the launcher, and what the temporary folders hold

@@ -1,0 +1,57 @@
+"""Keep shards from taking every process id of a member run as root (``core.process_share``
+decides; this reads the machine, counts the shards' processes and stops one)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from poolnet_desktop.core.process_share import crowded, shard_to_stop
+from poolnet_desktop.runtime.member.runner import ShardRunner
+from poolnet_desktop.runtime.member.shard_watch import watch_while_running
+
+log = logging.getLogger(__name__)
+
+# How often the machine's count of tasks is read while shards run: one read of /proc/loadavg.
+CHECK_INTERVAL = 1.0
+
+K = TypeVar("K", bound=Hashable)
+
+
+def machine_tasks(loadavg: Path = Path("/proc/loadavg")) -> int:
+    """The processes and threads on this machine now (``/proc/loadavg``'s "running/total");
+    0 where that cannot be read."""
+    try:
+        return int(loadavg.read_text().split()[3].partition("/")[2])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class ProcessGuard(Generic[K]):
+    """``watch`` checks every ``interval`` until no shard runs. ``running``: the shards now;
+    ``room``: the processes and threads this machine has room for; ``limit``: the most
+    processes one shard may hold (``sandbox.process_limit``)."""
+
+    def __init__(self, running: Callable[[], Mapping[K, ShardRunner]], room: int, limit: int,
+                 interval: float = CHECK_INTERVAL) -> None:
+        self._running = running
+        self._room = room
+        self._limit = limit
+        self._interval = interval
+
+    async def watch(self) -> None:
+        """Check until no shard runs (or cancelled), paced as ``watch_while_running`` says."""
+        await watch_while_running(self._running, self._check, self._interval)
+
+    async def _check(self, runners: dict[K, ShardRunner]) -> None:
+        if not crowded(machine_tasks(), self._room):
+            return
+        counts = await asyncio.to_thread(lambda: {key: runner.processes_in_use() for key, runner in runners.items()})
+        decision = shard_to_stop(counts, self._limit)
+        if decision is not None:
+            key, why = decision
+            log.warning("%s", why)
+            runners[key].stop_for_processes(why)

@@ -217,6 +217,6 @@ async def test_a_shard_printing_line_by_line_never_meets_the_message_limit(
         cpu = 0.1
     """)
     summary = await client.wait(task_id)
-    assert summary.state == "succeeded"
+    assert summary.state == "succeeded", [(s.index, s.state, s.reason) for s in await client.shards(task_id)]
     assert all(m.agent.state == AgentState.CONNECTED for m in members)
     assert all(pool.coordinator.session_for(m.identity.device_id) is not None for m in members)

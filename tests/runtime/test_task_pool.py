@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -458,3 +459,30 @@ async def test_a_retry_while_other_shards_of_the_task_run_queues_the_failed_ones
     summary = await client.wait(task_id)
     assert (summary.state, summary.succeeded) == ("succeeded", 2)
     assert not pool.tasks.scheduler.submitted(task_id)
+
+
+async def test_results_fetched_the_moment_a_task_ends_are_all_there(
+    pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A result is recorded, and its task may end and its submitter be told, while the host
+    still moves the result's files into place in a thread: a fetch right then found a file
+    missing (seen in a full run of the suite). Here the moves are made slow."""
+    move = pool.tasks._move_outputs
+
+    def slow_move(task_id: str, shard: int, files: Path | None) -> None:
+        time.sleep(0.5)
+        move(task_id, shard, files)
+
+    monkeypatch.setattr(pool.tasks, "_move_outputs", slow_move)
+    write(tmp_path / "job", "job.pool.toml", """
+        command = "echo {shard} > out.txt"
+        shell = true
+        shards = 2
+        outputs = ["out.txt"]
+        [resources]
+        cpu = 0.5
+    """)
+    task_id = await client.submit(await asyncio.to_thread(load_task, tmp_path / "job"))
+    assert (await client.wait(task_id)).state == "succeeded"
+    results = await client.fetch_results(task_id, tmp_path / "results")
+    assert [(results / str(shard) / "out.txt").read_text() for shard in range(2)] == ["0\n", "1\n"]

@@ -91,6 +91,7 @@ class TaskActions(Protocol):
     def queue(self, task: Task) -> None: ...
     def cancel(self, task: Task, reason: str = ...) -> None: ...
     async def retry(self, task: Task) -> None: ...
+    async def outputs_in_place(self, task_id: str) -> None: ...
 
 
 class TaskRequests:
@@ -175,6 +176,7 @@ class TaskRequests:
 
     async def _on_fetch_results(self, session: Session, message: FetchResults) -> None:
         task = self.task_for(session, message.task_id, Action.FETCH)
+        await self.service.outputs_in_place(task.id)
         entries, outgoing = [], []
         for shard in task.shards:
             result = self.service.core.recorded.get((task.id, shard.index))

@@ -163,6 +163,7 @@ class TaskService:
         self.intake = ResultIntake(self.core, self.config, self.incoming, self.results,
                                    self._record, self.spawn)
         self._acks: dict[str, list[ShardRef]] = {}
+        self._moves: dict[str, set[asyncio.Future[None]]] = {}  # result files being moved, by task
         self._pass_pending = False
         self._grace_timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -307,7 +308,23 @@ class TaskService:
         self.post(device_id, ShardAck(shards=refs))
 
     async def _keep_outputs(self, effect: KeepOutputs) -> None:
-        await asyncio.to_thread(self._move_outputs, effect.task_id, effect.shard, effect.files)
+        move = asyncio.ensure_future(asyncio.to_thread(self._move_outputs, effect.task_id, effect.shard, effect.files))
+        moves = self._moves.setdefault(effect.task_id, set())
+        moves.add(move)
+        try:
+            await move
+        finally:
+            moves.discard(move)
+            if not moves:
+                self._moves.pop(effect.task_id, None)
+
+    async def outputs_in_place(self, task_id: str) -> None:
+        """Wait for the task's result files still being moved into place. A result is
+        recorded, and its task may end and its submitter be told, while its files are moved
+        in a thread: a fetch right then found a file missing."""
+        moves = self._moves.get(task_id)
+        if moves:
+            await asyncio.gather(*moves, return_exceptions=True)
 
     def _move_outputs(self, task_id: str, shard: int, files: Path | None) -> None:
         destination = self.results / task_id / str(shard)

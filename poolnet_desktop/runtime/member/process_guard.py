@@ -1,4 +1,5 @@
-"""Keep shards from taking every process id of a member run as root (``core.process_share``
+"""Keep shards from taking every process id where the kernel does not bound them: a member
+run as root, one without prlimit, or one running tasks unsandboxed (``core.process_share``
 decides; this reads the machine, counts the shards' processes and stops one)."""
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ from poolnet_desktop.runtime.member.landlock import scopes_supported
 from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.memory_guard import MemoryGuard
 from poolnet_desktop.runtime.member.orphans import RUN_VARIABLE, reap_and_stamp
+from poolnet_desktop.runtime.member.process_guard import ProcessGuard
 from poolnet_desktop.runtime.member.runner import (
     ShardRunner,
     ShardSpec,
@@ -89,7 +90,6 @@ from poolnet_desktop.runtime.member.runner import (
     python_command,
 )
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
-from poolnet_desktop.runtime.member.process_guard import ProcessGuard
 from poolnet_desktop.runtime.member.sandbox import (
     Sandbox,
     SandboxSettings,

@@ -131,7 +131,7 @@ async def lanes_outside_tmp() -> AsyncIterator[Lanes]:
     """Lanes whose work root is outside ``/tmp`` (under ``/var/tmp``), as a member's is (in
     its cache): their ``/tmp`` is empty at the lane's start, so the launcher checks it after
     each shard by its ``lstat`` alone. (The ``lanes`` fixture's are under ``/tmp``: there the
-    folders leading to the lane are in it, and it is listed every time.)"""
+    folders leading to the lane are in it, and each of them is checked so too.)"""
     root = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/tmp"))
     made = Lanes(root)
     try:
@@ -383,3 +383,31 @@ async def test_a_lanes_shard_sees_the_resolver_configuration_of_now(
         assert (before, after) == ("nameserver 10.0.0.1\n", "nameserver 10.0.0.2\n")
     finally:
         shutil.rmtree(folder)
+
+
+LEAVE_ON_THE_WAY = (  # a file in each folder of /tmp that leads to the shard's own, not in /tmp
+    'd="$PWD"; while d=$(dirname "$d"); [ "$d" != /tmp ]; do '
+    'if [ "$(stat -f -c %T "$d")" = tmpfs ] && echo secret > "$d/left"; then echo "$d"; fi; done')
+
+
+async def test_what_a_shard_leaves_on_the_way_to_its_lane_under_tmp_is_gone_for_the_next(lanes: Lanes) -> None:
+    """A work root under /tmp puts folders in the lane's /tmp that lead to the lane's own.
+    They are checked by their lstat alone after each shard, like an empty /tmp: a file left in
+    any of them (and not in /tmp itself) must still be seen and removed."""
+    made, way, _ = await lanes.run(LEAVE_ON_THE_WAY)
+    assert made.reason == "succeeded" and len(way.split()) >= 2, (made, way)
+    for _ in range(2):  # and the one after, once the clean-up noted the folders as it left them
+        _, found, _ = await lanes.run("find /tmp -name left")
+        assert found == "", found
+        await lanes.run(LEAVE_ON_THE_WAY)
+    assert len(lanes.lane_folders()) == 1  # the same lane, made as new
+
+
+async def test_a_shard_that_moves_the_way_to_its_lane_leaves_the_next_one_a_new_lane(lanes: Lanes) -> None:
+    """A folder on the way to the lane cannot be removed (the lane's folder is bound in it),
+    but it can be renamed, and no clean-up can put it back: the lane ends, and the next shard
+    runs in a new one where its folder is."""
+    moved, said, _ = await lanes.run('top=$(echo "$PWD" | cut -d/ -f1-3); mv "$top" "$top-moved" && echo moved')
+    after, out, _ = await lanes.run("ls /tmp")
+    assert (moved.reason, said, after.reason) == ("succeeded", "moved\n", "succeeded"), (moved, after)
+    assert "moved" not in out, out

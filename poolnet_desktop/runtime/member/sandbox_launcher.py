@@ -380,28 +380,40 @@ def _kill_the_rest() -> bool:
 
 class _TemporaryFolder:
     """One of the lane's private temporary folders: what it was when the lane began (the
-    mode, times and extended attributes each shard must find again) and its ``lstat`` as the
-    last clean-up left it. One that was empty then, on a file system whose folders grow with
-    each entry (tmpfs, mqueue), and that ``lstat`` finds just as the clean-up left it, holds
-    nothing and carries nothing: listing the four took a tenth of the launcher's time per
-    shard. (Setting a note or a time changes a folder's ctime; on tmpfs since Linux 6.13 a
-    change right after it was read always does, before that within the same tick it may not.)
-    Each is a mount point, so a shard cannot swap it for another folder, a file or a link."""
+    mode, times and extended attributes each shard must find again), the folders in it that
+    lead to a folder bound in from the host (a work root under ``/tmp``: bwrap makes them),
+    and the ``lstat`` of each as the last clean-up left it.
 
-    __slots__ = ("cleaned", "notes", "path", "skippable", "start")
+    On a file system whose folders grow with each entry (tmpfs, mqueue), one that held only
+    those folders when the lane began, and whose folders ``lstat`` finds just as the
+    clean-up left them, holds nothing and carries nothing: any entry made, in it or in a
+    folder on the way to a bound folder, grows that folder and changes its times. Listing
+    the four took a tenth of the launcher's time per shard, and walking the way to a work
+    root under ``/tmp`` a quarter. (Setting a note or a time changes a folder's ctime; on tmpfs
+    since Linux 6.13 a change right after it was read always does, before that within the
+    same tick it may not.) A folder on the way can be renamed, never removed (a bound folder
+    is in it): the lane then ends, as no clean-up can put it back. Each temporary folder is a
+    mount point, so a shard cannot swap it for another folder, a file or a link."""
+
+    __slots__ = ("cleaned", "notes", "path", "skippable", "start", "way")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.start = os.lstat(path)
         self.notes = frozenset(os.listxattr(path, follow_symlinks=False))
-        self.skippable = _file_system(path) in _SIZE_COUNTS_ENTRIES and not _entries(path)
-        self.cleaned = _signature(self.start)
+        way = _ways_to_bound_folders(path, self.start.st_dev)
+        self.skippable = way is not None and _file_system(path) in _SIZE_COUNTS_ENTRIES
+        self.way = [path, *(way or ())]
+        self.cleaned = self._signatures()
+
+    def _signatures(self) -> list[tuple[int, ...]]:
+        return [_signature(os.lstat(folder)) for folder in self.way]
 
     def clean(self) -> str | None:
         """Make it as it began, after a shard; what could not be done is said."""
-        info = os.lstat(self.path)
-        if self.skippable and _signature(info) == self.cleaned:
+        if self.skippable and self._signatures() == self.cleaned:
             return None
+        info = os.lstat(self.path)
         if (info.st_dev, info.st_ino) != (self.start.st_dev, self.start.st_ino) or not stat.S_ISDIR(info.st_mode):
             return f"{self.path} was replaced"
         try:
@@ -413,8 +425,28 @@ class _TemporaryFolder:
         for note in set(os.listxattr(self.path, follow_symlinks=False)) - self.notes:
             os.removexattr(self.path, note, follow_symlinks=False)
         os.utime(self.path, ns=(self.start.st_atime_ns, self.start.st_mtime_ns), follow_symlinks=False)
-        self.cleaned = _signature(os.lstat(self.path))
+        self.cleaned = self._signatures()  # a folder on the way was moved: the caller says so
         return None if emptied else f"{self.path} could not be emptied"
+
+
+def _ways_to_bound_folders(folder: str, device: int, nested: bool = False) -> list[str] | None:
+    """The folders under ``folder``, on its own file system, that lead to a folder bound in
+    from another; None if it holds anything else (an empty folder among them included: a
+    clean-up would remove it)."""
+    entries = _entries(folder)
+    if nested and not entries:
+        return None
+    way: list[str] = []
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            return None
+        if entry.stat(follow_symlinks=False).st_dev != device:
+            continue  # bound in: not this folder's to clean
+        below = _ways_to_bound_folders(entry.path, device, nested=True)
+        if below is None:
+            return None
+        way += [entry.path, *below]
+    return way
 
 
 def _signature(info: os.stat_result) -> tuple[int, ...]:

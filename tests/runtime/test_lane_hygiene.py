@@ -411,3 +411,49 @@ async def test_a_shard_that_moves_the_way_to_its_lane_leaves_the_next_one_a_new_
     after, out, _ = await lanes.run("ls /tmp")
     assert (moved.reason, said, after.reason) == ("succeeded", "moved\n", "succeeded"), (moved, after)
     assert "moved" not in out, out
+
+
+async def test_a_folder_moved_onto_the_way_to_a_second_bound_folder_carries_nothing_to_the_next_shard(
+    lanes: Lanes, tmp_path: Path,
+) -> None:
+    """A second folder bound in under /tmp (a task's environment in a cache under /tmp) has a
+    way of its own. A shard that moves that way into a folder of its making, which no clean-up
+    can remove (the bound folder is in it), had a folder nobody checked: what it left there
+    reached the next shard (an attacker's review of 10e8698). The lane now ends instead."""
+    environment = tmp_path / "envs" / "env1"
+    environment.mkdir(parents=True)
+    top = f"{tmp_path}"
+    moved, _, _ = await lanes.run(
+        f"mkdir {top}/new && mv {top}/envs {top}/new/hidden && mv {top}/new {top}/envs && echo moved",
+        visible=[environment])
+    await lanes.run(f"echo secret > {top}/envs/hidden/left; mkfifo {top}/envs/hidden/fifo", visible=[environment])
+    _, found, _ = await lanes.run(f"ls -A {top}/envs/hidden 2>/dev/null; cat {top}/envs/hidden/left 2>/dev/null",
+                                  visible=[environment])
+    assert moved.reason == "succeeded", moved
+    assert "secret" not in found and "fifo" not in found, found
+
+
+async def test_when_a_shard_read_tmp_is_not_told_to_the_next(lanes: Lanes) -> None:
+    """Reading a folder sets its access time, and no other time: a /tmp checked by its lstat
+    alone told the next shard when the one before had listed it (an attacker's review of
+    10e8698)."""
+    await lanes.run("touch /tmp/x")  # a clean-up follows, which sets the access time back
+    _, before, _ = await lanes.run("stat -c %X.%x /tmp; sleep 0.05; ls /tmp > /dev/null")
+    _, after, _ = await lanes.run("stat -c %X.%x /tmp")
+    assert after == before, (before, after)
+
+
+async def test_the_way_to_the_lane_in_tmp_carries_no_mode_note_or_time_to_the_next_shard(lanes: Lanes) -> None:
+    """The folders in /tmp that lead to the lane were emptied after a shard, but a mode, a
+    note or a time set on them stayed (an attacker's review of 10e8698); one made
+    unsearchable ended the lane."""
+    look = python("import os, sys; i = os.stat(sys.argv[1]); "
+                  "print(oct(i.st_mode), i.st_mtime_ns, os.listxattr(sys.argv[1]))") + ' "$top"'
+    top = 'top=$(echo "$PWD" | cut -d/ -f1-3); '
+    first, before, _ = await lanes.run(
+        top + look + "; " + python("import os, sys; os.setxattr(sys.argv[1], 'user.note', b'one')")
+        + ' "$top" && touch -d "2001-02-03 04:05:06" "$top" && chmod 0 "$top"')
+    again, after, _ = await lanes.run(top + look)
+    assert (first.reason, again.reason) == ("succeeded", "succeeded"), (first, again)
+    assert after == before, (before, after)
+    assert len(lanes.lane_folders()) == 1  # the same lane, made as new

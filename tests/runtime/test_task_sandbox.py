@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -79,17 +79,17 @@ class Lanes:
         return runner, asyncio.ensure_future(runner.run()), lane
 
     async def run(
-        self, command: str, files: dict[str, str] | None = None, **spec: object
+        self, command: str, files: dict[str, str] | None = None, visible: Sequence[Path] = (), **spec: object
     ) -> tuple[ShardResult, str, Path]:
-        """Run to its end, with ``files`` in its folder; returns its result, its stdout and
-        the folder its files are in then."""
+        """Run to its end, with ``files`` in its folder (in a lane that also sees the folders
+        ``visible``); returns its result, its stdout and the folder its files are in then."""
         out: list[bytes] = []
 
         async def keep(stream: str, data: bytes) -> None:
             if stream == "stdout":
                 out.append(data)
 
-        lane = await self.lanes.acquire(KEY, [], [])
+        lane = await self.lanes.acquire(KEY, [], visible)
         for name, text in (files or {}).items():
             (lane.workdir / name).write_text(text)
         runner = ShardRunner(ShardSpec(command=command, shell=True, workdir=lane.workdir, sandbox=self.sandbox,

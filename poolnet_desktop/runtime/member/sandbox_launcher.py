@@ -379,54 +379,85 @@ def _kill_the_rest() -> bool:
 
 
 class _TemporaryFolder:
-    """One of the lane's private temporary folders: what it was when the lane began (the
-    mode, times and extended attributes each shard must find again), the folders in it that
-    lead to a folder bound in from the host (a work root under ``/tmp``: bwrap makes them),
-    and the ``lstat`` of each as the last clean-up left it.
+    """One of the lane's private temporary folders, the folders in it that lead to a folder
+    bound in from the host (a work root under ``/tmp``: bwrap makes them), what each was when
+    the lane began (the mode, times and extended attributes each shard must find again), and
+    the ``lstat`` of each as the last clean-up left it.
 
     On a file system whose folders grow with each entry (tmpfs, mqueue), one that held only
     those folders when the lane began, and whose folders ``lstat`` finds just as the
     clean-up left them, holds nothing and carries nothing: any entry made, in it or in a
-    folder on the way to a bound folder, grows that folder and changes its times. Listing
-    the four took a tenth of the launcher's time per shard, and walking the way to a work
-    root under ``/tmp`` a quarter. (Setting a note or a time changes a folder's ctime; on tmpfs
-    since Linux 6.13 a change right after it was read always does, before that within the
-    same tick it may not.) A folder on the way can be renamed, never removed (a bound folder
-    is in it): the lane then ends, as no clean-up can put it back. Each temporary folder is a
-    mount point, so a shard cannot swap it for another folder, a file or a link."""
+    folder on the way to a bound folder, grows that folder and changes its times, and a
+    folder read changes its access time. Listing the four took a tenth of the launcher's
+    time per shard, and walking the way to a work root under ``/tmp`` a quarter. (Setting a
+    note or a time changes a folder's ctime; on tmpfs since Linux 6.13 a change right after
+    it was read always does, before that within the same tick it may not.) A folder on the
+    way can be moved, never removed (a bound folder is in it): when the way after a clean-up
+    is not the one the lane began with, no clean-up can put it back, and the lane ends. Each
+    temporary folder is a mount point, so a shard cannot swap it for another folder, a file
+    or a link."""
 
-    __slots__ = ("cleaned", "notes", "path", "skippable", "start", "way")
+    __slots__ = ("cleaned", "folders", "path", "skippable")
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.start = os.lstat(path)
-        self.notes = frozenset(os.listxattr(path, follow_symlinks=False))
-        way = _ways_to_bound_folders(path, self.start.st_dev)
+        self.folders = [_Folder(path)]
+        way = _ways_to_bound_folders(path, self.folders[0].start.st_dev)
         self.skippable = way is not None and _file_system(path) in _SIZE_COUNTS_ENTRIES
-        self.way = [path, *(way or ())]
+        self.folders += [_Folder(folder) for folder in way or ()]
         self.cleaned = self._signatures()
 
     def _signatures(self) -> list[tuple[int, ...]]:
-        return [_signature(os.lstat(folder)) for folder in self.way]
+        return [_signature(os.lstat(folder.path)) for folder in self.folders]
 
     def clean(self) -> str | None:
         """Make it as it began, after a shard; what could not be done is said."""
-        if self.skippable and self._signatures() == self.cleaned:
-            return None
+        if self.skippable:
+            with contextlib.suppress(OSError):  # a folder on the way made unsearchable
+                if self._signatures() == self.cleaned:
+                    return None
         info = os.lstat(self.path)
-        if (info.st_dev, info.st_ino) != (self.start.st_dev, self.start.st_ino) or not stat.S_ISDIR(info.st_mode):
+        if not self.folders[0].is_itself(info) or not stat.S_ISDIR(info.st_mode):
             return f"{self.path} was replaced"
         try:
             emptied = _empty(self.path)
         except RecursionError:
             return f"{self.path} holds a tree too deep to remove"
+        if self.skippable and not self._way_as_it_began():
+            return f"the folders in {self.path} that lead to the lane's own were moved"
+        for folder in self.folders:
+            folder.set_back()
+        self.cleaned = self._signatures()
+        return None if emptied else f"{self.path} could not be emptied"
+
+    def _way_as_it_began(self) -> bool:
+        way = _ways_to_bound_folders(self.path, self.folders[0].start.st_dev)
+        if way is None or sorted(way) != sorted(folder.path for folder in self.folders[1:]):
+            return False
+        return all(folder.is_itself(os.lstat(folder.path)) for folder in self.folders[1:])
+
+
+class _Folder:
+    """A folder as the lane began: its ``lstat`` and the names of its extended attributes."""
+
+    __slots__ = ("notes", "path", "start")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.start = os.lstat(path)
+        self.notes = frozenset(os.listxattr(path, follow_symlinks=False))
+
+    def is_itself(self, info: os.stat_result) -> bool:
+        return (info.st_dev, info.st_ino) == (self.start.st_dev, self.start.st_ino)
+
+    def set_back(self) -> None:
+        """Its mode, notes and times as the lane began (a clean-up reads it, and may have
+        made it searchable)."""
         if stat.S_IMODE(os.lstat(self.path).st_mode) != stat.S_IMODE(self.start.st_mode):
             os.chmod(self.path, stat.S_IMODE(self.start.st_mode))
         for note in set(os.listxattr(self.path, follow_symlinks=False)) - self.notes:
             os.removexattr(self.path, note, follow_symlinks=False)
         os.utime(self.path, ns=(self.start.st_atime_ns, self.start.st_mtime_ns), follow_symlinks=False)
-        self.cleaned = self._signatures()  # a folder on the way was moved: the caller says so
-        return None if emptied else f"{self.path} could not be emptied"
 
 
 def _ways_to_bound_folders(folder: str, device: int, nested: bool = False) -> list[str] | None:
@@ -451,7 +482,7 @@ def _ways_to_bound_folders(folder: str, device: int, nested: bool = False) -> li
 
 def _signature(info: os.stat_result) -> tuple[int, ...]:
     return (info.st_dev, info.st_ino, info.st_mode, info.st_uid, info.st_gid, info.st_size,
-            info.st_mtime_ns, info.st_ctime_ns)
+            info.st_atime_ns, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _temporary_folders() -> list[_TemporaryFolder]:

@@ -1,11 +1,16 @@
 """Which shard a member stops when shards crowd the machine's process table.
 
-A sandbox's processes are bounded by the kernel (``RLIMIT_NPROC`` in its user namespace,
-``runtime/member/sandbox.py``), except on a member run as root: the kernel exempts root's
-own user id, and there a shard that forks without end takes every process id the machine
-has. So such a member reads the machine's count of tasks once a second, and when they fill
-more than a quarter of its room, counts each shard's processes and stops one that holds more
-than a sandbox may. Pure: the caller reads the machine and counts the shards.
+The kernel bounds each sandbox's processes and threads (``RLIMIT_NPROC`` in its user
+namespace, ``runtime/member/sandbox.py``), but not a member's shards together: each lane of a
+task is a namespace of its own with a limit of its own, and one task may hold a lane per
+hundredth of a core. Nor does it bound them on a member run as root (the kernel exempts root's
+own user id), one without prlimit, or one running tasks unsandboxed. So every member reads the
+machine's count of tasks (processes and threads) once a second while shards run, and when
+they fill more than a quarter of its room, counts each shard's and stops the largest if it
+holds more than a sandbox may, or if the shards together hold more than a quarter of the
+room: the owner's programs keep the rest. Threads count as the kernel counts them: a shard of
+a few processes with a thousand threads each takes as many process ids as a thousand
+processes. Pure: the caller reads the machine and counts the shards.
 """
 
 from __future__ import annotations
@@ -18,17 +23,28 @@ K = TypeVar("K")
 
 def crowded(tasks: int, room: int) -> bool:
     """Whether the machine's ``tasks`` (processes and threads) fill more than a quarter of
-    its ``room``: worth counting each shard's processes (a walk of each one's tree)."""
+    its ``room``: worth counting each shard's (a walk of each one's tree)."""
     return tasks > room // 4
 
 
-def shard_to_stop(counts: Mapping[K, int], limit: int) -> tuple[K, str] | None:
-    """The shard to stop and why: the one with the most processes, if it has more than
-    ``limit``; else None. ``counts``: each running shard's processes."""
+def shards_share(room: int) -> int:
+    """The most processes and threads a member's shards may hold together, on a machine with
+    ``room`` for them: a quarter."""
+    return room // 4
+
+
+def shard_to_stop(counts: Mapping[K, int], limit: int, share: int) -> tuple[K, str] | None:
+    """The shard to stop and why: the one with the most processes and threads, if it holds
+    more than ``limit``, or if all of them together hold more than ``share``; else None.
+    ``counts``: each running shard's processes and threads."""
     if not counts:
         return None
     largest = max(counts, key=lambda shard: counts[shard])
-    if counts[largest] <= limit:
-        return None
-    return largest, (f"stopped: it ran {counts[largest]} processes, more than the {limit} a shard may run "
-                     f"here (it would have left this machine's owner none to start)")
+    if counts[largest] > limit:
+        return largest, (f"stopped: it ran {counts[largest]} processes and threads, more than the {limit} a "
+                         f"shard may run here (it would have left this machine's owner none to start)")
+    together = sum(counts.values())
+    if together > share:
+        return largest, (f"stopped: the shards on this member ran {together} processes and threads together, "
+                         f"more than the {share} they may hold here, and this one the most ({counts[largest]})")
+    return None

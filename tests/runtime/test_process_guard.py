@@ -1,6 +1,7 @@
-"""The process guard with real shards: real processes forked and counted through /proc. A
-fork bomb on a member run as root would take every process id of this machine, so the shard
-here forks a bounded number, and the guard is told of a machine with little room."""
+"""The process guard with real shards: real processes and threads started and counted
+through /proc. A fork bomb on a member run as root would take every process id of this
+machine, so the shards here start a bounded number, and the guard is told of a machine with
+little room."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from poolnet_desktop.core.task_protocol import ShardResult
 from poolnet_desktop.runtime.member.process_guard import ProcessGuard, machine_tasks
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec
 from tests.conftest import linux_only
@@ -26,9 +28,38 @@ time.sleep(60)
 """
 
 
+THREADS = """
+import os, threading, time
+for _ in range({processes} - 1):
+    if os.fork() == 0:
+        break
+for _ in range({threads}):
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+time.sleep(60)
+"""
+
+
 def forking(n: int, folder: Path) -> ShardRunner:
+    return running(FORKS.format(n=n), folder)
+
+
+def running(code: str, folder: Path) -> ShardRunner:
     folder.mkdir()
-    return ShardRunner(ShardSpec(command=[sys.executable, "-c", FORKS.format(n=n)], workdir=folder, timeout=120))
+    return ShardRunner(ShardSpec(command=[sys.executable, "-c", code], workdir=folder, timeout=120))
+
+
+async def counted(runners: dict[str, ShardRunner], at_least: dict[str, int]) -> None:
+    """Once every shard runs at least as many processes and threads as ``at_least`` says."""
+    async with asyncio.timeout(30):
+        while any(runners[key].threads_in_use() < n for key, n in at_least.items()):
+            await asyncio.sleep(0.05)
+
+
+def guarding(runners: dict[str, ShardRunner], runs: dict[str, asyncio.Future[ShardResult]]) -> ProcessGuard[str]:
+    """A guard of a machine with room for 400 (crowded now: this one holds a few hundred
+    tasks), where a shard may hold 100, and the shards together 100."""
+    return ProcessGuard(lambda: {k: r for k, r in runners.items() if not runs[k].done()}, room=400, limit=100,
+                        interval=0.1)
 
 
 def test_the_machines_tasks_are_read_from_the_kernel() -> None:
@@ -41,22 +72,42 @@ async def test_a_shard_with_more_processes_than_a_shard_may_run_is_stopped_once_
 ) -> None:
     runners = {"bomb": forking(150, tmp_path / "bomb"), "calm": forking(3, tmp_path / "calm")}
     runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
-    async with asyncio.timeout(30):
-        while runners["bomb"].processes_in_use() < 151 or runners["calm"].processes_in_use() < 4:
-            await asyncio.sleep(0.05)
-    # This machine now holds a few hundred tasks: crowded for a machine with room for 400.
-    guard = ProcessGuard(lambda: {k: r for k, r in runners.items() if not runs[k].done()}, room=400, limit=100,
-                         interval=0.1)
-    bomb = await stops_one_spares_the_other(guard, runners, runs, stopped="bomb", spared="calm")
-    assert bomb.reason == "error" and "151 processes, more than the 100" in bomb.message, bomb
+    await counted(runners, {"bomb": 151, "calm": 4})
+    bomb = await stops_one_spares_the_other(guarding(runners, runs), runners, runs, stopped="bomb", spared="calm")
+    assert bomb.reason == "error" and "151 processes and threads, more than the 100" in bomb.message, bomb
+
+
+async def test_a_shard_of_few_processes_and_many_threads_is_stopped_as_one_of_many_processes(
+    tmp_path: Path,
+) -> None:
+    """Threads take process ids as processes do, and the guard counted only processes: 30
+    processes of 1,000 threads each held a root member's machine as 30 (an attacker's review
+    of 124a58f)."""
+    runners = {"threads": running(THREADS.format(processes=3, threads=60), tmp_path / "threads"),
+               "calm": forking(3, tmp_path / "calm")}
+    runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
+    await counted(runners, {"threads": 183, "calm": 4})
+    many = await stops_one_spares_the_other(guarding(runners, runs), runners, runs, stopped="threads", spared="calm")
+    assert many.reason == "error" and "183 processes and threads, more than the 100" in many.message, many
+
+
+async def test_shards_each_within_the_limit_lose_the_largest_once_together_past_the_members_share(
+    tmp_path: Path,
+) -> None:
+    """Each lane of a task is a sandbox of its own, with a kernel limit of its own, and a
+    task may hold a lane per hundredth of a core: eight at the limit are every process id of
+    this machine (an attacker's review of 76d37a1)."""
+    runners = {"big": forking(70, tmp_path / "big"), "small": forking(40, tmp_path / "small")}
+    runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
+    await counted(runners, {"big": 71, "small": 41})
+    big = await stops_one_spares_the_other(guarding(runners, runs), runners, runs, stopped="big", spared="small")
+    assert big.reason == "error" and "112 processes and threads together, more than the 100" in big.message, big
 
 
 async def test_an_uncrowded_machine_stops_no_shard(tmp_path: Path) -> None:
     runners = {"many": forking(150, tmp_path / "many")}
     run = asyncio.ensure_future(runners["many"].run())
-    async with asyncio.timeout(30):
-        while runners["many"].processes_in_use() < 151:
-            await asyncio.sleep(0.05)
+    await counted(runners, {"many": 151})
     guard = ProcessGuard(lambda: {} if run.done() else runners, room=10**9, limit=100, interval=0.1)
     watching = asyncio.ensure_future(guard.watch())
     await asyncio.sleep(0.5)

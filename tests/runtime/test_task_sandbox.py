@@ -152,6 +152,17 @@ async def test_a_lanes_shards_run_under_the_process_limit_even_one_that_lowered_
     assert limits.split()[2:4] == [str(limit[1])] * 2, out
 
 
+async def test_a_lanes_shard_counts_its_threads_with_its_processes(lanes: Lanes) -> None:
+    """What the process guard reads of a lane's shard: every thread of every process in it,
+    as the kernel counts them against a process limit."""
+    code = ("import os, threading, time; os.fork(); "
+            "[threading.Thread(target=time.sleep, args=(30,), daemon=True).start() for _ in range(40)]; time.sleep(30)")
+    runner, running, _ = await lanes.start(f"{python_command()[0]} -c '{code}'")
+    await wait_for(lambda: runner.threads_in_use() >= 82)  # the shell, two Pythons of 41 threads
+    runner.cancel()
+    assert (await running).reason == "cancelled"
+
+
 async def test_each_shard_gets_all_it_wrote_and_nothing_of_the_others(lanes: Lanes) -> None:
     """A lane's shards write to the same two pipes: what a shard wrote up to its end (more
     than a pipe holds, the last of it written as it exits) is its own, all of it."""

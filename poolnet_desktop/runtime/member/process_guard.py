@@ -1,6 +1,7 @@
-"""Keep shards from taking every process id where the kernel does not bound them: a member
-run as root, one without prlimit, or one running tasks unsandboxed (``core.process_share``
-decides; this reads the machine, counts the shards' processes and stops one)."""
+"""Keep a member's shards from taking the machine's process ids: the kernel bounds each
+sandbox, not the shards together, nor those of a member run as root, one without prlimit, or
+one running tasks unsandboxed (``core.process_share`` decides; this reads the machine, counts
+the shards' processes and threads, and stops one)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from poolnet_desktop.core.process_share import crowded, shard_to_stop
+from poolnet_desktop.core.process_share import crowded, shard_to_stop, shards_share
 from poolnet_desktop.runtime.member.runner import ShardRunner
 from poolnet_desktop.runtime.member.shard_watch import watch_while_running
 
@@ -33,8 +34,8 @@ def machine_tasks(loadavg: Path = Path("/proc/loadavg")) -> int:
 
 class ProcessGuard(Generic[K]):
     """``watch`` checks every ``interval`` until no shard runs. ``running``: the shards now;
-    ``room``: the processes and threads this machine has room for; ``limit``: the most
-    processes one shard may hold (``sandbox.process_limit``)."""
+    ``room``: the processes and threads this machine has room for; ``limit``: the most of
+    them one shard may hold (``sandbox.process_limit``)."""
 
     def __init__(self, running: Callable[[], Mapping[K, ShardRunner]], room: int, limit: int,
                  interval: float = CHECK_INTERVAL) -> None:
@@ -50,8 +51,8 @@ class ProcessGuard(Generic[K]):
     async def _check(self, runners: dict[K, ShardRunner]) -> None:
         if not crowded(machine_tasks(), self._room):
             return
-        counts = await asyncio.to_thread(lambda: {key: runner.processes_in_use() for key, runner in runners.items()})
-        decision = shard_to_stop(counts, self._limit)
+        counts = await asyncio.to_thread(lambda: {key: runner.threads_in_use() for key, runner in runners.items()})
+        decision = shard_to_stop(counts, self._limit, shards_share(self._room))
         if decision is not None:
             key, why = decision
             log.warning("%s", why)

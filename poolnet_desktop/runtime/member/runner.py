@@ -252,13 +252,14 @@ class ShardRunner:
         ``message`` (it crowded the machine's processes: ``runtime/member/process_guard.py``)."""
         self._kill("error", message)
 
-    def processes_in_use(self) -> int:
-        """How many processes the shard's tree is now; 0 before its start and after its end.
-        Blocking (it reads /proc): call it off the loop."""
+    def threads_in_use(self) -> int:
+        """How many processes and threads the shard's tree runs now (each process is at least
+        one thread: the kernel counts both against a process limit); 0 before its start and
+        after its end. Blocking (it reads /proc): call it off the loop."""
         process = self._process
         if process is None or process.returncode is not None:
             return 0
-        return process.tree_size()
+        return process.tree_threads()
 
     def memory_in_use(self) -> int:
         """Resident bytes of the shard's tree now; 0 before its start and after its end.

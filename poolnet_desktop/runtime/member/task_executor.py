@@ -97,7 +97,6 @@ from poolnet_desktop.runtime.member.sandbox import (
     probe,
     process_limit,
     process_room,
-    shard_process_limit,
 )
 from poolnet_desktop.runtime.member.shard_watch import ShardGuard
 from poolnet_desktop.runtime.member.spool import Spool, SpoolEntry, SpoolError
@@ -219,17 +218,12 @@ class TaskExecutor:
                             "network, shards can reach the desktop's abstract sockets (an X server) and "
                             "hand each other descriptors of their folders (to read and change them while "
                             "in use); turn the network off for tasks you do not trust")
-        if sys.platform.startswith("linux") and not self._kernel_bounds_processes():
+        if sys.platform.startswith("linux"):  # the kernel bounds each sandbox, not the shards together
             room = process_room()
             self.guards.append(ProcessGuard(self._runners, room, process_limit(room)))
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False
-
-    def _kernel_bounds_processes(self) -> bool:
-        """Whether the kernel bounds each shard's processes: in a sandbox, under prlimit's
-        limit, and not as root (whose own user id the kernel exempts)."""
-        return self.sandbox is not None and shard_process_limit() is not None and os.geteuid() != 0
 
     @property
     def may_take_tasks(self) -> bool:

@@ -66,7 +66,7 @@ from poolnet_desktop.runtime.member.sandbox import (
     temporary_files_size,
 )
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
-from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe
+from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe, threads_of
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,8 @@ class LaneProcess(ShardProcess):
     def tree_memory(self) -> int:
         return self.lane.contents_memory()
 
-    def tree_size(self) -> int:
-        return self.lane.contents_size()
+    def tree_threads(self) -> int:
+        return self.lane.contents_threads()
 
     def end_group(self) -> None:
         """Nothing to do: the launcher emptied the sandbox before it reported the end."""
@@ -492,9 +492,9 @@ class TaskSandbox:
                     process.suspend()
         self.fail("its shard would not be suspended")
 
-    def contents_size(self) -> int:
-        """How many processes run under the launcher: the shard's whole tree."""
-        return len(self._contents())
+    def contents_threads(self) -> int:
+        """How many threads run under the launcher: the shard's whole tree."""
+        return threads_of(self._contents())
 
     def contents_memory(self) -> int:
         """Resident bytes of everything under the launcher, and what the temporary folders hold

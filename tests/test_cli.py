@@ -158,6 +158,12 @@ def test_status_says_clearly_when_no_pool_answers(tmp_path: Path, scheme: str) -
     assert "cannot read the pool" in result.stderr
 
 
+def test_a_command_for_tasks_where_no_pool_runs_says_how_to_start_one(tmp_path: Path) -> None:
+    result = poolnet("tasks", "--url", f"wss://127.0.0.1:{free_port()}/ws", home=tmp_path)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "cannot reach the pool" in result.stderr and "start one: poolnet host" in result.stderr
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(hosted, tmp_path: Path) -> None:
     """``poolnet status | head -1``: the pipe closes before everything is written."""
     _, port = hosted

@@ -94,8 +94,9 @@ class _HostPrinter(InstanceEvents):
             print(f"  members join:  poolnet join {address}:{host.server.port}   (and type the code)", flush=True)
         if host.legacy_server is not None:
             print(seed_port_notice(host.legacy_server.url, args.legacy_tasks), flush=True)
-        announced = host.announcer is not None and host.announcer.announced
-        print(f"  discovery:     {'announced on the LAN' if announced else 'off'}", flush=True)
+        announcer = host.announcer
+        announced = f"announced on {', '.join(announcer.addresses)}" if announcer and announcer.announced else "off"
+        print(f"  discovery:     {announced}", flush=True)
         if not args.no_member:
             print(f"  tasks:         {sandbox_line(args.allow_unsandboxed)}", flush=True)
 

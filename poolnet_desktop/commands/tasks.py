@@ -174,7 +174,9 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
     except _ReaderGone:
         raise BrokenPipeError(errno.EPIPE, "the reader went away") from None  # main() ends quietly
     except LINK_LOST as exc:
-        print(f"poolnet: cannot reach the pool at {url}: {exc}", file=sys.stderr)
+        hint = "; no pool runs there (start one: poolnet host; or name another: --url)" \
+            if isinstance(exc, ConnectionRefusedError) else ""
+        print(f"poolnet: cannot reach the pool at {url}: {exc}{hint}", file=sys.stderr)
     return 1
 
 

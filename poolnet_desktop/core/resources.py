@@ -114,13 +114,13 @@ class ResourceVector:
         """Which components do not fit, in words, for reasons shown to people."""
         lacking = []
         if self.cpu > capacity.cpu + 1e-9:
-            lacking.append(f"{self.cpu:g} CPU cores (has {capacity.cpu:.1f})")
+            lacking.append(f"{self.cpu:g} CPU cores (shares {capacity.cpu:.1f})")
         if self.memory_mb > capacity.memory_mb + 1e-9:
-            lacking.append(f"{self.memory_mb:.0f} MB memory (has {capacity.memory_mb:.0f})")
+            lacking.append(f"{self.memory_mb:.0f} MB memory (shares {capacity.memory_mb:.0f})")
         if self.storage_mb > capacity.storage_mb + 1e-9:
-            lacking.append(f"{self.storage_mb:.0f} MB storage (has {capacity.storage_mb:.0f})")
+            lacking.append(f"{self.storage_mb:.0f} MB storage (shares {capacity.storage_mb:.0f})")
         if self.gpus > capacity.gpus:
-            lacking.append(f"{self.gpus} GPU (has {capacity.gpus})")
+            lacking.append(f"{self.gpus} GPU (shares {capacity.gpus})")
         return lacking
 
 

@@ -255,7 +255,7 @@ class Scheduler:
         closest = min(able, key=lambda m: (len(demand.shortfall(m.capacity)), m.order))
         raise Unschedulable(
             f"each shard needs {describe(demand)}, more than any member shares; the closest, "
-            f"{closest.id}, lacks {', '.join(demand.shortfall(closest.capacity))}"
+            f"{closest.id}, cannot give {', '.join(demand.shortfall(closest.capacity))}"
         )
 
     def submit(

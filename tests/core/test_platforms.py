@@ -131,7 +131,7 @@ def test_a_task_no_member_can_run_is_refused_with_the_reason() -> None:
     )
     # Fit is judged among the members of the right platform only.
     sched.set_member("l", ResourceVector(cpu=1), platform="linux")
-    with pytest.raises(Unschedulable, match="the closest, l, lacks"):
+    with pytest.raises(Unschedulable, match="the closest, l, cannot give"):
         sched.check_fits_somewhere(ResourceVector(cpu=4), need_of("x.sh"))
     sched.check_fits_somewhere(ResourceVector(cpu=4), need_of("x.py"))
 

@@ -113,7 +113,7 @@ def test_refused_at_submission_when_it_fits_nowhere() -> None:
     message = str(caught.value)
     assert "each shard needs 64 CPU cores, 1024 MB memory, 1 GPU" in message
     assert "more than any member shares" in message
-    assert "lacks 64 CPU cores (has 2.0), 1 GPU (has 0)" in message
+    assert "cannot give 64 CPU cores (shares 2.0), 1 GPU (shares 0)" in message
     with pytest.raises(ValueError, match="some CPU"):
         sched.check_fits_somewhere(ResourceVector(cpu=0.0))
 

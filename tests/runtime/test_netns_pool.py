@@ -213,7 +213,7 @@ def module_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         banner = read_lines_until(proc, lan, "discovery:", START_TIMEOUT)
         assert f"is up at {POOL_URL}" in banner[0], banner
         assert any("pairing code:  PNTE-ST7K-3Q" in line for line in banner), banner
-        assert "announced on the LAN" in banner[-1], banner
+        assert f"announced on {HOST_ADDRESS}" in banner[-1], banner
         yield Pool(lan, workdir, host_dir, proc)
     finally:
         lan.close()

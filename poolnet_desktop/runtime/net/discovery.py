@@ -349,7 +349,7 @@ class PoolAnnouncer:
             await self._close_zeroconf()
             raise
         self._info = info
-        log.info("announced %s on %s port %d", info.name, self._advertised(), self._port)
+        log.info("announced %s on %s port %d", info.name, self.addresses, self._port)
 
     async def update(
         self, *, port: int | None = None, addresses: Sequence[str] | None = None
@@ -381,7 +381,10 @@ class PoolAnnouncer:
         if zc is not None:
             await zc.async_close()
 
-    def _advertised(self) -> list[str]:
+    @property
+    def addresses(self) -> list[str]:
+        """The addresses the pool is (or would be) announced with: its own, else those of the
+        chosen interfaces, else the LAN's, else loopback alone."""
         if self._addresses is not None:
             return self._addresses
         return self._settings.resolve_addresses() or lan_ipv4_addresses() or ["127.0.0.1"]
@@ -393,7 +396,7 @@ class PoolAnnouncer:
             port=self._port,
             properties=self._properties,
             server=self._server,
-            parsed_addresses=self._advertised(),
+            parsed_addresses=self.addresses,
         )
 
 

@@ -7,15 +7,15 @@ hundredth of a core. Nor does it bound them on a member run as root (the kernel 
 own user id), one without prlimit, or one running tasks unsandboxed. So every member reads the
 machine's count of tasks (processes and threads) once a second while shards run, and when
 they fill more than a quarter of its room, counts each shard's and stops the largest if it
-holds more than a sandbox may, or if the shards together hold more than a quarter of the
-room: the owner's programs keep the rest. Threads count as the kernel counts them: a shard of
+holds more than a sandbox may, or, if the shards together hold more than a quarter of the
+room, the largest of the task that holds the most: the owner's programs keep the rest. Threads count as the kernel counts them: a shard of
 a few processes with a thousand threads each takes as many process ids as a thousand
 processes. Pure: the caller reads the machine and counts the shards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
 K = TypeVar("K")
@@ -33,10 +33,14 @@ def shards_share(room: int) -> int:
     return room // 4
 
 
-def shard_to_stop(counts: Mapping[K, int], limit: int, share: int) -> tuple[K, str] | None:
-    """The shard to stop and why: the one with the most processes and threads, if it holds
-    more than ``limit``, or if all of them together hold more than ``share``; else None.
-    ``counts``: each running shard's processes and threads."""
+def shard_to_stop(counts: Mapping[K, int], limit: int, share: int,
+                  task_of: Callable[[K], Hashable] = lambda shard: shard) -> tuple[K, str] | None:
+    """The shard to stop and why, else None: the one with the most processes and threads if
+    it holds more than ``limit``; or, once all of them together hold more than ``share``, the
+    largest shard of the task that holds the most (``task_of`` names a shard's task). By task,
+    not by shard: a task spread over many lanes, each within the limit, would otherwise get a
+    larger shard of another task stopped in its place. ``counts``: each running shard's
+    processes and threads."""
     if not counts:
         return None
     largest = max(counts, key=lambda shard: counts[shard])
@@ -44,7 +48,12 @@ def shard_to_stop(counts: Mapping[K, int], limit: int, share: int) -> tuple[K, s
         return largest, (f"stopped: it ran {counts[largest]} processes and threads, more than the {limit} a "
                          f"shard may run here (it would have left this machine's owner none to start)")
     together = sum(counts.values())
-    if together > share:
-        return largest, (f"stopped: the shards on this member ran {together} processes and threads together, "
-                         f"more than the {share} they may hold here, and this one the most ({counts[largest]})")
-    return None
+    if together <= share:
+        return None
+    by_task: dict[Hashable, int] = {}
+    for shard, count in counts.items():
+        by_task[task_of(shard)] = by_task.get(task_of(shard), 0) + count
+    heaviest = max(by_task, key=lambda task: by_task[task])
+    victim = max((shard for shard in counts if task_of(shard) == heaviest), key=lambda shard: counts[shard])
+    return victim, (f"stopped: the shards on this member ran {together} processes and threads together, more "
+                    f"than the {share} they may hold here, and this shard's task the most ({by_task[heaviest]})")

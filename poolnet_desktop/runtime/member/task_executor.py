@@ -148,6 +148,10 @@ def _key(ref: ShardRef) -> str:
     return result_transfer_id(ref.task_id, ref.shard, ref.attempt)
 
 
+def _task_of(ref: ShardRef) -> str:
+    return ref.task_id
+
+
 class TaskExecutor:
     """Attach to an ``Agent`` before it runs, ``await prepare()`` before the agent connects;
     ``stop()`` cancels running shards."""
@@ -220,7 +224,7 @@ class TaskExecutor:
                             "in use); turn the network off for tasks you do not trust")
         if sys.platform.startswith("linux"):  # the kernel bounds each sandbox, not the shards together
             room = process_room()
-            self.guards.append(ProcessGuard(self._runners, room, process_limit(room)))
+            self.guards.append(ProcessGuard(self._runners, room, process_limit(room), task_of=_task_of))
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False

@@ -2,8 +2,8 @@
 
 A shard whose task declares no memory has no limit of its own, and once the machine is out of
 memory the kernel's OOM killer ends whatever it picks: the owner's browser, the desktop, the
-member itself. So a member running shards stops the one that uses the most, one at a time,
-while either
+member itself. So a member running shards stops one at a time, the largest of the task whose
+shards use the most (``core.shard_choice``), while either
 - its shards together use more than the share of memory its owner lends (Settings' memory
   slider, ``SharingLimits.memory_percent``, 80 % unless changed), or
 - the machine has less than its floor available (5 % of its memory, at least 256 MiB): then
@@ -15,8 +15,10 @@ Pure: the caller reads the machine and measures the shards.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
+
+from poolnet_desktop.core.shard_choice import each_its_own, heaviest_tasks_largest
 
 FLOOR_SHARE = 0.05
 MIN_FLOOR = 256 * 1024**2
@@ -44,17 +46,21 @@ def worth_measuring(total: int, available: int, percent: float, floor: int) -> b
     return total - available > lent_memory(total, percent) or available < floor
 
 
-def shard_to_stop(total: int, available: int, percent: float, floor: int, used: Mapping[K, int]) -> tuple[K, str] | None:
-    """The shard to stop now and why, or None. ``used``: each running shard's bytes."""
+def shard_to_stop(total: int, available: int, percent: float, floor: int, used: Mapping[K, int],
+                  task_of: Callable[[K], Hashable] = each_its_own) -> tuple[K, str] | None:
+    """The shard to stop now and why, or None: the largest of the task whose shards use the
+    most (``core.shard_choice``; ``task_of`` names a shard's task). ``used``: each running
+    shard's bytes."""
     if not used:
         return None
-    largest = max(used, key=lambda shard: used[shard])
+    largest, task_total = heaviest_tasks_largest(used, task_of)
     together, lent = sum(used.values()), lent_memory(total, percent)
     if together > lent:
         return largest, (f"stopped: this member's shards used {together // _MB} MB together, more than the "
-                         f"{lent // _MB} MB ({percent:g} %) its owner lends, and this one the most "
-                         f"({used[largest] // _MB} MB)")
+                         f"{lent // _MB} MB ({percent:g} %) its owner lends, and this shard's task the most "
+                         f"({task_total // _MB} MB)")
     if available < floor and used[largest] >= MIN_WORTH_STOPPING:
         return largest, (f"stopped to give this machine's owner memory back: {available // _MB} MB of "
-                         f"{total // _MB} MB were available, and this shard used the most ({used[largest] // _MB} MB)")
+                         f"{total // _MB} MB were available, and this shard's task used the most "
+                         f"({task_total // _MB} MB)")
     return None

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
+from poolnet_desktop.core.shard_choice import each_its_own, heaviest_tasks_largest
+
 K = TypeVar("K")
 
 
@@ -34,26 +36,20 @@ def shards_share(room: int) -> int:
 
 
 def shard_to_stop(counts: Mapping[K, int], limit: int, share: int,
-                  task_of: Callable[[K], Hashable] = lambda shard: shard) -> tuple[K, str] | None:
+                  task_of: Callable[[K], Hashable] = each_its_own) -> tuple[K, str] | None:
     """The shard to stop and why, else None: the one with the most processes and threads if
     it holds more than ``limit``; or, once all of them together hold more than ``share``, the
-    largest shard of the task that holds the most (``task_of`` names a shard's task). By task,
-    not by shard: a task spread over many lanes, each within the limit, would otherwise get a
-    larger shard of another task stopped in its place. ``counts``: each running shard's
-    processes and threads."""
+    largest of the task that holds the most (``core.shard_choice``; ``task_of`` names a
+    shard's task). ``counts``: each running shard's processes and threads."""
     if not counts:
         return None
-    largest = max(counts, key=lambda shard: counts[shard])
+    largest = max(counts, key=counts.__getitem__)
     if counts[largest] > limit:
         return largest, (f"stopped: it ran {counts[largest]} processes and threads, more than the {limit} a "
                          f"shard may run here (it would have left this machine's owner none to start)")
     together = sum(counts.values())
     if together <= share:
         return None
-    by_task: dict[Hashable, int] = {}
-    for shard, count in counts.items():
-        by_task[task_of(shard)] = by_task.get(task_of(shard), 0) + count
-    heaviest = max(by_task, key=lambda task: by_task[task])
-    victim = max((shard for shard in counts if task_of(shard) == heaviest), key=lambda shard: counts[shard])
+    victim, task_total = heaviest_tasks_largest(counts, task_of)
     return victim, (f"stopped: the shards on this member ran {together} processes and threads together, more "
-                    f"than the {share} they may hold here, and this shard's task the most ({by_task[heaviest]})")
+                    f"than the {share} they may hold here, and this shard's task the most ({task_total})")

@@ -25,6 +25,7 @@ def test_shards_over_the_share_their_owner_lends_lose_the_largest_of_them() -> N
     used = {"a": 6 * GB, "b": 8 * GB}  # 14 GB together, 80 % is 12.8 GB
     key, why = shard_to_stop(TOTAL, 2 * GB, 80.0, FLOOR, used)
     assert key == "b" and "14336 MB together, more than the 13107 MB (80 %) its owner lends" in why
+    assert "this shard's task the most (8192 MB)" in why
     assert shard_to_stop(TOTAL, 2 * GB, 90.0, FLOOR, used) is None  # 90 % is 14.4 GB
 
 
@@ -48,3 +49,13 @@ def test_the_shards_are_measured_only_when_the_machine_says_they_may_be_over() -
     assert not worth_measuring(TOTAL, 8 * GB, 80.0, FLOOR)  # 8 GB used by everyone: under 12.8
     assert worth_measuring(TOTAL, 3 * GB, 80.0, FLOOR)  # 13 GB used
     assert worth_measuring(TOTAL, FLOOR - 1, 100.0, FLOOR)
+
+
+def test_the_task_whose_shards_use_the_most_loses_its_largest_not_another_tasks_larger_shard() -> None:
+    """A task spread over many lanes, each shard small, must not get a larger shard of another
+    task stopped in its place (a review of 25ff887, which found the same in the process guard)."""
+    used = {("victim", 0): 6 * GB, ("spread", 0): 3 * GB, ("spread", 1): 3 * GB, ("spread", 2): 2 * GB}
+    key, why = shard_to_stop(TOTAL, 2 * GB, 80.0, FLOOR, used, task_of=lambda shard: shard[0])
+    assert key == ("spread", 0) and "this shard's task the most (8192 MB)" in why
+    key, _ = shard_to_stop(TOTAL, FLOOR - 1, 100.0, FLOOR, used, task_of=lambda shard: shard[0])
+    assert key == ("spread", 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from poolnet_desktop.core.process_share import crowded, shard_to_stop, shards_share
+from poolnet_desktop.core.shard_choice import each_its_own
 from poolnet_desktop.runtime.member.runner import ShardRunner
 from poolnet_desktop.runtime.member.shard_watch import watch_while_running
 
@@ -38,7 +39,7 @@ class ProcessGuard(Generic[K]):
     them one shard may hold (``sandbox.process_limit``); ``task_of``: a shard's task."""
 
     def __init__(self, running: Callable[[], Mapping[K, ShardRunner]], room: int, limit: int,
-                 interval: float = CHECK_INTERVAL, task_of: Callable[[K], Hashable] = lambda shard: shard) -> None:
+                 interval: float = CHECK_INTERVAL, task_of: Callable[[K], Hashable] = each_its_own) -> None:
         self._running = running
         self._room = room
         self._limit = limit

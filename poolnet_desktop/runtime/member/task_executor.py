@@ -194,7 +194,8 @@ class TaskExecutor:
         self._tasks: set[asyncio.Task[object]] = set()
         # Watches while shards run; the process guard joins where the kernel does not bound a
         # shard's processes (``prepare``).
-        self.guards: list[ShardGuard] = [MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent)]
+        self.guards: list[ShardGuard] = [
+            MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent, task_of=_task_of)]
         self._watches: dict[ShardGuard, asyncio.Task[None]] = {}
         agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)

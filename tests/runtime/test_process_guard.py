@@ -55,11 +55,17 @@ async def counted(runners: dict[str, ShardRunner], at_least: dict[str, int]) -> 
             await asyncio.sleep(0.05)
 
 
-def guarding(runners: dict[str, ShardRunner], runs: dict[str, asyncio.Future[ShardResult]]) -> ProcessGuard[str]:
-    """A guard of a machine with room for 400 (crowded now: this one holds a few hundred
-    tasks), where a shard may hold 100, and the shards together 100."""
-    return ProcessGuard(lambda: {k: r for k, r in runners.items() if not runs[k].done()}, room=400, limit=100,
-                        interval=0.1)
+async def stopped_of(runners: dict[str, ShardRunner], at_least: dict[str, int], stopped: str,
+                     spared: str) -> ShardResult:
+    """Run the shards until each holds ``at_least`` processes and threads, then watch them with
+    a guard of a machine with room for 400 (crowded now: this one holds a few hundred tasks),
+    where a shard may hold 100, and the shards together 100: the result of ``stopped``, once
+    ``spared`` lived on."""
+    runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
+    await counted(runners, at_least)
+    guard = ProcessGuard(lambda: {k: r for k, r in runners.items() if not runs[k].done()}, room=400, limit=100,
+                         interval=0.1)
+    return await stops_one_spares_the_other(guard, runners, runs, stopped=stopped, spared=spared)
 
 
 def test_the_machines_tasks_are_read_from_the_kernel() -> None:
@@ -71,9 +77,7 @@ async def test_a_shard_with_more_processes_than_a_shard_may_run_is_stopped_once_
     tmp_path: Path,
 ) -> None:
     runners = {"bomb": forking(150, tmp_path / "bomb"), "calm": forking(3, tmp_path / "calm")}
-    runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
-    await counted(runners, {"bomb": 151, "calm": 4})
-    bomb = await stops_one_spares_the_other(guarding(runners, runs), runners, runs, stopped="bomb", spared="calm")
+    bomb = await stopped_of(runners, {"bomb": 151, "calm": 4}, stopped="bomb", spared="calm")
     assert bomb.reason == "error" and "151 processes and threads, more than the 100" in bomb.message, bomb
 
 
@@ -85,9 +89,7 @@ async def test_a_shard_of_few_processes_and_many_threads_is_stopped_as_one_of_ma
     of 124a58f)."""
     runners = {"threads": running(THREADS.format(processes=3, threads=60), tmp_path / "threads"),
                "calm": forking(3, tmp_path / "calm")}
-    runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
-    await counted(runners, {"threads": 183, "calm": 4})
-    many = await stops_one_spares_the_other(guarding(runners, runs), runners, runs, stopped="threads", spared="calm")
+    many = await stopped_of(runners, {"threads": 183, "calm": 4}, stopped="threads", spared="calm")
     assert many.reason == "error" and "183 processes and threads, more than the 100" in many.message, many
 
 
@@ -98,9 +100,7 @@ async def test_shards_each_within_the_limit_lose_the_largest_once_together_past_
     task may hold a lane per hundredth of a core: eight at the limit are every process id of
     this machine (an attacker's review of 76d37a1)."""
     runners = {"big": forking(70, tmp_path / "big"), "small": forking(40, tmp_path / "small")}
-    runs = {key: asyncio.ensure_future(runner.run()) for key, runner in runners.items()}
-    await counted(runners, {"big": 71, "small": 41})
-    big = await stops_one_spares_the_other(guarding(runners, runs), runners, runs, stopped="big", spared="small")
+    big = await stopped_of(runners, {"big": 71, "small": 41}, stopped="big", spared="small")
     assert big.reason == "error" and "112 processes and threads together, more than the 100" in big.message, big
 
 

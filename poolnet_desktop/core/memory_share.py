@@ -7,8 +7,9 @@ shards use the most (``core.shard_choice``), while either
 - its shards together use more than the share of memory its owner lends (Settings' memory
   slider, ``SharingLimits.memory_percent``, 80 % unless changed), or
 - the machine has less than its floor available (5 % of its memory, at least 256 MiB): then
-  only a shard worth stopping (64 MiB or more) is stopped, since stopping a small one would
-  give the owner nothing back, and its retry would land here again.
+  only a shard of a task worth stopping (its shards here use 64 MiB or more) is stopped, since
+  stopping a small one alone would give the owner nothing back, and its retry would land here
+  again; a task of many small shards loses one at each check.
 The shard fails with reason ``memory`` and is retried elsewhere within its task's retries.
 Pure: the caller reads the machine and measures the shards.
 """
@@ -59,7 +60,7 @@ def shard_to_stop(total: int, available: int, percent: float, floor: int, used: 
         return largest, (f"stopped: this member's shards used {together // _MB} MB together, more than the "
                          f"{lent // _MB} MB ({percent:g} %) its owner lends, and this shard's task the most "
                          f"({task_total // _MB} MB)")
-    if available < floor and used[largest] >= MIN_WORTH_STOPPING:
+    if available < floor and task_total >= MIN_WORTH_STOPPING:
         return largest, (f"stopped to give this machine's owner memory back: {available // _MB} MB of "
                          f"{total // _MB} MB were available, and this shard's task used the most "
                          f"({task_total // _MB} MB)")

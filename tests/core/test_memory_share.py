@@ -59,3 +59,9 @@ def test_the_task_whose_shards_use_the_most_loses_its_largest_not_another_tasks_
     assert key == ("spread", 0) and "this shard's task the most (8192 MB)" in why
     key, _ = shard_to_stop(TOTAL, FLOOR - 1, 100.0, FLOOR, used, task_of=lambda shard: shard[0])
     assert key == ("spread", 0)
+
+
+def test_under_the_floor_a_task_of_many_small_shards_loses_one_not_another_tasks_larger_shard() -> None:
+    used = {("victim", 0): 500 * MB, **{("spread", n): 20 * MB for n in range(100)}}
+    key, why = shard_to_stop(TOTAL, FLOOR - 1, 100.0, FLOOR, used, task_of=lambda shard: shard[0])
+    assert key[0] == "spread" and "this shard's task used the most (2000 MB)" in why

@@ -8,9 +8,10 @@ own user id), one without prlimit, or one running tasks unsandboxed. So every me
 machine's count of tasks (processes and threads) once a second while shards run, and when
 they fill more than a quarter of its room, counts each shard's and stops the largest if it
 holds more than a sandbox may, or, if the shards together hold more than a quarter of the
-room, the largest of the task that holds the most: the owner's programs keep the rest. Threads count as the kernel counts them: a shard of
-a few processes with a thousand threads each takes as many process ids as a thousand
-processes. Pure: the caller reads the machine and counts the shards.
+room, the largest of the task that holds the most: the owner's programs keep the rest.
+Threads count as the kernel counts them: a shard of a few processes with a thousand threads
+each takes as many process ids as a thousand processes. Pure: the caller reads the machine
+and counts the shards.
 """
 
 from __future__ import annotations

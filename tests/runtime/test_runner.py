@@ -497,4 +497,6 @@ async def test_a_tree_slow_to_measure_is_measured_less_often(tmp_path: Path) -> 
     runner._memory_of = timed  # type: ignore[method-assign]
     began = time.monotonic()
     assert (await runner.run()).reason == "succeeded"
-    assert walking < 0.25 * (time.monotonic() - began), (walking, time.monotonic() - began)
+    # Paced, the walks take about a tenth of the time; unpaced, nearly all of it. A loaded CI
+    # machine once measured 28 % (1.70 s of 6.16), so the bound sits halfway.
+    assert walking < 0.5 * (time.monotonic() - began), (walking, time.monotonic() - began)

@@ -397,13 +397,14 @@ class _TemporaryFolder:
     temporary folder is a mount point, so a shard cannot swap it for another folder, a file
     or a link."""
 
-    __slots__ = ("cleaned", "folders", "path", "skippable")
+    __slots__ = ("cleaned", "folders", "path", "skippable", "way_known")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.folders = [_Folder(path)]
         way = _ways_to_bound_folders(path, self.folders[0].start.st_dev)
-        self.skippable = way is not None and _file_system(path) in _SIZE_COUNTS_ENTRIES
+        self.way_known = way is not None  # it held nothing but the way to bound folders
+        self.skippable = self.way_known and _file_system(path) in _SIZE_COUNTS_ENTRIES
         self.folders += [_Folder(folder) for folder in way or ()]
         self.cleaned = self._signatures()
 
@@ -420,15 +421,16 @@ class _TemporaryFolder:
         if not self.folders[0].is_itself(info) or not stat.S_ISDIR(info.st_mode):
             return f"{self.path} was replaced"
         try:
-            emptied = _empty(self.path)
+            if not _empty(self.path):
+                return f"{self.path} could not be emptied"
         except RecursionError:
             return f"{self.path} holds a tree too deep to remove"
-        if self.skippable and not self._way_as_it_began():
+        if self.way_known and not self._way_as_it_began():
             return f"the folders in {self.path} that lead to the lane's own were moved"
         for folder in self.folders:
             folder.set_back()
         self.cleaned = self._signatures()
-        return None if emptied else f"{self.path} could not be emptied"
+        return None
 
     def _way_as_it_began(self) -> bool:
         way = _ways_to_bound_folders(self.path, self.folders[0].start.st_dev)

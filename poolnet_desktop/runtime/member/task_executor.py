@@ -192,8 +192,8 @@ class TaskExecutor:
         # the next shard's inputs would be written into it. There, each shard gets a new one.
         self._reuse_folders = True
         self._tasks: set[asyncio.Task[object]] = set()
-        # Watches while shards run; the process guard joins where the kernel does not bound a
-        # shard's processes (``prepare``).
+        # Watches while shards run; the process guard joins on Linux (``prepare``): the kernel
+        # bounds each sandbox's processes, not the shards together.
         self.guards: list[ShardGuard] = [
             MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent, task_of=_task_of)]
         self._watches: dict[ShardGuard, asyncio.Task[None]] = {}

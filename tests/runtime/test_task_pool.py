@@ -31,6 +31,7 @@ from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.client.task_files import load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
+from poolnet_desktop.runtime.member.environments import MARKER
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.conftest import SANDBOXED_SHARDS, linux_only
@@ -486,3 +487,24 @@ async def test_results_fetched_the_moment_a_task_ends_are_all_there(
     assert (await client.wait(task_id)).state == "succeeded"
     results = await client.fetch_results(task_id, tmp_path / "results")
     assert [(results / str(shard) / "out.txt").read_text() for shard in range(2)] == ["0\n", "1\n"]
+
+
+async def test_a_member_that_stops_leaves_no_scratch_in_the_users_cache(
+    pool: PoolHost, client: TaskClient, tmp_path: Path
+) -> None:
+    """Each data folder has its own work root in the user's cache. A data folder that never
+    runs again (a test's, a benchmark's) used to leave it there for good."""
+    async with running_members(pool, tmp_path, ("alpha", "beta")) as (alpha, beta):
+        task_id = await submit_manifest(client, tmp_path / "job", """
+            command = ["true"]
+            shards = 6
+        """)
+        assert (await client.wait(task_id)).state == "succeeded"
+        scratch = [m.executor.work for m in (alpha, beta)]
+        assert all(work.is_dir() for work in scratch)
+        built = beta.executor.environments.root / "an-environment"
+        built.mkdir()
+        (built / MARKER).write_text("{}")
+    assert not any(work.exists() for work in scratch)
+    assert not alpha.executor.environments.root.exists()  # nothing built: nothing kept
+    assert (built / MARKER).is_file()  # what was built stays for the next start

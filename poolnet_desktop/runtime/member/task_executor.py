@@ -34,6 +34,7 @@ coordinator keeps them placed here rather than taking them as lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -274,6 +275,16 @@ class TaskExecutor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.lanes is not None:
             self.lanes.close_all()
+        await asyncio.to_thread(self._leave_no_scratch)
+
+    def _leave_no_scratch(self) -> None:
+        """Blocking: nothing in the work root outlives this run (the next start empties it
+        anyway), and a data folder that never runs again (a test's, a benchmark's) left it in
+        the user's cache for good. Built environments stay: only an empty root goes."""
+        if self.work.exists():
+            remove_tree(self.work)
+        with contextlib.suppress(OSError):
+            self.environments.root.rmdir()
 
     # ---- the link ----------------------------------------------------------------------------
 

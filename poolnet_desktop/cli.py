@@ -9,8 +9,10 @@ import sys
 
 from poolnet_desktop import __version__
 from poolnet_desktop.commands import devices, host, join, status, tasks
+from poolnet_desktop.core.pool_url import PoolAddressError
 from poolnet_desktop.logs import configure_logging
 from poolnet_desktop.runtime.datadir import PRIVATE_UMASK, DataDirError
+from poolnet_desktop.runtime.security.identity import IdentityError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 0
-    except DataDirError as exc:
+    except (DataDirError, PoolAddressError, IdentityError) as exc:  # what the user gave or keeps
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -155,13 +155,43 @@ def test_a_code_is_never_taken_from_argv_and_a_bad_one_is_one_line(tmp_path: Pat
 def test_status_says_clearly_when_no_pool_answers(tmp_path: Path, scheme: str) -> None:
     result = poolnet("status", f"{scheme}://127.0.0.1:{free_port()}", home=tmp_path)
     assert result.returncode == 1
-    assert "cannot read the pool" in result.stderr
+    assert ("cannot read the pool" if scheme == "http" else "cannot reach the pool") in result.stderr
 
 
 def test_a_command_for_tasks_where_no_pool_runs_says_how_to_start_one(tmp_path: Path) -> None:
     result = poolnet("tasks", "--url", f"wss://127.0.0.1:{free_port()}/ws", home=tmp_path)
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "cannot reach the pool" in result.stderr and "start one: poolnet host" in result.stderr
+
+
+def _to(address: str, command: str) -> list[str]:
+    return [command, address] if command == "status" else [command, "--url", address]
+
+
+@pytest.mark.parametrize("command", ["tasks", "devices", "status", "logs"])
+@pytest.mark.parametrize("address", ["ws://127.0.0.1:9/ws", "http://127.0.0.1:9", "127.0.0.1:99999", "wss://[::1:9/ws"])
+def test_an_address_that_names_no_pool_is_one_line_and_exit_2(tmp_path: Path, command: str, address: str) -> None:
+    """Before, the task commands printed a traceback for each of these."""
+    if command == "status" and address.startswith("http://"):
+        pytest.skip("status reads an http:// address through the seed's REST paths")
+    args = _to(address, command) + (["some-task"] if command == "logs" else [])
+    result = poolnet(*args, home=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"poolnet: {address!r} is not a pool address: ")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_server_that_is_no_pool_is_named_by_its_answer(hosted, tmp_path: Path) -> None:
+    """The pool's own port with a wrong path: its server answers 404, and every command says
+    so in one line (the task commands printed a traceback)."""
+    _, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    wrong = f"wss://127.0.0.1:{port}/not-the-pool"
+    for command in ("tasks", "devices", "status"):
+        result = poolnet(*_to(wrong, command), home=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == f"poolnet: no pool answers at {wrong}: the server there answered HTTP 404 " \
+            "(a pool's address is HOST:PORT, or wss://HOST:PORT/ws)\n"
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(hosted, tmp_path: Path) -> None:
@@ -298,6 +328,10 @@ def test_devices_new_code_replaces_the_code_the_host_accepts(hosted, tmp_path: P
     assert new_code != "TEST-C0DE" and len(new_code) == 9
     listing = poolnet("devices", *owner, home=tmp_path)
     assert f"Pairing code: {new_code}" in listing.stdout
+    approved = listing.stdout.split("Approved:\n")[1].split("\n\n")[0].splitlines()
+    # Both are named after this machine: the one the command runs as says so.
+    assert [line for line in approved if " (you)  [" in line] == [approved[0]]
+    assert "(host's member)" in approved[1]
     old = poolnet("join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "late"), "--no-discovery",
                   home=tmp_path, timeout=30, code="TEST-CODE")
     assert old.returncode == 1 and "pairing code" in old.stderr

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from poolnet_desktop.commands.options import add_pool, pool_url, waiting_notice
+from poolnet_desktop.commands.options import NO_POOL_HINT, add_pool, pool_url, waiting_notice
 from poolnet_desktop.core.permissions import PERMISSIONS
 from poolnet_desktop.core.protocol import (
     AccessChanged,
@@ -22,7 +22,9 @@ from poolnet_desktop.core.protocol import (
     SetPermissions,
 )
 from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.link_failures import LINK_ERRORS, describe_link_failure
 from poolnet_desktop.runtime.datadir import resolve_data_dir
+from poolnet_desktop.runtime.security.identity import Identity
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -67,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
     if args.action in ("grant", "withdraw") and not args.permission:
         print(f"poolnet: devices {args.action} needs a permission: {', '.join(PERMISSIONS)}", file=sys.stderr)
         return 2
+    data_dir = resolve_data_dir(args.data_dir)
     try:
-        answer = asyncio.run(administer(args, resolve_data_dir(args.data_dir)))
-    except Exception as exc:
-        print(f"poolnet: {exc}", file=sys.stderr)
+        answer = asyncio.run(administer(args, data_dir))
+    except LINK_ERRORS as exc:
+        print(f"poolnet: {describe_link_failure(pool_url(args), exc, NO_POOL_HINT)}", file=sys.stderr)
         return 1
     if isinstance(answer, AccessChanged):
         print(f"{answer.device_id}: {answer.outcome}")
@@ -80,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"Pairing code: {answer.pairing_code or 'off'}")
     print("\nApproved:")
+    you = Identity.load_or_create(data_dir).device_id  # the pool's owner on its host, else a device like any
     for entry in answer.approved:
-        print(f"  {entry.device_id}  {entry.name}  [{', '.join(entry.permissions) or 'nothing'}]")
+        print(f"  {entry.device_id}  {entry.name}{' (you)' if entry.device_id == you else ''}"
+              f"  [{', '.join(entry.permissions) or 'nothing'}]")
     print("\nWaiting for approval:" if answer.pending else "\nNobody is waiting for approval.")
     for entry in answer.pending:
         print(f"  {entry.device_id}  {entry.name} from {entry.address}   (poolnet devices approve {entry.device_id})")

@@ -20,13 +20,14 @@ from poolnet_desktop.commands.options import (
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
 from poolnet_desktop.core.pause import PauseRules, rules_from_settings
+from poolnet_desktop.core.pool_url import normalise_pool_url
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
 from poolnet_desktop.runtime.member.agent import AgentState
 from poolnet_desktop.runtime.member.member import Member
 from poolnet_desktop.runtime.member.sharing_config import SHARING_FILE, SharingConfigError, read_pause_rules
 from poolnet_desktop.runtime.net.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
-from poolnet_desktop.runtime.pool_files import joined_pool_url, normalise_pool_url
+from poolnet_desktop.runtime.pool_files import joined_pool_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

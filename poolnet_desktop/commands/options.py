@@ -21,6 +21,8 @@ from poolnet_desktop.runtime.pool_files import default_pool_url
 from poolnet_desktop.runtime.security.identity import Identity
 
 CODE_ENV = "POOLNET_PAIRING_CODE"
+# What a command adds where nothing listens at the pool's address.
+NO_POOL_HINT = "start one: poolnet host; or name another: --url"
 
 
 def waiting_notice(data_dir: Path) -> Callable[[str], None]:

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from poolnet_desktop.commands.options import (
+    NO_POOL_HINT,
     CodeError,
     add_code_file,
     add_pool,
@@ -30,6 +31,7 @@ from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.sandbox_state import short as short_sandbox
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.link_failures import LINK_ERRORS, describe_link_failure
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 
 
@@ -75,14 +77,18 @@ def run(args: argparse.Namespace) -> int:
     except CodeError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2
-    try:
-        if url.startswith("http://"):
+    if url.startswith("http://"):
+        try:
             status = rest_status(url)
-        else:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # unreachable, or not the seed's answers
+            print(f"poolnet: cannot read the pool at {url}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        try:
             status = asyncio.run(observed_status(url, resolve_data_dir(args.data_dir), code))
-    except Exception as exc:  # every way of not reaching a pool ends in the same advice
-        print(f"poolnet: cannot read the pool at {url}: {exc}", file=sys.stderr)
-        return 1
+        except LINK_ERRORS as exc:
+            print(f"poolnet: {describe_link_failure(url, exc, NO_POOL_HINT)}", file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(status, indent=2))
     else:

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from poolnet_desktop.commands.options import (
+    NO_POOL_HINT,
     CodeError,
     add_code_file,
     add_pool,
@@ -37,15 +38,14 @@ from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError, inline_task
 from poolnet_desktop.core.matrix import describe_values
 from poolnet_desktop.core.output_replay import OutputReplay
-from poolnet_desktop.core.protocol import ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, ShardSummary, TaskSummary
 from poolnet_desktop.core.tasks import ShardState
 from poolnet_desktop.runtime.client.env_resolve import ResolveOptions
 from poolnet_desktop.runtime.client.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.link_failures import LINK_ERRORS, describe_link_failure
 from poolnet_desktop.runtime.client.task_client import LINK_LOST, TaskClient
 from poolnet_desktop.runtime.client.task_files import LoadedTask, TaskFileError, for_platforms, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.security.auth import AuthRefused
 from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 BAR_WIDTH = 30
@@ -165,18 +165,12 @@ def _talk(args: argparse.Namespace, conversation: Callable[[TaskClient], Awaitab
     except CodeError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2
-    except AuthRefused as exc:
-        print(f"poolnet: not connected to {url}: {exc.message}", file=sys.stderr)
-    except ProtocolError as exc:
-        print(f"poolnet: the pool refused: {exc.message}", file=sys.stderr)
     except TaskNameError as exc:
         print(f"poolnet: {exc}", file=sys.stderr)
     except _ReaderGone:
         raise BrokenPipeError(errno.EPIPE, "the reader went away") from None  # main() ends quietly
-    except LINK_LOST as exc:
-        hint = "; no pool runs there (start one: poolnet host; or name another: --url)" \
-            if isinstance(exc, ConnectionRefusedError) else ""
-        print(f"poolnet: cannot reach the pool at {url}: {exc}{hint}", file=sys.stderr)
+    except LINK_ERRORS as exc:
+        print(f"poolnet: {describe_link_failure(url, exc, NO_POOL_HINT)}", file=sys.stderr)
     return 1
 
 

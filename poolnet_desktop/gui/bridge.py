@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, Signal
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError
 from poolnet_desktop.core.permissions import Permission
+from poolnet_desktop.core.pool_url import PoolAddressError, normalise_pool_url
 from poolnet_desktop.core.protocol import Forget, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import ShardOutput, TaskSummary
 from poolnet_desktop.gui.settings_model import Preferences, SettingsStore
@@ -33,11 +34,11 @@ from poolnet_desktop.runtime.client.task_client import ENDED, TaskClient
 from poolnet_desktop.runtime.client.task_files import for_platforms, load_task
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
-from poolnet_desktop.runtime.instance import LINK_ERRORS, Instance, InstanceConfig, InstanceEvents, describe
+from poolnet_desktop.runtime.client.link_failures import LINK_ERRORS
+from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents, describe
 from poolnet_desktop.runtime.member.agent import AgentState
 from poolnet_desktop.runtime.member.member import Member
 from poolnet_desktop.runtime.net.discovery import DiscoveryError, DiscoverySettings, FoundPool, addresses_to_show
-from poolnet_desktop.runtime.pool_files import normalise_pool_url
 from poolnet_desktop.runtime.security.auth import PendingApproval
 from poolnet_desktop.runtime.security.identity import Identity
 from poolnet_desktop.runtime.security.trust import ApprovedDevice
@@ -197,10 +198,16 @@ class PoolBridge(QObject):
     # ---- what the window asks for (each returns at once) ------------------------------------
 
     def join(self, address: str, code: str) -> None:
-        """Leave any hosted pool and join the one at ``address`` with its pairing ``code``."""
+        """Leave any hosted pool and join the one at ``address`` with its pairing ``code``
+        (an address that cannot name a pool is said at once, and nothing changes)."""
+        try:
+            url = normalise_pool_url(address.strip())
+        except PoolAddressError as exc:
+            self.member_changed.emit("none", str(exc))
+            return
         self._code = code.strip() or None
         before = self.settings_store.prefs
-        after = self.settings_store.update(pool_address=normalise_pool_url(address.strip()), host_pool=False)
+        after = self.settings_store.update(pool_address=url, host_pool=False)
         if after == before:  # same settings (a new code, perhaps): nothing signalled, so apply here
             config = self._config(after)
             if config == self._instance.config:

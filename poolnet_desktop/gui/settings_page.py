@@ -62,6 +62,7 @@ class Found(Protocol):
     name: str
     url: str
     pool_id: str | None
+    tls: bool
 
 
 class Section(QFrame):
@@ -371,6 +372,9 @@ class SettingsPage(QScrollArea):
                       f"{html.escape(pool.url)}</span>")
         button = QPushButton("Join")
         button.clicked.connect(lambda: self.join_requested.emit(pool.url, self.code_edit.text()))
+        if not pool.tls:  # a seed-system server: its links are plain text, which PoolNet never joins
+            button.setEnabled(False)
+            button.setToolTip("This server speaks plain text (an older pool); PoolNet joins only over TLS.")
         layout = QHBoxLayout(row)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(name, 1)

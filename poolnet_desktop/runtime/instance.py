@@ -25,16 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from poolnet_desktop.core.devices import DeviceView, iso8601, pool_totals
 from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
 from poolnet_desktop.core.pause import PauseRules
 from poolnet_desktop.core.permissions import Permission
+from poolnet_desktop.core.pool_url import PoolAddressError
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.core.task_protocol import ListTasks, SubscribeTasks, TaskList, TasksChanged, TaskSummary
 from poolnet_desktop.runtime.client.link import PoolLink, open_link
+from poolnet_desktop.runtime.client.link_failures import LINK_ERRORS
 from poolnet_desktop.runtime.client.task_client import TaskClient, TaskListing, describe
 from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.host.server import ListenError
@@ -43,17 +44,11 @@ from poolnet_desktop.runtime.member.pause import PauseWatcher
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
 from poolnet_desktop.runtime.net.backoff import Backoff
 from poolnet_desktop.runtime.net.discovery import DiscoveryError, DiscoverySettings, FoundPool, PoolBrowser
-from poolnet_desktop.runtime.security.auth import AuthRefused, PendingApproval
-from poolnet_desktop.runtime.security.tls import InsecureConnection
+from poolnet_desktop.runtime.security.auth import PendingApproval
 from poolnet_desktop.runtime.security.trust import ApprovedDevice
 
 log = logging.getLogger(__name__)
 
-# What may break a link to the pool; the loops below show it and try again.
-LINK_ERRORS = (
-    OSError, TimeoutError, ProtocolError, AuthRefused, InsecureConnection, InvalidHandshake, InvalidURI,
-    ConnectionClosed,
-)
 THIS_COMPUTER = "this-computer"  # the device id of this computer shown alone, before any pool
 
 T = TypeVar("T")
@@ -298,7 +293,11 @@ class Instance:
                 if self._observe_pool and url is None:
                     self._preview = self.spawn(self._show_this_computer())
                 return
-            self._start_member(url, await self._member_folder())
+            try:
+                self._start_member(url, await self._member_folder())
+            except PoolAddressError as exc:  # settings kept from a version that took any address
+                self.events.member_state("none", str(exc))
+                self.events.link_changed("none", "")
 
     async def _start_host(self, options: HostOptions) -> None:
         host = PoolHost(options)
@@ -543,4 +542,4 @@ class Instance:
             self.events.problem(f"internal error: {task.exception()}")
 
 
-__all__ = ["LINK_ERRORS", "THIS_COMPUTER", "Instance", "InstanceConfig", "InstanceEvents", "describe"]
+__all__ = ["THIS_COMPUTER", "Instance", "InstanceConfig", "InstanceEvents", "describe"]

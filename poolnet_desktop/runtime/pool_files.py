@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from poolnet_desktop.core.pool_url import DEFAULT_PORT
 from poolnet_desktop.runtime.security.identity import write_private_file
 
 
@@ -53,15 +54,4 @@ def default_pool_url(data_dir: Path) -> str:
 
 
 # Where a command looks for a pool when none is named and the data folder knows none.
-DEFAULT_POOL_URL = "wss://127.0.0.1:3000/ws"
-
-
-def normalise_pool_url(url: str) -> str:
-    """Accept ``host:port``, ``https://host:port`` or a full ``wss://host:port/ws``."""
-    if "://" not in url:
-        url = f"wss://{url}"
-    scheme, rest = url.split("://", 1)
-    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-    if "/" not in rest:
-        rest += "/ws"
-    return f"{scheme}://{rest}"
+DEFAULT_POOL_URL = f"wss://127.0.0.1:{DEFAULT_PORT}/ws"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
+from poolnet_desktop.core.pool_url import PoolAddressError
 from poolnet_desktop.core.protocol import (
     AccessChanged,
     ListAccess,
@@ -27,7 +28,7 @@ from poolnet_desktop.runtime.host.rest import read_rest_token
 from poolnet_desktop.runtime.member.agent import AgentState
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
-from poolnet_desktop.runtime.security.tls import InsecureConnection, client_ssl_context
+from poolnet_desktop.runtime.security.tls import client_ssl_context
 from tests.conftest import posix_only
 from tests.runtime.conftest import PAIRING_CODE
 
@@ -45,7 +46,7 @@ def member(url: str, data_dir: Path, code: str | None = PAIRING_CODE) -> Member:
 
 
 async def test_the_main_port_speaks_tls_only(pool) -> None:
-    with pytest.raises(InsecureConnection):
+    with pytest.raises(PoolAddressError, match="pool links use TLS"):  # refused before connecting
         await open_link(f"ws://127.0.0.1:{pool.server.port}/ws", pool.options.data_dir)
     # A plain-text client gets nothing: the TLS handshake fails before any HTTP.
     with pytest.raises(Exception):

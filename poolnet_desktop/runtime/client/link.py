@@ -27,9 +27,9 @@ from poolnet_desktop.core.protocol import (
     decode_server,
     encode,
 )
+from poolnet_desktop.core.pool_url import normalise_pool_url
 from poolnet_desktop.core.wire import Role
 from poolnet_desktop.runtime.net.discovery import platform_name
-from poolnet_desktop.runtime.pool_files import normalise_pool_url
 from poolnet_desktop.runtime.security.auth import join_pool
 from poolnet_desktop.runtime.security.identity import Identity
 from poolnet_desktop.runtime.security.pool_addresses import PoolAddresses

@@ -46,6 +46,7 @@ from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.environment import targets_to_resolve
 from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
 from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, plan_chunks, shared_cores
+from poolnet_desktop.core.pool_url import normalise_pool_url
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import (
     ShardOutput,
@@ -57,6 +58,7 @@ from poolnet_desktop.core.task_protocol import (
 )
 from poolnet_desktop.runtime.client.env_resolve import ResolvedEnvironment, ResolveOptions, for_members_if_possible
 from poolnet_desktop.runtime.client.link import open_link
+from poolnet_desktop.runtime.client.link_failures import LINK_ERRORS, describe_link_failure
 from poolnet_desktop.runtime.client.pool_payload import (
     Call,
     PoolError,
@@ -72,8 +74,7 @@ from poolnet_desktop.runtime.client.pool_payload import (
 from poolnet_desktop.runtime.client.task_client import TaskClient, has_ended
 from poolnet_desktop.runtime.client.task_files import LoadedTask
 from poolnet_desktop.runtime.datadir import resolve_data_dir
-from poolnet_desktop.runtime.pool_files import default_pool_url, normalise_pool_url
-from poolnet_desktop.runtime.security.auth import AuthRefused
+from poolnet_desktop.runtime.pool_files import default_pool_url
 from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 __all__ = ["Pool", "PoolError", "RemoteError", "RemoteTraceback"]
@@ -258,12 +259,8 @@ class Pool(concurrent.futures.Executor):
             except BaseException:
                 await self._control.close()
                 raise
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise PoolError(f"cannot reach the pool at {self.url}: {exc}") from exc
-        except AuthRefused as exc:
-            raise PoolError(f"not connected to {self.url}: {exc.message}") from exc
-        except ProtocolError as exc:
-            raise PoolError(f"the pool at {self.url} refused: {exc.message}") from exc
+        except LINK_ERRORS as exc:
+            raise PoolError(describe_link_failure(self.url, exc)) from exc
         self._requests = TaskClient(self._control)
         self._request_lock = asyncio.Lock()
         self._sized = asyncio.Event()

@@ -159,7 +159,9 @@ class Agent:
                 said_before = self.last_error
                 self.last_error = exc.message if isinstance(exc, AuthRefused) else str(exc)
                 # Said once, not at every retry: a member facing an impostor tries for hours.
-                (log.info if self.last_error == said_before else log.warning)(
+                # A refusal that ends the agent is said by its owner (the window, the CLI).
+                quiet = code in FATAL_REFUSALS or self.last_error == said_before
+                (log.info if quiet else log.warning)(
                     "the pool at %s refused this member: %s", self.config.url, self.last_error
                 )
                 if code == ErrorCode.HOST_CHANGED:
@@ -176,7 +178,7 @@ class Agent:
                 self.last_error = exc.message
                 failures += 1
                 if exc.code in FATAL_REFUSALS:
-                    log.warning("the pool at %s refused this member: %s", self.config.url, exc.message)
+                    log.info("the pool at %s refused this member: %s", self.config.url, exc.message)
                     self._set_state(AgentState.REFUSED)
                     return
                 log.info("pool link to %s down: %s", self.config.url, exc.message)

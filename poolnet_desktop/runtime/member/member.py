@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poolnet_desktop.core.environment import DEFAULT_CACHE_LIMIT
+from poolnet_desktop.core.pool_url import normalise_pool_url
 from poolnet_desktop.core.resources import SharingLimits
 from poolnet_desktop.runtime.member.agent import Agent, AgentConfig
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
@@ -16,7 +17,6 @@ from poolnet_desktop.runtime.member.task_executor import TaskExecutor
 from poolnet_desktop.runtime.net.discovery import DiscoveryError, DiscoverySettings, PoolBrowser
 from poolnet_desktop.runtime.pool_files import (
     MEMBERSHIP_FILE,
-    normalise_pool_url,
     read_pool_file,
     write_pool_file,
 )

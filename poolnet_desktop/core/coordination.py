@@ -24,6 +24,7 @@ owner.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -75,9 +76,12 @@ from poolnet_desktop.core.tasks import (
 class Coordination:
     """The task state of one coordinator. ``grace``: how long a shard that was on a member
     before a host restart waits for that member to report it. ``ahead``: the most shards
-    that may wait on a member behind each running one (``core.scheduler``)."""
+    that may wait on a member behind each running one (``core.scheduler``). ``tag_key``:
+    this run's secret for ``submitter_tag``."""
 
-    def __init__(self, *, grace: float, ahead: int = 16) -> None:
+    def __init__(self, *, grace: float, ahead: int = 16, tag_key: bytes = b"") -> None:
+        self._tag_key = tag_key
+        self._tags: dict[str, str] = {}
         self.grace = grace
         self.scheduler = Scheduler(ahead=ahead)
         self.tasks: dict[str, Task] = {}
@@ -270,6 +274,7 @@ class Coordination:
                 items=items,
                 matrix=list(spec.matrix),
                 environment=spec.environment,
+                submitter_tag=self.submitter_tag(task.submitter),
             )))
             if task.cancel_requested:
                 effects.extend(
@@ -280,6 +285,15 @@ class Coordination:
         for device_id in {device_id for device_id, _ in batches}:
             effects.append(self._running(device_id))
         return effects
+
+    def submitter_tag(self, submitter: str) -> str:
+        """What members are told of a task's submitter: keyed with this run's secret, it
+        shows which tasks are one submitter's, never whose they are."""
+        tag = self._tags.get(submitter)
+        if tag is None:
+            tag = self._tags[submitter] = hashlib.blake2b(
+                submitter.encode(), key=self._tag_key, digest_size=8).hexdigest()
+        return tag
 
     # ---- members ------------------------------------------------------------------------------
 

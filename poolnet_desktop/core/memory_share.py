@@ -2,14 +2,14 @@
 
 A shard whose task declares no memory has no limit of its own, and once the machine is out of
 memory the kernel's OOM killer ends whatever it picks: the owner's browser, the desktop, the
-member itself. So a member running shards stops one at a time, the largest of the task whose
-shards use the most (``core.shard_choice``), while either
+member itself. So a member running shards stops one at a time, the largest of the submitter
+whose shards use the most (``core.shard_choice``), while either
 - its shards together use more than the share of memory its owner lends (Settings' memory
   slider, ``SharingLimits.memory_percent``, 80 % unless changed), or
 - the machine has less than its floor available (5 % of its memory, at least 256 MiB): then
-  only a shard of a task worth stopping (its shards here use 64 MiB or more) is stopped, since
-  stopping a small one alone would give the owner nothing back, and its retry would land here
-  again; a task of many small shards loses one at each check.
+  only a shard of a submitter worth stopping (its shards here use 64 MiB or more) is stopped,
+  since stopping a small one alone would give the owner nothing back, and its retry would land
+  here again; a submitter of many small shards loses one at each check.
 The shard fails with reason ``memory`` and is retried elsewhere within its task's retries.
 Pure: the caller reads the machine and measures the shards.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
-from poolnet_desktop.core.shard_choice import each_its_own, heaviest_tasks_largest
+from poolnet_desktop.core.shard_choice import each_its_own, heaviest_submitters_largest
 
 FLOOR_SHARE = 0.05
 MIN_FLOOR = 256 * 1024**2
@@ -48,20 +48,20 @@ def worth_measuring(total: int, available: int, percent: float, floor: int) -> b
 
 
 def shard_to_stop(total: int, available: int, percent: float, floor: int, used: Mapping[K, int],
-                  task_of: Callable[[K], Hashable] = each_its_own) -> tuple[K, str] | None:
-    """The shard to stop now and why, or None: the largest of the task whose shards use the
-    most (``core.shard_choice``; ``task_of`` names a shard's task). ``used``: each running
-    shard's bytes."""
+                  submitter_of: Callable[[K], Hashable] = each_its_own) -> tuple[K, str] | None:
+    """The shard to stop now and why, or None: the largest of the submitter whose shards use
+    the most (``core.shard_choice``; ``submitter_of`` names a shard's submitter). ``used``:
+    each running shard's bytes."""
     if not used:
         return None
-    largest, task_total = heaviest_tasks_largest(used, task_of)
+    largest, theirs = heaviest_submitters_largest(used, submitter_of)
     together, lent = sum(used.values()), lent_memory(total, percent)
     if together > lent:
         return largest, (f"stopped: this member's shards used {together // _MB} MB together, more than the "
-                         f"{lent // _MB} MB ({percent:g} %) its owner lends, and this shard's task the most "
-                         f"({task_total // _MB} MB)")
-    if available < floor and task_total >= MIN_WORTH_STOPPING:
+                         f"{lent // _MB} MB ({percent:g} %) its owner lends, and this shard's submitter the most "
+                         f"({theirs // _MB} MB)")
+    if available < floor and theirs >= MIN_WORTH_STOPPING:
         return largest, (f"stopped to give this machine's owner memory back: {available // _MB} MB of "
-                         f"{total // _MB} MB were available, and this shard's task used the most "
-                         f"({task_total // _MB} MB)")
+                         f"{total // _MB} MB were available, and this shard's submitter used the most "
+                         f"({theirs // _MB} MB)")
     return None

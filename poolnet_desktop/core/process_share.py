@@ -8,7 +8,7 @@ own user id), one without prlimit, or one running tasks unsandboxed. So every me
 machine's count of tasks (processes and threads) once a second while shards run, and when
 they fill more than a quarter of its room, counts each shard's and stops the largest if it
 holds more than a sandbox may, or, if the shards together hold more than a quarter of the
-room, the largest of the task that holds the most: the owner's programs keep the rest.
+room, the largest of the submitter that holds the most: the owner's programs keep the rest.
 Threads count as the kernel counts them: a shard of a few processes with a thousand threads
 each takes as many process ids as a thousand processes. Pure: the caller reads the machine
 and counts the shards.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
-from poolnet_desktop.core.shard_choice import each_its_own, heaviest_tasks_largest
+from poolnet_desktop.core.shard_choice import each_its_own, heaviest_submitters_largest
 
 K = TypeVar("K")
 
@@ -37,11 +37,11 @@ def shards_share(room: int) -> int:
 
 
 def shard_to_stop(counts: Mapping[K, int], limit: int, share: int,
-                  task_of: Callable[[K], Hashable] = each_its_own) -> tuple[K, str] | None:
+                  submitter_of: Callable[[K], Hashable] = each_its_own) -> tuple[K, str] | None:
     """The shard to stop and why, else None: the one with the most processes and threads if
     it holds more than ``limit``; or, once all of them together hold more than ``share``, the
-    largest of the task that holds the most (``core.shard_choice``; ``task_of`` names a
-    shard's task). ``counts``: each running shard's processes and threads."""
+    largest of the submitter that holds the most (``core.shard_choice``; ``submitter_of``
+    names a shard's submitter). ``counts``: each running shard's processes and threads."""
     if not counts:
         return None
     largest = max(counts, key=counts.__getitem__)
@@ -51,6 +51,6 @@ def shard_to_stop(counts: Mapping[K, int], limit: int, share: int,
     together = sum(counts.values())
     if together <= share:
         return None
-    victim, task_total = heaviest_tasks_largest(counts, task_of)
+    victim, theirs = heaviest_submitters_largest(counts, submitter_of)
     return victim, (f"stopped: the shards on this member ran {together} processes and threads together, more "
-                    f"than the {share} they may hold here, and this shard's task the most ({task_total})")
+                    f"than the {share} they may hold here, and this shard's submitter the most ({theirs})")

@@ -272,7 +272,12 @@ class AssignShards(Message, tag="assign_shards"):
     """Run these attempts of one task. ``command`` is the manifest's: the member expands
     ``{shard}``/``{shards}`` and the shard's ``matrix`` values per attempt
     (``core.manifest.expand_command``, ``core.matrix.shard_values``) and ``{python}`` for
-    itself; ``files`` go in each attempt's working folder."""
+    itself; ``files`` go in each attempt's working folder.
+
+    ``submitter_tag`` stands for the task's submitter, the same for all its tasks while this
+    coordinator runs, and says nothing of who it is (``Coordination.submitter_tag``): a
+    member's guards weigh one submitter's shards together, so that spreading a load over many
+    tasks cannot get another submitter's shard stopped in its place."""
 
     task_id: TaskId
     shards: int
@@ -285,10 +290,9 @@ class AssignShards(Message, tag="assign_shards"):
     files: list[FileEntry]
     items: Annotated[list[Assignment], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
     matrix: list[MatrixAxis] = msgspec.field(default_factory=list)
-
-
     # The task's Python environment (its wheels are among ``files``); None: PoolNet's own.
     environment: EnvironmentSpec | None = None
+    submitter_tag: Annotated[str, msgspec.Meta(max_length=32)] = ""
 
     def refs(self) -> list[ShardRef]:
         return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]

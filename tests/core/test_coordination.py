@@ -40,9 +40,10 @@ def pool(*members: str, ahead: int = 0) -> Coordination:
     return core
 
 
-def submit(core: Coordination, shards: int = 1, retries: int = 1, outputs: tuple[str, ...] = ()) -> Task:
+def submit(core: Coordination, shards: int = 1, retries: int = 1, outputs: tuple[str, ...] = (),
+           submitter: str = "alice") -> Task:
     spec = TaskSpec(name="t", command=("true",), shards=shards, retries=retries, outputs=outputs)
-    task = core.admit(spec, "alice", f"{len(core.tasks)}", 1.0, SubmitQuota())
+    task = core.admit(spec, submitter, f"{len(core.tasks)}", 1.0, SubmitQuota())
     core.accept(task.id, files_ready=True)
     core.queue(task.id)
     return task
@@ -82,6 +83,23 @@ def test_a_member_learns_of_an_attempt_only_after_its_record_is_committed() -> N
     [(device_id, message)] = sends(core.assignments_committed(batch.batches))
     assert device_id == "m1" and isinstance(message, AssignShards)
     assert message.task_id == task.id and [i.attempt for i in message.items] == [1]
+
+
+def test_members_learn_which_tasks_are_one_submitters_never_who_submitted_them() -> None:
+    """A member's guards weigh one submitter's shards together (``core.shard_choice``): the tag
+    is the same for all of a submitter's tasks, differs between submitters, and, keyed with
+    this run's secret, cannot be matched to a device id by a member that knows them."""
+    core = Coordination(grace=GRACE, tag_key=b"this run's secret")
+    for device_id in ("m1", "m2", "m3"):
+        core.member_reported(device_id, ONE_CORE, [], [], 0.0)
+    mine, also_mine = submit(core, submitter="pn-alice"), submit(core, submitter="pn-alice")
+    theirs = submit(core, submitter="pn-mallory")
+    [batch] = [e for e in core.place(2.0) if isinstance(e, SendAfterCommit)]
+    tags = {message.task_id: message.submitter_tag for _, message in sends(core.assignments_committed(batch.batches))
+            if isinstance(message, AssignShards)}
+    assert tags[mine.id] == tags[also_mine.id] != tags[theirs.id]
+    assert tags[mine.id] != Coordination(grace=GRACE).submitter_tag("pn-alice")  # not a plain hash of the id
+    assert all(len(tag) == 16 and "alice" not in tag for tag in tags.values())
 
 
 def test_a_task_cancelled_before_the_commit_has_its_attempts_cancelled_when_they_go_out() -> None:

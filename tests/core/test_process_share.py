@@ -28,9 +28,9 @@ def test_shards_each_within_the_limit_are_stopped_largest_first_once_together_pa
     assert key == "b" and "8296 processes and threads together, more than the 8192" in why
 
 
-def test_past_the_share_the_task_holding_the_most_loses_a_shard_not_the_largest_shard_of_another() -> None:
-    """A task spread over many lanes, each shard within the limit, must not get a larger shard
-    of another task stopped in its place (a review of 25ff887)."""
+def test_past_the_share_the_submitter_holding_the_most_loses_a_shard_not_the_largest_of_another() -> None:
+    """A load spread over many lanes (or tasks), each shard within the limit, must not get a
+    larger shard of another submitter stopped in its place (a review of 25ff887)."""
     counts = {("victim", 0): 4000, ("spread", 0): 1500, ("spread", 1): 1500, ("spread", 2): 1600}
-    key, why = shard_to_stop(counts, limit=4096, share=8192, task_of=lambda shard: shard[0]) or (("", 0), "")
+    key, why = shard_to_stop(counts, limit=4096, share=8192, submitter_of=lambda shard: shard[0]) or (("", 0), "")
     assert key == ("spread", 2) and "8600 processes and threads together" in why and "the most (4600)" in why

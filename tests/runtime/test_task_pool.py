@@ -508,3 +508,25 @@ async def test_a_member_that_stops_leaves_no_scratch_in_the_users_cache(
     assert not any(work.exists() for work in scratch)
     assert not alpha.executor.environments.root.exists()  # nothing built: nothing kept
     assert (built / MARKER).is_file()  # what was built stays for the next start
+
+
+async def test_a_members_guards_see_two_tasks_of_one_submitter_as_one(
+    pool: PoolHost, client: TaskClient, tmp_path: Path
+) -> None:
+    """A submitter could spread a load over many tasks, each lighter than someone else's one
+    task, and get that one's shard stopped by a guard weighing by task. The host tags each
+    task's submitter, and the member weighs by the tag (``core.shard_choice``)."""
+    async with running_members(pool, tmp_path, ("alpha",)) as (alpha,):
+        body = """
+            command = ["sleep", "30"]
+            [resources]
+            cpu = 0.25
+        """
+        first = await submit_manifest(client, tmp_path / "one", body)
+        second = await submit_manifest(client, tmp_path / "two", body)
+        await wait_for(lambda: {ref.task_id for ref in alpha.executor.running} == {first, second})
+        one, two = sorted(alpha.executor.running, key=lambda ref: ref.task_id != first)
+        assert alpha.executor.submitter_of(one) == alpha.executor.submitter_of(two)
+        assert alpha.executor.submitter_of(one) == pool.tasks.core.submitter_tag(pool.tasks.tasks[first].submitter)
+        for task_id in (first, second):
+            await client.cancel(task_id)

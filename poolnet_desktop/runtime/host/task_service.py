@@ -156,7 +156,7 @@ class TaskService:
         self._db_path = root / "tasks.sqlite3"
         self.store: TaskStore | None = None
         self.core = Coordination(grace=self.config.grace or coordinator.config.heartbeat_timeout,
-                                 ahead=self.config.ahead)
+                                 ahead=self.config.ahead, tag_key=os.urandom(16))
         self.clock = clock
         self._members: dict[str, Session] = {}
         self._uploads: dict[str, _Upload] = {}

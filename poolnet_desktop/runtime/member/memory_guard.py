@@ -28,15 +28,15 @@ K = TypeVar("K", bound=Hashable)
 class MemoryGuard(Generic[K]):
     """``watch`` checks every ``interval`` until no shard runs. ``running``: the shards now;
     ``percent``: the share of memory lent now (the owner may change it); ``floor``: bytes to
-    keep available (default: ``memory_floor`` of this machine); ``task_of``: a shard's task."""
+    keep available (default: ``memory_floor`` of this machine); ``submitter_of``: a shard's submitter."""
 
     def __init__(
         self, running: Callable[[], Mapping[K, ShardRunner]], percent: Callable[[], float],
         floor: int | None = None, interval: float = CHECK_INTERVAL,
-        task_of: Callable[[K], Hashable] = each_its_own,
+        submitter_of: Callable[[K], Hashable] = each_its_own,
     ) -> None:
         self._running = running
-        self._task_of = task_of
+        self._submitter_of = submitter_of
         self._percent = percent
         self._total = psutil.virtual_memory().total
         self._floor = memory_floor(self._total) if floor is None else floor
@@ -53,7 +53,7 @@ class MemoryGuard(Generic[K]):
 
     async def _stop_one(self, runners: dict[K, ShardRunner], available: int, percent: float) -> None:
         used = await asyncio.to_thread(lambda: {key: runner.memory_in_use() for key, runner in runners.items()})
-        decision = shard_to_stop(self._total, available, percent, self._floor, used, self._task_of)
+        decision = shard_to_stop(self._total, available, percent, self._floor, used, self._submitter_of)
         if decision is not None:
             key, why = decision
             log.warning("%s", why)

@@ -36,15 +36,15 @@ def machine_tasks(loadavg: Path = Path("/proc/loadavg")) -> int:
 class ProcessGuard(Generic[K]):
     """``watch`` checks every ``interval`` until no shard runs. ``running``: the shards now;
     ``room``: the processes and threads this machine has room for; ``limit``: the most of
-    them one shard may hold (``sandbox.process_limit``); ``task_of``: a shard's task."""
+    them one shard may hold (``sandbox.process_limit``); ``submitter_of``: a shard's submitter."""
 
     def __init__(self, running: Callable[[], Mapping[K, ShardRunner]], room: int, limit: int,
-                 interval: float = CHECK_INTERVAL, task_of: Callable[[K], Hashable] = each_its_own) -> None:
+                 interval: float = CHECK_INTERVAL, submitter_of: Callable[[K], Hashable] = each_its_own) -> None:
         self._running = running
         self._room = room
         self._limit = limit
         self._interval = interval
-        self._task_of = task_of
+        self._submitter_of = submitter_of
 
     async def watch(self) -> None:
         """Check until no shard runs (or cancelled), paced as ``watch_while_running`` says."""
@@ -54,7 +54,7 @@ class ProcessGuard(Generic[K]):
         if not crowded(machine_tasks(), self._room):
             return
         counts = await asyncio.to_thread(lambda: {key: runner.threads_in_use() for key, runner in runners.items()})
-        decision = shard_to_stop(counts, self._limit, shards_share(self._room), self._task_of)
+        decision = shard_to_stop(counts, self._limit, shards_share(self._room), self._submitter_of)
         if decision is not None:
             key, why = decision
             log.warning("%s", why)

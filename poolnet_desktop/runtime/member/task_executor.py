@@ -149,10 +149,6 @@ def _key(ref: ShardRef) -> str:
     return result_transfer_id(ref.task_id, ref.shard, ref.attempt)
 
 
-def _task_of(ref: ShardRef) -> str:
-    return ref.task_id
-
-
 class TaskExecutor:
     """Attach to an ``Agent`` before it runs, ``await prepare()`` before the agent connects;
     ``stop()`` cancels running shards."""
@@ -196,7 +192,7 @@ class TaskExecutor:
         # Watches while shards run; the process guard joins on Linux (``prepare``): the kernel
         # bounds each sandbox's processes, not the shards together.
         self.guards: list[ShardGuard] = [
-            MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent, task_of=_task_of)]
+            MemoryGuard(self._runners, lambda: agent.config.limits.memory_percent, submitter_of=self.submitter_of)]
         self._watches: dict[ShardGuard, asyncio.Task[None]] = {}
         agent.add_handler(AssignShards, self._on_assign)
         agent.add_handler(ShardCancel, self._on_cancel)
@@ -226,7 +222,7 @@ class TaskExecutor:
                             "in use); turn the network off for tasks you do not trust")
         if sys.platform.startswith("linux"):  # the kernel bounds each sandbox, not the shards together
             room = process_room()
-            self.guards.append(ProcessGuard(self._runners, room, process_limit(room), task_of=_task_of))
+            self.guards.append(ProcessGuard(self._runners, room, process_limit(room), submitter_of=self.submitter_of))
         self.agent.config.sandbox = self.sandbox_state
         if not takes_tasks(self.sandbox_state):
             self.agent.config.accept_tasks = False
@@ -348,6 +344,12 @@ class TaskExecutor:
 
     def _runners(self) -> dict[ShardRef, ShardRunner]:
         return {ref: job.runner for ref, job in self._jobs.items() if job.runner is not None}
+
+    def submitter_of(self, ref: ShardRef) -> str:
+        """Whose shards the guards weigh together: the host's tag for the task's submitter,
+        else (a host that sends none) the task alone."""
+        job = self._jobs.get(ref)
+        return (job.assign.submitter_tag if job is not None else "") or f"task:{ref.task_id}"
 
     def _drop(self, ref: ShardRef) -> None:
         """Forget a waiting job; the one behind it follows the one before it instead."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import sys
 import urllib.error
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if url.startswith("http://"):
         try:
             status = rest_status(url)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # unreachable, or not the seed's answers
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:  # unreachable, or no seed
             print(f"poolnet: cannot read the pool at {url}: {exc}", file=sys.stderr)
             return 1
     else:

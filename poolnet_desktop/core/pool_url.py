@@ -37,9 +37,11 @@ def normalise_pool_url(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
-    except ValueError as exc:
+        (parts.hostname or "").encode("idna")  # an empty or over-long label: no name to look up
+    except (ValueError, UnicodeError) as exc:
         raise PoolAddressError(f"{given!r} is not a pool address: {exc}") from None
-    if not parts.hostname or port == 0:
+    if (not parts.hostname or port == 0 or parts.netloc.endswith(":") or parts.query or parts.fragment
+            or any(c.isspace() for c in given)):
         raise PoolAddressError(f"{given!r} is not a pool address: give HOST:PORT")
     if port is None and "://" not in given:  # a bare host: a pool's port, not HTTPS's
         url = parts._replace(netloc=f"{parts.netloc}:{DEFAULT_PORT}").geturl()

@@ -17,6 +17,7 @@ from poolnet_desktop.core.pool_url import PoolAddressError, normalise_pool_url
 ])
 def test_the_forms_a_person_types_are_spelled_one_way(given: str, spelled: str) -> None:
     assert normalise_pool_url(given) == spelled
+    assert normalise_pool_url(spelled) == spelled  # the member reads it again: the same answer
 
 
 @pytest.mark.parametrize(("given", "why"), [
@@ -28,6 +29,12 @@ def test_the_forms_a_person_types_are_spelled_one_way(given: str, spelled: str) 
     ("wss://[::1:3000/ws", "Invalid IPv6 URL"),
     ("wss://:3000/ws", "give HOST:PORT"),
     ("box:0", "give HOST:PORT"),
+    ("box:", "give HOST:PORT"),  # was 'wss://box::3000/ws', a traceback at the next reading
+    ("wss:/box:3000", "give HOST:PORT"),
+    ("box:3000?x=1", "give HOST:PORT"),
+    ("wss:// box:3000/ws", "give HOST:PORT"),
+    ("a..b:3000", "label empty or too long"),
+    (f"{'x' * 64}.lan:3000", "label empty or too long"),
 ])
 def test_an_address_no_pool_link_could_use_is_refused_before_connecting(given: str, why: str) -> None:
     with pytest.raises(PoolAddressError) as refused:

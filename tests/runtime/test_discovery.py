@@ -336,9 +336,13 @@ async def test_loopback_find_pool_waits_for_a_late_host_and_times_out(
     waiting = asyncio.ensure_future(browser.find_pool("pool-1", 15.0))
     await asyncio.sleep(0.2)
     assert not waiting.done()
-    await _started(closer, _announcer(tls=False))
+    # Anyone on the LAN can announce the pool's public id; in plain text it is never the pool.
+    await _started(closer, _announcer(tls=False, pool_name="Spoof"))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()
+    await _started(closer, _announcer(port=3100))
     found = await waiting
-    assert found is not None and found.url == "ws://127.0.0.1:3000/ws"
+    assert found is not None and found.url == "wss://127.0.0.1:3100/ws"
     assert await browser.find_pool("pool-1", 1.0, exclude_url=found.url) is None
     assert await browser.find_pool("no-such-pool", 0.3) is None
 

@@ -96,7 +96,8 @@ async def open_link(
 
     ``on_pending`` is told when the host's owner is asked to approve this device (see
     ``join_pool``). Raises ``AuthRefused`` when the pool will not let this instance in, ``ProtocolError`` when
-    it refuses otherwise, ``InsecureConnection`` for a plain URL, ``OSError`` when unreachable.
+    it refuses otherwise, ``PoolAddressError`` for an address no pool link could use (a plain
+    ``ws://`` one among them), ``OSError`` when unreachable.
     """
     url = normalise_pool_url(url)
     if identity is None:

@@ -483,7 +483,9 @@ class PoolBrowser:
         """The pool with this id once it is seen, or None after ``timeout`` seconds.
 
         A member whose link to the host broke passes the URL that failed as ``exclude_url``,
-        so a record still cached for the old address is not offered again.
+        so a record still cached for the old address is not offered again. A record without
+        TLS is never this pool (a PoolNet host announces TLS): anyone on the LAN can announce
+        a pool's public id, and a plain-text address would end the member's link for good.
         """
         if not self._settings.enabled:
             raise DiscoveryDisabledError("discovery is off; connect with an explicit URL")
@@ -496,7 +498,7 @@ class PoolBrowser:
         while not self._closed:
             changed = self._changed
             for pool in reversed(self._pools.values()):  # the most recently resolved first
-                if pool.pool_id == pool_id and pool.url != exclude_url:
+                if pool.pool_id == pool_id and pool.tls and pool.url != exclude_url:
                     return pool
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from poolnet_desktop.core.process_share import crowded, shard_to_stop, shards_share
 from poolnet_desktop.core.shard_choice import each_its_own
+from poolnet_desktop.runtime.member.process_table import ProcessTable
 from poolnet_desktop.runtime.member.runner import ShardRunner
 from poolnet_desktop.runtime.member.shard_watch import watch_while_running
 
@@ -50,10 +51,16 @@ class ProcessGuard(Generic[K]):
         """Check until no shard runs (or cancelled), paced as ``watch_while_running`` says."""
         await watch_while_running(self._running, self._check, self._interval)
 
+    @staticmethod
+    def _count(runners: dict[K, ShardRunner]) -> dict[K, int]:
+        """Each shard's processes and threads, from one read of /proc for them all."""
+        table = ProcessTable.read()
+        return {key: runner.threads_in_use(table) for key, runner in runners.items()}
+
     async def _check(self, runners: dict[K, ShardRunner]) -> None:
         if not crowded(machine_tasks(), self._room):
             return
-        counts = await asyncio.to_thread(lambda: {key: runner.threads_in_use() for key, runner in runners.items()})
+        counts = await asyncio.to_thread(self._count, runners)
         decision = shard_to_stop(counts, self._limit, shards_share(self._room), self._submitter_of)
         if decision is not None:
             key, why = decision

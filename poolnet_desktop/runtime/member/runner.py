@@ -39,6 +39,7 @@ from poolnet_desktop.core.manifest import PYTHON_PLACEHOLDER, FileEntry
 from poolnet_desktop.core.paths import UnsafePathError, safe_relative_path
 from poolnet_desktop.core.task_protocol import Reason, ShardResult
 from poolnet_desktop.runtime.member.landlock import scopes_supported
+from poolnet_desktop.runtime.member.process_table import ProcessTable
 from poolnet_desktop.runtime.member.sandbox import KEPT_LOCALE_VARIABLES, SCRUBBED_PATH, Sandbox, temporary_files_size
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
 from poolnet_desktop.runtime.member.shard_process import (
@@ -252,14 +253,15 @@ class ShardRunner:
         ``message`` (it crowded the machine's processes: ``runtime/member/process_guard.py``)."""
         self._kill("error", message)
 
-    def threads_in_use(self) -> int:
-        """How many processes and threads the shard's tree runs now (each process is at least
-        one thread: the kernel counts both against a process limit); 0 before its start and
-        after its end. Blocking (it reads /proc): call it off the loop."""
+    def threads_in_use(self, table: ProcessTable | None = None) -> int:
+        """How many processes and threads the shard's tree runs (each process is at least
+        one thread: the kernel counts both against a process limit), as ``table`` has them,
+        else as /proc has them now (Linux; blocking: call it off the loop); 0 before its
+        start and after its end."""
         process = self._process
         if process is None or process.returncode is not None:
             return 0
-        return process.tree_threads()
+        return process.tree_threads(table or ProcessTable.read())
 
     def memory_in_use(self) -> int:
         """Resident bytes of the shard's tree now; 0 before its start and after its end.

@@ -20,13 +20,14 @@ import functools
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import psutil
 
 from poolnet_desktop.runtime.member.landlock import spawn_scoped
+from poolnet_desktop.runtime.member.process_table import ProcessTable
 
 Stream = Literal["stdout", "stderr"]
 # Called from the loop for each chunk read from the shard's stdout or stderr, in arrival order.
@@ -93,9 +94,9 @@ class ShardProcess(abc.ABC):
         """Resident bytes of the shard and its descendants (blocking: call it off the loop)."""
         return tree_memory(self._pid)
 
-    def tree_threads(self) -> int:
-        """How many threads the shard and its descendants run (blocking)."""
-        return tree_threads(self._pid)
+    def tree_threads(self, table: ProcessTable) -> int:
+        """How many threads the shard and its descendants run, as ``table`` has them."""
+        return table.tree_threads(self._pid)
 
     def end_group(self) -> None:
         """The main process ended: kill what it left running in its group (POSIX)."""
@@ -449,24 +450,6 @@ def suspend_tree(pid: int, *, suspend: bool) -> None:
             except psutil.Error:
                 continue
             done.add(process.pid)
-
-
-def tree_threads(pid: int) -> int:
-    """How many threads a process and all its descendants run (0 once it is gone)."""
-    try:
-        process = psutil.Process(pid)
-        return threads_of([process, *process.children(recursive=True)])
-    except psutil.Error:
-        return 0
-
-
-def threads_of(processes: Iterable[psutil.Process]) -> int:
-    """How many threads ``processes`` run, those gone meanwhile left out."""
-    total = 0
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            total += process.num_threads()
-    return total
 
 
 def tree_memory(pid: int) -> int:

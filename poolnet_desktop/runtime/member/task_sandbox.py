@@ -66,7 +66,8 @@ from poolnet_desktop.runtime.member.sandbox import (
     temporary_files_size,
 )
 from poolnet_desktop.runtime.member.seccomp_filter import program_pipe
-from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe, threads_of
+from poolnet_desktop.runtime.member.process_table import ProcessTable
+from poolnet_desktop.runtime.member.shard_process import READ_SIZE, OnData, ShardProcess, Stream, read_pipe
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,8 @@ class LaneProcess(ShardProcess):
     def tree_memory(self) -> int:
         return self.lane.contents_memory()
 
-    def tree_threads(self) -> int:
-        return self.lane.contents_threads()
+    def tree_threads(self, table: ProcessTable) -> int:
+        return self.lane.contents_threads(table)
 
     def end_group(self) -> None:
         """Nothing to do: the launcher emptied the sandbox before it reported the end."""
@@ -492,9 +493,12 @@ class TaskSandbox:
                     process.suspend()
         self.fail("its shard would not be suspended")
 
-    def contents_threads(self) -> int:
-        """How many threads run under the launcher: the shard's whole tree."""
-        return threads_of(self._contents())
+    def contents_threads(self, table: ProcessTable) -> int:
+        """How many threads run under the launcher, as ``table`` has them: the shard's whole
+        tree."""
+        if not self._launcher or self.ended:
+            return 0
+        return table.tree_threads(self._launcher, with_root=False)
 
     def contents_memory(self) -> int:
         """Resident bytes of everything under the launcher, and what the temporary folders hold

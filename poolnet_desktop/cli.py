@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.run(args))
         sys.stdout.flush()  # inside the try: a reader that left is seen here, not at exit
         return code
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt:  # a command stopped halfway (host and join end Ctrl-C themselves)
+        return 130
     except (DataDirError, PoolAddressError, IdentityError) as exc:  # what the user gave or keeps
         print(f"poolnet: {exc}", file=sys.stderr)
         return 2

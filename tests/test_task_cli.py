@@ -401,3 +401,31 @@ def test_what_submitters_and_shards_named_cannot_drive_the_owners_terminal() -> 
     shown = render_shards(task, [shard])
     assert "\x1b" not in shown and "\x07" not in shown
     assert "\\x1b]0;owned\\x07" in shown and "\\x1b[2Jevil" in shown
+
+
+def test_ctrl_c_on_run_cancels_its_task_and_on_submit_wait_leaves_it_running(pool: Pool, tmp_path: Path) -> None:
+    """A newcomer's run: Ctrl-C on ``poolnet run`` exited 0 and left the command running in the
+    pool; on ``submit --wait`` it exited 0 too, which a script takes for success."""
+    def started(command: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*POOLNET, command, "--url", pool.url, "--data-dir", str(pool.host_dir), *args],
+                                env=environment(pool.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=pool.home)
+
+    running = started("run", "--", "sh", "-c", "echo begun; sleep 60")
+    assert running.stdout is not None and running.stdout.readline() == "begun\n"
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=30)
+    assert running.returncode == 130, stderr
+    assert stderr.strip().endswith("cancelled"), stderr
+    task_id = stderr.split()[-2]
+    assert {t["id"]: t["state"] for t in pool.tasks()}[task_id] == "cancelled"
+
+    slow = write_manifest(tmp_path / "slow", "slow", 'command = ["sleep", "60"]\nshards = 1\n')
+    waiting = started("submit", str(slow), "--wait")
+    wait_until(lambda: any(t["name"] == "slow" and t["state"] == "running" for t in pool.tasks()), "the shard")
+    waiting.send_signal(signal.SIGINT)
+    _, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130, stderr
+    assert "stopped waiting" in stderr
+    [slow_task] = [t for t in pool.tasks() if t["name"] == "slow"]
+    assert slow_task["state"] == "running" and f"poolnet cancel {slow_task['id']}" in stderr

@@ -233,7 +233,12 @@ def run_submit(args: argparse.Namespace) -> int:
             bar.close()
             return summary, await client.fetch_results(task_id, Path(args.results))
 
-        summary, folder = await client.resuming(follow, **_riding_out(args))
+        try:
+            summary, folder = await client.resuming(follow, **_riding_out(args))
+        except asyncio.CancelledError:  # Ctrl-C: this stops waiting, not the task
+            print(f"\npoolnet: stopped waiting; {task_id} goes on in the pool "
+                  f"(poolnet cancel {task_id} stops it)", file=sys.stderr)
+            raise
         if args.json:
             _print_json({"task": summary, "results": str(folder)})
         else:
@@ -261,7 +266,17 @@ def run_inline(args: argparse.Namespace) -> int:
 
     async def conversation(client: TaskClient) -> int:
         task_id = await client.submit(loaded)
-        summary = await client.logs(task_id, printer.show, follow=True)
+        try:
+            summary = await client.logs(task_id, printer.show, follow=True)
+        except asyncio.CancelledError:  # Ctrl-C: a command run in the foreground stops with it
+            cancelled = False
+            with contextlib.suppress(*LINK_ERRORS):
+                async with asyncio.timeout(5):
+                    await client.cancel(task_id)
+                    cancelled = True
+            print(f"\npoolnet: {task_id} " + ("cancelled" if cancelled else
+                  f"may still run in the pool (poolnet cancel {task_id})"), file=sys.stderr)
+            raise
         printer.finish()
         print(f"{task_id}: {summary.state}, {summary.succeeded}/{summary.total} shards "
               "succeeded", file=sys.stderr)

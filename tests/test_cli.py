@@ -194,6 +194,25 @@ def test_a_server_that_is_no_pool_is_named_by_its_answer(hosted, tmp_path: Path)
             "(a pool's address is HOST:PORT, or wss://HOST:PORT/ws)\n"
 
 
+def test_join_where_nothing_listens_says_so_once_and_keeps_trying(tmp_path: Path) -> None:
+    """It used to print only 'Joining the pool at ...' and then nothing at all: the reason
+    went to the log file alone."""
+    port = free_port()
+    joiner = subprocess.Popen([*POOLNET, "join", f"127.0.0.1:{port}", "--no-discovery", "--data-dir",
+                               str(tmp_path / "m")], env=environment(tmp_path, code="TEST-CODE"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = read_line_with(joiner, "stdout", "Cannot reach the pool")
+        assert line.startswith(f"Cannot reach the pool at wss://127.0.0.1:{port}/ws yet: ")
+        assert "trying again (Ctrl-C to stop)." in line
+        time.sleep(3)  # retries meanwhile say nothing more
+        assert joiner.poll() is None
+    finally:
+        joiner.send_signal(signal.SIGINT)
+        stdout, _ = joiner.communicate(timeout=20)
+    assert "Cannot reach" not in stdout
+
+
 def test_a_reader_that_stops_early_gets_no_traceback(hosted, tmp_path: Path) -> None:
     """``poolnet status | head -1``: the pipe closes before everything is written."""
     _, port = hosted

@@ -104,6 +104,7 @@ class _JoinPrinter(InstanceEvents):
         self._name = name
         self._member: Member | None = None
         self._last = ""  # the state last told
+        self._said_unreachable = False  # once until it connects, not at every retry
 
     def member_started(self, member: Member) -> None:
         self._member = member
@@ -113,13 +114,18 @@ class _JoinPrinter(InstanceEvents):
         if member is None:
             return
         url = member.agent.config.url
+        reason = f": {detail}" if detail else ""
         if state == AgentState.CONNECTED:
+            self._said_unreachable = False
             print(f"Sharing this machine as {self._name!r} in the pool at {url} (Ctrl-C to leave).", flush=True)
         elif state == AgentState.WAITING:
             print(f"Waiting for the owner of the pool at {url} to approve this device "
                   f"{member.identity.device_id}… (Ctrl-C to stop)", flush=True)
         elif state == AgentState.DISCONNECTED and self._last == AgentState.CONNECTED:
-            print(f"Lost the pool at {url}: {detail}; trying again.", flush=True)
+            print(f"Lost the pool at {url}{reason}; trying again.", flush=True)
+        elif state == AgentState.DISCONNECTED and not self._said_unreachable:
+            self._said_unreachable = True
+            print(f"Cannot reach the pool at {url} yet{reason}; trying again (Ctrl-C to stop).", flush=True)
         self._last = state
 
     def paused_changed(self, reason: str) -> None:

@@ -109,17 +109,18 @@ def test_two_pools_of_one_name_stay_apart(netns_lan: NetnsLan) -> None:
 
 
 def test_member_finds_its_pool_again_after_the_host_moved(netns_lan: NetnsLan) -> None:
+    """A PoolNet host announces TLS; a record in plain text is never the member's pool."""
     member = _browse(netns_lan, "h3")
-    first = _announce(netns_lan, "h1", "--pool-name", "Lab", "--pool-id", "pool-m", "--port", "3000")
+    first = _announce(netns_lan, "h1", "--pool-name", "Lab", "--pool-id", "pool-m", "--port", "3000", "--tls")
     member.send({"cmd": "find", "pool_id": "pool-m", "timeout": 15})
     old_url = member.expect(lambda e: e["event"] == "found", 20)["pool"]["url"]
-    assert old_url == "ws://10.77.0.1:3000/ws"
+    assert old_url == "wss://10.77.0.1:3000/ws"
     first.proc.kill()  # a crash: no goodbye, browsers still cache the old address
     first.proc.wait(10)
-    _announce(netns_lan, "h2", "--pool-name", "Lab", "--pool-id", "pool-m", "--port", "4100")
+    _announce(netns_lan, "h2", "--pool-name", "Lab", "--pool-id", "pool-m", "--port", "4100", "--tls")
     member.send({"cmd": "find", "pool_id": "pool-m", "timeout": 20, "exclude_url": old_url})
     found = member.expect(lambda e: e["event"] == "found", 25)["pool"]
-    assert found is not None and found["url"] == "ws://10.77.0.2:4100/ws"
+    assert found is not None and found["url"] == "wss://10.77.0.2:4100/ws"
     _close_browser(member)
 
 

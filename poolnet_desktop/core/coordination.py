@@ -288,7 +288,11 @@ class Coordination:
 
     def submitter_tag(self, submitter: str) -> str:
         """What members are told of a task's submitter: keyed with this run's secret, it
-        shows which tasks are one submitter's, never whose they are."""
+        shows which tasks are one submitter's, never whose they are. Seed clients name
+        themselves (``seed:<the id each claims>``): all of them are one submitter, or one
+        could spread a load over as many names as it likes."""
+        if submitter.startswith("seed:"):
+            submitter = "seed:"
         tag = self._tags.get(submitter)
         if tag is None:
             tag = self._tags[submitter] = hashlib.blake2b(

@@ -292,7 +292,7 @@ class AssignShards(Message, tag="assign_shards"):
     matrix: list[MatrixAxis] = msgspec.field(default_factory=list)
     # The task's Python environment (its wheels are among ``files``); None: PoolNet's own.
     environment: EnvironmentSpec | None = None
-    submitter_tag: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    submitter_tag: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{0,32}$")] = ""
 
     def refs(self) -> list[ShardRef]:
         return [ShardRef(self.task_id, item.shard, item.attempt) for item in self.items]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from poolnet_desktop.core.coordination import Coordination
@@ -23,7 +24,7 @@ from poolnet_desktop.core.coordination_effects import (
     WakeAt,
 )
 from poolnet_desktop.core.manifest import TaskSpec
-from poolnet_desktop.core.protocol import ErrorCode, ProtocolError
+from poolnet_desktop.core.protocol import ErrorCode, ProtocolError, decode_server, encode
 from poolnet_desktop.core.resources import ResourceVector
 from poolnet_desktop.core.task_protocol import AssignShards, ShardCancel, ShardRef, ShardResult
 from poolnet_desktop.core.tasks import Shard, ShardState, SubmitQuota, Task
@@ -100,6 +101,21 @@ def test_members_learn_which_tasks_are_one_submitters_never_who_submitted_them()
     assert tags[mine.id] == tags[also_mine.id] != tags[theirs.id]
     assert tags[mine.id] != Coordination(grace=GRACE).submitter_tag("pn-alice")  # not a plain hash of the id
     assert all(len(tag) == 16 and "alice" not in tag for tag in tags.values())
+    # Seed clients claim any id they like: one tag for all of them.
+    assert core.submitter_tag("seed:first-name") == core.submitter_tag("seed:10.0.0.9") != tags[theirs.id]
+
+
+def test_a_submitter_tag_that_is_not_a_short_hex_digest_is_refused_by_the_member() -> None:
+    """What a member decodes: a host cannot make a tag that reads as the member's own
+    fallback for tasks without one (``task:<id>``)."""
+    core = pool("m1")
+    submit(core)
+    [batch] = [e for e in core.place(2.0) if isinstance(e, SendAfterCommit)]
+    [(_, message)] = sends(core.assignments_committed(batch.batches))
+    assert decode_server(encode(message)) == message
+    for forged in ("task:0", "A" * 16, "0" * 33):
+        with pytest.raises(ProtocolError):
+            decode_server(encode(msgspec.structs.replace(message, submitter_tag=forged)))
 
 
 def test_a_task_cancelled_before_the_commit_has_its_attempts_cancelled_when_they_go_out() -> None:

@@ -276,6 +276,8 @@ def test_calls_run_in_an_environment_of_the_requirements_with_wheels_shipped(poo
 def test_an_unreachable_pool_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(poolnet.PoolError, match="cannot reach the pool at wss://127.0.0.1:9/ws"):
         poolnet.Pool("127.0.0.1:9", data_dir=tmp_path / "me")
+    with pytest.raises(poolnet.PoolError, match="'ws://127.0.0.1:9/ws' is not a pool address"):
+        poolnet.Pool("ws://127.0.0.1:9/ws", data_dir=tmp_path / "me")  # was a bare ValueError
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "resources" / "examples" / "pool_api_example.py"

@@ -46,7 +46,7 @@ from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.environment import targets_to_resolve
 from poolnet_desktop.core.log_lines import LineJoiner, ShardLine
 from poolnet_desktop.core.pool_calls import FALLBACK_WORKERS, plan_chunks, shared_cores
-from poolnet_desktop.core.pool_url import normalise_pool_url
+from poolnet_desktop.core.pool_url import PoolAddressError, normalise_pool_url
 from poolnet_desktop.core.protocol import Error, PoolState, ProtocolError
 from poolnet_desktop.core.task_protocol import (
     ShardOutput,
@@ -120,7 +120,10 @@ class Pool(concurrent.futures.Executor):
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self._data_dir = resolve_data_dir(data_dir)
-        self.url = normalise_pool_url(url or default_pool_url(self._data_dir))
+        try:
+            self.url = normalise_pool_url(url or default_pool_url(self._data_dir))
+        except PoolAddressError as exc:  # a caller catches one error type for every pool failure
+            raise PoolError(str(exc)) from None
         self._max_workers = max_workers
         self._trust_members = trust_members
         self._environment: ResolvedEnvironment | None = None

@@ -6,7 +6,9 @@
 2. A real pool of subprocesses: ``poolnet host --no-member`` and two ``poolnet join``
    members, each pinned with ``taskset`` to a core of its own when the machine has two (each
    member then runs one ``cpu = 1`` shard at a time: parallelism 2, like ``xargs -P 2``).
-   One task of N shards of ``true`` goes from submission to its last result.
+   One task of N shards of ``true`` goes from submission to its last result, on a pool at
+   rest (as a user's is when a task comes): the members had ``SETTLE`` seconds after they
+   joined, before ``xargs`` runs, to make what they keep ready between tasks (a spare lane).
 3. The median submit-to-result latency of M one-shard tasks on the idle pool (default 50).
 4. The start-to-start gap on a member: a task of 1 s shards (``sleep 1`` in bash); each shard
    notes when its work began and ended, and the gap is the time a member lets pass between
@@ -68,6 +70,8 @@ POOLNET_ON_ASYNCIO = [
 ]
 MEMBER_COMMANDS = {"uvloop": POOLNET, "asyncio": POOLNET_ON_ASYNCIO}
 CODE = "BENCH-CODE"
+# Seconds the pool is left alone after its members took the probe task (see 2.).
+SETTLE = 2.0
 
 
 def xargs_rate(shards: int) -> float:
@@ -198,6 +202,7 @@ async def measure(
     pool.start()
     try:
         await until_ready(pool, manifest(root / "probe", "probe", 4))
+        await asyncio.sleep(SETTLE)
         # The machine may be shared: xargs runs right before and right after PoolNet, and
         # PoolNet is compared with the mean of the two.
         xargs_before = xargs_rate(shards)

@@ -95,8 +95,9 @@ def _recovery(figures: Row) -> str:
 
 def _idle(rows: list[Row]) -> str:
     return _table(
-        ["member", "on", "CPU at rest (one core)", "resident memory"],
-        [[str(r["member"]), r["member_loop"], _num(r["cpu_pct"], 2, " %"), _num(r["rss_mib"], 0, " MiB")]
+        ["member", "on", "CPU at rest (one core)", "resident memory", "with its sandboxes (summed)"],
+        [[str(r["member"]), r["member_loop"], _num(r["cpu_pct"], 2, " %"), _num(r["rss_mib"], 0, " MiB"),
+          _num(r.get("tree_rss_mib"), 0, " MiB")]
          for r in rows],
     )
 

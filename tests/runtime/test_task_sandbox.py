@@ -352,6 +352,54 @@ async def test_an_idle_lane_closes_and_its_folder_goes(lanes: Lanes) -> None:
     await wait_for(lambda: not folder.exists(), timeout=5)
 
 
+def spare_of(lanes: Lanes) -> TaskSandbox | None:
+    return lanes.lanes._spare
+
+
+async def test_a_spare_lane_made_at_rest_goes_at_once_to_a_new_tasks_first_shard_never_to_an_old_one(
+    lanes: Lanes, tmp_path: Path
+) -> None:
+    """A task's first shard starts in a lane made ahead instead of a sandbox of its own (the
+    spare has run nothing: another task's lane, though free, is never lent), a shard that
+    needs something bound in does not get it, and another spare follows once at rest."""
+    _, ns_a, _ = await lanes.run("readlink /proc/self/ns/pid")
+    lanes.lanes.spare_after = 0.1
+    lanes.lanes.keep_spare()
+    await wait_for(lambda: spare_of(lanes) is not None)
+    spare = spare_of(lanes)
+    environment = tmp_path / "environment"
+    environment.mkdir()
+    assert lanes.lanes.ready(("task-with-environment",), [], [environment]) is None
+    assert spare_of(lanes) is spare
+
+    lane = lanes.lanes.ready(("task-b",), [], [])
+    assert lane is spare and spare_of(lanes) is None
+    assert not any(lane.workdir.iterdir())
+    out: list[bytes] = []
+
+    async def keep(stream: str, data: bytes) -> None:
+        out.append(data)
+
+    runner = ShardRunner(ShardSpec(command="readlink /proc/self/ns/pid", shell=True, workdir=lane.workdir,
+                                   sandbox=lanes.sandbox, task_sandbox=lane), keep)
+    try:
+        assert (await runner.run()).reason == "succeeded"
+    finally:
+        await lanes.lanes.release(("task-b",), lane)
+    assert b"".join(out).decode() != ns_a  # not task-a's lane, free all along
+    await wait_for(lambda: spare_of(lanes) not in (None, spare))
+
+
+async def test_a_spare_lane_ends_with_the_pool(lanes: Lanes) -> None:
+    lanes.lanes.spare_after = 0.1
+    lanes.lanes.keep_spare()
+    await wait_for(lambda: spare_of(lanes) is not None)
+    launcher = psutil.Process(spare_of(lanes)._launcher)  # type: ignore[union-attr]
+    lanes.lanes.close_all()
+    await wait_for(lambda: not launcher.is_running() or launcher.status() == psutil.STATUS_ZOMBIE, timeout=10)
+    assert spare_of(lanes) is None
+
+
 async def test_a_members_shards_of_one_task_share_lanes_end_to_end(
     pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
 ) -> None:
@@ -749,6 +797,21 @@ async def test_a_lane_outlives_its_starting_thread_in_a_crowded_member(lanes: La
         for fd in crowd:
             os.close(fd)
     assert (result.reason, out) == ("succeeded", "alive\n")
+
+
+async def test_a_member_stopped_while_it_prepares_makes_no_lane_after(tmp_path: Path) -> None:
+    """Its start scans the processes and probes the sandbox in threads; a member stopped
+    meanwhile (the window's member switched off at once) must not go on to keep lanes: a
+    spare made after its stop would outlive it, in the next member's work folder."""
+    member = Member(MemberOptions(
+        url="wss://127.0.0.1:9/ws", data_dir=resolve_data_dir(tmp_path / "data"), name="brief",
+        code=PAIRING_CODE, discovery=DiscoverySettings(enabled=False),
+    ))
+    preparing = asyncio.ensure_future(member.executor.prepare())
+    await asyncio.sleep(0)
+    await member.executor.stop()
+    await preparing
+    assert member.executor.lanes is None
 
 
 async def test_without_landlock_scopes_a_member_keeps_no_lanes_and_reuses_no_folder(

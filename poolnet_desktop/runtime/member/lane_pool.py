@@ -1,6 +1,6 @@
-"""The lanes a member keeps: made when a task's shards first need one, lent to one shard at a
-time, renewed between shards, and closed once idle (``runtime/member/task_sandbox.py`` is
-one lane)."""
+"""The lanes a member keeps: made when a task's shards first need one (or ahead, as a spare
+for the next task), lent to one shard at a time, renewed between shards, and closed once idle
+(``runtime/member/task_sandbox.py`` is one lane)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +33,10 @@ IDLE_CLOSE_AFTER = 10.0
 # resolver configuration (a lane keeps the file it was made with). A lane made before a
 # change is not lent again once it is seen.
 RECHECK = 1.0
+# A spare lane is made once the lanes were left alone this long (a task that goes on wants the
+# core more), and waits, bound to no task and having run nothing, for the next task's first
+# shard.
+SPARE_AFTER = 1.0
 
 SandboxKey = tuple[object, ...]
 
@@ -40,35 +45,56 @@ class LanePool:
     """The member's lanes, by key (a task, and what its shards need bound in); one idle for
     ``idle_after`` seconds is closed.
 
-    A lane takes some 15-30 ms to make (its launcher is a Python interpreter): ``ready`` never
-    waits for one. Until a lane is free, a task's shards run in sandboxes of their own, as do
-    the shards of one-shard tasks, which would never reuse one."""
+    A lane takes some 15-30 ms of CPU to make (its launcher is a Python interpreter): ``ready``
+    never waits for one. Until a lane is free, a task's shards run in sandboxes of their own
+    (some 30 ms each), as do the shards of one-shard tasks, which would never reuse one. On a
+    busy core a task's first lane took 100-150 ms to come, almost a tenth of a 2,000-shard task of
+    ``true``: so, once asked to (``keep_spare``), the pool keeps one lane made ahead for the
+    next task whose shards need nothing bound in (no GPU, no environment). It is as new as
+    one made then: it has run nothing, and what the machine changed since is looked at as for
+    any free lane (``_outdated``)."""
 
     def __init__(self, sandbox: Sandbox, root: Path, python: Sequence[str],
-                 take_folder: Callable[[], Path], idle_after: float = IDLE_CLOSE_AFTER) -> None:
+                 take_folder: Callable[[], Path], idle_after: float = IDLE_CLOSE_AFTER,
+                 spare_after: float = SPARE_AFTER) -> None:
         self.sandbox = sandbox
         self.root = root
         self.python = list(python)
         self.take_folder = take_folder
         self.idle_after = idle_after
+        self.spare_after = spare_after
         self._free: dict[SandboxKey, list[TaskSandbox]] = {}
         self._closers: dict[TaskSandbox, asyncio.TimerHandle] = {}
         self._opening: dict[SandboxKey, asyncio.Task[None]] = {}
         self._busy: set[TaskSandbox] = set()
-        self._seq = 0
         self.broken = ""  # why the last lane could not be made; none is tried for a while
         self._retry_at = 0.0
         self.recheck = RECHECK
         self._sockets: frozenset[Path] = frozenset()
         self._resolver: tuple[object, ...] = ()
         self._read_at = float("-inf")
+        self._keep_spare = False
+        self._spare: TaskSandbox | None = None
+        self._spare_opening: asyncio.Task[None] | None = None
+        self._spare_timer: asyncio.TimerHandle | None = None
+        self._lent = 0  # lanes asked for so far: the spare waits for a while with none
+        self._lent_when_armed = 0
 
     def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
         """A free lane for ``key``, held until ``release``; else None, and one is being made."""
+        self._lent += 1
+        if self._spare_timer is None:
+            self._arm_spare()
         free = self._free.get(key, [])
         while free:
             lane = free.pop()
             self._closers.pop(lane).cancel()
+            if not lane.ended and not self._outdated(lane):
+                self._busy.add(lane)
+                return lane
+            self._discard(lane)
+        if self._spare is not None and not gpus and not visible:
+            lane, self._spare = self._spare, None
             if not lane.ended and not self._outdated(lane):
                 self._busy.add(lane)
                 return lane
@@ -102,22 +128,67 @@ class LanePool:
         return lane
 
     async def _open(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> None:
-        self._seq += 1
-        folder = self.root / f"lane-{self._seq}"
         try:
-            folder.mkdir(mode=0o700)
+            lane = await self._make(gpus, visible)
+        finally:
+            self._opening.pop(key, None)
+        if lane is not None:
+            self._park(key, lane)
+
+    async def _make(self, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
+        """A new lane; None if it could not be made (then none is tried for ``RETRY_AFTER``)."""
+        folder: Path | None = None
+        try:  # a name no lane had: one that is gone may have left its folder behind
+            folder = Path(tempfile.mkdtemp(prefix="lane-", dir=self.root))
             lane = await TaskSandbox.open(self.sandbox, folder, self.python, gpus, visible, self.take_folder)
         except (OSError, TimeoutError) as exc:
             self.broken = str(exc) or type(exc).__name__
             self._retry_at = asyncio.get_running_loop().time() + RETRY_AFTER
             log.warning("each shard gets a sandbox of its own: no sandbox for a task's shards can be made (%s)",
                         self.broken)
-            await asyncio.to_thread(remove_tree, folder)
-            return
-        finally:
-            self._opening.pop(key, None)
+            if folder is not None:
+                await asyncio.to_thread(remove_tree, folder)
+            return None
         self.broken = ""
-        self._park(key, lane)
+        return lane
+
+    # ---- the spare -----------------------------------------------------------------------
+
+    def keep_spare(self) -> None:
+        """From now on keep a lane made ahead for the next task, once the lanes are left alone
+        for ``spare_after`` seconds (and again after each is taken)."""
+        self._keep_spare = True
+        if self._spare_timer is None:
+            self._arm_spare()
+
+    def _arm_spare(self) -> None:
+        if self._keep_spare:
+            self._lent_when_armed = self._lent
+            self._spare_timer = asyncio.get_running_loop().call_later(self.spare_after, self._spare_due)
+
+    def _spare_due(self) -> None:
+        """Make the spare if none is, and no lane was asked for since the timer was set; while
+        shards come, look again later (a timer per ``spare_after``, not per shard). A member at
+        rest wakes for this once, and not again until a shard comes."""
+        self._spare_timer = None
+        if self._spare is not None or self._spare_opening is not None:
+            return
+        if self._lent != self._lent_when_armed or self._opening:
+            self._arm_spare()
+        elif asyncio.get_running_loop().time() >= self._retry_at:
+            self._spare_opening = asyncio.ensure_future(self._open_spare())
+
+    async def _open_spare(self) -> None:
+        try:
+            lane = await self._make((), ())
+        finally:
+            self._spare_opening = None
+        if lane is None:
+            return
+        if self._keep_spare:
+            self._spare = lane
+        else:  # the pool closed meanwhile
+            self._discard(lane)
 
     async def release(self, key: SandboxKey, lane: TaskSandbox) -> None:
         """The lane's shard ended and its folder was sealed: renew the lane for the next one."""
@@ -160,6 +231,15 @@ class LanePool:
         await asyncio.to_thread(remove_tree, lane.folder)
 
     def close_all(self) -> None:
+        self._keep_spare = False
+        if self._spare_timer is not None:
+            self._spare_timer.cancel()
+            self._spare_timer = None
+        if self._spare is not None:
+            self._discard(self._spare)
+            self._spare = None
+        if self._spare_opening is not None:
+            self._spare_opening.cancel()
         for opening in self._opening.values():
             opening.cancel()
         for lanes in self._free.values():

@@ -213,7 +213,9 @@ class TaskExecutor:
                       + self.sandbox_settings.hidden)
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
             if scopes_supported():  # else a lane's long-lived folder could be reached from outside
-                self.lanes = LanePool(self.sandbox, self.work, python_command(), self._take_folder)
+                if not self._stopping:  # stopped while it probed: no lane may outlive it
+                    self.lanes = LanePool(self.sandbox, self.work, python_command(), self._take_folder)
+                    self.lanes.keep_spare()
             elif self.sandbox_settings.network:
                 self._reuse_folders = False
                 log.warning("this kernel has no Landlock scopes (Linux 6.12+): while tasks may use the "

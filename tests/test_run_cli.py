@@ -64,3 +64,27 @@ def test_tasks_id_shows_each_shards_sweep_values(pool: Pool) -> None:  # noqa: F
     unknown = pool.run("tasks", "no-such-task")
     assert unknown.returncode == 1
     assert unknown.stderr == "poolnet: the pool has no task 'no-such-task'\n"
+
+
+def test_run_says_why_each_shard_failed_and_marks_each_retry(pool: Pool) -> None:  # noqa: F811
+    """A newcomer's run: a mistyped command printed nothing at all with several shards, and
+    ``prlimit: failed to execute`` three times with one; a failing command printed its output
+    once per attempt with nothing between, and never its exit code."""
+    missing = run(pool, "--", "no-such-program-here")
+    assert missing.returncode == 1
+    assert "prlimit" not in missing.stderr
+    assert "poolnet: shard 0 failed (attempt 3): cannot start 'no-such-program-here': program not found" \
+        in missing.stderr.splitlines()
+
+    several = run(pool, "--shards", "2", "--", "no-such-program-here")
+    assert [line for line in several.stderr.splitlines() if line.startswith("poolnet: shard")] == [
+        f"poolnet: shard {n} failed (attempt 3): cannot start 'no-such-program-here': program not found"
+        for n in range(2)
+    ]
+
+    failing = run(pool, "--", "sh", "-c", "echo try; exit 3")
+    assert failing.stdout == "try\n" * 3
+    assert [line for line in failing.stderr.splitlines() if line.startswith("poolnet: shard")] == [
+        "poolnet: shard 0, attempt 2:", "poolnet: shard 0, attempt 3:",
+        "poolnet: shard 0 failed (attempt 3): exited with code 3",
+    ]

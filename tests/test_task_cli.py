@@ -403,6 +403,41 @@ def test_what_submitters_and_shards_named_cannot_drive_the_owners_terminal() -> 
     assert "\\x1b]0;owned\\x07" in shown and "\\x1b[2Jevil" in shown
 
 
+def test_what_a_shard_failed_with_is_shown_printable_and_only_the_first_ten() -> None:
+    from poolnet_desktop.commands.tasks import render_failures
+    from poolnet_desktop.core.task_protocol import ShardSummary
+
+    shards = [ShardSummary(index=n, state="failed", attempt=1 + n % 3, device_id="d", exit_code=3,
+                           reason="exited with code 3\x1b[2J") for n in range(12)]
+    shards.insert(1, ShardSummary(index=99, state="succeeded", attempt=1, device_id="d", exit_code=0, reason=""))
+    lines = render_failures("t-1", shards)
+    assert lines[0] == "poolnet: shard 0 failed: exited with code 3\\x1b[2J"
+    assert lines[1] == "poolnet: shard 1 failed (attempt 2): exited with code 3\\x1b[2J"
+    assert len(lines) == 11 and lines[-1] == "poolnet: and 2 more (poolnet tasks t-1)"
+
+
+def test_a_shards_next_attempt_is_announced_and_a_late_chunk_of_the_last_one_dropped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from poolnet_desktop.commands.tasks import OutputPrinter
+    from poolnet_desktop.core.task_protocol import ShardOutput, ShardRef
+
+    def chunk(shard: int, attempt: int, data: str) -> ShardOutput:
+        return ShardOutput(shard=ShardRef("t-1", shard, attempt), stream="stdout", data=data)
+
+    alone = OutputPrinter(labelled=False)
+    for output in (chunk(0, 1, "half"), chunk(0, 2, "again\n"), chunk(0, 1, "late\n")):
+        alone.show(output)
+    out, err = capsys.readouterr()
+    assert (out, err) == ("halfagain\n", "\npoolnet: shard 0, attempt 2:\n")
+
+    labelled = OutputPrinter(labelled=True)
+    for output in (chunk(0, 1, "half"), chunk(1, 1, "one\n"), chunk(0, 2, "again\n")):
+        labelled.show(output)
+    out, err = capsys.readouterr()
+    assert out == "[1] one\n[0] half\n[0] again\n" and err == "poolnet: shard 0, attempt 2:\n"
+
+
 def test_ctrl_c_on_run_cancels_its_task_and_on_submit_wait_leaves_it_running(pool: Pool, tmp_path: Path) -> None:
     """A newcomer's run: Ctrl-C on ``poolnet run`` exited 0 and left the command running in the
     pool; on ``submit --wait`` it exited 0 too, which a script takes for success."""

@@ -49,6 +49,9 @@ from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.uv_tool import this_platform_target
 
 BAR_WIDTH = 30
+# Shards ``poolnet run`` names, with why, when its task did not succeed (``poolnet tasks ID``
+# lists them all).
+FAILURES_SHOWN = 10
 # What a command's task argument may be.
 TASK_ID_HELP = "(a task's ID, or its name: the newest task of that name)"
 
@@ -278,6 +281,9 @@ def run_inline(args: argparse.Namespace) -> int:
                   f"may still run in the pool (poolnet cancel {task_id})"), file=sys.stderr)
             raise
         printer.finish()
+        if summary.succeeded != summary.total:
+            for line in render_failures(task_id, await client.shards(task_id)):
+                print(line, file=sys.stderr)
         print(f"{task_id}: {summary.state}, {summary.succeeded}/{summary.total} shards "
               "succeeded", file=sys.stderr)
         return 0 if summary.succeeded == summary.total else 1
@@ -357,18 +363,35 @@ def _change(
 class OutputPrinter:
     """Shard output on this terminal, stdout to stdout and stderr to stderr: one shard's as
     it was written, or (``labelled``) every shard's as whole lines, each labelled ``[N]`` with
-    its shard (chunks of several shards interleave mid-line)."""
+    its shard (chunks of several shards interleave mid-line). A shard's next attempt (the
+    last one failed, or its member was lost) is announced on stderr before its output."""
 
     def __init__(self, labelled: bool) -> None:
         self._labelled = labelled
         self._joiner = LineJoiner()
+        self._attempts: dict[int, int] = {}
+        self._mid_line = False  # unlabelled: the last text written ended without a newline
 
     def show(self, output: ShardOutput) -> None:
+        shard, attempt = output.shard.shard, output.shard.attempt
+        seen = self._attempts.setdefault(shard, attempt)
+        if attempt > seen:
+            self._attempts[shard] = attempt
+            self._announce(shard, attempt)
+        elif attempt < seen:  # a late chunk of an attempt already given up on
+            return
         if not self._labelled:
             _write(output.stream, output.data)
+            self._mid_line = not output.data.endswith("\n")
             return
-        for line in self._joiner.feed(output.shard.shard, output.stream, output.data):
+        for line in self._joiner.feed(shard, output.stream, output.data):
             _write(line.stream, line.labelled())
+
+    def _announce(self, shard: int, attempt: int) -> None:
+        for line in self._joiner.rest(shard):
+            _write(line.stream, line.labelled())
+        _write("stderr", ("\n" if self._mid_line else "") + f"poolnet: shard {shard}, attempt {attempt}:\n")
+        self._mid_line = False
 
     def finish(self) -> None:
         """Print what is left of unfinished lines."""
@@ -433,6 +456,20 @@ def render_tasks(tasks: list[TaskSummary]) -> str:
         for t in tasks
     ]
     return _table(rows)
+
+
+def render_failures(task_id: str, shards: Sequence[ShardSummary]) -> list[str]:
+    """A line for each shard that did not succeed (the first ``FAILURES_SHOWN``): how it
+    ended and why, as its record says."""
+    failed = [s for s in shards if s.state != ShardState.SUCCEEDED]
+    lines = [
+        _printable(f"poolnet: shard {s.index} {s.state}" + (f" (attempt {s.attempt})" if s.attempt > 1 else "")
+                   + (f": {s.reason}" if s.reason else ""))
+        for s in failed[:FAILURES_SHOWN]
+    ]
+    if len(failed) > FAILURES_SHOWN:
+        lines.append(f"poolnet: and {len(failed) - FAILURES_SHOWN} more (poolnet tasks {task_id})")
+    return lines
 
 
 def render_shards(task: TaskSummary, shards: Sequence[ShardSummary]) -> str:

@@ -456,9 +456,8 @@ class Coordination:
         change = None
         if task is not None:
             outcome = OUTCOME_STATES[result.reason]
-            reason = result.message or ("" if outcome is ShardState.SUCCEEDED else result.reason)
             change = task.record_result(ref.shard, ref.attempt, outcome, now,
-                                        exit_code=result.exit_code, reason=reason)
+                                        exit_code=result.exit_code, reason=result_note(result))
         if task is not None and change is not None and change.accepted:
             key = (task.id, ref.shard)
             self._observe_duration(task.id, result)
@@ -588,6 +587,21 @@ class Coordination:
 def _still_placed(shard: Shard, attempt: int, device_id: str) -> bool:
     """Whether ``attempt`` is the shard's current one, placed on ``device_id`` and not ended."""
     return shard.attempt == attempt and shard.device_id == device_id and shard.state in ACTIVE
+
+
+def result_note(result: ShardResult) -> str:
+    """What a shard's record says of how an attempt ended: the member's message, else for one
+    that failed how its program ended (what ``poolnet tasks ID`` and ``poolnet run`` show),
+    else its outcome; nothing for a success."""
+    if result.message:
+        return result.message
+    if result.reason == "succeeded":
+        return ""
+    if result.reason == "failed" and result.exit_code is not None:
+        if result.exit_code < 0:
+            return f"killed by signal {-result.exit_code}"
+        return f"exited with code {result.exit_code}"
+    return result.reason
 
 
 def failed_result(result: ShardResult, message: str) -> ShardResult:

@@ -35,7 +35,9 @@ class LineJoiner:
         *lines, self._partial[key] = (self._partial.get(key, "") + data).split("\n")
         return [ShardLine(shard, stream, line) for line in lines]
 
-    def rest(self) -> list[ShardLine]:
-        tails = [ShardLine(shard, stream, text) for (shard, stream), text in self._partial.items() if text]
-        self._partial.clear()
+    def rest(self, shard: int | None = None) -> list[ShardLine]:
+        """The unfinished tails, of every shard or of ``shard`` alone (its attempt ended: the
+        next one's text starts a line of its own)."""
+        keys = [key for key in self._partial if shard is None or key[0] == shard]
+        tails = [ShardLine(key[0], key[1], text) for key in keys if (text := self._partial.pop(key))]
         return tails

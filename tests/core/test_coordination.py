@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from poolnet_desktop.core.coordination import Coordination
+from poolnet_desktop.core.coordination import Coordination, result_note
 from poolnet_desktop.core.coordination_effects import (
     AckAfterCommit,
     DropFiles,
@@ -164,6 +164,23 @@ def test_the_first_result_wins_and_the_other_attempt_is_stopped_either_way() -> 
     assert cancels(effects) == [("m2", ShardRef(task.id, 0, 2))]
     assert task.shards[0].state is S.SUCCEEDED
     assert core.recorded[(task.id, 0)].message == "late"
+
+
+def test_a_failed_attempts_record_says_how_its_program_ended() -> None:
+    """What ``poolnet tasks ID`` and ``poolnet run`` show of a failed shard: its exit code or
+    signal (it said only "failed"), the member's message where there is one."""
+    core = pool("m1")
+    task = submit(core, retries=2)
+    ended = []
+    for attempt, (code, message) in enumerate([(3, ""), (-9, ""), (1, "outputs not kept: x")], start=1):
+        place(core, now=2.0 + attempt)
+        result = ShardResult(reason="failed", exit_code=code, started=2.0, ended=3.0, message=message)
+        core.record("m1", ShardRef(task.id, 0, attempt), result, None, 3.0 + attempt)
+        ended.append(task.shards[0].reason)
+    assert ended == ["attempt 1 failed: exited with code 3; retrying",
+                     "attempt 2 failed: killed by signal 9; retrying", "outputs not kept: x"]
+    assert result_note(ShardResult(reason="timeout", exit_code=None, started=0, ended=1)) == "timeout"
+    assert result_note(success()) == ""
 
 
 def test_a_result_is_recorded_once_and_every_copy_is_acknowledged() -> None:

@@ -252,7 +252,7 @@ def test_cancelling_a_calls_future_cancels_its_task_on_the_pool(pool_thread: Poo
 def test_a_shard_that_dies_fails_its_calls_with_the_reason(pool_thread: PoolThread) -> None:
     with open_pool(pool_thread) as pool:
         future = pool.submit(os._exit, 3)
-        with pytest.raises(poolnet.PoolError, match=r"shard 0 did not succeed \(failed, exit code 3\)"):
+        with pytest.raises(poolnet.PoolError, match=r"shard 0 did not succeed \(failed: exited with code 3\)"):
             future.result(timeout=60)
 
 

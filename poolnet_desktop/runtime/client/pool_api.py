@@ -393,9 +393,9 @@ class Pool(concurrent.futures.Executor):
 
 
 def _shard_ending(shard: ShardSummary) -> str:
-    """``failed, exit code 3``, ``timed_out: timed out after 60 s``."""
-    said = shard.state if shard.exit_code is None else f"{shard.state}, exit code {shard.exit_code}"
-    return f"{said}: {shard.reason}" if shard.reason and shard.reason != shard.state else said
+    """``failed: exited with code 3``, ``timed_out: timed out after 60 s`` (the record says
+    how a failed attempt's program ended)."""
+    return f"{shard.state}: {shard.reason}" if shard.reason and shard.reason != shard.state else shard.state
 
 
 def _show(lines: Iterable[ShardLine]) -> None:

@@ -282,8 +282,9 @@ def run_inline(args: argparse.Namespace) -> int:
             raise
         printer.finish()
         if summary.succeeded != summary.total:
-            for line in render_failures(task_id, await client.shards(task_id)):
-                print(line, file=sys.stderr)
+            with contextlib.suppress(*LINK_ERRORS):  # the summary line below says enough then
+                for line in render_failures(task_id, await client.shards(task_id)):
+                    print(line, file=sys.stderr)
         print(f"{task_id}: {summary.state}, {summary.succeeded}/{summary.total} shards "
               "succeeded", file=sys.stderr)
         return 0 if summary.succeeded == summary.total else 1

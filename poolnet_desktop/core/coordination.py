@@ -600,8 +600,13 @@ def result_note(result: ShardResult) -> str:
     if result.reason == "failed" and result.exit_code is not None:
         if result.exit_code < 0:
             return f"killed by signal {-result.exit_code}"
-        return f"exited with code {result.exit_code}"
+        return f"exited with code {result.exit_code}" + _EXEC_FAILURES.get(result.exit_code, "")
     return result.reason
+
+
+# What the shell, and the programs that start another (prlimit in a sandbox, env, nice), exit
+# with when the program they were to start could not be.
+_EXEC_FAILURES = {126: " (the command could not be executed)", 127: " (command not found)"}
 
 
 def failed_result(result: ShardResult, message: str) -> ShardResult:

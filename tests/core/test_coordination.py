@@ -180,6 +180,8 @@ def test_a_failed_attempts_record_says_how_its_program_ended() -> None:
     assert ended == ["attempt 1 failed: exited with code 3; retrying",
                      "attempt 2 failed: killed by signal 9; retrying", "outputs not kept: x"]
     assert result_note(ShardResult(reason="timeout", exit_code=None, started=0, ended=1)) == "timeout"
+    assert result_note(ShardResult(reason="failed", exit_code=127, started=0, ended=1)) == \
+        "exited with code 127 (command not found)"
     assert result_note(success()) == ""
 
 

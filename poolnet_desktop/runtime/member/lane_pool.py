@@ -171,6 +171,9 @@ class LanePool:
         shards come, look again later (a timer per ``spare_after``, not per shard). A member at
         rest wakes for this once, and not again until a shard comes."""
         self._spare_timer = None
+        if self._spare is not None and self._spare.ended:  # its sandbox died while it waited
+            self._discard(self._spare)
+            self._spare = None
         if self._spare is not None or self._spare_opening is not None:
             return
         if self._lent != self._lent_when_armed or self._opening:

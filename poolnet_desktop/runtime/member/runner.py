@@ -26,7 +26,6 @@ import errno
 import functools
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -360,10 +359,8 @@ class ShardRunner:
         if spec.sandbox is None:
             return await start_shard_process(build_argv(spec), spec.workdir, env, self._received, cores)
         self._own_sandbox = True
-        command = build_argv(spec)
-        _check_program(command[0], env)
         with program_pipe() as seccomp:
-            argv = spec.sandbox.wrap(command, spec.workdir, spec.gpus, spec.python_visible, seccomp)
+            argv = spec.sandbox.wrap(build_argv(spec), spec.workdir, spec.gpus, spec.python_visible, seccomp)
             return await start_shard_process(argv, spec.workdir, env, self._received, cores, scopes_supported(),
                                              pass_fds=() if seccomp is None else (seccomp,))
 
@@ -511,22 +508,10 @@ class ShardRunner:
             await asyncio.sleep(max(self.spec.memory_poll_interval, MEASURING_SHARE_INVERSE * (clock() - began)))
 
 
-def _check_program(program: str, env: Mapping[str, str]) -> None:
-    """Raise ``FileNotFoundError`` for a program named without a folder that ``env``'s PATH
-    does not have. A sandbox of its own starts the command through the ``prlimit`` in it,
-    which would say only "prlimit: failed to execute"; a lane's launcher and ``Popen`` say
-    it themselves. (The sandbox sees this machine's system folders as they are.)"""
-    if os.sep not in program and shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-        raise FileNotFoundError(errno.ENOENT, "program not found", program)
-
-
 def _start_error(spec: ShardSpec, exc: Exception) -> str:
     if not spec.workdir.is_dir():
         return f"working folder {spec.workdir} does not exist"
-    if isinstance(exc, OSError) and isinstance(exc.filename, str):
-        program = exc.filename
-    else:
-        program = "bwrap" if spec.sandbox is not None and spec.task_sandbox is None else build_argv(spec)[0]
+    program = "bwrap" if spec.sandbox is not None and spec.task_sandbox is None else build_argv(spec)[0]
     if isinstance(exc, FileNotFoundError):
         return f"cannot start {program!r}: program not found"
     if isinstance(exc, PermissionError):

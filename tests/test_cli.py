@@ -469,6 +469,54 @@ def test_a_device_the_owner_has_not_approved_is_told_so_at_once(hosted, tmp_path
         joining.communicate()
 
 
+def test_a_strangers_name_cannot_drive_the_owners_terminal_and_a_headless_host_says_who_waits(
+    hosted, tmp_path: Path
+) -> None:
+    """An attacker on the LAN, with no code and no approval, names itself in its hello: an
+    escape sequence that retitles and clears the owner's terminal, and a line break that pushes
+    its real address out of the line. ``poolnet devices`` printed the name as it came; and a
+    headless host said nothing of a device waiting for approval (it was refused two minutes
+    later, unseen)."""
+    process, port = hosted
+    wait_for_status(port, tmp_path, devices=1)
+    hostile = "\x1b]0;owned\x07\x1b[2Jtrusted-laptop\n(you, 127.0.0.1) "
+    joining = subprocess.Popen([*POOLNET, "join", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "stranger"),
+                                "--no-discovery", "--name", hostile],
+                               env=environment(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        read_line_with(joining, "stdout", "Waiting for the owner")
+        listed = poolnet("devices", "--data-dir", str(tmp_path / "host"), home=tmp_path)
+        assert listed.returncode == 0 and "\x1b" not in listed.stdout and "\x07" not in listed.stdout
+        (line,) = [line for line in listed.stdout.splitlines() if "trusted-laptop" in line]
+        device_id = line.split()[0]
+        assert line.rstrip().endswith(f"from 127.0.0.1   (poolnet devices approve {device_id})")
+    finally:
+        joining.kill()
+        joining.communicate()
+    process.terminate()
+    out, _ = process.communicate(timeout=30)
+    (notice,) = [line for line in out.splitlines() if "waiting:" in line]
+    assert "\x1b" not in notice and "\\x1b]0;owned\\x07\\x1b[2Jtrusted-laptop\\n(you, 127.0.0.1)" in notice
+    assert notice.endswith(f"from 127.0.0.1 asks to join as a member: poolnet devices approve {device_id} (or deny)")
+
+
+def test_status_shows_what_members_say_of_themselves_printable() -> None:
+    """A member names itself, its platform and its GPU: ``poolnet status`` printed them as
+    they came, to whoever reads the pool."""
+    from poolnet_desktop.commands.status import render_table
+
+    resources = {"cpuCores": 4, "cpuUsage": 1.0, "memoryUsage": 1.0, "memoryTotal": 2.0, "storageAvailable": 3.0,
+                 "hasGPU": True, "gpuName": "\x1b[31mRTX\x1b[0m"}
+    device = {"name": "box\x1b]0;owned\x07", "platform": "linux\u202e", "ipAddress": "10.0.0.2", "isOnline": True,
+              "resources": resources}
+    pool = {"devices": 1, "totalCpuCores": 4, "totalMemoryAvailable": 1.0, "totalStorageAvailable": 3.0,
+            "totalGPUs": 1}
+    shown = render_table([device], pool)
+    assert "\x1b" not in shown and "\u202e" not in shown
+    assert "box\\x1b]0;owned\\x07" in shown and "\\x1b[31mRTX" in shown and "linux\\u202e" in shown
+
+
 def test_join_pauses_while_other_programs_keep_the_cpu_busy(hosted, tmp_path: Path) -> None:
     """The window's pause rules, for a headless member (``poolnet join`` could not pause)."""
     _, port = hosted

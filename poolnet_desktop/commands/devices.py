@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from poolnet_desktop.commands.options import NO_POOL_HINT, add_pool, pool_url, waiting_notice
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.core.permissions import PERMISSIONS
 from poolnet_desktop.core.protocol import (
     AccessChanged,
@@ -81,22 +82,28 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(answer, PairingCode):
         print(f"New pairing code: {answer.code} (the old one no longer pairs)")
         return 0
-    print(f"Pairing code: {answer.pairing_code or 'off'}")
-    print("\nApproved:")
     you = Identity.load_or_create(data_dir).device_id  # the pool's owner on its host, else a device like any
-    for entry in answer.approved:
-        print(f"  {entry.device_id}  {entry.name}{' (you)' if entry.device_id == you else ''}"
-              f"  [{', '.join(entry.permissions) or 'nothing'}]")
-    print("\nWaiting for approval:" if answer.pending else "\nNobody is waiting for approval.")
-    for entry in answer.pending:
-        print(f"  {entry.device_id}  {entry.name} from {entry.address}   (poolnet devices approve {entry.device_id})")
-    if answer.revoked:
-        print("\nRevoked:")
-        for device_id in answer.revoked:
-            print(f"  {device_id}")
-    if answer.audit:
-        print("\nRecent events:")
-        for entry in answer.audit[:15]:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.at))
-            print(f"  {stamp}  {entry.detail}  {entry.device_id} {entry.address}".rstrip())
+    print(render_access(answer, you))
     return 0
+
+
+def render_access(answer: AccessList, you: str) -> str:
+    """The pool's code, who is approved with what, who waits, who was revoked, and recent
+    events. Names and addresses are the devices' own words (an unapproved device names itself
+    in its hello): each is shown printable, on its line."""
+    lines = [f"Pairing code: {answer.pairing_code or 'off'}", "", "Approved:"]
+    for entry in answer.approved:
+        lines.append(f"  {entry.device_id}  {printable(entry.name)}{' (you)' if entry.device_id == you else ''}"
+                     f"  [{', '.join(entry.permissions) or 'nothing'}]")
+    lines += ["", "Waiting for approval:" if answer.pending else "Nobody is waiting for approval."]
+    for waiting in answer.pending:
+        lines.append(f"  {waiting.device_id}  {printable(waiting.name)} from {printable(waiting.address)}"
+                     f"   (poolnet devices approve {waiting.device_id})")
+    if answer.revoked:
+        lines += ["", "Revoked:"] + [f"  {device_id}" for device_id in answer.revoked]
+    if answer.audit:
+        lines += ["", "Recent events:"]
+        for event in answer.audit[:15]:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+            lines.append(printable(f"  {stamp}  {event.detail}  {event.device_id} {event.address}".rstrip()))
+    return "\n".join(lines)

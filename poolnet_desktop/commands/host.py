@@ -22,6 +22,7 @@ from poolnet_desktop.commands.options import (
     sandbox_line,
 )
 from poolnet_desktop.commands.running import run_holding, run_service, until_signalled
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.core.retention import RetentionPolicy
 from poolnet_desktop.core.units import format_mb
 from poolnet_desktop.gc_tuning import tune_for_serving
@@ -30,6 +31,7 @@ from poolnet_desktop.runtime.host.pool_host import HostOptions, PoolHost
 from poolnet_desktop.runtime.host.server import ListenError
 from poolnet_desktop.runtime.instance import Instance, InstanceConfig, InstanceEvents
 from poolnet_desktop.runtime.net.discovery import addresses_to_show
+from poolnet_desktop.runtime.security.auth import PendingApproval
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -68,12 +70,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _HostPrinter(InstanceEvents):
-    """Prints the pool's banner once it is up, and a new pairing code when it changes."""
+    """Prints the pool's banner once it is up, a new pairing code when it changes, and each
+    device that starts waiting for the owner's approval (a headless host has no window to ask
+    in: the device waits two minutes, then is refused)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
         self._code: str | None = None
+        self._waiting: set[str] = set()
         self.failed: str | None = None
+
+    def approvals_changed(self, pending: list[PendingApproval]) -> None:
+        for device in pending:
+            if device.device_id not in self._waiting:
+                role = "watch the pool" if device.role == "observer" else "join as a member"
+                print(f"  waiting:       {printable(device.name or '(no name)')} from {printable(device.address)} "
+                      f"asks to {role}: poolnet devices approve {device.device_id} (or deny)", flush=True)
+        self._waiting = {device.device_id for device in pending}
 
     def host_started(self, host: PoolHost) -> None:
         if self._code is not None:

@@ -27,6 +27,7 @@ from poolnet_desktop.commands.options import (
     read_pairing_code,
     waiting_notice,
 )
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.protocol import PoolState
 from poolnet_desktop.core.sandbox_state import short as short_sandbox
@@ -117,8 +118,10 @@ def render_table(devices: list[dict[str, Any]], pool: dict[str, Any]) -> str:
                 f"{r['environments']} ({format_mb(r['environmentsSize'])})" if r.get("environments") else "-",
             )
         )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    # Names, platforms and GPU names are the members' own words: shown printable.
+    cells = [[printable(str(cell)) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
     lines.append("")
     lines.append(
         f"Pool: {pool['devices']} online, {pool['totalCpuCores']} cores, "

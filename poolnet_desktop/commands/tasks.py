@@ -34,6 +34,7 @@ from poolnet_desktop.commands.options import (
     read_pairing_code,
     waiting_notice,
 )
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.core.log_lines import LineJoiner
 from poolnet_desktop.core.manifest import ManifestError, inline_task
 from poolnet_desktop.core.matrix import describe_values
@@ -464,7 +465,7 @@ def render_failures(task_id: str, shards: Sequence[ShardSummary]) -> list[str]:
     ended and why, as its record says."""
     failed = [s for s in shards if s.state != ShardState.SUCCEEDED]
     lines = [
-        _printable(f"poolnet: shard {s.index} {s.state}" + (f" (attempt {s.attempt})" if s.attempt > 1 else "")
+        printable(f"poolnet: shard {s.index} {s.state}" + (f" (attempt {s.attempt})" if s.attempt > 1 else "")
                    + (f": {s.reason}" if s.reason else ""))
         for s in failed[:FAILURES_SHOWN]
     ]
@@ -484,14 +485,14 @@ def render_shards(task: TaskSummary, shards: Sequence[ShardSummary]) -> str:
          str(s.attempt), describe_values(s.values) if s.values else "-", s.reason)
         for s in shards
     ]
-    return f"{_printable(title)}\n{_table(rows)}"
+    return f"{printable(title)}\n{_table(rows)}"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
     """Rows (the first a header) as left-aligned columns two spaces apart. Cells are shown
     printable: names and notes come from submitters and shards (a file name an output was
     refused for), and a control character in them would drive the reader's terminal."""
-    rows = [[_printable(cell) for cell in row] for row in rows]
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
@@ -526,10 +527,3 @@ def _clock_text(seconds: float) -> str:
     minutes, secs = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _printable(text: str) -> str:
-    """``text`` with each control or format character written as its escape (``\\x1b``)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

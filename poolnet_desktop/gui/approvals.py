@@ -15,6 +15,7 @@ from typing import Protocol
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.gui import formatting as fmt
 
 
@@ -29,9 +30,20 @@ class Waiting(Protocol):
 
 
 def describe(device: Waiting) -> str:
-    """``"anna-laptop (macOS, 192.168.1.31) wants to join as a member"``."""
+    """``"anna-laptop (macOS, 192.168.1.31) wants to join as a member"``: the name and the
+    platform are the device's own words, on one line (``core.display_text``)."""
     what = "watch the pool" if device.role == "observer" else "join as a member"
-    return f"{device.name or device.device_id[:12]} ({fmt.platform_label(device.platform)}, {device.address}) wants to {what}"
+    name = printable(device.name or device.device_id[:12])
+    return f"{name} ({printable(fmt.platform_label(device.platform))}, {device.address}) wants to {what}"
+
+
+def plain_label(text: str) -> QLabel:
+    """A wrapped label that shows ``text`` as it is: a QLabel takes text that looks like HTML
+    for rich text, and a device's name must not draw the prompt it appears in."""
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setWordWrap(True)
+    return label
 
 
 class ApprovalsPanel(QWidget):
@@ -56,8 +68,7 @@ class ApprovalsPanel(QWidget):
 
     def _row(self, device: Waiting) -> QWidget:
         row = QWidget()
-        label = QLabel(describe(device))
-        label.setWordWrap(True)
+        label = plain_label(describe(device))
         approve, deny = QPushButton("Approve"), QPushButton("Deny")
         approve.setObjectName("primary")
         approve.clicked.connect(lambda: self.decided.emit(device.device_id, True))
@@ -104,8 +115,7 @@ class PermissionsPanel(QWidget):
     def _row(self, device: Trusted) -> QWidget:
         row = QWidget()
         may = ", ".join(p for p in ("member", "observer", "submit") if p in device.permissions) or "nothing"
-        label = QLabel(f"{device.name or device.device_id[:12]} ({device.device_id[:12]}): {may}")
-        label.setWordWrap(True)
+        label = plain_label(f"{printable(device.name or device.device_id[:12])} ({device.device_id[:12]}): {may}")
         submit = QCheckBox("May submit tasks")
         submit.setChecked("submit" in device.permissions)
         submit.toggled.connect(lambda on: self.permission_changed.emit(device.device_id, "submit", on))
@@ -143,6 +153,7 @@ class ApprovalPrompt(QObject):
         box = QMessageBox(self._parent)
         box.setWindowTitle("A device asks to join")
         box.setIcon(QMessageBox.Icon.Question)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setText(describe(device) + ".")
         box.setInformativeText("Approve only devices you know. It is remembered; you can revoke it later.")
         approve = box.addButton("Approve", QMessageBox.ButtonRole.AcceptRole)

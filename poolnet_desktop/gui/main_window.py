@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSize, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QFont, QHideEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QFrame,
@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         self.link_label = QLabel()
         self.link_label.setObjectName("muted")
         self.status_label = QLabel()
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)  # hosts' and submitters' words
         self.status_label.setWordWrap(True)
         self.status_label.setObjectName("muted")
         self.setCentralWidget(self._layout())

@@ -200,6 +200,7 @@ class SettingsPage(QScrollArea):
     def _join_section(self) -> Section:
         section = Section("Join a pool", "Pools announced on your network, or an address and its pairing code.")
         self.member_label = QLabel(MEMBER_STATES["none"])
+        self.member_label.setTextFormat(Qt.TextFormat.PlainText)  # a refusal's reason is the host's
         self.member_label.setWordWrap(True)
         self.pools_box = QVBoxLayout()
         self.pools_box.setSpacing(6)

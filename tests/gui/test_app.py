@@ -389,3 +389,18 @@ async def test_hosting_on_a_port_in_use_unticks_host_pool_and_says_why(tmp_path:
             assert "Address already in use" in desktop.window.settings.host_address.text()
             await wait_for(lambda: not desktop.window.settings.host_toggle.isChecked())
             assert desktop.bridge.host is None and not desktop.app.store.prefs.host_pool
+
+
+async def test_what_hosts_and_other_submitters_wrote_shows_as_text_in_the_window(tmp_path: Path) -> None:
+    """A refusal's reason comes from the host (or a fake one), a finished task's name from
+    whoever submitted it: shown in labels that take HTML-looking text for rich text, markup in
+    them drew what it liked in the window's status and the Settings page."""
+    markup = "<h1>Pool upgraded</h1><a href='http://evil.example'>sign in again</a>"
+    async with running_desktop(tmp_path) as desktop:
+        window = desktop.window
+        window.show_problem(f"Task failed: {markup}")
+        window.settings.show_member("refused", markup)
+        window.tasks.drop_zone.show_message(markup, error=True)
+        for label in (window.status_label, window.settings.member_label, window.tasks.drop_zone.message_label):
+            assert label.textFormat() == Qt.TextFormat.PlainText
+            assert markup in label.text()

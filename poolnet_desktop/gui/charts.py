@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.core.history import History
 from poolnet_desktop.gui import formatting as fmt
 from poolnet_desktop.gui.pool_model import PoolModel, Resource
@@ -383,7 +384,7 @@ class ResourceCharts(QWidget):
             # Device names come from the network: escaped, so none can inject markup.
             legend.append(
                 f"<tr><td style='color:{colour}'>&#9632;</td>"
-                f"<td style='padding-left:6px'>{html.escape(name)}</td>"
+                f"<td style='padding-left:6px'>{html.escape(printable(name))}</td>"
                 f"<td align='right' style='padding-left:10px;color:{theme.muted}'>"
                 f"{fmt.number(latest * scale)} {unit}</td></tr>"
             )

@@ -14,6 +14,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import QPushButton, QWidget
 
+from poolnet_desktop.core.display_text import printable
 from poolnet_desktop.core.devices import DeviceView
 from poolnet_desktop.core.sandbox_state import short as short_sandbox
 from poolnet_desktop.gui import formatting as fmt
@@ -108,7 +109,7 @@ class DeviceCard(QWidget):
         name_w = int(pill.left()) - 8 - name_x
         p.setFont(bold)
         p.setPen(QColor(theme.text))
-        name = QFontMetrics(bold).elidedText(d.name or d.id, Qt.TextElideMode.ElideRight, name_w)
+        name = QFontMetrics(bold).elidedText(printable(d.name or d.id), Qt.TextElideMode.ElideRight, name_w)
         p.drawText(QRectF(name_x, 12, name_w, 26), Qt.AlignmentFlag.AlignVCenter, name)
 
         p.setFont(small)

@@ -127,9 +127,10 @@ def test_clicking_a_pooled_plot_opens_its_breakdown(qtbot: QtBot, charts: Resour
 def test_device_names_cannot_inject_markup(
     charts: ResourceCharts, make_device: MakeDevice, make_state: MakeState
 ) -> None:
-    charts.model.apply(make_state(1, [make_device("x", "<b>evil</b>")], full=True), 0.0)
+    charts.model.apply(make_state(1, [make_device("x", "<b>evil</b>\u202etxt.exe")], full=True), 0.0)
     charts.show_device_breakdown(Resource.CPU)
-    assert "&lt;b&gt;evil&lt;/b&gt;" in charts.legend_label.text()
+    # Nor reverse what follows them (a right-to-left override shown as its escape).
+    assert "&lt;b&gt;evil&lt;/b&gt;\\u202etxt.exe" in charts.legend_label.text()
 
 
 def test_top_devices_must_be_positive(qtbot: QtBot) -> None:

@@ -137,7 +137,7 @@ async def lanes_outside_tmp() -> AsyncIterator[Lanes]:
     try:
         yield made
     finally:
-        made.lanes.close_all()
+        await made.lanes.close_all()
         shutil.rmtree(root)
 
 
@@ -274,7 +274,7 @@ async def test_a_shard_whose_start_is_never_told_still_times_out(lanes: Lanes) -
                       timeout=1.0), 10)
     finally:
         still_running = bool(sleeping(token))
-        lanes.lanes.close_all()
+        await lanes.lanes.close_all()
     assert result.reason == "timeout", (result, asyncio.get_running_loop().time() - started, still_running)
 
 

@@ -108,7 +108,7 @@ class Lanes:
 async def lanes(tmp_path: Path) -> AsyncIterator[Lanes]:
     made = Lanes(tmp_path)
     yield made
-    made.lanes.close_all()
+    await made.lanes.close_all()
 
 
 def sleeping(token: str) -> list[psutil.Process]:
@@ -390,14 +390,19 @@ async def test_a_spare_lane_made_at_rest_goes_at_once_to_a_new_tasks_first_shard
     await wait_for(lambda: spare_of(lanes) not in (None, spare))
 
 
-async def test_a_spare_lane_ends_with_the_pool(lanes: Lanes) -> None:
+async def test_the_pool_closed_leaves_no_lane_running_no_watch_and_no_folder(lanes: Lanes) -> None:
+    """Closing waits for each sandbox's end: a lane left closing when the loop stopped kept a
+    watch on its init's pidfd (under Qt's loop, a notifier that outlived the loop)."""
+    await lanes.run("true")
     lanes.lanes.spare_after = 0.1
     lanes.lanes.keep_spare()
     await wait_for(lambda: spare_of(lanes) is not None)
-    launcher = psutil.Process(spare_of(lanes)._launcher)  # type: ignore[union-attr]
-    lanes.lanes.close_all()
-    await wait_for(lambda: not launcher.is_running() or launcher.status() == psutil.STATUS_ZOMBIE, timeout=10)
-    assert spare_of(lanes) is None
+    launchers = [psutil.Process(lane._launcher) for lane in (spare_of(lanes), *lanes.lanes._free[KEY])]
+    watched = set(asyncio.get_running_loop()._selector.get_map())  # type: ignore[attr-defined]
+    await lanes.lanes.close_all()
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in launchers)
+    assert set(asyncio.get_running_loop()._selector.get_map()) < watched  # type: ignore[attr-defined]
+    assert spare_of(lanes) is None and lanes.lane_folders() == []
 
 
 async def test_a_members_shards_of_one_task_share_lanes_end_to_end(

@@ -79,6 +79,7 @@ class LanePool:
         self._spare_timer: asyncio.TimerHandle | None = None
         self._lent = 0  # lanes asked for so far: the spare waits for a while with none
         self._lent_when_armed = 0
+        self._removals: set[asyncio.Future[None]] = set()  # closed lanes, until gone and removed
 
     def ready(self, key: SandboxKey, gpus: Sequence[int], visible: Sequence[Path]) -> TaskSandbox | None:
         """A free lane for ``key``, held until ``release``; else None, and one is being made."""
@@ -223,9 +224,11 @@ class LanePool:
             del self._closers[lane]
             self._discard(lane)
 
-    def _discard(self, lane: TaskSandbox) -> None:
-        lane.close("no shard of its task is left here")
-        asyncio.ensure_future(self._remove_when_gone(lane))
+    def _discard(self, lane: TaskSandbox, why: str = "no shard of its task is left here") -> None:
+        lane.close(why)
+        removal = asyncio.ensure_future(self._remove_when_gone(lane))
+        self._removals.add(removal)
+        removal.add_done_callback(self._removals.discard)
 
     @staticmethod
     async def _remove_when_gone(lane: TaskSandbox) -> None:
@@ -233,22 +236,26 @@ class LanePool:
             await lane.gone()
         await asyncio.to_thread(remove_tree, lane.folder)
 
-    def close_all(self) -> None:
+    async def close_all(self) -> None:
+        """Close every lane, the spare and those being made, and wait until each sandbox is gone
+        and its folder removed: a lane still closing when the loop stops leaves its watch on a
+        descriptor behind (under Qt's loop, a notifier that outlives it)."""
         self._keep_spare = False
         if self._spare_timer is not None:
             self._spare_timer.cancel()
             self._spare_timer = None
-        if self._spare is not None:
-            self._discard(self._spare)
-            self._spare = None
-        if self._spare_opening is not None:
-            self._spare_opening.cancel()
-        for opening in self._opening.values():
+        openings = [*self._opening.values(), *([self._spare_opening] if self._spare_opening else [])]
+        for opening in openings:
             opening.cancel()
-        for lanes in self._free.values():
-            for lane in lanes:
-                self._closers.pop(lane).cancel()
-                lane.close("the member stops")
+        lanes = [lane for free in self._free.values() for lane in free] + list(self._busy)
+        if self._spare is not None:
+            lanes.append(self._spare)
+            self._spare = None
+        for closer in self._closers.values():
+            closer.cancel()
+        self._closers.clear()
         self._free.clear()
-        for lane in self._busy:
-            lane.close("the member stops")
+        self._busy.clear()
+        for lane in lanes:
+            self._discard(lane, "the member stops")
+        await asyncio.gather(*openings, *self._removals, return_exceptions=True)

@@ -272,7 +272,7 @@ class TaskExecutor:
             watch.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.lanes is not None:
-            self.lanes.close_all()
+            await self.lanes.close_all()
         await asyncio.to_thread(self._leave_no_scratch)
 
     def _leave_no_scratch(self) -> None:

@@ -589,6 +589,11 @@ def _still_placed(shard: Shard, attempt: int, device_id: str) -> bool:
     return shard.attempt == attempt and shard.device_id == device_id and shard.state in ACTIVE
 
 
+# What the shell, and the programs that start another (prlimit in a sandbox, env, nice), exit
+# with when the program they were to start could not be.
+_EXEC_FAILURES = {126: " (the command could not be executed)", 127: " (command not found)"}
+
+
 def result_note(result: ShardResult) -> str:
     """What a shard's record says of how an attempt ended: the member's message, else for one
     that failed how its program ended (what ``poolnet tasks ID`` and ``poolnet run`` show),
@@ -602,11 +607,6 @@ def result_note(result: ShardResult) -> str:
             return f"killed by signal {-result.exit_code}"
         return f"exited with code {result.exit_code}" + _EXEC_FAILURES.get(result.exit_code, "")
     return result.reason
-
-
-# What the shell, and the programs that start another (prlimit in a sandbox, env, nice), exit
-# with when the program they were to start could not be.
-_EXEC_FAILURES = {126: " (the command could not be executed)", 127: " (command not found)"}
 
 
 def failed_result(result: ShardResult, message: str) -> ShardResult:

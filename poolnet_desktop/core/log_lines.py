@@ -39,5 +39,4 @@ class LineJoiner:
         """The unfinished tails, of every shard or of ``shard`` alone (its attempt ended: the
         next one's text starts a line of its own)."""
         keys = [key for key in self._partial if shard is None or key[0] == shard]
-        tails = [ShardLine(key[0], key[1], text) for key in keys if (text := self._partial.pop(key))]
-        return tails
+        return [ShardLine(key[0], key[1], text) for key in keys if (text := self._partial.pop(key))]

@@ -405,6 +405,23 @@ async def test_the_pool_closed_leaves_no_lane_running_no_watch_and_no_folder(lan
     assert spare_of(lanes) is None and lanes.lane_folders() == []
 
 
+async def test_a_sandbox_that_will_not_end_holds_the_pools_close_only_so_long(
+    lanes: Lanes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stuck in the kernel can keep a sandbox from ending (played here: nothing on
+    this machine makes one on demand); a window's quit must not hang on it."""
+    await lanes.run("true")
+
+    async def never_gone(self: TaskSandbox) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(TaskSandbox, "gone", never_gone)
+    lanes.lanes.close_wait = 0.3
+    started = time.monotonic()
+    await asyncio.wait_for(lanes.lanes.close_all(), 10)
+    assert time.monotonic() - started < 5
+
+
 async def test_a_members_shards_of_one_task_share_lanes_end_to_end(
     pool: PoolHost, members: list[Member], client: TaskClient, tmp_path: Path
 ) -> None:

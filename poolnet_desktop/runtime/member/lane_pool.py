@@ -37,6 +37,9 @@ RECHECK = 1.0
 # core more), and waits, bound to no task and having run nothing, for the next task's first
 # shard.
 SPARE_AFTER = 1.0
+# How long a member's stop waits for its lanes' sandboxes to end (a process stuck in the
+# kernel can hold one; a window's quit must not hang on it): then it goes on, and says so.
+CLOSE_WAIT = 5.0
 
 SandboxKey = tuple[object, ...]
 
@@ -63,6 +66,7 @@ class LanePool:
         self.take_folder = take_folder
         self.idle_after = idle_after
         self.spare_after = spare_after
+        self.close_wait = CLOSE_WAIT
         self._free: dict[SandboxKey, list[TaskSandbox]] = {}
         self._closers: dict[TaskSandbox, asyncio.TimerHandle] = {}
         self._opening: dict[SandboxKey, asyncio.Task[None]] = {}
@@ -237,9 +241,10 @@ class LanePool:
         await asyncio.to_thread(remove_tree, lane.folder)
 
     async def close_all(self) -> None:
-        """Close every lane, the spare and those being made, and wait until each sandbox is gone
-        and its folder removed: a lane still closing when the loop stops leaves its watch on a
-        descriptor behind (under Qt's loop, a notifier that outlives it)."""
+        """Close every lane, the spare and those being made, and wait (``close_wait`` at most)
+        until each sandbox is gone and its folder removed: a lane still closing when the loop
+        stops leaves its watch on a descriptor behind (under Qt's loop, a notifier that outlives
+        it)."""
         self._keep_spare = False
         if self._spare_timer is not None:
             self._spare_timer.cancel()
@@ -258,4 +263,9 @@ class LanePool:
         self._busy.clear()
         for lane in lanes:
             self._discard(lane, "the member stops")
-        await asyncio.gather(*openings, *self._removals, return_exceptions=True)
+        try:
+            async with asyncio.timeout(self.close_wait):
+                await asyncio.gather(*openings, *self._removals, return_exceptions=True)
+        except TimeoutError:
+            log.warning("%d task sandbox(es) had not ended %.0f s after the member stopped them",
+                        len(self._removals), self.close_wait)

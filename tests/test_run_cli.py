@@ -43,6 +43,7 @@ def test_run_refuses_a_missing_command_in_one_line(pool: Pool) -> None:  # noqa:
         result = run(pool, *args)
         assert result.returncode == 2
         assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr == "poolnet: the command line: --shards must be between 1 and 100000, not 0\n"
 
 
 def test_tasks_id_shows_each_shards_sweep_values(pool: Pool) -> None:  # noqa: F811

@@ -387,7 +387,7 @@ def inline_task(command: Sequence[str], shards: int = 1) -> ManifestSpec:
     ``{shards}`` and ``{python}`` work as in a manifest."""
     source = "the command line"
     if not 1 <= shards <= MAX_SHARDS:
-        raise ManifestError(source, "--shards", f"must be between 1 and {MAX_SHARDS}, not {shards}")
+        raise ManifestError(source, None, f"--shards must be between 1 and {MAX_SHARDS}, not {shards}")
     try:
         check_command(tuple(command), shell=False)
     except ValueError as exc:

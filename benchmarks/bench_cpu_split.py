@@ -8,8 +8,9 @@ reaped children's: the shards) is divided by N, with the machine's idle time:
     .venv/bin/python benchmarks/bench_cpu_split.py [--shards 4000] [--member-loop uvloop]
         [--sandbox on|off]
 
-A member's lanes show as the launcher (``python -I -S -c import os,sys...``), whose reaped
-children are the shards themselves; without the sandbox the member reaps them. Compare the
+A member's lanes show as the launcher (``poolnet-lane``, the build of its C text, or
+``python -I -S -c import os,sys...``), whose reaped children are the shards themselves; without
+the sandbox the member reaps them. Compare the
 total with ``xargs -P 2``'s core-time per command (two cores over its rate), which
 ``bench_throughput.py`` prints beside it. Loopback only; every process started is stopped.
 """
@@ -38,6 +39,8 @@ def cpu_by_process() -> dict[int, tuple[str, float, float]]:
         except psutil.Error:
             continue
         command = " ".join(process.info["cmdline"] or [process.info["name"] or "?"])
+        if command.startswith("/proc/self/fd/"):  # a program run from a descriptor: its name says more
+            command = f"{process.info['name']} ({command})"
         seen[process.pid] = (command[:70], times.user + times.system, times.children_user + times.children_system)
     return seen
 

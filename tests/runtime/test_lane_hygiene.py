@@ -26,10 +26,12 @@ import pytest
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member import sandbox as sandbox_module
 from poolnet_desktop.runtime.member.sandbox import probe
-from poolnet_desktop.runtime.member.sandbox_launcher import encode
+from poolnet_desktop.runtime.member.sandbox_launcher import StartRequest, encode
 from tests.runtime.test_task_sandbox import (
     KEY,
     Lanes,
+    LauncherCommand,
+    launcher,
     lanes,
     new_token,
     ready_lane_played_by_the_test,
@@ -38,7 +40,7 @@ from tests.runtime.test_task_sandbox import (
 )
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
-__all__ = ["lanes"]  # the fixture, used by name
+__all__ = ["launcher", "lanes"]  # the fixtures, used by name
 
 PYTHON = python_command()[0]
 
@@ -127,13 +129,13 @@ async def test_what_a_shard_locks_in_a_temporary_folder_is_gone_for_the_next(lan
 
 
 @pytest.fixture
-async def lanes_outside_tmp() -> AsyncIterator[Lanes]:
+async def lanes_outside_tmp(launcher: LauncherCommand) -> AsyncIterator[Lanes]:
     """Lanes whose work root is outside ``/tmp`` (under ``/var/tmp``), as a member's is (in
     its cache): their ``/tmp`` is empty at the lane's start, so the launcher checks it after
     each shard by its ``lstat`` alone. (The ``lanes`` fixture's are under ``/tmp``: there the
     folders leading to the lane are in it, and each of them is checked so too.)"""
     root = Path(tempfile.mkdtemp(prefix="poolnet-test-", dir="/var/tmp"))
-    made = Lanes(root)
+    made = Lanes(root, launcher)
     try:
         yield made
     finally:
@@ -286,8 +288,8 @@ async def test_a_launcher_that_tells_only_the_end_of_a_shard_still_running_ends_
     async with ready_lane_played_by_the_test(tmp_path, launcher_has_a_child=True) as (lane, launcher, _):
         runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane))
         running = asyncio.ensure_future(runner.run())
-        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
-        launcher.send(encode({"op": "exited", "id": request["id"], "code": 0}))
+        request = StartRequest(await asyncio.to_thread(launcher.recv, 65536))
+        launcher.send(encode({"op": "exited", "id": request.request_id, "code": 0}))
         result = await asyncio.wait_for(running, 10)
         assert lane.ended and result.exit_code == -9, result  # it ran on, and its lane was kept
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import struct
@@ -34,13 +33,14 @@ from poolnet_desktop.runtime.client.task_client import TaskClient
 from poolnet_desktop.runtime.datadir import resolve_data_dir
 from poolnet_desktop.runtime.host.pool_host import PoolHost
 from poolnet_desktop.runtime.member import task_executor as task_executor_module
+from poolnet_desktop.runtime.member import native_launcher
 from poolnet_desktop.runtime.member import task_sandbox as task_sandbox_module
 from poolnet_desktop.runtime.member.lane_pool import LanePool
 from poolnet_desktop.runtime.member.member import Member, MemberOptions
 from poolnet_desktop.runtime.member.runner import OutputCallback, ShardRunner, ShardSpec, python_command
 from poolnet_desktop.runtime.member.sandbox import Sandbox, hidden_folders, probe, shard_process_limit
-from poolnet_desktop.runtime.member.sandbox_launcher import BOOTSTRAP, encode
-from poolnet_desktop.runtime.member.task_sandbox import LaneProcess, SandboxEnded, TaskSandbox, _launcher_source
+from poolnet_desktop.runtime.member.sandbox_launcher import StartRequest, encode
+from poolnet_desktop.runtime.member.task_sandbox import LauncherCommand, LaneProcess, SandboxEnded, TaskSandbox
 from poolnet_desktop.runtime.net.discovery import DiscoverySettings
 from tests.runtime.conftest import PAIRING_CODE
 from tests.runtime.test_task_pool import members, submit_manifest, wait_for
@@ -55,7 +55,7 @@ class Lanes:
     """A member's work root, data folder (with a key in it) and lanes, as the executor lays them
     out; ``run`` runs a shell line as a shard of task-a in a lane."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, launcher: LauncherCommand) -> None:
         self.work = root / "work"
         self.data = root / "data"
         self.work.mkdir()
@@ -64,7 +64,7 @@ class Lanes:
         (self.data / "identity.key").write_text(f"secret {self.marker}")
         self.sandbox = Sandbox(network=False, hidden=hidden_folders(self.data, self.work))
         self.taken = 0
-        self.lanes = LanePool(self.sandbox, self.work, python_command(), self.take_folder, idle_after=0.3)
+        self.lanes = LanePool(self.sandbox, self.work, launcher, self.take_folder, idle_after=0.3)
 
     def take_folder(self) -> Path:
         self.taken += 1
@@ -104,9 +104,27 @@ class Lanes:
         return sorted(self.work.glob("lane-*"))
 
 
+def launcher_of(kind: str) -> LauncherCommand:
+    """A member's launcher of ``kind``: the build of the C one ("native"; skipped where there is
+    none: ``./dev setup`` makes it, and ``test_native_launcher`` fails where a compiler could
+    have) or the Python one."""
+    if kind == "python":
+        return LauncherCommand(tuple(python_command()))
+    native = native_launcher.find()
+    if native is None:
+        pytest.skip("no build of the C launcher here")
+    return LauncherCommand(tuple(python_command()), native)
+
+
+@pytest.fixture(params=["native", "python"])
+def launcher(request: pytest.FixtureRequest) -> LauncherCommand:
+    """Each test of a lane runs with both launchers: they must do the same."""
+    return launcher_of(request.param)
+
+
 @pytest.fixture
-async def lanes(tmp_path: Path) -> AsyncIterator[Lanes]:
-    made = Lanes(tmp_path)
+async def lanes(tmp_path: Path, launcher: LauncherCommand) -> AsyncIterator[Lanes]:
+    made = Lanes(tmp_path, launcher)
     yield made
     await made.lanes.close_all()
 
@@ -501,12 +519,12 @@ async def start_played(
     pidfd of ``pid``: the runner, its run, and the request's id."""
     runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), on_data)
     running = asyncio.ensure_future(runner.run())
-    request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+    request = StartRequest(await asyncio.to_thread(launcher.recv, 65536))
     pidfd = os.pidfd_open(pid)
-    socket.send_fds(launcher, [encode({"op": "started", "id": request["id"]})], [pidfd])
+    socket.send_fds(launcher, [encode({"op": "started", "id": request.request_id})], [pidfd])
     os.close(pidfd)
     await wait_for(lambda: bool(lane._shards))  # its start was read
-    return runner, running, request["id"]
+    return runner, running, request.request_id
 
 
 @pytest.fixture
@@ -520,21 +538,17 @@ async def hostile(tmp_path: Path) -> AsyncIterator[tuple[TaskSandbox, socket.soc
     launcher.close()
 
 
-def test_the_launcher_will_not_serve_outside_a_sandbox(tmp_path: Path) -> None:
+def test_the_launcher_will_not_serve_outside_a_sandbox(launcher: LauncherCommand) -> None:
     """Started by hand on the machine itself, its clean-up after a first shard would have
     emptied the machine's /tmp (it did, in a profiling run) and killed every process it could
     see. It refuses before it answers anything (no request is sent here either way)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    code_read, code_write = os.pipe()
-    os.write(code_write, _launcher_source())
-    os.close(code_write)
     (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
     fds = [theirs.fileno(), out_write, err_write]
-    launched = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(code_read), *map(str, fds)],
-        pass_fds=[code_read, *fds], capture_output=True, text=True, timeout=10, check=False,
-    )
-    for fd in (code_read, out_read, out_write, err_read, err_write):
+    with launcher.prepared(fds) as (argv, program_fds):
+        launched = subprocess.run(argv, pass_fds=[*program_fds, *fds], capture_output=True, text=True,
+                                  timeout=10, check=False)
+    for fd in (out_read, out_write, err_read, err_write):
         os.close(fd)
     theirs.close()
     ours.settimeout(5)
@@ -591,9 +605,9 @@ async def test_a_shard_that_ends_before_it_is_told_started_is_answered_by_its_en
     async with ready_lane_played_by_the_test(tmp_path, writers) as (lane, launcher, _):
         runner = ShardRunner(ShardSpec(command=["true"], workdir=lane.workdir, task_sandbox=lane), keep)
         running = asyncio.ensure_future(runner.run())
-        request = json.loads(await asyncio.to_thread(launcher.recv, 65536))
+        request = StartRequest(await asyncio.to_thread(launcher.recv, 65536))
         os.write(writers["stdout"], b"all of it")
-        launcher.send(encode({"op": "exited", "id": request["id"], "code": 3}))
+        launcher.send(encode({"op": "exited", "id": request.request_id, "code": 3}))
         result = await asyncio.wait_for(running, 10)
         assert (result.reason, result.exit_code, b"".join(out)) == ("failed", 3, b"all of it")
         assert not lane.ended and not lane._shards and not lane._pending
@@ -718,7 +732,7 @@ async def test_a_launcher_that_never_answers_is_given_up_on(
     with pytest.raises(SandboxEnded):
         await asyncio.wait_for(lane.start(["true"], {}, lambda s, d: None, None), 5)
     assert lane.ended
-    assert json.loads(launcher.recv(65536))["op"] == "start"
+    assert StartRequest(launcher.recv(65536)).argv == [b"true"]
 
 
 async def test_a_shards_kill_never_signals_a_pid_the_launcher_named(

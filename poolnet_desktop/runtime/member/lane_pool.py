@@ -12,7 +12,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from poolnet_desktop.runtime.member import native_launcher
 from poolnet_desktop.runtime.member.folders import remove_tree
+from poolnet_desktop.runtime.member.runner import python_command
 from poolnet_desktop.runtime.member.sandbox import (
     PRIVATE_TEMP,
     Sandbox,
@@ -20,7 +22,7 @@ from poolnet_desktop.runtime.member.sandbox import (
     resolver_state,
     socket_masks,
 )
-from poolnet_desktop.runtime.member.task_sandbox import SandboxEnded, TaskSandbox
+from poolnet_desktop.runtime.member.task_sandbox import LauncherCommand, SandboxEnded, TaskSandbox
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,19 @@ CLOSE_WAIT = 5.0
 SandboxKey = tuple[object, ...]
 
 
+def launcher_command() -> LauncherCommand:
+    """How this member runs its lanes' launchers: the build of the C one where it has one."""
+    native = native_launcher.find()
+    if native is None:
+        log.info("lanes run the launcher in Python: no build of %s here", native_launcher.SOURCE.name)
+    return LauncherCommand(tuple(python_command()), native)
+
+
 class LanePool:
     """The member's lanes, by key (a task, and what its shards need bound in); one idle for
     ``idle_after`` seconds is closed.
 
-    A lane takes some 15-30 ms of CPU to make (its launcher is a Python interpreter): ``ready``
+    A lane takes some 15-30 ms of CPU to make (with the Python launcher): ``ready``
     never waits for one. Until a lane is free, a task's shards run in sandboxes of their own
     (some 30 ms each), as do the shards of one-shard tasks, which would never reuse one. On a
     busy core a task's first lane took 100-150 ms to come, almost a tenth of a 2,000-shard task of
@@ -57,12 +67,12 @@ class LanePool:
     one made then: it has run nothing, and what the machine changed since is looked at as for
     any free lane (``_outdated``)."""
 
-    def __init__(self, sandbox: Sandbox, root: Path, python: Sequence[str],
+    def __init__(self, sandbox: Sandbox, root: Path, launcher: LauncherCommand,
                  take_folder: Callable[[], Path], idle_after: float = IDLE_CLOSE_AFTER,
                  spare_after: float = SPARE_AFTER) -> None:
         self.sandbox = sandbox
         self.root = root
-        self.python = list(python)
+        self.launcher = launcher
         self.take_folder = take_folder
         self.idle_after = idle_after
         self.spare_after = spare_after
@@ -145,7 +155,7 @@ class LanePool:
         folder: Path | None = None
         try:  # a name no lane had: one that is gone may have left its folder behind
             folder = Path(tempfile.mkdtemp(prefix="lane-", dir=self.root))
-            lane = await TaskSandbox.open(self.sandbox, folder, self.python, gpus, visible, self.take_folder)
+            lane = await TaskSandbox.open(self.sandbox, folder, self.launcher, gpus, visible, self.take_folder)
         except (OSError, TimeoutError) as exc:
             self.broken = str(exc) or type(exc).__name__
             self._retry_at = asyncio.get_running_loop().time() + RETRY_AFTER

@@ -15,8 +15,10 @@ shard started, even with ``clone(CLONE_PARENT)`` or in a session of its own, bel
 one shard, and the member suspends, measures and kills the launcher's descendants as the
 shard's tree.
 
-Messages are JSON on a ``SOCK_SEQPACKET`` socket. The member sends ``start``; the launcher
-answers ``failed`` with the errno, or ``exited`` with the exit code once the shard ended (and
+Messages go on a ``SOCK_SEQPACKET`` socket. The member sends ``start`` as NUL-terminated
+fields (``encode_start``: what exec takes, read in place by the launcher built from
+``sandbox_launcher.c``, which the member runs where it was built: ``native_launcher.py``); the
+launcher answers in JSON: ``failed`` with the errno, or ``exited`` with the exit code once the shard ended (and
 ``last`` when the lane cannot be made as new again: the member then ends it). A shard still
 running ``STARTED_DELAY`` after its start is told first with ``started`` and a pidfd of it:
 most small shards end before that, and one message per shard instead of two spares the member
@@ -63,7 +65,7 @@ if sys.platform != "win32":  # the launcher runs on Linux; the member imports th
     import resource
 
 READY = "ready"
-START = "start"
+START = b"start"
 STARTED = "started"
 FAILED = "failed"
 EXITED = "exited"
@@ -104,6 +106,46 @@ _SHM_INFO, _MSG_INFO, _SEM_INFO = 14, 12, 19
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: ``json.dumps`` with options makes one per call
 _DECODER = json.JSONDecoder()  # ``json.loads`` of bytes first guesses their encoding
+
+
+def encode_start(request_id: int, argv: Sequence[str], cwd: str, env: Mapping[str, str],
+                 cores: Sequence[int] | None) -> bytes:
+    """A start request: "start", the id, the working folder, the cores to pin to (comma
+    separated; none: not pinned), the count of arguments, the arguments, then the environment's
+    NAME=VALUE entries, each ended by a NUL. ``ValueError`` for what exec cannot pass on: a NUL
+    in a string, a name that is empty or holds "=", no command."""
+    if not argv:
+        raise ValueError("no command to run")
+    fields = [START, b"%d" % request_id, os.fsencode(cwd), ",".join(map(str, cores or ())).encode(),
+              b"%d" % len(argv), *map(os.fsencode, argv)]
+    for name, value in env.items():
+        if not name or "=" in name:
+            raise ValueError(f"illegal environment variable name: {name!r}")
+        fields.append(os.fsencode(f"{name}={value}"))
+    request = b"\0".join(fields) + b"\0"
+    if request.count(0) != len(fields):
+        raise ValueError("embedded null byte")
+    return request
+
+
+class StartRequest:
+    """A start request as ``encode_start`` made it, its strings as bytes (what exec takes)."""
+
+    __slots__ = ("argv", "cores", "cwd", "env", "request_id")
+
+    def __init__(self, data: bytes) -> None:
+        """Raises ``ValueError`` for what ``encode_start`` does not make."""
+        fields = data.split(b"\0")
+        if len(fields) < 7 or fields[0] != START or fields.pop() != b"":
+            raise ValueError("not a start request")
+        count = int(fields[4])
+        if not 0 < count <= len(fields) - 5:
+            raise ValueError("a start request with too few arguments")
+        self.request_id = int(fields[1])
+        self.cwd = fields[2]
+        self.cores = [int(core) for core in fields[3].split(b",")] if fields[3] else []
+        self.argv = fields[5:5 + count]
+        self.env = dict(entry.partition(b"=")[::2] for entry in fields[5 + count:])
 
 
 def encode(message: dict[str, object]) -> bytes:
@@ -178,17 +220,12 @@ class Launcher:
             os.close(fd)  # no request carries any
         if not data:
             return False
-        request: object = None
         try:
-            request = decode(data)
-            if not isinstance(request, dict):
-                raise ValueError("not a JSON object")
-            if request.get("op") != START or fds:
+            if fds:
                 raise ValueError("not a start request")
-            return self._start(request)
-        except (ValueError, TypeError, LookupError) as exc:
-            request_id = request.get("id") if isinstance(request, dict) else None
-            self._send({"op": FAILED, "id": request_id, "errno": errno.EINVAL, "error": str(exc)})
+            self._start(StartRequest(bytes(data)))
+        except ValueError as exc:
+            self._send({"op": FAILED, "id": None, "errno": errno.EINVAL, "error": str(exc)})
         return True
 
     def _receive(self) -> tuple[bytearray, list[int]]:
@@ -202,30 +239,22 @@ class Launcher:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         return self.buffer[:size], list(fds)
 
-    def _start(self, request: dict[str, object]) -> bool:
-        """Start the shard asked for; False once this launcher must end."""
-        request_id = int(request["id"])  # type: ignore[call-overload]
-        if self.shard is not None:
-            self._send({"op": FAILED, "id": request_id, "errno": errno.EBUSY, "error": "a shard runs here"})
-            return True
-        argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
-        env = {str(k): str(v) for k, v in request["env"].items()}  # type: ignore[attr-defined]
-        cores = request.get("cores")
+    def _start(self, request: StartRequest) -> None:
+        """Start the shard asked for; only a shard that cannot start is answered now."""
         try:
             stdout, stderr = (self._fresh_output(fd) for fd in self.outputs)
             try:
-                with _pinned(cores) if isinstance(cores, list) and cores else contextlib.nullcontext():
-                    pid = _spawn(argv, str(request["cwd"]), env, (self.null, stdout, stderr), self.ignored)
+                with _pinned(request.cores) if request.cores else contextlib.nullcontext():
+                    pid = _spawn(request.argv, request.cwd, request.env, (self.null, stdout, stderr), self.ignored)
             finally:
                 os.close(stdout)
                 os.close(stderr)
         except OSError as exc:
-            self._send({"op": FAILED, "id": request_id, "errno": exc.errno or errno.EIO,
+            self._send({"op": FAILED, "id": request.request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
-            return True
+            return
         # Its end, even one before this line, is pending: SIGCHLD is blocked, not lost.
-        self.shard = _Shard(request_id, pid, time.monotonic() + STARTED_DELAY)
-        return True
+        self.shard = _Shard(request.request_id, pid, time.monotonic() + STARTED_DELAY)
 
     def _tell_started(self, shard: _Shard) -> None:
         """The shard still runs: send the member a pidfd of it (not reaped yet: its pid is
@@ -299,7 +328,7 @@ class _Shard:
         self.told = False
 
 
-def _spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], stdio: tuple[int, int, int],
+def _spawn(argv: Sequence[bytes], cwd: bytes, env: Mapping[bytes, bytes], stdio: tuple[int, int, int],
            ignored: Sequence[int]) -> int:
     """Start ``argv`` in ``cwd``, in a session of its own, as ``subprocess`` would (its
     command looked up in ``env``'s PATH, no signal left ignored), with vfork and exec and no
@@ -308,9 +337,9 @@ def _spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], stdio: tuple[i
     after: the shard's folder is moved out of the lane once it ends), and so is its PATH,
     which glibc's ``posix_spawnp`` searches (in C: a search in Python cost a twentieth of
     the launcher's time per shard). Every other descriptor it holds is close-on-exec."""
-    search_path = env.get("PATH", os.defpath)
-    if os.environ.get("PATH") != search_path:
-        os.environ["PATH"] = search_path
+    search_path = env.get(b"PATH", os.fsencode(os.defpath))
+    if os.environb.get(b"PATH") != search_path:
+        os.environb[b"PATH"] = search_path
     os.chdir(cwd)
     try:
         return os.posix_spawnp(

@@ -80,7 +80,7 @@ from poolnet_desktop.runtime.member.environments import (
 )
 from poolnet_desktop.runtime.member.folders import remove_tree
 from poolnet_desktop.runtime.member.landlock import scopes_supported
-from poolnet_desktop.runtime.member.lane_pool import LanePool
+from poolnet_desktop.runtime.member.lane_pool import LanePool, launcher_command
 from poolnet_desktop.runtime.member.memory_guard import MemoryGuard
 from poolnet_desktop.runtime.member.orphans import RUN_VARIABLE, reap_and_stamp
 from poolnet_desktop.runtime.member.process_guard import ProcessGuard
@@ -88,7 +88,6 @@ from poolnet_desktop.runtime.member.runner import (
     ShardRunner,
     ShardSpec,
     Stream,
-    python_command,
 )
 from poolnet_desktop.runtime.member.sampler import ResourceSampler
 from poolnet_desktop.runtime.member.sandbox import (
@@ -214,7 +213,7 @@ class TaskExecutor:
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
             if scopes_supported():  # else a lane's long-lived folder could be reached from outside
                 if not self._stopping:  # stopped while it probed: no lane may outlive it
-                    self.lanes = LanePool(self.sandbox, self.work, python_command(), self._take_folder)
+                    self.lanes = LanePool(self.sandbox, self.work, launcher_command(), self._take_folder)
                     self.lanes.keep_spare()
             elif self.sandbox_settings.network:
                 self._reuse_folders = False

@@ -46,7 +46,8 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -97,14 +98,45 @@ class RequestTooLarge(Exception):
     """The shard's command and environment do not fit in one request to the launcher."""
 
 
-def launcher_argv(python: Sequence[str], code_fd: int, fds: Sequence[int]) -> list[str]:
-    """How the member's interpreter runs the launcher, given its socket and the write ends of
-    the lane's stdout and stderr (``fds``): from its text on ``code_fd``, isolated from the
-    folder it runs in (the task's files), from ``PYTHON*`` variables and from site-packages
-    (it needs none, and starts 10 ms sooner); a frozen build runs its bundled module."""
-    if getattr(sys, "frozen", False):
-        return [*python, "-m", launcher.__name__, *map(str, fds)]
-    return [*python, "-I", "-S", "-c", launcher.BOOTSTRAP, str(code_fd), *map(str, fds)]
+@dataclass(frozen=True)
+class LauncherCommand:
+    """How a lane's launcher is run: the build of ``sandbox_launcher.c`` where the member has
+    one (``native``: ``lane_pool.launcher_command``), else its own interpreter (``python``) with
+    the launcher's text."""
+
+    python: tuple[str, ...]
+    native: Path | None = None
+
+    @contextlib.contextmanager
+    def prepared(self, fds: Sequence[int]) -> Iterator[tuple[list[str], list[int]]]:
+        """The launcher's argv, given its socket and the write ends of the lane's stdout and
+        stderr (``fds``), and the descriptors bwrap must pass on besides those; they are
+        closed here when the block ends (bwrap has them then).
+
+        The build runs from a descriptor of its file (``/proc/self/fd/N``), which the sandbox
+        needs no view of. The interpreter reads the launcher's text from a pipe, isolated
+        from the folder it runs in (the task's files), from ``PYTHON*`` variables and from
+        site-packages (it needs none, and starts 10 ms sooner); a frozen build runs its
+        bundled module."""
+        if self.native is not None:
+            program = os.open(self.native, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                yield [f"/proc/self/fd/{program}", *map(str, fds)], [program]
+            finally:
+                os.close(program)
+            return
+        if getattr(sys, "frozen", False):
+            yield [*self.python, "-m", launcher.__name__, *map(str, fds)], []
+            return
+        code_read, code_write = os.pipe()
+        try:
+            try:  # the text fits in the pipe's buffer (64 KiB): no reader needs to be waited for
+                os.write(code_write, _launcher_source())
+            finally:
+                os.close(code_write)
+            yield [*self.python, "-I", "-S", "-c", launcher.BOOTSTRAP, str(code_read), *map(str, fds)], [code_read]
+        finally:
+            os.close(code_read)
 
 
 @functools.cache
@@ -283,25 +315,19 @@ class TaskSandbox:
 
     @classmethod
     async def open(
-        cls, sandbox: Sandbox, folder: Path, python: Sequence[str], gpus: Sequence[int],
+        cls, sandbox: Sandbox, folder: Path, command: LauncherCommand, gpus: Sequence[int],
         visible: Sequence[Path], take_folder: Callable[[], Path],
     ) -> TaskSandbox:
         """Make a lane in ``folder`` (empty) and wait for its launcher to be ready."""
         # What its sandbox hides and shows, read before it is made (``LanePool`` looks for newer).
         sockets_seen, resolver_seen = listening_sockets(), resolver_state()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        code_read, code_write = os.pipe()
         (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
         theirs_fds = [theirs.fileno(), out_write, err_write]
         try:
-            try:  # the text fits in the pipe's buffer (64 KiB): no reader needs to be waited for
-                os.write(code_write, _launcher_source())
-            finally:
-                os.close(code_write)
-            with program_pipe() as seccomp:
-                argv = sandbox.wrap(launcher_argv(python, code_read, theirs_fds), folder, gpus, visible, seccomp,
-                                    sockets_seen)
-                passed = [*theirs_fds, code_read, *([seccomp] if seccomp is not None else [])]
+            with program_pipe() as seccomp, command.prepared(theirs_fds) as (launcher_argv, launcher_fds):
+                argv = sandbox.wrap(launcher_argv, folder, gpus, visible, seccomp, sockets_seen)
+                passed = [*theirs_fds, *launcher_fds, *([seccomp] if seccomp is not None else [])]
 
                 def spawn() -> subprocess.Popen[bytes]:
                     return subprocess.Popen(
@@ -318,7 +344,7 @@ class TaskSandbox:
             raise
         finally:
             theirs.close()
-            for fd in (code_read, out_write, err_write):
+            for fd in (out_write, err_write):
                 os.close(fd)
         ours.setblocking(False)
         lane = cls(folder, popen, ours, {"stdout": out_read, "stderr": err_read}, take_folder)
@@ -345,10 +371,10 @@ class TaskSandbox:
             raise SandboxEnded(errno.ESRCH, f"the task's sandbox ended: {self.ended}")
         self._next_id += 1
         request_id = self._next_id
-        request = launcher.encode({
-            "op": launcher.START, "id": request_id, "argv": list(argv), "cwd": str(self.workdir),
-            "env": dict(env), "cores": list(pin_to) if pin_to else None,
-        })
+        try:
+            request = launcher.encode_start(request_id, argv, str(self.workdir), env, pin_to)
+        except ValueError as exc:  # what exec would refuse, refused as the launcher would
+            raise OSError(errno.EINVAL, str(exc)) from None
         if len(request) > launcher.MAX_MESSAGE:
             raise RequestTooLarge
         answer: asyncio.Future[LaneProcess] = self.loop.create_future()

@@ -151,6 +151,19 @@ def test_bundled_python_computes_with_numpy(installed: list[Path], tmp_path: Pat
     assert ran.returncode == 0 and ran.stdout.strip() == "24.0", ran.stdout + ran.stderr
 
 
+def test_the_installed_member_runs_the_lane_launcher_built_from_c(installed: list[Path], tmp_path: Path) -> None:
+    """The bundle carries the launcher's build and the C text whose hash names it, where the
+    member looks for them: its lanes do not fall back to the Python launcher."""
+    code = "from poolnet_desktop.runtime.member import native_launcher; print(native_launcher.find())"
+    ran = subprocess.run(
+        [str(PREFIX / "poolnet"), "--poolnet-run-python", "-c", code],
+        env=bare_environment(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    build = Path(ran.stdout.strip())
+    assert build.is_relative_to(PREFIX) and os.access(build, os.X_OK), ran.stdout
+
+
 TASK = '''\
 import json, os, statistics, sys
 import numpy

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from poolnet_desktop.runtime.member.runner import ShardRunner, ShardSpec, python_command
@@ -107,6 +109,78 @@ async def test_a_shard_that_lowers_the_launchers_limits_leaves_the_next_one_the_
     _, after_hard, _ = await lanes.run("prlimit --fsize --nproc --nofile --noheadings")
     assert first.reason == "succeeded", first  # its own result stands; the lane goes after it
     assert after_soft == usual and after_hard == usual
+
+
+SCHEDULING = python(
+    "import os, subprocess; print(os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), "
+    "os.sched_getscheduler(0), subprocess.run(['ionice'], capture_output=True, text=True).stdout.strip())"
+)
+
+
+async def test_a_shard_that_pins_the_launcher_or_lowers_its_io_priority_leaves_the_next_one_as_the_first(
+    lanes: Lanes,
+) -> None:
+    """Cores and I/O class set on the launcher (same uid: allowed) were inherited by every
+    later shard of the task (an attacker's review); they are set back, in the same lane."""
+    _, usual, _ = await lanes.run(SCHEDULING)
+    changed, _, _ = await lanes.run(python("import os; os.sched_setaffinity(2, {0})") + " && ionice -c 3 -p 2")
+    _, after, _ = await lanes.run(SCHEDULING)
+    assert changed.reason == "succeeded", changed
+    assert after == usual and len(lanes.lane_folders()) == 1
+
+
+async def test_a_shard_that_renices_the_launcher_leaves_the_next_one_the_usual_priority(lanes: Lanes) -> None:
+    """A nice value raised on the launcher cannot be lowered again by its uid (no
+    CAP_SYS_NICE): the lane ends after that shard, and the next gets a new one. So does a
+    policy set to SCHED_BATCH."""
+    _, usual, _ = await lanes.run(SCHEDULING)
+    await lanes.run(python("import os; os.setpriority(os.PRIO_PROCESS, 2, 7)"))
+    _, after_nice, _ = await lanes.run(SCHEDULING)
+    await lanes.run(python("import os; os.sched_setscheduler(2, os.SCHED_BATCH, os.sched_param(0))"))
+    _, after_policy, _ = await lanes.run(SCHEDULING)
+    assert after_nice == usual and after_policy == usual
+
+
+async def test_a_shard_that_changes_its_stdin_leaves_the_next_one_a_fresh_opening(lanes: Lanes) -> None:
+    """Every shard of a lane read one opening of /dev/null: the flags one set (O_NONBLOCK,
+    O_APPEND), an owner or a lock stayed for the next (an attacker's review)."""
+    flags = python("import fcntl; print(fcntl.fcntl(0, fcntl.F_GETFL))")
+    _, usual, _ = await lanes.run(flags)
+    await lanes.run(python("import fcntl, os; fcntl.fcntl(0, fcntl.F_SETFL, os.O_NONBLOCK | os.O_APPEND)"))
+    _, after, _ = await lanes.run(flags)
+    assert after == usual
+
+
+KEEP_LOWERING_THE_LAUNCHERS_LIMITS = r"""
+import os, resource, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:  # an orphan: it comes to the launcher and outlives the shard
+        while True:  # no descriptor left to the launcher for a listing of /proc; files of 8 blocks
+            for limit, value in ((resource.RLIMIT_NOFILE, 0), (resource.RLIMIT_FSIZE, 8 * 512)):
+                resource.prlimit(2, limit, (value, resource.prlimit(2, limit)[1]))
+    os._exit(0)
+time.sleep(0.2)  # past the launcher's STARTED_DELAY: told started, then its end
+"""
+
+
+async def test_a_process_that_keeps_lowering_the_launchers_limits_is_killed_before_they_are_set_back(
+    lanes: Lanes,
+) -> None:
+    """A process left behind that lowers the launcher's limits over and over: the launcher
+    set its limits back before it killed what was left, so a limit lowered in between stayed
+    for the next shard, and with no descriptor to list /proc the C launcher took the lane for
+    empty while the process ran on (an attacker's review, 2 runs in 8). Now the kill comes
+    first and needs no descriptor, and the member believes an end only once the kernel lists no
+    child under the launcher."""
+    token = new_token()
+    limits = "prlimit --fsize --nofile --noheadings"
+    _, usual, _ = await lanes.run(limits)
+    first, _, _ = await lanes.run(f"exec {PYTHON} -c {shlex.quote(KEEP_LOWERING_THE_LAUNCHERS_LIMITS)} {token}")
+    assert first.reason == "succeeded", first
+    assert not [p for p in psutil.process_iter(["cmdline"]) if token in (p.info["cmdline"] or [])]
+    _, after, _ = await lanes.run(limits)
+    assert after == usual
 
 
 async def test_a_shard_that_leaves_its_launcher_no_descriptor_to_spare_still_runs_to_its_end(lanes: Lanes) -> None:
@@ -245,6 +319,22 @@ async def test_a_launcher_that_says_a_running_shard_ended_ends_its_lane(tmp_path
     finally:
         shard.kill()
         shard.wait()
+
+
+async def test_a_launcher_that_tells_the_end_of_a_started_shard_while_a_process_of_it_runs_ends_its_lane(
+    tmp_path: Path,
+) -> None:
+    """The shard was told started and its main process ended, but a process it left runs on
+    under the launcher (one that kept the launcher's clean-up from seeing it, as an attacker's
+    review did to the C launcher): the member asked the kernel for the launcher's children
+    only when an end came without ``started``. It asks on every end now."""
+    shard = subprocess.Popen(["sleep", "0.3"])
+    async with ready_lane_played_by_the_test(tmp_path, launcher_has_a_child=True) as (lane, launcher, _):
+        _, running, request_id = await start_played(lane, launcher, shard.pid)
+        await asyncio.to_thread(shard.wait)
+        launcher.send(encode({"op": "exited", "id": request_id, "code": 0}))
+        result = await asyncio.wait_for(running, 10)
+        assert lane.ended and result.exit_code == -9, result
 
 
 HOLD_ITS_PIDFD = r"""

@@ -53,6 +53,7 @@
 #define SYS_landlock_create_ruleset_ 444
 #define SYS_landlock_restrict_self_ 446
 #define CLOSE_RANGE_CLOEXEC_ (1U << 2)
+#define IOPRIO_WHO_PROCESS_ 1
 #define PROBLEMS 8192 /* room for what a clean-up could not do */
 
 static const char *const PRIVATE_TEMP[] = {"/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"};
@@ -158,7 +159,8 @@ static void restore_limits(char *problems) {
 
 /* ---- the rest of a shard's processes ----------------------------------------------------- */
 
-/* Whether a child is left, reaping those that ended (none left: nothing else runs here). */
+/* Whether a child is left, reaping those that ended. None left means nothing else runs here:
+ * orphans come to this subreaper, so every process but init descends from it. */
 static bool has_children(void) {
     for (;;) {
         pid_t pid = waitpid(-1, NULL, WNOHANG);
@@ -169,44 +171,59 @@ static bool has_children(void) {
     }
 }
 
-/* Every process in the sandbox but its init (1) and this launcher, into `pids`; how many. */
-static size_t others(pid_t **pids) {
-    size_t count = 0;
-    DIR *proc = opendir("/proc");
-    if (proc == NULL)
-        return 0;
-    pid_t me = getpid();
-    for (struct dirent *entry; (entry = readdir(proc)) != NULL;) {
-        char *end;
-        long pid = strtol(entry->d_name, &end, 10);
-        if (!isdigit((unsigned char)entry->d_name[0]) || *end || pid == 1 || pid == me)
-            continue;
-        *pids = grown(*pids, count, sizeof(pid_t));
-        (*pids)[count++] = (pid_t)pid;
-    }
-    closedir(proc);
-    return count;
-}
-
-/* SIGKILL and reap every other process in the sandbox; false if some would not go in time. */
+/* SIGKILL and reap every other process in the sandbox (sandbox_launcher._kill_the_rest); false
+ * if some would not go in time. */
 static bool kill_the_rest(void) {
     long long deadline = now_ns() + CLEAN_UP_LIMIT_NS;
-    pid_t *pids = NULL;
-    size_t count;
-    bool gone = true;
-    while (has_children() && (count = others(&pids)) > 0) {
-        if (now_ns() > deadline) {
-            gone = false;
-            break;
-        }
-        for (size_t i = 0; i < count; i++)
-            kill(pids[i], SIGKILL);
-        for (size_t i = 0; i < count; i++)
-            waitpid(pids[i], NULL, WNOHANG);
+    while (has_children()) {
+        if (now_ns() > deadline)
+            return false;
+        kill(-1, SIGKILL);
         nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
     }
-    free(pids);
-    return gone;
+    return true;
+}
+
+/* ---- how it is scheduled, which a shard may change too (same uid) ------------------------ */
+
+typedef struct {
+    int nice, policy, io_priority;
+    struct sched_param parameters;
+    cpu_set_t cores;
+} Scheduling;
+
+static Scheduling scheduling; /* as the lane began */
+
+static int read_scheduling(Scheduling *now) {
+    errno = 0;
+    now->nice = getpriority(PRIO_PROCESS, 0);
+    if (errno != 0)
+        return -1;
+    now->policy = sched_getscheduler(0);
+    now->io_priority = (int)syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS_, 0);
+    if (now->policy < 0 || now->io_priority < 0 || sched_getparam(0, &now->parameters) != 0)
+        return -1;
+    return sched_getaffinity(0, sizeof now->cores, &now->cores);
+}
+
+/* Its nice value, policy, I/O priority and cores as the lane began; one that cannot be set
+ * back (a nice value raised past what this uid may lower again) is named. */
+static void restore_scheduling(char *problems) {
+    Scheduling now;
+    if (read_scheduling(&now) != 0) {
+        note(problems, "its scheduling could not be read: %s", strerror(errno));
+        return;
+    }
+    if (now.nice != scheduling.nice && setpriority(PRIO_PROCESS, 0, scheduling.nice) != 0)
+        note(problems, "a shard changed the launcher's nice value for good");
+    if ((now.policy != scheduling.policy || now.parameters.sched_priority != scheduling.parameters.sched_priority) &&
+        sched_setscheduler(0, scheduling.policy, &scheduling.parameters) != 0)
+        note(problems, "a shard changed the launcher's scheduling policy for good");
+    if (now.io_priority != scheduling.io_priority &&
+        syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS_, 0, scheduling.io_priority) != 0)
+        note(problems, "a shard changed the launcher's I/O priority for good");
+    if (!CPU_EQUAL(&now.cores, &scheduling.cores) && sched_setaffinity(0, sizeof scheduling.cores, &scheduling.cores) != 0)
+        note(problems, "a shard changed the launcher's cores for good");
 }
 
 /* ---- the private temporary folders ------------------------------------------------------- */
@@ -218,12 +235,19 @@ typedef struct {
     ssize_t notes_size;
 } Folder;
 
+/* A folder's lstat and the length of its notes' names: setting a note changes only its ctime,
+ * which on tmpfs before Linux 6.13 may stay the same within one clock tick. */
+typedef struct {
+    struct stat info;
+    ssize_t notes;
+} Signature;
+
 typedef struct {
     const char *path;
     Folder *folders; /* the folder itself, then those on the way to bound folders */
     size_t count;
     bool way_known, skippable;
-    struct stat *cleaned; /* each folder's lstat as the last clean-up left it */
+    Signature *cleaned; /* each folder's as the last clean-up left it */
 } TemporaryFolder;
 
 typedef struct {
@@ -266,6 +290,10 @@ static ssize_t notes_of(const char *path, char **notes) {
     if (*notes == NULL)
         return -1;
     size = llistxattr(path, *notes, (size_t)size);
+    if (size < 0) {
+        free(*notes);
+        *notes = NULL;
+    }
     return size;
 }
 
@@ -361,10 +389,18 @@ static int set_back(const Folder *folder) {
     return utimensat(AT_FDCWD, folder->path, times, AT_SYMLINK_NOFOLLOW);
 }
 
+static int signature_of(const char *path, Signature *signature) {
+    if (lstat(path, &signature->info) != 0)
+        return -1;
+    signature->notes = llistxattr(path, NULL, 0);
+    return signature->notes < 0 ? -1 : 0;
+}
+
 static bool signatures_as_cleaned(const TemporaryFolder *temporary) {
     for (size_t i = 0; i < temporary->count; i++) {
-        struct stat now;
-        if (lstat(temporary->folders[i].path, &now) != 0 || !same_signature(&now, &temporary->cleaned[i]))
+        Signature now;
+        if (signature_of(temporary->folders[i].path, &now) != 0 || now.notes != temporary->cleaned[i].notes ||
+            !same_signature(&now.info, &temporary->cleaned[i].info))
             return false;
     }
     return true;
@@ -372,7 +408,7 @@ static bool signatures_as_cleaned(const TemporaryFolder *temporary) {
 
 static int read_signatures(TemporaryFolder *temporary) {
     for (size_t i = 0; i < temporary->count; i++)
-        if (lstat(temporary->folders[i].path, &temporary->cleaned[i]) != 0)
+        if (signature_of(temporary->folders[i].path, &temporary->cleaned[i]) != 0)
             return -1;
     return 0;
 }
@@ -393,11 +429,21 @@ static void init_temporary(TemporaryFolder *temporary, const char *path) {
         init_folder(&temporary->folders[temporary->count++], way.paths[i]);
     }
     free_way(&way);
-    temporary->cleaned = calloc(temporary->count, sizeof(struct stat));
+    temporary->cleaned = calloc(temporary->count, sizeof(Signature));
     if (temporary->cleaned == NULL || read_signatures(temporary) != 0) {
         fprintf(stderr, "poolnet launcher: %s: %s\n", path, strerror(errno));
         exit(1);
     }
+}
+
+/* Remove the emptied folder `path` from `folder` (made writable first if a shard locked it);
+ * one that leads to a mount stays, as it must. */
+static bool remove_folder(const char *folder, const char *path) {
+    if (rmdir(path) == 0)
+        return true;
+    if ((errno == EACCES || errno == EPERM) && chmod(folder, 0700) == 0 && rmdir(path) == 0)
+        return true;
+    return errno == ENOTEMPTY || errno == EEXIST || errno == EBUSY;
 }
 
 /* Remove what `folder` holds on its own file system (sandbox_launcher._empty); false if
@@ -424,7 +470,7 @@ static bool empty_folder(const char *folder, int depth, bool *too_deep) {
         } else if (S_ISDIR(inner.st_mode)) {
             if (inner.st_dev == info.st_dev) {
                 emptied = empty_folder(path, depth + 1, too_deep) && emptied;
-                rmdir(path); /* one that leads to a mount stays */
+                emptied = remove_folder(folder, path) && emptied;
             }
         } else if (unlink(path) != 0) {
             if ((errno != EACCES && errno != EPERM) || chmod(folder, 0700) != 0 || unlink(path) != 0)
@@ -485,12 +531,13 @@ static void clean_temporary(TemporaryFolder *temporary, char *problems) {
 
 /* ---- System V IPC ------------------------------------------------------------------------ */
 
-static void remove_ipc_listed(const char *table, int kind) {
+/* Remove each object `table` lists; false if the listing cannot be read. */
+static bool remove_ipc_listed(const char *table, int kind) {
     char path[64];
     snprintf(path, sizeof path, "/proc/sysvipc/%s", table);
     FILE *listing = fopen(path, "re");
     if (listing == NULL)
-        return;
+        return false;
     char line[1024];
     bool header = true;
     while (fgets(line, sizeof line, listing) != NULL) {
@@ -509,19 +556,41 @@ static void remove_ipc_listed(const char *table, int kind) {
             semctl((int)id, 0, IPC_RMID);
     }
     fclose(listing);
+    return true;
 }
 
-/* Remove the shared memory, queues and semaphores left, counting each kind first. */
-static void remove_ipc(void) {
-    struct shm_info shared;
-    struct msginfo queues;
-    struct seminfo semaphores;
-    if (shmctl(0, SHM_INFO, (struct shmid_ds *)&shared) < 0 || shared.used_ids != 0)
-        remove_ipc_listed("shm", 0);
-    if (msgctl(0, MSG_INFO, (struct msqid_ds *)&queues) < 0 || queues.msgpool != 0)
-        remove_ipc_listed("msg", 1);
-    if (semctl(0, 0, SEM_INFO, &semaphores) < 0 || semaphores.semusz != 0)
-        remove_ipc_listed("sem", 2);
+/* How many objects of a kind this IPC namespace holds; -1 where the kernel will not say. */
+static int ipc_count(int kind) {
+    union {
+        struct shm_info shared;
+        struct msginfo queues;
+        struct seminfo semaphores;
+    } answer;
+    union semun {
+        int value;
+        struct semid_ds *set;
+        unsigned short *values;
+        struct seminfo *info;
+    } argument = {.info = &answer.semaphores};
+    if (kind == 0)
+        return shmctl(0, SHM_INFO, (struct shmid_ds *)&answer.shared) < 0 ? -1 : answer.shared.used_ids;
+    if (kind == 1)
+        return msgctl(0, MSG_INFO, (struct msqid_ds *)&answer.queues) < 0 ? -1 : answer.queues.msgpool;
+    return semctl(0, 0, SEM_INFO, argument) < 0 ? -1 : answer.semaphores.semusz;
+}
+
+/* Remove the shared memory, queues and semaphores left, counting each kind first; what is
+ * left goes to `problems`. */
+static void remove_ipc(char *problems) {
+    static const char *const tables[] = {"shm", "msg", "sem"};
+    for (int kind = 0; kind < 3; kind++) {
+        if (ipc_count(kind) == 0)
+            continue;
+        if (!remove_ipc_listed(tables[kind], kind))
+            note(problems, "its System V IPC objects (%s) could not be listed", tables[kind]);
+        else if (ipc_count(kind) > 0)
+            note(problems, "its System V IPC objects (%s) could not be removed", tables[kind]);
+    }
 }
 
 /* ---- a shard ----------------------------------------------------------------------------- */
@@ -534,7 +603,7 @@ typedef struct {
 } Shard;
 
 static Shard shard;
-static int null_fd, outputs[2], output_sizes[2];
+static int outputs[2], output_sizes[2];
 static sigset_t ignored; /* the signals this launcher was started with ignored */
 static TemporaryFolder temporary[TEMPORARY_COUNT];
 static size_t temporary_count;
@@ -576,13 +645,14 @@ static int spawn(char *const argv[], const char *cwd, char *const envp[], pid_t 
     const char *own = getenv("PATH");
     if ((own == NULL || strcmp(own, search_path) != 0) && setenv("PATH", search_path, 1) != 0)
         return errno;
-    int stdio[3] = {null_fd, fresh_output(outputs[0], output_sizes[0]), -1};
-    if (stdio[1] < 0)
-        return errno;
-    stdio[2] = fresh_output(outputs[1], output_sizes[1]);
-    if (stdio[2] < 0) {
+    /* Each shard's own openings: flags, an owner or a lock one sets on them die with it. */
+    int stdio[3] = {open("/dev/null", O_RDONLY | O_CLOEXEC), fresh_output(outputs[0], output_sizes[0]),
+                    fresh_output(outputs[1], output_sizes[1])};
+    if (stdio[0] < 0 || stdio[1] < 0 || stdio[2] < 0) {
         int error = errno;
-        close(stdio[1]);
+        for (int i = 0; i < 3; i++)
+            if (stdio[i] >= 0)
+                close(stdio[i]);
         return error;
     }
     posix_spawn_file_actions_t actions;
@@ -597,12 +667,12 @@ static int spawn(char *const argv[], const char *cwd, char *const envp[], pid_t 
     posix_spawnattr_setsigdefault(&attributes, &ignored);
     posix_spawnattr_setsigmask(&attributes, &none);
     int error = chdir(cwd) == 0 ? posix_spawnp(pid, argv[0], &actions, &attributes, argv, envp) : errno;
-    if (chdir("/") != 0 && error == 0)
-        error = errno;
+    if (chdir("/") != 0 && error != 0)
+        error = errno; /* a shard that started is run all the same */
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
-    close(stdio[1]);
-    close(stdio[2]);
+    for (int i = 0; i < 3; i++)
+        close(stdio[i]);
     return error;
 }
 
@@ -635,9 +705,11 @@ static void start(char *message, size_t size) {
         at = memchr(at, '\0', (size_t)(end - at)) + 1;
         if (i < argc) {
             argv[i] = field;
-        } else {
+        } else if (strchr(field, '=') != NULL && field[0] != '=') {
             envp = grown(envp, envc, sizeof(char *));
             envp[envc++] = field;
+        } else {
+            complete = false;
         }
     }
     envp = grown(envp, envc, sizeof(char *));
@@ -657,14 +729,14 @@ static void start(char *message, size_t size) {
     pid_t pid = 0;
     if (error == 0)
         error = spawn(argv, fields[2], envp, &pid);
-    if (pin)
+    if (pin) /* failing, the clean-up after the shard sets it back or ends the lane */
         sched_setaffinity(0, sizeof previous, &previous);
     free(argv);
     free(envp);
     if (error != 0) {
         char id_text[32];
         snprintf(id_text, sizeof id_text, "%lld", id);
-        send_failed(id_text, error, complete ? strerror(error) : "a start request with too few arguments");
+        send_failed(id_text, error, complete ? strerror(error) : "a malformed start request");
         return;
     }
     /* Its end, even one before this line, is pending: SIGCHLD is blocked, not lost. */
@@ -701,13 +773,16 @@ static bool children(void) {
     }
     long long id = shard.id;
     shard.pid = 0;
-    char problems[PROBLEMS] = "";
-    restore_limits(problems); /* first: the clean-up opens folders (a descriptor limit) */
+    /* First: nothing of the shard may change what is set back next. The kill needs no
+     * descriptor, whatever limits a leftover process set on this launcher. */
     if (!kill_the_rest())
         return false; /* exit, unreported: the member ends this sandbox */
+    char problems[PROBLEMS] = "";
+    restore_limits(problems); /* before the clean-up, which opens folders (a descriptor limit) */
+    restore_scheduling(problems);
     for (size_t i = 0; i < temporary_count; i++)
         clean_temporary(&temporary[i], problems);
-    remove_ipc();
+    remove_ipc(problems);
     int code = WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
     char text[PROBLEMS + 128];
     snprintf(text, sizeof text, "{\"op\":\"exited\",\"id\":%lld,\"code\":%d", id, code);
@@ -842,11 +917,14 @@ int main(int argc, char **argv) {
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC_) != 0)
         for (int fd = 3; fd < 1024; fd++)
             fcntl(fd, F_SETFD, FD_CLOEXEC);
-    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (int i = 0; i < 2; i++)
         output_sizes[i] = fcntl(outputs[i], F_GETPIPE_SZ);
-    if (null_fd < 0 || output_sizes[0] < 0 || output_sizes[1] < 0) {
-        perror("poolnet launcher: its descriptors");
+    if (output_sizes[0] < 0 || output_sizes[1] < 0) {
+        perror("poolnet launcher: its pipes");
+        return 1;
+    }
+    if (read_scheduling(&scheduling) != 0) {
+        perror("poolnet launcher: its scheduling");
         return 1;
     }
     read_limits();

@@ -7,35 +7,37 @@ of that task at once (a lane: ``runtime/member/task_sandbox.py``), and asks the 
 over a socket to start each shard: the sandbox is paid once per lane, not once per shard.
 
 One shard at a time, and after each one the lane is as new: when the shard's main process
-ends, the launcher (a child subreaper: every orphan in the sandbox comes to it) kills and
-reaps every other process in the sandbox, empties the private ``/tmp``, ``/var/tmp``,
-``/dev/shm`` and ``/dev/mqueue`` and sets back their mode, notes and times (``/dev`` itself is
-read-only), removes its System V IPC objects, and only then reports the exit. Whatever the
-shard started, even with ``clone(CLONE_PARENT)`` or in a session of its own, belongs to that
+ends, the launcher (a child subreaper: every orphan in the sandbox comes to it) first kills and
+reaps every other process in the sandbox (``kill(-1)``: no descriptor needed, whatever limits
+a leftover process set on it), then sets back its own resource limits and scheduling (nice
+value, policy, I/O priority, cores: a shard of the same uid may change them, and every later
+shard would inherit them), empties the private ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
+``/dev/mqueue`` and sets back their mode, notes and times (``/dev`` itself is read-only),
+removes its System V IPC objects, and only then reports the exit; what it could not set back
+ends the lane. Whatever the shard started, even with ``clone(CLONE_PARENT)`` or in a session of its own, belongs to that
 one shard, and the member suspends, measures and kills the launcher's descendants as the
 shard's tree.
 
 Messages go on a ``SOCK_SEQPACKET`` socket. The member sends ``start`` as NUL-terminated
 fields (``encode_start``: what exec takes, read in place by the launcher built from
 ``sandbox_launcher.c``, which the member runs where it was built: ``native_launcher.py``); the
-launcher answers in JSON: ``failed`` with the errno, or ``exited`` with the exit code once the shard ended (and
-``last`` when the lane cannot be made as new again: the member then ends it). A shard still
+launcher answers in JSON: ``failed`` with the errno, or ``exited`` with the exit code once the
+shard ended (and ``last`` when the lane cannot be made as new again: the member then ends it). A shard still
 running ``STARTED_DELAY`` after its start is told first with ``started`` and a pidfd of it:
 most small shards end before that, and one message per shard instead of two spares the member
 a wake-up (240 to 150 us of its CPU per shard of ``true``). On ``ready`` it sends a pidfd of
 itself. Every shard of the lane writes to the same two pipes, given to the launcher when it
 starts, each shard through a fresh opening of them (the flags, owner and size a shard sets on
-its own die with it): what is in them when ``exited`` comes was written by that shard, whose
-processes are all gone by then.
-
-A shard may also change what the launcher passes on: its resource limits (``prlimit`` needs
-only the same uid) are set back after each shard, or the lane ends.
+its own die with it; its stdin is a fresh opening of ``/dev/null`` for the same reason): what
+is in them when ``exited`` comes was written by that shard, whose processes are all gone by
+then.
 
 Every step of a shard's start and end is paid once per shard, on the shard's own core, so
 each is the cheapest that does the job: ``posix_spawnp`` (vfork and exec, no Python in the
 child, the PATH searched in C), a lane found empty by ``waitpid`` alone (no child left means no
 process left: every process in the sandbox descends from this subreaper), a temporary folder
-found empty and unchanged by one ``lstat`` (tmpfs counts its entries in its size), and System V
+found empty and unchanged by one ``lstat`` and one listing of its notes' names (tmpfs counts
+its entries in its size), and System V
 IPC counted by one call per kind before any listing is read.
 
 The launcher lives among the task's code: a shard may stop or kill it, and the member
@@ -65,7 +67,7 @@ if sys.platform != "win32":  # the launcher runs on Linux; the member imports th
     import resource
 
 READY = "ready"
-START = b"start"
+START = "start"
 STARTED = "started"
 FAILED = "failed"
 EXITED = "exited"
@@ -104,6 +106,7 @@ _F_GETPIPE_SZ = 1032
 _SHM_INFO, _MSG_INFO, _SEM_INFO = 14, 12, 19
 
 
+_NAMES_ENCODING, _NAMES_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: ``json.dumps`` with options makes one per call
 _DECODER = json.JSONDecoder()  # ``json.loads`` of bytes first guesses their encoding
 
@@ -112,17 +115,18 @@ def encode_start(request_id: int, argv: Sequence[str], cwd: str, env: Mapping[st
                  cores: Sequence[int] | None) -> bytes:
     """A start request: "start", the id, the working folder, the cores to pin to (comma
     separated; none: not pinned), the count of arguments, the arguments, then the environment's
-    NAME=VALUE entries, each ended by a NUL. ``ValueError`` for what exec cannot pass on: a NUL
-    in a string, a name that is empty or holds "=", no command."""
+    NAME=VALUE entries, each ended by a NUL, encoded as the file system's names are (one
+    ``encode`` for all: one per string cost the member a tenth of its time per shard).
+    ``ValueError`` for what exec cannot pass on: a NUL in a string, a name that is empty or
+    holds "=", no command."""
     if not argv:
         raise ValueError("no command to run")
-    fields = [START, b"%d" % request_id, os.fsencode(cwd), ",".join(map(str, cores or ())).encode(),
-              b"%d" % len(argv), *map(os.fsencode, argv)]
-    for name, value in env.items():
+    for name in env:
         if not name or "=" in name:
             raise ValueError(f"illegal environment variable name: {name!r}")
-        fields.append(os.fsencode(f"{name}={value}"))
-    request = b"\0".join(fields) + b"\0"
+    fields = [START, str(request_id), cwd, ",".join(map(str, cores)) if cores else "", str(len(argv)), *argv,
+              *map("=".join, env.items())]
+    request = ("\0".join(fields) + "\0").encode(_NAMES_ENCODING, _NAMES_ERRORS)
     if request.count(0) != len(fields):
         raise ValueError("embedded null byte")
     return request
@@ -136,7 +140,7 @@ class StartRequest:
     def __init__(self, data: bytes) -> None:
         """Raises ``ValueError`` for what ``encode_start`` does not make."""
         fields = data.split(b"\0")
-        if len(fields) < 7 or fields[0] != START or fields.pop() != b"":
+        if len(fields) < 7 or fields[0] != START.encode() or fields.pop() != b"":
             raise ValueError("not a start request")
         count = int(fields[4])
         if not 0 < count <= len(fields) - 5:
@@ -174,9 +178,9 @@ class Launcher:
     def __init__(self, sock: socket.socket, stdout: int, stderr: int) -> None:
         self.sock = sock
         self.shard: _Shard | None = None
-        self.null = os.open(os.devnull, os.O_RDONLY)
         self.outputs = {stdout: fcntl.fcntl(stdout, _F_GETPIPE_SZ), stderr: fcntl.fcntl(stderr, _F_GETPIPE_SZ)}
         self.limits = _limits()
+        self.scheduling = _Scheduling()
         self.buffer = bytearray(MAX_MESSAGE)
         self.fd_space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         self.ignored = _ignored_signals()
@@ -241,18 +245,19 @@ class Launcher:
 
     def _start(self, request: StartRequest) -> None:
         """Start the shard asked for; only a shard that cannot start is answered now."""
-        try:
-            stdout, stderr = (self._fresh_output(fd) for fd in self.outputs)
-            try:
-                with _pinned(request.cores) if request.cores else contextlib.nullcontext():
-                    pid = _spawn(request.argv, request.cwd, request.env, (self.null, stdout, stderr), self.ignored)
-            finally:
-                os.close(stdout)
-                os.close(stderr)
+        stdio: list[int] = []
+        try:  # each shard's own openings: flags, an owner or a lock one sets on them die with it
+            stdio.append(os.open(os.devnull, os.O_RDONLY))
+            stdio += (self._fresh_output(fd) for fd in self.outputs)
+            with _pinned(request.cores) if request.cores else contextlib.nullcontext():
+                pid = _spawn(request.argv, request.cwd, request.env, (stdio[0], stdio[1], stdio[2]), self.ignored)
         except OSError as exc:
             self._send({"op": FAILED, "id": request.request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
             return
+        finally:
+            for fd in stdio:
+                os.close(fd)
         # Its end, even one before this line, is pending: SIGCHLD is blocked, not lost.
         self.shard = _Shard(request.request_id, pid, time.monotonic() + STARTED_DELAY)
 
@@ -295,10 +300,13 @@ class Launcher:
                 os.waitpid(ended.si_pid, 0)  # an orphan that came here and died
         _, status = os.waitpid(shard.pid, 0)
         self.shard = None
-        lowered = _restore_limits(self.limits)  # first: the clean-up opens folders (a descriptor limit)
+        # First: nothing of the shard may change what is set back next. The kill needs no
+        # descriptor, whatever limits a leftover process set on this launcher.
         if not _kill_the_rest():
             return False  # exit, unreported: the member ends this sandbox, and waits for its end
-        left = lowered + _clean_the_temporary_folders(self.temporary)
+        left = _restore_limits(self.limits)  # before the clean-up, which opens folders (a descriptor limit)
+        left += self.scheduling.restore()
+        left += _clean_the_temporary_folders(self.temporary)
         message: dict[str, object] = {"op": EXITED, "id": shard.request_id, "code": os.waitstatus_to_exitcode(status)}
         if left:
             message["last"] = "; ".join(left)
@@ -348,7 +356,8 @@ def _spawn(argv: Sequence[bytes], cwd: bytes, env: Mapping[bytes, bytes], stdio:
             setsid=True, setsigdef=ignored, setsigmask=(),
         )
     finally:
-        os.chdir("/")
+        with contextlib.suppress(OSError):  # a shard that started runs all the same
+            os.chdir("/")
 
 
 def _ignored_signals() -> tuple[int, ...]:
@@ -368,7 +377,8 @@ def _pinned(cores: list[int]):  # type: ignore[no-untyped-def]
     try:
         yield
     finally:
-        os.sched_setaffinity(0, previous)
+        with contextlib.suppress(OSError):  # failing, the clean-up after the shard sets it back or ends the lane
+            os.sched_setaffinity(0, previous)
 
 
 def _has_children() -> bool:
@@ -384,27 +394,72 @@ def _has_children() -> bool:
             return True
 
 
-def _others() -> list[int]:
-    """Every process in this sandbox but its init (1) and this launcher."""
-    me = os.getpid()
-    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in (1, me)]
-
-
 def _kill_the_rest() -> bool:
-    """SIGKILL and reap every other process in the sandbox (orphans come here: a subreaper).
-    False if some would not go in time (stuck in the kernel)."""
+    """SIGKILL and reap every other process in the sandbox: ``kill(-1)`` reaches all of them
+    but init and this launcher, with no descriptor needed (a leftover process may keep this
+    launcher's descriptor limit at 0, where a listing of ``/proc`` fails). False if some would
+    not go in time (stuck in the kernel)."""
     deadline = time.monotonic() + CLEAN_UP_LIMIT
-    while _has_children() and (others := _others()):
+    while _has_children():
         if time.monotonic() > deadline:
             return False
-        for pid in others:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in others:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
         time.sleep(0.001)
     return True
+
+
+class _Scheduling:
+    """How the launcher is scheduled (its nice value, policy, I/O priority and cores), which a
+    shard may change too (the same uid) and every later shard would inherit."""
+
+    __slots__ = ("cores", "io_priority", "nice", "policy")
+
+    def __init__(self) -> None:
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self.policy = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        self.io_priority = _io_priority()
+        self.cores = os.sched_getaffinity(0)
+
+    def restore(self) -> list[str]:
+        """Set back each that changed; one that cannot be (a nice value raised past what this
+        uid may lower again) is named."""
+        now, left = _Scheduling(), []
+        steps = (
+            (now.nice != self.nice, lambda: os.setpriority(os.PRIO_PROCESS, 0, self.nice), "nice value"),
+            (now.policy != self.policy,
+             lambda: os.sched_setscheduler(0, self.policy[0], os.sched_param(self.policy[1])), "scheduling policy"),
+            (now.io_priority != self.io_priority, lambda: _set_io_priority(self.io_priority), "I/O priority"),
+            (now.cores != self.cores, lambda: os.sched_setaffinity(0, self.cores), "cores"),
+        )
+        for changed, set_back, what in steps:
+            if changed:
+                try:
+                    set_back()
+                except OSError:
+                    left.append(f"a shard changed the launcher's {what} for good")
+        return left
+
+
+# ``ioprio_get`` and ``ioprio_set`` by machine (glibc has no wrapper); elsewhere the I/O priority
+# is not looked at.
+_IOPRIO_CALLS = {"x86_64": (252, 251), "aarch64": (31, 30)}
+_IOPRIO_WHO_PROCESS = 1
+
+
+def _io_priority() -> int:
+    calls = _IOPRIO_CALLS.get(os.uname().machine)
+    if calls is None:
+        return -1
+    value = _libc().syscall(calls[0], _IOPRIO_WHO_PROCESS, 0)
+    if value < 0:
+        raise OSError(ctypes.get_errno(), "ioprio_get failed")
+    return int(value)
+
+
+def _set_io_priority(value: int) -> None:
+    if _libc().syscall(_IOPRIO_CALLS[os.uname().machine][1], _IOPRIO_WHO_PROCESS, 0, value) != 0:
+        raise OSError(ctypes.get_errno(), "ioprio_set failed")
 
 
 class _TemporaryFolder:
@@ -437,8 +492,11 @@ class _TemporaryFolder:
         self.folders += [_Folder(folder) for folder in way or ()]
         self.cleaned = self._signatures()
 
-    def _signatures(self) -> list[tuple[int, ...]]:
-        return [_signature(os.lstat(folder.path)) for folder in self.folders]
+    def _signatures(self) -> list[tuple[object, ...]]:
+        """Each folder's ``lstat`` and its notes' names: setting a note changes only a
+        folder's ctime, which on tmpfs before Linux 6.13 may stay the same within a tick."""
+        return [(_signature(os.lstat(folder.path)), os.listxattr(folder.path, follow_symlinks=False))
+                for folder in self.folders]
 
     def clean(self) -> str | None:
         """Make it as it began, after a shard; what could not be done is said."""
@@ -540,8 +598,7 @@ def _clean_the_temporary_folders(folders: Sequence[_TemporaryFolder]) -> list[st
             problem = f"{folder.path} could not be made as new: {exc.strerror or exc}"
         if problem:
             left.append(problem)
-    _remove_ipc()
-    return left
+    return left + _remove_ipc()
 
 
 def _limits() -> dict[int, tuple[int, int]]:
@@ -563,8 +620,10 @@ def _restore_limits(saved: dict[int, tuple[int, int]]) -> list[str]:
     return left
 
 
-def _remove_ipc() -> None:
-    """Remove the System V shared memory, queues and semaphores left in this IPC namespace."""
+def _remove_ipc() -> list[str]:
+    """Remove the System V shared memory, queues and semaphores left in this IPC namespace;
+    what could not be is said."""
+    left = []
     for table, count, remove in _ipc_kinds():
         if count() == 0:
             continue
@@ -572,11 +631,15 @@ def _remove_ipc() -> None:
             with open(f"/proc/sysvipc/{table}", encoding="ascii") as listing:
                 rows = listing.read().splitlines()[1:]
         except OSError:
+            left.append(f"its System V IPC objects ({table}) could not be listed")
             continue
         for row in rows:
             fields = row.split()
             if len(fields) > 1 and fields[1].isdigit():
                 remove(int(fields[1]))
+        if count() > 0:
+            left.append(f"its System V IPC objects ({table}) could not be removed")
+    return left
 
 
 @functools.cache
@@ -616,13 +679,26 @@ def _empty(folder: str) -> bool:
             if entry.is_dir(follow_symlinks=False):
                 if entry.stat(follow_symlinks=False).st_dev == device:
                     emptied = _empty(entry.path) and emptied
-                    with contextlib.suppress(OSError):  # one that leads to a mount stays
-                        os.rmdir(entry.path)
+                    emptied = _remove_folder(folder, entry.path) and emptied
             else:
                 _unlink(folder, entry.path)
         except OSError:
             emptied = False
     return emptied
+
+
+def _remove_folder(folder: str, path: str) -> bool:
+    """Remove the emptied folder ``path`` from ``folder`` (made writable first if a shard
+    locked it); one that leads to a mount stays, as it must."""
+    try:
+        try:
+            os.rmdir(path)
+        except PermissionError:
+            os.chmod(folder, 0o700)
+            os.rmdir(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY)
+    return True
 
 
 def _entries(folder: str) -> list[os.DirEntry[str]]:

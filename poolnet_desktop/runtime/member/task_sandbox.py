@@ -26,9 +26,9 @@ The launcher lives among the task's code, so nothing it says is believed beyond 
 message that is not what was asked for, a descriptor that is no pidfd, or no answer in time
 ends the sandbox. A shard's pid and its end come from the kernel: the pidfd the launcher
 sends for a shard still running after ``STARTED_DELAY``, or the member's own of the launcher's
-child when no answer comes (its shard stopped the launcher, or kept it from sending), or, for
-a shard answered by its end alone, the kernel's listing of the launcher's children, empty. A
-launcher stopped by its shard cannot hold a runner past the shard's end.
+child when no answer comes (its shard stopped the launcher, or kept it from sending); and an
+end is believed only once the kernel lists no child under the launcher (nothing of the shard
+runs on). A launcher stopped by its shard cannot hold a runner past the shard's end.
 """
 
 from __future__ import annotations
@@ -638,8 +638,10 @@ class TaskSandbox:
         process = self._shards.get(request_id)
         if process is None:
             raise ValueError("the end of a shard nobody asked for")
-        # The kernel must say it ended: by its pidfd, or (none was sent) by an empty launcher.
-        if not process.main_ended() or (answer is not None and self._launcher_has_children()):
+        # The kernel must say it ended (by its pidfd, where one was sent) and that nothing of it
+        # runs: the launcher has no child left (a leftover process that kept the launcher's
+        # clean-up from seeing it must not run on into the next shard).
+        if not process.main_ended() or self._launcher_has_children():
             raise ValueError("the end of a shard still running")
         self._drain()  # all it wrote is in the pipes: every process of it is gone
         self._on_data = None

@@ -6,7 +6,7 @@ alone for a short settling time, then each member's CPU time is read before and 
 ``--seconds`` (default 60) of rest. Members run on uvloop and on asyncio's own loop, one pool
 after the other. Target (issue 14): an idle member under 0.5 % of one core. Its resident
 memory is given alone and with what it keeps running at rest (the spare lane a member keeps
-for the next task: bubblewrap and a Python launcher), summed over the processes (pages they
+for the next task: bubblewrap and a launcher), summed over the processes (pages they
 share, such as the interpreter's, counted in each).
 
     .venv/bin/python benchmarks/bench_idle.py [--seconds 60] [--member-loops uvloop,asyncio]

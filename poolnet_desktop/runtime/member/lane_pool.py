@@ -59,8 +59,8 @@ class LanePool:
     """The member's lanes, by key (a task, and what its shards need bound in); one idle for
     ``idle_after`` seconds is closed.
 
-    A lane takes some 15-30 ms of CPU to make (with the Python launcher): ``ready``
-    never waits for one. Until a lane is free, a task's shards run in sandboxes of their own
+    A lane is ready some 15 ms after it is asked for with the C launcher, 60-100 ms with the
+    Python one (``benchmarks/bench_launcher.py``): ``ready`` never waits for one. Until a lane is free, a task's shards run in sandboxes of their own
     (some 30 ms each), as do the shards of one-shard tasks, which would never reuse one. On a
     busy core a task's first lane took 100-150 ms to come, almost a tenth of a 2,000-shard task of
     ``true``: so, once asked to (``keep_spare``), the pool keeps one lane made ahead for the

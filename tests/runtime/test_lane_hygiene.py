@@ -151,6 +151,50 @@ async def test_a_shard_that_changes_its_stdin_leaves_the_next_one_a_fresh_openin
     assert after == usual
 
 
+async def test_a_shard_that_locks_the_lanes_pipes_leaves_the_next_one_able_to_start(lanes: Lanes) -> None:
+    """``fchmod(1, 0)`` on the lane's stdout pipe (its uid owns it): every later start opened
+    the pipe afresh and was refused (EACCES), each shard of the task failing while the lane
+    lived on (a second attacker's review). The launcher sets the pipes' modes back."""
+    await lanes.run(python("import os; os.fchmod(1, 0); os.fchmod(2, 0)"))
+    result, out, _ = await lanes.run("echo next")
+    assert (result.reason, out) == ("succeeded", "next\n"), result
+
+
+SLICE = python(
+    "import ctypes, os, struct; attr = ctypes.create_string_buffer(56); "
+    "call = {'x86_64': 315, 'aarch64': 275}[os.uname().machine]; "
+    "assert ctypes.CDLL(None).syscall(call, 0, attr, 56, 0) == 0; print(struct.unpack_from('=Q', attr, 24)[0])"
+)
+SET_LAUNCHERS_SLICE = python(
+    "import ctypes, os, struct; attr = struct.pack('=IIQiIQQQII', 56, 0, 0, 0, 0, 30_000_000, 0, 0, 0, 0); "
+    "call = {'x86_64': 314, 'aarch64': 274}[os.uname().machine]; "
+    "assert ctypes.CDLL(None).syscall(call, 2, attr, 0) == 0"
+)
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="sched_setattr's number is known here")
+async def test_a_shard_that_sets_the_launchers_time_slice_leaves_the_next_one_the_usual_slice(lanes: Lanes) -> None:
+    """``sched_setattr`` on the launcher (the same owner: allowed) with a time slice of its own
+    (30 ms): every later shard inherited it (a second attacker's review). The launcher reads
+    its whole ``sched_attr`` and sets it back."""
+    _, usual, _ = await lanes.run(SLICE)
+    changed, _, _ = await lanes.run(SET_LAUNCHERS_SLICE)
+    _, after, _ = await lanes.run(SLICE)
+    assert changed.reason == "succeeded", changed
+    assert after == usual
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root member's shards can write the launcher's /proc files")
+async def test_a_root_shard_that_raises_the_launchers_oom_score_leaves_the_next_one_the_usual(lanes: Lanes) -> None:
+    """A launcher that is not dumpable has root's /proc files; a root member's shard is root:
+    its ``oom_score_adj`` and ``coredump_filter`` passed to every later shard."""
+    settings = "cat /proc/self/oom_score_adj /proc/self/coredump_filter"
+    _, usual, _ = await lanes.run(settings)
+    await lanes.run("echo 900 > /proc/2/oom_score_adj; echo 0x7f > /proc/2/coredump_filter")
+    _, after, _ = await lanes.run(settings)
+    assert after == usual
+
+
 KEEP_LOWERING_THE_LAUNCHERS_LIMITS = r"""
 import os, resource, sys, time
 if os.fork() == 0:

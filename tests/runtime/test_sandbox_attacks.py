@@ -33,6 +33,7 @@ from poolnet_desktop.runtime.member.sandbox import (
     probe,
     shard_process_limit,
 )
+from tests.runtime.test_task_pool import wait_for
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"no sandbox here: {probe()[1]}")
 
@@ -368,14 +369,18 @@ async def test_a_sandbox_outlives_the_thread_that_started_it(tmp_path: Path) -> 
     --die-with-parent takes the starting thread as the parent: when the thread ended at once,
     the sandbox was killed under its shard (exit -9) whenever bwrap was quicker than the
     thread's end, as under load. The thread now stays until its sandbox ends."""
+    def starters() -> set[threading.Thread]:
+        return {thread for thread in threading.enumerate() if thread.name == "poolnet-sandbox-parent"}
+
+    before = starters()  # an earlier test's sandboxes may still be ending
     member = Member(tmp_path)
     running = asyncio.ensure_future(member.run("import time; time.sleep(1); print('alive')"))
     await asyncio.sleep(0.5)
-    assert "poolnet-sandbox-parent" in {thread.name for thread in threading.enumerate()}
+    ours = starters() - before
+    assert ours
     out, _ = await running
     assert out == "alive\n"
-    await asyncio.sleep(0.2)
-    assert "poolnet-sandbox-parent" not in {thread.name for thread in threading.enumerate()}
+    await wait_for(lambda: not any(thread.is_alive() for thread in ours), timeout=10)
 
 
 KEYRING = """

@@ -38,13 +38,15 @@ def remove_tree(folder: Path) -> None:
     000) by making them the owner's again; a tree nested deeper than Python's recursion allows
     (a shard can make one) is left, with a warning, for the next start's clean-up."""
 
-    def unlock_and_retry(function: Callable[..., object], path: str, _: object) -> None:
+    def unlock_and_retry(function: Callable[..., object], path: str, error: tuple[object, ...]) -> None:
+        if isinstance(error[1], FileNotFoundError):
+            return  # gone already: removed meanwhile (a member's stop empties its work root too)
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(path), 0o700)
             if os.path.isdir(path) and not os.path.islink(path):
                 os.chmod(path, 0o700)
                 shutil.rmtree(path, ignore_errors=True)
-            else:
+            elif function in (os.unlink, os.rmdir):  # not a listing or an opening: a removal to retry
                 function(path)
 
     try:

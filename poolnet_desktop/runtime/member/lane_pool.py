@@ -10,7 +10,6 @@ import errno
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from poolnet_desktop.runtime.member import native_launcher
@@ -51,7 +50,7 @@ def launcher_command() -> LauncherCommand:
     """How this member runs its lanes' launchers: the build of the C one where it has one."""
     native = native_launcher.find()
     if native is None:
-        log.info("lanes run the launcher in Python: no build of %s here", native_launcher.SOURCE.name)
+        log.info("lanes run the launcher in Python: no build of %s that runs here", native_launcher.SOURCE.name)
     return LauncherCommand(tuple(python_command()), native)
 
 
@@ -158,16 +157,12 @@ class LanePool:
             folder = Path(tempfile.mkdtemp(prefix="lane-", dir=self.root))
             lane = await TaskSandbox.open(self.sandbox, folder, self.launcher, gpus, visible, self.take_folder)
         except (OSError, TimeoutError) as exc:
-            if folder is not None:
-                await asyncio.to_thread(remove_tree, folder)
-            if self.launcher.native is not None:  # a build that cannot run here (a noexec mount, an older libc)
-                log.warning("lanes use the launcher in Python: the one built from C did not start (%s)", exc)
-                self.launcher = replace(self.launcher, native=None)
-                return await self._make(gpus, visible)
             self.broken = str(exc) or type(exc).__name__
             self._retry_at = asyncio.get_running_loop().time() + RETRY_AFTER
             log.warning("each shard gets a sandbox of its own: no sandbox for a task's shards can be made (%s)",
                         self.broken)
+            if folder is not None:
+                await asyncio.to_thread(remove_tree, folder)
             return None
         self.broken = ""
         return lane

@@ -4,7 +4,7 @@ The launcher in Python costs 0.27 ms of CPU per shard of ``true``, on the shard'
 that was the gap between PoolNet and ``xargs -P 2`` (issue 14). Its C twin does the same
 steps. A member runs the build where there is one made from the C text beside this file (its
 name carries the text's hash: a build of an older text is never run), else the Python launcher
-(an install made with no compiler). ``./dev setup`` and the installers build it:
+(an install made with no compiler, or a build that does not run here). ``./dev setup`` and the installers build it:
 ``python -m poolnet_desktop.runtime.member.native_launcher``.
 """
 
@@ -35,14 +35,19 @@ def build_path() -> Path:
 
 @functools.cache
 def find() -> Path | None:
-    """The build to run, or None where there is none (read once: a member keeps its choice)."""
+    """The build to run, or None where there is none, or where it does not run here (a noexec
+    mount, an older C library): it is run once, with no arguments, and must say how it is used.
+    Read once: a member keeps its choice."""
     if sys.platform != "linux":
         return None
     try:
         path = build_path()
-    except OSError:
+        if not os.access(path, os.X_OK):
+            return None
+        tried = subprocess.run([str(path)], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
         return None
-    return path if os.access(path, os.X_OK) else None
+    return path if tried.returncode == 2 and tried.stderr.startswith(b"usage: sandbox_launcher") else None
 
 
 def build(compiler: str | None = None) -> Path:

@@ -54,6 +54,7 @@
 #define SYS_landlock_restrict_self_ 446
 #define CLOSE_RANGE_CLOEXEC_ (1U << 2)
 #define IOPRIO_WHO_PROCESS_ 1
+#define SCHED_FLAG_UTIL_CLAMP_ 0x60ULL
 #define PROBLEMS 8192 /* room for what a clean-up could not do */
 
 static const char *const PRIVATE_TEMP[] = {"/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue"};
@@ -186,44 +187,113 @@ static bool kill_the_rest(void) {
 
 /* ---- how it is scheduled, which a shard may change too (same uid) ------------------------ */
 
+/* The kernel's sched_attr (version 1): policy, nice value, a fair task's time slice, clamps. */
 typedef struct {
-    int nice, policy, io_priority;
-    struct sched_param parameters;
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+    uint32_t util_min, util_max;
+} SchedulingAttributes;
+
+typedef struct {
+    SchedulingAttributes attributes;
+    int io_priority;
     cpu_set_t cores;
 } Scheduling;
 
 static Scheduling scheduling; /* as the lane began */
 
 static int read_scheduling(Scheduling *now) {
-    errno = 0;
-    now->nice = getpriority(PRIO_PROCESS, 0);
-    if (errno != 0)
+    memset(now, 0, sizeof *now);
+    if (syscall(SYS_sched_getattr, 0, &now->attributes, sizeof now->attributes, 0) != 0)
         return -1;
-    now->policy = sched_getscheduler(0);
     now->io_priority = (int)syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS_, 0);
-    if (now->policy < 0 || now->io_priority < 0 || sched_getparam(0, &now->parameters) != 0)
+    if (now->io_priority < 0)
         return -1;
     return sched_getaffinity(0, sizeof now->cores, &now->cores);
 }
 
-/* Its nice value, policy, I/O priority and cores as the lane began; one that cannot be set
- * back (a nice value raised past what this uid may lower again) is named. */
+static bool same_attributes(const SchedulingAttributes *a, const SchedulingAttributes *b) {
+    return a->policy == b->policy && a->flags == b->flags && a->nice == b->nice && a->priority == b->priority &&
+           a->runtime == b->runtime && a->deadline == b->deadline && a->period == b->period &&
+           a->util_min == b->util_min && a->util_max == b->util_max;
+}
+
+/* Set the attributes back as the lane began: the clamps only with their flags, and a fair
+ * task's slice as the default one (0), which is what the launcher started with. */
+static void set_attributes_back(void) {
+    SchedulingAttributes wanted = scheduling.attributes;
+    wanted.size = sizeof wanted;
+    wanted.flags |= SCHED_FLAG_UTIL_CLAMP_;
+    if (wanted.policy == SCHED_OTHER || wanted.policy == SCHED_BATCH || wanted.policy == SCHED_IDLE)
+        wanted.runtime = 0;
+    if (syscall(SYS_sched_setattr, 0, &wanted, 0) != 0) {
+        wanted.flags &= ~(uint64_t)SCHED_FLAG_UTIL_CLAMP_; /* a kernel without clamps */
+        syscall(SYS_sched_setattr, 0, &wanted, 0);
+    }
+}
+
+/* Its scheduling attributes, I/O priority and cores as the lane began; what cannot be set back
+ * (a nice value raised past what this uid may lower again) is named. */
 static void restore_scheduling(char *problems) {
     Scheduling now;
     if (read_scheduling(&now) != 0) {
         note(problems, "its scheduling could not be read: %s", strerror(errno));
         return;
     }
-    if (now.nice != scheduling.nice && setpriority(PRIO_PROCESS, 0, scheduling.nice) != 0)
-        note(problems, "a shard changed the launcher's nice value for good");
-    if ((now.policy != scheduling.policy || now.parameters.sched_priority != scheduling.parameters.sched_priority) &&
-        sched_setscheduler(0, scheduling.policy, &scheduling.parameters) != 0)
-        note(problems, "a shard changed the launcher's scheduling policy for good");
+    if (!same_attributes(&now.attributes, &scheduling.attributes)) {
+        set_attributes_back();
+        if (read_scheduling(&now) != 0 || !same_attributes(&now.attributes, &scheduling.attributes))
+            note(problems, "a shard changed how the launcher is scheduled for good");
+    }
     if (now.io_priority != scheduling.io_priority &&
         syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS_, 0, scheduling.io_priority) != 0)
         note(problems, "a shard changed the launcher's I/O priority for good");
     if (!CPU_EQUAL(&now.cores, &scheduling.cores) && sched_setaffinity(0, sizeof scheduling.cores, &scheduling.cores) != 0)
         note(problems, "a shard changed the launcher's cores for good");
+}
+
+/* ---- what a root shard may change in /proc/2 (root owns a launcher that is not dumpable) - */
+
+static const char *const PROC_SETTINGS[] = {"/proc/self/oom_score_adj", "/proc/self/coredump_filter"};
+#define PROC_SETTINGS_COUNT (sizeof PROC_SETTINGS / sizeof PROC_SETTINGS[0])
+static char proc_settings[PROC_SETTINGS_COUNT][64]; /* as the lane began; empty: not watched */
+
+static bool read_setting(const char *path, char *value, size_t room) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t size = read(fd, value, room - 1);
+    close(fd);
+    value[size > 0 ? size : 0] = '\0';
+    return size > 0;
+}
+
+static void read_proc_settings(void) {
+    if (geteuid() != 0)
+        return; /* another uid's shards cannot write them: they are root's */
+    for (size_t i = 0; i < PROC_SETTINGS_COUNT; i++)
+        if (!read_setting(PROC_SETTINGS[i], proc_settings[i], sizeof proc_settings[i]))
+            proc_settings[i][0] = '\0';
+}
+
+static void restore_proc_settings(char *problems) {
+    for (size_t i = 0; i < PROC_SETTINGS_COUNT; i++) {
+        char now[64];
+        if (!proc_settings[i][0] || (read_setting(PROC_SETTINGS[i], now, sizeof now) && strcmp(now, proc_settings[i]) == 0))
+            continue;
+        int fd = open(PROC_SETTINGS[i], O_WRONLY | O_CLOEXEC);
+        char value[sizeof proc_settings[i] + 2]; /* coredump_filter reads as hex digits, and is read back as octal without 0x */
+        snprintf(value, sizeof value, "%s%.*s", strstr(PROC_SETTINGS[i], "coredump") ? "0x" : "",
+                 (int)sizeof proc_settings[i] - 1, proc_settings[i]);
+        size_t length = strlen(value);
+        if (fd < 0 || write(fd, value, length) != (ssize_t)length)
+            note(problems, "a shard changed the launcher's %s for good", PROC_SETTINGS[i] + strlen("/proc/self/"));
+        if (fd >= 0)
+            close(fd);
+    }
 }
 
 /* ---- the private temporary folders ------------------------------------------------------- */
@@ -465,7 +535,10 @@ static bool empty_folder(const char *folder, int depth, bool *too_deep) {
             continue;
         char *path = joined(folder, entry->d_name);
         struct stat inner;
-        if (lstat(path, &inner) != 0) {
+        int found = lstat(path, &inner);
+        if (found != 0 && errno == EACCES && chmod(folder, 0700) == 0) /* a folder a shard made unsearchable */
+            found = lstat(path, &inner);
+        if (found != 0) {
             emptied = errno == ENOENT && emptied;
         } else if (S_ISDIR(inner.st_mode)) {
             if (inner.st_dev == info.st_dev) {
@@ -604,9 +677,18 @@ typedef struct {
 
 static Shard shard;
 static int outputs[2], output_sizes[2];
+static mode_t output_modes[2]; /* a shard may fchmod them (its uid owns them): set back */
 static sigset_t ignored; /* the signals this launcher was started with ignored */
 static TemporaryFolder temporary[TEMPORARY_COUNT];
 static size_t temporary_count;
+
+static void restore_outputs(char *problems) {
+    for (int i = 0; i < 2; i++) {
+        struct stat now;
+        if (fstat(outputs[i], &now) != 0 || ((now.st_mode & 07777) != output_modes[i] && fchmod(outputs[i], output_modes[i]) != 0))
+            note(problems, "a shard changed the lane's pipes for good");
+    }
+}
 
 /* A new opening of the lane's pipe `fd` for one shard, at the lane's size. */
 static int fresh_output(int fd, int size) {
@@ -637,7 +719,7 @@ static bool parse_cores(const char *text, cpu_set_t *cores) {
 
 /* Start `argv` in `cwd`, in a session of its own, with vfork and exec (sandbox_launcher._spawn);
  * an errno on failure. */
-static int spawn(char *const argv[], const char *cwd, char *const envp[], pid_t *pid) {
+static int spawn(char *const argv[], const char *cwd, char *const envp[], pid_t *pid, bool *unopened) {
     const char *search_path = "/bin:/usr/bin"; /* Python's os.defpath */
     for (char *const *entry = envp; *entry; entry++)
         if (strncmp(*entry, "PATH=", 5) == 0)
@@ -650,6 +732,7 @@ static int spawn(char *const argv[], const char *cwd, char *const envp[], pid_t 
                     fresh_output(outputs[1], output_sizes[1])};
     if (stdio[0] < 0 || stdio[1] < 0 || stdio[2] < 0) {
         int error = errno;
+        *unopened = true; /* something the clean-up missed: no later shard would start either */
         for (int i = 0; i < 3; i++)
             if (stdio[i] >= 0)
                 close(stdio[i]);
@@ -676,15 +759,16 @@ static int spawn(char *const argv[], const char *cwd, char *const envp[], pid_t 
     return error;
 }
 
-/* Start the shard a request asks for; an answer is sent only if it cannot start. */
-static void start(char *message, size_t size) {
+/* Start the shard a request asks for; an answer is sent only if it cannot start. False once
+ * this launcher must end (no shard's openings can be made). */
+static bool start(char *message, size_t size) {
     char *fields[5], *at = message, *end = message + size;
     for (int i = 0; i < 5; i++) {
         fields[i] = at;
         at = at < end ? memchr(at, '\0', (size_t)(end - at)) : NULL;
         if (at == NULL) {
             send_failed("null", EINVAL, "a malformed start request");
-            return;
+            return true;
         }
         at++;
     }
@@ -694,7 +778,7 @@ static void start(char *message, size_t size) {
     if (strcmp(fields[0], "start") != 0 || !isdigit((unsigned char)fields[1][0]) || *id_end ||
         !isdigit((unsigned char)fields[4][0]) || *argc_end || argc < 1) {
         send_failed("null", EINVAL, "not a start request");
-        return;
+        return true;
     }
     char **argv = calloc((size_t)argc + 1, sizeof(char *));
     size_t envc = 0;
@@ -727,8 +811,9 @@ static void start(char *message, size_t size) {
             pin = true;
     }
     pid_t pid = 0;
+    bool unopened = false;
     if (error == 0)
-        error = spawn(argv, fields[2], envp, &pid);
+        error = spawn(argv, fields[2], envp, &pid, &unopened);
     if (pin) /* failing, the clean-up after the shard sets it back or ends the lane */
         sched_setaffinity(0, sizeof previous, &previous);
     free(argv);
@@ -737,10 +822,11 @@ static void start(char *message, size_t size) {
         char id_text[32];
         snprintf(id_text, sizeof id_text, "%lld", id);
         send_failed(id_text, error, complete ? strerror(error) : "a malformed start request");
-        return;
+        return !unopened;
     }
     /* Its end, even one before this line, is pending: SIGCHLD is blocked, not lost. */
     shard = (Shard){.id = id, .pid = pid, .tell_at = now_ns() + STARTED_DELAY_NS};
+    return true;
 }
 
 /* The shard still runs: send the member a pidfd of it. */
@@ -780,6 +866,8 @@ static bool children(void) {
     char problems[PROBLEMS] = "";
     restore_limits(problems); /* before the clean-up, which opens folders (a descriptor limit) */
     restore_scheduling(problems);
+    restore_proc_settings(problems);
+    restore_outputs(problems);
     for (size_t i = 0; i < temporary_count; i++)
         clean_temporary(&temporary[i], problems);
     remove_ipc(problems);
@@ -822,11 +910,11 @@ static bool next_request(void) {
     }
     if (size == 0)
         return false;
-    if (carried || (message.msg_flags & MSG_TRUNC) || request[size - 1] != '\0')
+    if (carried || (message.msg_flags & MSG_TRUNC) || request[size - 1] != '\0') {
         send_failed("null", EINVAL, "not a start request");
-    else
-        start(request, (size_t)size);
-    return true;
+        return true;
+    }
+    return start(request, (size_t)size);
 }
 
 /* One request at a time (sandbox_launcher.Launcher.serve). */
@@ -917,9 +1005,12 @@ int main(int argc, char **argv) {
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC_) != 0)
         for (int fd = 3; fd < 1024; fd++)
             fcntl(fd, F_SETFD, FD_CLOEXEC);
-    for (int i = 0; i < 2; i++)
+    struct stat pipes[2];
+    for (int i = 0; i < 2; i++) {
         output_sizes[i] = fcntl(outputs[i], F_GETPIPE_SZ);
-    if (output_sizes[0] < 0 || output_sizes[1] < 0) {
+        output_modes[i] = fstat(outputs[i], &pipes[i]) == 0 ? pipes[i].st_mode & 07777 : 0;
+    }
+    if (output_sizes[0] < 0 || output_sizes[1] < 0 || !output_modes[0] || !output_modes[1]) {
         perror("poolnet launcher: its pipes");
         return 1;
     }
@@ -928,6 +1019,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     read_limits();
+    read_proc_settings();
     sigemptyset(&ignored);
     for (int signal_number = 1; signal_number < NSIG; signal_number++) {
         struct sigaction action;

@@ -9,9 +9,10 @@ over a socket to start each shard: the sandbox is paid once per lane, not once p
 One shard at a time, and after each one the lane is as new: when the shard's main process
 ends, the launcher (a child subreaper: every orphan in the sandbox comes to it) first kills and
 reaps every other process in the sandbox (``kill(-1)``: no descriptor needed, whatever limits
-a leftover process set on it), then sets back its own resource limits and scheduling (nice
-value, policy, I/O priority, cores: a shard of the same uid may change them, and every later
-shard would inherit them), empties the private ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
+a leftover process set on it), then sets back what a shard of the same uid may change on it
+and every later shard would inherit (its resource limits; its scheduling: ``sched_attr``, I/O
+priority, cores; the lane's pipes' modes; a root member's ``oom_score_adj`` and
+``coredump_filter``), empties the private ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
 ``/dev/mqueue`` and sets back their mode, notes and times (``/dev`` itself is read-only),
 removes its System V IPC objects, and only then reports the exit; what it could not set back
 ends the lane. Whatever the shard started, even with ``clone(CLONE_PARENT)`` or in a session of its own, belongs to that
@@ -100,6 +101,7 @@ _IPC_RMID = 0
 # size is back to what it was when empty holds nothing.
 _SIZE_COUNTS_ENTRIES = {0x01021994, 0x19800202}
 _F_SETPIPE_SZ = 1031
+_RLIMIT_COUNT = 16  # RLIM_NLIMITS
 _F_GETPIPE_SZ = 1032
 # ``*ctl(0, *_INFO)``: how many objects of a kind this IPC namespace holds (SHM_INFO's
 # used_ids, MSG_INFO's msgpool, SEM_INFO's semusz).
@@ -149,7 +151,10 @@ class StartRequest:
         self.cwd = fields[2]
         self.cores = [int(core) for core in fields[3].split(b",")] if fields[3] else []
         self.argv = fields[5:5 + count]
-        self.env = dict(entry.partition(b"=")[::2] for entry in fields[5 + count:])
+        entries = fields[5 + count:]
+        if not all(entry.find(b"=") > 0 for entry in entries):
+            raise ValueError("an environment entry that is no NAME=VALUE")
+        self.env = dict(entry.partition(b"=")[::2] for entry in entries)
 
 
 def encode(message: dict[str, object]) -> bytes:
@@ -181,6 +186,9 @@ class Launcher:
         self.outputs = {stdout: fcntl.fcntl(stdout, _F_GETPIPE_SZ), stderr: fcntl.fcntl(stderr, _F_GETPIPE_SZ)}
         self.limits = _limits()
         self.scheduling = _Scheduling()
+        self.proc_settings = _proc_settings()
+        # A shard may fchmod the lane's pipes (its uid owns them): no later opening would work.
+        self.output_modes = {fd: stat.S_IMODE(os.fstat(fd).st_mode) for fd in self.outputs}
         self.buffer = bytearray(MAX_MESSAGE)
         self.fd_space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         self.ignored = _ignored_signals()
@@ -227,7 +235,7 @@ class Launcher:
         try:
             if fds:
                 raise ValueError("not a start request")
-            self._start(StartRequest(bytes(data)))
+            return self._start(StartRequest(bytes(data)))
         except ValueError as exc:
             self._send({"op": FAILED, "id": None, "errno": errno.EINVAL, "error": str(exc)})
         return True
@@ -243,23 +251,33 @@ class Launcher:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         return self.buffer[:size], list(fds)
 
-    def _start(self, request: StartRequest) -> None:
-        """Start the shard asked for; only a shard that cannot start is answered now."""
+    def _start(self, request: StartRequest) -> bool:
+        """Start the shard asked for; only a shard that cannot start is answered now. False
+        once this launcher must end: no shard's openings can be made (something the clean-up
+        missed), so no later shard would start either."""
         stdio: list[int] = []
         try:  # each shard's own openings: flags, an owner or a lock one sets on them die with it
             stdio.append(os.open(os.devnull, os.O_RDONLY))
             stdio += (self._fresh_output(fd) for fd in self.outputs)
+        except OSError as exc:
+            self._send({"op": FAILED, "id": request.request_id, "errno": exc.errno or errno.EIO,
+                        "error": exc.strerror or str(exc)})
+            for fd in stdio:
+                os.close(fd)
+            return False
+        try:
             with _pinned(request.cores) if request.cores else contextlib.nullcontext():
                 pid = _spawn(request.argv, request.cwd, request.env, (stdio[0], stdio[1], stdio[2]), self.ignored)
         except OSError as exc:
             self._send({"op": FAILED, "id": request.request_id, "errno": exc.errno or errno.EIO,
                         "error": exc.strerror or str(exc)})
-            return
+            return True
         finally:
             for fd in stdio:
                 os.close(fd)
         # Its end, even one before this line, is pending: SIGCHLD is blocked, not lost.
         self.shard = _Shard(request.request_id, pid, time.monotonic() + STARTED_DELAY)
+        return True
 
     def _tell_started(self, shard: _Shard) -> None:
         """The shard still runs: send the member a pidfd of it (not reaped yet: its pid is
@@ -275,6 +293,15 @@ class Launcher:
             self._send({"op": STARTED, "id": shard.request_id}, [pidfd])
         finally:
             os.close(pidfd)
+
+    def _restore_outputs(self) -> list[str]:
+        try:
+            for fd, mode in self.output_modes.items():
+                if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+                    os.fchmod(fd, mode)
+        except OSError:
+            return ["a shard changed the lane's pipes for good"]
+        return []
 
     def _fresh_output(self, fd: int) -> int:
         """A new opening of the lane's pipe ``fd`` for one shard (its own file description:
@@ -306,6 +333,8 @@ class Launcher:
             return False  # exit, unreported: the member ends this sandbox, and waits for its end
         left = _restore_limits(self.limits)  # before the clean-up, which opens folders (a descriptor limit)
         left += self.scheduling.restore()
+        left += _restore_proc_settings(self.proc_settings)
+        left += self._restore_outputs()
         left += _clean_the_temporary_folders(self.temporary)
         message: dict[str, object] = {"op": EXITED, "id": shard.request_id, "code": os.waitstatus_to_exitcode(status)}
         if left:
@@ -410,14 +439,14 @@ def _kill_the_rest() -> bool:
 
 
 class _Scheduling:
-    """How the launcher is scheduled (its nice value, policy, I/O priority and cores), which a
-    shard may change too (the same uid) and every later shard would inherit."""
+    """How the launcher is scheduled (its ``sched_attr``: policy, nice value, a fair task's time
+    slice, clamps; its I/O priority and cores), which a shard may change too (the same uid) and
+    every later shard would inherit."""
 
-    __slots__ = ("cores", "io_priority", "nice", "policy")
+    __slots__ = ("attributes", "cores", "io_priority")
 
     def __init__(self) -> None:
-        self.nice = os.getpriority(os.PRIO_PROCESS, 0)
-        self.policy = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        self.attributes = _scheduling_attributes()
         self.io_priority = _io_priority()
         self.cores = os.sched_getaffinity(0)
 
@@ -425,14 +454,14 @@ class _Scheduling:
         """Set back each that changed; one that cannot be (a nice value raised past what this
         uid may lower again) is named."""
         now, left = _Scheduling(), []
-        steps = (
-            (now.nice != self.nice, lambda: os.setpriority(os.PRIO_PROCESS, 0, self.nice), "nice value"),
-            (now.policy != self.policy,
-             lambda: os.sched_setscheduler(0, self.policy[0], os.sched_param(self.policy[1])), "scheduling policy"),
+        if now.attributes != self.attributes:
+            _set_scheduling_attributes_back(self.attributes)
+            if _scheduling_attributes() != self.attributes:
+                left.append("a shard changed how the launcher is scheduled for good")
+        for changed, set_back, what in (
             (now.io_priority != self.io_priority, lambda: _set_io_priority(self.io_priority), "I/O priority"),
             (now.cores != self.cores, lambda: os.sched_setaffinity(0, self.cores), "cores"),
-        )
-        for changed, set_back, what in steps:
+        ):
             if changed:
                 try:
                     set_back()
@@ -441,10 +470,77 @@ class _Scheduling:
         return left
 
 
-# ``ioprio_get`` and ``ioprio_set`` by machine (glibc has no wrapper); elsewhere the I/O priority
-# is not looked at.
+class _SchedulingAttributes(ctypes.Structure):
+    """The kernel's ``struct sched_attr`` (version 1)."""
+
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                ("nice", ctypes.c_int32), ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64), ("util_min", ctypes.c_uint32),
+                ("util_max", ctypes.c_uint32)]
+
+
+# ``sched_getattr`` and ``sched_setattr``, ``ioprio_get`` and ``ioprio_set`` by machine (glibc
+# has no wrappers); elsewhere these are not looked at.
+_SCHED_ATTR_CALLS = {"x86_64": (315, 314), "aarch64": (275, 274)}
 _IOPRIO_CALLS = {"x86_64": (252, 251), "aarch64": (31, 30)}
 _IOPRIO_WHO_PROCESS = 1
+_SCHED_FLAG_UTIL_CLAMP = 0x60
+_FAIR_POLICIES = (os.SCHED_OTHER, os.SCHED_BATCH, os.SCHED_IDLE) if sys.platform == "linux" else ()
+
+
+def _scheduling_attributes() -> bytes:
+    """The launcher's ``sched_attr`` as bytes, its size field cleared (empty where unknown)."""
+    calls = _SCHED_ATTR_CALLS.get(os.uname().machine)
+    if calls is None:
+        return b""
+    attributes = _SchedulingAttributes()
+    if _libc().syscall(calls[0], 0, ctypes.byref(attributes), ctypes.sizeof(attributes), 0) != 0:
+        raise OSError(ctypes.get_errno(), "sched_getattr failed")
+    attributes.size = 0
+    return bytes(attributes)
+
+
+def _set_scheduling_attributes_back(saved: bytes) -> None:
+    """Set ``saved`` back: the clamps only with their flags, a fair task's slice as the default
+    one (0), which is what the launcher started with. (Checked by reading them again.)"""
+    wanted = _SchedulingAttributes.from_buffer_copy(saved)
+    wanted.size = ctypes.sizeof(wanted)
+    wanted.flags |= _SCHED_FLAG_UTIL_CLAMP
+    if wanted.policy in _FAIR_POLICIES:
+        wanted.runtime = 0
+    call = _SCHED_ATTR_CALLS[os.uname().machine][1]
+    if _libc().syscall(call, 0, ctypes.byref(wanted), 0) != 0:
+        wanted.flags &= ~_SCHED_FLAG_UTIL_CLAMP  # a kernel without clamps
+        _libc().syscall(call, 0, ctypes.byref(wanted), 0)
+
+
+# What a root shard may change in /proc/2 (root owns the files of a launcher that is not dumpable),
+# and every later shard would inherit; another uid's shards cannot write them.
+_PROC_SETTINGS = ("/proc/self/oom_score_adj", "/proc/self/coredump_filter")
+
+
+def _proc_settings() -> dict[str, bytes]:
+    if os.geteuid() != 0:
+        return {}
+    settings = {}
+    for path in _PROC_SETTINGS:
+        with contextlib.suppress(OSError), open(path, "rb") as setting:
+            settings[path] = setting.read()
+    return settings
+
+
+def _restore_proc_settings(saved: dict[str, bytes]) -> list[str]:
+    left = []
+    for path, value in saved.items():
+        try:
+            with open(path, "rb") as setting:
+                if setting.read() == value:
+                    continue
+            with open(path, "wb") as setting:  # coredump_filter reads as hex digits, read back as octal without 0x
+                setting.write(b"0x" + value if path.endswith("coredump_filter") else value)
+        except OSError:
+            left.append(f"a shard changed the launcher's {os.path.basename(path)} for good")
+    return left
 
 
 def _io_priority() -> int:
@@ -602,9 +698,9 @@ def _clean_the_temporary_folders(folders: Sequence[_TemporaryFolder]) -> list[st
 
 
 def _limits() -> dict[int, tuple[int, int]]:
-    """Every resource limit this launcher has (read once, when it starts)."""
-    names = [name for name in dir(resource) if name.startswith("RLIMIT_")]
-    return {getattr(resource, name): resource.getrlimit(getattr(resource, name)) for name in names}
+    """Every resource limit this launcher has (read once, when it starts): all the kernel's,
+    ``RLIMIT_LOCKS`` too, which Python's ``resource`` does not name."""
+    return {limit: resource.getrlimit(limit) for limit in range(_RLIMIT_COUNT)}
 
 
 def _restore_limits(saved: dict[int, tuple[int, int]]) -> list[str]:
@@ -676,15 +772,27 @@ def _empty(folder: str) -> bool:
     emptied = True
     for entry in entries:
         try:
-            if entry.is_dir(follow_symlinks=False):
-                if entry.stat(follow_symlinks=False).st_dev == device:
+            info = _lstat(folder, entry.path)
+            if stat.S_ISDIR(info.st_mode):
+                if info.st_dev == device:
                     emptied = _empty(entry.path) and emptied
                     emptied = _remove_folder(folder, entry.path) and emptied
             else:
                 _unlink(folder, entry.path)
+        except FileNotFoundError:
+            continue
         except OSError:
             emptied = False
     return emptied
+
+
+def _lstat(folder: str, path: str) -> os.stat_result:
+    """``lstat(path)``, ``folder`` made searchable first if a shard locked it."""
+    try:
+        return os.lstat(path)
+    except PermissionError:
+        os.chmod(folder, 0o700)
+        return os.lstat(path)
 
 
 def _remove_folder(folder: str, path: str) -> bool:

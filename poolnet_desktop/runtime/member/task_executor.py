@@ -212,8 +212,9 @@ class TaskExecutor:
                       + self.sandbox_settings.hidden)
             self.sandbox = Sandbox(self.sandbox_settings.network, hidden)
             if scopes_supported():  # else a lane's long-lived folder could be reached from outside
+                command = await asyncio.to_thread(launcher_command)  # it tries the C launcher's build once
                 if not self._stopping:  # stopped while it probed: no lane may outlive it
-                    self.lanes = LanePool(self.sandbox, self.work, launcher_command(), self._take_folder)
+                    self.lanes = LanePool(self.sandbox, self.work, command, self._take_folder)
                     self.lanes.keep_spare()
             elif self.sandbox_settings.network:
                 self._reuse_folders = False

@@ -59,13 +59,14 @@ class LanePool:
     ``idle_after`` seconds is closed.
 
     A lane is ready some 15 ms after it is asked for with the C launcher, 60-100 ms with the
-    Python one (``benchmarks/bench_launcher.py``): ``ready`` never waits for one. Until a lane is free, a task's shards run in sandboxes of their own
-    (some 30 ms each), as do the shards of one-shard tasks, which would never reuse one. On a
-    busy core a task's first lane took 100-150 ms to come, almost a tenth of a 2,000-shard task of
+    Python one (``benchmarks/bench_launcher.py``): ``ready`` never waits for one. Until a lane
+    is free, a task's shards run in sandboxes of their own (some 30 ms each), as do the shards
+    of one-shard tasks, which would never reuse one. On a busy core a task's first lane took
+    100-150 ms to come with the Python launcher, almost a tenth of a 2,000-shard task of
     ``true``: so, once asked to (``keep_spare``), the pool keeps one lane made ahead for the
-    next task whose shards need nothing bound in (no GPU, no environment). It is as new as
-    one made then: it has run nothing, and what the machine changed since is looked at as for
-    any free lane (``_outdated``)."""
+    next task whose shards need nothing bound in (no GPU, no environment). It is as new as one
+    made then: it has run nothing, and what the machine changed since is looked at as for any
+    free lane (``_outdated``)."""
 
     def __init__(self, sandbox: Sandbox, root: Path, launcher: LauncherCommand,
                  take_folder: Callable[[], Path], idle_after: float = IDLE_CLOSE_AFTER,

@@ -1,10 +1,11 @@
 """The lane launcher built from ``sandbox_launcher.c``: where its build is, and how it is made.
 
-The launcher in Python costs 0.27 ms of CPU per shard of ``true``, on the shard's own core;
-that was the gap between PoolNet and ``xargs -P 2`` (issue 14). Its C twin does the same
-steps. A member runs the build where there is one made from the C text beside this file (its
-name carries the text's hash: a build of an older text is never run), else the Python launcher
-(an install made with no compiler, or a build that does not run here). ``./dev setup`` and the installers build it:
+The launcher's own Python, paid per shard on the shard's own core, was the gap between
+PoolNet and ``xargs -P 2`` (issue 14; ``benchmarks/bench_launcher.py`` compares the two). Its
+C twin does the same steps. A member runs the build where there is one made from the C text
+beside this file (its name carries the text's hash: a build of an older text is never run),
+else the Python launcher (an install made with no compiler, or a build that does not run
+here). ``./dev setup`` and the installers build it:
 ``python -m poolnet_desktop.runtime.member.native_launcher``.
 """
 

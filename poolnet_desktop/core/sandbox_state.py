@@ -29,12 +29,13 @@ def describe(state: str, why_not: str = "", as_root: bool = False) -> str:
     """One line for people: the CLI at start, ``poolnet status``, the device card. An empty
     state is an older member that did not say. ``as_root``: the member runs as root, which
     its owner is warned of where it takes tasks (a sandbox drops root's capabilities, not its
-    ownership of the files only root may read, nor the kernel's exemption of root from the
-    process limit)."""
+    ownership of the files only root may read and of the device files bwrap binds in, nor the
+    kernel's exemption of root from the process limit)."""
     if state == "bwrap":
         line = "tasks run in a sandbox (bubblewrap)"
         danger = ("shards can read the files only root may read (/etc/shadow, SSH host keys, saved Wi-Fi "
-                  "passwords) and start processes past the kernel's limit on them")
+                  "passwords), change the device files the sandbox shares (/dev/null, the GPUs) and start "
+                  "processes past the kernel's limit on them")
     elif state == "unsandboxed":
         line, danger = "runs tasks without a sandbox", "a task can do anything on this machine"
     elif state == "none":

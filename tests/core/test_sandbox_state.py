@@ -25,6 +25,7 @@ def test_the_lines_say_what_happens_and_why() -> None:
 
 def test_a_member_run_as_root_that_takes_tasks_warns_its_owner() -> None:
     assert describe("bwrap", as_root=True).startswith("tasks run in a sandbox (bubblewrap); as root, shards can read")
+    assert "change the device files the sandbox shares (/dev/null" in describe("bwrap", as_root=True)
     assert "a task can do anything" in describe("unsandboxed", as_root=True)
     for state in ("bwrap", "unsandboxed"):
         assert describe(state, as_root=True).endswith("run poolnet as an ordinary user")
